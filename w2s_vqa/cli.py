@@ -1,0 +1,41 @@
+"""`w2s-vqa VERB ...`: one entry point; each verb lives beside the code it drives.
+
+A verb module exposes `add_arguments(parser)` and `run(args) -> int`. Modules are
+imported only when their verb runs, so `w2s-vqa --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# verb -> (module, one-line help)
+VERBS: dict[str, tuple[str, str]] = {
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config and --set, which every verb that reads a config takes."""
+    parser.add_argument("--config", default=None, help="config file with get_config() (default: configs/tiny_cpu.py)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set data.num_frames=8 (repeatable)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="w2s-vqa", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", required=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = argv[0] if argv and argv[0] in VERBS else None
+    modules = {}
+    for verb, (module_name, help_text) in VERBS.items():
+        verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
+        if verb == chosen:
+            modules[verb] = importlib.import_module(module_name)
+            modules[verb].add_arguments(verb_parser)
+    args = parser.parse_args(argv)
+    return int(modules[args.verb].run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The pair prompt, the five level words and the preference readout.
+
+One definition for the whole project: the data pipeline tokenizes with it, the
+student reads its answer with it, the objective and the labels use its order.
+Text follows METHOD.md ("Student"): the Qwen chat template, the system prompt
+"You are a helpful assistant.", and the answer "The quality of the second video
+is {level} to the first video.". The student is asked for the next token after
+"The quality of the second video is"; the logits of the five level tokens at
+that position are its answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+import numpy as np
+
+# Label order everywhere: index 0 = the second video is much better.
+LEVELS: tuple[str, ...] = ("superior", "better", "similar", "worse", "inferior")
+# Weight of each level in P(second better than first).
+ALPHA: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)
+LEVEL_INDEX = {word: i for i, word in enumerate(LEVELS)}
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+VIDEO_PLACEHOLDER = "<video>"
+QUESTION = (
+    "Now you will receive two videos. The first video: <video>. The second video: <video>. "
+    "Please watch these videos carefully, and then answer the following question: "
+    "Comparing with the first video, how do you assess the quality of the second video?"
+)
+ANSWER_PREFIX = "The quality of the second video is"
+ANSWER_TEMPLATE = "The quality of the second video is {level} to the first video."
+VIDEOS_PER_PROMPT = 2
+
+
+def chat_text(question: str = QUESTION, answer_prefix: str = ANSWER_PREFIX) -> str:
+    """The Qwen chat rendering of the pair prompt, ending where the level word goes."""
+    return (
+        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
+        f"<|im_start|>user\n{question}<|im_end|>\n"
+        f"<|im_start|>assistant\n{answer_prefix}"
+    )
+
+
+class PromptError(ValueError):
+    """The tokenizer cannot express the prompt as the readout needs it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PairPrompt:
+    """Token ids of the pair prompt with each <video> expanded to its tokens.
+
+    `input_ids` holds `tokens_per_video` copies of `video_token_id` per video;
+    the student writes frame, newline and motion features there. The answer is
+    read at the last position.
+    """
+
+    input_ids: np.ndarray  # [L] int32
+    level_token_ids: tuple[int, ...]  # five ids, in LEVELS order
+    video_token_id: int
+    tokens_per_video: int
+    pad_token_id: int
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def padded(self, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask), right-padded to `length`."""
+        if length < self.length:
+            raise PromptError(f"prompt has {self.length} tokens, more than the {length} asked for")
+        ids = np.full((length,), self.pad_token_id, np.int32)
+        ids[: self.length] = self.input_ids
+        mask = np.zeros((length,), np.int32)
+        mask[: self.length] = 1
+        return ids, mask
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """A `tokenizers.Tokenizer` from a directory holding tokenizer.json, or the file itself."""
+    import tokenizers
+
+    path = os.fspath(path)
+    file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"{file}: no tokenizer.json (the student needs the checkpoint's fast tokenizer)")
+    return tokenizers.Tokenizer.from_file(file)
+
+
+def level_token_ids(tokenizer) -> tuple[int, ...]:
+    """Ids of " superior", " better", ... ; each word must be exactly one token."""
+    ids, problems = [], []
+    for word in LEVELS:
+        pieces = tokenizer.encode(" " + word, add_special_tokens=False).ids
+        if len(pieces) != 1:
+            problems.append(f"' {word}' -> {len(pieces)} tokens {pieces}")
+        ids.append(pieces[0] if pieces else -1)
+    if problems:
+        raise PromptError("each level word must be a single token; " + "; ".join(problems))
+    if len(set(ids)) != len(ids):
+        raise PromptError(f"level words share token ids: {dict(zip(LEVELS, ids))}")
+    return tuple(ids)
+
+
+def pad_token_id(tokenizer) -> int:
+    for name in ("<|endoftext|>", "<pad>", "<|im_end|>"):
+        token_id = tokenizer.token_to_id(name)
+        if token_id is not None:
+            return int(token_id)
+    return 0
+
+
+def build_pair_prompt(tokenizer, *, video_token_id: int, tokens_per_video: int,
+                      question: str = QUESTION) -> PairPrompt:
+    """Tokenize the pair prompt; the text between placeholders is encoded piece by piece."""
+    pieces = chat_text(question).split(VIDEO_PLACEHOLDER)
+    if len(pieces) != VIDEOS_PER_PROMPT + 1:
+        raise PromptError(f"the question must hold {VIDEOS_PER_PROMPT} '{VIDEO_PLACEHOLDER}' placeholders")
+    ids: list[int] = []
+    for i, text in enumerate(pieces):
+        ids.extend(tokenizer.encode(text, add_special_tokens=False).ids)
+        if i < VIDEOS_PER_PROMPT:
+            ids.extend([video_token_id] * tokens_per_video)
+    return PairPrompt(
+        input_ids=np.asarray(ids, np.int32),
+        level_token_ids=level_token_ids(tokenizer),
+        video_token_id=int(video_token_id),
+        tokens_per_video=int(tokens_per_video),
+        pad_token_id=pad_token_id(tokenizer),
+    )
+
+
+def preference(level_logits, alpha: Sequence[float] = ALPHA):
+    """P(second video better than first) = sum_k alpha_k softmax(level_logits)_k.
+
+    Works on numpy or jax arrays of shape [..., 5].
+    """
+    if isinstance(level_logits, np.ndarray):
+        xp = np
+    else:
+        import jax.numpy as xp
+    z = level_logits - level_logits.max(axis=-1, keepdims=True)
+    q = xp.exp(z)
+    q = q / q.sum(axis=-1, keepdims=True)
+    return (q * xp.asarray(alpha, dtype=q.dtype)).sum(axis=-1)
