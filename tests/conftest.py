@@ -1,0 +1,11 @@
+"""Test set-up: 8 simulated CPU devices, float32 matmuls at full precision."""
+
+import os
+
+# Before jax is imported anywhere: sharding tests need several devices.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")

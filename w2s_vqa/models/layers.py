@@ -1,0 +1,125 @@
+"""Building blocks shared by the towers: parameters carry logical axis names.
+
+Every parameter is an `nnx.Param` with `logical_axes` metadata (DESIGN.md,
+Conventions); `w2s_vqa.train.sharding` maps those names to mesh axes through one
+rules table. Parameters are stored in float32; each block computes in the dtype
+it is given (bf16 compute with fp32 master weights), and normalizations and
+softmaxes run in float32 as transformers does.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+PARAM_DTYPE = jnp.float32
+INIT_STD = 0.02
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "silu": jax.nn.silu,
+    "relu": jax.nn.relu,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported activation {name!r}; known: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Sequence[str | None], *, init: str = "normal") -> nnx.Param:
+    """A float32 parameter with its logical axis names."""
+    if len(shape) != len(axes):
+        raise ValueError(f"shape {tuple(shape)} and logical axes {tuple(axes)} differ in rank")
+    if init == "normal":
+        value = INIT_STD * jax.random.normal(rngs.params(), shape, PARAM_DTYPE)
+    elif init == "zeros":
+        value = jnp.zeros(shape, PARAM_DTYPE)
+    elif init == "ones":
+        value = jnp.ones(shape, PARAM_DTYPE)
+    else:
+        raise ValueError(f"unknown init {init!r}")
+    return nnx.Param(value, logical_axes=tuple(axes))
+
+
+class Linear(nnx.Module):
+    """y = x @ kernel + bias, kernel stored [in, out] (the transpose of torch's weight)."""
+
+    def __init__(self, din: int, dout: int, *, axes: tuple[str | None, str | None], bias: bool = True,
+                 dtype=jnp.float32, rngs: nnx.Rngs):
+        self.kernel = param(rngs, (din, dout), axes)
+        self.bias = param(rngs, (dout,), axes[1:], init="zeros") if bias else None
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class LayerNorm(nnx.Module):
+    def __init__(self, dim: int, *, eps: float, axis_name: str, dtype=jnp.float32, rngs: nnx.Rngs | None = None):
+        self.scale = param(rngs, (dim,), (axis_name,), init="ones")
+        self.bias = param(rngs, (dim,), (axis_name,), init="zeros")
+        self.eps = eps
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+        return y.astype(self.dtype)
+
+
+class RMSNorm(nnx.Module):
+    """Qwen2's RMSNorm: normalize in float32, cast back, then scale (as transformers orders it)."""
+
+    def __init__(self, dim: int, *, eps: float, axis_name: str, dtype=jnp.float32, rngs: nnx.Rngs | None = None):
+        self.scale = param(rngs, (dim,), (axis_name,), init="ones")
+        self.eps = eps
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+        return self.scale[...].astype(self.dtype) * y.astype(self.dtype)
+
+
+class Embed(nnx.Module):
+    def __init__(self, num: int, dim: int, *, axes: tuple[str | None, str | None], dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        self.embedding = param(rngs, (num, dim), axes)
+        self.dtype = dtype
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """Logits against the embedding table (tied output layer)."""
+        return jnp.dot(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, scale: float) -> jax.Array:
+    """Softmax attention with grouped key/value heads.
+
+    q [B,T,N,D], k and v [B,S,K,D] with N a multiple of K; mask broadcastable to
+    [B,1,T,S], True where a query may attend. Scores and softmax in float32.
+    Returns [B,T,N,D].
+    """
+    b, t, n, d = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(b, t, kv_heads, n // kv_heads, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    if mask is not None:
+        scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, n, d)

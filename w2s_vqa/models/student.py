@@ -1,0 +1,200 @@
+"""The student: LLaVA-OneVision's video path plus the paper's motion branch.
+
+Per video (transformers' `LlavaOnevisionModel.get_video_features`): every frame
+through SigLIP, hidden states of `vision_feature_layer`, the projector, 2x
+bilinear pooling of the patch grid, frames concatenated, one image-newline
+vector. Then ours (METHOD.md "Motion branch"): one token per one-second motion
+chunk, Linear(256->H) - GELU - Linear(H->H). Those `tokens_per_video` vectors
+replace, in order, the `video_token_index` placeholders of each sample.
+
+Shapes are fixed under jit: every sample holds the same number of videos and
+placeholders. A video shorter than its frame or chunk slots has a mask; the
+tokens of masked slots are hidden from attention (their keys are masked) rather
+than removed, so every batch compiles once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from w2s_vqa import prompt
+from w2s_vqa.models.config import StudentConfig, check_feature_layers
+from w2s_vqa.models.layers import Linear, activation, param
+from w2s_vqa.models.qwen2 import Qwen2Model
+from w2s_vqa.models.siglip import SiglipVisionTower
+
+# SigLIP's processor: rescale by 1/255, then normalize with mean 0.5, std 0.5.
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.5
+
+
+def normalize_pixels(pixels: jax.Array) -> jax.Array:
+    """uint8 RGB in [0, 255] -> float32 as SigLIP's image processor gives them."""
+    return (pixels.astype(jnp.float32) / 255.0 - PIXEL_MEAN) / PIXEL_STD
+
+
+def bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """[size_out, size_in] weights of torch's bilinear resize (align_corners=False, no antialias)."""
+    scale = size_in / size_out
+    weights = np.zeros((size_out, size_in), np.float64)
+    for o in range(size_out):
+        src = max((o + 0.5) * scale - 0.5, 0.0)
+        lo = min(int(math.floor(src)), size_in - 1)
+        hi = min(lo + 1, size_in - 1)
+        frac = src - lo
+        weights[o, lo] += 1.0 - frac
+        weights[o, hi] += frac
+    return weights.astype(np.float32)
+
+
+class Projector(nnx.Module):
+    """Linear - activation - Linear, the shape of both the multimodal and the motion projector."""
+
+    def __init__(self, din: int, dout: int, *, act: str, bias: bool, in_axis: str | None, dtype, rngs: nnx.Rngs):
+        self.linear_1 = Linear(din, dout, axes=(in_axis, "mlp"), bias=bias, dtype=dtype, rngs=rngs)
+        self.linear_2 = Linear(dout, dout, axes=("mlp", "embed"), bias=bias, dtype=dtype, rngs=rngs)
+        self.act = activation(act)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.linear_2(self.act(self.linear_1(x)))
+
+
+class Student(nnx.Module):
+    def __init__(self, cfg: StudentConfig, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.dtype)
+        self.cfg = cfg
+        self.dtype = dtype
+        v, t = cfg.vision, cfg.text
+        self.feature_indices = check_feature_layers(cfg.feature_layers, v.num_hidden_layers)
+        self.vision_tower = SiglipVisionTower(v, dtype=dtype, remat=cfg.remat, rngs=rngs)
+        self.multi_modal_projector = Projector(
+            v.hidden_size * len(self.feature_indices), t.hidden_size, act=cfg.projector_hidden_act,
+            bias=cfg.multimodal_projector_bias, in_axis="vision_embed", dtype=dtype, rngs=rngs)
+        self.image_newline = param(rngs, (t.hidden_size,), ("embed",))
+        self.language_model = Qwen2Model(t, dtype=dtype, remat=cfg.remat, rngs=rngs)
+        self.lm_head = None if t.tie_word_embeddings else Linear(
+            t.hidden_size, t.vocab_size, axes=("embed", "vocab"), bias=False, dtype=dtype, rngs=rngs)
+        self.motion_projector = Projector(cfg.motion_dim, t.hidden_size, act="gelu", bias=True, in_axis=None,
+                                          dtype=dtype, rngs=rngs)
+
+    # ---------------------------------------------------------------- video tokens
+    def frame_features(self, frames: jax.Array) -> jax.Array:
+        """[N, H, W, C] normalized frames -> pooled projected features [N, pooled_grid**2, D]."""
+        hidden = self.vision_tower.hidden_states(frames, self.feature_indices)
+        x = jnp.concatenate(hidden, axis=-1) if len(hidden) > 1 else hidden[0]
+        if self.cfg.vision_feature_select_strategy == "default":
+            x = x[:, 1:]
+        x = self.multi_modal_projector(x)
+        n, _, d = x.shape
+        g = self.cfg.vision.grid_size
+        pool = jnp.asarray(bilinear_matrix(g, self.cfg.pooled_grid), x.dtype)
+        x = jnp.einsum("oh,nhwd,pw->nopd", pool, x.reshape(n, g, g, d), pool)
+        return x.reshape(n, -1, d)
+
+    def video_tokens(self, pixel_values: jax.Array, motion: jax.Array | None = None) -> jax.Array:
+        """pixel_values [B, V, F, H, W, C] (uint8 or normalized float), motion [B, V, M, 256]
+        -> [B, V * tokens_per_video, D]: frame tokens, newline, motion tokens per video."""
+        b, nv, f = pixel_values.shape[:3]
+        frames = pixel_values.reshape(b * nv * f, *pixel_values.shape[3:])
+        if frames.dtype == jnp.uint8:
+            frames = normalize_pixels(frames)
+        feats = self.frame_features(frames)
+        d = feats.shape[-1]
+        feats = feats.reshape(b * nv, -1, d)
+        newline = jnp.broadcast_to(self.image_newline[...].astype(feats.dtype), (b * nv, 1, d))
+        parts = [feats, newline]
+        m = self.cfg.num_motion_chunks
+        if m:
+            if motion is None:
+                motion = jnp.zeros((b, nv, m, self.cfg.motion_dim), self.dtype)
+            parts.append(self.motion_projector(motion.reshape(b * nv, m, -1)).astype(feats.dtype))
+        return jnp.concatenate(parts, axis=1).reshape(b, -1, d)
+
+    def video_token_mask(self, batch: int, num_videos: int, frame_mask=None, motion_mask=None) -> jax.Array:
+        """[B, V * tokens_per_video] bool: False on tokens of masked frames and chunks."""
+        cfg = self.cfg
+        if frame_mask is None:
+            frame_mask = jnp.ones((batch, num_videos, cfg.num_frames), bool)
+        if motion_mask is None:
+            motion_mask = jnp.ones((batch, num_videos, cfg.num_motion_chunks), bool)
+        frame_tokens = jnp.repeat(frame_mask.astype(bool), cfg.tokens_per_frame, axis=-1)
+        newline = jnp.ones((batch, num_videos, 1), bool)
+        return jnp.concatenate([frame_tokens, newline, motion_mask.astype(bool)], axis=-1).reshape(batch, -1)
+
+    # ---------------------------------------------------------------- full forward
+    def embed(self, input_ids, attention_mask=None, pixel_values=None, motion=None, frame_mask=None,
+              motion_mask=None):
+        """Input embeddings with video tokens placed, and the attention mask that hides masked slots."""
+        embeds = self.language_model.embed_tokens(input_ids)
+        if attention_mask is None:
+            attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+        if pixel_values is None:
+            return embeds, attention_mask
+        b, nv = pixel_values.shape[:2]
+        tokens = self.video_tokens(pixel_values, motion).astype(embeds.dtype)
+        valid = self.video_token_mask(b, nv, frame_mask, motion_mask)
+        is_video = input_ids == self.cfg.video_token_index
+        # The k-th placeholder of a sample takes that sample's k-th video token.
+        slot = jnp.clip(jnp.cumsum(is_video, axis=1) - 1, 0, tokens.shape[1] - 1)
+        placed = jnp.take_along_axis(tokens, slot[..., None], axis=1)
+        embeds = jnp.where(is_video[..., None], placed, embeds)
+        keep = jnp.where(is_video, jnp.take_along_axis(valid, slot, axis=1), True)
+        return embeds, attention_mask * keep.astype(attention_mask.dtype)
+
+    def hidden_states(self, input_ids, attention_mask=None, pixel_values=None, motion=None, frame_mask=None,
+                      motion_mask=None, position_ids=None):
+        embeds, mask = self.embed(input_ids, attention_mask, pixel_values, motion, frame_mask, motion_mask)
+        return self.language_model(embeds, mask, position_ids)
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """Vocabulary logits of hidden states (tied to the embeddings when the config says so)."""
+        if self.lm_head is None:
+            return self.language_model.embed_tokens.attend(hidden)
+        return self.lm_head(hidden)
+
+    def __call__(self, input_ids, attention_mask=None, pixel_values=None, motion=None, frame_mask=None,
+                 motion_mask=None, position_ids=None):
+        """Vocabulary logits [B, L, V], as LlavaOnevisionForConditionalGeneration gives them."""
+        return self.logits(self.hidden_states(input_ids, attention_mask, pixel_values, motion, frame_mask,
+                                              motion_mask, position_ids))
+
+    # ---------------------------------------------------------------- readout
+    def level_logits(self, level_token_ids: Sequence[int], input_ids, attention_mask=None, pixel_values=None,
+                     motion=None, frame_mask=None, motion_mask=None) -> jax.Array:
+        """[B, 5] logits of the level tokens at the answer position (the last real token).
+
+        Only five rows of the output layer are used: the readout never builds
+        the [B, L, vocab] logits.
+        """
+        if attention_mask is None:
+            attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+        hidden = self.hidden_states(input_ids, attention_mask, pixel_values, motion, frame_mask, motion_mask)
+        length = attention_mask.shape[1]
+        last = length - 1 - jnp.argmax(attention_mask[:, ::-1] > 0, axis=1)
+        answer = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+        ids = jnp.asarray(level_token_ids)
+        if self.lm_head is None:
+            rows = self.language_model.embed_tokens.embedding[...][ids]
+        else:
+            rows = self.lm_head.kernel[...][:, ids].T
+        return jnp.dot(answer.astype(jnp.float32), rows.astype(jnp.float32).T)
+
+    def preference(self, level_token_ids: Sequence[int], *args, **kwargs) -> jax.Array:
+        """P(second video better than first) per pair, [B]."""
+        return prompt.preference(self.level_logits(level_token_ids, *args, **kwargs))
+
+
+def create(cfg: StudentConfig, seed: int = 0) -> Student:
+    """A randomly initialized student."""
+    return Student(cfg, rngs=nnx.Rngs(seed))
+
+
+def create_abstract(cfg: StudentConfig) -> Student:
+    """The student's structure with ShapeDtypeStructs for leaves: nothing is allocated."""
+    return nnx.eval_shape(lambda: Student(cfg, rngs=nnx.Rngs(0)))
