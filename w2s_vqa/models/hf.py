@@ -113,12 +113,17 @@ HUB_PREFIXES = (("vision_tower.vision_model.", "model.vision_tower."),
                 ("model.vision_tower.vision_model.", "model.vision_tower."))
 
 
-def _template_regex(template: str) -> re.Pattern:
+_FIELD = re.compile(r"\{(\w+)(?::([^}]*))?\}")
+
+
+def _template_regex(template: str, alternatives: dict[str, str]) -> re.Pattern:
+    """`{i}` matches a layer index; `{name}` one of the alternatives given for it (on either side)."""
     out, pos = [], 0
-    for m in re.finditer(r"\{(\w+)(?::([^}]*))?\}", template):
+    for m in _FIELD.finditer(template):
         out.append(re.escape(template[pos:m.start()]))
-        name, alternatives = m.group(1), m.group(2)
-        body = r"\d+" if alternatives is None else "|".join(re.escape(a) for a in alternatives.split("|"))
+        name = m.group(1)
+        choices = alternatives.get(name)
+        body = r"\d+" if choices is None else "|".join(re.escape(a) for a in choices.split("|"))
         out.append(f"(?P<{name}>{body})")
         pos = m.end()
     out.append(re.escape(template[pos:]))
@@ -126,14 +131,19 @@ def _template_regex(template: str) -> re.Pattern:
 
 
 def _template_format(template: str, groups: dict[str, str]) -> str:
-    return re.sub(r"\{(\w+)(?::[^}]*)?\}", lambda m: groups[m.group(1)], template)
+    return _FIELD.sub(lambda m: groups[m.group(1)], template)
 
 
 class KeyMap:
     """Matches names on one side of a rules table and gives the other side's name."""
 
     def __init__(self, rules):
-        self.rules = [(_template_regex(h), h, _template_regex(o), o, t) for h, o, t in rules]
+        self.rules = []
+        for hf_template, our_template, transform in rules:
+            alternatives = {m.group(1): m.group(2) for t in (hf_template, our_template)
+                            for m in _FIELD.finditer(t) if m.group(2)}
+            self.rules.append((_template_regex(hf_template, alternatives), hf_template,
+                               _template_regex(our_template, alternatives), our_template, transform))
 
     def to_ours(self, hf_key: str) -> tuple[str, Transform] | None:
         for hf_re, _, _, ours, transform in self.rules:
@@ -142,9 +152,9 @@ class KeyMap:
         return None
 
     def to_hf(self, our_key: str) -> tuple[str, Transform] | None:
-        for _, hf, our_re, _, transform in self.rules:
+        for _, hf_template, our_re, _, transform in self.rules:
             if m := our_re.match(our_key):
-                return _template_format(hf, m.groupdict()), transform
+                return _template_format(hf_template, m.groupdict()), transform
         return None
 
 
