@@ -1,17 +1,23 @@
 """`w2s-vqa VERB ...`: one entry point; each verb lives beside the code it drives.
 
 A verb module exposes `add_arguments(parser)` and `run(args) -> int`. Modules are
-imported only when their verb runs, so `w2s-vqa --help` stays fast.
+imported only when their verb runs, so `w2s-vqa --help` stays fast. Errors in the
+user's input end the verb with a one-line message and exit status 2 (set
+W2S_VQA_DEBUG=1 for the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
+    "export": ("w2s_vqa.models.export", "write a student as a Hugging Face / PyTorch directory"),
+    "check-parity": ("w2s_vqa.models.parity", "compare our student with transformers on a checkpoint"),
+    "prepare": ("w2s_vqa.data.store", "build a video store from a folder or a manifest"),
 }
 
 
@@ -34,7 +40,14 @@ def main(argv: list[str] | None = None) -> int:
             modules[verb] = importlib.import_module(module_name)
             modules[verb].add_arguments(verb_parser)
     args = parser.parse_args(argv)
-    return int(modules[args.verb].run(args) or 0)
+    try:
+        return int(modules[args.verb].run(args) or 0)
+    except (OSError, ValueError, KeyError) as e:
+        # Bad input (a file, a key, a value) is the user's to fix: say what, not where in our code.
+        if os.environ.get("W2S_VQA_DEBUG"):
+            raise
+        print(f"w2s-vqa {args.verb}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

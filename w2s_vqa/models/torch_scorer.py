@@ -56,9 +56,10 @@ class TorchScorer:
                                                tokens_per_video=self.settings["tokens_per_video"])
 
     @torch.no_grad()
-    def level_logits(self, pixel_values: np.ndarray, motion: np.ndarray | None = None,
-                     frame_mask: np.ndarray | None = None, motion_mask: np.ndarray | None = None) -> np.ndarray:
-        """pixel_values [B, 2, F, H, W, 3] uint8, motion [B, 2, M, 256] -> level logits [B, 5]."""
+    def logits(self, pixel_values: np.ndarray, motion: np.ndarray | None = None,
+               frame_mask: np.ndarray | None = None, motion_mask: np.ndarray | None = None) -> torch.Tensor:
+        """pixel_values [B, 2, F, H, W, 3] uint8, motion [B, 2, M, 256] -> vocabulary logits [B, L, V]
+        over the pair prompt (`self.prompt.input_ids`)."""
         b, nv, f = pixel_values.shape[:3]
         m = self.num_motion_chunks
         if f != self.num_frames:
@@ -89,7 +90,11 @@ class TorchScorer:
         attention_mask = torch.ones_like(ids)
         attention_mask[is_video] = torch.as_tensor(valid.reshape(-1), device=self.device).long()
 
-        logits = self.model(inputs_embeds=embeds, attention_mask=attention_mask).logits[:, -1]
+        return self.model(inputs_embeds=embeds, attention_mask=attention_mask).logits
+
+    def level_logits(self, *args, **kwargs) -> np.ndarray:
+        """Logits [B, 5] of the level tokens at the answer position (the prompt's last token)."""
+        logits = self.logits(*args, **kwargs)[:, -1]
         level_ids = torch.as_tensor(self.prompt.level_token_ids, device=self.device)
         return logits[:, level_ids].float().cpu().numpy()
 
