@@ -1,0 +1,119 @@
+"""Forward+backward of the student: ours under jit against transformers in PyTorch.
+
+    python -m w2s_vqa.bench.student --preset small
+
+Same config, same weights (ours are imported from the transformers model's
+save_pretrained directory), same inputs, float32. The loss is the mean of P over
+the pairs, so both sides run the vision tower, the projector and pooling, the
+decoder and the level readout, and back. Motion tokens are left out (transformers
+has no motion branch). Prints both medians, the ratio PyTorch/ours (above 1:
+ours is faster), and each side's model FLOPs utilization against this
+machine's matmul peak, measured here in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+import numpy as np
+
+from w2s_vqa import prompt
+from w2s_vqa.bench import common
+from w2s_vqa.models import config as config_lib
+from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small", choices=sorted(config_lib.PRESETS))
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    from w2s_vqa.models import hf
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    cfg = config_lib.preset(args.preset, num_motion_chunks=0)
+    torch.manual_seed(0)
+    hf_config = LlavaOnevisionConfig(**cfg.to_hf_config())
+    hf_config._attn_implementation = "sdpa"
+    torch_model = LlavaOnevisionForConditionalGeneration(hf_config).train()
+    with tempfile.TemporaryDirectory() as tmp:
+        torch_model.save_pretrained(tmp)
+        ours = hf.load_student(tmp, num_frames=cfg.num_frames, num_motion_chunks=0)
+
+    tok = prompt.load_tokenizer(TINY_TOKENIZER)
+    pp = prompt.build_pair_prompt(tok, video_token_id=cfg.video_token_index, tokens_per_video=cfg.tokens_per_video)
+    rng = np.random.default_rng(0)
+    size = cfg.vision.image_size
+    pixels = rng.integers(0, 256, (args.pairs, 2, cfg.num_frames, size, size, 3), dtype=np.uint8)
+    ids = np.repeat(pp.input_ids[None], args.pairs, axis=0)
+    level_ids = list(pp.level_token_ids)
+
+    # Ours: jit of value_and_grad, uint8 pixels normalized inside.
+    def loss(model, ids, pixels):
+        return model.preference(level_ids, ids, None, pixels).mean()
+
+    step = nnx.jit(nnx.value_and_grad(loss))
+    j_ids, j_pixels = jnp.asarray(ids), jnp.asarray(pixels)
+
+    def run_ours():
+        value, grads = step(ours, j_ids, j_pixels)
+        jax.block_until_ready((value, grads))
+
+    # transformers: the same loss through LlavaOnevisionForConditionalGeneration.forward.
+    t_ids = torch.as_tensor(ids).long()
+    t_pixels = ((torch.as_tensor(pixels).float() / 255.0 - 0.5) / 0.5).reshape(
+        args.pairs * 2, cfg.num_frames, size, size, 3).permute(0, 1, 4, 2, 3).contiguous()
+    t_level = torch.as_tensor(level_ids)
+    alpha = torch.as_tensor(prompt.ALPHA)
+
+    def run_torch():
+        torch_model.zero_grad(set_to_none=True)
+        logits = torch_model(input_ids=t_ids, pixel_values_videos=t_pixels, logits_to_keep=1).logits[:, -1]
+        p = (torch.softmax(logits[:, t_level], -1) * alpha).sum(-1).mean()
+        p.backward()
+
+    ours_s, ours_all = common.median_seconds(run_ours, repeats=args.repeats)
+    torch_s, torch_all = common.median_seconds(run_torch, repeats=args.repeats)
+    jax_peak, torch_peak = common.jax_matmul_peak(), common.torch_matmul_peak()
+    peak = max(jax_peak, torch_peak)
+    flops = 3 * common.student_forward_flops(cfg, args.pairs, pp.length)
+    figures = {
+        "benchmark": "student_forward_backward",
+        "preset": args.preset,
+        "pairs": args.pairs,
+        "frames_per_video": cfg.num_frames,
+        "sequence_length": pp.length,
+        "machine": common.machine(),
+        "device": jax.devices()[0].device_kind,
+        "model_gflops_per_step": flops / 1e9,
+        "ours_median_s": ours_s,
+        "torch_median_s": torch_s,
+        "ratio_torch_over_ours": torch_s / ours_s,
+        "jax_matmul_peak_gflops": jax_peak / 1e9,
+        "torch_matmul_peak_gflops": torch_peak / 1e9,
+        "machine_peak_gflops": peak / 1e9,
+        "ours_gflops": flops / ours_s / 1e9,
+        "torch_gflops": flops / torch_s / 1e9,
+        "ours_mfu": flops / ours_s / peak,
+        "torch_mfu": flops / torch_s / peak,
+        "ours_times_s": ours_all,
+        "torch_times_s": torch_all,
+    }
+    print(f"{args.preset}: ours {ours_s:.3f} s, transformers {torch_s:.3f} s per forward+backward "
+          f"(ratio PyTorch/ours {torch_s / ours_s:.2f}); MFU ours {figures['ours_mfu']:.1%}, "
+          f"PyTorch {figures['torch_mfu']:.1%} of {peak / 1e9:.0f} GFLOP/s measured matmul peak")
+    common.emit(figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
