@@ -1,0 +1,118 @@
+"""The pairwise ranking objective and its metrics (METHOD.md "Objective").
+
+L = (1 - lambda) * CE + lambda * L_conf, with L_conf the mean entropy of the
+predicted five-level distribution. lambda = a * min(1, t / T_w): it ramps up over
+the warm-up T_w (10% of the steps); a = exp(L_conf/T) / (exp(L_conf/T) + exp(CE/T)),
+computed without gradient, weighs the term that is currently larger more; T
+falls linearly from 0.5 to 0.1 over the warm-up. Per-pair weights scale each
+pair's contribution. The soft variant replaces the one-hot label by a
+five-way target distribution (w2s_vqa.data.pairs.soft_five_way_targets).
+
+Pure functions of arrays: the train step and the tests call them alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from w2s_vqa.prompt import ALPHA, LEVEL_INDEX
+
+# Origins in batch order (the pipeline's `origin` index); metrics are reported per origin.
+ORIGINS = ("teacher", "spatial", "temporal", "compression", "student")
+SECOND_BETTER = (LEVEL_INDEX["superior"], LEVEL_INDEX["better"])
+SECOND_WORSE = (LEVEL_INDEX["worse"], LEVEL_INDEX["inferior"])
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    confidence: bool = True  # add the confidence (entropy) term
+    warmup_fraction: float = 0.1  # T_w as a fraction of the total steps
+    temperature_start: float = 0.5
+    temperature_end: float = 0.1
+    soft_targets: bool = False  # cross-entropy against `batch["target"]` instead of one-hot labels
+
+
+def confidence_schedule(step, total_steps: int, cfg: ObjectiveConfig) -> tuple[jax.Array, jax.Array]:
+    """(ramp = min(1, t / T_w), temperature T) at `step`."""
+    warmup = jnp.maximum(1.0, cfg.warmup_fraction * total_steps)
+    progress = jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / warmup)
+    temperature = cfg.temperature_start + (cfg.temperature_end - cfg.temperature_start) * progress
+    return progress, temperature
+
+
+def _weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-12)
+
+
+def loss_terms(level_logits: jax.Array, labels: jax.Array | None, weights: jax.Array,
+               targets: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Weighted cross-entropy and mean entropy of the level distribution.
+
+    level_logits [B, 5]; labels [B] (indices into LEVELS) or targets [B, 5]
+    (probabilities); weights [B] (0 drops a pair, e.g. batch padding).
+    """
+    log_q = jax.nn.log_softmax(level_logits.astype(jnp.float32), axis=-1)
+    if targets is None:
+        targets = jax.nn.one_hot(labels, level_logits.shape[-1], dtype=jnp.float32)
+    ce = -jnp.sum(targets * log_q, axis=-1)
+    entropy = -jnp.sum(jnp.exp(log_q) * log_q, axis=-1)
+    weights = weights.astype(jnp.float32)
+    return {"ce": _weighted_mean(ce, weights), "confidence": _weighted_mean(entropy, weights)}
+
+
+def objective(level_logits, batch: dict, step, total_steps: int, cfg: ObjectiveConfig = ObjectiveConfig()):
+    """(loss, aux): the paper's loss at `step`, and its parts for logging."""
+    targets = batch.get("target") if cfg.soft_targets else None
+    if cfg.soft_targets and targets is None:
+        raise KeyError("soft_targets=True needs batch['target'], a [B, 5] distribution per pair")
+    terms = loss_terms(level_logits, batch["label"], batch["weight"], targets)
+    ce, conf = terms["ce"], terms["confidence"]
+    if cfg.confidence:
+        ramp, temperature = confidence_schedule(step, total_steps, cfg)
+        a = jax.lax.stop_gradient(jax.nn.sigmoid((conf - ce) / temperature))  # = e^{c/T} / (e^{c/T} + e^{ce/T})
+        lam = a * ramp
+    else:
+        lam = jnp.zeros((), jnp.float32)
+    loss = (1.0 - lam) * ce + lam * conf
+    return loss, {"loss": loss, "ce": ce, "confidence": conf, "lambda": lam}
+
+
+def pair_metrics(level_logits: jax.Array, labels: jax.Array, origins: jax.Array, weights: jax.Array) -> dict:
+    """Sums (not means) for accumulation across batches, overall and per origin.
+
+    direction: P > 0.5 when the label says the second video is better, P < 0.5
+    when worse; "similar" pairs are left out. five_way: argmax == label.
+    """
+    q = jax.nn.softmax(level_logits.astype(jnp.float32), axis=-1)
+    p = q @ jnp.asarray(ALPHA, jnp.float32)
+    better = jnp.isin(labels, jnp.asarray(SECOND_BETTER))
+    worse = jnp.isin(labels, jnp.asarray(SECOND_WORSE))
+    directional = (better | worse) & (weights > 0)
+    correct_dir = directional & jnp.where(better, p > 0.5, p < 0.5)
+    counted = weights > 0
+    correct_5 = counted & (jnp.argmax(level_logits, axis=-1) == labels)
+    out = {}
+    for name, select in [("all", counted)] + [(o, counted & (origins == i)) for i, o in enumerate(ORIGINS)]:
+        out[f"{name}/direction_correct"] = jnp.sum(correct_dir & select)
+        out[f"{name}/direction_count"] = jnp.sum(directional & select)
+        out[f"{name}/five_way_correct"] = jnp.sum(correct_5 & select)
+        out[f"{name}/count"] = jnp.sum(select)
+    return out
+
+
+def summarize_metrics(sums: dict) -> dict[str, float]:
+    """Accuracies from accumulated `pair_metrics` sums; origins with no pairs are left out."""
+    out = {}
+    for name in ["all", *ORIGINS]:
+        count = float(sums.get(f"{name}/count", 0))
+        if not count:
+            continue
+        direction = float(sums[f"{name}/direction_count"])
+        if direction:
+            out[f"{name}/direction_accuracy"] = float(sums[f"{name}/direction_correct"]) / direction
+        out[f"{name}/five_way_accuracy"] = float(sums[f"{name}/five_way_correct"]) / count
+        out[f"{name}/pairs"] = count
+    return out

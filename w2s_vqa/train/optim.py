@@ -1,0 +1,77 @@
+"""Optax optimizer: AdamW, warm-up then cosine, parameter groups by name pattern.
+
+A group is (regex over the parameter's dotted path, learning rate); the first
+matching group wins, unmatched parameters use the base rate, and a rate of 0
+freezes the group: frozen parameters are not differentiated at all (the train
+step splits them off), so a frozen 7B decoder costs no gradient memory.
+
+The paper's regime (METHOD.md "Objective"): decoder frozen, vision tower 2e-6,
+projectors 1e-5, expressed as
+    groups = (("^language_model\\.|^lm_head\\.", 0.0), ("^vision_tower\\.", 2e-6), ("projector", 1e-5))
+Full fine-tuning is `groups = ()` with the base rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Sequence
+
+import optax
+
+DEFAULT_GROUP = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = 1e-4
+    warmup_fraction: float = 0.03
+    min_lr_ratio: float = 0.0  # the cosine ends at learning_rate * min_lr_ratio
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    grad_clip_norm: float = 1.0  # 0 disables clipping
+    accumulate_steps: int = 1  # micro-batches per optimizer update
+    groups: tuple[tuple[str, float], ...] = ()
+
+
+def group_of(path: str, groups: Sequence[tuple[str, float]]) -> str:
+    for pattern, _ in groups:
+        if re.search(pattern, path):
+            return pattern
+    return DEFAULT_GROUP
+
+
+def group_rates(cfg: OptimConfig) -> dict[str, float]:
+    rates = {DEFAULT_GROUP: cfg.learning_rate}
+    rates.update({pattern: float(rate) for pattern, rate in cfg.groups})
+    return rates
+
+
+def is_frozen(path: str, cfg: OptimConfig) -> bool:
+    return group_rates(cfg)[group_of(path, cfg.groups)] == 0.0
+
+
+def schedule(peak: float, total_steps: int, cfg: OptimConfig) -> optax.Schedule:
+    warmup = max(1, int(round(cfg.warmup_fraction * total_steps)))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1),
+        end_value=peak * cfg.min_lr_ratio)
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int, labels) -> optax.GradientTransformation:
+    """AdamW per group over the trainable parameters; `labels` is a pytree of group names
+    matching the trainable parameter tree (see `group_of`)."""
+    rates = group_rates(cfg)
+    transforms = {
+        name: optax.adamw(schedule(rate, total_steps, cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                          weight_decay=cfg.weight_decay)
+        for name, rate in rates.items() if rate > 0
+    }
+    chain = [optax.clip_by_global_norm(cfg.grad_clip_norm)] if cfg.grad_clip_norm > 0 else []
+    chain.append(optax.multi_transform(transforms, labels))
+    tx = optax.chain(*chain)
+    if cfg.accumulate_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=cfg.accumulate_steps)
+    return tx
