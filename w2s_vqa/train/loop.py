@@ -84,7 +84,10 @@ def objective_config(config) -> objective_lib.ObjectiveConfig:
 
 
 def mesh_from_config(config) -> jax.sharding.Mesh:
-    return sharding_lib.make_mesh(tuple(config.mesh.shape))
+    devices = jax.devices()
+    if config.mesh.get("num_devices", 0):
+        devices = devices[: config.mesh.num_devices]  # sharding experiments on a subset
+    return sharding_lib.make_mesh(tuple(config.mesh.shape), devices)
 
 
 def rules_from_config(config):
@@ -94,6 +97,9 @@ def rules_from_config(config):
 def maybe_initialize_distributed(config) -> None:
     """jax.distributed.initialize from the config, or from the environment on TPU pods / SLURM."""
     dist = config.get("distributed", ml_collections.ConfigDict())
+    if (dist.get("coordinator_address") or dist.get("auto")) and dist.get("cpu_collectives"):
+        # CPU-only multi-process runs (tests, laptops) need a collectives backend.
+        jax.config.update("jax_cpu_collectives_implementation", dist.cpu_collectives)
     if dist.get("coordinator_address"):
         jax.distributed.initialize(
             coordinator_address=dist.coordinator_address, num_processes=dist.num_processes,
@@ -354,3 +360,56 @@ class Trainer:
         """The student with a state's parameters (default: the last run's)."""
         state = state if state is not None else self.final_state
         return self.codec.merge({**state["frozen"], **state["trainable"]})
+
+
+# ----------------------------------------------------------------------------- the `train` verb
+def add_arguments(parser) -> None:
+    from w2s_vqa.cli import add_config_arguments
+
+    add_config_arguments(parser)
+    parser.add_argument("--workdir", required=True,
+                        help="checkpoints, metrics.jsonl and TensorBoard events; a rerun resumes from here")
+
+
+def run(args) -> int:
+    from w2s_vqa.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    maybe_initialize_distributed(config)
+    info = Trainer(config, args.workdir).run()
+    if jax.process_index() == 0:
+        print(f"trained {info.steps} steps in {info.wall_seconds:.1f} s"
+              f"{f' (resumed from step {info.resumed_from})' if info.resumed_from is not None else ''}; "
+              f"checkpoints in {info.checkpoint_dir}, metrics in {os.path.join(info.workdir, 'metrics.jsonl')}")
+        print(json.dumps({"steps": info.steps, "resumed_from": info.resumed_from, "wall_seconds": info.wall_seconds,
+                          "checkpoints": info.checkpoint_dir, **info.last_metrics, **info.last_eval}))
+    return 0
+
+
+# ----------------------------------------------------------------------------- from a checkpoint
+def checkpoint_directory(path: str) -> str:
+    """A run's workdir or its checkpoints/ folder -> the checkpoints folder."""
+    nested = os.path.join(path, "checkpoints")
+    return nested if os.path.isdir(nested) else path
+
+
+def load_checkpoint_student(path: str, step: int | None = None) -> tuple[student_lib.Student, ml_collections.ConfigDict, int]:
+    """(student, run config, step) from a training checkpoint; `step` defaults to the latest."""
+    import orbax.checkpoint as ocp
+
+    directory = checkpoint_directory(path)
+    checkpointer = Checkpointer(directory, async_save=False)
+    try:
+        steps = checkpointer.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"{directory}: no checkpoints")
+        step = steps[-1] if step is None else step
+        if step not in steps:
+            raise FileNotFoundError(f"{directory}: no checkpoint for step {step}; saved steps: {steps}")
+        config = ml_collections.ConfigDict(checkpointer.restore_config(step))
+        saved = checkpointer.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+    finally:
+        checkpointer.close()
+    codec = ParamCodec(student_lib.create_abstract(student_config(config)))
+    params = {k: jnp.asarray(v) for k, v in {**saved["frozen"], **saved["trainable"]}.items()}
+    return codec.merge(params), config, step

@@ -1,0 +1,138 @@
+"""Training runs: sharding changes nothing, resume is exact, frozen groups stay put,
+checkpoints export to transformers, a diverging run stops with its last good checkpoint."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from tests.train.conftest import train_config
+from w2s_vqa import cli
+from w2s_vqa.train import loop
+from w2s_vqa.train.logging import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def losses(workdir):
+    rows = [r for r in read_metrics(workdir) if "loss" in r]
+    return np.array([r["loss"] for r in rows]), np.array([r["grad_norm"] for r in rows])
+
+
+def test_meshes_give_the_losses_and_gradients_of_one_device(pool, tmp_path):
+    steps = "train.num_steps=3"
+    loop.Trainer(train_config(pool, steps, "mesh.shape=(1,1,1)", "mesh.num_devices=1"), tmp_path / "one").run()
+    want_loss, want_grad = losses(tmp_path / "one")
+    assert len(want_loss) == 3 and np.all(np.isfinite(want_loss))
+    for shape in ["(8,1,1)", "(1,8,1)", "(2,2,2)", "(1,2,4)"]:
+        workdir = tmp_path / shape.strip("()").replace(",", "x")
+        trainer = loop.Trainer(train_config(pool, steps, f"mesh.shape={shape}"), workdir)
+        trainer.run()
+        got_loss, got_grad = losses(workdir)
+        np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5, err_msg=shape)
+        np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, err_msg=shape)
+    # The last mesh really did shard: a decoder kernel is split over fsdp and tensor.
+    q = trainer.final_state["trainable"]["language_model.layers.0.self_attn.q_proj.kernel"]
+    assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_reproduce_one(pool, tmp_path):
+    common = [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'", "train.num_steps=3",
+              "train.log_every=1", "train.eval_every=0", "train.async_checkpoint=False", "mesh.shape=(1,-1,1)"]
+    loop.Trainer(train_config(pool, *common), tmp_path / "single").run()
+    want, _ = losses(tmp_path / "single")
+
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    procs = []
+    for rank in range(2):
+        args = [sys.executable, "-m", "w2s_vqa.cli", "train", "--workdir", str(tmp_path / "multi")]
+        for item in common + [f"distributed.coordinator_address='127.0.0.1:{port}'", "distributed.num_processes=2",
+                              f"distributed.process_id={rank}", "distributed.cpu_collectives='gloo'"]:
+            args += ["--set", item]
+        procs.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    got, _ = losses(tmp_path / "multi")  # written by process 0
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_a_killed_run_resumes_exactly(pool, tmp_path):
+    overrides = ["train.num_steps=10", "train.checkpoint_every=5"]
+    straight = loop.Trainer(train_config(pool, *overrides), tmp_path / "straight")
+    straight.run()
+
+    # Five steps, then the process dies abruptly right after its step-5 checkpoint.
+    args = [sys.executable, "-m", "w2s_vqa.cli", "train", "--workdir", str(tmp_path / "resumed")]
+    for item in [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'", "train.log_every=1",
+                 "train.eval_every=0", "train.async_checkpoint=False", *overrides, "train.halt_after_step=5"]:
+        args += ["--set", item]
+    killed = subprocess.run(args, cwd=REPO, capture_output=True, timeout=300)
+    assert killed.returncode == 17, killed.stdout.decode() + killed.stderr.decode()
+
+    resumed = loop.Trainer(train_config(pool, *overrides), tmp_path / "resumed")
+    info = resumed.run()
+    assert info.resumed_from == 5 and info.steps == 10
+    for key, value in straight.final_state["trainable"].items():
+        assert np.array_equal(np.asarray(value), np.asarray(resumed.final_state["trainable"][key])), key
+    # Same data order: the losses of steps 6-10 match the uninterrupted run's exactly.
+    want, _ = losses(tmp_path / "straight")
+    got, _ = losses(tmp_path / "resumed")
+    np.testing.assert_array_equal(got[-5:], want[-5:])
+
+
+def test_frozen_groups_do_not_move(pool, tmp_path):
+    groups = "optim.groups=(('^language_model\\\\.', 0.0), ('projector', 1e-2))"
+    trainer = loop.Trainer(train_config(pool, "train.num_steps=2", groups), tmp_path / "frozen")
+    initial = {k: np.asarray(v) for k, v in trainer.initial_params().items()}
+    trainer.run()
+    state = trainer.final_state
+    assert all(k.startswith("language_model.") for k in state["frozen"]) and state["frozen"]
+    for key, value in state["frozen"].items():
+        assert np.array_equal(np.asarray(value), initial[key]), key
+    moved = [k for k, v in state["trainable"].items() if not np.array_equal(np.asarray(v), initial[k])]
+    assert any(k.startswith("multi_modal_projector.") for k in moved)
+    assert any(k.startswith("vision_tower.") for k in moved)
+
+
+def test_checkpoint_exports_to_transformers_with_the_same_preference(pool, tmp_path):
+    from w2s_vqa.data import pipeline
+    from w2s_vqa.models.torch_scorer import TorchScorer
+
+    trainer = loop.Trainer(train_config(pool, "train.num_steps=2"), tmp_path / "run")
+    trainer.run()
+    out = tmp_path / "export"
+    assert cli.main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(out)]) == 0
+    settings = json.loads((out / "w2s_vqa.json").read_text())
+    assert settings["step"] == 2
+
+    batch = next(pipeline.make_iterator(str(pool / "pairs.parquet"), str(pool / "store"), trainer.prompt,
+                                        batch_size=4, seed=1, shard_index=0, shard_count=1))
+    model, _, step = loop.load_checkpoint_student(str(tmp_path / "run"))
+    assert step == 2
+    ours = np.asarray(model.preference(trainer.prompt.level_token_ids, **{k: batch[k] for k in loop.MODEL_INPUTS}))
+    theirs = TorchScorer(out).preference(batch["pixel_values"], batch["motion"], batch["frame_mask"],
+                                         batch["motion_mask"])
+    assert np.max(np.abs(ours - theirs)) <= 1e-5
+
+
+def test_a_diverging_run_stops_with_its_last_good_checkpoint(pool, tmp_path):
+    config = train_config(pool, "train.num_steps=20", "train.checkpoint_every=1", "optim.learning_rate=1e15",
+                          "optim.warmup_fraction=0.0", "optim.grad_clip_norm=0.0")
+    with pytest.raises(loop.NonFiniteLossError, match="last good checkpoint is step") as error:
+        loop.Trainer(config, tmp_path / "nan").run()
+    bad_step = int(str(error.value).split(" at step ")[1].split(";")[0])
+    model, _, step = loop.load_checkpoint_student(str(tmp_path / "nan"))
+    assert step == bad_step - 1
+    assert all(np.all(np.isfinite(np.asarray(v[...]))) for v in jax.tree.leaves(model))
