@@ -1,0 +1,96 @@
+"""Train-step throughput: step time, pairs/s and model FLOPs utilization.
+
+    python -m w2s_vqa.bench.train_step                       # tiny and small, float32, this CPU
+    python -m w2s_vqa.bench.train_step --presets small llava-ov-0.5b --dtype bfloat16   # on a GPU
+
+The whole jitted train step (forward, backward, AdamW update, metrics) of a
+full fine-tuning run, on a synthetic batch of the real shapes, over every local
+device (mesh (1, -1, 1)). MFU = counted matmul FLOPs per step (3x the forward) /
+step time / this device's matmul peak, which the benchmark measures itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+import numpy as np
+
+from w2s_vqa.bench import common
+
+
+def measure(preset: str, pairs: int, dtype: str, repeats: int) -> dict:
+    import jax
+
+    from w2s_vqa.config import defaults
+    from w2s_vqa.models import config as model_config
+    from w2s_vqa.train import loop
+
+    shape = model_config.preset(preset)
+    config = defaults()
+    config.model.preset = preset
+    config.model.dtype = dtype
+    config.data.image_size = shape.vision.image_size
+    config.data.num_frames = shape.num_frames
+    config.data.num_motion_chunks = shape.num_motion_chunks
+    config.data.batch_size = pairs
+    config.train.num_steps = 1000
+    with tempfile.TemporaryDirectory() as workdir:
+        trainer = loop.Trainer(config, workdir)
+        state = trainer.initial_state()
+        shardings = jax.tree.map(lambda x: x.sharding, state)
+        step = jax.jit(loop.make_train_step(trainer.codec, trainer.tx, trainer.obj_cfg, trainer.total_steps,
+                                            trainer.prompt.level_token_ids),
+                       donate_argnums=(0,), out_shardings=(shardings, trainer.replicated))
+        cfg = trainer.model_cfg
+        rng = np.random.default_rng(0)
+        ids, mask = trainer.prompt.padded(trainer.prompt.length)
+        size, f, m = cfg.vision.image_size, cfg.num_frames, cfg.num_motion_chunks
+        batch = trainer.to_device({
+            "input_ids": np.repeat(ids[None], pairs, 0), "attention_mask": np.repeat(mask[None], pairs, 0),
+            "pixel_values": rng.integers(0, 256, (pairs, 2, f, size, size, 3), dtype=np.uint8),
+            "frame_mask": np.ones((pairs, 2, f), bool),
+            "motion": rng.normal(size=(pairs, 2, m, cfg.motion_dim)).astype(np.float32),
+            "motion_mask": np.ones((pairs, 2, m), bool),
+            "label": rng.integers(0, 5, pairs).astype(np.int32), "weight": np.ones(pairs, np.float32),
+            "origin": np.zeros(pairs, np.int32)})
+        holder = {"state": state}
+
+        def run():
+            holder["state"], metrics = step(holder["state"], batch)
+            jax.block_until_ready(metrics)
+
+        seconds, times = common.median_seconds(run, repeats=repeats, warmup=2)
+        flops = 3 * common.student_forward_flops(cfg, pairs, trainer.prompt.length)
+    return {"preset": preset, "dtype": dtype, "pairs_per_step": pairs, "sequence_length": trainer.prompt.length,
+            "step_s": seconds, "step_times_s": times, "pairs_per_s": pairs / seconds,
+            "model_gflops_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest" if args.dtype == "float32" else "default")
+    peak = common.jax_matmul_peak(4096 if jax.default_backend() == "gpu" else 2048, args.dtype)
+    rows = []
+    for preset in args.presets:
+        row = measure(preset, args.pairs, args.dtype, args.repeats)
+        row["mfu"] = row["achieved_gflops"] * 1e9 / peak
+        rows.append(row)
+        print(f"{preset} ({args.dtype}): {row['step_s']:.3f} s/step, {row['pairs_per_s']:.2f} pairs/s, "
+              f"{row['achieved_gflops']:.1f} GFLOP/s = {row['mfu']:.1%} of the {peak / 1e9:.0f} GFLOP/s matmul peak")
+    figures = {"benchmark": "train_step", "machine": common.machine(), "device": jax.devices()[0].device_kind,
+               "devices": jax.device_count(), "matmul_peak_gflops": peak / 1e9, "rows": rows}
+    common.emit(figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
