@@ -42,6 +42,8 @@ def defaults() -> ml_collections.ConfigDict:
     # Variants `prepare` makes of every source: "name:levels;..." (levels 1-based; a bare
     # name = all levels; "" = pristine only). Names: w2s_vqa.data.distort.SIMULATORS.
     c.data.distortions = "resize:1,3,5;stutter:1,3;h264:1,3"
+    # What `w2s-vqa demo-data` makes of every demo source (w2s_vqa.data.demo explains the choice).
+    c.data.demo_distortions = "resize;blur;noise;darken;brighten;jitter;stutter:1,3;h264;h265:1,4"
     c.data.distort_seed = 0  # variants are seeded by hash(distort_seed, variant id)
     # Simulators hold the whole clip in memory: sources are decoded with the longer side
     # at most this many pixels (0 = native) and only their first distort_max_seconds

@@ -136,3 +136,23 @@ def test_a_diverging_run_stops_with_its_last_good_checkpoint(pool, tmp_path):
     model, _, step = loop.load_checkpoint_student(str(tmp_path / "nan"))
     assert step == bad_step - 1
     assert all(np.all(np.isfinite(np.asarray(v[...]))) for v in jax.tree.leaves(model))
+
+
+def test_sigterm_saves_and_exits_cleanly(pool, tmp_path):
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "w2s_vqa.cli", "train", "--workdir", str(tmp_path / "pre")]
+    for item in [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'", "train.log_every=1",
+                 "train.eval_every=0", "train.num_steps=100000", "train.checkpoint_every=100000"]:
+        args += ["--set", item]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    metrics = tmp_path / "pre" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)  # as a TPU preemption notice does
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, output
+    _, _, step = loop.load_checkpoint_student(str(tmp_path / "pre"))
+    assert 3 <= step < 100000 and step == len(read_metrics(tmp_path / "pre"))
