@@ -111,15 +111,28 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, 
     """Softmax attention with grouped key/value heads.
 
     q [B,T,N,D], k and v [B,S,K,D] with N a multiple of K; mask broadcastable to
-    [B,1,T,S], True where a query may attend. Scores and softmax in float32.
-    Returns [B,T,N,D].
+    [B,1,T,S], True where a query may attend. Returns [B,T,N,D].
+
+    Laid out for plain batched matmuls: heads lead, and the G query heads that
+    share a key/value head are stacked along the query axis, so both products are
+    [B*K] matmuls of [G*T, D] x [D, S] and [G*T, S] x [S, D]. Scores, exponent and
+    normalizer are float32; the normalization is applied to the [.., D] output
+    rather than the [.., S] probabilities (the same softmax, fewer divisions).
     """
     b, t, n, d = q.shape
-    kv_heads = k.shape[2]
-    q = q.reshape(b, t, kv_heads, n // kv_heads, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    s_len, kv_heads = k.shape[1], k.shape[2]
+    groups = n // kv_heads
+    q = (q * jnp.asarray(scale, q.dtype)).reshape(b, t, kv_heads, groups, d).transpose(0, 2, 3, 1, 4)
+    q = q.reshape(b, kv_heads, groups * t, d)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B,K,S,D]
+    scores = jnp.einsum("bkqd,bksd->bkqs", q, k, preferred_element_type=jnp.float32)
     if mask is not None:
-        scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+        mask = jnp.broadcast_to(mask, (b, 1, t, s_len))[:, :, None]  # [B,1,1,T,S]
+        mask = jnp.broadcast_to(mask, (b, 1, groups, t, s_len)).reshape(b, 1, groups * t, s_len)
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    scores = scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True))
+    weights = jnp.exp(scores)
+    out = jnp.einsum("bkqs,bksd->bkqd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = out / weights.sum(axis=-1, keepdims=True)
+    out = out.astype(v.dtype).reshape(b, kv_heads, groups, t, d).transpose(0, 3, 1, 2, 4)
     return out.reshape(b, t, n, d)
