@@ -15,6 +15,7 @@ import sys
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
+    "demo": ("w2s_vqa.train.demo", "the main job on the tiny default: demo pool, training, evaluation, export"),
     "train": ("w2s_vqa.train.loop", "train the student on a pair table (sharded, checkpointed, resumable)"),
     "export": ("w2s_vqa.models.export", "write a student as a Hugging Face / PyTorch directory"),
     "check-parity": ("w2s_vqa.models.parity", "compare our student with transformers on a checkpoint"),

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pandas as pd
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -208,6 +209,8 @@ class Trainer:
             keep_best=config.train.keep_best, best_metric=config.train.best_metric or None,
             async_save=config.train.async_checkpoint)
         self._stop_requested = False
+        self.eval_step = jax.jit(make_eval_step(self.codec, self.prompt.level_token_ids),
+                                 out_shardings=self.replicated)
 
     # ------------------------------------------------------------------ set-up
     def _local_batch_size(self) -> int:
@@ -267,15 +270,28 @@ class Trainer:
     def _request_stop(self, signum, frame):  # noqa: ARG002
         self._stop_requested = True
 
-    def evaluate(self, state, eval_step) -> dict:
-        if not self.config.data.get("val_pairs"):
+    def evaluate(self, state, pairs=None) -> dict:
+        """Metrics over a whole pair table (default: data.val_pairs), prefixed "val/".
+
+        The table is padded to whole global batches with zero-weight copies of its
+        first rows, which the metrics leave out, so every pair counts exactly once.
+        """
+        from w2s_vqa.data import pipeline
+
+        pairs = pairs if pairs is not None else self.config.data.get("val_pairs")
+        if pairs is None or (isinstance(pairs, str) and not pairs):
             return {}
+        table = pipeline.load_pair_table(pairs)
+        global_batch = self.local_batch * jax.process_count()
+        padding = -len(table) % global_batch
+        if padding:
+            table = pd.concat([table, table.iloc[np.arange(padding) % len(table)].assign(weight=0.0)],
+                              ignore_index=True)
         sums: dict[str, float] = {}
-        iterator = self.data_iterator(self.config.data.val_pairs, seed=0, num_epochs=1)
-        for i, batch in enumerate(iterator):
+        for i, batch in enumerate(self.data_iterator(table, seed=0, num_epochs=1)):
             if self.config.train.eval_batches and i >= self.config.train.eval_batches:
                 break
-            out = jax.device_get(eval_step(state, self.to_device(batch)))
+            out = jax.device_get(self.eval_step(state, self.to_device(batch)))
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         if not sums:
@@ -293,7 +309,6 @@ class Trainer:
         level_ids = self.prompt.level_token_ids
         train_step = jax.jit(make_train_step(self.codec, self.tx, self.obj_cfg, self.total_steps, level_ids),
                              donate_argnums=(0,), out_shardings=(state_shardings, self.replicated))
-        eval_step = jax.jit(make_eval_step(self.codec, level_ids), out_shardings=self.replicated)
         iterator = self.data_iterator(config.data.pairs, seed=config.seed, num_epochs=None)
         config_json = json.loads(config.to_json())
 
@@ -335,7 +350,7 @@ class Trainer:
                 evaluate_now = config.train.eval_every and (step % config.train.eval_every == 0
                                                              or step == self.total_steps)
                 if evaluate_now:
-                    last_eval = self.evaluate(state, eval_step)
+                    last_eval = self.evaluate(state)
                     if last_eval:
                         writer.write(step, last_eval)
                 if step % config.train.checkpoint_every == 0 or step == self.total_steps or self._stop_requested:
