@@ -13,7 +13,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from w2s_vqa.models.config import TextConfig
-from w2s_vqa.models.layers import Embed, Linear, RMSNorm, activation, attention
+from w2s_vqa.models.layers import Embed, Linear, RMSNorm, activation, causal_attention
+
+# Query rows per block of causal attention (see layers.causal_attention).
+ATTENTION_BLOCK = 256
 
 
 def rope_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
@@ -46,7 +49,7 @@ class Qwen2Attention(nnx.Module):
         q = apply_rope(self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim), cos, sin)
         k = apply_rope(self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim), cos, sin)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-        out = attention(q, k, v, mask, self.head_dim**-0.5)
+        out = causal_attention(q, k, v, mask, self.head_dim**-0.5, ATTENTION_BLOCK)
         return self.o_proj(out.reshape(b, t, -1))
 
 
