@@ -81,6 +81,7 @@ def main(argv=None) -> dict:
         p = (torch.softmax(logits[:, t_level], -1) * alpha).sum(-1).mean()
         p.backward()
 
+    kernels = kernel_figures(cfg, args.pairs)
     ours_s, ours_all = common.median_seconds(run_ours, repeats=args.repeats)
     torch_s, torch_all = common.median_seconds(run_torch, repeats=args.repeats)
     jax_peak, torch_peak = common.jax_matmul_peak(), common.torch_matmul_peak()
@@ -107,12 +108,46 @@ def main(argv=None) -> dict:
         "torch_mfu": flops / torch_s / peak,
         "ours_times_s": ours_all,
         "torch_times_s": torch_all,
+        "kernels": kernels,
     }
     print(f"{args.preset}: ours {ours_s:.3f} s, transformers {torch_s:.3f} s per forward+backward "
           f"(ratio PyTorch/ours {torch_s / ours_s:.2f}); MFU ours {figures['ours_mfu']:.1%}, "
           f"PyTorch {figures['torch_mfu']:.1%} of {peak / 1e9:.0f} GFLOP/s measured matmul peak")
+    for name, row in kernels.items():
+        print(f"  kernel {name}: JAX {row['jax_s'] * 1e3:.1f} ms, PyTorch {row['torch_s'] * 1e3:.1f} ms")
     common.emit(figures)
     return figures
+
+
+def kernel_figures(cfg, pairs: int) -> dict:
+    """The same single kernels in both frameworks, at the shapes of the vision tower's
+    attention and MLP: where the forward+backward time goes, kernel by kernel."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    n = cfg.vision.grid_size**2
+    heads, d = cfg.vision.num_attention_heads, cfg.vision.hidden_size // cfg.vision.num_attention_heads
+    frames = pairs * 2 * cfg.num_frames
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(frames * heads, n, d)).astype(np.float32)
+    scores = rng.normal(size=(frames, heads, n, n)).astype(np.float32)
+    acts = rng.normal(size=(frames * n, cfg.vision.hidden_size)).astype(np.float32)
+    w = rng.normal(size=(cfg.vision.hidden_size, cfg.vision.intermediate_size)).astype(np.float32)
+    jq, js, ja, jw = map(jnp.asarray, (q, scores, acts, w))
+    tq, ts, ta, tw = map(torch.as_tensor, (q, scores, acts, w))
+    cases = {
+        "attention_bmm_qk": (jax.jit(lambda x: jnp.matmul(x, x.transpose(0, 2, 1))), (jq,),
+                             lambda: torch.bmm(tq, tq.transpose(1, 2))),
+        "attention_exp": (jax.jit(jnp.exp), (js,), lambda: torch.exp(ts)),
+        "mlp_matmul": (jax.jit(jnp.matmul), (ja, jw), lambda: ta @ tw),
+    }
+    out = {}
+    for name, (jax_fn, jax_args, torch_fn) in cases.items():
+        jax_s, _ = common.median_seconds(lambda: jax_fn(*jax_args).block_until_ready(), repeats=5, warmup=2)
+        torch_s, _ = common.median_seconds(torch_fn, repeats=5, warmup=2)
+        out[name] = {"jax_s": jax_s, "torch_s": torch_s}
+    return out
 
 
 if __name__ == "__main__":
