@@ -31,5 +31,5 @@ def pool(tmp_path_factory):
 
 def train_config(pool, *overrides):
     return load_config(None, [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'",
-                              "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=100",
+                              "data.batch_size=8", "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=100",
                               "train.async_checkpoint=False", *overrides])

@@ -48,7 +48,8 @@ def _free_port() -> int:
 
 
 def test_two_processes_reproduce_one(pool, tmp_path):
-    common = [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'", "train.num_steps=3",
+    common = [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'", "data.batch_size=8",
+              "train.num_steps=3",
               "train.log_every=1", "train.eval_every=0", "train.async_checkpoint=False", "mesh.shape=(1,-1,1)"]
     loop.Trainer(train_config(pool, *common), tmp_path / "single").run()
     want, _ = losses(tmp_path / "single")
@@ -75,8 +76,9 @@ def test_a_killed_run_resumes_exactly(pool, tmp_path):
 
     # Five steps, then the process dies abruptly right after its step-5 checkpoint.
     args = [sys.executable, "-m", "w2s_vqa.cli", "train", "--workdir", str(tmp_path / "resumed")]
-    for item in [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'", "train.log_every=1",
-                 "train.eval_every=0", "train.async_checkpoint=False", *overrides, "train.halt_after_step=5"]:
+    for item in [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'", "data.batch_size=8",
+                 "train.log_every=1", "train.eval_every=0", "train.async_checkpoint=False", *overrides,
+                 "train.halt_after_step=5"]:
         args += ["--set", item]
     killed = subprocess.run(args, cwd=REPO, capture_output=True, timeout=300)
     assert killed.returncode == 17, killed.stdout.decode() + killed.stderr.decode()
@@ -143,8 +145,8 @@ def test_sigterm_saves_and_exits_cleanly(pool, tmp_path):
     import time
 
     args = [sys.executable, "-m", "w2s_vqa.cli", "train", "--workdir", str(tmp_path / "pre")]
-    for item in [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'", "train.log_every=1",
-                 "train.eval_every=0", "train.num_steps=100000", "train.checkpoint_every=100000"]:
+    for item in [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'", "data.batch_size=8",
+                 "train.log_every=1", "train.eval_every=0", "train.num_steps=100000", "train.checkpoint_every=100000"]:
         args += ["--set", item]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     metrics = tmp_path / "pre" / "metrics.jsonl"

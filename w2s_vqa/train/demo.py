@@ -25,13 +25,13 @@ DECISIVE = (LEVEL_INDEX["superior"], LEVEL_INDEX["inferior"])
 TARGET_ACCURACY = 0.8
 
 
-def run_demo(config, out_dir: str, *, workers: int = 2) -> dict:
+def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None = None) -> dict:
     from w2s_vqa.models import hf
     from w2s_vqa.train import loop
 
     start = time.time()
     out_dir = os.path.abspath(out_dir)
-    data = demo_data.build_demo(config, os.path.join(out_dir, "data"), workers=workers)
+    data = demo_data.build_demo(config, os.path.join(out_dir, "data"), workers=workers, num_sources=num_sources)
     paths = data["paths"]
     config.data.store, config.data.pairs, config.data.val_pairs = (
         paths["store"], paths["pairs_train"], paths["pairs_val"])
@@ -98,13 +98,14 @@ def add_arguments(parser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--out", default="demo_out", help="where the pool, the run and the export go")
     parser.add_argument("--workers", type=int, default=2, help="processes that prepare the video store")
+    parser.add_argument("--sources", type=int, default=None, help="use this many demo sources (default: all 103)")
 
 
 def run(args) -> int:
     from w2s_vqa.config import load_config
 
     config = load_config(args.config, args.overrides)
-    summary = run_demo(config, args.out, workers=args.workers)
+    summary = run_demo(config, args.out, workers=args.workers, num_sources=args.sources)
     print(format_summary(summary))
     print(json.dumps(summary))
     return 0

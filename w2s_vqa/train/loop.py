@@ -144,7 +144,7 @@ def make_train_step(codec: ParamCodec, tx, obj_cfg, total_steps: int, level_ids)
         (_, (aux, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["trainable"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["trainable"])
         trainable = optax.apply_updates(state["trainable"], updates)
-        metrics = {**aux, "grad_norm": optax.global_norm(grads),
+        metrics = {**aux, "grad_norm": optax.tree.norm(grads),
                    **objective_lib.pair_metrics(logits, batch["label"], batch["origin"], batch["weight"])}
         new_state = {**state, "trainable": trainable, "opt_state": opt_state, "step": state["step"] + 1}
         return new_state, metrics
