@@ -13,7 +13,6 @@ import shutil
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import load_file, save_file
 from transformers import LlavaOnevisionForConditionalGeneration
 
