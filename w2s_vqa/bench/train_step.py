@@ -1,7 +1,8 @@
 """Train-step throughput: step time, pairs/s and model FLOPs utilization.
 
     python -m w2s_vqa.bench.train_step                       # tiny and small, float32, this CPU
-    python -m w2s_vqa.bench.train_step --presets small llava-ov-0.5b --dtype bfloat16   # on a GPU
+    python -m w2s_vqa.bench.train_step --presets small llava-ov-0.5b --dtype bfloat16 \
+        --attention cudnn                                    # on an NVIDIA GPU
 
 The whole jitted train step (forward, backward, AdamW update, metrics) of a
 full fine-tuning run, on a synthetic batch of the real shapes, over every local
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 
 import numpy as np
 
 from w2s_vqa.bench import common
 
 
-def measure(preset: str, pairs: int, dtype: str, repeats: int) -> dict:
+def measure(preset: str, pairs: int, dtype: str, repeats: int, attention: str = "xla", remat: bool = False) -> dict:
     import jax
 
     from w2s_vqa.config import defaults
@@ -30,14 +32,20 @@ def measure(preset: str, pairs: int, dtype: str, repeats: int) -> dict:
     config = defaults()
     config.model.preset = preset
     config.model.dtype = dtype
+    config.model.attention = attention
+    config.model.remat = remat
     config.data.image_size = shape.vision.image_size
     config.data.num_frames = shape.num_frames
     config.data.num_motion_chunks = shape.num_motion_chunks
     config.data.batch_size = pairs
     config.train.num_steps = 1000
     with tempfile.TemporaryDirectory() as workdir:
+        # Phases are printed as they end, so a run stopped by a time limit still shows where the time went.
+        start = time.perf_counter()
         trainer = loop.Trainer(config, workdir)
-        state = trainer.initial_state()
+        state = jax.block_until_ready(trainer.initial_state())
+        init_s = time.perf_counter() - start
+        print(f"{preset}: initialized in {init_s:.1f} s", flush=True)
         shardings = jax.tree.map(lambda x: x.sharding, state)
         step = jax.jit(loop.make_train_step(trainer.codec, trainer.tx, trainer.obj_cfg, trainer.total_steps,
                                             trainer.prompt.level_token_ids),
@@ -60,9 +68,14 @@ def measure(preset: str, pairs: int, dtype: str, repeats: int) -> dict:
             holder["state"], metrics = step(holder["state"], batch)
             jax.block_until_ready(metrics)
 
-        seconds, times = common.median_seconds(run, repeats=repeats, warmup=2)
+        start = time.perf_counter()
+        run()
+        first_s = time.perf_counter() - start
+        print(f"{preset}: first step (compilation included) {first_s:.1f} s", flush=True)
+        seconds, times = common.median_seconds(run, repeats=repeats, warmup=1)
         flops = 3 * common.student_forward_flops(cfg, pairs, trainer.prompt.length)
-    return {"preset": preset, "dtype": dtype, "pairs_per_step": pairs, "sequence_length": trainer.prompt.length,
+    return {"preset": preset, "dtype": dtype, "attention": attention, "remat": remat, "pairs_per_step": pairs,
+            "sequence_length": trainer.prompt.length, "init_s": init_s, "first_step_s": first_s,
             "step_s": seconds, "step_times_s": times, "pairs_per_s": pairs / seconds,
             "model_gflops_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9}
 
@@ -73,18 +86,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--attention", default="xla", choices=["xla", "cudnn"])
+    parser.add_argument("--remat", action="store_true", help="rematerialize each layer (counted FLOPs stay 3x forward)")
     args = parser.parse_args(argv)
 
     import jax
 
     jax.config.update("jax_default_matmul_precision", "highest" if args.dtype == "float32" else "default")
-    peak = common.jax_matmul_peak(4096 if jax.default_backend() == "gpu" else 2048, args.dtype)
+    peak = common.jax_matmul_peak(8192 if jax.default_backend() == "gpu" else 2048, args.dtype)
     rows = []
     for preset in args.presets:
-        row = measure(preset, args.pairs, args.dtype, args.repeats)
+        row = measure(preset, args.pairs, args.dtype, args.repeats, args.attention, args.remat)
         row["mfu"] = row["achieved_gflops"] * 1e9 / peak
         rows.append(row)
-        print(f"{preset} ({args.dtype}): {row['step_s']:.3f} s/step, {row['pairs_per_s']:.2f} pairs/s, "
+        print(f"{preset} ({args.dtype}, {args.attention} attention): {row['step_s']:.3f} s/step, {row['pairs_per_s']:.2f} pairs/s, "
               f"{row['achieved_gflops']:.1f} GFLOP/s = {row['mfu']:.1%} of the {peak / 1e9:.0f} GFLOP/s matmul peak")
     figures = {"benchmark": "train_step", "machine": common.machine(), "device": jax.devices()[0].device_kind,
                "devices": jax.device_count(), "matmul_peak_gflops": peak / 1e9, "rows": rows}

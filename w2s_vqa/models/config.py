@@ -57,6 +57,8 @@ class TextConfig:
     rms_norm_eps: float = 1e-6
     hidden_act: str = "silu"
     tie_word_embeddings: bool = False
+    # Std of the normal random init (Qwen2's and the projectors', as transformers sets them).
+    initializer_range: float = 0.02
 
     @property
     def head_dim(self) -> int:
@@ -83,6 +85,16 @@ class StudentConfig:
     # Compute: parameters stay float32; activations and matmuls run in `dtype`.
     dtype: str = "float32"
     remat: bool = False
+    # Attention kernel: "xla" (plain batched matmuls; any backend, the parity reference)
+    # or "cudnn" (the fused flash kernel through jax.nn.dot_product_attention; NVIDIA
+    # GPUs, bf16/fp16 compute only).
+    attention: str = "xla"
+
+    def __post_init__(self):
+        if self.attention not in ("xla", "cudnn"):
+            raise ConfigError(f"attention={self.attention!r}: choose 'xla' or 'cudnn'")
+        if self.attention == "cudnn" and self.dtype not in ("bfloat16", "float16"):
+            raise ConfigError(f"attention='cudnn' needs dtype bfloat16 or float16, not {self.dtype!r}")
 
     @property
     def tie_word_embeddings(self) -> bool:
@@ -153,6 +165,7 @@ class StudentConfig:
             rms_norm_eps=t.get("rms_norm_eps", defaults_t.rms_norm_eps),
             hidden_act=t.get("hidden_act", "silu"),
             tie_word_embeddings=bool(hf.get("tie_word_embeddings") or t.get("tie_word_embeddings", False)),
+            initializer_range=t.get("initializer_range", defaults_t.initializer_range),
         )
         layer = hf.get("vision_feature_layer", -1)
         return cls(
@@ -207,6 +220,7 @@ class StudentConfig:
                 "rms_norm_eps": t.rms_norm_eps,
                 "hidden_act": t.hidden_act,
                 "tie_word_embeddings": t.tie_word_embeddings,
+                "initializer_range": t.initializer_range,
                 "use_sliding_window": False,
             },
         }
@@ -257,8 +271,12 @@ def hf_config_problems(hf: dict[str, Any]) -> list[str]:
 
 
 def _tiny_text(**kw) -> TextConfig:
+    # Trained from scratch: weights at 1/sqrt(width) rather than Qwen2's 0.02, which at
+    # width 64 leaves attention nearly uniform, so both videos are averaged alike and
+    # training sits on a plateau for thousands of steps.
     return TextConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, **kw)
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      initializer_range=64**-0.5, **kw)
 
 
 # Token ids of the tiny tokenizer shipped in w2s_vqa/assets/tiny_tokenizer.

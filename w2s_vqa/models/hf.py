@@ -232,7 +232,8 @@ def _sharding_for(variable, mesh, rules):
 
 
 def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunks: int | None = None,
-                 dtype: str | None = None, remat: bool | None = None, mesh: jax.sharding.Mesh | None = None,
+                 dtype: str | None = None, remat: bool | None = None, attention: str | None = None,
+                 mesh: jax.sharding.Mesh | None = None,
                  rules=None, seed: int = 0) -> student_lib.Student:
     """A Student with the weights of a Hugging Face LLaVA-OneVision directory.
 
@@ -256,7 +257,7 @@ def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunk
     ours = {k: v for k, v in dict(
         num_frames=num_frames if num_frames is not None else settings.get("num_frames"),
         num_motion_chunks=num_motion_chunks if num_motion_chunks is not None else settings.get("num_motion_chunks"),
-        dtype=dtype, remat=remat).items() if v is not None}
+        dtype=dtype, remat=remat, attention=attention).items() if v is not None}
     try:
         cfg = StudentConfig.from_hf_config(hf_config, strict=False, **ours)
     except (ConfigError, TypeError, ValueError) as e:
@@ -310,7 +311,8 @@ def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunk
                 place(mapped[0], f.get_tensor(key), mapped[1], f"{key} in {MOTION_FILE}")
     else:
         fresh = student_lib.Projector(cfg.motion_dim, cfg.text.hidden_size, act="gelu", bias=True, in_axis=None,
-                                      dtype=jnp.dtype(cfg.dtype), rngs=nnx.Rngs(seed))
+                                      dtype=jnp.dtype(cfg.dtype), std=cfg.text.initializer_range,
+                                      rngs=nnx.Rngs(seed))
         for key, variable in _flat_params(fresh).items():
             place(f"motion_projector.{key}", variable[...], IDENTITY, f"initialized motion_projector.{key}")
 

@@ -9,6 +9,7 @@ softmaxes run in float32 as transformers does.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -33,12 +34,27 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     return ACTIVATIONS[name]
 
 
-def param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Sequence[str | None], *, init: str = "normal") -> nnx.Param:
-    """A float32 parameter with its logical axis names."""
+def param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Sequence[str | None], *, init: str = "normal",
+          std: float = INIT_STD) -> nnx.Param:
+    """A float32 parameter with its logical axis names.
+
+    Random weights start as transformers' `_init_weights` starts each class:
+    "normal" (std `std`; Qwen2 and the projectors, initializer_range 0.02),
+    "xavier_uniform" (SigLIP's attention and MLP) and "lecun_normal" (SigLIP's
+    patch embedding). Fan-in is every axis but the last, fan-out the last.
+    """
     if len(shape) != len(axes):
         raise ValueError(f"shape {tuple(shape)} and logical axes {tuple(axes)} differ in rank")
+    fan_in, fan_out = math.prod(shape[:-1]), shape[-1]
     if init == "normal":
-        value = INIT_STD * jax.random.normal(rngs.params(), shape, PARAM_DTYPE)
+        value = std * jax.random.normal(rngs.params(), shape, PARAM_DTYPE)
+    elif init == "xavier_uniform":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        value = jax.random.uniform(rngs.params(), shape, PARAM_DTYPE, -limit, limit)
+    elif init == "lecun_normal":
+        # torch's trunc_normal_ at two standard deviations, rescaled to keep variance 1/fan_in.
+        value = jax.random.truncated_normal(rngs.params(), -2.0, 2.0, shape, PARAM_DTYPE)
+        value = value * math.sqrt(1.0 / fan_in) / 0.87962566103423978
     elif init == "zeros":
         value = jnp.zeros(shape, PARAM_DTYPE)
     elif init == "ones":
@@ -52,8 +68,8 @@ class Linear(nnx.Module):
     """y = x @ kernel + bias, kernel stored [in, out] (the transpose of torch's weight)."""
 
     def __init__(self, din: int, dout: int, *, axes: tuple[str | None, str | None], bias: bool = True,
-                 dtype=jnp.float32, rngs: nnx.Rngs):
-        self.kernel = param(rngs, (din, dout), axes)
+                 dtype=jnp.float32, init: str = "normal", std: float = INIT_STD, rngs: nnx.Rngs):
+        self.kernel = param(rngs, (din, dout), axes, init=init, std=std)
         self.bias = param(rngs, (dout,), axes[1:], init="zeros") if bias else None
         self.dtype = dtype
 
@@ -95,8 +111,8 @@ class RMSNorm(nnx.Module):
 
 class Embed(nnx.Module):
     def __init__(self, num: int, dim: int, *, axes: tuple[str | None, str | None], dtype=jnp.float32,
-                 rngs: nnx.Rngs):
-        self.embedding = param(rngs, (num, dim), axes)
+                 std: float = INIT_STD, rngs: nnx.Rngs):
+        self.embedding = param(rngs, (num, dim), axes, std=std)
         self.dtype = dtype
 
     def __call__(self, ids: jax.Array) -> jax.Array:
@@ -136,6 +152,31 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, 
     out = out / weights.sum(axis=-1, keepdims=True)
     out = out.astype(v.dtype).reshape(b, kv_heads, groups, t, d).transpose(0, 3, 1, 2, 4)
     return out.reshape(b, t, n, d)
+
+
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
+
+
+def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, scale: float, *,
+                    causal: bool = False, implementation: str = "cudnn") -> jax.Array:
+    """cuDNN's fused (flash) attention through `jax.nn.dot_product_attention`: NVIDIA
+    GPUs, bf16 or fp16 only. Same arguments and result as `attention`; the scores
+    never reach memory, and `causal` lets the kernel skip the blocks above the diagonal.
+
+    cuDNN takes a mask as an additive bias, whose backward pass needs even query and
+    key lengths: odd ones get one padding row and one never-seen key (the extra
+    row's output is dropped). `implementation="xla"` runs the same path anywhere.
+    """
+    t, s = q.shape[1], k.shape[1]
+    if mask is not None and (t % 2 or s % 2):
+        mask = jnp.broadcast_to(mask, (*mask.shape[:2], t, s))
+        mask = jnp.pad(mask, ((0, 0), (0, 0), (0, t % 2), (0, s % 2)))
+        if t % 2:
+            mask = mask.at[:, :, t, 0].set(True)  # the padding row sees one key, so its softmax is finite
+        q, k, v = (jnp.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, 0), (0, 0))) for x in (q, k, v))
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
+                                       implementation=implementation)
+    return out[:, :t]
 
 
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float,

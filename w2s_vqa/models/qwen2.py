@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from w2s_vqa.models.config import TextConfig
-from w2s_vqa.models.layers import Embed, Linear, RMSNorm, activation, causal_attention
+from w2s_vqa.models.layers import Embed, Linear, RMSNorm, activation, causal_attention, fused_attention
 
 # Query rows per block of causal attention (see layers.causal_attention).
 ATTENTION_BLOCK = 256
@@ -36,29 +36,34 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 class Qwen2Attention(nnx.Module):
-    def __init__(self, cfg: TextConfig, *, dtype, rngs: nnx.Rngs):
-        d, hd = cfg.hidden_size, cfg.head_dim
+    def __init__(self, cfg: TextConfig, *, dtype, attention: str = "xla", rngs: nnx.Rngs):
+        self.implementation = attention
+        d, hd, std = cfg.hidden_size, cfg.head_dim, cfg.initializer_range
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, hd
-        self.q_proj = Linear(d, self.num_heads * hd, axes=("embed", "heads"), dtype=dtype, rngs=rngs)
-        self.k_proj = Linear(d, self.num_kv_heads * hd, axes=("embed", "kv_heads"), dtype=dtype, rngs=rngs)
-        self.v_proj = Linear(d, self.num_kv_heads * hd, axes=("embed", "kv_heads"), dtype=dtype, rngs=rngs)
-        self.o_proj = Linear(self.num_heads * hd, d, axes=("heads", "embed"), bias=False, dtype=dtype, rngs=rngs)
+        self.q_proj = Linear(d, self.num_heads * hd, axes=("embed", "heads"), dtype=dtype, std=std, rngs=rngs)
+        self.k_proj = Linear(d, self.num_kv_heads * hd, axes=("embed", "kv_heads"), dtype=dtype, std=std, rngs=rngs)
+        self.v_proj = Linear(d, self.num_kv_heads * hd, axes=("embed", "kv_heads"), dtype=dtype, std=std, rngs=rngs)
+        self.o_proj = Linear(self.num_heads * hd, d, axes=("heads", "embed"), bias=False, dtype=dtype, std=std,
+                             rngs=rngs)
 
     def __call__(self, x, cos, sin, mask):
         b, t, _ = x.shape
         q = apply_rope(self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim), cos, sin)
         k = apply_rope(self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim), cos, sin)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-        out = causal_attention(q, k, v, mask, self.head_dim**-0.5, ATTENTION_BLOCK)
+        if self.implementation == "cudnn":
+            out = fused_attention(q, k, v, mask, self.head_dim**-0.5, causal=True)
+        else:
+            out = causal_attention(q, k, v, mask, self.head_dim**-0.5, ATTENTION_BLOCK)
         return self.o_proj(out.reshape(b, t, -1))
 
 
 class Qwen2MLP(nnx.Module):
     def __init__(self, cfg: TextConfig, *, dtype, rngs: nnx.Rngs):
-        d, m = cfg.hidden_size, cfg.intermediate_size
-        self.gate_proj = Linear(d, m, axes=("embed", "mlp"), bias=False, dtype=dtype, rngs=rngs)
-        self.up_proj = Linear(d, m, axes=("embed", "mlp"), bias=False, dtype=dtype, rngs=rngs)
-        self.down_proj = Linear(m, d, axes=("mlp", "embed"), bias=False, dtype=dtype, rngs=rngs)
+        d, m, std = cfg.hidden_size, cfg.intermediate_size, cfg.initializer_range
+        self.gate_proj = Linear(d, m, axes=("embed", "mlp"), bias=False, dtype=dtype, std=std, rngs=rngs)
+        self.up_proj = Linear(d, m, axes=("embed", "mlp"), bias=False, dtype=dtype, std=std, rngs=rngs)
+        self.down_proj = Linear(m, d, axes=("mlp", "embed"), bias=False, dtype=dtype, std=std, rngs=rngs)
         self.act = activation(cfg.hidden_act)
 
     def __call__(self, x):
@@ -66,10 +71,10 @@ class Qwen2MLP(nnx.Module):
 
 
 class Qwen2DecoderLayer(nnx.Module):
-    def __init__(self, cfg: TextConfig, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: TextConfig, *, dtype, attention: str = "xla", rngs: nnx.Rngs):
         norm = dict(eps=cfg.rms_norm_eps, axis_name="embed", dtype=dtype, rngs=rngs)
         self.input_layernorm = RMSNorm(cfg.hidden_size, **norm)
-        self.self_attn = Qwen2Attention(cfg, dtype=dtype, rngs=rngs)
+        self.self_attn = Qwen2Attention(cfg, dtype=dtype, attention=attention, rngs=rngs)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, **norm)
         self.mlp = Qwen2MLP(cfg, dtype=dtype, rngs=rngs)
 
@@ -81,11 +86,14 @@ class Qwen2DecoderLayer(nnx.Module):
 class Qwen2Model(nnx.Module):
     """Embeddings, decoder layers and the final norm (transformers' Qwen2Model)."""
 
-    def __init__(self, cfg: TextConfig, *, dtype=jnp.float32, remat: bool = False, rngs: nnx.Rngs):
+    def __init__(self, cfg: TextConfig, *, dtype=jnp.float32, remat: bool = False, attention: str = "xla",
+                 rngs: nnx.Rngs):
         self.cfg = cfg
         self.remat = remat
-        self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, axes=("vocab", "embed"), dtype=dtype, rngs=rngs)
-        self.layers = nnx.List([Qwen2DecoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)])
+        self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, axes=("vocab", "embed"), dtype=dtype,
+                                  std=cfg.initializer_range, rngs=rngs)
+        self.layers = nnx.List([Qwen2DecoderLayer(cfg, dtype=dtype, attention=attention, rngs=rngs)
+                                for _ in range(cfg.num_hidden_layers)])
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, axis_name="embed", dtype=dtype, rngs=rngs)
 
     def __call__(self, inputs_embeds: jax.Array, attention_mask: jax.Array | None = None,

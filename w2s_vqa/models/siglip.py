@@ -15,7 +15,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from w2s_vqa.models.config import VisionConfig
-from w2s_vqa.models.layers import LayerNorm, Linear, activation, attention, param
+from w2s_vqa.models.layers import LayerNorm, Linear, activation, attention, fused_attention, param
+
+
+# Random towers start as transformers' SiglipPreTrainedModel._init_weights starts them.
+XAVIER = "xavier_uniform"
 
 
 class PatchEmbedding(nnx.Module):
@@ -23,14 +27,15 @@ class PatchEmbedding(nnx.Module):
 
     def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs):
         p, c, d = cfg.patch_size, cfg.num_channels, cfg.hidden_size
-        self.kernel = param(rngs, (p, p, c, d), (None, None, None, "vision_embed"))
+        self.kernel = param(rngs, (p, p, c, d), (None, None, None, "vision_embed"), init="lecun_normal")
         self.bias = param(rngs, (d,), ("vision_embed",), init="zeros")
 
 
 class SiglipEmbeddings(nnx.Module):
     def __init__(self, cfg: VisionConfig, *, dtype, rngs: nnx.Rngs):
         self.patch_embedding = PatchEmbedding(cfg, rngs=rngs)
-        self.position_embedding = param(rngs, (cfg.num_patches, cfg.hidden_size), (None, "vision_embed"))
+        self.position_embedding = param(rngs, (cfg.num_patches, cfg.hidden_size), (None, "vision_embed"),
+                                        std=cfg.hidden_size**-0.5)
         self.cfg = cfg
         self.dtype = dtype
 
@@ -48,29 +53,30 @@ class SiglipEmbeddings(nnx.Module):
 
 
 class SiglipAttention(nnx.Module):
-    def __init__(self, cfg: VisionConfig, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: VisionConfig, *, dtype, attention: str = "xla", rngs: nnx.Rngs):
+        self.implementation = attention
         d = cfg.hidden_size
         self.num_heads = cfg.num_attention_heads
         self.head_dim = d // self.num_heads
-        self.q_proj = Linear(d, d, axes=("vision_embed", "vision_heads"), dtype=dtype, rngs=rngs)
-        self.k_proj = Linear(d, d, axes=("vision_embed", "vision_heads"), dtype=dtype, rngs=rngs)
-        self.v_proj = Linear(d, d, axes=("vision_embed", "vision_heads"), dtype=dtype, rngs=rngs)
-        self.out_proj = Linear(d, d, axes=("vision_heads", "vision_embed"), dtype=dtype, rngs=rngs)
+        self.q_proj = Linear(d, d, axes=("vision_embed", "vision_heads"), dtype=dtype, init=XAVIER, rngs=rngs)
+        self.k_proj = Linear(d, d, axes=("vision_embed", "vision_heads"), dtype=dtype, init=XAVIER, rngs=rngs)
+        self.v_proj = Linear(d, d, axes=("vision_embed", "vision_heads"), dtype=dtype, init=XAVIER, rngs=rngs)
+        self.out_proj = Linear(d, d, axes=("vision_heads", "vision_embed"), dtype=dtype, init=XAVIER, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         n, t, _ = x.shape
         heads = lambda y: y.reshape(n, t, self.num_heads, self.head_dim)  # noqa: E731
-        out = attention(heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x)), None,
-                        self.head_dim**-0.5)
+        attend = fused_attention if self.implementation == "cudnn" else attention
+        out = attend(heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x)), None, self.head_dim**-0.5)
         return self.out_proj(out.reshape(n, t, -1))
 
 
 class SiglipMLP(nnx.Module):
     def __init__(self, cfg: VisionConfig, *, dtype, rngs: nnx.Rngs):
         self.fc1 = Linear(cfg.hidden_size, cfg.intermediate_size, axes=("vision_embed", "vision_mlp"), dtype=dtype,
-                          rngs=rngs)
+                          init=XAVIER, rngs=rngs)
         self.fc2 = Linear(cfg.intermediate_size, cfg.hidden_size, axes=("vision_mlp", "vision_embed"), dtype=dtype,
-                          rngs=rngs)
+                          init=XAVIER, rngs=rngs)
         self.act = activation(cfg.hidden_act)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -78,10 +84,10 @@ class SiglipMLP(nnx.Module):
 
 
 class SiglipEncoderLayer(nnx.Module):
-    def __init__(self, cfg: VisionConfig, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: VisionConfig, *, dtype, attention: str = "xla", rngs: nnx.Rngs):
         norm = dict(eps=cfg.layer_norm_eps, axis_name="vision_embed", dtype=dtype, rngs=rngs)
         self.layer_norm1 = LayerNorm(cfg.hidden_size, **norm)
-        self.self_attn = SiglipAttention(cfg, dtype=dtype, rngs=rngs)
+        self.self_attn = SiglipAttention(cfg, dtype=dtype, attention=attention, rngs=rngs)
         self.layer_norm2 = LayerNorm(cfg.hidden_size, **norm)
         self.mlp = SiglipMLP(cfg, dtype=dtype, rngs=rngs)
 
@@ -91,11 +97,13 @@ class SiglipEncoderLayer(nnx.Module):
 
 
 class SiglipVisionTower(nnx.Module):
-    def __init__(self, cfg: VisionConfig, *, dtype=jnp.float32, remat: bool = False, rngs: nnx.Rngs):
+    def __init__(self, cfg: VisionConfig, *, dtype=jnp.float32, remat: bool = False, attention: str = "xla",
+                 rngs: nnx.Rngs):
         self.cfg = cfg
         self.remat = remat
         self.embeddings = SiglipEmbeddings(cfg, dtype=dtype, rngs=rngs)
-        self.layers = nnx.List([SiglipEncoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)])
+        self.layers = nnx.List([SiglipEncoderLayer(cfg, dtype=dtype, attention=attention, rngs=rngs)
+                                for _ in range(cfg.num_hidden_layers)])
         # Part of every SigLIP checkpoint; LLaVA-OneVision reads encoder hidden states
         # before it, so it only runs in `__call__` when the last state is requested.
         self.post_layernorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, axis_name="vision_embed",

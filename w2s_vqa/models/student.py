@@ -56,9 +56,10 @@ def bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
 class Projector(nnx.Module):
     """Linear - activation - Linear, the shape of both the multimodal and the motion projector."""
 
-    def __init__(self, din: int, dout: int, *, act: str, bias: bool, in_axis: str | None, dtype, rngs: nnx.Rngs):
-        self.linear_1 = Linear(din, dout, axes=(in_axis, "mlp"), bias=bias, dtype=dtype, rngs=rngs)
-        self.linear_2 = Linear(dout, dout, axes=("mlp", "embed"), bias=bias, dtype=dtype, rngs=rngs)
+    def __init__(self, din: int, dout: int, *, act: str, bias: bool, in_axis: str | None, dtype, std: float,
+                 rngs: nnx.Rngs):
+        self.linear_1 = Linear(din, dout, axes=(in_axis, "mlp"), bias=bias, dtype=dtype, std=std, rngs=rngs)
+        self.linear_2 = Linear(dout, dout, axes=("mlp", "embed"), bias=bias, dtype=dtype, std=std, rngs=rngs)
         self.act = activation(act)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -72,16 +73,17 @@ class Student(nnx.Module):
         self.dtype = dtype
         v, t = cfg.vision, cfg.text
         self.feature_indices = check_feature_layers(cfg.feature_layers, v.num_hidden_layers)
-        self.vision_tower = SiglipVisionTower(v, dtype=dtype, remat=cfg.remat, rngs=rngs)
+        self.vision_tower = SiglipVisionTower(v, dtype=dtype, remat=cfg.remat, attention=cfg.attention, rngs=rngs)
         self.multi_modal_projector = Projector(
             v.hidden_size * len(self.feature_indices), t.hidden_size, act=cfg.projector_hidden_act,
-            bias=cfg.multimodal_projector_bias, in_axis="vision_embed", dtype=dtype, rngs=rngs)
-        self.image_newline = param(rngs, (t.hidden_size,), ("embed",))
-        self.language_model = Qwen2Model(t, dtype=dtype, remat=cfg.remat, rngs=rngs)
+            bias=cfg.multimodal_projector_bias, in_axis="vision_embed", dtype=dtype, std=t.initializer_range, rngs=rngs)
+        self.image_newline = param(rngs, (t.hidden_size,), ("embed",), std=t.hidden_size**-0.5)
+        self.language_model = Qwen2Model(t, dtype=dtype, remat=cfg.remat, attention=cfg.attention, rngs=rngs)
         self.lm_head = None if t.tie_word_embeddings else Linear(
-            t.hidden_size, t.vocab_size, axes=("embed", "vocab"), bias=False, dtype=dtype, rngs=rngs)
+            t.hidden_size, t.vocab_size, axes=("embed", "vocab"), bias=False, dtype=dtype, std=t.initializer_range,
+            rngs=rngs)
         self.motion_projector = Projector(cfg.motion_dim, t.hidden_size, act="gelu", bias=True, in_axis=None,
-                                          dtype=dtype, rngs=rngs)
+                                          dtype=dtype, std=t.initializer_range, rngs=rngs)
 
     # ---------------------------------------------------------------- video tokens
     def frame_features(self, frames: jax.Array) -> jax.Array:

@@ -54,7 +54,7 @@ def student_config(config: ml_collections.ConfigDict) -> model_config_lib.Studen
     """The student's shape: the preset (or the HF directory's config) with the data's video shape."""
     m, d = config.model, config.data
     ours = dict(num_frames=d.num_frames, num_motion_chunks=d.num_motion_chunks, motion_dim=d.motion_dim,
-                dtype=m.dtype, remat=m.remat)
+                dtype=m.dtype, remat=m.remat, attention=m.attention)
     if m.hf_dir:
         with open(os.path.join(m.hf_dir, hf.CONFIG_FILE)) as f:
             cfg = model_config_lib.StudentConfig.from_hf_config(json.load(f), **ours)
@@ -226,7 +226,8 @@ class Trainer:
         if self.config.model.hf_dir:
             model = hf.load_student(self.config.model.hf_dir, num_frames=self.model_cfg.num_frames,
                                     num_motion_chunks=self.model_cfg.num_motion_chunks, dtype=self.model_cfg.dtype,
-                                    remat=self.model_cfg.remat, mesh=self.mesh, rules=self.rules,
+                                    remat=self.model_cfg.remat, attention=self.model_cfg.attention,
+                                    mesh=self.mesh, rules=self.rules,
                                     seed=self.config.seed)
             return self.codec.to_dict(model)
         create = jax.jit(lambda: self.codec.to_dict(student_lib.create(self.model_cfg, self.config.seed)),
