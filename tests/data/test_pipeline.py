@@ -62,8 +62,8 @@ def test_batches_have_fixed_shapes_and_the_pairs_content(pairs, store, prompt):
         "input_ids": ((B, length), np.int32), "attention_mask": ((B, length), np.int32),
         "pixel_values": ((B, 2, F, S, S, 3), np.uint8), "frame_mask": ((B, 2, F), np.bool_),
         "motion": ((B, 2, M, 256), np.float32), "motion_mask": ((B, 2, M), np.bool_),
-        "label": ((B,), np.int32), "weight": ((B,), np.float32), "origin": ((B,), np.int32),
-        "pair_index": ((B,), np.int64),
+        "label": ((B,), np.int32), "target": ((B, 5), np.float32), "weight": ((B,), np.float32),
+        "origin": ((B,), np.int32), "pair_index": ((B,), np.int64),
     }
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
     ids, mask = prompt.padded(length)
@@ -76,6 +76,7 @@ def test_batches_have_fixed_shapes_and_the_pairs_content(pairs, store, prompt):
             np.testing.assert_array_equal(batch["pixel_values"][row, side], record["frames"])
             np.testing.assert_array_equal(batch["frame_mask"][row, side], record["frame_mask"])
         assert batch["label"][row] == pair["label"] and batch["weight"][row] == pair["weight"]
+        np.testing.assert_array_equal(batch["target"][row], np.eye(5)[pair["label"]])  # no d: one-hot
         assert ORIGINS[batch["origin"][row]] == pair["origin"].split(":")[0]
 
 
@@ -133,3 +134,23 @@ def test_host_slices_make_up_the_single_host_batches(pairs, store, prompt):
     for whole, first, second in zip(single, *hosts):
         for key in whole:
             np.testing.assert_array_equal(whole[key], np.concatenate([first[key], second[key]]), err_msg=key)
+
+
+def test_teacher_pairs_carry_soft_targets_from_d_and_s_d(pairs, store, prompt):
+    table = pairs.copy()
+    teacher = (table["origin"] == "teacher").to_numpy()
+    table["d"] = np.where(teacher, np.linspace(-1.0, 1.0, len(table)), np.nan)
+    table["s_d"] = np.where(teacher, 0.8, np.nan)
+    table.loc[teacher, "label"] = pair_tables.five_way_labels(table.loc[teacher, "d"], table.loc[teacher, "s_d"])
+    seen = set()
+    for batch in itertools.islice(pipeline(table, store, prompt), 6):
+        for row, index in enumerate(batch["pair_index"]):
+            pair = table.iloc[index]
+            if teacher[index]:
+                want = pair_tables.soft_five_way_targets(np.array([pair["d"]]), np.array([pair["s_d"]]))[0]
+                assert np.count_nonzero(want) > 1  # really soft, not the one-hot label
+            else:
+                want = np.eye(5)[pair["label"]]
+            np.testing.assert_allclose(batch["target"][row], want, rtol=1e-6)
+            seen.add(bool(teacher[index]))
+    assert seen == {True, False}

@@ -12,6 +12,9 @@ Every batch has the same shapes, so the jitted train step compiles once:
     motion         [B, 2, M, D]      float32  per-second motion features
     motion_mask    [B, 2, M]         bool     False where a chunk has no features
     label          [B]               int32    index into prompt.LEVELS
+    target         [B, 5]            float32  soft five-way target from the teachers' d and s_d
+                                              (pairs.soft_five_way_targets); one-hot label
+                                              where a pair has no d (synthetic, student)
     weight         [B]               float32
     origin         [B]               int32    index into ORIGINS
     pair_index     [B]               int64    row of the pair in the pair table
@@ -63,6 +66,18 @@ def origin_codes(origins) -> np.ndarray:
     return np.asarray(codes, np.int32)
 
 
+def soft_targets(table: pd.DataFrame) -> np.ndarray:
+    """[N, 5] targets for the soft-target objective: from d and s_d where a row has both,
+    else the one-hot label."""
+    targets = np.eye(len(pair_tables.LEVELS), dtype=np.float32)[table["label"].to_numpy(np.int64)]
+    if "d" in table and "s_d" in table:
+        d, s_d = table["d"].to_numpy(np.float64), table["s_d"].to_numpy(np.float64)
+        known = np.isfinite(d) & np.isfinite(s_d)
+        if known.any():
+            targets[known] = pair_tables.soft_five_way_targets(d[known], s_d[known])
+    return targets
+
+
 class _PairSource:
     """Random access to pair rows as numpy scalars (what Grain's source needs)."""
 
@@ -70,6 +85,7 @@ class _PairSource:
         self._first = table["first_id"].astype(str).to_numpy(dtype=object)
         self._second = table["second_id"].astype(str).to_numpy(dtype=object)
         self._label = table["label"].to_numpy(np.int32)
+        self._target = soft_targets(table)
         self._weight = table["weight"].to_numpy(np.float32)
         self._origin = origin_codes(table["origin"])
 
@@ -81,6 +97,7 @@ class _PairSource:
             "first_id": self._first[index],
             "second_id": self._second[index],
             "label": self._label[index],
+            "target": self._target[index],
             "weight": self._weight[index],
             "origin": self._origin[index],
             "pair_index": np.int64(index),
@@ -113,6 +130,7 @@ class _LoadHostSlice(grain.transforms.Map):
             "motion": np.stack([first["motion"], second["motion"]]),
             "motion_mask": np.stack([first["motion_mask"], second["motion_mask"]]),
             "label": pair["label"],
+            "target": pair["target"],
             "weight": pair["weight"],
             "origin": pair["origin"],
             "pair_index": pair["pair_index"],

@@ -322,44 +322,64 @@ class Trainer:
         writer = MetricWriter(self.workdir, enabled=jax.process_index() == 0)
         last_metrics, last_eval, sums, window_start, window_steps = {}, {}, {}, time.time(), 0
         bar = progress(self.total_steps, step, enabled=jax.process_index() == 0)
+
+        def record(step: int, metrics: dict) -> None:
+            """Reads back one step's metrics: the non-finite check, the running sums, the log line."""
+            nonlocal last_metrics, sums, window_start, window_steps
+            metrics = jax.device_get(metrics)
+            if not math.isfinite(float(metrics["loss"])):
+                self.checkpointer.wait()
+                raise NonFiniteLossError(
+                    f"loss is {float(metrics['loss'])} at step {step}; stopped without saving. The last good "
+                    f"checkpoint is step {self.checkpointer.latest_step()} in {self.checkpointer.directory}")
+            for k, v in metrics.items():
+                if "/" in k:
+                    sums[k] = sums.get(k, 0) + float(v)
+            if step % config.train.log_every == 0 or step == self.total_steps:
+                elapsed = time.time() - window_start
+                last_metrics = {k: float(v) for k, v in metrics.items() if "/" not in k}
+                last_metrics.update({f"train/{k}": v for k, v in objective_lib.summarize_metrics(sums).items()})
+                last_metrics.update(step_seconds=elapsed / window_steps,
+                                    pairs_per_second=window_steps * config.data.batch_size / elapsed)
+                writer.write(step, last_metrics)
+                bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", step_s=f"{last_metrics['step_seconds']:.2f}",
+                                pairs_s=f"{last_metrics['pairs_per_second']:.1f}")
+                sums, window_start, window_steps = {}, time.time(), 0
+            bar.update(1)
+
+        # A step's metrics are read back while the next step runs, so the host prepares
+        # batch n+1 as the device computes step n; before anything is evaluated, saved or
+        # logged, the step's own metrics are read (a non-finite loss is never saved).
+        pending = None
         try:
             while step < self.total_steps and not self._stop_requested:
                 batch = self.to_device(next(iterator))
                 state, metrics = train_step(state, batch)
                 step += 1
                 window_steps += 1
-                metrics = jax.device_get(metrics)
-                if not math.isfinite(float(metrics["loss"])):
-                    self.checkpointer.wait()
-                    raise NonFiniteLossError(
-                        f"loss is {float(metrics['loss'])} at step {step}; stopped without saving. The last good "
-                        f"checkpoint is step {self.checkpointer.latest_step()} in {self.checkpointer.directory}")
-                for k, v in metrics.items():
-                    if "/" in k:
-                        sums[k] = sums.get(k, 0) + float(v)
-                if step % config.train.log_every == 0 or step == self.total_steps:
-                    elapsed = time.time() - window_start
-                    last_metrics = {k: float(v) for k, v in metrics.items() if "/" not in k}
-                    last_metrics.update({f"train/{k}": v for k, v in objective_lib.summarize_metrics(sums).items()})
-                    last_metrics.update(step_seconds=elapsed / window_steps,
-                                        pairs_per_second=window_steps * config.data.batch_size / elapsed)
-                    writer.write(step, last_metrics)
-                    bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", step_s=f"{last_metrics['step_seconds']:.2f}",
-                                    pairs_s=f"{last_metrics['pairs_per_second']:.1f}")
-                    sums, window_start, window_steps = {}, time.time(), 0
-                bar.update(1)
+                if pending is not None:
+                    record(*pending)
+                pending = (step, metrics)
                 evaluate_now = config.train.eval_every and (step % config.train.eval_every == 0
                                                              or step == self.total_steps)
+                save_now = (step % config.train.checkpoint_every == 0 or step == self.total_steps
+                            or self._stop_requested)
+                halt_now = config.train.halt_after_step and step == config.train.halt_after_step
+                if evaluate_now or save_now or halt_now or step % config.train.log_every == 0:
+                    record(*pending)
+                    pending = None
                 if evaluate_now:
                     last_eval = self.evaluate(state)
                     if last_eval:
                         writer.write(step, last_eval)
-                if step % config.train.checkpoint_every == 0 or step == self.total_steps or self._stop_requested:
+                if save_now:
                     self.checkpointer.save(step, state, iterator, config_json, last_eval if evaluate_now else None)
-                if config.train.halt_after_step and step == config.train.halt_after_step:
+                if halt_now:
                     # A preemption drill: die as a killed process would, after the checkpoint is on disk.
                     self.checkpointer.wait()
                     os._exit(17)
+            if pending is not None:
+                record(*pending)
             if self._stop_requested and self.checkpointer.latest_step() != step:
                 self.checkpointer.save(step, state, iterator, config_json)
         finally:
