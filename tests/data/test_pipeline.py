@@ -11,7 +11,8 @@ import pytest
 from w2s_vqa.config import load_config
 from w2s_vqa.data import pairs as pair_tables
 from w2s_vqa.data import video
-from w2s_vqa.data.pipeline import ORIGINS, MissingVideosError, make_dataset, make_iterator, origin_codes
+from w2s_vqa.data.pipeline import (NUM_VIEWS, ORIGINS, MissingVideosError, apply_view, make_dataset,
+                                   make_iterator, origin_codes)
 from w2s_vqa.data.store import VideoStore, prepare
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR
 from w2s_vqa.prompt import build_pair_prompt, load_tokenizer
@@ -95,14 +96,14 @@ def test_epochs_are_reshuffled_and_batches_span_them(pairs, store, prompt):
     assert sorted(first) == sorted(second) == list(range(12)) and first != second
 
 
-@pytest.mark.parametrize("worker_count", [0, 1])
-def test_a_restored_iterator_continues_exactly(pairs, store, prompt, worker_count):
-    iterator = pipeline(pairs, store, prompt, worker_count=worker_count)
+@pytest.mark.parametrize("worker_count,augment", [(0, False), (1, False), (0, True)])
+def test_a_restored_iterator_continues_exactly(pairs, store, prompt, worker_count, augment):
+    iterator = pipeline(pairs, store, prompt, worker_count=worker_count, augment=augment)
     for _ in range(4):  # into the second epoch
         next(iterator)
     state = iterator.get_state()
     expected = [next(iterator) for _ in range(4)]
-    restored = pipeline(pairs, store, prompt, worker_count=worker_count)
+    restored = pipeline(pairs, store, prompt, worker_count=worker_count, augment=augment)
     restored.set_state(json.loads(json.dumps(state)))  # as a checkpoint stores it
     for want, got in zip(expected, (next(restored) for _ in range(4))):
         for key in want:
@@ -154,3 +155,33 @@ def test_teacher_pairs_carry_soft_targets_from_d_and_s_d(pairs, store, prompt):
             np.testing.assert_allclose(batch["target"][row], want, rtol=1e-6)
             seen.add(bool(teacher[index]))
     assert seen == {True, False}
+
+
+def test_views_are_the_eight_symmetries_of_the_square():
+    frames = np.arange(2 * 3 * 3 * 1).reshape(2, 3, 3, 1)
+    views = [apply_view(frames, v) for v in range(NUM_VIEWS)]
+    np.testing.assert_array_equal(views[0], frames)
+    assert len({v.tobytes() for v in views}) == NUM_VIEWS
+    for v in views:  # each frame keeps its own pixels, only moved
+        assert sorted(v[0].ravel()) == sorted(frames[0].ravel())
+
+
+def test_augmented_pairs_show_both_videos_in_one_view_drawn_afresh(pairs, store, prompt):
+    views_seen = set()
+    batches = list(itertools.islice(pipeline(pairs, store, prompt, augment=True), 12))  # two epochs
+    for batch in batches:
+        for row, index in enumerate(batch["pair_index"]):
+            pair = pairs.iloc[index]
+            first, second = (store.get(pair[k])["frames"] for k in ("first_id", "second_id"))
+            matches = [v for v in range(NUM_VIEWS)
+                       if np.array_equal(batch["pixel_values"][row, 0], apply_view(first, v))
+                       and np.array_equal(batch["pixel_values"][row, 1], apply_view(second, v))]
+            assert matches, f"pair {index}: the two videos are not one view of the stored frames"
+            views_seen.update(matches)
+    assert len(views_seen) >= 4
+    again = list(itertools.islice(pipeline(pairs, store, prompt, augment=True), 12))
+    for want, got in zip(batches, again):
+        np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
+    plain = next(pipeline(pairs, store, prompt))
+    for row, index in enumerate(plain["pair_index"]):
+        np.testing.assert_array_equal(plain["pixel_values"][row, 0], store.get(pairs.iloc[index]["first_id"])["frames"])

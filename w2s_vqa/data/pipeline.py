@@ -104,6 +104,23 @@ class _PairSource:
         }
 
 
+NUM_VIEWS = 8  # the square's symmetries: four quarter turns, each mirrored or not
+
+
+class _ChooseView(grain.transforms.RandomMap):
+    """Draws one of NUM_VIEWS views per pair (seeded by the pair's place in the stream,
+    so a resumed run draws the same ones)."""
+
+    def random_map(self, row: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        return {**row, "view": int(rng.integers(NUM_VIEWS))}
+
+
+def apply_view(frames: np.ndarray, view: int) -> np.ndarray:
+    """frames [..., H, W, C] turned `view % 4` quarter turns, then mirrored if `view >= 4`."""
+    turned = np.rot90(frames, view % 4, axes=(-3, -2))
+    return np.ascontiguousarray(turned[..., ::-1, :] if view >= 4 else turned)
+
+
 class _LoadHostSlice(grain.transforms.Map):
     """A global batch of pair rows -> this host's slice as a batch: both videos read from
     the store, the shared prompt ids."""
@@ -122,10 +139,13 @@ class _LoadHostSlice(grain.transforms.Map):
     def _load(self, pair: dict[str, Any]) -> dict[str, np.ndarray]:
         first = self._store.get(pair["first_id"])
         second = self._store.get(pair["second_id"])
+        pixels = np.stack([first["frames"], second["frames"]])
+        if "view" in pair:  # both videos alike: a pair of one source stays aligned
+            pixels = apply_view(pixels, pair["view"])
         return {
             "input_ids": self._input_ids,
             "attention_mask": self._attention_mask,
-            "pixel_values": np.stack([first["frames"], second["frames"]]),
+            "pixel_values": pixels,
             "frame_mask": np.stack([first["frame_mask"], second["frame_mask"]]),
             "motion": np.stack([first["motion"], second["motion"]]),
             "motion_mask": np.stack([first["motion_mask"], second["motion_mask"]]),
@@ -165,7 +185,7 @@ def check_pairs_in_store(table: pd.DataFrame, store: VideoStore) -> None:
 def make_dataset(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | str | os.PathLike,
                  prompt: PairPrompt, *, batch_size: int, seed: int, shard_index: int | None = None,
                  shard_count: int | None = None, num_epochs: int | None = None, worker_count: int = 0,
-                 read_threads: int = 2, max_length: int | None = None) -> grain.IterDataset:
+                 read_threads: int = 2, max_length: int | None = None, augment: bool = False) -> grain.IterDataset:
     """The batched pipeline for one host.
 
     pairs: a pair table (see w2s_vqa.data.pairs) or its path; store: a VideoStore or its
@@ -175,6 +195,10 @@ def make_dataset(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | st
     num_epochs None repeats forever (train by step count); batches may span epochs and
     a last partial batch is dropped. worker_count > 0 reads in that many processes;
     read_threads is per process. max_length pads the prompt (default: its length).
+    augment shows each pair in one of the square frame's eight symmetric views (quarter
+    turns and mirrors, the same for both videos), drawn afresh every epoch: quality does
+    not change under them, content does, which keeps a small pool of sources from being
+    memorized.
     """
     if isinstance(store, (str, os.PathLike)):
         store = VideoStore(store)
@@ -193,10 +217,10 @@ def make_dataset(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | st
     global_batch = batch_size * shard_count
     if len(table) < global_batch:
         raise ValueError(f"the pair table has {len(table)} pairs, fewer than one global batch of {global_batch}")
-    dataset = (grain.MapDataset.source(_PairSource(table))
-               .shuffle(seed=seed)
-               .repeat(num_epochs)
-               .batch(global_batch, drop_remainder=True, batch_fn=list)
+    dataset = grain.MapDataset.source(_PairSource(table)).shuffle(seed=seed).repeat(num_epochs)
+    if augment:  # store frames are image_size x image_size
+        dataset = dataset.random_map(_ChooseView(), seed=seed)
+    dataset = (dataset.batch(global_batch, drop_remainder=True, batch_fn=list)
                .map(_LoadHostSlice(store, input_ids, attention_mask, shard_index, batch_size)))
     # The default prefetch buffer (500 elements) would hold 500 batches of video.
     read_options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * read_threads)

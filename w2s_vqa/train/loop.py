@@ -254,14 +254,14 @@ class Trainer:
 
         return jax.tree_util.tree_map_with_path(choose, jax.eval_shape(self.tx.init, trainable))
 
-    def data_iterator(self, pairs: str, *, seed: int, num_epochs: int | None):
+    def data_iterator(self, pairs: str, *, seed: int, num_epochs: int | None, augment: bool = False):
         from w2s_vqa.data import pipeline
 
         d = self.config.data
         return pipeline.make_iterator(
             pairs, d.store, self.prompt, batch_size=self.local_batch, seed=seed,
             shard_index=jax.process_index(), shard_count=jax.process_count(), num_epochs=num_epochs,
-            worker_count=d.worker_count)
+            worker_count=d.worker_count, augment=augment)
 
     def to_device(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         keys = [k for k in MODEL_INPUTS + TARGETS if k in batch]
@@ -310,7 +310,8 @@ class Trainer:
         level_ids = self.prompt.level_token_ids
         train_step = jax.jit(make_train_step(self.codec, self.tx, self.obj_cfg, self.total_steps, level_ids),
                              donate_argnums=(0,), out_shardings=(state_shardings, self.replicated))
-        iterator = self.data_iterator(config.data.pairs, seed=config.seed, num_epochs=None)
+        iterator = self.data_iterator(config.data.pairs, seed=config.seed, num_epochs=None,
+                                      augment=config.data.augment)
         config_json = json.loads(config.to_json())
 
         resumed_from = self.checkpointer.latest_step()
