@@ -11,8 +11,15 @@ import pytest
 from w2s_vqa.config import load_config
 from w2s_vqa.data import pairs as pair_tables
 from w2s_vqa.data import video
-from w2s_vqa.data.pipeline import (NUM_VIEWS, ORIGINS, MissingVideosError, apply_view, make_dataset,
-                                   make_iterator, origin_codes)
+from w2s_vqa.data.pipeline import (
+    NUM_VIEWS,
+    ORIGINS,
+    MissingVideosError,
+    apply_view,
+    make_dataset,
+    make_iterator,
+    origin_codes,
+)
 from w2s_vqa.data.store import VideoStore, prepare
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR
 from w2s_vqa.prompt import build_pair_prompt, load_tokenizer

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.models.test_student import loss_and_grads, pair_batch
 from w2s_vqa.models import config as config_lib
 from w2s_vqa.models import layers, student
-from tests.models.test_student import loss_and_grads, pair_batch
 
 needs_gpu = pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs an NVIDIA GPU")
 

@@ -99,7 +99,8 @@ def main(argv=None) -> dict:
         row = measure(preset, args.pairs, args.dtype, args.repeats, args.attention, args.remat)
         row["mfu"] = row["achieved_gflops"] * 1e9 / peak
         rows.append(row)
-        print(f"{preset} ({args.dtype}, {args.attention} attention): {row['step_s']:.3f} s/step, {row['pairs_per_s']:.2f} pairs/s, "
+        print(f"{preset} ({args.dtype}, {args.attention} attention): {row['step_s']:.3f} s/step, "
+              f"{row['pairs_per_s']:.2f} pairs/s, "
               f"{row['achieved_gflops']:.1f} GFLOP/s = {row['mfu']:.1%} of the {peak / 1e9:.0f} GFLOP/s matmul peak")
     figures = {"benchmark": "train_step", "machine": common.machine(), "device": jax.devices()[0].device_kind,
                "devices": jax.device_count(), "matmul_peak_gflops": peak / 1e9, "rows": rows}

@@ -17,7 +17,6 @@ from flax import nnx
 from w2s_vqa.models.config import VisionConfig
 from w2s_vqa.models.layers import LayerNorm, Linear, activation, attention, fused_attention, param
 
-
 # Random towers start as transformers' SiglipPreTrainedModel._init_weights starts them.
 XAVIER = "xavier_uniform"
 
