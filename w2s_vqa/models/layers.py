@@ -154,9 +154,6 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, 
     return out.reshape(b, t, n, d)
 
 
-ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
-
-
 def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, scale: float, *,
                     causal: bool = False, implementation: str = "cudnn") -> jax.Array:
     """cuDNN's fused (flash) attention through `jax.nn.dot_product_attention`: NVIDIA
