@@ -34,34 +34,47 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     return ACTIVATIONS[name]
 
 
-def param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Sequence[str | None], *, init: str = "normal",
-          std: float = INIT_STD) -> nnx.Param:
-    """A float32 parameter with its logical axis names.
+RANDOM_INITS = ("normal", "xavier_uniform", "lecun_normal")
 
-    Random weights start as transformers' `_init_weights` starts each class:
+
+def initial_value(key: jax.Array | None, shape: Sequence[int], init: str, std: float = INIT_STD) -> jax.Array:
+    """A float32 tensor drawn as transformers' `_init_weights` draws it.
+
     "normal" (std `std`; Qwen2 and the projectors, initializer_range 0.02),
     "xavier_uniform" (SigLIP's attention and MLP) and "lecun_normal" (SigLIP's
-    patch embedding). Fan-in is every axis but the last, fan-out the last.
+    patch embedding) need `key`; "zeros" and "ones" do not. Fan-in is every axis
+    but the last, fan-out the last.
+    """
+    shape = tuple(shape)
+    fan_in, fan_out = math.prod(shape[:-1]), shape[-1]
+    if init == "normal":
+        return std * jax.random.normal(key, shape, PARAM_DTYPE)
+    if init == "xavier_uniform":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        return jax.random.uniform(key, shape, PARAM_DTYPE, -limit, limit)
+    if init == "lecun_normal":
+        # torch's trunc_normal_ at two standard deviations, rescaled to keep variance 1/fan_in.
+        value = jax.random.truncated_normal(key, -2.0, 2.0, shape, PARAM_DTYPE)
+        return value * math.sqrt(1.0 / fan_in) / 0.87962566103423978
+    if init == "zeros":
+        return jnp.zeros(shape, PARAM_DTYPE)
+    if init == "ones":
+        return jnp.ones(shape, PARAM_DTYPE)
+    raise ValueError(f"unknown init {init!r}")
+
+
+def param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Sequence[str | None], *, init: str = "normal",
+          std: float = INIT_STD) -> nnx.Param:
+    """A float32 parameter with its logical axis names and its initializer.
+
+    The initializer (`initial_value`'s `init` and `std`) stays on the parameter as
+    metadata, so `student.create` can draw each tensor on its own from the
+    abstract model.
     """
     if len(shape) != len(axes):
         raise ValueError(f"shape {tuple(shape)} and logical axes {tuple(axes)} differ in rank")
-    fan_in, fan_out = math.prod(shape[:-1]), shape[-1]
-    if init == "normal":
-        value = std * jax.random.normal(rngs.params(), shape, PARAM_DTYPE)
-    elif init == "xavier_uniform":
-        limit = math.sqrt(6.0 / (fan_in + fan_out))
-        value = jax.random.uniform(rngs.params(), shape, PARAM_DTYPE, -limit, limit)
-    elif init == "lecun_normal":
-        # torch's trunc_normal_ at two standard deviations, rescaled to keep variance 1/fan_in.
-        value = jax.random.truncated_normal(rngs.params(), -2.0, 2.0, shape, PARAM_DTYPE)
-        value = value * math.sqrt(1.0 / fan_in) / 0.87962566103423978
-    elif init == "zeros":
-        value = jnp.zeros(shape, PARAM_DTYPE)
-    elif init == "ones":
-        value = jnp.ones(shape, PARAM_DTYPE)
-    else:
-        raise ValueError(f"unknown init {init!r}")
-    return nnx.Param(value, logical_axes=tuple(axes))
+    key = rngs.params() if init in RANDOM_INITS else None
+    return nnx.Param(initial_value(key, shape, init, std), logical_axes=tuple(axes), initializer=(init, std))
 
 
 class Linear(nnx.Module):

@@ -15,8 +15,9 @@ than removed, so every batch compiles once.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,7 @@ from flax import nnx
 
 from w2s_vqa import prompt
 from w2s_vqa.models.config import StudentConfig, check_feature_layers
-from w2s_vqa.models.layers import Linear, activation, param
+from w2s_vqa.models.layers import Linear, activation, initial_value, param
 from w2s_vqa.models.qwen2 import Qwen2Model
 from w2s_vqa.models.siglip import SiglipVisionTower
 
@@ -192,9 +193,34 @@ class Student(nnx.Module):
         return prompt.preference(self.level_logits(level_token_ids, *args, **kwargs))
 
 
-def create(cfg: StudentConfig, seed: int = 0) -> Student:
-    """A randomly initialized student."""
-    return Student(cfg, rngs=nnx.Rngs(seed))
+def create(cfg: StudentConfig, seed: int = 0, shardings: Mapping[str, jax.sharding.Sharding] | None = None
+           ) -> Student:
+    """A randomly initialized student, drawn tensor by tensor.
+
+    Each parameter comes from a small compiled program (one per distinct shape
+    and initializer, so identical layers share it) that writes it straight into
+    its sharding (`shardings`, keyed by dotted parameter path; default
+    placement otherwise). One program for the whole model would take minutes to
+    compile at the 0.5b and 7b shapes, and compile time grows with depth.
+    Tensor i is drawn with `fold_in(key(seed), i)`, so a seed gives the same
+    student whatever the mesh.
+    """
+    graphdef, state = nnx.split(create_abstract(cfg))
+    root = jax.random.key(seed)
+    flat = []
+    for index, (path, variable) in enumerate(nnx.to_flat_state(state)):
+        init, std = variable.get_metadata()["initializer"]
+        sharding = (shardings or {}).get(".".join(str(p) for p in path))
+        flat.append((path, variable.replace(_drawer(tuple(variable.shape), init, std, sharding)(root, index))))
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+@functools.lru_cache(maxsize=None)
+def _drawer(shape: tuple[int, ...], init: str, std: float, sharding):
+    def draw(root, index):
+        return initial_value(jax.random.fold_in(root, index), shape, init, std)
+
+    return jax.jit(draw, out_shardings=sharding)
 
 
 def create_abstract(cfg: StudentConfig) -> Student:

@@ -230,9 +230,7 @@ class Trainer:
                                     mesh=self.mesh, rules=self.rules,
                                     seed=self.config.seed)
             return self.codec.to_dict(model)
-        create = jax.jit(lambda: self.codec.to_dict(student_lib.create(self.model_cfg, self.config.seed)),
-                         out_shardings=self.param_shardings)
-        return create()
+        return self.codec.to_dict(student_lib.create(self.model_cfg, self.config.seed, self.param_shardings))
 
     def initial_state(self) -> dict[str, Any]:
         params = self.initial_params()
