@@ -27,19 +27,24 @@ def test_cudnn_attention_needs_half_precision_compute():
 
 
 @pytest.mark.parametrize("t", [7, 8])
-def test_odd_lengths_are_padded_without_changing_the_result(t):
-    # The padding that cuDNN's masked backward needs, checked on XLA's kernel (any backend).
+@pytest.mark.parametrize("masked", [True, False])
+def test_odd_lengths_are_padded_without_changing_the_result(t, masked):
+    # The padding that cuDNN's backward needs (masked: in the mask; unmasked, as SigLIP's
+    # 729 patches: through sequence lengths), checked on XLA's kernel (any backend).
     keys = jax.random.split(jax.random.key(1), 3)
     q, k, v = (jax.random.normal(key, (2, t, h, 16)) for key, h in zip(keys, (4, 2, 2)))
-    mask = jnp.asarray(np.tril(np.ones((t, t), bool))[None, None] & (np.arange(t) < t - 2)[None, None, None])
-    want = layers.attention(q, k, v, mask, 0.25)
+    if masked:
+        mask = jnp.asarray(np.tril(np.ones((t, t), bool))[None, None] & (np.arange(t) < t - 2)[None, None, None])
+    else:
+        mask = None
 
     def loss(fn, q, k, v):
         return (fn(q, k, v) ** 2).sum()
 
-    fused = lambda q, k, v: layers.fused_attention(q, k, v, mask, 0.25, causal=True, implementation="xla")  # noqa: E731
+    fused = lambda q, k, v: layers.fused_attention(q, k, v, mask, 0.25, causal=masked,  # noqa: E731
+                                                   implementation="xla")
     plain = lambda q, k, v: layers.attention(q, k, v, mask, 0.25)  # noqa: E731
-    np.testing.assert_allclose(fused(q, k, v), want, atol=1e-5)
+    np.testing.assert_allclose(fused(q, k, v), plain(q, k, v), atol=1e-5)
     grads = jax.grad(loss, argnums=(1, 2, 3))
     for got, ref in zip(grads(fused, q, k, v), grads(plain, q, k, v)):
         assert np.isfinite(np.asarray(got)).all()

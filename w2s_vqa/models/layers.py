@@ -173,19 +173,28 @@ def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | 
     GPUs, bf16 or fp16 only. Same arguments and result as `attention`; the scores
     never reach memory, and `causal` lets the kernel skip the blocks above the diagonal.
 
-    cuDNN takes a mask as an additive bias, whose backward pass needs even query and
-    key lengths: odd ones get one padding row and one never-seen key (the extra
-    row's output is dropped). `implementation="xla"` runs the same path anywhere.
+    cuDNN's backward pass needs even query and key lengths (SigLIP's 729 patches are
+    odd), so odd ones get one padding row and one key no real query sees: without a
+    mask, through the kernel's own sequence lengths; with one, in the mask (an
+    additive bias to cuDNN), where the padding row sees one key so its softmax is
+    finite. The extra row's output is dropped. `implementation="xla"` runs the
+    same path anywhere.
     """
     t, s = q.shape[1], k.shape[1]
-    if mask is not None and (t % 2 or s % 2):
-        mask = jnp.broadcast_to(mask, (*mask.shape[:2], t, s))
-        mask = jnp.pad(mask, ((0, 0), (0, 0), (0, t % 2), (0, s % 2)))
-        if t % 2:
-            mask = mask.at[:, :, t, 0].set(True)  # the padding row sees one key, so its softmax is finite
+    lengths = {}
+    if t % 2 or s % 2:
+        if mask is None:
+            batch = q.shape[0]
+            lengths = {"query_seq_lengths": jnp.full((batch,), t, jnp.int32),
+                       "key_value_seq_lengths": jnp.full((batch,), s, jnp.int32)}
+        else:
+            mask = jnp.broadcast_to(mask, (*mask.shape[:2], t, s))
+            mask = jnp.pad(mask, ((0, 0), (0, 0), (0, t % 2), (0, s % 2)))
+            if t % 2:
+                mask = mask.at[:, :, t, 0].set(True)
         q, k, v = (jnp.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, 0), (0, 0))) for x in (q, k, v))
     out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
-                                       implementation=implementation)
+                                       implementation=implementation, **lengths)
     return out[:, :t]
 
 
