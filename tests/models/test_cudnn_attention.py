@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from tests.models.test_student import loss_and_grads, pair_batch
 from w2s_vqa.models import config as config_lib
@@ -78,6 +79,14 @@ def test_cudnn_student_matches_the_xla_student():
     p_xla, g_xla = loss_and_grads(xla, pp.level_token_ids, batch)
     p_cudnn, g_cudnn = loss_and_grads(cudnn, pp.level_token_ids, batch)
     assert abs(float(p_xla) - float(p_cudnn)) < 1e-2
-    for a, b in zip(jax.tree.leaves(g_xla), jax.tree.leaves(g_cudnn)):
-        scale = float(jnp.abs(a).max()) + 1e-6
-        assert float(jnp.abs(a - b).max()) / scale < 0.1
+    # Each gradient within 10% of its own scale, except SigLIP's key biases: a key bias shifts
+    # every score of a query alike (no rotary embedding there), so its exact gradient is 0 and
+    # what either kernel gives is bf16 rounding (measured on an H100: up to 1.4e-4, 0.27 of
+    # its own scale, while every other gradient agreed within 1.3%).
+    flat_xla, flat_cudnn = (dict(nnx.to_flat_state(g)) for g in (g_xla, g_cudnn))
+    for path, a in flat_xla.items():
+        name = ".".join(map(str, path))
+        if name.startswith("vision_tower.") and name.endswith("k_proj.bias"):
+            continue
+        a, b = a[...], flat_cudnn[path][...]
+        assert float(jnp.abs(a - b).max()) / (float(jnp.abs(a).max()) + 1e-6) < 0.1, name
