@@ -26,7 +26,7 @@ def get_config(arg: str = "gpu"):
     c.data.motion_features = "precomputed"
     c.data.batch_size = 16
     c.data.worker_count = 8
-    c.data.augment = False  # the paper trains on the frames as they are
+    c.data.augment = ""  # the paper trains on the frames as they are
 
     c.optim.learning_rate = 1e-5  # full fine-tuning of a small model
     c.optim.warmup_fraction = 0.03

@@ -36,7 +36,7 @@ def get_config(arg: str = "tpu"):
     c.data.motion_features = "precomputed"  # SlowFast-R50 fast-pathway features, computed beforehand
     c.data.batch_size = 16
     c.data.worker_count = 8
-    c.data.augment = False  # the paper trains on the frames as they are
+    c.data.augment = ""  # the paper trains on the frames as they are
 
     c.objective.confidence = True
     c.objective.warmup_fraction = 0.1

@@ -12,6 +12,8 @@ from w2s_vqa.config import load_config
 from w2s_vqa.data import pairs as pair_tables
 from w2s_vqa.data import video
 from w2s_vqa.data.pipeline import (
+    AUGMENTATIONS,
+    CHANNEL_ORDERS,
     NUM_VIEWS,
     ORIGINS,
     MissingVideosError,
@@ -19,10 +21,12 @@ from w2s_vqa.data.pipeline import (
     make_dataset,
     make_iterator,
     origin_codes,
+    parse_augment,
+    swap_pair,
 )
 from w2s_vqa.data.store import VideoStore, prepare
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR
-from w2s_vqa.prompt import build_pair_prompt, load_tokenizer
+from w2s_vqa.prompt import LEVEL_INDEX, build_pair_prompt, load_tokenizer
 
 F, S, M, B = 3, 16, 2, 2
 TOKENS_PER_VIDEO = 5
@@ -173,22 +177,50 @@ def test_views_are_the_eight_symmetries_of_the_square():
         assert sorted(v[0].ravel()) == sorted(frames[0].ravel())
 
 
-def test_augmented_pairs_show_both_videos_in_one_view_drawn_afresh(pairs, store, prompt):
-    views_seen = set()
+def test_a_swapped_pair_mirrors_its_label_and_target():
+    row = {"first_id": "a", "second_id": "b", "label": np.int32(LEVEL_INDEX["better"]),
+           "target": np.asarray([0.0, 0.1, 0.2, 0.6, 0.1], np.float32), "weight": np.float32(0.5)}
+    swapped = swap_pair(row)
+    assert (swapped["first_id"], swapped["second_id"]) == ("b", "a")
+    assert swapped["label"] == LEVEL_INDEX["worse"] and swapped["weight"] == row["weight"]
+    np.testing.assert_array_equal(swapped["target"], row["target"][::-1])
+    assert swapped["target"][1] == np.float32(0.6)
+    assert swap_pair(swapped)["label"] == row["label"]
+
+
+def test_augment_names_are_checked():
+    assert parse_augment(True) == AUGMENTATIONS and parse_augment(False) == parse_augment("") == ()
+    assert parse_augment("swap, views") == ("views", "swap")
+    with pytest.raises(ValueError, match="rotate"):
+        parse_augment("views,rotate")
+
+
+def test_augmented_pairs_show_both_videos_alike_drawn_afresh(pairs, store, prompt):
+    # Each row is the stored pair (or the stored pair swapped, its label mirrored) in one
+    # view and one channel order, both videos alike.
+    seen = set()
     batches = list(itertools.islice(pipeline(pairs, store, prompt, augment=True), 12))  # two epochs
     for batch in batches:
         for row, index in enumerate(batch["pair_index"]):
             pair = pairs.iloc[index]
             first, second = (store.get(pair[k])["frames"] for k in ("first_id", "second_id"))
-            matches = [v for v in range(NUM_VIEWS)
-                       if np.array_equal(batch["pixel_values"][row, 0], apply_view(first, v))
-                       and np.array_equal(batch["pixel_values"][row, 1], apply_view(second, v))]
-            assert matches, f"pair {index}: the two videos are not one view of the stored frames"
-            views_seen.update(matches)
-    assert len(views_seen) >= 4
+            matches = []
+            for swap, (a, b) in ((False, (first, second)), (True, (second, first))):
+                label = LEVEL_INDEX["inferior"] - pair["label"] if swap else pair["label"]
+                for v, c in itertools.product(range(NUM_VIEWS), range(len(CHANNEL_ORDERS))):
+                    order = list(CHANNEL_ORDERS[c])
+                    if (batch["label"][row] == label
+                            and np.array_equal(batch["pixel_values"][row, 0], apply_view(a, v)[..., order])
+                            and np.array_equal(batch["pixel_values"][row, 1], apply_view(b, v)[..., order])):
+                        matches.append((v, c, swap))
+            assert matches, f"pair {index}: the row is not one augmentation of the stored pair"
+            seen.update(matches)
+    assert len({v for v, _, _ in seen}) >= 4 and len({c for _, c, _ in seen}) >= 3
+    assert {swap for _, _, swap in seen} == {False, True}
     again = list(itertools.islice(pipeline(pairs, store, prompt, augment=True), 12))
     for want, got in zip(batches, again):
         np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
+        np.testing.assert_array_equal(got["label"], want["label"])
     plain = next(pipeline(pairs, store, prompt))
     for row, index in enumerate(plain["pair_index"]):
         np.testing.assert_array_equal(plain["pixel_values"][row, 0], store.get(pairs.iloc[index]["first_id"])["frames"])

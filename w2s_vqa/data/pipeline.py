@@ -30,8 +30,9 @@ small JSON-able dict that goes into the training checkpoint.
 
 from __future__ import annotations
 
+import itertools
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import grain
 import numpy as np
@@ -105,14 +106,49 @@ class _PairSource:
 
 
 NUM_VIEWS = 8  # the square's symmetries: four quarter turns, each mirrored or not
+CHANNEL_ORDERS = tuple(itertools.permutations(range(3)))  # RGB channel orders, identity first
+# What `augment` may name; each changes content and keeps every pair's label true:
+#   views     one of the square frame's NUM_VIEWS symmetric views, both videos alike
+#   channels  one of the six orders of the RGB channels, both videos alike
+#   swap      the two videos in either order, the label (and soft target) mirrored
+AUGMENTATIONS = ("views", "channels", "swap")
 
 
-class _ChooseView(grain.transforms.RandomMap):
-    """Draws one of NUM_VIEWS views per pair (seeded by the pair's place in the stream,
-    so a resumed run draws the same ones)."""
+def parse_augment(augment: bool | str | Sequence[str]) -> tuple[str, ...]:
+    """`augment` as a tuple of AUGMENTATIONS: True is all of them, False or "" none, a
+    string is a comma-separated list."""
+    if isinstance(augment, (bool, np.bool_)):
+        return AUGMENTATIONS if augment else ()
+    names = [n.strip() for n in augment.split(",")] if isinstance(augment, str) else list(augment)
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"unknown augmentation(s) {unknown}; known: {list(AUGMENTATIONS)}")
+    return tuple(n for n in AUGMENTATIONS if n in names)
+
+
+class _Augment(grain.transforms.RandomMap):
+    """Draws each pair's augmentation (seeded by the pair's place in the stream, so a
+    resumed run draws the same ones). A swap is done here, on the row; the view and the
+    channel order are applied to the pixels when they are read."""
+
+    def __init__(self, kinds: tuple[str, ...]):
+        self._kinds = kinds
 
     def random_map(self, row: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        return {**row, "view": int(rng.integers(NUM_VIEWS))}
+        view, channels, swap = rng.integers(NUM_VIEWS), rng.integers(len(CHANNEL_ORDERS)), rng.integers(2)
+        row = {**row, "view": int(view) if "views" in self._kinds else 0,
+               "channels": int(channels) if "channels" in self._kinds else 0}
+        if "swap" in self._kinds and swap:
+            row = swap_pair(row)
+        return row
+
+
+def swap_pair(row: dict[str, Any]) -> dict[str, Any]:
+    """The pair in the other order: P(second better) becomes P(first better), so the
+    five levels mirror (superior <-> inferior, better <-> worse)."""
+    return {**row, "first_id": row["second_id"], "second_id": row["first_id"],
+            "label": np.int32(len(pair_tables.LEVELS) - 1 - row["label"]), "target": row["target"][::-1].copy()}
 
 
 def apply_view(frames: np.ndarray, view: int) -> np.ndarray:
@@ -140,8 +176,10 @@ class _LoadHostSlice(grain.transforms.Map):
         first = self._store.get(pair["first_id"])
         second = self._store.get(pair["second_id"])
         pixels = np.stack([first["frames"], second["frames"]])
-        if "view" in pair:  # both videos alike: a pair of one source stays aligned
+        if pair.get("view"):  # both videos alike: a pair of one source stays aligned
             pixels = apply_view(pixels, pair["view"])
+        if pair.get("channels"):
+            pixels = np.ascontiguousarray(pixels[..., CHANNEL_ORDERS[pair["channels"]]])
         return {
             "input_ids": self._input_ids,
             "attention_mask": self._attention_mask,
@@ -185,7 +223,8 @@ def check_pairs_in_store(table: pd.DataFrame, store: VideoStore) -> None:
 def make_dataset(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | str | os.PathLike,
                  prompt: PairPrompt, *, batch_size: int, seed: int, shard_index: int | None = None,
                  shard_count: int | None = None, num_epochs: int | None = None, worker_count: int = 0,
-                 read_threads: int = 2, max_length: int | None = None, augment: bool = False) -> grain.IterDataset:
+                 read_threads: int = 2, max_length: int | None = None,
+                 augment: bool | str | Sequence[str] = False) -> grain.IterDataset:
     """The batched pipeline for one host.
 
     pairs: a pair table (see w2s_vqa.data.pairs) or its path; store: a VideoStore or its
@@ -195,10 +234,10 @@ def make_dataset(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | st
     num_epochs None repeats forever (train by step count); batches may span epochs and
     a last partial batch is dropped. worker_count > 0 reads in that many processes;
     read_threads is per process. max_length pads the prompt (default: its length).
-    augment shows each pair in one of the square frame's eight symmetric views (quarter
-    turns and mirrors, the same for both videos), drawn afresh every epoch: quality does
-    not change under them, content does, which keeps a small pool of sources from being
-    memorized.
+    augment (`parse_augment`: True, False, or names from AUGMENTATIONS) draws afresh, per
+    pair and epoch, a symmetric view of the frame, an order of the RGB channels (both
+    videos alike) and the order of the two videos: quality does not change under them,
+    content does, which keeps a small pool of sources from being memorized.
     """
     if isinstance(store, (str, os.PathLike)):
         store = VideoStore(store)
@@ -218,8 +257,9 @@ def make_dataset(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | st
     if len(table) < global_batch:
         raise ValueError(f"the pair table has {len(table)} pairs, fewer than one global batch of {global_batch}")
     dataset = grain.MapDataset.source(_PairSource(table)).shuffle(seed=seed).repeat(num_epochs)
-    if augment:  # store frames are image_size x image_size
-        dataset = dataset.random_map(_ChooseView(), seed=seed)
+    kinds = parse_augment(augment)
+    if kinds:  # store frames are image_size x image_size
+        dataset = dataset.random_map(_Augment(kinds), seed=seed)
     dataset = (dataset.batch(global_batch, drop_remainder=True, batch_fn=list)
                .map(_LoadHostSlice(store, input_ids, attention_mask, shard_index, batch_size)))
     # The default prefetch buffer (500 elements) would hold 500 batches of video.

@@ -252,7 +252,7 @@ class Trainer:
 
         return jax.tree_util.tree_map_with_path(choose, jax.eval_shape(self.tx.init, trainable))
 
-    def data_iterator(self, pairs: str, *, seed: int, num_epochs: int | None, augment: bool = False):
+    def data_iterator(self, pairs: str, *, seed: int, num_epochs: int | None, augment: bool | str = False):
         from w2s_vqa.data import pipeline
 
         d = self.config.data
