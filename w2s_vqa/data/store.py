@@ -47,13 +47,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from w2s_vqa.data import motion as motion_lib
-
 STORE_VERSION = 1
 FRAME_FORMATS = ("jpeg", "raw")
-# "none": zeros; "precomputed": a source's own .npy (SlowFast), shared by its variants;
-# "framediff": w2s_vqa.data.motion's descriptor, computed from each variant's own frames.
-MOTION_FEATURES = ("none", "precomputed", "framediff")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp")
 
 STORE_FILE = "store.json"
@@ -428,11 +423,8 @@ class Settings:
         )
         if settings.frame_format not in FRAME_FORMATS:
             raise StoreError(f"data.frame_format must be one of {FRAME_FORMATS}, not '{settings.frame_format}'")
-        if settings.motion_features not in MOTION_FEATURES:
-            raise StoreError(f"data.motion_features must be one of {MOTION_FEATURES}, not '{settings.motion_features}'")
-        if settings.motion_features == "framediff" and settings.motion_dim < motion_lib.FEATURES:
-            raise StoreError(f"data.motion_features='framediff' needs data.motion_dim >= {motion_lib.FEATURES}, "
-                             f"not {settings.motion_dim}")
+        if settings.motion_features not in ("none", "precomputed"):
+            raise StoreError(f"data.motion_features must be 'none' or 'precomputed', not '{settings.motion_features}'")
         if min(settings.num_frames, settings.image_size, settings.num_motion_chunks,
                settings.motion_dim, settings.sources_per_shard) < 1:
             raise StoreError("data.num_frames, image_size, num_motion_chunks, motion_dim and "
@@ -498,7 +490,7 @@ def _load_motion(source: Source, settings: Settings) -> tuple[np.ndarray, np.nda
     """[M, D] features and mask; a longer sequence is subsampled uniformly, as frames are."""
     m, d = settings.num_motion_chunks, settings.motion_dim
     motion, mask = np.zeros((m, d), np.float32), np.zeros((m,), bool)
-    if settings.motion_features in ("none", "framediff"):  # framediff: per variant, in _source_records
+    if settings.motion_features == "none":
         return motion, mask
     if not source.motion:
         raise ValueError("no motion features given (data.motion_features='precomputed')")
@@ -551,8 +543,7 @@ def _source_records(source: Source, settings: Settings):
     size, count = settings.image_size, settings.num_frames
     try:
         motion, motion_mask = _load_motion(source, settings)
-        framediff = settings.motion_features == "framediff"
-        if settings.distortions or framediff:  # the whole clip at its full rate
+        if settings.distortions:
             frames, info = _decode_for_distortion(source.path, settings)
             pristine = video.sample_array(frames, info.fps, count, size)
         else:  # nothing to distort: sample while decoding, never holding the clip
@@ -570,13 +561,9 @@ def _source_records(source: Source, settings: Settings):
                 distorted = distort.get(name).apply(frames, level, fps=float(info.fps),
                                                     seed=variant_seed(video_id, settings.distort_seed))
                 sampled, mask = video.sample_array(distorted, float(info.fps), count, size)
+                del distorted
             else:
-                distorted = frames if framediff else None
                 sampled, mask = pristine
-            if framediff:
-                motion, motion_mask = motion_lib.frame_difference_features(
-                    distorted, float(info.fps), settings.num_motion_chunks, settings.motion_dim)
-            del distorted
             arrays = {
                 **encode_frames(sampled, mask, settings.frame_format, settings.jpeg_quality),
                 "frame_mask": np.asarray(mask, bool),
