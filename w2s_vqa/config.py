@@ -27,7 +27,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.hf_dir = ""  # a Hugging Face LLaVA-OneVision directory to start from instead
     c.model.dtype = "float32"  # compute dtype; parameters stay float32
     c.model.remat = False  # rematerialize each layer in the backward pass
-    c.model.attention = "xla"  # "xla" anywhere, or "cudnn" (fused flash attention; NVIDIA GPU, bf16)
+    # "xla" anywhere, "cudnn" (fused flash attention; NVIDIA GPU, bf16), or "blocked"
+    # (a few heads at a time, recomputed in the backward pass; CPU, one device)
+    c.model.attention = "xla"
     c.model.tokenizer = ""  # default: the HF directory's, or the tiny tokenizer for presets
 
     c.data = ml_collections.ConfigDict()

@@ -18,15 +18,15 @@ from w2s_vqa.models import hf, student
 TOL = 1e-4
 
 
-def build(tmp_path, **changes):
-    """(transformers model, our student) with the same weights."""
+def build(tmp_path, attention="xla", **changes):
+    """(transformers model, our student with the given attention kernel) with the same weights."""
     text_changes = changes.pop("text", {})
     cfg = config_lib.preset("tiny", num_motion_chunks=0, **changes)
     if text_changes:
         cfg = cfg.replace(text=cfg.text.__class__(**{**cfg.text.__dict__, **text_changes}))
     torch_model = ref.hf_model(cfg)
     ours = hf.load_student(ref.save_hf(torch_model, tmp_path / "hf"), num_motion_chunks=0,
-                           num_frames=cfg.num_frames)
+                           num_frames=cfg.num_frames, attention=attention)
     return cfg, torch_model, ours
 
 
@@ -57,9 +57,10 @@ def test_projector_output(tmp_path):
     assert max_diff(theirs, ours.multi_modal_projector(jnp.asarray(x))) <= TOL
 
 
+@pytest.mark.parametrize("attention", ["xla", "blocked"])
 @pytest.mark.parametrize("tied", [False, True])
-def test_qwen2_logits_padded_batch(tmp_path, tied):
-    cfg, torch_model, ours = build(tmp_path, text={"tie_word_embeddings": tied})
+def test_qwen2_logits_padded_batch(tmp_path, tied, attention):
+    cfg, torch_model, ours = build(tmp_path, attention, text={"tie_word_embeddings": tied})
     assert (ours.lm_head is None) == tied
     rng = np.random.default_rng(2)
     ids = rng.integers(5, cfg.text.vocab_size, size=(3, 12))
@@ -88,9 +89,9 @@ def video_prompt(cfg, rng, batch, pad):
     return ids, mask
 
 
-@pytest.mark.parametrize("feature_layer", [-1, -2, (-2, -1)])
-def test_video_forward_logits(tmp_path, feature_layer):
-    cfg, torch_model, ours = build(tmp_path, vision_feature_layer=feature_layer)
+@pytest.mark.parametrize("feature_layer, attention", [(-1, "xla"), (-2, "xla"), ((-2, -1), "xla"), (-2, "blocked")])
+def test_video_forward_logits(tmp_path, feature_layer, attention):
+    cfg, torch_model, ours = build(tmp_path, attention, vision_feature_layer=feature_layer)
     rng = np.random.default_rng(3)
     ids, mask = video_prompt(cfg, rng, batch=2, pad=3)
     video = ref.pixels(rng, 2, 2, cfg.num_frames, 32, 32, 3)  # [B, videos, F, H, W, C]

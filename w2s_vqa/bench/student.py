@@ -29,6 +29,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--preset", default="small", choices=sorted(config_lib.PRESETS))
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--attention", default="blocked", choices=config_lib.ATTENTION_KERNELS,
+                        help="our attention kernel (blocked: the CPU schedule; xla: the plain one)")
     args = parser.parse_args(argv)
 
     import jax
@@ -47,7 +49,7 @@ def main(argv=None) -> dict:
     torch_model = LlavaOnevisionForConditionalGeneration(hf_config).train()
     with tempfile.TemporaryDirectory() as tmp:
         torch_model.save_pretrained(tmp)
-        ours = hf.load_student(tmp, num_frames=cfg.num_frames, num_motion_chunks=0)
+        ours = hf.load_student(tmp, num_frames=cfg.num_frames, num_motion_chunks=0, attention=args.attention)
 
     tok = prompt.load_tokenizer(TINY_TOKENIZER)
     pp = prompt.build_pair_prompt(tok, video_token_id=cfg.video_token_index, tokens_per_video=cfg.tokens_per_video)
@@ -91,6 +93,7 @@ def main(argv=None) -> dict:
         "benchmark": "student_forward_backward",
         "preset": args.preset,
         "pairs": args.pairs,
+        "attention": args.attention,
         "frames_per_video": cfg.num_frames,
         "sequence_length": pp.length,
         "machine": common.machine(),
@@ -110,8 +113,8 @@ def main(argv=None) -> dict:
         "torch_times_s": torch_all,
         "kernels": kernels,
     }
-    print(f"{args.preset}: ours {ours_s:.3f} s, transformers {torch_s:.3f} s per forward+backward "
-          f"(ratio PyTorch/ours {torch_s / ours_s:.2f}); MFU ours {figures['ours_mfu']:.1%}, "
+    print(f"{args.preset}: ours ({args.attention} attention) {ours_s:.3f} s, transformers {torch_s:.3f} s "
+          f"per forward+backward (ratio PyTorch/ours {torch_s / ours_s:.2f}); MFU ours {figures['ours_mfu']:.1%}, "
           f"PyTorch {figures['torch_mfu']:.1%} of {peak / 1e9:.0f} GFLOP/s measured matmul peak")
     for name, row in kernels.items():
         print(f"  kernel {name}: JAX {row['jax_s'] * 1e3:.1f} ms, PyTorch {row['torch_s'] * 1e3:.1f} ms")

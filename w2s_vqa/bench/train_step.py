@@ -19,16 +19,16 @@ import time
 import numpy as np
 
 from w2s_vqa.bench import common
+from w2s_vqa.models import config as config_lib
 
 
 def measure(preset: str, pairs: int, dtype: str, repeats: int, attention: str = "xla", remat: bool = False) -> dict:
     import jax
 
     from w2s_vqa.config import defaults
-    from w2s_vqa.models import config as model_config
     from w2s_vqa.train import loop
 
-    shape = model_config.preset(preset)
+    shape = config_lib.preset(preset)
     config = defaults()
     config.model.preset = preset
     config.model.dtype = dtype
@@ -86,13 +86,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--attention", default="xla", choices=["xla", "cudnn"])
+    parser.add_argument("--attention", default=None, choices=config_lib.ATTENTION_KERNELS,
+                        help="default: blocked on CPU, xla elsewhere")
     parser.add_argument("--remat", action="store_true", help="rematerialize each layer (counted FLOPs stay 3x forward)")
     args = parser.parse_args(argv)
 
     import jax
 
     jax.config.update("jax_default_matmul_precision", "highest" if args.dtype == "float32" else "default")
+    if args.attention is None:
+        args.attention = "blocked" if jax.default_backend() == "cpu" else "xla"
     peak = common.jax_matmul_peak(8192 if jax.default_backend() == "gpu" else 2048, args.dtype)
     rows = []
     for preset in args.presets:

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 from w2s_vqa import prompt
 
+ATTENTION_KERNELS = ("xla", "cudnn", "blocked")
+
 
 class ConfigError(ValueError):
     pass
@@ -85,14 +87,15 @@ class StudentConfig:
     # Compute: parameters stay float32; activations and matmuls run in `dtype`.
     dtype: str = "float32"
     remat: bool = False
-    # Attention kernel: "xla" (plain batched matmuls; any backend, the parity reference)
-    # or "cudnn" (the fused flash kernel through jax.nn.dot_product_attention; NVIDIA
-    # GPUs, bf16/fp16 compute only).
+    # Attention kernel: "xla" (plain batched matmuls; any backend, the parity reference),
+    # "cudnn" (the fused flash kernel through jax.nn.dot_product_attention; NVIDIA
+    # GPUs, bf16/fp16 compute only) or "blocked" (a few heads at a time with a
+    # recomputing backward pass, for CPUs on one device; layers.blocked_attention).
     attention: str = "xla"
 
     def __post_init__(self):
-        if self.attention not in ("xla", "cudnn"):
-            raise ConfigError(f"attention={self.attention!r}: choose 'xla' or 'cudnn'")
+        if self.attention not in ATTENTION_KERNELS:
+            raise ConfigError(f"attention={self.attention!r}: choose one of {', '.join(ATTENTION_KERNELS)}")
         if self.attention == "cudnn" and self.dtype not in ("bfloat16", "float16"):
             raise ConfigError(f"attention='cudnn' needs dtype bfloat16 or float16, not {self.dtype!r}")
 

@@ -9,6 +9,7 @@ softmaxes run in float32 as transformers does.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -167,6 +168,108 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, 
     return out.reshape(b, t, n, d)
 
 
+# Slices (batch x key/value head) per step of `blocked_attention`: 2-4 keep a SigLIP
+# frame's 729x729 scores in cache on the development machine (see README, Benchmarks).
+BLOCKED_HEADS = 4
+
+
+def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, scale: float, *,
+                      heads_per_step: int = BLOCKED_HEADS) -> jax.Array:
+    """`attention` scheduled for CPUs: the same result, a few heads at a time.
+
+    Plain `attention` computes the scores of every head at once and keeps the
+    probabilities for the backward pass, so each layer streams them through memory
+    several times (a SigLIP frame at 384 px has 729x729 per head). Here a loop
+    (`lax.map`) takes `heads_per_step` (batch x key/value head) slices per step, whose
+    scores stay in cache; the forward pass keeps only the output and the softmax's
+    row maximum and normalizer, and the backward pass recomputes each step's
+    probabilities (the flash-attention recurrence, with every key in one block).
+
+    For one device: the loop runs over the batch and head axes, which a mesh would
+    shard. Same arguments and result as `attention`.
+    """
+    b, t, n, d = q.shape
+    s_len, kv_heads = k.shape[1], k.shape[2]
+    groups = n // kv_heads
+    slices = b * kv_heads
+    q = (q * jnp.asarray(scale, q.dtype)).reshape(b, t, kv_heads, groups, d).transpose(0, 2, 3, 1, 4)
+    q = q.reshape(slices, groups * t, d)
+    k, v = (x.transpose(0, 2, 1, 3).reshape(slices, s_len, d) for x in (k, v))
+    if mask is not None:
+        mask = jnp.broadcast_to(mask, (b, kv_heads, t, s_len)).reshape(slices, t, s_len)
+    step = max(c for c in range(1, min(heads_per_step, slices) + 1) if slices % c == 0)
+    out = _blocked(q, k, v, mask, step)
+    out = out.reshape(b, kv_heads, groups, t, d).transpose(0, 3, 1, 2, 4)
+    return out.reshape(b, t, n, d)
+
+
+def _masked(scores, mask, fill):
+    """scores [c,G*T,S] where mask [c,T,S] (shared by the G stacked query heads), else fill."""
+    if mask is None:
+        return scores
+    c, gt, s_len = scores.shape
+    t = mask.shape[1]
+    return jnp.where(mask[:, None], scores.reshape(c, gt // t, t, s_len), fill).reshape(c, gt, s_len)
+
+
+def _blocked_scores(q, k, mask):
+    """Masked float32 scores of one step: q [c,G*T,D], k [c,S,D], mask [c,T,S] or None."""
+    scores = jnp.einsum("cqd,csd->cqs", q, k, preferred_element_type=jnp.float32)
+    return _masked(scores, mask, jnp.finfo(jnp.float32).min)
+
+
+def _blocked_forward(q, k, v, mask):
+    scores = _blocked_scores(q, k, mask)
+    row_max = scores.max(axis=-1, keepdims=True)
+    weights = jnp.exp(scores - row_max)
+    norm = weights.sum(axis=-1, keepdims=True)
+    out = jnp.einsum("cqs,csd->cqd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32) / norm
+    return out.astype(v.dtype), row_max, norm
+
+
+def _blocked_backward(q, k, v, mask, out, row_max, norm, d_out):
+    probs = jnp.exp(_blocked_scores(q, k, mask) - row_max) / norm
+    d_out32 = d_out.astype(jnp.float32)
+    d_v = jnp.einsum("cqs,cqd->csd", probs.astype(v.dtype), d_out, preferred_element_type=jnp.float32)
+    d_probs = jnp.einsum("cqd,csd->cqs", d_out, v, preferred_element_type=jnp.float32)
+    d_scores = probs * (d_probs - jnp.sum(d_out32 * out.astype(jnp.float32), axis=-1, keepdims=True))
+    # Masked scores are constants: no gradient, even in a row with every key masked.
+    d_scores = _masked(d_scores, mask, 0.0).astype(q.dtype)
+    d_q = jnp.einsum("cqs,csd->cqd", d_scores, k, preferred_element_type=jnp.float32)
+    d_k = jnp.einsum("cqs,cqd->csd", d_scores, q, preferred_element_type=jnp.float32)
+    return d_q.astype(q.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype)
+
+
+def _in_steps(step: int, fn, *arrays):
+    """Apply `fn` to `step` leading slices at a time of every array (None passes through)."""
+    def split(x):
+        return None if x is None else x.reshape(x.shape[0] // step, step, *x.shape[1:])
+
+    def merge(x):
+        return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+    results = jax.lax.map(lambda xs: fn(*xs), tuple(split(x) for x in arrays))
+    return jax.tree.map(merge, results)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _blocked(q, k, v, mask, step):
+    return _in_steps(step, _blocked_forward, q, k, v, mask)[0]
+
+
+def _blocked_fwd(q, k, v, mask, step):
+    out, row_max, norm = _in_steps(step, _blocked_forward, q, k, v, mask)
+    return out, (q, k, v, mask, out, row_max, norm)
+
+
+def _blocked_bwd(step, residuals, d_out):
+    d_q, d_k, d_v = _in_steps(step, _blocked_backward, *residuals, d_out)
+    return d_q, d_k, d_v, None
+
+
+_blocked.defvjp(_blocked_fwd, _blocked_bwd)
+
+
 def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, scale: float, *,
                     causal: bool = False, implementation: str = "cudnn") -> jax.Array:
     """cuDNN's fused (flash) attention through `jax.nn.dot_product_attention`: NVIDIA
@@ -199,20 +302,20 @@ def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | 
 
 
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float,
-                     block: int) -> jax.Array:
+                     block: int, attend: Callable = attention) -> jax.Array:
     """`attention` for a causal mask, skipping the key blocks no query of a block can see.
 
     Queries go in blocks of `block` rows; block i attends to keys [0, end of block i)
     only, which is where its causal mask is nonzero, so about half the score and
     value work of a long sequence is never done. Same result as `attention` with
     the full mask (the skipped keys have zero weight). mask [B,1,T,S], causal and
-    padding combined.
+    padding combined; `attend` computes each block (`attention` or `blocked_attention`).
     """
     t = q.shape[1]
     if t <= block:
-        return attention(q, k, v, mask, scale)
+        return attend(q, k, v, mask, scale)
     outs = []
     for lo in range(0, t, block):
         hi = min(lo + block, t)
-        outs.append(attention(q[:, lo:hi], k[:, :hi], v[:, :hi], mask[:, :, lo:hi, :hi], scale))
+        outs.append(attend(q[:, lo:hi], k[:, :hi], v[:, :hi], mask[:, :, lo:hi, :hi], scale))
     return jnp.concatenate(outs, axis=1)

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from w2s_vqa.models.config import TextConfig
-from w2s_vqa.models.layers import Embed, Linear, RMSNorm, activation, causal_attention, fused_attention
+from w2s_vqa.models.layers import (Embed, Linear, RMSNorm, activation, attention, blocked_attention, causal_attention,
+                                    fused_attention)
 
 # Query rows per block of causal attention (see layers.causal_attention).
 ATTENTION_BLOCK = 256
@@ -54,7 +55,8 @@ class Qwen2Attention(nnx.Module):
         if self.implementation == "cudnn":
             out = fused_attention(q, k, v, mask, self.head_dim**-0.5, causal=True)
         else:
-            out = causal_attention(q, k, v, mask, self.head_dim**-0.5, ATTENTION_BLOCK)
+            attend = blocked_attention if self.implementation == "blocked" else attention
+            out = causal_attention(q, k, v, mask, self.head_dim**-0.5, ATTENTION_BLOCK, attend)
         return self.o_proj(out.reshape(b, t, -1))
 
 

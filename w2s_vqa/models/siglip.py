@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from w2s_vqa.models.config import VisionConfig
-from w2s_vqa.models.layers import LayerNorm, Linear, activation, attention, fused_attention, param
+from w2s_vqa.models.layers import LayerNorm, Linear, activation, attention, blocked_attention, fused_attention, param
 
 # Random towers start as transformers' SiglipPreTrainedModel._init_weights starts them.
 XAVIER = "xavier_uniform"
@@ -65,7 +65,7 @@ class SiglipAttention(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         n, t, _ = x.shape
         heads = lambda y: y.reshape(n, t, self.num_heads, self.head_dim)  # noqa: E731
-        attend = fused_attention if self.implementation == "cudnn" else attention
+        attend = {"cudnn": fused_attention, "blocked": blocked_attention}.get(self.implementation, attention)
         out = attend(heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x)), None, self.head_dim**-0.5)
         return self.out_proj(out.reshape(n, t, -1))
 
