@@ -65,6 +65,8 @@ def test_a_small_build_writes_store_teacher_table_split_pairs_and_summary(built)
         assert set(table["origin"]) == {"teacher", *SYNTHETIC_ORIGINS}
         assert (table["stage"] == 1).all()
         synthetic = table[table["origin"] != "teacher"]
+        assert (table.loc[table["origin"] == "teacher", "weight"] == demo.TEACHER_PAIR_WEIGHT).all()
+        assert (synthetic["weight"] == 1.0).all()
         assert (source_of[synthetic["first_id"]].to_numpy() == source_of[synthetic["second_id"]].to_numpy()).all()
 
     written = json.loads((out / demo.SUMMARY_FILE).read_text())
