@@ -8,7 +8,8 @@ the pairs, so both sides run the vision tower, the projector and pooling, the
 decoder and the level readout, and back. Motion tokens are left out (transformers
 has no motion branch). Prints both medians, the ratio PyTorch/ours (above 1:
 ours is faster), and each side's model FLOPs utilization against this
-machine's matmul peak, measured here in the same run.
+machine's matmul peak, measured here in the same run; then each tower alone and
+single kernels, both sides, to show where the difference lies.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def main(argv=None) -> dict:
         p.backward()
 
     kernels = kernel_figures(cfg, args.pairs)
+    towers = tower_figures(ours, torch_model, cfg, args.pairs, pp.length, args.repeats)
     ours_s, ours_all = common.median_seconds(run_ours, repeats=args.repeats)
     torch_s, torch_all = common.median_seconds(run_torch, repeats=args.repeats)
     jax_peak, torch_peak = common.jax_matmul_peak(), common.torch_matmul_peak()
@@ -112,10 +114,13 @@ def main(argv=None) -> dict:
         "ours_times_s": ours_all,
         "torch_times_s": torch_all,
         "kernels": kernels,
+        "towers": towers,
     }
     print(f"{args.preset}: ours ({args.attention} attention) {ours_s:.3f} s, transformers {torch_s:.3f} s "
           f"per forward+backward (ratio PyTorch/ours {torch_s / ours_s:.2f}); MFU ours {figures['ours_mfu']:.1%}, "
           f"PyTorch {figures['torch_mfu']:.1%} of {peak / 1e9:.0f} GFLOP/s measured matmul peak")
+    for name, row in towers.items():
+        print(f"  {name} forward+backward: ours {row['ours_s']:.2f} s, transformers {row['torch_s']:.2f} s")
     for name, row in kernels.items():
         print(f"  kernel {name}: JAX {row['jax_s'] * 1e3:.1f} ms, PyTorch {row['torch_s'] * 1e3:.1f} ms")
     common.emit(figures)
@@ -150,6 +155,41 @@ def kernel_figures(cfg, pairs: int) -> dict:
         jax_s, _ = common.median_seconds(lambda: jax_fn(*jax_args).block_until_ready(), repeats=5, warmup=2)
         torch_s, _ = common.median_seconds(torch_fn, repeats=5, warmup=2)
         out[name] = {"jax_s": jax_s, "torch_s": torch_s}
+    return out
+
+
+def tower_figures(ours, torch_model, cfg, pairs: int, seq_len: int, repeats: int) -> dict:
+    """Forward+backward of each tower alone, ours under jit against transformers', on the
+    same random inputs (the pair's frames; embeddings of the pair prompt's length):
+    which tower the whole-model gap comes from."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+
+    rng = np.random.default_rng(1)
+    size = cfg.vision.image_size
+    frames = rng.normal(size=(pairs * 2 * cfg.num_frames, size, size, 3)).astype(np.float32)
+    embeds = rng.normal(size=(pairs, seq_len, cfg.text.hidden_size)).astype(np.float32)
+    t_frames, t_embeds = torch.as_tensor(frames.transpose(0, 3, 1, 2).copy()), torch.as_tensor(embeds)
+    vision = nnx.jit(nnx.grad(lambda m, x: m.vision_tower(x).mean()))
+    text = nnx.jit(nnx.grad(lambda m, e: m.language_model(e).mean()))
+
+    def torch_backward(module, **inputs):
+        torch_model.zero_grad(set_to_none=True)
+        module(**inputs).last_hidden_state.mean().backward()
+
+    cases = {
+        "vision_tower": (lambda: jax.block_until_ready(vision(ours, jnp.asarray(frames))),
+                         lambda: torch_backward(torch_model.model.vision_tower, pixel_values=t_frames)),
+        "language_model": (lambda: jax.block_until_ready(text(ours, jnp.asarray(embeds))),
+                           lambda: torch_backward(torch_model.model.language_model, inputs_embeds=t_embeds)),
+    }
+    out = {}
+    for name, (ours_fn, torch_fn) in cases.items():
+        ours_s, _ = common.median_seconds(ours_fn, repeats=repeats)
+        torch_s, _ = common.median_seconds(torch_fn, repeats=repeats)
+        out[name] = {"ours_s": ours_s, "torch_s": torch_s}
     return out
 
 
