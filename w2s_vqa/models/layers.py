@@ -78,6 +78,17 @@ def param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Sequence[str | None
     return nnx.Param(initial_value(key, shape, init, std), logical_axes=tuple(axes), initializer=(init, std))
 
 
+def dense(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """x [..., in] @ kernel [in, out], as one 2-D matmul over the flattened leading axes.
+
+    The same product as `jnp.dot(x, kernel)`; written 2-D because XLA:CPU runs the
+    kernel's gradient of a 3-D product (two contracting axes) far slower: Qwen2's MLP
+    forward and backward at [2, 1645, 512] took 313 ms against 191 ms on the
+    development machine. Elsewhere the reshape is free.
+    """
+    return jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+
+
 class Linear(nnx.Module):
     """y = x @ kernel + bias, kernel stored [in, out] (the transpose of torch's weight)."""
 
@@ -88,7 +99,7 @@ class Linear(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        y = dense(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
@@ -134,7 +145,7 @@ class Embed(nnx.Module):
 
     def attend(self, x: jax.Array) -> jax.Array:
         """Logits against the embedding table (tied output layer)."""
-        return jnp.dot(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
+        return dense(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, scale: float) -> jax.Array:

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from w2s_vqa.models.config import VisionConfig
-from w2s_vqa.models.layers import LayerNorm, Linear, activation, attention, blocked_attention, fused_attention, param
+from w2s_vqa.models.layers import (LayerNorm, Linear, activation, attention, blocked_attention, dense, fused_attention,
+                                    param)
 
 # Random towers start as transformers' SiglipPreTrainedModel._init_weights starts them.
 XAVIER = "xavier_uniform"
@@ -47,7 +48,7 @@ class SiglipEmbeddings(nnx.Module):
         x = images[:, : g * p, : g * p].astype(self.dtype)
         patches = x.reshape(n, g, p, g, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, g * g, p * p * c)
         kernel = self.patch_embedding.kernel[...].reshape(p * p * c, -1).astype(self.dtype)
-        x = jnp.dot(patches, kernel) + self.patch_embedding.bias[...].astype(self.dtype)
+        x = dense(patches, kernel) + self.patch_embedding.bias[...].astype(self.dtype)
         return x + self.position_embedding[...].astype(self.dtype)
 
 
