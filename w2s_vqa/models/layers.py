@@ -160,12 +160,9 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, 
     normalizer are float32; the normalization is applied to the [.., D] output
     rather than the [.., S] probabilities (the same softmax, fewer divisions).
     """
-    b, t, n, d = q.shape
-    s_len, kv_heads = k.shape[1], k.shape[2]
-    groups = n // kv_heads
-    q = (q * jnp.asarray(scale, q.dtype)).reshape(b, t, kv_heads, groups, d).transpose(0, 2, 3, 1, 4)
-    q = q.reshape(b, kv_heads, groups * t, d)
-    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B,K,S,D]
+    b, t, n = q.shape[:3]
+    s_len, groups = k.shape[1], n // k.shape[2]
+    q, k, v = _heads_leading(q, k, v, scale)
     scores = jnp.einsum("bkqd,bksd->bkqs", q, k, preferred_element_type=jnp.float32)
     if mask is not None:
         mask = jnp.broadcast_to(mask, (b, 1, t, s_len))[:, :, None]  # [B,1,1,T,S]
@@ -175,8 +172,23 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, 
     weights = jnp.exp(scores)
     out = jnp.einsum("bkqs,bksd->bkqd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
     out = out / weights.sum(axis=-1, keepdims=True)
-    out = out.astype(v.dtype).reshape(b, kv_heads, groups, t, d).transpose(0, 3, 1, 2, 4)
-    return out.reshape(b, t, n, d)
+    return _heads_back(out.astype(v.dtype), t)
+
+
+def _heads_leading(q, k, v, scale):
+    """q [B,T,N,D] -> [B,K,G*T,D] scaled, the G query heads of each key/value head stacked
+    on the query axis; k, v [B,S,K,D] -> [B,K,S,D]."""
+    b, t, n, d = q.shape
+    kv_heads = k.shape[2]
+    q = (q * jnp.asarray(scale, q.dtype)).reshape(b, t, kv_heads, n // kv_heads, d).transpose(0, 2, 3, 1, 4)
+    return q.reshape(b, kv_heads, -1, d), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+
+
+def _heads_back(out, t):
+    """[B,K,G*T,D] -> [B,T,N,D], undoing `_heads_leading`."""
+    b, kv_heads, gt, d = out.shape
+    out = out.reshape(b, kv_heads, gt // t, t, d).transpose(0, 3, 1, 2, 4)
+    return out.reshape(b, t, -1, d)
 
 
 # Slices (batch x key/value head) per step of `blocked_attention`: 2-4 keep a SigLIP
@@ -199,19 +211,15 @@ def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array 
     For one device: the loop runs over the batch and head axes, which a mesh would
     shard. Same arguments and result as `attention`.
     """
-    b, t, n, d = q.shape
+    b, t = q.shape[:2]
     s_len, kv_heads = k.shape[1], k.shape[2]
-    groups = n // kv_heads
     slices = b * kv_heads
-    q = (q * jnp.asarray(scale, q.dtype)).reshape(b, t, kv_heads, groups, d).transpose(0, 2, 3, 1, 4)
-    q = q.reshape(slices, groups * t, d)
-    k, v = (x.transpose(0, 2, 1, 3).reshape(slices, s_len, d) for x in (k, v))
+    q, k, v = (x.reshape(slices, *x.shape[2:]) for x in _heads_leading(q, k, v, scale))
     if mask is not None:
         mask = jnp.broadcast_to(mask, (b, kv_heads, t, s_len)).reshape(slices, t, s_len)
     step = max(c for c in range(1, min(heads_per_step, slices) + 1) if slices % c == 0)
     out = _blocked(q, k, v, mask, step)
-    out = out.reshape(b, kv_heads, groups, t, d).transpose(0, 3, 1, 2, 4)
-    return out.reshape(b, t, n, d)
+    return _heads_back(out.reshape(b, kv_heads, *out.shape[1:]), t)
 
 
 def _masked(scores, mask, fill):
