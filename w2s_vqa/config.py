@@ -107,7 +107,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.distributed.cpu_collectives = ""  # "gloo" for multi-process runs on CPU
 
     c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 9000  # about 9 minutes of the demo on 2 CPU cores
+    c.train.num_steps = 9000  # about 7 minutes of training on 2 CPU cores (the demo: 412 s)
     c.train.log_every = 50
     c.train.eval_every = 1000
     c.train.eval_batches = 0  # 0 = the whole validation table
