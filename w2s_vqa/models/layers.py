@@ -191,8 +191,8 @@ def _heads_back(out, t):
     return out.reshape(b, t, -1, d)
 
 
-# Slices (batch x key/value head) per step of `blocked_attention`: 2-4 keep a SigLIP
-# frame's 729x729 scores in cache on the development machine (see README, Benchmarks).
+# Query heads per step of `blocked_attention`: 2-4 keep a SigLIP frame's 729x729 scores
+# in cache on the development machine (see README, Benchmarks).
 BLOCKED_HEADS = 4
 
 
@@ -203,21 +203,25 @@ def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array 
     Plain `attention` computes the scores of every head at once and keeps the
     probabilities for the backward pass, so each layer streams them through memory
     several times (a SigLIP frame at 384 px has 729x729 per head). Here a loop
-    (`lax.map`) takes `heads_per_step` (batch x key/value head) slices per step, whose
-    scores stay in cache; the forward pass keeps only the output and the softmax's
-    row maximum and normalizer, and the backward pass recomputes each step's
-    probabilities (the flash-attention recurrence, with every key in one block).
+    (`lax.map`) takes the (batch x key/value head) slices of `heads_per_step` query
+    heads per step (at least one slice), whose scores stay in cache; the forward pass
+    keeps only the output and the softmax's row maximum and normalizer, and the
+    backward pass recomputes each step's probabilities (the flash-attention
+    recurrence, with every key in one block).
 
     For one device: the loop runs over the batch and head axes, which a mesh would
     shard. Same arguments and result as `attention`.
     """
-    b, t = q.shape[:2]
+    b, t, heads = q.shape[:3]
     s_len, kv_heads = k.shape[1], k.shape[2]
     slices = b * kv_heads
     q, k, v = (x.reshape(slices, *x.shape[2:]) for x in _heads_leading(q, k, v, scale))
     if mask is not None:
         mask = jnp.broadcast_to(mask, (b, kv_heads, t, s_len)).reshape(slices, t, s_len)
-    step = max(c for c in range(1, min(heads_per_step, slices) + 1) if slices % c == 0)
+    # A slice stacks the G query heads of its key/value head: count the step in query heads,
+    # so grouped-query layers (Qwen2: G=4 to 7) do not take G times the scores per step.
+    per_step = max(1, heads_per_step // (heads // kv_heads))
+    step = max(c for c in range(1, min(per_step, slices) + 1) if slices % c == 0)
     out = _blocked(q, k, v, mask, step)
     return _heads_back(out.reshape(b, kv_heads, *out.shape[1:]), t)
 
