@@ -40,8 +40,10 @@ def main(argv=None) -> dict:
     from flax import nnx
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
+    from w2s_vqa import runtime
     from w2s_vqa.models import hf
 
+    runtime.tune_cpu_host()  # both frameworks run in this process: the setting is theirs alike
     jax.config.update("jax_default_matmul_precision", "highest")
     cfg = config_lib.preset(args.preset, num_motion_chunks=0)
     torch.manual_seed(0)

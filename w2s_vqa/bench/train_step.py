@@ -93,6 +93,9 @@ def main(argv=None) -> dict:
 
     import jax
 
+    from w2s_vqa import runtime
+
+    runtime.tune_cpu_host()
     jax.config.update("jax_default_matmul_precision", "highest" if args.dtype == "float32" else "default")
     if args.attention is None:
         args.attention = "blocked" if jax.default_backend() == "cpu" else "xla"

@@ -17,6 +17,7 @@ import json
 import os
 import time
 
+from w2s_vqa import runtime
 from w2s_vqa.data import demo as demo_data
 from w2s_vqa.data import pairs as pair_tables
 from w2s_vqa.prompt import LEVEL_INDEX
@@ -37,6 +38,7 @@ def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None 
         paths["store"], paths["pairs_train"], paths["pairs_val"])
     data_seconds = time.time() - start
 
+    runtime.tune_cpu_host()  # after the pool's worker processes are done
     trainer = loop.Trainer(config, os.path.join(out_dir, "run"))
     info = trainer.run()
 

@@ -31,6 +31,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from w2s_vqa import prompt as prompt_lib
+from w2s_vqa import runtime
 from w2s_vqa.models import config as model_config_lib
 from w2s_vqa.models import hf
 from w2s_vqa.models import student as student_lib
@@ -411,6 +412,7 @@ def run(args) -> int:
 
     config = load_config(args.config, args.overrides)
     maybe_initialize_distributed(config)
+    runtime.tune_cpu_host()
     info = Trainer(config, args.workdir).run()
     if jax.process_index() == 0:
         print(f"trained {info.steps} steps in {info.wall_seconds:.1f} s"
