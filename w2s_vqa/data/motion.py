@@ -25,8 +25,8 @@ noise drawn afresh for every frame is change (flicker), and blur softens the
 edges that move. Checked on 12 demo sources, within each: noise or jitter two
 or more levels stronger always raised the median difference, stutter 3 against
 1 always raised the freezes, and blur two or more levels stronger always
-lowered the mean difference. `FEATURE_NAMES` lists
-the columns; the rest of the `motion_dim` columns are zero.
+lowered the mean difference. `FEATURE_NAMES` lists the columns; the rest of the
+`motion_dim` columns are zero.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from w2s_vqa.data import video
 
 ANALYSIS_SIDE = 256
 SCALES = (1, 2, 4)
@@ -94,20 +96,17 @@ def chunk_statistics(frames: np.ndarray) -> np.ndarray:
 def frame_statistics(frames: np.ndarray, fps: float, num_chunks: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Motion features float32 [num_chunks, dim] and mask bool [num_chunks] of a clip.
 
-    uint8 RGB [T, H, W, 3] at `fps`. Chunks follow `video.motion_chunks`: a clip
-    of D seconds has max(1, floor(D)) one-second chunks (chunk j: the frames
-    shown in [j, j + 1) s, with the next frame, so that each second's last
-    change counts); with more than `num_chunks`, chunk floor((k + 0.5) n /
-    num_chunks) fills slot k; the other slots are zeros, masked out.
+    uint8 RGB [T, H, W, 3] at `fps`. The chunks are `video.motion_chunks`'s
+    (`video.chunk_choice`); chunk j holds the frames shown in [j, j + 1) s and
+    the next frame, so that each second's last change counts. Unused slots are
+    zeros, masked out.
     """
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     if dim < len(FEATURE_NAMES):
         raise ValueError(f"data.motion_dim={dim} is too small for the {len(FEATURE_NAMES)} frame statistics")
-    total = max(1, math.floor(len(frames) / fps + 1e-6))
-    chunks = np.floor((np.arange(num_chunks) + 0.5) * total / num_chunks) if total > num_chunks else np.arange(total)
     features, mask = np.zeros((num_chunks, dim), np.float32), np.zeros((num_chunks,), bool)
-    for slot, chunk in enumerate(chunks.astype(int)):
+    for slot, chunk in enumerate(video.chunk_choice(len(frames) / fps, num_chunks)):
         first, stop = round(chunk * fps), round((chunk + 1) * fps) + 1
         features[slot, : len(FEATURE_NAMES)] = chunk_statistics(frames[first:stop])
         mask[slot] = True

@@ -193,6 +193,18 @@ def sample_array(
     return _fill_slots(picked, num_frames, size)
 
 
+def chunk_choice(duration: float, num_chunks: int) -> np.ndarray:
+    """Which one-second chunks of a `duration`-second clip fill the motion slots.
+
+    max(1, floor(duration)) chunks; with more than `num_chunks`, chunk
+    floor((k + 0.5) * n / num_chunks) for slot k, else every chunk in order.
+    """
+    total = max(1, math.floor(duration + _TIME_EPS))
+    if total > num_chunks:
+        return np.floor((np.arange(num_chunks) + 0.5) * total / num_chunks).astype(np.int64)
+    return np.arange(total, dtype=np.int64)
+
+
 def motion_chunks(
     path: str | os.PathLike, num_chunks: int, *, frames_per_chunk: int = 32, size: int = 224
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -222,11 +234,7 @@ def motion_chunks(
     filled = np.zeros(num_chunks, np.int64)
     with _open_video(path) as (container, stream):
         info = _info(os.fspath(path), container, stream)
-        total = max(1, math.floor(info.duration + _TIME_EPS))
-        if total > num_chunks:
-            starts = np.floor((np.arange(num_chunks) + 0.5) * total / num_chunks)
-        else:
-            starts = np.arange(total, dtype=np.float64)
+        starts = chunk_choice(info.duration, num_chunks).astype(np.float64)
         started = 0
         for time, frame in _timed_frames(info, container, stream):
             while started < len(starts) and time >= starts[started] - _TIME_EPS:
