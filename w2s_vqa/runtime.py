@@ -19,15 +19,15 @@ def reuse_freed_memory() -> bool:
     unmaps them when it is freed, so every call page-faults all of its
     temporaries again: measured on the development machine, `exp` of a 43 MB
     array took 35 ms, 24 of them in page faults, and the `small` train step lost
-    about 2%. Here every allocation comes from the heap (M_MMAP_MAX 0) and the
+    1-2.5%. Here every allocation comes from the heap (M_MMAP_MAX 0) and the
     heap is not trimmed, so the pages are faulted once per process. Peak
     resident memory stays at its high-water mark, which a training or
     benchmark process reaches every step anyway.
 
     The same as starting the process with MALLOC_MMAP_MAX_=0 and
-    MALLOC_TRIM_THRESHOLD_=-1 (mallopt(3): -1 turns trimming off). For CPU runs (the tiny training, the
-    benchmarks); accelerator hosts keep the allocator's defaults. Returns
-    whether it applied: only on Linux with glibc.
+    MALLOC_TRIM_THRESHOLD_=-1 (mallopt(3): -1 turns trimming off). For CPU runs
+    (the tiny training, the benchmarks); accelerator hosts keep the allocator's
+    defaults. Returns whether it applied: only on Linux with glibc.
     """
     if not sys.platform.startswith("linux"):
         return False
