@@ -34,16 +34,19 @@ def main(argv=None) -> dict:
                         help="our attention kernel (blocked: the CPU schedule; xla: the plain one)")
     args = parser.parse_args(argv)
 
+    from w2s_vqa import runtime
+
+    # First, before anything starts JAX's backend. Both frameworks run in this
+    # process: the setting is theirs alike.
+    runtime.tune_cpu_host()
+
     import jax
     import jax.numpy as jnp
     import torch
     from flax import nnx
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
-    from w2s_vqa import runtime
     from w2s_vqa.models import hf
-
-    runtime.tune_cpu_host()  # both frameworks run in this process: the setting is theirs alike
     jax.config.update("jax_default_matmul_precision", "highest")
     cfg = config_lib.preset(args.preset, num_motion_chunks=0)
     torch.manual_seed(0)

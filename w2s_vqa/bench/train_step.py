@@ -91,11 +91,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--remat", action="store_true", help="rematerialize each layer (counted FLOPs stay 3x forward)")
     args = parser.parse_args(argv)
 
-    import jax
-
     from w2s_vqa import runtime
 
-    runtime.tune_cpu_host()
+    runtime.tune_cpu_host()  # first: before anything starts JAX's backend
+
+    import jax
+
     jax.config.update("jax_default_matmul_precision", "highest" if args.dtype == "float32" else "default")
     if args.attention is None:
         args.attention = "blocked" if jax.default_backend() == "cpu" else "xla"

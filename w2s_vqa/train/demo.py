@@ -30,6 +30,7 @@ def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None 
     from w2s_vqa.models import hf
     from w2s_vqa.train import loop
 
+    runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     start = time.time()
     out_dir = os.path.abspath(out_dir)
     data = demo_data.build_demo(config, os.path.join(out_dir, "data"), workers=workers, num_sources=num_sources)
@@ -38,7 +39,6 @@ def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None 
         paths["store"], paths["pairs_train"], paths["pairs_val"])
     data_seconds = time.time() - start
 
-    runtime.tune_cpu_host()  # after the pool's worker processes are done
     trainer = loop.Trainer(config, os.path.join(out_dir, "run"))
     info = trainer.run()
 

@@ -411,8 +411,8 @@ def run(args) -> int:
     from w2s_vqa.config import load_config
 
     config = load_config(args.config, args.overrides)
+    runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     maybe_initialize_distributed(config)
-    runtime.tune_cpu_host()
     info = Trainer(config, args.workdir).run()
     if jax.process_index() == 0:
         print(f"trained {info.steps} steps in {info.wall_seconds:.1f} s"
