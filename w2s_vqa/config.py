@@ -111,7 +111,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.distributed.cpu_collectives = ""  # "gloo" for multi-process runs on CPU
 
     c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 9000  # 5-7 minutes of training on 2 CPU cores (the demo: 325 s, before: 412 s)
+    c.train.num_steps = 9000  # 5-7 minutes of training on 2 CPU cores (the demo: 325-399 s in fresh clones)
     c.train.log_every = 50
     c.train.eval_every = 1000
     c.train.eval_batches = 0  # 0 = the whole validation table
