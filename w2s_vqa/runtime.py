@@ -50,9 +50,10 @@ def reuse_freed_memory() -> bool:
 
 def jax_computes_on_cpu() -> bool:
     """Whether JAX's default backend is the CPU, decided without starting a backend
-    (which `reuse_freed_memory` must precede, and `jax.distributed.initialize` too):
-    JAX_PLATFORMS (jax.config's jax_platforms) when set, else whether an accelerator
-    plugin (jax-cuda*, jax-rocm*) or libtpu is installed."""
+    (which reads `tune_cpu_host`'s dispatch setting when it starts, and which
+    `jax.distributed.initialize` must precede): JAX_PLATFORMS (jax.config's
+    jax_platforms) when set, else whether an accelerator plugin (jax-cuda*,
+    jax-rocm*) or libtpu is installed."""
     import jax
 
     platforms = jax.config.jax_platforms
