@@ -8,8 +8,9 @@ the pairs, so both sides run the vision tower, the projector and pooling, the
 decoder and the level readout, and back. Motion tokens are left out (transformers
 has no motion branch). Prints both medians, the ratio PyTorch/ours (above 1:
 ours is faster), and each side's model FLOPs utilization against this
-machine's matmul peak, measured here in the same run; then each tower alone and
-single kernels, both sides, to show where the difference lies.
+machine's matmul peak, measured here in the same run; then each tower alone, single
+kernels, and one vision layer's attention and MLP, both sides, to show where the
+difference lies.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def main(argv=None) -> dict:
         p = (torch.softmax(logits[:, t_level], -1) * alpha).sum(-1).mean()
         p.backward()
 
-    kernels = kernel_figures(cfg, args.pairs)
+    kernels = kernel_figures(cfg, args.pairs, args.attention)
     towers = tower_figures(ours, torch_model, cfg, args.pairs, pp.length, args.repeats)
     ours_s, ours_all = common.median_seconds(run_ours, repeats=args.repeats)
     torch_s, torch_all = common.median_seconds(run_torch, repeats=args.repeats)
@@ -136,32 +137,76 @@ def main(argv=None) -> dict:
     return figures
 
 
-def kernel_figures(cfg, pairs: int) -> dict:
-    """The same single kernels in both frameworks, at the shapes of the vision tower's
-    attention and MLP: where the forward+backward time goes, kernel by kernel."""
+def kernel_figures(cfg, pairs: int, attention: str) -> dict:
+    """Single kernels and one vision layer's two blocks, the same in both frameworks, at
+    the vision tower's shapes: where the forward+backward time goes, kernel by kernel.
+
+    `attention_forward_backward` is our attention kernel (`attention`) against
+    PyTorch's scaled_dot_product_attention (what transformers' SigLIP runs, a fused
+    flash kernel on CPU); `mlp_forward_backward` is our SigLIP MLP against
+    transformers'. Each covers one layer over every frame of the step.
+    """
     import jax
     import jax.numpy as jnp
     import torch
+    from flax import nnx
+    from transformers import SiglipVisionConfig
+    from transformers.models.siglip.modeling_siglip import SiglipMLP as TorchSiglipMLP
 
-    n = cfg.vision.grid_size**2
-    heads, d = cfg.vision.num_attention_heads, cfg.vision.hidden_size // cfg.vision.num_attention_heads
+    from w2s_vqa.models import layers, siglip
+
+    v = cfg.vision
+    n = v.grid_size**2
+    heads, d = v.num_attention_heads, v.hidden_size // v.num_attention_heads
     frames = pairs * 2 * cfg.num_frames
     rng = np.random.default_rng(0)
     q = rng.normal(size=(frames * heads, n, d)).astype(np.float32)
     scores = rng.normal(size=(frames, heads, n, n)).astype(np.float32)
-    acts = rng.normal(size=(frames * n, cfg.vision.hidden_size)).astype(np.float32)
-    w = rng.normal(size=(cfg.vision.hidden_size, cfg.vision.intermediate_size)).astype(np.float32)
+    acts = rng.normal(size=(frames * n, v.hidden_size)).astype(np.float32)
+    w = rng.normal(size=(v.hidden_size, v.intermediate_size)).astype(np.float32)
     jq, js, ja, jw = map(jnp.asarray, (q, scores, acts, w))
     tq, ts, ta, tw = map(torch.as_tensor, (q, scores, acts, w))
+
+    # One layer's attention, [frames, tokens, heads, head_dim] (torch: heads second).
+    qkv = [rng.normal(size=(frames, n, heads, d)).astype(np.float32) for _ in range(4)]
+    attend = {"cudnn": layers.fused_attention, "blocked": layers.blocked_attention}.get(attention, layers.attention)
+    j_qkv, j_cot = [jnp.asarray(x) for x in qkv[:3]], jnp.asarray(qkv[3])
+    attention_grad = jax.jit(jax.grad(lambda q, k, v: (attend(q, k, v, None, d**-0.5) * j_cot).sum(),
+                                      argnums=(0, 1, 2)))
+    t_qkv = [torch.as_tensor(x.transpose(0, 2, 1, 3).copy()).requires_grad_() for x in qkv[:3]]
+    t_cot = torch.as_tensor(qkv[3].transpose(0, 2, 1, 3).copy())
+
+    def torch_attention():
+        for x in t_qkv:
+            x.grad = None
+        out = torch.nn.functional.scaled_dot_product_attention(*t_qkv, scale=d**-0.5)
+        (out * t_cot).sum().backward()
+
+    # One layer's MLP (fc1, GELU, fc2), gradients for its input and weights; the input
+    # doubles as the output's cotangent.
+    hidden = rng.normal(size=(frames, n, v.hidden_size)).astype(np.float32)
+    graphdef, mlp_params = nnx.split(siglip.SiglipMLP(v, dtype=jnp.float32, rngs=nnx.Rngs(0)))
+    j_hidden = jnp.asarray(hidden)
+    mlp_grad = jax.jit(jax.grad(lambda p, x: (nnx.merge(graphdef, p)(x) * x).sum(), argnums=(0, 1)))
+    torch_mlp = TorchSiglipMLP(SiglipVisionConfig(**cfg.to_hf_config()["vision_config"]))
+    t_hidden = torch.as_tensor(hidden).requires_grad_()
+
+    def torch_mlp_step():
+        torch_mlp.zero_grad(set_to_none=True)
+        t_hidden.grad = None
+        (torch_mlp(t_hidden) * t_hidden.detach()).sum().backward()
+
+    bmm_qk, exp, matmul = jax.jit(lambda x: jnp.matmul(x, x.transpose(0, 2, 1))), jax.jit(jnp.exp), jax.jit(jnp.matmul)
     cases = {
-        "attention_bmm_qk": (jax.jit(lambda x: jnp.matmul(x, x.transpose(0, 2, 1))), (jq,),
-                             lambda: torch.bmm(tq, tq.transpose(1, 2))),
-        "attention_exp": (jax.jit(jnp.exp), (js,), lambda: torch.exp(ts)),
-        "mlp_matmul": (jax.jit(jnp.matmul), (ja, jw), lambda: ta @ tw),
+        "attention_bmm_qk": (lambda: bmm_qk(jq).block_until_ready(), lambda: torch.bmm(tq, tq.transpose(1, 2))),
+        "attention_exp": (lambda: exp(js).block_until_ready(), lambda: torch.exp(ts)),
+        "mlp_matmul": (lambda: matmul(ja, jw).block_until_ready(), lambda: ta @ tw),
+        "attention_forward_backward": (lambda: jax.block_until_ready(attention_grad(*j_qkv)), torch_attention),
+        "mlp_forward_backward": (lambda: jax.block_until_ready(mlp_grad(mlp_params, j_hidden)), torch_mlp_step),
     }
     out = {}
-    for name, (jax_fn, jax_args, torch_fn) in cases.items():
-        jax_s, _ = common.median_seconds(lambda: jax_fn(*jax_args).block_until_ready(), repeats=5, warmup=2)
+    for name, (jax_fn, torch_fn) in cases.items():
+        jax_s, _ = common.median_seconds(jax_fn, repeats=5, warmup=2)
         torch_s, _ = common.median_seconds(torch_fn, repeats=5, warmup=2)
         out[name] = {"jax_s": jax_s, "torch_s": torch_s}
     return out
