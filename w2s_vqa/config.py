@@ -17,7 +17,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 
 def defaults() -> ml_collections.ConfigDict:
     """Every config key with its default: the tiny CPU run. Config files start here."""
-    from w2s_vqa.train.sharding import DEFAULT_RULES
+    from w2s_vqa.sharding import DEFAULT_RULES
 
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -40,7 +40,7 @@ def defaults() -> ml_collections.ConfigDict:
     # One motion token per one-second chunk: "none" (zeros, masked out), "precomputed" (the
     # source's own .npy, e.g. SlowFast features; variants repeat their source's), or
     # "frame_stats" (frame-difference statistics of every video, variants included:
-    # w2s_vqa.data.motion). The demo's student: 0.75-0.79 held out with zeros, 0.95 with these.
+    # w2s_vqa.video.motion). The demo's student: 0.75-0.79 held out with zeros, 0.95 with these.
     c.data.motion_features = "frame_stats"
     # How the store keeps frames: "raw" (exact) or "jpeg" (4:4:4 at jpeg_quality). The tiny run's
     # 32x32 frames take 3 KB raw; at that size JPEG at 95 erases the finest distortions (the
@@ -50,9 +50,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.frame_format = "raw"
     c.data.jpeg_quality = 95
     # Variants `prepare` makes of every source: "name:levels;..." (levels 1-based; a bare
-    # name = all levels; "" = pristine only). Names: w2s_vqa.data.distort.SIMULATORS.
+    # name = all levels; "" = pristine only). Names: w2s_vqa.video.distort.SIMULATORS.
     c.data.distortions = "resize:1,3,5;stutter:1,3;h264:1,3"
-    # What `w2s-vqa demo-data` makes of every demo source (w2s_vqa.data.demo explains the choice).
+    # What `w2s-vqa demo-data` makes of every demo source (w2s_vqa.demo.pool explains the choice).
     c.data.demo_distortions = "resize;blur;noise;darken;brighten;jitter;stutter:1,3;h264;h265:1,4"
     c.data.distort_seed = 0  # variants are seeded by hash(distort_seed, variant id)
     # Simulators hold the whole clip in memory: sources are decoded with the longer side
@@ -63,12 +63,12 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.sources_per_shard = 16  # sources per ArrayRecord shard: the unit of parallel work and of resuming
     c.data.read_threads = 2  # threads per pipeline process that read and decode batches
     c.data.store = ""  # prepared video store directory
-    c.data.pairs = ""  # training pair table (w2s_vqa.data.pairs format)
+    c.data.pairs = ""  # training pair table (w2s_vqa.labels.pairs format)
     c.data.val_pairs = ""  # validation pair table; "" skips validation
     c.data.batch_size = 16  # global: split over processes and the data x fsdp mesh axes
     c.data.worker_count = 0  # Grain worker processes per host (0 = read in the main process)
     # Training pairs drawn afresh each epoch in a form of the same quality, both videos alike:
-    # a comma-separated subset of w2s_vqa.data.pipeline.AUGMENTATIONS, "" for none.
+    # a comma-separated subset of w2s_vqa.pipeline.AUGMENTATIONS, "" for none.
     #   views     one of the frame's 8 symmetric views (quarter turns, mirrors)
     #   channels  one of the 6 orders of the RGB channels
     #   swap      the two videos in either order, the label mirrored

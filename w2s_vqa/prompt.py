@@ -22,6 +22,17 @@ LEVELS: tuple[str, ...] = ("superior", "better", "similar", "worse", "inferior")
 # Weight of each level in P(second better than first).
 ALPHA: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)
 LEVEL_INDEX = {word: i for i, word in enumerate(LEVELS)}
+# Direction of each level, in LEVELS order: +1 the second video is better than the
+# first, 0 similar, -1 worse.
+DIRECTION: tuple[int, ...] = (1, 1, 0, -1, -1)
+# Levels saying the second video is better (worse); "similar" is in neither.
+SECOND_BETTER: tuple[int, ...] = tuple(k for k, sign in enumerate(DIRECTION) if sign > 0)
+SECOND_WORSE: tuple[int, ...] = tuple(k for k, sign in enumerate(DIRECTION) if sign < 0)
+# MIRROR[k]: the level of the pair (B, A) when (A, B) has level k; the word with the
+# opposite direction and the same strength. An involution: MIRROR[MIRROR[k]] == k.
+_MIRROR_WORD = {"superior": "inferior", "better": "worse", "similar": "similar",
+                "worse": "better", "inferior": "superior"}
+MIRROR: tuple[int, ...] = tuple(LEVEL_INDEX[_MIRROR_WORD[word]] for word in LEVELS)
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 VIDEO_PLACEHOLDER = "<video>"

@@ -10,9 +10,10 @@ sits on a plateau for thousands of steps.
 import numpy as np
 import torch
 
-from tests.models import hf_reference as ref
+from tests.convert import hf_reference as ref
 from w2s_vqa.models import config as config_lib
-from w2s_vqa.models import hf, student
+from w2s_vqa.convert import hf
+from w2s_vqa.models import student
 
 
 def test_random_weights_are_distributed_as_transformers_initializes_them(tmp_path):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from w2s_vqa.config import load_config
-from w2s_vqa.data import pairs as pair_tables
-from w2s_vqa.data import video
-from w2s_vqa.data.store import VideoStore, prepare
+from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa import video
+from w2s_vqa.store.prepare import VideoStore, prepare
 
 
 @pytest.fixture(scope="session")

@@ -109,8 +109,8 @@ def test_frozen_groups_do_not_move(pool, tmp_path):
 
 
 def test_checkpoint_exports_to_transformers_with_the_same_preference(pool, tmp_path):
-    from w2s_vqa.data import pipeline
-    from w2s_vqa.models.torch_scorer import TorchScorer
+    from w2s_vqa import pipeline
+    from w2s_vqa.convert.torch_scorer import TorchScorer
 
     trainer = loop.Trainer(train_config(pool, "train.num_steps=2"), tmp_path / "run")
     trainer.run()

@@ -57,7 +57,7 @@ def _config(image_size: int, num_frames: int, frame_format: str, distortions: st
 
 def bench_prepare(config, clips_dir: str, out_dir: str) -> dict:
     """Build a store; its videos/s (sources), records/s (sources + variants) and clip-seconds/s."""
-    from w2s_vqa.data import store as store_lib
+    from w2s_vqa.store import prepare as store_lib
 
     start = time.perf_counter()
     report = store_lib.prepare(config, clips_dir, out_dir, workers=PREPARE_WORKERS, progress=False)
@@ -74,9 +74,9 @@ def bench_prepare(config, clips_dir: str, out_dir: str) -> dict:
 def bench_pairs(store_dir: str, config, *, worker_count: int, batches: int) -> dict:
     """pairs/s from store to batch after the first batch, and the first batch's seconds."""
     from w2s_vqa import prompt as prompt_lib
-    from w2s_vqa.data import pairs as pair_tables
-    from w2s_vqa.data.pipeline import make_iterator
-    from w2s_vqa.data.store import VideoStore
+    from w2s_vqa.labels import pairs as pair_tables
+    from w2s_vqa.pipeline import make_iterator
+    from w2s_vqa.store.prepare import VideoStore
     from w2s_vqa.models import config as model_config
     from w2s_vqa.models.tiny_tokenizer import ASSET_DIR
 
@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     from w2s_vqa.config import load_config
-    from w2s_vqa.data import video
+    from w2s_vqa import video
 
     tiny = load_config(None).data
     settings = [("384", 384, 8, "jpeg"), ("tiny", int(tiny.image_size), int(tiny.num_frames), "jpeg")]

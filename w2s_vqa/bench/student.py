@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
     from flax import nnx
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
-    from w2s_vqa.models import hf
+    from w2s_vqa.convert import hf
     jax.config.update("jax_default_matmul_precision", "highest")
     cfg = config_lib.preset(args.preset, num_motion_chunks=0)
     torch.manual_seed(0)

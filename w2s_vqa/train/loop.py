@@ -33,12 +33,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 from w2s_vqa import prompt as prompt_lib
 from w2s_vqa import runtime
 from w2s_vqa.models import config as model_config_lib
-from w2s_vqa.models import hf
+from w2s_vqa.convert import hf
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
 from w2s_vqa.train import objective as objective_lib
 from w2s_vqa.train import optim as optim_lib
-from w2s_vqa.train import sharding as sharding_lib
+from w2s_vqa import sharding as sharding_lib
 from w2s_vqa.train.checkpoint import Checkpointer, abstract_like
 
 # Batch entries the model and the objective read; the rest stay on the host.
@@ -254,7 +254,7 @@ class Trainer:
         return jax.tree_util.tree_map_with_path(choose, jax.eval_shape(self.tx.init, trainable))
 
     def data_iterator(self, pairs: str, *, seed: int, num_epochs: int | None, augment: bool | str = False):
-        from w2s_vqa.data import pipeline
+        from w2s_vqa import pipeline
 
         d = self.config.data
         return pipeline.make_iterator(
@@ -276,7 +276,7 @@ class Trainer:
         The table is padded to whole global batches with zero-weight copies of its
         first rows, which the metrics leave out, so every pair counts exactly once.
         """
-        from w2s_vqa.data import pipeline
+        from w2s_vqa import pipeline
 
         pairs = pairs if pairs is not None else self.config.data.get("val_pairs")
         if pairs is None or (isinstance(pairs, str) and not pairs):
@@ -396,31 +396,6 @@ class Trainer:
         """The student with a state's parameters (default: the last run's)."""
         state = state if state is not None else self.final_state
         return self.codec.merge({**state["frozen"], **state["trainable"]})
-
-
-# ----------------------------------------------------------------------------- the `train` verb
-def add_arguments(parser) -> None:
-    from w2s_vqa.cli import add_config_arguments
-
-    add_config_arguments(parser)
-    parser.add_argument("--workdir", required=True,
-                        help="checkpoints, metrics.jsonl and TensorBoard events; a rerun resumes from here")
-
-
-def run(args) -> int:
-    from w2s_vqa.config import load_config
-
-    config = load_config(args.config, args.overrides)
-    runtime.tune_cpu_host()  # first: before anything starts JAX's backend
-    maybe_initialize_distributed(config)
-    info = Trainer(config, args.workdir).run()
-    if jax.process_index() == 0:
-        print(f"trained {info.steps} steps in {info.wall_seconds:.1f} s"
-              f"{f' (resumed from step {info.resumed_from})' if info.resumed_from is not None else ''}; "
-              f"checkpoints in {info.checkpoint_dir}, metrics in {os.path.join(info.workdir, 'metrics.jsonl')}")
-        print(json.dumps({"steps": info.steps, "resumed_from": info.resumed_from, "wall_seconds": info.wall_seconds,
-                          "checkpoints": info.checkpoint_dir, **info.last_metrics, **info.last_eval}))
-    return 0
 
 
 # ----------------------------------------------------------------------------- from a checkpoint

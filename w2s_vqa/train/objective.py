@@ -6,7 +6,7 @@ the warm-up T_w (10% of the steps); a = exp(L_conf/T) / (exp(L_conf/T) + exp(CE/
 computed without gradient, weighs the term that is currently larger more; T
 falls linearly from 0.5 to 0.1 over the warm-up. Per-pair weights scale each
 pair's contribution. The soft variant replaces the one-hot label by a
-five-way target distribution (w2s_vqa.data.pairs.soft_five_way_targets).
+five-way target distribution (w2s_vqa.labels.pairs.soft_five_way_targets).
 
 Pure functions of arrays: the train step and the tests call them alike.
 """
@@ -18,12 +18,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from w2s_vqa.prompt import ALPHA, LEVEL_INDEX
-
-# Origins in batch order (the pipeline's `origin` index); metrics are reported per origin.
-ORIGINS = ("teacher", "spatial", "temporal", "compression", "student")
-SECOND_BETTER = (LEVEL_INDEX["superior"], LEVEL_INDEX["better"])
-SECOND_WORSE = (LEVEL_INDEX["worse"], LEVEL_INDEX["inferior"])
+# ORIGINS: origin names in batch order (the pipeline's `origin` index); metrics are
+# reported per origin.
+from w2s_vqa.labels.origins import ORIGINS
+from w2s_vqa.prompt import ALPHA, SECOND_BETTER, SECOND_WORSE
 
 
 @dataclasses.dataclass(frozen=True)

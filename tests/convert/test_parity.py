@@ -1,0 +1,115 @@
+"""Our Flax student against transformers' PyTorch LLaVA-OneVision, module by module.
+
+Tiny random configurations, float32, highest matmul precision: every output
+within 1e-4 of transformers'. The reference is transformers' own code
+(`LlavaOnevisionForConditionalGeneration`); our weights come from its
+save_pretrained directory through our importer, so the key map is tested too.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from tests.convert import hf_reference as ref
+from w2s_vqa.models import config as config_lib
+from w2s_vqa.convert import hf
+from w2s_vqa.models import student
+
+TOL = 1e-4
+
+
+def build(tmp_path, attention="xla", **changes):
+    """(transformers model, our student with the given attention kernel) with the same weights."""
+    text_changes = changes.pop("text", {})
+    cfg = config_lib.preset("tiny", num_motion_chunks=0, **changes)
+    if text_changes:
+        cfg = cfg.replace(text=cfg.text.__class__(**{**cfg.text.__dict__, **text_changes}))
+    torch_model = ref.hf_model(cfg)
+    ours = hf.load_student(ref.save_hf(torch_model, tmp_path / "hf"), num_motion_chunks=0,
+                           num_frames=cfg.num_frames, attention=attention)
+    return cfg, torch_model, ours
+
+
+def max_diff(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+@pytest.mark.parametrize("feature_layer", [-1, -2])
+def test_vision_tower_hidden_states(tmp_path, feature_layer):
+    cfg, torch_model, ours = build(tmp_path, vision_feature_layer=feature_layer)
+    frames = ref.pixels(np.random.default_rng(0), 3, 1, 32, 32, 3)
+    with torch.no_grad():
+        out = torch_model.model.vision_tower(ref.to_torch_video(frames)[:, 0], output_hidden_states=True)
+    x = student.normalize_pixels(jnp.asarray(frames[:, 0]))
+    layers = cfg.vision.num_hidden_layers
+    mine = ours.vision_tower.hidden_states(x, list(range(layers + 1)))
+    assert len(out.hidden_states) == layers + 1
+    for theirs, ours_h in zip(out.hidden_states, mine):
+        assert max_diff(theirs, ours_h) <= TOL
+    assert max_diff(out.last_hidden_state, ours.vision_tower(x)) <= TOL
+
+
+def test_projector_output(tmp_path):
+    cfg, torch_model, ours = build(tmp_path)
+    x = np.random.default_rng(1).normal(size=(2, 16, cfg.vision.hidden_size)).astype(np.float32)
+    with torch.no_grad():
+        theirs = torch_model.model.multi_modal_projector(torch.as_tensor(x))
+    assert max_diff(theirs, ours.multi_modal_projector(jnp.asarray(x))) <= TOL
+
+
+@pytest.mark.parametrize("attention", ["xla", "blocked"])
+@pytest.mark.parametrize("tied", [False, True])
+def test_qwen2_logits_padded_batch(tmp_path, tied, attention):
+    cfg, torch_model, ours = build(tmp_path, attention, text={"tie_word_embeddings": tied})
+    assert (ours.lm_head is None) == tied
+    rng = np.random.default_rng(2)
+    ids = rng.integers(5, cfg.text.vocab_size, size=(3, 12))
+    mask = np.ones_like(ids)
+    mask[1, 9:] = 0  # right padding
+    mask[2, 5:] = 0
+    with torch.no_grad():
+        theirs = torch_model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask)).logits.numpy()
+    mine = np.asarray(ours(jnp.asarray(ids), jnp.asarray(mask)))
+    assert cfg.text.num_key_value_heads < cfg.text.num_attention_heads
+    real = mask.astype(bool)
+    assert max_diff(theirs[real], mine[real]) <= TOL
+
+
+def video_prompt(cfg, rng, batch, pad):
+    """Text with two expanded video placeholders per sample, right-padded by `pad` tokens."""
+    tpv = cfg.tokens_per_video
+    head, middle, tail = 6, 4, 5
+    length = head + tpv + middle + tpv + tail
+    ids = rng.integers(5, cfg.text.vocab_size, size=(batch, length + pad))
+    ids[:, head:head + tpv] = cfg.video_token_index
+    ids[:, head + tpv + middle:head + 2 * tpv + middle] = cfg.video_token_index
+    mask = np.ones_like(ids)
+    if pad:
+        mask[0, length:] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("feature_layer, attention", [(-1, "xla"), (-2, "xla"), ((-2, -1), "xla"), (-2, "blocked")])
+def test_video_forward_logits(tmp_path, feature_layer, attention):
+    cfg, torch_model, ours = build(tmp_path, attention, vision_feature_layer=feature_layer)
+    rng = np.random.default_rng(3)
+    ids, mask = video_prompt(cfg, rng, batch=2, pad=3)
+    video = ref.pixels(rng, 2, 2, cfg.num_frames, 32, 32, 3)  # [B, videos, F, H, W, C]
+    assert cfg.num_frames > 1
+    with torch.no_grad():
+        theirs = torch_model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
+                             pixel_values_videos=ref.to_torch_video(video.reshape(4, *video.shape[2:]))).logits
+    mine = np.asarray(ours(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(video)))
+    real = mask.astype(bool)
+    assert max_diff(theirs.numpy()[real], mine[real]) <= TOL
+
+
+def test_bilinear_pooling_odd_grid_matches_torch():
+    """SigLIP at 384/14 has a 27x27 grid: pooling to 14x14 is not a plain 2x2 average."""
+    x = np.random.default_rng(4).normal(size=(2, 27, 27, 5)).astype(np.float32)
+    theirs = torch.nn.functional.interpolate(torch.as_tensor(x).permute(0, 3, 1, 2), size=[14, 14],
+                                             mode="bilinear").permute(0, 2, 3, 1).numpy()
+    pool = student.bilinear_matrix(27, 14)
+    mine = np.einsum("oh,nhwd,pw->nopd", pool, x, pool)
+    assert max_diff(theirs, mine) <= 1e-5

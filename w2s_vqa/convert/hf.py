@@ -1,0 +1,426 @@
+"""Hugging Face checkpoints in and out: one key-mapping table serves both.
+
+Each row of `RULES` pairs a transformers parameter name with ours and names the
+transform between their layouts. Templates hold `{i}` (a layer index) and
+`{name:a|b}` (one of the alternatives); the same row matches a key on either
+side and formats its counterpart, so import and export cannot drift apart.
+
+Import builds the student abstractly (`nnx.eval_shape`), streams tensors one at
+a time from the safetensors files, and places each straight into its sharding
+when a mesh is given: a 7B model never sits twice in host memory. Every missing,
+unexpected or mis-shaped key, and every config problem, is reported in one error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from w2s_vqa.models import student as student_lib
+from w2s_vqa.models.config import ConfigError, StudentConfig, hf_config_problems
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+MOTION_FILE = "motion_projector.safetensors"
+SETTINGS_FILE = "w2s_vqa.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                   "merges.txt", "added_tokens.json", "chat_template.json", "chat_template.jinja")
+MAX_SHARD_BYTES = 5 * 2**30
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that does not fit the student; lists every problem."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path, self.problems = path, problems
+        super().__init__(f"{path}: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """Layout change from the transformers tensor to ours (`load`) and back (`save`)."""
+
+    load: Callable[[Any], Any]
+    save: Callable[[Any], Any]
+    shape: Callable[[tuple], tuple]
+
+
+IDENTITY = Transform(lambda x: x, lambda x: x, lambda s: tuple(s))
+# torch Linear weight [out, in] <-> our kernel [in, out].
+LINEAR = Transform(lambda x: x.T, lambda x: x.T, lambda s: tuple(s)[::-1])
+# torch Conv2d weight [out, in, kh, kw] <-> our kernel [kh, kw, in, out].
+CONV = Transform(lambda x: x.transpose(2, 3, 1, 0), lambda x: x.transpose(3, 2, 0, 1),
+                 lambda s: (s[2], s[3], s[1], s[0]))
+
+_V = "model.vision_tower"
+_T = "model.language_model"
+_VISION_LINEAR = "self_attn.q_proj|self_attn.k_proj|self_attn.v_proj|self_attn.out_proj|mlp.fc1|mlp.fc2"
+_TEXT_LINEAR = ("self_attn.q_proj|self_attn.k_proj|self_attn.v_proj|self_attn.o_proj|"
+                "mlp.gate_proj|mlp.up_proj|mlp.down_proj")
+
+# (transformers name, our name, transform). One table for import and export.
+RULES: tuple[tuple[str, str, Transform], ...] = (
+    (f"{_V}.embeddings.patch_embedding.weight", "vision_tower.embeddings.patch_embedding.kernel", CONV),
+    (f"{_V}.embeddings.patch_embedding.bias", "vision_tower.embeddings.patch_embedding.bias", IDENTITY),
+    (f"{_V}.embeddings.position_embedding.weight", "vision_tower.embeddings.position_embedding", IDENTITY),
+    (f"{_V}.encoder.layers.{{i}}.{{m:{_VISION_LINEAR}}}.weight", "vision_tower.layers.{i}.{m}.kernel", LINEAR),
+    (f"{_V}.encoder.layers.{{i}}.{{m:{_VISION_LINEAR}}}.bias", "vision_tower.layers.{i}.{m}.bias", IDENTITY),
+    (f"{_V}.encoder.layers.{{i}}.{{n:layer_norm1|layer_norm2}}.weight", "vision_tower.layers.{i}.{n}.scale", IDENTITY),
+    (f"{_V}.encoder.layers.{{i}}.{{n:layer_norm1|layer_norm2}}.bias", "vision_tower.layers.{i}.{n}.bias", IDENTITY),
+    (f"{_V}.post_layernorm.weight", "vision_tower.post_layernorm.scale", IDENTITY),
+    (f"{_V}.post_layernorm.bias", "vision_tower.post_layernorm.bias", IDENTITY),
+    ("model.multi_modal_projector.{l:linear_1|linear_2}.weight", "multi_modal_projector.{l}.kernel", LINEAR),
+    ("model.multi_modal_projector.{l:linear_1|linear_2}.bias", "multi_modal_projector.{l}.bias", IDENTITY),
+    ("model.image_newline", "image_newline", IDENTITY),
+    (f"{_T}.embed_tokens.weight", "language_model.embed_tokens.embedding", IDENTITY),
+    (f"{_T}.layers.{{i}}.{{m:{_TEXT_LINEAR}}}.weight", "language_model.layers.{i}.{m}.kernel", LINEAR),
+    (f"{_T}.layers.{{i}}.{{m:self_attn.q_proj|self_attn.k_proj|self_attn.v_proj}}.bias",
+     "language_model.layers.{i}.{m}.bias", IDENTITY),
+    (f"{_T}.layers.{{i}}.{{n:input_layernorm|post_attention_layernorm}}.weight",
+     "language_model.layers.{i}.{n}.scale", IDENTITY),
+    (f"{_T}.norm.weight", "language_model.norm.scale", IDENTITY),
+    ("lm_head.weight", "lm_head.kernel", LINEAR),
+)
+
+# The motion projector lives in its own file, named like the multimodal projector.
+MOTION_RULES: tuple[tuple[str, str, Transform], ...] = (
+    ("{l:linear_1|linear_2}.weight", "motion_projector.{l}.kernel", LINEAR),
+    ("{l:linear_1|linear_2}.bias", "motion_projector.{l}.bias", IDENTITY),
+)
+
+# The table speaks transformers' in-memory names (`model.state_dict()`). On disk,
+# transformers 5 writes the older layout that the public hub checkpoints use,
+# except that the hub's SigLIP keys still hold `vision_model.`; both load here.
+# Export writes what transformers' own save_pretrained writes.
+DISK_PREFIXES = (
+    ("model.language_model.", "language_model.model."),
+    ("lm_head.", "language_model.lm_head."),
+    ("model.vision_tower.", "vision_tower."),
+    ("model.multi_modal_projector.", "multi_modal_projector."),
+    ("model.image_newline", "image_newline"),
+)
+HUB_PREFIXES = (("vision_tower.vision_model.", "model.vision_tower."),
+                ("model.vision_tower.vision_model.", "model.vision_tower."))
+
+
+_FIELD = re.compile(r"\{(\w+)(?::([^}]*))?\}")
+
+
+def _template_regex(template: str, alternatives: dict[str, str]) -> re.Pattern:
+    """`{i}` matches a layer index; `{name}` one of the alternatives given for it (on either side)."""
+    out, pos = [], 0
+    for m in _FIELD.finditer(template):
+        out.append(re.escape(template[pos:m.start()]))
+        name = m.group(1)
+        choices = alternatives.get(name)
+        body = r"\d+" if choices is None else "|".join(re.escape(a) for a in choices.split("|"))
+        out.append(f"(?P<{name}>{body})")
+        pos = m.end()
+    out.append(re.escape(template[pos:]))
+    return re.compile("".join(out) + r"\Z")
+
+
+def _template_format(template: str, groups: dict[str, str]) -> str:
+    return _FIELD.sub(lambda m: groups[m.group(1)], template)
+
+
+class KeyMap:
+    """Matches names on one side of a rules table and gives the other side's name."""
+
+    def __init__(self, rules):
+        self.rules = []
+        for hf_template, our_template, transform in rules:
+            alternatives = {m.group(1): m.group(2) for t in (hf_template, our_template)
+                            for m in _FIELD.finditer(t) if m.group(2)}
+            self.rules.append((_template_regex(hf_template, alternatives), hf_template,
+                               _template_regex(our_template, alternatives), our_template, transform))
+
+    def to_ours(self, hf_key: str) -> tuple[str, Transform] | None:
+        for hf_re, _, _, ours, transform in self.rules:
+            if m := hf_re.match(hf_key):
+                return _template_format(ours, m.groupdict()), transform
+        return None
+
+    def to_hf(self, our_key: str) -> tuple[str, Transform] | None:
+        for _, hf_template, our_re, _, transform in self.rules:
+            if m := our_re.match(our_key):
+                return _template_format(hf_template, m.groupdict()), transform
+        return None
+
+
+MODEL_KEYS = KeyMap(RULES)
+MOTION_KEYS = KeyMap(MOTION_RULES)
+
+
+def _swap_prefix(key: str, pairs) -> str:
+    for old, new in pairs:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
+
+
+def canonical_name(disk_key: str) -> str:
+    """The in-memory transformers name of a tensor name found on disk (any layout)."""
+    for old, new in HUB_PREFIXES:
+        if disk_key.startswith(old):
+            return new + disk_key[len(old):]
+    if disk_key.startswith(("model.", "lm_head.")):
+        return disk_key
+    return _swap_prefix(disk_key, [(d, m) for m, d in DISK_PREFIXES])
+
+
+def disk_name(canonical: str) -> str:
+    return _swap_prefix(canonical, DISK_PREFIXES)
+
+
+def _path_str(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _flat_params(module: nnx.Module) -> dict[str, nnx.Variable]:
+    return {_path_str(p): v for p, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
+
+
+# ----------------------------------------------------------------------------- import
+def read_settings(hf_dir: str) -> dict:
+    path = os.path.join(hf_dir, SETTINGS_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def weight_files(hf_dir: str, problems: list[str]) -> dict[str, list[str]]:
+    """safetensors file -> its keys (from the index when sharded); missing files are problems."""
+    index_path = os.path.join(hf_dir, WEIGHTS_INDEX)
+    single = os.path.join(hf_dir, WEIGHTS_FILE)
+    from safetensors import safe_open
+
+    if os.path.exists(index_path):
+        with open(index_path) as f:
+            weight_map = json.load(f).get("weight_map", {})
+        files: dict[str, list[str]] = {}
+        for key, name in weight_map.items():
+            files.setdefault(name, []).append(key)
+        for name in sorted(files):
+            if not os.path.exists(os.path.join(hf_dir, name)):
+                problems.append(f"missing shard {name} (listed in {WEIGHTS_INDEX} for {len(files[name])} tensors)")
+        return {name: keys for name, keys in files.items() if os.path.exists(os.path.join(hf_dir, name))}
+    if os.path.exists(single):
+        with safe_open(single, framework="flax") as f:
+            return {WEIGHTS_FILE: list(f.keys())}
+    problems.append(f"no {WEIGHTS_FILE} nor {WEIGHTS_INDEX}")
+    return {}
+
+
+def _sharding_for(variable, mesh, rules):
+    if mesh is None:
+        return None
+    from w2s_vqa.sharding import named_sharding
+
+    return named_sharding(mesh, variable.get_metadata().get("logical_axes"), rules, variable.shape)
+
+
+def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunks: int | None = None,
+                 dtype: str | None = None, remat: bool | None = None, attention: str | None = None,
+                 mesh: jax.sharding.Mesh | None = None,
+                 rules=None, seed: int = 0) -> student_lib.Student:
+    """A Student with the weights of a Hugging Face LLaVA-OneVision directory.
+
+    Frames and motion chunks default to the directory's w2s_vqa.json (written by
+    our export), else to the preset values. The motion projector comes from
+    motion_projector.safetensors when present, else is initialized from `seed`.
+    With `mesh`, each tensor goes straight to its sharding (logical axes through
+    `rules`, see w2s_vqa.sharding).
+    """
+    from safetensors import safe_open
+
+    hf_dir = os.fspath(hf_dir)
+    problems: list[str] = []
+    config_path = os.path.join(hf_dir, CONFIG_FILE)
+    if not os.path.exists(config_path):
+        raise CheckpointError(hf_dir, [f"no {CONFIG_FILE}"])
+    with open(config_path) as f:
+        hf_config = json.load(f)
+    problems += hf_config_problems(hf_config)
+    settings = read_settings(hf_dir)
+    ours = {k: v for k, v in dict(
+        num_frames=num_frames if num_frames is not None else settings.get("num_frames"),
+        num_motion_chunks=num_motion_chunks if num_motion_chunks is not None else settings.get("num_motion_chunks"),
+        dtype=dtype, remat=remat, attention=attention).items() if v is not None}
+    try:
+        cfg = StudentConfig.from_hf_config(hf_config, strict=False, **ours)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(hf_dir, problems + [f"config.json: {e}"]) from e
+
+    abstract = student_lib.create_abstract(cfg)
+    graphdef, abstract_state = nnx.split(abstract)
+    wanted = _flat_params(abstract)
+    loaded: dict[str, jax.Array] = {}
+
+    def place(our_key: str, value, transform: Transform, source: str):
+        target = wanted.get(our_key)
+        if target is None:
+            problems.append(f"unexpected tensor {source} (maps to {our_key}, which this config does not have)")
+            return
+        shape = transform.shape(value.shape)
+        if shape != tuple(target.shape):
+            problems.append(f"mis-shaped tensor {source}: {tuple(value.shape)}, this config expects "
+                            f"{_hf_shape(target.shape, transform)}")
+            return
+        if problems:  # Keep checking, but stop moving data once the load is doomed.
+            loaded[our_key] = None
+            return
+        array = transform.load(value).astype(jnp.float32)
+        sharding = _sharding_for(target, mesh, rules)
+        loaded[our_key] = jax.device_put(array, sharding) if sharding is not None else array
+
+    for name, keys in weight_files(hf_dir, problems).items():
+        with safe_open(os.path.join(hf_dir, name), framework="flax") as f:
+            available = set(f.keys())
+            for key in keys:
+                if key not in available:
+                    problems.append(f"{name} lacks {key}, which the index lists there")
+                    continue
+                mapped = MODEL_KEYS.to_ours(canonical_name(key))
+                if mapped is None:
+                    problems.append(f"unexpected tensor {key} in {name}")
+                    continue
+                if mapped[0] == "lm_head.kernel" and cfg.tie_word_embeddings:
+                    continue  # A tied output layer is the embedding table.
+                place(mapped[0], f.get_tensor(key), mapped[1], f"{key} in {name}")
+
+    motion_path = os.path.join(hf_dir, MOTION_FILE)
+    if os.path.exists(motion_path):
+        with safe_open(motion_path, framework="flax") as f:
+            for key in f.keys():
+                mapped = MOTION_KEYS.to_ours(key)
+                if mapped is None:
+                    problems.append(f"unexpected tensor {key} in {MOTION_FILE}")
+                    continue
+                place(mapped[0], f.get_tensor(key), mapped[1], f"{key} in {MOTION_FILE}")
+    else:
+        fresh = student_lib.Projector(cfg.motion_dim, cfg.text.hidden_size, act="gelu", bias=True, in_axis=None,
+                                      dtype=jnp.dtype(cfg.dtype), std=cfg.text.initializer_range,
+                                      rngs=nnx.Rngs(seed))
+        for key, variable in _flat_params(fresh).items():
+            place(f"motion_projector.{key}", variable[...], IDENTITY, f"initialized motion_projector.{key}")
+
+    for key in sorted(set(wanted) - set(loaded)):
+        hf_key = (MOTION_KEYS if key.startswith("motion_projector.") else MODEL_KEYS).to_hf(key)
+        name = hf_key[0] if key.startswith("motion_projector.") else disk_name(hf_key[0])
+        problems.append(f"missing tensor {name} (ours: {key})")
+    if problems:
+        raise CheckpointError(hf_dir, problems)
+
+    state = nnx.from_flat_state([(path, var.replace(loaded[_path_str(path)]))
+                                 for path, var in nnx.to_flat_state(abstract_state)
+                                 if _path_str(path) in loaded] +
+                                [(path, var) for path, var in nnx.to_flat_state(abstract_state)
+                                 if _path_str(path) not in loaded])
+    return nnx.merge(graphdef, state)
+
+
+def _hf_shape(our_shape, transform: Transform) -> tuple:
+    """The transformers-side shape of one of our parameters."""
+    probe = np.empty(our_shape, np.bool_)
+    return tuple(transform.save(probe).shape)
+
+
+# ----------------------------------------------------------------------------- export
+def export_tensors(model: student_lib.Student) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(transformers tensors, motion projector tensors) of a student, as float32 numpy arrays."""
+    model_tensors, motion_tensors = {}, {}
+    for key, variable in _flat_params(model).items():
+        is_motion = key.startswith("motion_projector.")
+        mapped = (MOTION_KEYS if is_motion else MODEL_KEYS).to_hf(key)
+        if mapped is None:
+            raise KeyError(f"parameter {key} has no row in the key-mapping table")
+        value = np.asarray(jax.device_get(variable[...]), np.float32)
+        name = mapped[0] if is_motion else disk_name(mapped[0])
+        (motion_tensors if is_motion else model_tensors)[name] = np.ascontiguousarray(mapped[1].save(value))
+    return model_tensors, motion_tensors
+
+
+def _save_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
+    from safetensors.numpy import save_file
+
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def _write_weights(tensors: dict[str, np.ndarray], out_dir: str, max_shard_bytes: int) -> list[str]:
+    total = sum(t.nbytes for t in tensors.values())
+    if total <= max_shard_bytes:
+        _save_safetensors(tensors, os.path.join(out_dir, WEIGHTS_FILE))
+        return [WEIGHTS_FILE]
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for key in sorted(tensors):
+        if shards[-1] and size + tensors[key].nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensors[key]
+        size += tensors[key].nbytes
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
+    for name, shard in zip(names, shards):
+        _save_safetensors(shard, os.path.join(out_dir, name))
+        weight_map.update({key: name for key in shard})
+    with open(os.path.join(out_dir, WEIGHTS_INDEX), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
+    return names + [WEIGHTS_INDEX]
+
+
+def prepare_out_dir(out_dir: str, overwrite: bool) -> None:
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir}: not empty; pass --overwrite to replace its contents")
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+
+
+def save_student(model: student_lib.Student, out_dir: str, *, tokenizer_dir: str, overwrite: bool = False,
+                 max_shard_bytes: int = MAX_SHARD_BYTES, extra_settings: dict | None = None) -> list[str]:
+    """Write a directory transformers' LlavaOnevisionForConditionalGeneration loads, plus ours.
+
+    Files: config.json, model.safetensors (or shards and an index past
+    `max_shard_bytes`), the tokenizer files found in `tokenizer_dir`,
+    motion_projector.safetensors and w2s_vqa.json. Returns the written names.
+    """
+    from w2s_vqa import prompt
+
+    out_dir = os.fspath(out_dir)
+    tokenizer = prompt.load_tokenizer(tokenizer_dir)  # Fails before anything is written.
+    level_ids = prompt.level_token_ids(tokenizer)
+    prepare_out_dir(out_dir, overwrite)
+    cfg = model.cfg
+    model_tensors, motion_tensors = export_tensors(model)
+    written = _write_weights(model_tensors, out_dir, max_shard_bytes)
+    _save_safetensors(motion_tensors, os.path.join(out_dir, MOTION_FILE))
+    written.append(MOTION_FILE)
+    hf_config = cfg.to_hf_config()
+    hf_config["dtype"] = "float32"
+    with open(os.path.join(out_dir, CONFIG_FILE), "w") as f:
+        json.dump(hf_config, f, indent=2)
+    written.append(CONFIG_FILE)
+    for name in TOKENIZER_FILES:
+        source = os.path.join(tokenizer_dir, name)
+        if os.path.exists(source):
+            shutil.copyfile(source, os.path.join(out_dir, name))
+            written.append(name)
+    settings = {**cfg.video_settings(), "level_token_ids": list(level_ids), **(extra_settings or {})}
+    with open(os.path.join(out_dir, SETTINGS_FILE), "w") as f:
+        json.dump(settings, f, indent=2)
+    written.append(SETTINGS_FILE)
+    return written
+

@@ -1,0 +1,29 @@
+"""`w2s-vqa check-parity --hf DIR`: compare our student with transformers on a checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_arguments(parser) -> None:
+    from w2s_vqa.convert import parity
+
+    parser.add_argument("--hf", required=True, help="Hugging Face LLaVA-OneVision directory (ours or transformers')")
+    parser.add_argument("--pairs", type=int, default=2, help="random video pairs to run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tolerance", type=float, default=parity.DEFAULT_LOGIT_TOLERANCE,
+                        help="max abs logit difference")
+    parser.add_argument("--kl-tolerance", type=float, default=parity.DEFAULT_KL_TOLERANCE,
+                        help="max KL of the level distribution")
+
+
+def run(args) -> int:
+    from w2s_vqa.convert import parity
+
+    report = parity.check_parity(args.hf, pairs=args.pairs, seed=args.seed)
+    ok = report["max_abs_logit_diff"] <= args.tolerance and report["level_kl"] <= args.kl_tolerance
+    report.update(tolerance=args.tolerance, kl_tolerance=args.kl_tolerance, ok=ok)
+    print(f"max abs logit difference {report['max_abs_logit_diff']:.3g} (tolerance {args.tolerance:g}), "
+          f"level KL {report['level_kl']:.3g} (tolerance {args.kl_tolerance:g}): {'OK' if ok else 'FAILED'}")
+    print(json.dumps(report))
+    return 0 if ok else 1

@@ -1,0 +1,19 @@
+"""What every verb that reads a config shares: the --config and --set flags and their reading."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config and --set, which every verb that reads a config takes."""
+    parser.add_argument("--config", default=None, help="config file with get_config() (default: configs/tiny_cpu.py)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set data.num_frames=8 (repeatable)")
+
+
+def load_config(args: argparse.Namespace):
+    """The config that --config and --set name."""
+    from w2s_vqa.config import load_config as load
+
+    return load(args.config, args.overrides)

@@ -1,0 +1,56 @@
+"""`w2s-vqa export --out DIR`: write a student as a Hugging Face / PyTorch directory.
+
+The source is a training checkpoint (`--checkpoint WORKDIR [--step N]`, the
+latest step by default), a Hugging Face directory (`--hf`, e.g. to add our
+motion projector and settings to a public checkpoint) or a preset with random
+weights (`--preset`, for trying the tools on the tiny configuration).
+"""
+
+from __future__ import annotations
+
+import os
+
+from w2s_vqa.models import config as config_lib
+from w2s_vqa.convert import hf
+from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
+
+
+def add_arguments(parser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a training run's workdir (or its checkpoints/ folder)")
+    source.add_argument("--hf", help="Hugging Face LLaVA-OneVision directory to start from")
+    source.add_argument("--preset", choices=sorted(config_lib.PRESETS), help="random weights of a preset")
+    parser.add_argument("--out", required=True, help="directory to write (must be empty or absent)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
+    parser.add_argument("--tokenizer", default=None,
+                        help="directory with tokenizer.json (default: the source's, or the tiny tokenizer)")
+    parser.add_argument("--num-frames", type=int, default=None)
+    parser.add_argument("--num-motion-chunks", type=int, default=None)
+    parser.add_argument("--step", type=int, default=None, help="with --checkpoint: the step (default: latest)")
+    parser.add_argument("--seed", type=int, default=0, help="initialization seed for random weights")
+
+
+def run(args) -> int:
+    from w2s_vqa.models import student
+
+    ours_video = {k: v for k, v in dict(num_frames=args.num_frames,
+                                        num_motion_chunks=args.num_motion_chunks).items() if v is not None}
+    extra = {}
+    if args.checkpoint:
+        from w2s_vqa.train.loop import load_checkpoint_student, tokenizer_dir
+
+        if ours_video:
+            raise ValueError("--num-frames and --num-motion-chunks come from the checkpoint's config")
+        model, run_config, step = load_checkpoint_student(args.checkpoint, args.step)
+        tokenizer = args.tokenizer or tokenizer_dir(run_config)
+        extra = {"checkpoint": os.path.abspath(args.checkpoint), "step": step}
+    elif args.hf:
+        model = hf.load_student(args.hf, seed=args.seed, **ours_video)
+        tokenizer = args.tokenizer or args.hf
+    else:
+        model = student.create(config_lib.preset(args.preset, **ours_video), seed=args.seed)
+        tokenizer = args.tokenizer or TINY_TOKENIZER
+    written = hf.save_student(model, args.out, tokenizer_dir=tokenizer, overwrite=args.overwrite,
+                              extra_settings=extra)
+    print(f"exported to {os.path.abspath(args.out)}: {', '.join(written)}")
+    return 0
