@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from w2s_vqa.main.common import add_config_arguments, load_config
 
@@ -18,15 +19,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from w2s_vqa.store import prepare as store_prepare
+    from w2s_vqa.store.format import ERRORS_FILE, INDEX_FILE, StoreError
+    from w2s_vqa.store.prepare import prepare
 
     config = load_config(args)
-    report = store_prepare.prepare(config, args.inputs, args.out, workers=args.workers)
+    report = prepare(config, args.inputs, args.out, workers=args.workers)
     out = os.path.abspath(args.out)
     print(report.summary())
     print(f"store: {out}")
-    print(f"index: {os.path.join(out, store_prepare.INDEX_FILE)}")
-    print(f"skipped videos: {os.path.join(out, store_prepare.ERRORS_FILE)}")
+    print(f"index: {os.path.join(out, INDEX_FILE)}")
+    print(f"skipped videos: {os.path.join(out, ERRORS_FILE)}")
     if report.records == 0:
-        raise store_prepare.StoreError(f"{out}: no video could be written; see {store_prepare.ERRORS_FILE}")
+        raise StoreError(f"{out}: no video could be written; see {ERRORS_FILE}")
     return 0
