@@ -167,3 +167,34 @@ def test_import_into_a_mesh_shards_parameters(tmp_path):
     assert len(q.addressable_shards) == 8 and q.addressable_shards[0].data.shape == (32, 16)
     plain = hf.load_student(source, num_frames=4, num_motion_chunks=4)
     np.testing.assert_array_equal(np.asarray(q), np.asarray(plain.language_model.layers[0].self_attn.q_proj.kernel[...]))
+
+
+def test_export_over_its_own_source_keeps_the_tokenizer(tmp_path, capsys):
+    """`export --hf T --out T --overwrite` reads T's tokenizer while it replaces T."""
+    from w2s_vqa import cli
+
+    target = tmp_path / "hf"
+    assert cli.main(["export", "--preset", "tiny", "--out", str(target)]) == 0
+    tokenizer = (target / "tokenizer.json").read_bytes()
+    capsys.readouterr()
+    assert cli.main(["export", "--hf", str(target), "--out", str(target), "--overwrite"]) == 0
+    assert (target / "tokenizer.json").read_bytes() == tokenizer
+    assert {"config.json", "model.safetensors", "w2s_vqa.json"} <= {p.name for p in target.iterdir()}
+    # The tiny tokenizer has no vocab.json / merges.txt: the verb says so instead of dropping them silently.
+    assert "vocab.json" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no staging directory left behind
+
+
+def test_a_failed_export_leaves_the_old_directory_intact(tmp_path, monkeypatch):
+    ours = student.create(config_lib.preset("tiny"))
+    hf.save_student(ours, tmp_path / "out", tokenizer_dir=ref.TINY_TOKENIZER)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+
+    def fail(model):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(hf, "export_tensors", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        hf.save_student(ours, tmp_path / "out", tokenizer_dir=ref.TINY_TOKENIZER, overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -26,9 +26,9 @@ import numpy as np
 from flax import nnx
 
 from w2s_vqa.models import student as student_lib
-from w2s_vqa.models.config import ConfigError, StudentConfig, hf_config_problems
+from w2s_vqa.models.config import HF_CONFIG_FILE, ConfigError, StudentConfig, hf_config_problems
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = HF_CONFIG_FILE
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 MOTION_FILE = "motion_projector.safetensors"
@@ -381,12 +381,33 @@ def _write_weights(tensors: dict[str, np.ndarray], out_dir: str, max_shard_bytes
     return names + [WEIGHTS_INDEX]
 
 
-def prepare_out_dir(out_dir: str, overwrite: bool) -> None:
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir}: not empty; pass --overwrite to replace its contents")
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+def check_out_dir(out_dir: str, overwrite: bool) -> None:
+    """Refuse a non-empty `out_dir` unless `overwrite`; raises FileExistsError."""
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise FileExistsError(f"{out_dir}: not empty; pass --overwrite to replace its contents")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FileExistsError(f"{out_dir}: exists and is not a directory")
+
+
+def _swap_in(staging: str, out_dir: str) -> None:
+    """Put the complete `staging` directory at `out_dir`, replacing what was there.
+
+    Two renames on one file system: the old directory moves aside only once the new
+    one is complete, so an export that fails, or reads from `out_dir` itself (e.g.
+    the tokenizer), never leaves `out_dir` half-written or empty.
+    """
+    old = None
+    if os.path.exists(out_dir):
+        old = f"{staging}.old"
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def missing_tokenizer_files(tokenizer_dir: str) -> list[str]:
+    """The names of TOKENIZER_FILES that `tokenizer_dir` lacks (an export copies the others)."""
+    return [name for name in TOKENIZER_FILES if not os.path.exists(os.path.join(tokenizer_dir, name))]
 
 
 def save_student(model: student_lib.Student, out_dir: str, *, tokenizer_dir: str, overwrite: bool = False,
@@ -396,13 +417,33 @@ def save_student(model: student_lib.Student, out_dir: str, *, tokenizer_dir: str
     Files: config.json, model.safetensors (or shards and an index past
     `max_shard_bytes`), the tokenizer files found in `tokenizer_dir`,
     motion_projector.safetensors and w2s_vqa.json. Returns the written names.
+
+    Everything is written into a staging directory beside `out_dir` and swapped in
+    when complete, so `out_dir` may also be the source of the tokenizer (export over
+    a Hugging Face directory), and a failed export leaves the old directory intact.
+    Raises FileExistsError for a non-empty `out_dir` without `overwrite`.
     """
     from w2s_vqa import prompt
 
-    out_dir = os.fspath(out_dir)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    tokenizer_dir = os.fspath(tokenizer_dir)
     tokenizer = prompt.load_tokenizer(tokenizer_dir)  # Fails before anything is written.
     level_ids = prompt.level_token_ids(tokenizer)
-    prepare_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite)
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    staging = f"{out_dir}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)  # a killed export's leftovers
+    os.makedirs(staging)
+    try:
+        written = _write_export(model, staging, tokenizer_dir, level_ids, max_shard_bytes, extra_settings)
+        _swap_in(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
+def _write_export(model, out_dir: str, tokenizer_dir: str, level_ids, max_shard_bytes: int,
+                  extra_settings: dict | None) -> list[str]:
     cfg = model.cfg
     model_tensors, motion_tensors = export_tensors(model)
     written = _write_weights(model_tensors, out_dir, max_shard_bytes)

@@ -53,4 +53,7 @@ def run(args) -> int:
     written = hf.save_student(model, args.out, tokenizer_dir=tokenizer, overwrite=args.overwrite,
                               extra_settings=extra)
     print(f"exported to {os.path.abspath(args.out)}: {', '.join(written)}")
+    missing = hf.missing_tokenizer_files(tokenizer)
+    if missing:
+        print(f"not in {tokenizer}, so not exported: {', '.join(missing)}")
     return 0
