@@ -6,10 +6,13 @@ within 1e-4 of transformers'. The reference is transformers' own code
 save_pretrained directory through our importer, so the key map is tested too.
 """
 
+import json
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from transformers import LlavaOnevisionForConditionalGeneration
 
 from tests.convert import hf_reference as ref
 from w2s_vqa.models import config as config_lib
@@ -113,3 +116,47 @@ def test_bilinear_pooling_odd_grid_matches_torch():
     pool = student.bilinear_matrix(27, 14)
     mine = np.einsum("oh,nhwd,pw->nopd", pool, x, pool)
     assert max_diff(theirs, mine) <= 1e-5
+
+
+def _declare_tie(directory, top: bool, text: bool, drop_lm_head: bool) -> None:
+    """Rewrite a saved directory's two tie flags (top level, text_config) and maybe drop lm_head.weight."""
+    from safetensors.numpy import load_file, save_file
+
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    config["tie_word_embeddings"] = top
+    config["text_config"]["tie_word_embeddings"] = text
+    path.write_text(json.dumps(config))
+    if drop_lm_head:
+        weights = directory / "model.safetensors"
+        tensors = load_file(weights)
+        tensors = {k: v for k, v in tensors.items() if not k.endswith("lm_head.weight")}
+        save_file(tensors, weights, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("top, text", [(False, True), (True, False)])
+def test_tie_declared_in_one_of_two_places_imports_tied_as_transformers_does(tmp_path, top, text):
+    """The public 0.5b checkpoint: untied at the top level, tied in text_config, no lm_head.weight
+    (and its mirror image). Both import tied, with transformers' logits."""
+    cfg = config_lib.preset("tiny", num_motion_chunks=0)
+    cfg = cfg.replace(text=cfg.text.__class__(**{**cfg.text.__dict__, "tie_word_embeddings": True}))
+    directory = tmp_path / "hf"
+    ref.save_hf(ref.hf_model(cfg), directory)
+    _declare_tie(directory, top, text, drop_lm_head=True)
+    theirs_model = LlavaOnevisionForConditionalGeneration.from_pretrained(directory).eval()
+    ours = hf.load_student(directory, num_motion_chunks=0, num_frames=cfg.num_frames)
+    assert ours.lm_head is None
+    ids = np.random.default_rng(4).integers(5, cfg.text.vocab_size, size=(2, 10))
+    mask = np.ones_like(ids)
+    with torch.no_grad():
+        theirs = theirs_model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask)).logits.numpy()
+    assert max_diff(theirs, np.asarray(ours(jnp.asarray(ids), jnp.asarray(mask)))) <= TOL
+
+
+def test_untied_on_both_flags_without_lm_head_is_refused_by_name(tmp_path):
+    cfg = config_lib.preset("tiny", num_motion_chunks=0)
+    directory = tmp_path / "hf"
+    ref.save_hf(ref.hf_model(cfg), directory)
+    _declare_tie(directory, False, False, drop_lm_head=True)
+    with pytest.raises(hf.CheckpointError, match="lm_head.weight"):
+        hf.load_student(directory, num_motion_chunks=0, num_frames=cfg.num_frames)
