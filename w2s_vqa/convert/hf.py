@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -36,6 +37,11 @@ SETTINGS_FILE = "w2s_vqa.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                    "merges.txt", "added_tokens.json", "chat_template.json", "chat_template.jinja")
 MAX_SHARD_BYTES = 5 * 2**30
+# SigLIP's attention-pooling head (config vision_use_head=true): transformers loads it,
+# LLaVA-OneVision reads the encoder's patch features and never runs it.
+UNUSED_VISION_HEAD = "model.vision_tower.head."
+
+_log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -267,6 +273,7 @@ def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunk
     graphdef, abstract_state = nnx.split(abstract)
     wanted = _flat_params(abstract)
     loaded: dict[str, jax.Array] = {}
+    unused_head: list[str] = []
 
     def place(our_key: str, value, transform: Transform, source: str):
         target = wanted.get(our_key)
@@ -292,7 +299,11 @@ def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunk
                 if key not in available:
                     problems.append(f"{name} lacks {key}, which the index lists there")
                     continue
-                mapped = MODEL_KEYS.to_ours(canonical_name(key))
+                canonical = canonical_name(key)
+                if canonical.startswith(UNUSED_VISION_HEAD):
+                    unused_head.append(key)
+                    continue
+                mapped = MODEL_KEYS.to_ours(canonical)
                 if mapped is None:
                     problems.append(f"unexpected tensor {key} in {name}")
                     continue
@@ -316,6 +327,9 @@ def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunk
         for key, variable in _flat_params(fresh).items():
             place(f"motion_projector.{key}", variable[...], IDENTITY, f"initialized motion_projector.{key}")
 
+    if unused_head:
+        _log.warning("%s: skipped %d tensors of SigLIP's pooling head (%s...), which LLaVA-OneVision never runs",
+                     hf_dir, len(unused_head), unused_head[0])
     for key in sorted(set(wanted) - set(loaded)):
         hf_key = (MOTION_KEYS if key.startswith("motion_projector.") else MODEL_KEYS).to_hf(key)
         name = hf_key[0] if key.startswith("motion_projector.") else disk_name(hf_key[0])

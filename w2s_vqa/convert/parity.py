@@ -25,7 +25,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return z / z.sum(-1, keepdims=True)
 
 
-def check_parity(hf_dir: str, *, pairs: int = 2, seed: int = 0) -> dict:
+def check_parity(hf_dir: str, *, pairs: int = 2, seed: int = 0, num_frames: int | None = None,
+                 num_motion_chunks: int | None = None) -> dict:
+    """Both implementations on `pairs` random video pairs of `hf_dir`, any LLaVA-OneVision directory
+    transformers loads: ours (w2s_vqa.json, motion projector) or a plain Hugging Face one, whose
+    frames come from `num_frames` or the defaults and which has no motion tokens."""
     import jax
     import jax.numpy as jnp
 
@@ -33,8 +37,8 @@ def check_parity(hf_dir: str, *, pairs: int = 2, seed: int = 0) -> dict:
     from w2s_vqa.convert.torch_scorer import TorchScorer
 
     jax.config.update("jax_default_matmul_precision", "highest")
-    ours = hf.load_student(hf_dir)
-    scorer = TorchScorer(hf_dir)
+    scorer = TorchScorer(hf_dir, num_frames=num_frames, num_motion_chunks=num_motion_chunks)
+    ours = hf.load_student(hf_dir, num_frames=scorer.num_frames, num_motion_chunks=scorer.num_motion_chunks)
     cfg = ours.cfg
     rng = np.random.default_rng(seed)
     size = cfg.vision.image_size

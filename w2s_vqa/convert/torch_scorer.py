@@ -20,40 +20,56 @@ from safetensors.torch import load_file
 from transformers import LlavaOnevisionForConditionalGeneration
 
 from w2s_vqa import prompt
-
-PIXEL_MEAN = 0.5
-PIXEL_STD = 0.5
+from w2s_vqa.convert.hf import MOTION_FILE, SETTINGS_FILE
+from w2s_vqa.models.config import HF_CONFIG_FILE, StudentConfig
+# SigLIP's pixel normalization; its home is models/student.py, which the JAX student uses.
+from w2s_vqa.models.student import PIXEL_MEAN, PIXEL_STD
 
 
 class TorchScorer:
-    def __init__(self, hf_dir: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
-                 attn_implementation: str = "eager"):
+    """transformers' LLaVA-OneVision plus our motion projector, on any directory transformers loads.
+
+    Frames and motion chunks come from the arguments, else from w2s_vqa.json (our
+    export writes it), else from StudentConfig's defaults; a directory without
+    motion_projector.safetensors (a plain Hugging Face checkpoint) has no motion
+    tokens. Raises FileNotFoundError for a missing config.json or tokenizer.json,
+    ValueError for motion chunks asked of a directory without a motion projector.
+    """
+
+    def __init__(self, hf_dir: str, *, num_frames: int | None = None, num_motion_chunks: int | None = None,
+                 dtype: torch.dtype = torch.float32, device: str = "cpu", attn_implementation: str = "eager"):
         self.hf_dir = os.fspath(hf_dir)
-        settings_path = os.path.join(self.hf_dir, "w2s_vqa.json")
-        if not os.path.exists(settings_path):
-            raise FileNotFoundError(f"{settings_path}: missing; export the student with `w2s-vqa export`")
-        with open(settings_path) as f:
-            self.settings = json.load(f)
+        self.settings = _read_json(os.path.join(self.hf_dir, SETTINGS_FILE), missing_ok=True)
+        config_json = _read_json(os.path.join(self.hf_dir, HF_CONFIG_FILE), missing_ok=False)
+        motion_path = os.path.join(self.hf_dir, MOTION_FILE)
+        has_motion = os.path.exists(motion_path)
+        num_frames = num_frames if num_frames is not None else self.settings.get("num_frames")
+        if num_motion_chunks is None:
+            num_motion_chunks = self.settings.get("num_motion_chunks") if has_motion else 0
+        if num_motion_chunks and not has_motion:
+            raise ValueError(f"{motion_path}: missing, so the student has no motion tokens; "
+                             f"num_motion_chunks={num_motion_chunks} cannot be honoured")
+        ours = {k: v for k, v in dict(num_frames=num_frames, num_motion_chunks=num_motion_chunks,
+                                      motion_dim=self.settings.get("motion_dim")).items() if v is not None}
+        self.cfg = StudentConfig.from_hf_config(config_json, strict=False, **ours)
         self.model = LlavaOnevisionForConditionalGeneration.from_pretrained(
             self.hf_dir, dtype=dtype, attn_implementation=attn_implementation).to(device).eval()
         self.device, self.dtype = device, dtype
-        config = self.model.config
-        hidden = config.text_config.hidden_size
-        motion_dim = self.settings["motion_dim"]
+        hidden = self.model.config.text_config.hidden_size
         self.motion_projector = torch.nn.Sequential(
-            torch.nn.Linear(motion_dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden))
-        weights = load_file(os.path.join(self.hf_dir, "motion_projector.safetensors"))
-        self.motion_projector.load_state_dict({
-            "0.weight": weights["linear_1.weight"], "0.bias": weights["linear_1.bias"],
-            "2.weight": weights["linear_2.weight"], "2.bias": weights["linear_2.bias"]})
+            torch.nn.Linear(self.cfg.motion_dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden))
+        if has_motion:
+            weights = load_file(motion_path)
+            self.motion_projector.load_state_dict({
+                "0.weight": weights["linear_1.weight"], "0.bias": weights["linear_1.bias"],
+                "2.weight": weights["linear_2.weight"], "2.bias": weights["linear_2.bias"]})
         self.motion_projector.to(device=device, dtype=dtype).eval()
-        self.num_frames = self.settings["num_frames"]
-        self.num_motion_chunks = self.settings["num_motion_chunks"]
-        grid = config.vision_config.image_size // config.vision_config.patch_size
-        self.tokens_per_frame = ((grid + 1) // 2) ** 2
+        self.num_frames = self.cfg.num_frames
+        self.num_motion_chunks = self.cfg.num_motion_chunks
+        self.tokens_per_frame = self.cfg.tokens_per_frame
         tokenizer = prompt.load_tokenizer(self.hf_dir)
-        self.prompt = prompt.build_pair_prompt(tokenizer, video_token_id=config.video_token_index,
-                                               tokens_per_video=self.settings["tokens_per_video"])
+        self.prompt = prompt.build_pair_prompt(tokenizer, video_token_id=self.cfg.video_token_index,
+                                               tokens_per_video=self.cfg.tokens_per_video)
 
     @torch.no_grad()
     def logits(self, pixel_values: np.ndarray, motion: np.ndarray | None = None,
@@ -73,7 +89,7 @@ class TorchScorer:
             vision_feature_select_strategy=config.vision_feature_select_strategy).pooler_output
         parts = [video]
         if m:
-            motion = np.zeros((b, nv, m, self.settings["motion_dim"]), np.float32) if motion is None else motion
+            motion = np.zeros((b, nv, m, self.cfg.motion_dim), np.float32) if motion is None else motion
             motion = torch.as_tensor(np.asarray(motion), device=self.device, dtype=self.dtype)
             parts.append(self.motion_projector(motion.reshape(b * nv, m, -1)))
         tokens = torch.cat(parts, dim=1).reshape(-1, video.shape[-1])
@@ -101,3 +117,12 @@ class TorchScorer:
     def preference(self, *args, **kwargs) -> np.ndarray:
         """P(second video better than first) per pair, [B]."""
         return prompt.preference(self.level_logits(*args, **kwargs).astype(np.float64))
+
+
+def _read_json(path: str, *, missing_ok: bool) -> dict:
+    if not os.path.exists(path):
+        if missing_ok:
+            return {}
+        raise FileNotFoundError(f"{path}: missing; expected a Hugging Face LLaVA-OneVision directory")
+    with open(path) as f:
+        return json.load(f)

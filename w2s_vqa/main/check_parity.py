@@ -11,6 +11,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--hf", required=True, help="Hugging Face LLaVA-OneVision directory (ours or transformers')")
     parser.add_argument("--pairs", type=int, default=2, help="random video pairs to run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-frames", type=int, default=None,
+                        help="frames per video (default: the directory's w2s_vqa.json, else the student's default)")
+    parser.add_argument("--num-motion-chunks", type=int, default=None,
+                        help="motion tokens per video (default: w2s_vqa.json's; 0 without a motion projector)")
     parser.add_argument("--tolerance", type=float, default=parity.DEFAULT_LOGIT_TOLERANCE,
                         help="max abs logit difference")
     parser.add_argument("--kl-tolerance", type=float, default=parity.DEFAULT_KL_TOLERANCE,
@@ -20,7 +24,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from w2s_vqa.convert import parity
 
-    report = parity.check_parity(args.hf, pairs=args.pairs, seed=args.seed)
+    report = parity.check_parity(args.hf, pairs=args.pairs, seed=args.seed, num_frames=args.num_frames,
+                                  num_motion_chunks=args.num_motion_chunks)
     ok = report["max_abs_logit_diff"] <= args.tolerance and report["level_kl"] <= args.kl_tolerance
     report.update(tolerance=args.tolerance, kl_tolerance=args.kl_tolerance, ok=ok)
     print(f"max abs logit difference {report['max_abs_logit_diff']:.3g} (tolerance {args.tolerance:g}), "

@@ -13,12 +13,12 @@ import math
 from typing import Any, Sequence
 
 from w2s_vqa import prompt
+# One ConfigError for the run config and the student's: the run config is the lower layer.
+from w2s_vqa.config import ConfigError  # noqa: F401 (callers catch it as models.config.ConfigError too)
+from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
 
 ATTENTION_KERNELS = ("xla", "cudnn", "blocked")
-
-
-class ConfigError(ValueError):
-    pass
+HF_CONFIG_FILE = "config.json"  # a Hugging Face model directory's config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,8 +258,8 @@ def hf_config_problems(hf: dict[str, Any]) -> list[str]:
     t = dict(hf.get("text_config") or {})
     if v.get("model_type", "siglip_vision_model") != "siglip_vision_model":
         problems.append(f"config.json: vision_config.model_type={v.get('model_type')!r}: only SigLIP is supported")
-    if v.get("vision_use_head", False):
-        problems.append("config.json: vision_config.vision_use_head=true: LLaVA-OneVision's tower has no pooling head")
+    # vision_use_head=true (a SigLIP pooling head) is no problem: LLaVA-OneVision reads
+    # patch features and never runs it, so the importer skips its tensors.
     if t.get("model_type", "qwen2") != "qwen2":
         problems.append(f"config.json: text_config.model_type={t.get('model_type')!r}: only Qwen2 is supported")
     if t.get("use_sliding_window", False):
@@ -330,3 +330,36 @@ def check_feature_layers(layers: Sequence[int], num_layers: int) -> tuple[int, .
             raise ConfigError(f"vision_feature_layer {layer} is outside the tower's {num_layers} layers")
         resolved.append(index)
     return tuple(resolved)
+
+
+# ----------------------------------------------------------------------------- from a run config
+def student_config(config) -> StudentConfig:
+    """The student a run config (w2s_vqa.config) describes: `model.preset`'s shapes, or those
+    of the Hugging Face directory `model.hf_dir` (its config.json), with the run's video
+    shape (data.num_frames, num_motion_chunks, motion_dim) and compute settings (model.dtype,
+    remat, attention).
+
+    Raises ValueError when data.image_size differs from the vision tower's input size,
+    ConfigError for an unknown preset or an unsupported config.json, OSError when
+    model.hf_dir has no config.json.
+    """
+    import json
+    import os
+
+    m, d = config.model, config.data
+    ours = dict(num_frames=d.num_frames, num_motion_chunks=d.num_motion_chunks, motion_dim=d.motion_dim,
+                dtype=m.dtype, remat=m.remat, attention=m.attention)
+    if m.hf_dir:
+        with open(os.path.join(m.hf_dir, HF_CONFIG_FILE)) as f:
+            cfg = StudentConfig.from_hf_config(json.load(f), **ours)
+    else:
+        cfg = preset(m.preset, **ours)
+    if cfg.vision.image_size != d.image_size:
+        raise ValueError(f"data.image_size={d.image_size} but the vision tower takes {cfg.vision.image_size}")
+    return cfg
+
+
+def tokenizer_dir(config) -> str:
+    """The directory whose tokenizer.json a run config uses: model.tokenizer, else the
+    Hugging Face directory's, else the tiny tokenizer shipped for the presets."""
+    return config.model.get("tokenizer", "") or config.model.hf_dir or TINY_TOKENIZER
