@@ -22,9 +22,10 @@ from w2s_vqa.pipeline import (
     make_iterator,
     origin_codes,
     parse_augment,
-    swap_pair,
 )
-from w2s_vqa.store.prepare import VideoStore, prepare
+from w2s_vqa.labels.pairs import swap_pair
+from w2s_vqa.store.format import VideoStore
+from w2s_vqa.store.prepare import prepare
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR
 from w2s_vqa.prompt import LEVEL_INDEX, build_pair_prompt, load_tokenizer
 
@@ -183,6 +184,7 @@ def test_a_swapped_pair_mirrors_its_label_and_target():
     swapped = swap_pair(row)
     assert (swapped["first_id"], swapped["second_id"]) == ("b", "a")
     assert swapped["label"] == LEVEL_INDEX["worse"] and swapped["weight"] == row["weight"]
+    assert swapped["label"].dtype == np.int32  # a batch's label stays int32 whichever rows swap
     np.testing.assert_array_equal(swapped["target"], row["target"][::-1])
     assert swapped["target"][1] == np.float32(0.6)
     assert swap_pair(swapped)["label"] == row["label"]

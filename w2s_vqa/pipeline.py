@@ -39,12 +39,11 @@ import numpy as np
 import pandas as pd
 
 from w2s_vqa.labels import pairs as pair_tables
-from w2s_vqa.store.prepare import VideoStore
+# ORIGINS: a batch's `origin` indexes it; origin_codes maps origin strings to those codes.
+from w2s_vqa.labels.origins import ORIGINS, origin_codes  # noqa: F401 (ORIGINS: callers import it from here)
+from w2s_vqa.store.format import VideoStore
 from w2s_vqa.prompt import PairPrompt
 
-# Where a pair's label came from; `origin` in a batch indexes this tuple. All
-# "student:<stage>" origins share the last entry.
-ORIGINS: tuple[str, ...] = ("teacher", "spatial", "temporal", "compression", "student")
 _MAX_SHOWN = 10
 
 
@@ -54,17 +53,6 @@ class MissingVideosError(ValueError):
     def __init__(self, message: str, ids: list[str]):
         super().__init__(message)
         self.ids = ids
-
-
-def origin_codes(origins) -> np.ndarray:
-    """int32 indices into ORIGINS for origin strings such as "spatial" or "student:2"."""
-    codes = []
-    for origin in origins:
-        name = "student" if str(origin).startswith("student:") else str(origin)
-        if name not in ORIGINS:
-            raise ValueError(f"unknown pair origin {origin!r}; expected one of {ORIGINS[:-1]} or 'student:<stage>'")
-        codes.append(ORIGINS.index(name))
-    return np.asarray(codes, np.int32)
 
 
 def soft_targets(table: pd.DataFrame) -> np.ndarray:
@@ -140,15 +128,8 @@ class _Augment(grain.transforms.RandomMap):
         row = {**row, "view": int(view) if "views" in self._kinds else 0,
                "channels": int(channels) if "channels" in self._kinds else 0}
         if "swap" in self._kinds and swap:
-            row = swap_pair(row)
+            row = pair_tables.swap_pair(row)
         return row
-
-
-def swap_pair(row: dict[str, Any]) -> dict[str, Any]:
-    """The pair in the other order: P(second better) becomes P(first better), so the
-    five levels mirror (superior <-> inferior, better <-> worse)."""
-    return {**row, "first_id": row["second_id"], "second_id": row["first_id"],
-            "label": np.int32(len(pair_tables.LEVELS) - 1 - row["label"]), "target": row["target"][::-1].copy()}
 
 
 def apply_view(frames: np.ndarray, view: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from w2s_vqa import cli
 from w2s_vqa.config import load_config
 from w2s_vqa.demo import pool as demo
 from w2s_vqa.labels.pairs import SYNTHETIC_ORIGINS, read_pairs
-from w2s_vqa.store.prepare import VideoStore
+from w2s_vqa.store.format import VideoStore
 from w2s_vqa.labels.teachers import read_teacher_table
 from w2s_vqa.labels.weak_teachers import TEACHERS
 

@@ -11,11 +11,11 @@ from scipy import stats
 from w2s_vqa.config import load_config
 from w2s_vqa import video
 from w2s_vqa.video import distort
-from w2s_vqa.labels.pairs import BETTER, INFERIOR, SIMILAR, SUPERIOR, WORSE, make_pair_table
-from w2s_vqa.store.prepare import VideoStore, prepare
+from w2s_vqa.store.format import VideoStore
+from w2s_vqa.store.prepare import prepare
 from w2s_vqa.labels.teachers import read_teacher_table
 from w2s_vqa.labels.weak_teachers import (
-    TEACHERS, direction_accuracy, exposure, group_srcc, noise, score_store, score_video, sharpness,
+    TEACHERS, exposure, group_srcc, noise, score_store, score_video, sharpness,
     srcc_report, srcc_vs_known_order)
 
 
@@ -114,23 +114,6 @@ def test_srcc_against_the_known_order_per_group_kind_and_simulator():
     report = srcc_report(scores, index)
     assert report["mixed"]["compression"] == pytest.approx(expected("a", "h264"))
     assert report["mixed"]["by_distortion"]["blur"] == pytest.approx(spatial["mixed"])
-
-
-def test_direction_accuracy_counts_agreeing_signs_ties_as_wrong_and_skips_similar_and_unscored():
-    scores = pd.DataFrame({"video_id": ["p", "q", "r", "s", "p", "q"], "teacher": ["t"] * 4 + ["u"] * 2,
-                           "score": [1.0, 2.0, 2.0, 0.0, 5.0, 5.0]})
-    pairs = make_pair_table(
-        ["p", "q", "p", "q", "q", "p", "p"],
-        ["q", "p", "s", "r", "s", "r", "q"],
-        [BETTER, INFERIOR, SUPERIOR, WORSE, INFERIOR, SIMILAR, SUPERIOR],
-        origin=["spatial", "spatial", "spatial", "compression", "teacher", "spatial", "spatial"], stage=1)
-    # t: right, right, wrong (0 < 1), wrong (tie), right, right; "similar" left out.
-    # u scored only p and q, equally: three ties, all wrong.
-    assert direction_accuracy(pairs, scores) == {"t": pytest.approx(4 / 6), "u": 0.0}
-    assert direction_accuracy(pairs, scores, origins=["spatial"])["t"] == pytest.approx(3 / 4)
-    decisive = direction_accuracy(pairs, scores, origins=["spatial", "compression"], decisive_only=True)
-    assert decisive["t"] == pytest.approx(2 / 3) and decisive["u"] == 0.0
-    assert np.isnan(direction_accuracy(pairs, scores, origins=["temporal"])["t"])
 
 
 def test_score_store_writes_a_table_that_reads_like_a_users_teacher_table(tmp_path):

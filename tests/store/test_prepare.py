@@ -1,5 +1,6 @@
-"""The video store: broken inputs are skipped and reported, records round-trip, and a
-killed `prepare` resumes to exactly the store an uninterrupted run makes."""
+"""Building a store: broken inputs are skipped and reported, a killed `prepare` resumes
+to exactly the store an uninterrupted run makes, `write_shard` alone writes what the
+pool writes, and precomputed motion features take the chunks frame statistics take."""
 
 import json
 import os
@@ -14,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from w2s_vqa import cli
+from w2s_vqa import cli, video
 from w2s_vqa.config import load_config
 from w2s_vqa.store import prepare as store_lib
-from w2s_vqa import video
-from w2s_vqa.store.prepare import StoreError, VideoStore, decode_record, encode_record, prepare
+from w2s_vqa.store.format import StoreError, VideoStore
+from w2s_vqa.store.prepare import Settings, prepare, shard_tasks, write_shard
+from w2s_vqa.store.sources import find_sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Cheap variants (one of each kind) keep the tests fast; the default config makes more.
@@ -63,25 +65,22 @@ def inputs(tmp_path_factory):
     return folder
 
 
+# No codec variant: libx264 output varies with thread timing unless it runs single-threaded,
+# and these settings are for comparing stores byte by byte.
+DETERMINISTIC = ["data.sources_per_shard=1", "data.distortions='resize:2;stutter:1;noise:3'"]
+
+
+@pytest.fixture(scope="module")
+def pool_store(inputs, tmp_path_factory):
+    """A store of `inputs` written by prepare's process pool (2 workers), one source a shard."""
+    out = tmp_path_factory.mktemp("pool") / "store"
+    assert prepare(config(*DETERMINISTIC), str(inputs), str(out), workers=2, progress=False).records == 16
+    return out
+
+
 def records(store_dir):
     with VideoStore(store_dir) as store:
         return {video_id: store.record_bytes(video_id) for video_id in store.ids}
-
-
-def test_records_round_trip_and_refuse_what_they_cannot_hold():
-    arrays = {"frames": np.arange(24, dtype=np.uint8).reshape(1, 2, 4, 3), "mask": np.array([True, False]),
-              "motion": np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3)}
-    data = encode_record({"id": "a", "level": 2}, arrays)
-    assert data == encode_record({"level": 2, "id": "a"}, arrays)  # deterministic
-    meta, back = decode_record(data)
-    assert meta == {"id": "a", "level": 2}
-    for name, array in arrays.items():
-        np.testing.assert_array_equal(back[name], array)
-        assert back[name].dtype == array.dtype
-    with pytest.raises(TypeError, match="unsupported dtype"):
-        encode_record({}, {"x": np.array(["text"], dtype=object)})
-    with pytest.raises(StoreError, match="magic"):
-        decode_record(b"PK\x03\x04" + data[4:])
 
 
 def test_distortion_specs_are_checked_all_at_once():
@@ -148,14 +147,11 @@ def test_raw_frames_are_exact_and_jpeg_frames_close(inputs, tmp_path):
     assert 10 * np.log10(255**2 / mse) > 35  # 39 dB measured; 32x32 frames are all edges
 
 
-def test_a_killed_prepare_resumes_to_the_uninterrupted_store(inputs, tmp_path):
+def test_a_killed_prepare_resumes_to_the_uninterrupted_store(inputs, pool_store, tmp_path):
     """SIGKILL a run after two shards (it dies inside the third), undo the second's last
     rename as if the kill had landed between a shard's two renames, rerun: the store
     equals one made by an uninterrupted run with another worker count."""
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
-    # No codec variant: libx264 output varies with thread timing unless it runs single-threaded.
-    overrides = ["data.sources_per_shard=1", "data.distortions='resize:2;stutter:1;noise:3'"]
-    assert prepare(config(*overrides), str(inputs), str(clean), workers=2, progress=False).records == 16
+    clean, killed, overrides = pool_store, tmp_path / "killed", DETERMINISTIC
 
     process = subprocess.Popen([sys.executable, "-m", "w2s_vqa.cli", *cli_args(inputs, killed, *overrides)],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -187,11 +183,37 @@ def test_a_rerun_with_other_settings_is_refused(inputs, tmp_path, capsys):
     assert cli.main(cli_args(tmp_path / "nowhere", tmp_path / "other")) == 2
 
 
-def test_nothing_to_write_is_a_failure(inputs, tmp_path):
+def test_write_shard_alone_writes_what_the_pool_writes(inputs, pool_store, tmp_path):
+    """Another runner (Beam) calls write_shard on each task: same shard bytes, same rows."""
+    settings = Settings.from_config(config(*DETERMINISTIC))
+    tasks = shard_tasks(find_sources(str(inputs)), settings, str(tmp_path))
+    assert len(tasks) == 7
+    for task in tasks:
+        result = write_shard(task)
+        name = f"shard-{task.shard:05d}"
+        assert result == json.loads((pool_store / f"{name}.json").read_text())
+        assert (tmp_path / f"{name}.json").read_bytes() == (pool_store / f"{name}.json").read_bytes()
+        assert (tmp_path / f"{name}.arrayrecord").read_bytes() == (pool_store / f"{name}.arrayrecord").read_bytes()
+    rows = [row for task in tasks for row in json.loads((tmp_path / f"shard-{task.shard:05d}.json").read_text())["rows"]]
+    assert [(r["id"], r["shard"], r["position"]) for r in rows] == list(
+        VideoStore(pool_store).index[["id", "shard", "position"]].itertuples(index=False, name=None))
+
+
+def test_nothing_to_write_is_a_failure(inputs, tmp_path, capsys):
     folder = tmp_path / "bad"
     folder.mkdir()
     shutil.copy(inputs / "empty.mp4", folder)
-    assert cli.main(cli_args(folder, tmp_path / "out")) == 1
+    assert cli.main(cli_args(folder, tmp_path / "out")) == 2
+    assert "no video could be written; see errors.jsonl" in capsys.readouterr().err
+
+
+def test_an_input_named_like_a_variant_of_another_is_refused(tmp_path):
+    pd.DataFrame({"path": ["clip.mp4", "other.mp4"], "id": ["clip", "clip~resize-1"]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    with pytest.raises(StoreError, match=r"equal the id of a variant .*\['clip~resize-1'\]"):
+        prepare(config("data.distortions='resize:1'"), str(tmp_path / "m.csv"), str(tmp_path / "store"),
+                workers=0, progress=False)
+    assert not (tmp_path / "store").exists()
 
 
 def test_a_manifest_brings_ids_groups_and_motion_features(inputs, tmp_path):
@@ -205,7 +227,7 @@ def test_a_manifest_brings_ids_groups_and_motion_features(inputs, tmp_path):
         "path": [os.path.join(clips, "carphone_pristine.mp4"), os.path.join(clips, "carphone_distorted.mp4"),
                  str(inputs / "gray.mkv")],
         "id": ["ref", "dist", "gray"],
-        "source_id": ["carphone", "carphone", ""],
+        "source_id": ["carphone", "", ""],
         "motion": ["long.npy", "short.npy", "wrong.npy"],  # relative to the manifest
     }).to_csv(tmp_path / "manifest.csv", index=False)
 
@@ -214,9 +236,10 @@ def test_a_manifest_brings_ids_groups_and_motion_features(inputs, tmp_path):
     assert [e["id"] for e in report.errors] == ["gray"] and "expected [chunks, 256]" in report.errors[0]["reason"]
     store = VideoStore(tmp_path / "store")
     assert store.index.set_index("id")["source_id"].to_dict() == {
-        "dist": "carphone", "dist~resize-1": "carphone", "ref": "carphone", "ref~resize-1": "carphone"}
+        "dist": "dist", "dist~resize-1": "dist", "ref": "carphone", "ref~resize-1": "carphone"}
     ref, dist = store.get("ref~resize-1"), store.get("dist")
-    np.testing.assert_array_equal(ref["motion"], long_motion[[0, 2, 4, 6]])  # uniform over 7 chunks
+    # A 4 s clip: the seconds its frames cover, 0..3; the file's rows past its end go unused.
+    np.testing.assert_array_equal(ref["motion"], long_motion[:4])
     assert ref["motion_mask"].all()
     np.testing.assert_array_equal(dist["motion"][:2], short_motion)
     assert dist["motion_mask"].tolist() == [True, True, False, False] and not dist["motion"][2:].any()
@@ -243,9 +266,36 @@ def test_frame_statistics_describe_every_video_variants_included(tmp_path):
     assert not np.allclose(got["carphone_pristine~noise-5"]["motion"], got["carphone_pristine"]["motion"])
 
 
-def test_an_unfinished_store_cannot_be_opened(tmp_path):
-    with pytest.raises(StoreError, match="not a video store"):
-        VideoStore(tmp_path)
-    (tmp_path / store_lib.STORE_FILE).write_text("{}")
-    with pytest.raises(StoreError, match="incomplete"):
-        VideoStore(tmp_path)
+@pytest.mark.parametrize("max_seconds, distortions, expected", [
+    (0, "", [1, 4, 7, 10]),  # the whole 12 s clip (the old rule took [0, 4, 7, 11])
+    (10, "resize:1", [1, 3, 6, 8]),  # decoded for the simulators: its first 10 s only
+])
+def test_precomputed_features_take_the_chunks_frame_statistics_take(tmp_path, monkeypatch, max_seconds,
+                                                                    distortions, expected):
+    """On a clip longer than data.num_motion_chunks seconds, the rows taken from a manifest's
+    .npy (row j = second j) are the seconds whose frame statistics data.motion_features=
+    'frame_stats' stores: both follow video.chunk_choice over the span the frames come from."""
+    from w2s_vqa.video import motion
+
+    fps, seconds = 8, 12
+    frames = np.repeat((2 * np.arange(fps * seconds, dtype=np.uint8))[:, None, None, None], 3, -1)
+    path = tmp_path / "long.mkv"
+    video.write_video(path, np.broadcast_to(frames, (fps * seconds, 64, 64, 3)), fps, codec="ffv1")
+    decoded = video.decode_frames(path)[0][:, 0, 0, 0]
+    assert len(np.unique(decoded)) == len(decoded)  # each frame's grey level names it
+    np.save(tmp_path / "long.npy", np.repeat(np.arange(seconds, dtype=np.float32)[:, None], 256, 1))
+    pd.DataFrame({"path": [str(path)], "motion": ["long.npy"]}).to_csv(tmp_path / "m.csv", index=False)
+
+    # Each slot's statistics become the second its chunk starts at (chunk j starts with frame j * fps).
+    monkeypatch.setattr(motion, "chunk_statistics", lambda chunk: np.full(
+        len(motion.FEATURE_NAMES), np.flatnonzero(decoded == chunk[0, 0, 0, 0])[0] / fps, np.float32))
+    chosen = {}
+    for kind in ("precomputed", "frame_stats"):
+        overrides = [f"data.motion_features='{kind}'", f"data.distortions='{distortions}'",
+                     f"data.distort_max_seconds={max_seconds}"]
+        prepare(config(*overrides), str(tmp_path / "m.csv"), str(tmp_path / kind), workers=0, progress=False)
+        record = VideoStore(tmp_path / kind).get("long")
+        assert record["motion_mask"].all()
+        chosen[kind] = record["motion"][:, 0].tolist()
+    assert chosen["precomputed"] == chosen["frame_stats"] == expected
+    assert expected == video.chunk_choice(min(max_seconds or seconds, seconds), 4).tolist()

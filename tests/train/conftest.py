@@ -9,7 +9,8 @@ import pytest
 from w2s_vqa.config import load_config
 from w2s_vqa.labels import pairs as pair_tables
 from w2s_vqa import video
-from w2s_vqa.store.prepare import VideoStore, prepare
+from w2s_vqa.store.format import VideoStore
+from w2s_vqa.store.prepare import prepare
 
 
 @pytest.fixture(scope="session")

@@ -57,14 +57,15 @@ def _config(image_size: int, num_frames: int, frame_format: str, distortions: st
 
 def bench_prepare(config, clips_dir: str, out_dir: str) -> dict:
     """Build a store; its videos/s (sources), records/s (sources + variants) and clip-seconds/s."""
-    from w2s_vqa.store import prepare as store_lib
+    from w2s_vqa.store.format import VideoStore
+    from w2s_vqa.store.prepare import prepare
 
     start = time.perf_counter()
-    report = store_lib.prepare(config, clips_dir, out_dir, workers=PREPARE_WORKERS, progress=False)
+    report = prepare(config, clips_dir, out_dir, workers=PREPARE_WORKERS, progress=False)
     seconds = time.perf_counter() - start
     if report.errors:
         raise RuntimeError(f"prepare skipped videos: {report.skipped_by_reason}")
-    index = store_lib.VideoStore(out_dir).index
+    index = VideoStore(out_dir).index
     clip_seconds = float(index.loc[index["level"] == 0, "duration"].sum())
     return {"seconds": seconds, "videos_per_s": report.videos_written / seconds,
             "records_per_s": report.records / seconds, "clip_seconds_per_s": clip_seconds / seconds,
@@ -76,7 +77,7 @@ def bench_pairs(store_dir: str, config, *, worker_count: int, batches: int) -> d
     from w2s_vqa import prompt as prompt_lib
     from w2s_vqa.labels import pairs as pair_tables
     from w2s_vqa.pipeline import make_iterator
-    from w2s_vqa.store.prepare import VideoStore
+    from w2s_vqa.store.format import VideoStore
     from w2s_vqa.models import config as model_config
     from w2s_vqa.models.tiny_tokenizer import ASSET_DIR
 

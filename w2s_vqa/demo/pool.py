@@ -76,11 +76,14 @@ import time
 import numpy as np
 import pandas as pd
 
+from w2s_vqa.labels import build as pair_build
 from w2s_vqa.labels import pairs as pair_tables
 from w2s_vqa.store import prepare as store_lib
+from w2s_vqa.store.format import ERRORS_FILE, StoreError, VideoStore
 from w2s_vqa.labels import teachers as teacher_tables
 from w2s_vqa import video
 from w2s_vqa.labels import weak_teachers
+from w2s_vqa.score import metrics
 
 DEMO_DISTORTIONS = "resize;blur;noise;darken;brighten;jitter;stutter:1,3;h264;h265:1,4"
 VAL_FRACTION = 0.2
@@ -214,7 +217,7 @@ def demo_distortions(config) -> str:
     return str(config.data.get("demo_distortions", DEMO_DISTORTIONS))
 
 
-def teacher_scores(store: store_lib.VideoStore, path: str, *, progress: bool = False) -> pd.DataFrame:
+def teacher_scores(store: VideoStore, path: str, *, progress: bool = False) -> pd.DataFrame:
     """The weak teachers' long table for every video of `store`, read from `path` or computed and written there.
 
     An existing table is reused only when it scores exactly the store's videos with
@@ -232,24 +235,14 @@ def teacher_scores(store: store_lib.VideoStore, path: str, *, progress: bool = F
     return scores
 
 
-def make_pairs(index: pd.DataFrame, fused: pd.DataFrame, *, rng: np.random.Generator,
-               val_fraction: float = VAL_FRACTION) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, val) pair tables: teacher pairs drawn within each side, synthetic pairs, randomly swapped.
+def make_pairs(index: pd.DataFrame, fused: pd.DataFrame, *, seed: int,
+               val_fraction: float = VAL_FRACTION) -> pair_build.PairTables:
+    """(train, val, notes): `pair_build.build_pair_tables` with the demo's settings.
 
     `index` is the store's index, `fused` the fused teacher scores of its videos.
     """
-    source_of = index.set_index("id")["source_id"]
-    in_val = pair_tables.validation_sources(source_of.reindex(fused.index).to_numpy(), val_fraction=val_fraction)
-    synthetic = pair_tables.split_pairs(
-        pair_tables.synthetic_pairs(index.rename(columns={"id": "video_id"})), val_fraction=val_fraction)
-    sides = []
-    for side_fused, side_synthetic in ((fused[~in_val], synthetic.train), (fused[in_val], synthetic.val)):
-        tables = [side_synthetic]
-        if len(side_fused) >= 2:
-            tables.insert(0, pair_tables.sample_teacher_pairs(
-                side_fused, pairs_per_video=TEACHER_PAIRS_PER_VIDEO, rng=rng, weight=TEACHER_PAIR_WEIGHT))
-        sides.append(pair_tables.random_swap(pd.concat(tables, ignore_index=True), rng))
-    return sides[0], sides[1]
+    return pair_build.build_pair_tables(index, fused, pairs_per_video=TEACHER_PAIRS_PER_VIDEO,
+                                        teacher_weight=TEACHER_PAIR_WEIGHT, val_fraction=val_fraction, seed=seed)
 
 
 def build_demo(config, out_dir: str, *, workers: int = 1, num_sources: int | None = None,
@@ -278,10 +271,10 @@ def build_demo(config, out_dir: str, *, workers: int = 1, num_sources: int | Non
                                distortions=spec, progress=progress)
     seconds["prepare"] = time.perf_counter() - start
     if report.records == 0:
-        raise store_lib.StoreError(f"{paths['store']}: no video could be written; see {store_lib.ERRORS_FILE}")
+        raise StoreError(f"{paths['store']}: no video could be written; see {ERRORS_FILE}")
 
     start = time.perf_counter()
-    store = store_lib.VideoStore(paths["store"])
+    store = VideoStore(paths["store"])
     teacher_scores(store, paths["teachers"], progress=progress)
     # Read back as a user's table would be: the check is part of the demo.
     scores = teacher_tables.read_teacher_table(paths["teachers"], known_ids=store.ids)
@@ -289,7 +282,7 @@ def build_demo(config, out_dir: str, *, workers: int = 1, num_sources: int | Non
 
     start = time.perf_counter()
     fused = teacher_tables.fuse(scores, normalize=NORMALIZE)
-    train, val = make_pairs(store.index, fused, rng=np.random.default_rng(int(config.seed)))
+    train, val, pair_notes = make_pairs(store.index, fused, seed=int(config.seed))
     pair_tables.write_pairs(train, paths["pairs_train"])
     pair_tables.write_pairs(val, paths["pairs_val"])
     seconds["pairs"] = time.perf_counter() - start
@@ -303,6 +296,7 @@ def build_demo(config, out_dir: str, *, workers: int = 1, num_sources: int | Non
         "teachers": list(weak_teachers.TEACHERS),
         "fused_teacher": f"mean of the {NORMALIZE}-normalized teachers",
         "counts": _counts(store.index, report, train, val),
+        "pair_notes": list(pair_notes),
         "srcc_vs_known_order": weak_teachers.srcc_report(with_fused, store.index),
         "val_direction_accuracy_level_gap_above_1": _direction_report(val, with_fused),
         "seconds": seconds,
@@ -338,8 +332,8 @@ def _direction_report(val: pd.DataFrame, scores: pd.DataFrame) -> dict[str, dict
                           *((kind, (kind,)) for kind in pair_tables.SYNTHETIC_ORIGINS)):
         if not val["origin"].isin(origins).any():
             continue
-        for teacher, value in weak_teachers.direction_accuracy(val, scores, origins=origins,
-                                                               decisive_only=True).items():
+        for teacher, value in metrics.teacher_direction_accuracy(val, scores, origins=origins,
+                                                                 decisive_only=True).items():
             report.setdefault(teacher, {})[name] = value
     return report
 
