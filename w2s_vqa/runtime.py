@@ -21,8 +21,8 @@ def reuse_freed_memory() -> bool:
     XLA:CPU places each execution's temporaries in one large block. Past glibc's
     mmap threshold (at most 32 MiB) malloc maps fresh pages for such a block and
     unmaps them when it is freed, so every call page-faults all of its
-    temporaries again: measured on the development machine, `exp` of a 43 MB
-    array took 35 ms, 24 of them in page faults. Here every allocation comes
+    temporaries again, which can take longer than the computation itself
+    (docs/2026-11-cpu-runtime.md). Here every allocation comes
     from the heap (M_MMAP_MAX 0) and the heap is not trimmed, so its pages are
     faulted once per process. Peak resident memory stays at its high-water mark,
     which a training or benchmark process reaches every step anyway.
@@ -72,12 +72,9 @@ def tune_cpu_host() -> bool:
        dispatching it to a thread of its own (jax_cpu_enable_async_dispatch
        off; computations over several devices stay asynchronous). That thread's
        temporaries come from the main heap, which (1) keeps; a dispatch thread
-       maps and faults them in again on every call (above). Measured on the
-       development machine: the `small` student forward+backward took 9.1 s
-       with dispatch and 7.2-7.4 s without. The price is that Python no longer
-       runs ahead of the computation: the demo's training (16 pairs a step,
-       batches read ahead by the pipeline's threads) took 87 s per 2,000 steps
-       against 83 s.
+       maps and faults them in again on every call (above). The price is that
+       Python no longer runs ahead of the computation, a small cost to the
+       demo's short steps (figures: docs/2026-11-cpu-runtime.md).
     Returns whether they applied.
     """
     if not jax_computes_on_cpu():

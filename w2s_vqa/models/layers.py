@@ -82,9 +82,8 @@ def dense(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """x [..., in] @ kernel [in, out], as one 2-D matmul over the flattened leading axes.
 
     The same product as `jnp.dot(x, kernel)`; written 2-D because XLA:CPU runs the
-    kernel's gradient of a 3-D product (two contracting axes) far slower: Qwen2's MLP
-    forward and backward at [2, 1645, 512] took 313 ms against 191 ms on the
-    development machine. Elsewhere the reshape is free.
+    kernel's gradient of a 3-D product (two contracting axes) far slower
+    (docs/2026-11-student-speed.md). Elsewhere the reshape is free.
     """
     return jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(*x.shape[:-1], kernel.shape[-1])
 
@@ -191,8 +190,8 @@ def _heads_back(out, t):
     return out.reshape(b, t, -1, d)
 
 
-# Query heads per step of `blocked_attention`: 2-4 keep a SigLIP frame's 729x729 scores
-# in cache on the development machine (see README, Benchmarks).
+# Query heads per step of `blocked_attention`: few enough that a SigLIP frame's 729x729
+# scores per head stay in cache; chosen by measurement (docs/2026-11-student-speed.md).
 BLOCKED_HEADS = 4
 
 
