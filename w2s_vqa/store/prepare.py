@@ -406,9 +406,9 @@ def prepare(config, inputs: str, out_dir: str, *, workers: int = 1, distortions=
             results[task.shard] = finished
     todo = [t for t in tasks if t.shard not in results]
 
-    from tqdm import tqdm
+    from w2s_vqa import progress as progress_lib
 
-    with tqdm(total=len(sources), initial=sum(len(t.sources) for t in tasks if t.shard in results),
+    with progress_lib.bar(total=len(sources), initial=sum(len(t.sources) for t in tasks if t.shard in results),
               unit="video", desc="prepare", disable=not progress) as bar:
         if workers <= 1:
             for task in todo:

@@ -7,6 +7,8 @@ import os
 
 from tqdm import tqdm
 
+from w2s_vqa import progress as progress_lib
+
 
 class MetricWriter:
     """Appends {"step": s, ...} lines to metrics.jsonl and scalars to TensorBoard (tensorboardX)."""
@@ -36,7 +38,7 @@ class MetricWriter:
 
 
 def progress(total: int, initial: int, *, enabled: bool = True) -> tqdm:
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+    return progress_lib.bar(total=total, initial=initial, disable=not enabled, desc="train", unit="step")
 
 
 def read_metrics(workdir: str) -> list[dict]:
