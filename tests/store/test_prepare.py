@@ -299,3 +299,24 @@ def test_precomputed_features_take_the_chunks_frame_statistics_take(tmp_path, mo
         chosen[kind] = record["motion"][:, 0].tolist()
     assert chosen["precomputed"] == chosen["frame_stats"] == expected
     assert expected == video.chunk_choice(min(max_seconds or seconds, seconds), 4).tolist()
+
+
+def test_every_file_of_a_folder_is_accounted_for(tmp_path):
+    """Containers our decoder reads land whatever their extension's case (.y4m, .MTS, .gif,
+    .mpg); a file that is not a video is skipped, listed and counted, never silently dropped."""
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (6, 48, 64, 3), np.uint8)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    video.write_video(folder / "raw.y4m", frames, 3, codec="rawvideo", pix_fmt="yuv420p")
+    video.write_video(folder / "camera.MTS", frames, 3)
+    video.write_video(folder / "anim.gif", frames, 3, codec="gif", pix_fmt="rgb8")
+    video.write_video(folder / "old.MPG", frames, 3, codec="mpeg2video")
+    (folder / "notes.txt").write_text("shot on a phone")
+    report = prepare(config("data.distortions=''"), str(folder), str(tmp_path / "store"), workers=0,
+                     progress=False)
+    assert sorted(VideoStore(tmp_path / "store").ids) == ["anim", "camera", "old", "raw"]
+    assert report.sources == 5 and report.videos_written == 4
+    errors = [json.loads(line) for line in (tmp_path / "store" / "errors.jsonl").read_text().splitlines()]
+    assert [(e["id"], e["path"]) for e in errors] == [("notes", str(folder / "notes.txt"))]
+    assert "cannot open" in errors[0]["reason"] and report.skipped_by_reason == {errors[0]["reason"]: 1}

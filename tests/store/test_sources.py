@@ -17,18 +17,22 @@ def touch(*paths):
         path.write_bytes(b"")  # find_sources never opens a video
 
 
-def test_a_folder_gives_one_source_per_video_named_by_its_relative_path(tmp_path):
-    touch(tmp_path / "b.mp4", tmp_path / "sub" / "a.MKV", tmp_path / "notes.txt", tmp_path / "sub" / "deep" / "c.webm")
+def test_a_folder_gives_one_source_per_file_named_by_its_relative_path(tmp_path):
+    """Every file is accounted for: the decoder, not the extension, decides what is a video.
+    A file sharing its name with a video (b.json beside b.mp4) keeps its extension in its id."""
+    touch(tmp_path / "b.mp4", tmp_path / "b.json", tmp_path / "sub" / "a.MKV", tmp_path / "notes.txt",
+          tmp_path / "sub" / "deep" / "c.Y4M")
     sources = find_sources(str(tmp_path))
-    assert [(s.id, s.source_id) for s in sources] == [("b", "b"), ("sub/a", "sub/a"), ("sub/deep/c", "sub/deep/c")]
-    assert sources[1].path == str(tmp_path / "sub" / "a.MKV") and sources[1].motion == ""
+    assert [(s.id, s.source_id) for s in sources] == [
+        ("b", "b"), ("b.json", "b.json"), ("notes", "notes"), ("sub/a", "sub/a"), ("sub/deep/c", "sub/deep/c")]
+    assert sources[3].path == str(tmp_path / "sub" / "a.MKV") and sources[3].motion == ""
     with pytest.raises(StoreError, match="'motion' column"):
         find_sources(str(tmp_path), require_motion=True)
 
 
 def test_a_folder_with_two_videos_of_one_name_is_refused(tmp_path):
-    touch(tmp_path / "clip.mp4", tmp_path / "clip.mov")
-    with pytest.raises(StoreError, match="1 id.s. name more than one video: 'clip': .*clip.mov, .*clip.mp4"):
+    touch(tmp_path / "clip.mp4", tmp_path / "clip.MOV")
+    with pytest.raises(StoreError, match="1 id.s. name more than one video: 'clip': .*clip.MOV, .*clip.mp4.*manifest"):
         find_sources(str(tmp_path))
 
 

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import glob
 import os
 
 import pandas as pd
 
 from w2s_vqa.store.format import StoreError
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp")
+# Extensions that name a video without a look inside. A folder's other files are tried too
+# (the decoder decides); these only break ties between files that share a name.
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp",
+                    ".y4m", ".m2ts", ".mts", ".mxf", ".ogv", ".gif", ".vob", ".f4v", ".dv", ".nut", ".ivf", ".m2v")
 # Problems named in one error before the rest are only counted.
 _MAX_EXAMPLES = 5
 
@@ -40,36 +42,51 @@ class Source:
 
 
 def find_sources(inputs: str, *, require_motion: bool = False) -> list[Source]:
-    """Sources from a folder (recursive, by extension) or a CSV/JSONL manifest, sorted by id.
+    """Sources from a folder (recursive) or a CSV/JSONL manifest, sorted by id.
 
-    Folder ids are paths relative to the folder without extension (with "/"
-    between folders), so that they match the names teacher score tables use;
-    each folder video is its own source (source_id = id). A manifest is read by
-    `read_manifest`. Raises StoreError for a missing input, no videos, or two
-    videos with one id (e.g. a.mp4 and a.mkv in one folder).
+    Every file under a folder is a source, whatever its extension, so that each
+    is accounted for: what decodes lands in the store, anything else is skipped
+    and listed in errors.jsonl with the reason ("not a video: no video stream",
+    "cannot open: ..."). Folder ids are paths relative to the folder without
+    extension (with "/" between folders), so that they match the names teacher
+    score tables use; each folder video is its own source (source_id = id). A file
+    that shares its id with a video (VIDEO_EXTENSIONS, any case), such as a
+    clip.json beside clip.mp4, keeps its extension in its id. A manifest is read
+    by `read_manifest`. Raises StoreError for a missing input, no files, or two
+    videos with one id (e.g. a.mp4 and a.MKV in one folder).
     """
     inputs = os.fspath(inputs)
     if os.path.isdir(inputs):
         if require_motion:
             raise StoreError(f"{inputs}: data.motion_features='precomputed' needs a manifest with a 'motion' column")
-        paths = sorted(p for p in glob.glob(os.path.join(inputs, "**", "*"), recursive=True)
-                       if os.path.isfile(p) and p.lower().endswith(VIDEO_EXTENSIONS))
-        ids = [os.path.splitext(os.path.relpath(p, inputs))[0].replace(os.sep, "/") for p in paths]
-        sources = [Source(id=i, source_id=i, path=p) for i, p in zip(ids, paths)]
+        sources = _folder_sources(inputs)
     elif os.path.isfile(inputs):
         sources = read_manifest(inputs, require_motion=require_motion)
     else:
         raise StoreError(f"{inputs}: no such folder or manifest")
     if not sources:
-        raise StoreError(f"{inputs}: no videos found (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+        raise StoreError(f"{inputs}: no files found")
     paths_of = collections.defaultdict(list)
     for source in sources:
         paths_of[source.id].append(source.path)
     duplicates = sorted((i, paths) for i, paths in paths_of.items() if len(paths) > 1)
     if duplicates:
         shown = "; ".join(f"'{i}': {', '.join(paths)}" for i, paths in duplicates[:_MAX_EXAMPLES])
-        raise StoreError(f"{inputs}: {len(duplicates)} id(s) name more than one video: {shown}")
+        raise StoreError(f"{inputs}: {len(duplicates)} id(s) name more than one video: {shown}; rename the "
+                         "files, or list them in a manifest with an 'id' column")
     return sorted(sources, key=lambda s: s.id)
+
+
+def _folder_sources(folder: str) -> list[Source]:
+    """One Source per regular file under `folder` (hidden ones included), ids as `find_sources` says."""
+    paths = sorted(os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
+                   if os.path.isfile(os.path.join(root, name)))
+    relative = [os.path.relpath(p, folder).replace(os.sep, "/") for p in paths]
+    stems = [os.path.splitext(r)[0] for r in relative]
+    video_stems = {s for s, r in zip(stems, relative) if r.lower().endswith(VIDEO_EXTENSIONS)}
+    ids = [r if s in video_stems and not r.lower().endswith(VIDEO_EXTENSIONS) else s
+           for s, r in zip(stems, relative)]
+    return [Source(id=i, source_id=i, path=p) for i, p in zip(ids, paths)]
 
 
 def read_manifest(path: str, *, require_motion: bool = False) -> list[Source]:

@@ -328,6 +328,19 @@ def check_frames(frames: np.ndarray) -> None:
         raise ValueError("frames must hold at least one frame")
 
 
+# ITU-R BT.601 luma weights of R, G and B, the ones JPEG and most classical measures use.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def luma(frames: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Luma Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601) of RGB frames ``[..., 3]``.
+
+    Returns ``[...]`` in ``dtype``, in the frames' own units (grey levels 0..255 for
+    uint8 frames); the sum is taken in ``dtype``.
+    """
+    return np.asarray(frames).astype(dtype, copy=False) @ np.asarray(LUMA_WEIGHTS, dtype)
+
+
 # --- opening and decoding ---------------------------------------------------
 
 
@@ -350,7 +363,7 @@ def _open_video(path: str | os.PathLike) -> Iterator[tuple[av.container.InputCon
         videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
         if not videos:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
-            raise VideoError(path, f"no video stream (streams: {', '.join(kinds)})")
+            raise VideoError(path, f"not a video: no video stream (streams: {', '.join(kinds)})")
         # Single-threaded decoding on purpose: frame threading hides per-packet
         # errors and drops the frames around them in damaged files, and the
         # data pipeline gets its parallelism from decoding many videos at once.
