@@ -113,7 +113,7 @@ def test_prepare_keeps_the_good_videos_and_reports_the_broken_ones(inputs, tmp_p
     assert sorted(store.ids) == sorted(v for name in GOOD for v in [name, *(f"{name}~{d}" for d in variants)])
     row = store.index.set_index("id").loc["uhd~h264-1"]
     assert (row["source_id"], row["distortion"], row["kind"], row["level"]) == ("uhd", "h264", "compression", 1)
-    assert (row["width"], row["height"]) == (3840, 2160)
+    assert (row["width"], row["height"], row["rotation"]) == (3840, 2160, 0)
 
     for name, valid in {"carphone_pristine": 4, "gray": 2, "one_frame": 1, "uhd": 1}.items():
         record = store.get(f"{name}~stutter-1")
@@ -256,8 +256,8 @@ def test_frame_statistics_describe_every_video_variants_included(tmp_path):
     prepare(config(*settings), str(tmp_path / "videos"), str(tmp_path / "store"), workers=0, progress=False)
     store = VideoStore(tmp_path / "store")
     got = {video_id: store.get(video_id) for video_id in store.ids}
-    frames, info = video.decode_frames(clip)
-    expected = motion.frame_statistics(frames, info.fps, 4, 256)  # 4 s of video: every slot used
+    frames, times, info = video.decode_frames(clip)
+    expected = motion.frame_statistics(frames, times, info.duration, 4, 256)  # 4 s of video: every slot used
     np.testing.assert_allclose(got["carphone_pristine"]["motion"], expected[0], atol=1e-6)
     assert all(record["motion_mask"].all() for record in got.values())
     frozen = motion.FEATURE_NAMES.index("frozen_frames")

@@ -21,14 +21,14 @@ def psnr(reference, distorted):
 @pytest.fixture(scope="module")
 def pristine():
     """The first 8 frames of carphone_pristine.mp4 (176x144) and its frame rate."""
-    frames, info = video.decode_frames(CARPHONE, max_frames=8)
+    frames, _, info = video.decode_frames(CARPHONE, max_frames=8)
     return frames, info.fps
 
 
 @pytest.fixture(scope="module")
 def pristine_long():
     """30 carphone frames, downscaled: enough frames for stutter's drop counts to separate."""
-    frames, info = video.decode_frames(CARPHONE, max_frames=30, size=(36, 44))
+    frames, _, info = video.decode_frames(CARPHONE, max_frames=30, size=(36, 44))
     return frames, info.fps
 
 

@@ -31,8 +31,8 @@ def moving_pattern(num_frames, height, width):
 @pytest.fixture(scope="module")
 def carphone_small():
     """All 120 carphone frames at 32x32, the reference for which frame a sampler took."""
-    frames, info = video.decode_frames(CARPHONE, size=(32, 32))
-    return frames, info
+    frames, times, info = video.decode_frames(CARPHONE, size=(32, 32))
+    return frames, times, info
 
 
 def test_clips_dir_holds_the_real_clips():
@@ -54,14 +54,14 @@ def test_long_clip_is_sampled_uniformly():
     frames, mask, info = video.sample_frames(BIKES, 4, 32)
     assert frames.shape == (4, 32, 32, 3) and frames.dtype == np.uint8
     assert mask.all()
-    reference, _ = video.decode_frames(BIKES, max_frames=219, size=(32, 32))
+    reference, _, _ = video.decode_frames(BIKES, max_frames=219, size=(32, 32))
     np.testing.assert_array_equal(frames, reference[[31, 93, 156, 218]])
     assert info.num_frames == 250
 
 
 def test_short_clip_fills_first_slots_and_masks_the_rest(carphone_small):
     # 4.004 s at 1 fps: times 0.5, 1.5, 2.5, 3.5 s -> frames 14, 44, 74, 104 (frame 15 starts at 0.5005 s).
-    reference, _ = carphone_small
+    reference, _, _ = carphone_small
     frames, mask, _ = video.sample_frames(CARPHONE, 8, 32)
     assert mask.tolist() == [True] * 4 + [False] * 4
     np.testing.assert_array_equal(frames[:4], reference[[14, 44, 74, 104]])
@@ -69,22 +69,33 @@ def test_short_clip_fills_first_slots_and_masks_the_rest(carphone_small):
 
 
 def test_sample_array_follows_the_same_rule(carphone_small):
-    reference, info = carphone_small
+    reference, times, info = carphone_small
+    np.testing.assert_allclose(times, np.arange(120) * 1001 / 30000)  # the stream's timestamps
     for num_frames in (8, 2):  # short-clip and long-clip branches of the rule
         from_file, file_mask, _ = video.sample_frames(CARPHONE, num_frames, 32)
-        from_array, array_mask = video.sample_array(reference, info.fps, num_frames, 32)
+        from_array, array_mask = video.sample_array(reference, times, info.duration, num_frames, 32)
         np.testing.assert_array_equal(from_array, from_file)
         np.testing.assert_array_equal(array_mask, file_mask)
     # A sampling rate of 2 fps on the 4 s clip fills 8 slots, at 0.25 s, 0.75 s, ...
-    _, mask = video.sample_array(reference, info.fps, 10, 32, sample_fps=2.0)
+    _, mask = video.sample_array(reference, times, info.duration, 10, 32, sample_fps=2.0)
     assert mask.sum() == 8
 
 
 def test_sample_array_resizes_without_keeping_aspect(carphone_small):
-    reference, info = carphone_small
+    reference, times, _ = carphone_small
     wide = np.repeat(reference[:30], 3, axis=2)  # 32x96
-    frames, mask = video.sample_array(wide, info.fps, 1, 16)
+    frames, mask = video.sample_array(wide, times[:30], 1.0, 1, 16)
     assert frames.shape == (1, 16, 16, 3) and mask.all()
+
+
+def test_sample_array_refuses_times_that_do_not_fit(carphone_small):
+    reference, times, _ = carphone_small
+    with pytest.raises(ValueError, match=r"one per frame, shape \[120\]"):
+        video.sample_array(reference, times[:-1], 4.0, 4, 8)
+    with pytest.raises(ValueError, match="frame 2 is earlier"):
+        video.sample_array(reference[:3], [0.0, 0.5, 0.2], 1.0, 1, 8)
+    with pytest.raises(ValueError, match="frame 1 is not"):
+        video.sample_array(reference[:2], [0.0, np.nan], 1.0, 1, 8)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +113,7 @@ def test_unusual_pixel_formats_decode_to_rgb(tmp_path, codec, pix_fmt, suffix, h
     video.write_video(path, source, 25, codec=codec, pix_fmt=pix_fmt)
     with av.open(str(path)) as container:
         assert container.streams.video[0].format.name == pix_fmt
-    frames, info = video.decode_frames(path)
+    frames, _, info = video.decode_frames(path)
     assert frames.shape == (6, height, width, 3) and frames.dtype == np.uint8
     assert (info.width, info.height) == (width, height)
     if pix_fmt == "gray":
@@ -211,7 +222,7 @@ def make_bad_input(kind, tmp_path):
         ("garbage", "cannot open"),
         ("audio-only", "no video stream (streams: audio)"),
         ("truncated-mp4", "cannot open"),
-        ("headers-only", "no frame could be decoded"),
+        ("headers-only", "no frame could be read: the video stream holds no packets"),
     ],
 )
 def test_bad_input_raises_video_error(tmp_path, kind, reason):
@@ -220,9 +231,8 @@ def test_bad_input_raises_video_error(tmp_path, kind, reason):
         video.decode_frames,
         lambda p: video.sample_frames(p, 4, 16),
         lambda p: video.motion_chunks(p, 2, frames_per_chunk=4, size=16),
+        video.probe,  # it demuxes the stream, so a file of headers alone fails here too
     ]
-    if kind != "headers-only":  # intact headers are all probe reads
-        readers.append(video.probe)
     for read in readers:
         with pytest.raises(VideoError) as caught:
             read(path)
@@ -236,8 +246,8 @@ def test_truncated_file_returns_what_it_holds(tmp_path, caplog):
     video.write_video(path, moving_pattern(60, 32, 32), 30)  # 2 s
     cut(path, 0.5)
     with caplog.at_level(logging.WARNING, logger="w2s_vqa.video"):
-        frames, info = video.decode_frames(path)
-    assert info.num_frames == 60 and 0 < len(frames) < 60
+        frames, _, info = video.decode_frames(path)
+    assert 0 < len(frames) < 60 and 0 < info.num_frames < 60
     assert "truncated" in caplog.text and str(path) in caplog.text
     sampled, mask, _ = video.sample_frames(path, 4, 16)  # slots at 0.5 s and 1.5 s, the clip stops near 1 s
     assert mask.tolist() == [True, False, False, False]
@@ -246,7 +256,7 @@ def test_truncated_file_returns_what_it_holds(tmp_path, caplog):
 
 def test_motion_chunks_short_clip(carphone_small):
     # 4.004 s -> 4 chunks starting with the first frame at or after 0, 1, 2, 3 s: frames 0, 30, 60, 90.
-    reference, _ = carphone_small
+    reference, _, _ = carphone_small
     chunks, mask = video.motion_chunks(CARPHONE, 6, frames_per_chunk=32, size=32)
     assert chunks.shape == (6, 32, 32, 32, 3) and chunks.dtype == np.uint8
     assert mask.tolist() == [True] * 4 + [False] * 2
@@ -262,7 +272,7 @@ def test_motion_chunks_long_clip_chosen_uniformly():
     # 10 chunks, 4 slots: chunks floor((k + 0.5) * 10 / 4) = 1, 3, 6, 8 -> first frames 25, 75, 150, 200.
     chunks, mask = video.motion_chunks(BIKES, 4, frames_per_chunk=2, size=16)
     assert chunks.shape == (4, 2, 16, 16, 3) and mask.all()
-    reference, _ = video.decode_frames(BIKES, max_frames=202, size=(16, 16))
+    reference, _, _ = video.decode_frames(BIKES, max_frames=202, size=(16, 16))
     for k, start in enumerate((25, 75, 150, 200)):
         np.testing.assert_array_equal(chunks[k], reference[start : start + 2])
 
@@ -271,7 +281,7 @@ def test_write_video_round_trip_and_odd_size_error(tmp_path):
     source = moving_pattern(5, 32, 48)
     path = tmp_path / "clip.mp4"
     video.write_video(path, source, 30000 / 1001, options={"crf": 18})
-    frames, info = video.decode_frames(path)
+    frames, _, info = video.decode_frames(path)
     assert frames.shape == source.shape and np.abs(frames.astype(int) - source).mean() < 6
     assert info.fps == pytest.approx(30000 / 1001)
     with pytest.raises(VideoError, match="libx264"):

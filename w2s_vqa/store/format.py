@@ -36,7 +36,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-STORE_VERSION = 1
+# 2: frames upright by the display rotation and sampled by presentation timestamps on every path;
+# index column rotation.
+STORE_VERSION = 2
 # data.motion_features: zeros; the source's own .npy (manifest column "motion"); or
 # frame statistics computed for every video, variants included (w2s_vqa.video.motion).
 MOTION_FEATURES = ("none", "precomputed", "frame_stats")
@@ -49,10 +51,13 @@ REPORT_FILE = "report.json"
 
 # index.parquet's columns and the dtypes of its non-string ones (id, source_id,
 # distortion, kind and path are strings).
+# width x height is the source's displayed size in pixels (after its display rotation), rotation
+# the clockwise turn in degrees (0, 90, 180, 270) that made its frames upright
+# (w2s_vqa.video.VideoInfo); fps is the nominal frame rate, duration the video stream's own, in seconds.
 INDEX_COLUMNS = ("id", "source_id", "distortion", "kind", "level", "shard", "position", "fps", "duration",
-                 "valid_frames", "width", "height", "path")
+                 "valid_frames", "width", "height", "rotation", "path")
 INDEX_DTYPES = {"level": "int32", "shard": "int32", "position": "int64", "valid_frames": "int32",
-                "width": "int32", "height": "int32", "fps": "float64", "duration": "float64"}
+                "width": "int32", "height": "int32", "rotation": "int32", "fps": "float64", "duration": "float64"}
 
 # Random access wants no readahead: a record is read whole, then the reader seeks elsewhere.
 _READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:0"

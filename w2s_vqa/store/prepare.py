@@ -20,7 +20,6 @@ import dataclasses
 import glob
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 from typing import Any, Sequence
@@ -188,19 +187,49 @@ def variant_seed(video_id: str, distort_seed: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+class MotionFeaturesError(ValueError):
+    """A precomputed motion feature file that cannot be used; the message names the file."""
+
+
 def _load_motion(source: Source, settings: Settings) -> np.ndarray | None:
-    """The source's precomputed motion features float32 [chunks, D], row j for second j;
-    None unless data.motion_features is "precomputed". Raises ValueError for a missing
-    or misshapen file."""
+    """The source's precomputed motion features float32 [chunks, D], row j for second j
+    (rows counted from 0); None unless data.motion_features is "precomputed".
+
+    Raises MotionFeaturesError naming the file for: no file given, a file that is
+    missing or not a .npy array, a shape other than [chunks >= 1, data.motion_dim],
+    a dtype that is not a real number (bool, integer or float), and values that are
+    NaN or infinite as float32 (a float64 beyond float32's range included), listing
+    the rows that hold them: training would otherwise stop later on a non-finite loss.
+    """
     if settings.motion_features != "precomputed":  # none, or computed per video from its frames
         return None
     if not source.motion:
-        raise ValueError("no motion features given (data.motion_features='precomputed')")
-    features = np.load(source.motion, allow_pickle=False)
+        raise MotionFeaturesError("no motion features given (data.motion_features='precomputed'); "
+                                  "set the manifest's 'motion' column")
+    name = f"motion features {source.motion}"
+    try:
+        features = np.load(source.motion, allow_pickle=False)
+    except FileNotFoundError:
+        raise MotionFeaturesError(f"{name}: no such file") from None
+    except (OSError, ValueError, EOFError) as e:  # not .npy, truncated, or an object array (pickle refused)
+        raise MotionFeaturesError(f"{name}: not a readable .npy array ({e})") from None
+    if not isinstance(features, np.ndarray):  # an .npz archive loads as a mapping
+        raise MotionFeaturesError(f"{name}: not a .npy array but {type(features).__name__}")
     d = settings.motion_dim
     if features.ndim != 2 or features.shape[1] != d or features.shape[0] == 0:
-        raise ValueError(f"motion features {source.motion} have shape {features.shape}, expected [chunks, {d}]")
-    return features.astype(np.float32, copy=False)
+        raise MotionFeaturesError(f"{name}: shape {list(features.shape)}, expected [chunks, {d}] "
+                                  "(one row per second, at least one; data.motion_dim columns)")
+    if features.dtype.kind not in "biuf":
+        raise MotionFeaturesError(f"{name}: dtype {features.dtype} is not a real number type "
+                                  "(bool, integer or float)")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf, reported below
+        features = features.astype(np.float32)
+    bad_rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
+    if len(bad_rows):
+        shown = ", ".join(map(str, bad_rows[:10].tolist())) + (", ..." if len(bad_rows) > 10 else "")
+        raise MotionFeaturesError(f"{name}: NaN or infinite values (as float32) in {len(bad_rows)} of "
+                                  f"{len(features)} chunk rows: {shown} (row j = second j, counted from 0)")
+    return features
 
 
 def _choose_motion(features: np.ndarray | None, seconds: float, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
@@ -238,11 +267,13 @@ def _error(source: Source, video_id: str, exc: BaseException) -> dict[str, str]:
 
 
 def _decode_for_distortion(path: str, settings: Settings):
-    """The whole clip as uint8 [T, H, W, 3] for the simulators, and its VideoInfo.
+    """The clip for the simulators: (frames uint8 [T, H, W, 3] upright, times float64 [T]
+    in seconds, seconds the clip spans, VideoInfo).
 
-    Frames are capped at distort_max_side pixels (longer side, aspect kept) and
-    distort_max_seconds: a 10 s 4K clip would otherwise take 7.5 GB per worker
-    before the simulators make their copies.
+    Frames are capped at distort_max_side pixels (longer side of the displayed
+    picture, aspect kept) and the first distort_max_seconds: a 10 s 4K clip would
+    otherwise take 7.5 GB per worker before the simulators make their copies. The
+    span is the stream's duration, or distort_max_seconds when that is shorter.
     """
     info = video.probe(path)
     size = None
@@ -250,10 +281,10 @@ def _decode_for_distortion(path: str, settings: Settings):
     if 0 < settings.distort_max_side < longer:
         scale = settings.distort_max_side / longer
         size = (max(1, round(info.height * scale)), max(1, round(info.width * scale)))
-    max_frames = None
-    if settings.distort_max_seconds > 0:
-        max_frames = max(1, math.ceil(settings.distort_max_seconds * info.fps))
-    return video.decode_frames(path, max_frames=max_frames, size=size)
+    max_seconds = settings.distort_max_seconds if settings.distort_max_seconds > 0 else None
+    frames, times, info = video.decode_frames(path, max_seconds=max_seconds, size=size)
+    seconds = info.duration if max_seconds is None else min(info.duration, max_seconds)
+    return frames, times, seconds, info
 
 
 def _source_records(source: Source, settings: Settings):
@@ -261,24 +292,30 @@ def _source_records(source: Source, settings: Settings):
 
     The source is decoded once and one distorted copy exists at a time; the
     pristine record is sampled from the same decoded frames as the variants, so
-    that decoding differences cannot tell them apart. A source that cannot be
-    decoded yields one error; a failing simulator costs its variant only.
+    that decoding differences cannot tell them apart. Every video is sampled at
+    the source's presentation timestamps (video module docstring, "Timing"): a
+    simulator changes what frames show, never when, so the pristine record equals
+    the one a store without distortions holds, for a clip within distort_max_side
+    and distort_max_seconds. A source that cannot be decoded, or whose precomputed
+    motion features are unusable, yields one error; a failing simulator costs its
+    variant only.
     """
     size, count = settings.image_size, settings.num_frames
     frame_stats = settings.motion_features == "frame_stats"
 
-    def video_motion(frames, fps):  # each video's own statistics, or the source's precomputed features
+    def video_motion(frames):  # each video's own statistics, or the source's precomputed features
         if frame_stats:
-            return motion_lib.frame_statistics(frames, fps, settings.num_motion_chunks, settings.motion_dim)
+            return motion_lib.frame_statistics(frames, times, seconds, settings.num_motion_chunks,
+                                               settings.motion_dim)
         return source_motion
 
     try:
         precomputed = _load_motion(source, settings)  # before decoding: a bad file costs no decode
         if settings.distortions or frame_stats:
-            frames, info = _decode_for_distortion(source.path, settings)
-            pristine = video.sample_array(frames, info.fps, count, size)
-            source_motion = _choose_motion(precomputed, len(frames) / info.fps, settings)
-            pristine_motion = video_motion(frames, float(info.fps))
+            frames, times, seconds, info = _decode_for_distortion(source.path, settings)
+            pristine = video.sample_array(frames, times, seconds, count, size)
+            source_motion = _choose_motion(precomputed, seconds, settings)
+            pristine_motion = video_motion(frames)
         else:  # nothing to distort: sample while decoding, never holding the clip
             *pristine, info = video.sample_frames(source.path, count, size)
             source_motion = pristine_motion = _choose_motion(precomputed, info.duration, settings)
@@ -287,15 +324,16 @@ def _source_records(source: Source, settings: Settings):
         return
 
     common = {"source_id": source.source_id, "fps": float(info.fps), "duration": float(info.duration)}
-    extra = {"width": int(info.width), "height": int(info.height), "path": source.path}
+    extra = {"width": int(info.width), "height": int(info.height), "rotation": int(info.rotation),
+             "path": source.path}
     for name, level in [("", 0), *settings.distortions]:
         video_id = variant_id(source.id, name, level) if name else source.id
         try:
             if name:
                 distorted = distort.get(name).apply(frames, level, fps=float(info.fps),
                                                     seed=variant_seed(video_id, settings.distort_seed))
-                sampled, mask = video.sample_array(distorted, float(info.fps), count, size)
-                features, features_mask = video_motion(distorted, float(info.fps))
+                sampled, mask = video.sample_array(distorted, times, seconds, count, size)
+                features, features_mask = video_motion(distorted)
                 del distorted
             else:
                 sampled, mask = pristine

