@@ -48,3 +48,23 @@ def test_preference_weights_levels_by_alpha():
     np.testing.assert_allclose(prompt.preference(sure), prompt.ALPHA, atol=1e-12)
     assert prompt.preference(np.zeros(5)) == pytest.approx(0.5)
     assert prompt.LEVELS[0] == "superior" and prompt.ALPHA[0] == 1.0
+
+
+def test_mirror_is_an_involution_that_swaps_the_opposite_words():
+    assert [prompt.MIRROR[prompt.MIRROR[k]] for k in range(5)] == list(range(5))
+    mirrored = {prompt.LEVELS[k]: prompt.LEVELS[prompt.MIRROR[k]] for k in range(5)}
+    assert mirrored == {"superior": "inferior", "better": "worse", "similar": "similar",
+                        "worse": "better", "inferior": "superior"}
+
+
+def test_directions_agree_with_the_words_the_mirror_and_the_readout():
+    # The readout's weight says the direction: above 1/2 the second video is better.
+    assert prompt.DIRECTION == tuple(int(np.sign(a - 0.5)) for a in prompt.ALPHA)
+    assert prompt.SECOND_BETTER == (prompt.LEVEL_INDEX["superior"], prompt.LEVEL_INDEX["better"])
+    assert prompt.SECOND_WORSE == (prompt.LEVEL_INDEX["worse"], prompt.LEVEL_INDEX["inferior"])
+    for k in range(5):
+        assert prompt.DIRECTION[prompt.MIRROR[k]] == -prompt.DIRECTION[k]
+    # Reading a pair the other way round gives P(first better) = 1 - P(second better).
+    logits = np.random.default_rng(0).normal(size=(6, 5))
+    np.testing.assert_allclose(prompt.preference(logits[:, list(prompt.MIRROR)]), 1.0 - prompt.preference(logits),
+                               rtol=1e-12)

@@ -7,7 +7,7 @@ import pytest
 from w2s_vqa.labels.pairs import (
     PAIR_COLUMNS, PairTableError, five_way_labels, label_teacher_pairs, level_gap_labels, make_pair_table,
     random_swap, read_pairs, sample_teacher_pairs, soft_five_way_targets, split_pairs, student_origin,
-    swap_pairs, synthetic_pairs, validate_pair_table, validation_sources, write_pairs)
+    swap_pair, swap_pairs, synthetic_pairs, validate_pair_table, validation_sources, write_pairs)
 from w2s_vqa.prompt import LEVEL_INDEX, LEVELS
 
 SUPERIOR, BETTER, SIMILAR, WORSE, INFERIOR = (LEVEL_INDEX[w] for w in
@@ -109,6 +109,22 @@ def test_swap_mirrors_labels_and_exchanges_videos():
     pd.testing.assert_frame_equal(swap_pairs(swapped), pairs)
 
 
+def test_a_table_swaps_as_each_of_its_rows_does():
+    pairs = make_pair_table(["a", "b", "c"], ["f", "g", "h"], [0, 2, 3], origin="teacher", stage=2,
+                            weight=0.5, d=[3.0, 0.0, -1.5], s_d=1.0, source_id=["s", "t", "u"])
+    swapped = swap_pairs(pairs)
+    for row, swapped_row in zip(pairs.to_dict("records"), swapped.to_dict("records")):
+        assert swap_pair(row) == swapped_row
+    # The one-row form keeps a label's dtype and mirrors a soft target over the levels.
+    row = {"first_id": "a", "second_id": "b", "label": np.int32(BETTER), "d": 1.2,
+           "target": np.array([0.1, 0.6, 0.2, 0.1, 0.0], np.float32)}
+    back = swap_pair(row)
+    assert back["label"].dtype == np.int32 and words([back["label"]]) == ["worse"] and back["d"] == -1.2
+    np.testing.assert_array_equal(back["target"], row["target"][::-1])
+    assert {k: np.asarray(v).tolist() for k, v in swap_pair(back).items()} == \
+        {k: np.asarray(v).tolist() for k, v in row.items()}
+
+
 def test_random_swap_is_seeded_and_touches_only_the_swapped_rows():
     pairs = sample_teacher_pairs(random_fused(300), pairs_per_video=1, rng=np.random.default_rng(0))
     mixed = random_swap(pairs, np.random.default_rng(1))
@@ -176,6 +192,8 @@ def test_sampled_teacher_pairs_are_distinct_labelled_and_reproducible():
     assert len(sample_teacher_pairs(random_fused(5), pairs_per_video=2, rng=np.random.default_rng(0))) == 10
     with pytest.raises(ValueError, match="cannot draw 15 distinct pairs from 5 videos"):
         sample_teacher_pairs(random_fused(5), pairs_per_video=3, rng=np.random.default_rng(0))
+    every = sample_teacher_pairs(random_fused(5), pairs_per_video=3, rng=np.random.default_rng(0), allow_fewer=True)
+    assert len({frozenset(p) for p in zip(every["first_id"], every["second_id"])}) == len(every) == 10
 
 
 def test_class_balancing_gives_equal_counts():

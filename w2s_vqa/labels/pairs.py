@@ -162,7 +162,7 @@ def label_teacher_pairs(fused: pd.DataFrame, first_ids: Sequence[str], second_id
 
 def sample_teacher_pairs(fused: pd.DataFrame, *, pairs_per_video: float, rng: np.random.Generator,
                          balance: bool = False, stage: int = 1, origin: str = TEACHER_ORIGIN,
-                         weight: float = 1.0) -> pd.DataFrame:
+                         weight: float = 1.0, allow_fewer: bool = False) -> pd.DataFrame:
     """Draw round(len(fused) * pairs_per_video) distinct pairs among the fused videos and label them.
 
     Without `balance`, every video is the first video of floor or ceil(pairs_per_video)
@@ -176,9 +176,15 @@ def sample_teacher_pairs(fused: pd.DataFrame, *, pairs_per_video: float, rng: np
     its quota is oversampled: all its candidates, then repeats drawn at random. A level
     with no candidate at all cannot be balanced and raises ValueError. Per-video usage
     is no longer even in this mode.
+
+    When fewer distinct pairs exist than asked (n (n - 1) / 2 of them), ValueError,
+    or with `allow_fewer` every distinct pair; compare the table's length with
+    round(n * pairs_per_video) to tell.
     """
     n = len(fused)
     count = round(n * pairs_per_video)
+    if allow_fewer:
+        count = min(count, n * (n - 1) // 2)
     if n < 2 or count < 1:
         raise ValueError(f"{n} video(s) at {pairs_per_video} pairs per video make no pair")
     if not balance:

@@ -1,0 +1,90 @@
+"""`w2s-vqa pairs --store DIR [--teachers TABLE] --out DIR`: a store's train and val pair tables.
+
+Writes DIR/pairs_train.parquet and DIR/pairs_val.parquet (teacher pairs and synthetic
+pairs, split by source: `w2s_vqa.labels.build`) and DIR/pairs.json, a summary with the
+settings, the pair counts per origin and level, and every shortfall of the pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from w2s_vqa.main.common import add_config_arguments, load_config
+
+TRAIN_FILE = "pairs_train.parquet"
+VAL_FILE = "pairs_val.parquet"
+SUMMARY_FILE = "pairs.json"
+NORMALIZE_CHOICES = ("zscore", "minmax", "none")
+
+
+def add_arguments(parser) -> None:
+    from w2s_vqa.labels import build
+
+    add_config_arguments(parser)
+    parser.add_argument("--store", required=True, metavar="DIR", help="a video store (`w2s-vqa prepare`)")
+    parser.add_argument("--teachers", default=None, metavar="TABLE",
+                        help="teacher scores of the store's videos (.csv/.parquet/.jsonl, long or wide form); "
+                             "without it, synthetic pairs only")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help=f"output folder for {TRAIN_FILE}, {VAL_FILE} and {SUMMARY_FILE}")
+    parser.add_argument("--val-fraction", type=float, default=build.VAL_FRACTION, metavar="F",
+                        help=f"about this fraction of the sources, with all their variants, go to validation "
+                             f"(default {build.VAL_FRACTION})")
+    parser.add_argument("--pairs-per-video", type=float, default=build.PAIRS_PER_VIDEO, metavar="R",
+                        help=f"teacher pairs per scored video, drawn within each side of the split "
+                             f"(default {build.PAIRS_PER_VIDEO}, the paper's ratio)")
+    parser.add_argument("--teacher-weight", type=float, default=1.0, metavar="W",
+                        help="loss weight of teacher pairs; synthetic pairs weigh 1 (default 1)")
+    parser.add_argument("--normalize", choices=NORMALIZE_CHOICES, default="zscore",
+                        help="rescale each teacher's scores before averaging them (default zscore)")
+    parser.add_argument("--seed", type=int, default=None, metavar="N",
+                        help="seed of the teacher-pair draw and the order swaps (default: the config's seed)")
+
+
+def run(args) -> int:
+    from w2s_vqa.labels import build, pairs, teachers
+    from w2s_vqa.store.format import VideoStore
+
+    seed = int(load_config(args).seed) if args.seed is None else args.seed
+    store = VideoStore(args.store)
+    normalize = None if args.normalize == "none" else args.normalize
+    fused = None
+    if args.teachers is not None:
+        scores = teachers.read_teacher_table(args.teachers, known_ids=store.ids)
+        fused = teachers.fuse(scores, normalize=normalize)
+    train, val, notes = build.build_pair_tables(
+        store.index, fused, pairs_per_video=args.pairs_per_video, teacher_weight=args.teacher_weight,
+        val_fraction=args.val_fraction, seed=seed)
+    for note in notes:
+        print(f"w2s-vqa pairs: warning: {note}", file=sys.stderr)
+
+    out = os.path.abspath(args.out)
+    paths = {"train": os.path.join(out, TRAIN_FILE), "val": os.path.join(out, VAL_FILE),
+             "summary": os.path.join(out, SUMMARY_FILE)}
+    pairs.write_pairs(train, paths["train"])
+    pairs.write_pairs(val, paths["val"])
+    in_val = pairs.validation_sources(store.index["source_id"].astype(str).unique(),
+                                      val_fraction=args.val_fraction)
+    summary = {
+        "store": os.path.abspath(args.store),
+        "teachers": None if args.teachers is None else os.path.abspath(args.teachers),
+        "settings": {"val_fraction": args.val_fraction, "pairs_per_video": args.pairs_per_video,
+                     "teacher_weight": args.teacher_weight, "normalize": normalize, "seed": seed},
+        "videos": len(store),
+        "sources": {"train": int((~in_val).sum()), "val": int(in_val.sum())},
+        "train": build.pair_counts(train),
+        "val": build.pair_counts(val),
+        "notes": list(notes),
+        "paths": paths,
+    }
+    with open(paths["summary"] + ".tmp", "w") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(paths["summary"] + ".tmp", paths["summary"])
+
+    for name, path in paths.items():
+        print(f"{name + ':':<9}{path}")
+    print(json.dumps({"train_pairs": len(train), "val_pairs": len(val), "notes": len(notes),
+                      "summary": paths["summary"]}))
+    return 0
