@@ -2,7 +2,7 @@
 
     w2s-vqa train --config configs/w2s_llava_ov_7b.py:tpu --workdir gs://bucket/w2s/stage1 \\
         --set model.hf_dir=/path/to/llava-onevision-qwen2-7b-ov-chat-hf \\
-        --set data.store=... --set data.pairs=.../stage1_train.parquet --set data.val_pairs=...
+        --set data.store=... --set data.pairs=.../stage1_train.parquet --set evals.val.pairs=...
 
 Regime: decoder frozen, vision tower at 2e-6, projector and motion projector at
 1e-5 (the authors' code); AdamW, cosine with 3% warm-up, one epoch, bf16 compute.

@@ -1,14 +1,18 @@
 """Config files, overrides and launch scripts: what a user edits and runs."""
 
+import dataclasses
 import os
 import subprocess
 
 import numpy as np
 import pytest
 
-from w2s_vqa.config import ConfigError, load_config
+from w2s_vqa import config as config_lib
+from w2s_vqa.config import ConfigError, defaults, load_config
+from w2s_vqa.models import config as model_config
 from w2s_vqa.models import student
-from w2s_vqa.train import loop, optim
+from w2s_vqa.train import loop, objective, optim
+from w2s_vqa.train.step import ParamCodec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,10 +23,10 @@ def repo(path: str) -> str:
 
 def test_the_7b_config_is_the_papers_regime():
     config = load_config(repo("configs/w2s_llava_ov_7b.py") + ":gpu")
-    cfg = loop.student_config(config)
-    codec = loop.ParamCodec(student.create_abstract(cfg))
+    cfg = model_config.student_config(config)
+    codec = ParamCodec(student.create_abstract(cfg))
     assert 7.9e9 < sum(int(np.prod(s)) for s in codec.shapes.values()) < 8.2e9
-    oc = loop.optim_config(config)
+    oc = optim.OptimConfig.from_config(config)
     rates = optim.group_rates(oc)
     by_rate = {}
     for key in codec.keys:
@@ -36,7 +40,7 @@ def test_the_7b_config_is_the_papers_regime():
 def test_every_config_file_builds_its_student_shapes():
     for path in ["configs/tiny_cpu.py", "configs/llava_ov_0_5b.py", "configs/w2s_llava_ov_7b.py"]:
         config = load_config(repo(path))
-        assert loop.student_config(config).vision.image_size == config.data.image_size
+        assert model_config.student_config(config).vision.image_size == config.data.image_size
 
 
 def test_overrides_are_typed_and_bad_ones_all_reported():
@@ -45,6 +49,58 @@ def test_overrides_are_typed_and_bad_ones_all_reported():
     with pytest.raises(ConfigError) as error:
         load_config(None, ["train.nope=1", "model", "data.num_frames=1"])
     assert "'train.nope': no such config key" in str(error.value) and "'model': expected key=value" in str(error.value)
+
+
+@pytest.mark.parametrize("cls,section", [(optim.OptimConfig, "optim"), (objective.ObjectiveConfig, "objective"),
+                                         (loop.EvalConfig, "evals.val")])
+def test_option_dataclasses_take_every_value_from_the_config(cls, section):
+    # defaults() is the one home of a default: a field default here could silently differ from it.
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               for f in dataclasses.fields(cls))
+    config = defaults()
+    extra = {"name": "val"} if cls is loop.EvalConfig else {}
+    built = config_lib.from_section(cls, config, section, **extra)
+    node = config
+    for part in section.split("."):
+        node = node[part]
+    assert {k: getattr(built, k) for k in node} == {k: (tuple(map(tuple, v)) if k == "groups" else v)
+                                                     for k, v in node.items()}
+    node.not_a_field = 1
+    del node[next(iter(node.keys()))]
+    with pytest.raises(ConfigError, match=rf"unknown keys {section}\.not_a_field; missing keys {section}\."):
+        config_lib.from_section(cls, config, section, **extra)
+
+
+def test_the_optimizer_reads_the_configs_learning_rate():
+    config = load_config(None, ["optim.learning_rate=3e-3", "optim.groups=[['^vision_tower', 0]]"])
+    oc = optim.OptimConfig.from_config(config)
+    assert oc.learning_rate == 3e-3 and oc.groups == (("^vision_tower", 0.0),)
+    assert optim.is_frozen("vision_tower.post_layernorm.scale", oc)
+    with pytest.raises(ConfigError, match=r"optim.groups\[0\]: bad regex"):
+        optim.OptimConfig.from_config(load_config(None, ["optim.groups=[['(', 1e-3]]"]))
+
+
+def test_evals_are_config_data_and_data_val_pairs_is_their_shorthand():
+    assert loop.evals_from_config(defaults()) == []  # the default "val" entry waits for a pair table
+    config = load_config(None, ["data.val_pairs=/v.parquet", "train.eval_every=7", "train.eval_batches=3"])
+    assert config.evals.val.pairs == "/v.parquet" and "val_pairs" not in config.data
+    config.evals.held = config_lib.eval_entry(pairs="/h.parquet", every=2)
+    assert loop.evals_from_config(config) == [
+        loop.EvalConfig(name="held", kind="pairs", pairs="/h.parquet", every=2, batches=3),
+        loop.EvalConfig(name="val", kind="pairs", pairs="/v.parquet", every=7, batches=3)]
+    # A config without the entry gets it from the shorthand; the long form needs it to exist.
+    bare = defaults()
+    del bare.evals["val"]
+    config_lib.apply_overrides(bare, ["data.val_pairs=/v.parquet"])
+    assert bare.evals.val.pairs == "/v.parquet"
+    with pytest.raises(ConfigError, match="'evals.other.pairs': no such config key"):
+        load_config(None, ["evals.other.pairs=/x"])
+    for name, fields, message in [("val", {"kind": "mos"}, "evals.val.kind='mos'"),
+                                  ("train", {}, "may not hold '/' or be 'train'")]:
+        bad = defaults()
+        bad.evals[name] = config_lib.eval_entry(pairs="/x", **fields)
+        with pytest.raises(ConfigError, match=message):
+            loop.evals_from_config(bad)
 
 
 @pytest.mark.parametrize("script,args,expected", [

@@ -7,12 +7,26 @@ laptop share the file and differ by `--set key=value` overrides.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import os
+from typing import Any, TypeVar
 
 import ml_collections
 
+T = TypeVar("T")
+
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny_cpu.py")
+
+# `--set data.val_pairs=X` (the key before config.evals existed) is shorthand for
+# `--set evals.val.pairs=X`; the entry "val" is added if the config has none.
+VAL_PAIRS_SHORTHAND = "data.val_pairs"
+SHORTHAND_EVAL = "val"
+EVAL_KINDS = ("pairs",)  # "pairs": direction and five-way accuracy over a pair table
+
+
+class ConfigError(ValueError):
+    """A config (file, --set override or section) the code cannot use; the message names the key."""
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -64,7 +78,6 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.read_threads = 2  # threads per pipeline process that read and decode batches
     c.data.store = ""  # prepared video store directory
     c.data.pairs = ""  # training pair table (w2s_vqa.labels.pairs format)
-    c.data.val_pairs = ""  # validation pair table; "" skips validation
     c.data.batch_size = 16  # global: split over processes and the data x fsdp mesh axes
     c.data.worker_count = 0  # Grain worker processes per host (0 = read in the main process)
     # Training pairs drawn afresh each epoch in a form of the same quality, both videos alike:
@@ -113,20 +126,67 @@ def defaults() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = 9000  # 5-7 minutes of training on 2 CPU cores (the demo: 325-399 s in fresh clones)
     c.train.log_every = 50
-    c.train.eval_every = 1000
-    c.train.eval_batches = 0  # 0 = the whole validation table
+    c.train.eval_every = 1000  # the default of every evaluation's `every`; 0 = never
+    c.train.eval_batches = 0  # the default of every evaluation's `batches`; 0 = the whole table
     c.train.checkpoint_every = 1000
     c.train.keep_last = 2
     c.train.keep_best = 1
     c.train.best_metric = "val/all/direction_accuracy"
     c.train.async_checkpoint = True
     c.train.halt_after_step = 0  # preemption drill: exit abruptly after saving this step (0 = off)
+
+    # Evaluations during training, as big_vision's config.evals: name -> eval_entry(...).
+    # Each logs "<name>/<metric>" (e.g. "val/all/direction_accuracy", which
+    # train.best_metric names). An entry whose `pairs` is "" is skipped: the default
+    # "val" waits for `--set evals.val.pairs=TABLE` (or its shorthand data.val_pairs).
+    c.evals = ml_collections.ConfigDict()
+    c.evals[SHORTHAND_EVAL] = eval_entry()
     return c
 
 
+def eval_entry(kind: str = "pairs", pairs: str = "", every: int = 0, batches: int = 0) -> ml_collections.ConfigDict:
+    """One entry of config.evals; add one in a config file as `c.evals.NAME = eval_entry(pairs=...)`.
 
-class ConfigError(ValueError):
-    pass
+    kind     what is measured: "pairs" (direction and five-way accuracy, CE, per origin,
+             over a pair table); later kinds add MOS sets
+    pairs    the pair table (w2s_vqa.labels.pairs format); "" skips the entry
+    every    steps between evaluations; 0 = train.eval_every (which 0 turns off)
+    batches  global batches evaluated, a seeded random subset of the table's
+             pairs; 0 = train.eval_batches (which 0 makes the whole table)
+    """
+    return ml_collections.ConfigDict(dict(kind=kind, pairs=pairs, every=every, batches=batches))
+
+
+def ensure_eval(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """config.evals[name], added as a default `eval_entry()` if the config has none."""
+    if "evals" not in config:
+        config.evals = ml_collections.ConfigDict()
+    if name not in config.evals:
+        config.evals[name] = eval_entry()
+    return config.evals[name]
+
+
+def from_section(cls: type[T], config: ml_collections.ConfigDict, section: str, **changes: Any) -> T:
+    """`cls(**config[section])`, every field from the config (a dataclass without defaults of
+    its own: defaults() is the one home of a default). `changes` replace single values.
+
+    Raises ConfigError naming the section's keys the dataclass does not know and the
+    fields the section lacks.
+    """
+    node = config
+    for name in section.split("."):
+        if name not in node:
+            raise ConfigError(f"config has no section '{section}'")
+        node = node[name]
+    values = {**(node.to_dict() if isinstance(node, ml_collections.ConfigDict) else dict(node)), **changes}
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(fields))
+    missing = [f for f in fields if f not in values]
+    if unknown or missing:
+        problems = ([f"unknown keys {', '.join(f'{section}.{k}' for k in unknown)}"] if unknown else []) + (
+            [f"missing keys {', '.join(f'{section}.{k}' for k in missing)}"] if missing else [])
+        raise ConfigError(f"config section '{section}' does not fit {cls.__name__}: " + "; ".join(problems))
+    return cls(**values)
 
 
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
@@ -159,12 +219,17 @@ def parse_value(text: str):
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
+    """Set each `key.sub=value` (a Python literal, else a string); raises ConfigError listing
+    every bad item. `data.val_pairs=X` is shorthand for `evals.val.pairs=X`."""
     problems = []
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
             problems.append(f"'{item}': expected key=value")
             continue
+        if key.strip() == VAL_PAIRS_SHORTHAND:
+            ensure_eval(config, SHORTHAND_EVAL)
+            key = f"evals.{SHORTHAND_EVAL}.pairs"
         *parents, leaf = key.strip().split(".")
         node = config
         try:

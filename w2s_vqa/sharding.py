@@ -47,11 +47,26 @@ def make_mesh(shape: Sequence[int] | dict[str, int], devices=None) -> Mesh:
     return Mesh(devices.reshape(sizes), MESH_AXES)
 
 
+def rules_from_config(config) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
+    """The rules table of a run config (`mesh.rules`, lists from a config file or JSON) as tuples."""
+    return tuple((name, tuple(axes) if isinstance(axes, (list, tuple)) else axes) for name, axes in config.mesh.rules)
+
+
+def mesh_from_config(config, devices=None) -> Mesh:
+    """The mesh of a run config: `mesh.shape` over `devices` (default: every device, or the
+    first `mesh.num_devices` of them for sharding experiments)."""
+    devices = list(devices if devices is not None else jax.devices())
+    if config.mesh.get("num_devices", 0):
+        devices = devices[: config.mesh.num_devices]
+    return make_mesh(tuple(config.mesh.shape), devices)
+
+
 def logical_to_spec(axes: Sequence[str | None] | None, rules=DEFAULT_RULES, shape: Sequence[int] | None = None,
                     mesh: Mesh | None = None) -> PartitionSpec:
     """PartitionSpec for logical `axes`. A mesh axis is used at most once per array, and
     (given `shape` and `mesh`) only where it divides the dimension; else that
-    dimension is replicated."""
+    dimension is replicated. With `mesh` (a Mesh or an AbstractMesh), axes of size 1
+    are left out."""
     if axes is None:
         return PartitionSpec()
     table = dict(rules if rules is not None else DEFAULT_RULES)

@@ -6,7 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from w2s_vqa.config import defaults
 from w2s_vqa.train import objective as obj
+
+
+def objective_config(**changes) -> obj.ObjectiveConfig:
+    """The default objective (config.defaults()) with `changes`."""
+    return obj.ObjectiveConfig.from_config(defaults(), **changes)
 
 
 def test_cross_entropy_and_entropy_by_hand():
@@ -28,7 +34,7 @@ def test_pair_weights_scale_each_pair():
 
 
 def test_confidence_weight_schedule():
-    cfg = obj.ObjectiveConfig(warmup_fraction=0.1)
+    cfg = objective_config(warmup_fraction=0.1, temperature_start=0.5, temperature_end=0.1)
     ramp0, t0 = obj.confidence_schedule(0, 1000, cfg)
     ramp50, t50 = obj.confidence_schedule(50, 1000, cfg)
     ramp200, t200 = obj.confidence_schedule(200, 1000, cfg)
@@ -40,21 +46,22 @@ def test_confidence_weight_schedule():
 def test_objective_mixes_terms_with_the_adaptive_weight():
     logits = jnp.asarray([[1.0, 0.5, 0.0, -0.5, -1.0]])
     batch = {"label": jnp.asarray([3]), "weight": jnp.ones(1)}
-    loss, aux = obj.objective(logits, batch, step=100, total_steps=1000)
+    cfg = objective_config(confidence=True, warmup_fraction=0.1, temperature_end=0.1)
+    loss, aux = obj.objective(logits, batch, step=100, total_steps=1000, cfg=cfg)
     ce, conf = float(aux["ce"]), float(aux["confidence"])
     a = math.exp(conf / 0.1) / (math.exp(conf / 0.1) + math.exp(ce / 0.1))  # past warm-up: T = 0.1, ramp 1
     assert float(aux["lambda"]) == pytest.approx(a, rel=1e-5)
     assert float(loss) == pytest.approx((1 - a) * ce + a * conf, rel=1e-5)
-    loss0, aux0 = obj.objective(logits, batch, step=0, total_steps=1000)
+    loss0, aux0 = obj.objective(logits, batch, step=0, total_steps=1000, cfg=cfg)
     assert float(aux0["lambda"]) == 0.0 and float(loss0) == pytest.approx(ce, rel=1e-6)
-    plain, _ = obj.objective(logits, batch, step=100, total_steps=1000, cfg=obj.ObjectiveConfig(confidence=False))
+    plain, _ = obj.objective(logits, batch, step=100, total_steps=1000, cfg=objective_config(confidence=False))
     assert float(plain) == pytest.approx(ce, rel=1e-6)
 
 
 def test_soft_targets_replace_the_one_hot_label():
     logits = jnp.asarray([[0.3, 0.1, 0.0, -0.2, 0.4]])
     target = jnp.asarray([[0.5, 0.5, 0.0, 0.0, 0.0]])
-    cfg = obj.ObjectiveConfig(soft_targets=True, confidence=False)
+    cfg = objective_config(soft_targets=True, confidence=False)
     loss, _ = obj.objective(logits, {"label": jnp.asarray([0]), "weight": jnp.ones(1), "target": target}, 0, 10, cfg)
     log_q = np.log(np.exp(np.asarray(logits[0])) / np.exp(np.asarray(logits[0])).sum())
     assert float(loss) == pytest.approx(-(0.5 * log_q[0] + 0.5 * log_q[1]), rel=1e-6)

@@ -14,6 +14,8 @@ import pytest
 from tests.train.conftest import train_config
 from w2s_vqa import cli
 from w2s_vqa.train import loop
+from w2s_vqa.train.checkpoint import load_checkpoint_student
+from w2s_vqa.train.step import MODEL_INPUTS
 from w2s_vqa.train.logging import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -121,9 +123,9 @@ def test_checkpoint_exports_to_transformers_with_the_same_preference(pool, tmp_p
 
     batch = next(pipeline.make_iterator(str(pool / "pairs.parquet"), str(pool / "store"), trainer.prompt,
                                         batch_size=4, seed=1, shard_index=0, shard_count=1))
-    model, _, step = loop.load_checkpoint_student(str(tmp_path / "run"))
+    model, _, step = load_checkpoint_student(str(tmp_path / "run"))
     assert step == 2
-    ours = np.asarray(model.preference(trainer.prompt.level_token_ids, **{k: batch[k] for k in loop.MODEL_INPUTS}))
+    ours = np.asarray(model.preference(trainer.prompt.level_token_ids, **{k: batch[k] for k in MODEL_INPUTS}))
     theirs = TorchScorer(out).preference(batch["pixel_values"], batch["motion"], batch["frame_mask"],
                                          batch["motion_mask"])
     assert np.max(np.abs(ours - theirs)) <= 1e-5
@@ -135,7 +137,7 @@ def test_a_diverging_run_stops_with_its_last_good_checkpoint(pool, tmp_path):
     with pytest.raises(loop.NonFiniteLossError, match="last good checkpoint is step") as error:
         loop.Trainer(config, tmp_path / "nan").run()
     bad_step = int(str(error.value).split(" at step ")[1].split(";")[0])
-    model, _, step = loop.load_checkpoint_student(str(tmp_path / "nan"))
+    model, _, step = load_checkpoint_student(str(tmp_path / "nan"))
     assert step == bad_step - 1
     assert all(np.all(np.isfinite(np.asarray(v[...]))) for v in jax.tree.leaves(model))
 
@@ -156,5 +158,5 @@ def test_sigterm_saves_and_exits_cleanly(pool, tmp_path):
     proc.send_signal(signal.SIGTERM)  # as a TPU preemption notice does
     output = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, output
-    _, _, step = loop.load_checkpoint_student(str(tmp_path / "pre"))
+    _, _, step = load_checkpoint_student(str(tmp_path / "pre"))
     assert 3 <= step < 100000 and step == len(read_metrics(tmp_path / "pre"))

@@ -46,10 +46,7 @@ def measure(preset: str, pairs: int, dtype: str, repeats: int, attention: str = 
         state = jax.block_until_ready(trainer.initial_state())
         init_s = time.perf_counter() - start
         print(f"{preset}: initialized in {init_s:.1f} s", flush=True)
-        shardings = jax.tree.map(lambda x: x.sharding, state)
-        step = jax.jit(loop.make_train_step(trainer.codec, trainer.tx, trainer.obj_cfg, trainer.total_steps,
-                                            trainer.prompt.level_token_ids),
-                       donate_argnums=(0,), out_shardings=(shardings, trainer.replicated))
+        step = trainer.train_step.step  # the training loop's own jitted step (w2s_vqa.train.step)
         cfg = trainer.model_cfg
         rng = np.random.default_rng(0)
         ids, mask = trainer.prompt.padded(trainer.prompt.length)

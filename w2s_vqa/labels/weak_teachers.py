@@ -31,8 +31,10 @@ scikit-video's own implementation no longer runs (it calls `scipy.misc.imresize`
 removed from SciPy years ago).
 
 `score_store` writes a table in the long form `teachers.read_teacher_table` reads, the
-format of a user's DOVER or Q-Align table. `srcc_vs_known_order` and
-`direction_accuracy` measure how weak a teacher is against what the simulators know.
+format of a user's DOVER or Q-Align table. `srcc_vs_known_order` measures how weak a
+teacher is against what the simulators know; its direction accuracy on a pair table is
+`w2s_vqa.score.metrics.teacher_direction_accuracy` (the student's figure's definition,
+in score/, which this layer does not import).
 """
 
 from __future__ import annotations
@@ -41,11 +43,10 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
-from w2s_vqa.labels.pairs import BETTER, INFERIOR, SIMILAR, SUPERIOR, WORSE
+from w2s_vqa import video
 
-# ITU-R BT.601 luma weights, the ones JPEG and most classical measures use.
-_LUMA = np.array([0.299, 0.587, 0.114])
 # Mertens et al.'s spread of the well-exposedness curve around mid-grey.
 _EXPOSURE_SIGMA = 0.2
 
@@ -65,8 +66,8 @@ def _valid_frames(frames: np.ndarray, frame_mask: np.ndarray) -> np.ndarray:
 
 
 def _luma(frames: np.ndarray) -> np.ndarray:
-    """[F, H, W] luma in grey levels (0..255) from float RGB frames."""
-    return frames @ _LUMA
+    """[F, H, W] float64 luma in grey levels (0..255) from float RGB frames (video.luma)."""
+    return video.luma(frames, np.float64)
 
 
 def sharpness(frames: np.ndarray, frame_mask: np.ndarray) -> float:
@@ -117,12 +118,12 @@ def score_store(store, teachers: Iterable[str] | None = None, *, progress: bool 
     The result written to CSV/Parquet/JSONL is a table `teachers.read_teacher_table`
     reads, the same format as a user's precomputed DOVER or Q-Align table.
     """
-    from tqdm import tqdm
+    from w2s_vqa import progress as progress_lib
 
     names = list(TEACHERS if teachers is None else teachers)
     functions = [_get(name) for name in names]
     rows = []
-    for video_id in tqdm(store.ids, unit="video", desc="weak teachers", disable=not progress):
+    for video_id in progress_lib.bar(iterable=store.ids, unit="video", desc="weak teachers", disable=not progress):
         record = store.get(video_id)
         rows += [(video_id, name, f(record["frames"], record["frame_mask"])) for name, f in zip(names, functions)]
     return pd.DataFrame(rows, columns=["video_id", "teacher", "score"]).astype({"score": np.float64})
@@ -144,9 +145,9 @@ def group_srcc(scores: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     source_id, distortion, kind, level). A group is one source under one simulator:
     its pristine video (level 0) and its variants (levels 1..N), whose known order is
     "a higher level is worse", so the correlation is taken between score and -level
-    (ties in score share their average rank). A teacher that gives every video of a
-    group the same score cannot order it and gets 0 there; groups where the teacher
-    scored fewer than two videos are left out.
+    (scipy.stats.spearmanr: ties in score share their average rank). A teacher that
+    gives every video of a group the same score cannot order it and gets 0 there;
+    groups where the teacher scored fewer than two videos are left out.
 
     Returns one row per (teacher, source_id, distortion) with kind, videos and srcc.
     """
@@ -157,17 +158,17 @@ def group_srcc(scores: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     members = pd.concat([distorted, groups.merge(pristine, on="source_id")], ignore_index=True)
     scored = members.merge(scores[["video_id", "teacher", "score"]], on="video_id")
     keys = ["teacher", "source_id", "distortion"]
-    ranked = scored.assign(score_rank=scored.groupby(keys)["score"].rank(),
-                           order_rank=scored.groupby(keys)["level"].rank(ascending=False))
-    by_group = ranked.groupby(keys)
-    a = ranked["score_rank"] - by_group["score_rank"].transform("mean")
-    b = ranked["order_rank"] - by_group["order_rank"].transform("mean")
-    sums = ranked.assign(ab=a * b, aa=a * a, bb=b * b).groupby(keys, sort=True).agg(
-        kind=("kind", "first"), videos=("video_id", "size"), ab=("ab", "sum"), aa=("aa", "sum"), bb=("bb", "sum"))
-    sums = sums[sums["videos"] >= 2]
-    denominator = np.sqrt(sums["aa"] * sums["bb"])
-    srcc = np.where(denominator > 0, sums["ab"] / denominator.where(denominator > 0, 1.0), 0.0)
-    return sums[["kind", "videos"]].assign(srcc=srcc).reset_index()
+
+    def correlation(group: pd.DataFrame) -> float:
+        score, order = group["score"].to_numpy(np.float64), -group["level"].to_numpy(np.float64)
+        if np.ptp(score) == 0 or np.ptp(order) == 0:  # scipy: NaN and a warning
+            return 0.0
+        return float(scipy.stats.spearmanr(score, order).statistic)
+
+    by_group = scored.groupby(keys, sort=True)
+    table = by_group.agg(kind=("kind", "first"), videos=("video_id", "size"))
+    table["srcc"] = [correlation(group) for _, group in by_group]
+    return table[table["videos"] >= 2].reset_index()
 
 
 def srcc_vs_known_order(scores: pd.DataFrame, index: pd.DataFrame, *, kind: str | None = None,
@@ -199,39 +200,3 @@ def srcc_report(scores: pd.DataFrame, index: pd.DataFrame) -> dict[str, dict]:
         entry["by_distortion"] = {str(k): float(v) for k, v in by_distortion.items()}
         report[str(teacher)] = entry
     return report
-
-
-_SIGN = {SUPERIOR: 1, BETTER: 1, WORSE: -1, INFERIOR: -1}
-
-
-def direction_accuracy(pairs: pd.DataFrame, scores: pd.DataFrame, *, origins: Iterable[str] | None = None,
-                       decisive_only: bool = False) -> dict[str, float]:
-    """Per teacher, the fraction of pairs whose label direction its scores agree with.
-
-    A pair labelled superior or better (the second video is better) counts as right
-    when the teacher scores the second video strictly higher; worse or inferior, when
-    strictly lower. Equal scores count as wrong; "similar" pairs have no direction and
-    are left out, as are pairs with a video the teacher did not score. `origins`
-    keeps pairs of those origins only (e.g. the synthetic ones); `decisive_only` keeps
-    superior and inferior pairs only, which for synthetic pairs are the level gaps
-    above 1. A teacher left with no pair gets NaN.
-
-    This is the figure the student is compared against: a student that learnt only
-    what its teachers say would match them here.
-    """
-    kept = pairs[pairs["label"].astype(int) != SIMILAR]
-    if origins is not None:
-        kept = kept[kept["origin"].isin(list(origins))]
-    if decisive_only:
-        kept = kept[kept["label"].astype(int).isin([SUPERIOR, INFERIOR])]
-    expected = kept["label"].astype(int).map(_SIGN).to_numpy()
-    wide = scores.pivot(index="video_id", columns="teacher", values="score")
-    accuracy = {}
-    for teacher in wide.columns:
-        column = wide[teacher]
-        first = column.reindex(kept["first_id"].astype(str)).to_numpy()
-        second = column.reindex(kept["second_id"].astype(str)).to_numpy()
-        scored = ~(np.isnan(first) | np.isnan(second))
-        right = np.sign(second - first) == expected
-        accuracy[str(teacher)] = float(right[scored].mean()) if scored.any() else float("nan")
-    return accuracy

@@ -37,12 +37,12 @@ def run(args) -> int:
                                         num_motion_chunks=args.num_motion_chunks).items() if v is not None}
     extra = {}
     if args.checkpoint:
-        from w2s_vqa.train.loop import load_checkpoint_student, tokenizer_dir
+        from w2s_vqa.train.checkpoint import load_checkpoint_student
 
         if ours_video:
             raise ValueError("--num-frames and --num-motion-chunks come from the checkpoint's config")
         model, run_config, step = load_checkpoint_student(args.checkpoint, args.step)
-        tokenizer = args.tokenizer or tokenizer_dir(run_config)
+        tokenizer = args.tokenizer or config_lib.tokenizer_dir(run_config)
         extra = {"checkpoint": os.path.abspath(args.checkpoint), "step": step}
     elif args.hf:
         model = hf.load_student(args.hf, seed=args.seed, **ours_video)

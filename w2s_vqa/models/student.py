@@ -31,6 +31,8 @@ from w2s_vqa.models.qwen2 import Qwen2Model
 from w2s_vqa.models.siglip import SiglipVisionTower
 
 # SigLIP's processor: rescale by 1/255, then normalize with mean 0.5, std 0.5.
+# What Student.level_logits reads of a batch (w2s_vqa.pipeline gives their shapes and dtypes).
+MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "frame_mask", "motion", "motion_mask")
 PIXEL_MEAN = 0.5
 PIXEL_STD = 0.5
 

@@ -10,6 +10,10 @@ Each saved step holds three items:
 The manager keeps the last `keep_last` steps plus the `keep_best` best by a
 validation metric; Orbax writes a step under a temporary name and renames it
 when complete, so a killed run never leaves a half-written latest step.
+
+`load_checkpoint_student` reads a saved step back as a student (export, scoring):
+the run's config says what the state holds (train.step.state_layout), and the
+state is restored into that layout on one local device.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 import grain
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -92,6 +97,38 @@ class Checkpointer:
         self.manager.close()
 
 
-def abstract_like(tree) -> Any:
-    """ShapeDtypeStructs with the shardings of `tree`'s arrays: the restore target."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+def checkpoint_directory(path: str) -> str:
+    """A run's workdir or its checkpoints/ folder -> the checkpoints folder."""
+    nested = os.path.join(path, "checkpoints")
+    return nested if os.path.isdir(nested) else path
+
+
+def load_checkpoint_student(path: str, step: int | None = None):
+    """(student, run config, step) from a training checkpoint; `path` is a run's workdir or
+    its checkpoints/ folder, `step` defaults to the latest saved.
+
+    The parameters come back float32 on the first local device. Raises
+    FileNotFoundError when the folder holds no checkpoint or not `step` (the message
+    lists the saved steps), ConfigError when the saved config no longer describes a state.
+    """
+    from w2s_vqa import sharding
+    from w2s_vqa.train import step as step_lib
+
+    directory = checkpoint_directory(path)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{directory}: no such checkpoint folder")
+    checkpointer = Checkpointer(directory, async_save=False)
+    try:
+        steps = checkpointer.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"{directory}: no checkpoints")
+        step = steps[-1] if step is None else step
+        if step not in steps:
+            raise FileNotFoundError(f"{directory}: no checkpoint for step {step}; saved steps: {steps}")
+        config = ml_collections.ConfigDict(checkpointer.restore_config(step))
+        mesh = sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])
+        layout = step_lib.state_layout(config, mesh)
+        state = checkpointer.restore_state(step, layout.abstract)
+    finally:
+        checkpointer.close()
+    return layout.codec.merge(layout.params(state)), config, step

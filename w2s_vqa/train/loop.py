@@ -1,14 +1,12 @@
 """The training loop: a sharded, checkpointed, resumable pairwise-ranking run.
 
-    config -> mesh -> student (scratch or Hugging Face) -> parameters split into
-    trainable and frozen -> jit train step (donated state) over Grain batches ->
-    validation, metrics (JSON lines, TensorBoard), Orbax checkpoints
+    config -> mesh -> train step (w2s_vqa.train.step, built from the config and the
+    abstract state) -> state (the latest checkpoint, or a fresh student: scratch or
+    Hugging Face) -> Grain batches -> evaluations (config.evals) -> metrics (JSON
+    lines, TensorBoard), Orbax checkpoints
 
-The training state is a plain dict of arrays keyed by parameter path
-("language_model.layers.0.mlp.up_proj.kernel"), so the optimizer's groups,
-the shardings and the checkpoint all read the same names. Shardings come from
-each parameter's logical axes through the config's rules table; the optimizer
-state takes its shardings from the parameters it mirrors.
+The step is train/step.py's; the loop owns what it does not: the data, the
+checkpoints, the logs, the evaluations and the signals.
 """
 
 from __future__ import annotations
@@ -22,28 +20,20 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-import pandas as pd
-from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
+from w2s_vqa import config as config_lib
 from w2s_vqa import prompt as prompt_lib
-from w2s_vqa import runtime
-from w2s_vqa.models import config as model_config_lib
-from w2s_vqa.convert import hf
-from w2s_vqa.models import student as student_lib
-from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
-from w2s_vqa.train import objective as objective_lib
-from w2s_vqa.train import optim as optim_lib
 from w2s_vqa import sharding as sharding_lib
-from w2s_vqa.train.checkpoint import Checkpointer, abstract_like
-
-# Batch entries the model and the objective read; the rest stay on the host.
-MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "frame_mask", "motion", "motion_mask")
-TARGETS = ("label", "weight", "origin", "target")
+from w2s_vqa.convert import hf
+from w2s_vqa.models import config as model_config_lib
+from w2s_vqa.models import student as student_lib
+from w2s_vqa.score import predict as predict_lib
+from w2s_vqa.train import objective as objective_lib
+from w2s_vqa.train import step as step_lib
+from w2s_vqa.train.checkpoint import Checkpointer
+from w2s_vqa.train.step import MODEL_INPUTS, TARGETS, ParamCodec
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -51,51 +41,6 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # ----------------------------------------------------------------------------- config
-def student_config(config: ml_collections.ConfigDict) -> model_config_lib.StudentConfig:
-    """The student's shape: the preset (or the HF directory's config) with the data's video shape."""
-    m, d = config.model, config.data
-    ours = dict(num_frames=d.num_frames, num_motion_chunks=d.num_motion_chunks, motion_dim=d.motion_dim,
-                dtype=m.dtype, remat=m.remat, attention=m.attention)
-    if m.hf_dir:
-        with open(os.path.join(m.hf_dir, hf.CONFIG_FILE)) as f:
-            cfg = model_config_lib.StudentConfig.from_hf_config(json.load(f), **ours)
-    else:
-        cfg = model_config_lib.preset(m.preset, **ours)
-    if cfg.vision.image_size != d.image_size:
-        raise ValueError(f"data.image_size={d.image_size} but the vision tower takes {cfg.vision.image_size}")
-    return cfg
-
-
-def tokenizer_dir(config) -> str:
-    return config.model.get("tokenizer", "") or config.model.hf_dir or TINY_TOKENIZER
-
-
-def optim_config(config) -> optim_lib.OptimConfig:
-    o = config.optim
-    return optim_lib.OptimConfig(
-        learning_rate=o.learning_rate, warmup_fraction=o.warmup_fraction, min_lr_ratio=o.min_lr_ratio,
-        weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, eps=o.eps, grad_clip_norm=o.grad_clip_norm,
-        accumulate_steps=o.accumulate_steps, groups=tuple((str(p), float(r)) for p, r in o.groups))
-
-
-def objective_config(config) -> objective_lib.ObjectiveConfig:
-    o = config.objective
-    return objective_lib.ObjectiveConfig(
-        confidence=o.confidence, warmup_fraction=o.warmup_fraction, temperature_start=o.temperature_start,
-        temperature_end=o.temperature_end, soft_targets=o.soft_targets)
-
-
-def mesh_from_config(config) -> jax.sharding.Mesh:
-    devices = jax.devices()
-    if config.mesh.get("num_devices", 0):
-        devices = devices[: config.mesh.num_devices]  # sharding experiments on a subset
-    return sharding_lib.make_mesh(tuple(config.mesh.shape), devices)
-
-
-def rules_from_config(config):
-    return tuple((name, tuple(axes) if isinstance(axes, (list, tuple)) else axes) for name, axes in config.mesh.rules)
-
-
 def maybe_initialize_distributed(config) -> None:
     """jax.distributed.initialize from the config, or from the environment on TPU pods / SLURM."""
     dist = config.get("distributed", ml_collections.ConfigDict())
@@ -110,59 +55,44 @@ def maybe_initialize_distributed(config) -> None:
         jax.distributed.initialize()  # Cloud TPU and SLURM publish the topology in the environment.
 
 
-# ----------------------------------------------------------------------------- params
-class ParamCodec:
-    """The student's parameters as a flat {path: array} dict, and back to a module."""
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """One entry of config.evals (w2s_vqa.config.eval_entry), resolved: `every` 0 is
+    train.eval_every and `batches` 0 is train.eval_batches."""
 
-    def __init__(self, abstract_model: student_lib.Student):
-        self.graphdef, state = nnx.split(abstract_model)
-        self.variables = [(path, var) for path, var in nnx.to_flat_state(state)]
-        self.keys = [".".join(str(p) for p in path) for path, _ in self.variables]
-        self.logical_axes = {k: v.get_metadata().get("logical_axes") for k, (_, v) in zip(self.keys, self.variables)}
-        self.shapes = {k: tuple(v.shape) for k, (_, v) in zip(self.keys, self.variables)}
-
-    def to_dict(self, model: student_lib.Student) -> dict[str, jax.Array]:
-        flat = dict(nnx.to_flat_state(nnx.state(model)))
-        return {k: flat[path][...] for k, (path, _) in zip(self.keys, self.variables)}
-
-    def merge(self, params: dict[str, jax.Array]) -> student_lib.Student:
-        state = nnx.from_flat_state([(path, var.replace(params[k])) for k, (path, var) in zip(self.keys, self.variables)])
-        return nnx.merge(self.graphdef, state)
-
-    def shardings(self, mesh, rules) -> dict[str, NamedSharding]:
-        return {k: sharding_lib.named_sharding(mesh, self.logical_axes[k], rules, self.shapes[k]) for k in self.keys}
+    name: str  # its metrics log as "<name>/<metric>"
+    kind: str  # config.EVAL_KINDS
+    pairs: str  # pair table path
+    every: int  # steps between evaluations; 0 = never
+    batches: int  # global batches (a seeded random subset of the pairs); 0 = the whole table
 
 
-# ----------------------------------------------------------------------------- steps
-def make_train_step(codec: ParamCodec, tx, obj_cfg, total_steps: int, level_ids):
-    def step(state, batch):
-        def loss_fn(trainable):
-            model = codec.merge({**state["frozen"], **trainable})
-            logits = model.level_logits(level_ids, **{k: batch[k] for k in MODEL_INPUTS})
-            loss, aux = objective_lib.objective(logits, batch, state["step"], total_steps, obj_cfg)
-            return loss, (aux, logits)
+def evals_from_config(config) -> list[EvalConfig]:
+    """config.evals in name order, leaving out entries whose `pairs` is "".
 
-        (_, (aux, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["trainable"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["trainable"])
-        trainable = optax.apply_updates(state["trainable"], updates)
-        metrics = {**aux, "grad_norm": optax.tree.norm(grads),
-                   **objective_lib.pair_metrics(logits, batch["label"], batch["origin"], batch["weight"])}
-        new_state = {**state, "trainable": trainable, "opt_state": opt_state, "step": state["step"] + 1}
-        return new_state, metrics
-
-    return step
+    Raises ConfigError naming the entry: unknown or missing keys, an unknown kind, a
+    name that holds "/" or is "train" (the running training metrics' prefix).
+    """
+    entries = []
+    for name in config.get("evals", ml_collections.ConfigDict()).keys():
+        entry = config_lib.from_section(EvalConfig, config, f"evals.{name}", name=name)
+        if entry.kind not in config_lib.EVAL_KINDS:
+            raise config_lib.ConfigError(f"evals.{name}.kind={entry.kind!r}: choose one of {config_lib.EVAL_KINDS}")
+        if "/" in name or name == "train":
+            raise config_lib.ConfigError(f"evals.{name}: an evaluation's name may not hold '/' or be 'train'")
+        if entry.every < 0 or entry.batches < 0:
+            raise config_lib.ConfigError(f"evals.{name}: every and batches must be >= 0")
+        if entry.pairs:
+            entries.append(dataclasses.replace(entry, pairs=str(entry.pairs),
+                                               every=int(entry.every or config.train.eval_every),
+                                               batches=int(entry.batches or config.train.eval_batches)))
+    return entries
 
 
 def make_eval_step(codec: ParamCodec, level_ids):
-    def step(state, batch):
-        model = codec.merge({**state["frozen"], **state["trainable"]})
-        logits = model.level_logits(level_ids, **{k: batch[k] for k in MODEL_INPUTS})
-        terms = objective_lib.loss_terms(logits, batch["label"], batch["weight"])
-        count = jnp.sum(batch["weight"] > 0)
-        return {"ce_sum": terms["ce"] * count, **objective_lib.pair_metrics(
-            logits, batch["label"], batch["origin"], batch["weight"])}
-
-    return step
+    """step(state, batch) -> [B, 5] float32 level logits per pair (score.predict.make_forward
+    over the training state); the metrics are taken on the host (score.metrics)."""
+    return predict_lib.make_forward(lambda state: codec.merge({**state["frozen"], **state["trainable"]}), level_ids)
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -184,42 +114,38 @@ class Trainer:
         self.config = config
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
-        self.mesh = mesh_from_config(config)
-        self.rules = rules_from_config(config)
-        self.model_cfg = student_config(config)
-        self.total_steps = int(config.train.num_steps)
-        self.obj_cfg = objective_config(config)
-        self.optim_cfg = optim_config(config)
-
-        tok = prompt_lib.load_tokenizer(tokenizer_dir(config))
-        self.prompt = prompt_lib.build_pair_prompt(tok, video_token_id=self.model_cfg.video_token_index,
-                                                   tokens_per_video=self.model_cfg.tokens_per_video)
-        self.codec = ParamCodec(student_lib.create_abstract(self.model_cfg))
-        self.param_shardings = self.codec.shardings(self.mesh, self.rules)
-        self.trainable_keys = [k for k in self.codec.keys if not optim_lib.is_frozen(k, self.optim_cfg)]
-        if not self.trainable_keys:
-            raise ValueError("every parameter is frozen: check optim.groups")
-        labels = {k: optim_lib.group_of(k, self.optim_cfg.groups) for k in self.trainable_keys}
-        self.tx = optim_lib.make_optimizer(self.optim_cfg, max(1, self.total_steps // self.optim_cfg.accumulate_steps),
-                                           labels)
-        self.batch_sharding = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp")))
-        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.mesh = sharding_lib.mesh_from_config(config)
+        self.rules = sharding_lib.rules_from_config(config)
+        self.evals = evals_from_config(config)
+        model_cfg = model_config_lib.student_config(config)
+        tok = prompt_lib.load_tokenizer(model_config_lib.tokenizer_dir(config))
+        self.prompt = prompt_lib.build_pair_prompt(tok, video_token_id=model_cfg.video_token_index,
+                                                   tokens_per_video=model_cfg.tokens_per_video)
+        # The jitted step and the state it takes, from the config and the level ids alone.
+        self.train_step = step_lib.build_train_step(config, self.mesh, self.prompt.level_token_ids)
+        self.layout = self.train_step.layout
+        self.model_cfg, self.codec, self.tx = self.layout.model_cfg, self.layout.codec, self.layout.tx
+        self.optim_cfg, self.obj_cfg = self.layout.optim_cfg, self.train_step.obj_cfg
+        self.total_steps, self.trainable_keys = self.layout.total_steps, list(self.layout.trainable_keys)
+        self.param_shardings, self.replicated = self.layout.param_shardings, self.layout.replicated
+        self.batch_sharding = self.train_step.batch_sharding
         self.local_batch = self._local_batch_size()
         self.checkpointer = Checkpointer(
             os.path.join(self.workdir, "checkpoints"), keep_last=config.train.keep_last,
             keep_best=config.train.keep_best, best_metric=config.train.best_metric or None,
             async_save=config.train.async_checkpoint)
         self._stop_requested = False
+        self._eval_tables: dict[str, Any] = {}  # evaluation name -> its (subset of the) pair table
         self.eval_step = jax.jit(make_eval_step(self.codec, self.prompt.level_token_ids),
                                  out_shardings=self.replicated)
 
     # ------------------------------------------------------------------ set-up
     def _local_batch_size(self) -> int:
         global_batch = int(self.config.data.batch_size)
-        shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        shards = step_lib.batch_shards(self.batch_sharding)
         if global_batch % shards or global_batch % jax.process_count():
-            raise ValueError(f"data.batch_size={global_batch} must divide over the data x fsdp mesh axes ({shards}) "
-                             f"and the {jax.process_count()} processes")
+            raise ValueError(f"data.batch_size={global_batch} must divide over the batch's mesh axes "
+                             f"({self.batch_sharding.spec}: {shards} parts) and the {jax.process_count()} processes")
         return global_batch // jax.process_count()
 
     def initial_params(self) -> dict[str, jax.Array]:
@@ -234,29 +160,14 @@ class Trainer:
         return self.codec.to_dict(student_lib.create(self.model_cfg, self.config.seed, self.param_shardings))
 
     def initial_state(self) -> dict[str, Any]:
-        params = self.initial_params()
-        trainable = {k: params[k] for k in self.trainable_keys}
-        frozen = {k: v for k, v in params.items() if k not in trainable}
-        init = jax.jit(self.tx.init, out_shardings=self.opt_state_shardings(trainable))
-        return {"step": jax.device_put(jnp.zeros((), jnp.int32), self.replicated), "trainable": trainable,
-                "frozen": frozen, "opt_state": init(trainable)}
-
-    def opt_state_shardings(self, trainable):
-        """Each optimizer moment takes the sharding of the parameter it mirrors (found by its
-        key and shape in the optimizer state's tree); counters and the like are replicated."""
-        def choose(path, leaf):
-            for entry in reversed(path):
-                key = getattr(entry, "key", None)
-                if key in self.param_shardings and tuple(leaf.shape) == self.codec.shapes[key]:
-                    return self.param_shardings[key]
-            return self.replicated
-
-        return jax.tree_util.tree_map_with_path(choose, jax.eval_shape(self.tx.init, trainable))
+        """Step 0: `initial_params` and a fresh optimizer state, in the step's shardings."""
+        return self.layout.init_state(self.initial_params())
 
     def data_iterator(self, pairs: str, *, seed: int, num_epochs: int | None, augment: bool | str = False):
         from w2s_vqa import pipeline
 
         d = self.config.data
+        pipeline.require_inputs({"data.store": d.store, "data.pairs": pairs})
         return pipeline.make_iterator(
             pairs, d.store, self.prompt, batch_size=self.local_batch, seed=seed,
             shard_index=jax.process_index(), shard_count=jax.process_count(), num_epochs=num_epochs,
@@ -270,52 +181,67 @@ class Trainer:
     def _request_stop(self, signum, frame):  # noqa: ARG002
         self._stop_requested = True
 
-    def evaluate(self, state, pairs=None) -> dict:
-        """Metrics over a whole pair table (default: data.val_pairs), prefixed "val/".
+    def evaluate(self, state, pairs, *, max_batches: int | None = None) -> dict:
+        """Metrics over a whole pair table (a path or DataFrame), prefixed "val/".
 
-        The table is padded to whole global batches with zero-weight copies of its
-        first rows, which the metrics leave out, so every pair counts exactly once.
+        P per pair from score.predict.predict_pairs (the table padded to whole global
+        batches with zero-weight copies, each pair predicted once); from them, per origin,
+        score.metrics.by_origin's direction and five-way accuracy and pair count (pairs of
+        weight 0 left out), and "val/ce", the weighted mean cross-entropy of the labels
+        (score.metrics.cross_entropy). `max_batches` > 0 (default: train.eval_batches)
+        stops after that many global batches; only the pairs they held count.
         """
-        from w2s_vqa import pipeline
+        from w2s_vqa.score import metrics
 
-        pairs = pairs if pairs is not None else self.config.data.get("val_pairs")
-        if pairs is None or (isinstance(pairs, str) and not pairs):
+        if max_batches is None:
+            max_batches = int(self.config.train.eval_batches or 0)
+        predictions = predict_lib.predict_pairs(
+            state, pairs, self.config.data.store, self.prompt, self.mesh,
+            batch_size=self.local_batch * jax.process_count(), forward=self.eval_step,
+            batch_sharding=self.batch_sharding, max_batches=max_batches,
+            worker_count=self.config.data.worker_count)
+        seen = predictions[(predictions["weight"] > 0) & predictions[metrics.P_COLUMN].notna()]
+        if seen.empty:
             return {}
-        table = pipeline.load_pair_table(pairs)
-        global_batch = self.local_batch * jax.process_count()
-        padding = -len(table) % global_batch
-        if padding:
-            table = pd.concat([table, table.iloc[np.arange(padding) % len(table)].assign(weight=0.0)],
-                              ignore_index=True)
-        sums: dict[str, float] = {}
-        for i, batch in enumerate(self.data_iterator(table, seed=0, num_epochs=1)):
-            if self.config.train.eval_batches and i >= self.config.train.eval_batches:
-                break
-            out = jax.device_get(self.eval_step(state, self.to_device(batch)))
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-        if not sums:
-            return {}
-        summary = objective_lib.summarize_metrics(sums)
-        summary["ce"] = sums["ce_sum"] / max(sums["all/count"], 1.0)
+        summary = metrics.by_origin(seen)
+        summary["ce"] = metrics.cross_entropy(seen["label"].to_numpy(), seen[list(metrics.LOGIT_COLUMNS)].to_numpy(),
+                                              seen["weight"].to_numpy())
         return {f"val/{k}": v for k, v in summary.items()}
 
+    def run_eval(self, state, entry: EvalConfig) -> dict:
+        """One entry of config.evals: `evaluate` over its pair table (a seeded random subset
+        of `entry.batches` global batches when that is fewer pairs), the metrics named
+        "<entry.name>/<metric>" (evaluate's "val/" prefix replaced by the name)."""
+        from w2s_vqa import pipeline
+
+        table = self._eval_tables.get(entry.name)
+        if table is None:
+            table = pipeline.load_pair_table(entry.pairs)
+            wanted = entry.batches * self.local_batch * jax.process_count()
+            if entry.batches and wanted < len(table):
+                # Every process draws the same subset (fixed seed); kept in table order.
+                table = table.sample(n=wanted, random_state=0).sort_index().reset_index(drop=True)
+            self._eval_tables[entry.name] = table
+        results = self.evaluate(state, table, max_batches=0)  # the table is already cut to entry.batches
+        return {f"{entry.name}/{key.partition('/')[2]}": value for key, value in results.items()}
+
     def run(self) -> RunInfo:
+        """Train to train.num_steps from the latest checkpoint in the workdir (or from step
+        0), evaluating config.evals as they fall due and saving every
+        train.checkpoint_every steps, at the end and on SIGTERM."""
         from w2s_vqa.train.logging import MetricWriter, progress
 
         config, t0 = self.config, time.time()
-        state = self.initial_state()
-        state_shardings = jax.tree.map(lambda x: x.sharding, state)
-        level_ids = self.prompt.level_token_ids
-        train_step = jax.jit(make_train_step(self.codec, self.tx, self.obj_cfg, self.total_steps, level_ids),
-                             donate_argnums=(0,), out_shardings=(state_shardings, self.replicated))
+        train_step = self.train_step.step
         iterator = self.data_iterator(config.data.pairs, seed=config.seed, num_epochs=None,
                                       augment=config.data.augment)
         config_json = json.loads(config.to_json())
 
         resumed_from = self.checkpointer.latest_step()
-        if resumed_from is not None:
-            state, _ = self.checkpointer.restore(resumed_from, abstract_like(state), iterator)
+        if resumed_from is not None:  # the abstract state is the restore target: no fresh student is made
+            state, _ = self.checkpointer.restore(resumed_from, self.layout.abstract, iterator)
+        else:
+            state = self.initial_state()
         step = int(jax.device_get(state["step"]))
 
         previous = signal.signal(signal.SIGTERM, self._request_stop)
@@ -360,20 +286,22 @@ class Trainer:
                 if pending is not None:
                     record(*pending)
                 pending = (step, metrics)
-                evaluate_now = config.train.eval_every and (step % config.train.eval_every == 0
-                                                             or step == self.total_steps)
+                due = [e for e in self.evals if e.every and (step % e.every == 0 or step == self.total_steps)]
+                evaluate_now = bool(due)
                 save_now = (step % config.train.checkpoint_every == 0 or step == self.total_steps
                             or self._stop_requested)
                 halt_now = config.train.halt_after_step and step == config.train.halt_after_step
                 if evaluate_now or save_now or halt_now or step % config.train.log_every == 0:
                     record(*pending)
                     pending = None
-                if evaluate_now:
-                    last_eval = self.evaluate(state)
-                    if last_eval:
-                        writer.write(step, last_eval)
+                evaluated = {}
+                for entry in due:
+                    evaluated.update(self.run_eval(state, entry))
+                if evaluated:
+                    writer.write(step, evaluated)
+                    last_eval.update(evaluated)
                 if save_now:
-                    self.checkpointer.save(step, state, iterator, config_json, last_eval if evaluate_now else None)
+                    self.checkpointer.save(step, state, iterator, config_json, evaluated or None)
                 if halt_now:
                     # A preemption drill: die as a killed process would, after the checkpoint is on disk.
                     self.checkpointer.wait()
@@ -396,32 +324,3 @@ class Trainer:
         """The student with a state's parameters (default: the last run's)."""
         state = state if state is not None else self.final_state
         return self.codec.merge({**state["frozen"], **state["trainable"]})
-
-
-# ----------------------------------------------------------------------------- from a checkpoint
-def checkpoint_directory(path: str) -> str:
-    """A run's workdir or its checkpoints/ folder -> the checkpoints folder."""
-    nested = os.path.join(path, "checkpoints")
-    return nested if os.path.isdir(nested) else path
-
-
-def load_checkpoint_student(path: str, step: int | None = None) -> tuple[student_lib.Student, ml_collections.ConfigDict, int]:
-    """(student, run config, step) from a training checkpoint; `step` defaults to the latest."""
-    import orbax.checkpoint as ocp
-
-    directory = checkpoint_directory(path)
-    checkpointer = Checkpointer(directory, async_save=False)
-    try:
-        steps = checkpointer.all_steps()
-        if not steps:
-            raise FileNotFoundError(f"{directory}: no checkpoints")
-        step = steps[-1] if step is None else step
-        if step not in steps:
-            raise FileNotFoundError(f"{directory}: no checkpoint for step {step}; saved steps: {steps}")
-        config = ml_collections.ConfigDict(checkpointer.restore_config(step))
-        saved = checkpointer.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
-    finally:
-        checkpointer.close()
-    codec = ParamCodec(student_lib.create_abstract(student_config(config)))
-    params = {k: jnp.asarray(v) for k, v in {**saved["frozen"], **saved["trainable"]}.items()}
-    return codec.merge(params), config, step

@@ -18,19 +18,28 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from w2s_vqa import config as config_lib
 # ORIGINS: origin names in batch order (the pipeline's `origin` index); metrics are
 # reported per origin.
 from w2s_vqa.labels.origins import ORIGINS
-from w2s_vqa.prompt import ALPHA, SECOND_BETTER, SECOND_WORSE
+from w2s_vqa.prompt import SECOND_BETTER, SECOND_WORSE, preference
 
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-    confidence: bool = True  # add the confidence (entropy) term
-    warmup_fraction: float = 0.1  # T_w as a fraction of the total steps
-    temperature_start: float = 0.5
-    temperature_end: float = 0.1
-    soft_targets: bool = False  # cross-entropy against `batch["target"]` instead of one-hot labels
+    """The config's `objective` section, field for field; no defaults here: see
+    w2s_vqa.config.defaults() (build one with `ObjectiveConfig.from_config(config)`)."""
+
+    confidence: bool  # add the confidence (entropy) term
+    warmup_fraction: float  # T_w as a fraction of the total steps
+    temperature_start: float
+    temperature_end: float
+    soft_targets: bool  # cross-entropy against `batch["target"]` instead of one-hot labels
+
+    @classmethod
+    def from_config(cls, config, **changes) -> "ObjectiveConfig":
+        """From `config.objective`; ConfigError names unknown or missing keys."""
+        return config_lib.from_section(cls, config, "objective", **changes)
 
 
 def confidence_schedule(step, total_steps: int, cfg: ObjectiveConfig) -> tuple[jax.Array, jax.Array]:
@@ -61,7 +70,7 @@ def loss_terms(level_logits: jax.Array, labels: jax.Array | None, weights: jax.A
     return {"ce": _weighted_mean(ce, weights), "confidence": _weighted_mean(entropy, weights)}
 
 
-def objective(level_logits, batch: dict, step, total_steps: int, cfg: ObjectiveConfig = ObjectiveConfig()):
+def objective(level_logits, batch: dict, step, total_steps: int, cfg: ObjectiveConfig):
     """(loss, aux): the paper's loss at `step`, and its parts for logging."""
     targets = batch.get("target") if cfg.soft_targets else None
     if cfg.soft_targets and targets is None:
@@ -79,13 +88,17 @@ def objective(level_logits, batch: dict, step, total_steps: int, cfg: ObjectiveC
 
 
 def pair_metrics(level_logits: jax.Array, labels: jax.Array, origins: jax.Array, weights: jax.Array) -> dict:
-    """Sums (not means) for accumulation across batches, overall and per origin.
+    """Sums (not means) for accumulation across batches, overall and per origin: the
+    training log's running figures.
 
+    The definitions are score.metrics' (direction_outcomes, five_way_accuracy,
+    by_origin), taken on device so that a train step returns scalars only:
     direction: P > 0.5 when the label says the second video is better, P < 0.5
-    when worse; "similar" pairs are left out. five_way: argmax == label.
+    when worse (prompt.SECOND_BETTER / SECOND_WORSE); "similar" pairs are left out.
+    five_way: argmax == label. Pairs of weight 0 are left out. A test holds the two
+    implementations to the same figures.
     """
-    q = jax.nn.softmax(level_logits.astype(jnp.float32), axis=-1)
-    p = q @ jnp.asarray(ALPHA, jnp.float32)
+    p = preference(level_logits.astype(jnp.float32))
     better = jnp.isin(labels, jnp.asarray(SECOND_BETTER))
     worse = jnp.isin(labels, jnp.asarray(SECOND_WORSE))
     directional = (better | worse) & (weights > 0)

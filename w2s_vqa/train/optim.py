@@ -19,21 +19,46 @@ from typing import Sequence
 
 import optax
 
+from w2s_vqa import config as config_lib
+
 DEFAULT_GROUP = "default"
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    learning_rate: float = 1e-4
-    warmup_fraction: float = 0.03
-    min_lr_ratio: float = 0.0  # the cosine ends at learning_rate * min_lr_ratio
-    weight_decay: float = 0.0
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    grad_clip_norm: float = 1.0  # 0 disables clipping
-    accumulate_steps: int = 1  # micro-batches per optimizer update
-    groups: tuple[tuple[str, float], ...] = ()
+    """The config's `optim` section, field for field; no defaults here: see
+    w2s_vqa.config.defaults() (build one with `OptimConfig.from_config(config)`)."""
+
+    learning_rate: float  # peak rate of the default group
+    warmup_fraction: float  # linear warm-up, as a fraction of the optimizer updates
+    min_lr_ratio: float  # the cosine ends at learning_rate * min_lr_ratio
+    weight_decay: float  # AdamW's decoupled decay
+    b1: float
+    b2: float
+    eps: float
+    grad_clip_norm: float  # 0 disables clipping
+    accumulate_steps: int  # micro-batches per optimizer update
+    groups: tuple[tuple[str, float], ...]  # (regex over parameter paths, learning rate); 0 freezes
+
+    def __post_init__(self):
+        # A config holds groups as lists (a --set literal, a JSON round trip); a pattern
+        # must compile before any parameter is matched against it.
+        groups = []
+        for i, group in enumerate(self.groups):
+            if len(group) != 2:
+                raise config_lib.ConfigError(f"optim.groups[{i}]={group!r}: expected (regex, learning rate)")
+            pattern, rate = str(group[0]), float(group[1])
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise config_lib.ConfigError(f"optim.groups[{i}]: bad regex {pattern!r}: {e}") from None
+            groups.append((pattern, rate))
+        object.__setattr__(self, "groups", tuple(groups))
+
+    @classmethod
+    def from_config(cls, config, **changes) -> "OptimConfig":
+        """From `config.optim`; ConfigError names unknown or missing keys."""
+        return config_lib.from_section(cls, config, "optim", **changes)
 
 
 def group_of(path: str, groups: Sequence[tuple[str, float]]) -> str:

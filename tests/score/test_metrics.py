@@ -1,0 +1,173 @@
+"""Pair metrics on cases checked by hand; SRCC/PLCC/KRCC against their textbook formulas;
+the training log's on-device sums against the host definitions."""
+
+import itertools
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from w2s_vqa.labels.pairs import BETTER, INFERIOR, SIMILAR, SUPERIOR, WORSE, make_pair_table
+from w2s_vqa.prompt import LEVELS
+from w2s_vqa.score import metrics
+from w2s_vqa.train import objective
+
+
+def test_direction_accuracy_by_hand():
+    labels = [SUPERIOR, BETTER, SIMILAR, WORSE, INFERIOR, BETTER, INFERIOR]
+    p = [0.9, 0.4, 0.7, 0.2, 0.5, np.nan, 0.1]
+    # right, wrong, (similar: out), right, wrong (at the centre), (not predicted: out), right
+    assert metrics.direction_accuracy(labels, p) == pytest.approx(3 / 5)
+    # superior and inferior only: right, wrong, right
+    assert metrics.direction_accuracy(labels, p, decisive_only=True) == pytest.approx(2 / 3)
+    counted, correct = metrics.direction_outcomes(labels, p)
+    np.testing.assert_array_equal(counted, [1, 1, 0, 1, 1, 0, 1])
+    np.testing.assert_array_equal(correct, [1, 0, 0, 1, 0, 0, 1])
+    # A score difference reads with centre 0.
+    assert metrics.direction_accuracy([BETTER, WORSE, WORSE], [2.0, -1.0, 0.0], center=0.0) == pytest.approx(2 / 3)
+    assert np.isnan(metrics.direction_accuracy([SIMILAR, SIMILAR], [0.9, 0.1]))
+    with pytest.raises(ValueError, match=r"1 are not, the first in row 1 \(from 0\): 7"):
+        metrics.direction_accuracy([BETTER, 7], [0.9, 0.1])
+    with pytest.raises(ValueError, match="shape"):
+        metrics.direction_accuracy([BETTER, WORSE], [0.9])
+
+
+def test_five_way_accuracy_and_cross_entropy_by_hand():
+    logits = np.array([[3.0, 0, 0, 0, 0], [0, 0, 0, 0, 2.0], [0, 0, 0, 0, 0]])
+    assert metrics.five_way_accuracy([SUPERIOR, WORSE, SUPERIOR], logits) == pytest.approx(2 / 3)  # a tie: first
+    with pytest.raises(ValueError, match=r"\[N, 5\]"):
+        metrics.five_way_accuracy([0, 1], logits)
+    uniform = np.zeros((2, 5))
+    assert metrics.cross_entropy([0, 3], uniform) == pytest.approx(np.log(5))
+    # -log softmax([3, 0, 0, 0, 0])[0] = log(e^3 + 4) - 3; weights 1 and 3 against log 5.
+    ce = metrics.cross_entropy([SUPERIOR, SIMILAR], np.array([[3.0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]), [1.0, 3.0])
+    assert ce == pytest.approx((np.log(np.e**3 + 4) - 3 + 3 * np.log(5)) / 4)
+    assert np.isnan(metrics.cross_entropy([0], uniform[:1], [0.0]))
+
+
+def predictions(logits, labels, origins, weights):
+    logits = np.asarray(logits, np.float32)
+    q = np.exp(logits - logits.max(-1, keepdims=True))
+    q /= q.sum(-1, keepdims=True)
+    table = pd.DataFrame({"label": labels, "origin": origins, "weight": weights,
+                          metrics.P_COLUMN: q @ np.array([1.0, 0.75, 0.5, 0.25, 0.0])})
+    return table.assign(**{c: logits[:, k] for k, c in enumerate(metrics.LOGIT_COLUMNS)})
+
+
+def test_by_origin_by_hand():
+    big = 10.0
+    table = predictions(
+        [[big, 0, 0, 0, 0],  # P ~ 1
+         [0, 0, 0, 0, big],  # P ~ 0
+         [0, 0, big, 0, 0],  # P = 0.5
+         [0, big, 0, 0, 0],  # P ~ 0.75
+         [big, 0, 0, 0, 0],  # P ~ 1, student stage 2
+         [0, 0, 0, 0, big],  # weight 0: left out
+         [big, 0, 0, 0, 0]],  # not predicted: left out
+        [BETTER, BETTER, SIMILAR, INFERIOR, SUPERIOR, WORSE, SUPERIOR],
+        ["teacher", "spatial", "spatial", "compression", "student:2", "teacher", "student:3"],
+        [1.0, 1.0, 1.0, 1.0, 0.5, 0.0, 1.0])
+    table.loc[6, metrics.P_COLUMN] = np.nan
+    m = metrics.by_origin(table)
+    assert list(m) == [f"{name}/{k}" for name in ("all", "teacher", "spatial", "compression", "student")
+                       for k in ("direction_accuracy", "five_way_accuracy", "pairs")]
+    assert m["all/direction_accuracy"] == pytest.approx(2 / 4)  # the similar pair is left out
+    assert m["all/five_way_accuracy"] == pytest.approx(2 / 5) and m["all/pairs"] == 5.0
+    assert m["teacher/direction_accuracy"] == 1.0 and m["teacher/pairs"] == 1.0
+    assert m["spatial/direction_accuracy"] == 0.0 and m["spatial/five_way_accuracy"] == 0.5
+    assert m["compression/direction_accuracy"] == 0.0
+    assert m["student/direction_accuracy"] == 1.0 and m["student/five_way_accuracy"] == 1.0
+    with pytest.raises(KeyError, match="logit_superior"):
+        metrics.by_origin(table.drop(columns="logit_superior"))
+
+
+def test_the_training_logs_on_device_sums_give_the_host_figures():
+    rng = np.random.default_rng(0)
+    n = 64
+    logits = rng.normal(size=(n, 5)).astype(np.float32) * 2
+    labels = rng.integers(0, 5, n)
+    codes = rng.integers(0, 5, n)
+    weights = (rng.random(n) > 0.2).astype(np.float32)
+    names = ["teacher", "spatial", "temporal", "compression", "student:1"]
+    sums = objective.pair_metrics(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(codes), jnp.asarray(weights))
+    on_device = objective.summarize_metrics({k: np.asarray(v) for k, v in sums.items()})
+    on_host = metrics.by_origin(predictions(logits, labels, [names[c] for c in codes], weights))
+    assert on_device.keys() == on_host.keys()
+    for key in on_host:
+        assert on_device[key] == pytest.approx(on_host[key], abs=1e-12), key
+
+
+def test_teacher_direction_accuracy_counts_agreeing_signs_ties_as_wrong_and_skips_similar_and_unscored():
+    scores = pd.DataFrame({"video_id": ["p", "q", "r", "s", "p", "q"], "teacher": ["t"] * 4 + ["u"] * 2,
+                           "score": [1.0, 2.0, 2.0, 0.0, 5.0, 5.0]})
+    pairs = make_pair_table(
+        ["p", "q", "p", "q", "q", "p", "p"],
+        ["q", "p", "s", "r", "s", "r", "q"],
+        [BETTER, INFERIOR, SUPERIOR, WORSE, INFERIOR, SIMILAR, SUPERIOR],
+        origin=["spatial", "spatial", "spatial", "compression", "teacher", "spatial", "spatial"], stage=1)
+    # t: right, right, wrong (0 < 1), wrong (tie), right, right; "similar" left out.
+    # u scored only p and q, equally: three ties, all wrong.
+    accuracy = metrics.teacher_direction_accuracy
+    assert accuracy(pairs, scores) == {"t": pytest.approx(4 / 6), "u": 0.0}
+    assert accuracy(pairs, scores, origins=["spatial"])["t"] == pytest.approx(3 / 4)
+    decisive = accuracy(pairs, scores, origins=["spatial", "compression"], decisive_only=True)
+    assert decisive["t"] == pytest.approx(2 / 3) and decisive["u"] == 0.0
+    assert np.isnan(accuracy(pairs, scores, origins=["temporal"])["t"])
+
+
+# ----------------------------------------------------------------------------- scores against MOS
+def _ranks(x):
+    """Average ranks from 1, ties sharing theirs."""
+    x = np.asarray(x, float)
+    return np.array([np.sum(x < v) + (np.sum(x == v) + 1) / 2 for v in x])
+
+
+def _kendall_tau_b(x, y):
+    concordant = discordant = ties_x = ties_y = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+        if dx == 0 and dy == 0:
+            continue
+        if dx == 0:
+            ties_x += 1
+        elif dy == 0:
+            ties_y += 1
+        elif dx == dy:
+            concordant += 1
+        else:
+            discordant += 1
+    return (concordant - discordant) / np.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+
+
+def test_correlations_by_their_textbook_formulas():
+    predicted = np.array([0.1, 0.4, 0.35, 0.8, 0.7, 0.2])
+    mos = np.array([1.0, 2.5, 3.0, 4.5, 4.0, 1.5])
+    # No ties: rho = 1 - 6 sum d^2 / (n (n^2 - 1)); d = rank differences (here one swap).
+    d = _ranks(predicted) - _ranks(mos)
+    n = len(mos)
+    assert metrics.srcc(predicted, mos) == pytest.approx(1 - 6 * np.sum(d**2) / (n * (n**2 - 1)))
+    assert metrics.plcc(predicted, mos) == pytest.approx(np.corrcoef(predicted, mos)[0, 1])
+    assert metrics.krcc(predicted, mos) == pytest.approx((14 - 1) / 15)  # 15 pairs, one discordant
+    # With ties: Pearson of average ranks, and tau-b.
+    tied_p, tied_m = np.array([1.0, 2.0, 2.0, 3.0, 5.0]), np.array([2.0, 1.0, 3.0, 3.0, 4.0])
+    assert metrics.srcc(tied_p, tied_m) == pytest.approx(np.corrcoef(_ranks(tied_p), _ranks(tied_m))[0, 1])
+    assert metrics.krcc(tied_p, tied_m) == pytest.approx(_kendall_tau_b(tied_p, tied_m))
+    assert metrics.correlations(predicted, -mos) == pytest.approx(
+        {"srcc": -metrics.srcc(predicted, mos), "plcc": -metrics.plcc(predicted, mos),
+         "krcc": -metrics.krcc(predicted, mos)})
+
+
+def test_correlations_refuse_bad_input_and_are_nan_for_a_constant_side():
+    with pytest.raises(ValueError, match="one length"):
+        metrics.srcc([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="finite: 1 and 0"):
+        metrics.plcc([1, np.nan, 3], [1, 2, 3])
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.krcc([1], [1])
+    for f in (metrics.srcc, metrics.plcc, metrics.krcc):
+        assert np.isnan(f([1, 1, 1], [1, 2, 3]))
+
+
+def test_logit_columns_follow_the_levels():
+    assert metrics.LOGIT_COLUMNS == tuple(f"logit_{w}" for w in LEVELS)

@@ -1,0 +1,90 @@
+"""Dependencies point down (DESIGN.md): every import of a package module, read with ast,
+against the table of what each part may import.
+
+    main, cli, demo, bench, stages  ->  train, score  ->  models, labels, store,
+    pipeline, convert, datasets  ->  video, prompt, config, sharding, runtime, progress, tables
+
+Inside a layer only the edges listed here: convert reads models' configs, the
+pipeline joins pair tables (labels) with the store, and so on. Imports inside
+functions count like any other.
+"""
+
+import ast
+import os
+
+import pytest
+
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "w2s_vqa")
+
+BASE = {"video", "prompt", "config", "sharding", "runtime", "progress", "tables"}
+MIDDLE = {"models", "labels", "store", "pipeline", "convert", "datasets"}
+UPPER = {"train", "score"}
+# part -> the parts it may import (besides itself). A part is a top-level module or subpackage.
+ALLOWED = {
+    "runtime": set(),
+    "progress": set(),
+    "tables": set(),  # reading user-made text tables
+    "prompt": set(),
+    "sharding": set(),
+    "config": {"sharding"},
+    "video": set(),
+    "models": BASE,  # never train/ or convert/
+    "store": BASE,
+    "labels": BASE,
+    "pipeline": BASE | {"labels", "store"},
+    "convert": BASE | {"models"},
+    "datasets": BASE | {"labels", "store"},
+    "train": BASE | MIDDLE | {"score"},  # training validates through score.predict
+    "score": BASE | MIDDLE,
+    "stages": BASE | MIDDLE | UPPER,
+    "demo": BASE | MIDDLE | UPPER,
+    "bench": BASE | MIDDLE | UPPER,
+    "main": BASE | MIDDLE | UPPER | {"demo", "stages", "bench"},
+    "cli": set(),  # reaches w2s_vqa.main through importlib, by verb name
+}
+
+
+def part_of(module: str) -> str:
+    """'w2s_vqa.models.config' -> 'models'; 'w2s_vqa' -> ''."""
+    return module.split(".")[1] if module.count(".") else ""
+
+
+def package_imports(path: str, module: str) -> set[str]:
+    """Every w2s_vqa module `path` imports (relative imports resolved)."""
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # from . / .. import: relative to the module's package
+                package = module.split(".") if path.endswith("__init__.py") else module.split(".")[:-1]
+                parent = package[: len(package) - (node.level - 1)]
+                base = ".".join(parent + ([base] if base else []))
+            # `from w2s_vqa import video` imports the module w2s_vqa.video.
+            found.update(f"{base}.{a.name}" if base == "w2s_vqa" else base for a in node.names)
+    return {m for m in found if m == "w2s_vqa" or m.startswith("w2s_vqa.")}
+
+
+def modules():
+    for root, _, files in os.walk(PACKAGE):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                rel = os.path.relpath(path, os.path.dirname(PACKAGE))[: -len(".py")].replace(os.sep, ".")
+                yield path, rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def test_every_part_is_in_the_table():
+    parts = {part_of(module) for _, module in modules()} - {""}
+    assert parts <= set(ALLOWED), f"add {sorted(parts - set(ALLOWED))} to ALLOWED (and to DESIGN.md's layers)"
+
+
+@pytest.mark.parametrize("path,module", sorted(modules()), ids=lambda v: v if "." in v and "/" not in v else "")
+def test_imports_point_down(path, module):
+    part = part_of(module)
+    if not part:
+        return
+    wrong = sorted(m for m in package_imports(path, module)
+                   if part_of(m) and part_of(m) != part and part_of(m) not in ALLOWED.get(part, set()))
+    assert not wrong, f"{module} ({part}) imports {wrong}: not allowed by the layering"
