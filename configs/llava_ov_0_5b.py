@@ -16,8 +16,8 @@ def get_config(arg: str = "gpu"):
     c.model.preset = "llava-ov-0.5b"  # shapes; weights come from model.hf_dir when set
     c.model.dtype = "bfloat16"
     c.model.remat = True
-    # cuDNN's fused attention on NVIDIA GPUs: 52% MFU against 28% for XLA's on an H100
-    # (README, Benchmarks); CPU runs keep XLA's, the only one there.
+    # cuDNN's fused attention on NVIDIA GPUs: XLA's materializes every frame's 729x729 scores,
+    # which the fused kernel never writes (docs/2026-11-gpu-sessions.md); CPU runs keep XLA's.
     c.model.attention = "cudnn" if arg == "gpu" else "xla"
 
     c.data.num_frames = 8

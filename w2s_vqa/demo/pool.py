@@ -36,8 +36,8 @@ strongest level only, as its "veryslow" preset takes most of the build's time; s
 at two levels. Frames sampled at 1 fps cannot show stutter (it changes frame timing
 only) nor tell a shaking camera from a moving scene: the motion tokens can. The tiny
 default computes them for every video (`data.motion_features = "frame_stats"`,
-`w2s_vqa.video.motion`); with zeros instead, the student's held-out accuracy was 0.75-0.79,
-with stutter and jitter pairs at chance and noise below it. The config key
+`w2s_vqa.video.motion`); with zeros instead, stutter and jitter pairs stayed at chance
+and noise below it (docs/2026-11-motion-features.md). The config key
 `data.demo_distortions` overrides the constant where a config defines it, and
 `--distortions` overrides both.
 
@@ -49,11 +49,10 @@ ratio (250k pairs from 200k videos). The weak teachers live on different scales,
 they are z-scored per teacher before fusion (`teachers.fuse(normalize="zscore")`).
 Teacher pairs weigh `TEACHER_PAIR_WEIGHT` in the loss (the pair table's `weight`
 column, the objective's per-pair weight). The three weak teachers disagree
-(sharpness and noise rank blur in opposite orders), so about 95% of their pairs are
+(sharpness and noise rank blur in opposite orders), so nearly all of their pairs are
 "similar", and a sharp clip against a blurred one is "similar" there and "inferior"
-among the synthetic pairs. Measured on this pool (tiny student, held-out synthetic
-pairs with a level gap above 1): at full weight 0.73 after 6,000 steps, at 0.25
-0.77, without teacher pairs 0.79; at 0.25 after 9,000 steps 0.79, at 0.1 the same.
+among the synthetic pairs; at full weight they pulled the student's held-out accuracy
+down (docs/2026-11-demo-experiments.md).
 The paper's teachers, trained VQA models, agree far more often.
 
 Split. Sources go to validation by `pairs.validation_sources` (hash of the source

@@ -276,7 +276,7 @@ def hf_config_problems(hf: dict[str, Any]) -> list[str]:
 def _tiny_text(**kw) -> TextConfig:
     # Trained from scratch: weights at 1/sqrt(width) rather than Qwen2's 0.02, which at
     # width 64 leaves attention nearly uniform, so both videos are averaged alike and
-    # training sits on a plateau for thousands of steps.
+    # training sits on a plateau (docs/2026-11-demo-experiments.md).
     return TextConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       initializer_range=64**-0.5, **kw)

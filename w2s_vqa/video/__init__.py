@@ -365,11 +365,9 @@ def encode_decode(frames: np.ndarray, fps: float, *, codec: str, options: dict) 
     padded, then cropped back: to even sizes, which ``yuv420p`` encoders
     require, and to at least :data:`MIN_ENCODE_SIZE` on each side, because
     libx265 (as bundled with PyAV 18.1) corrupts its heap, killing the
-    process, on some frames under 64 pixels a side (seen at 48x48 and 64x40;
-    8x8 is refused outright). The padding mirrors the frame: padding by
-    repeating the edge pixel made x265's output non-repeatable (about one
-    encode in 30 of a 36x44 clip padded to 64x64 differed), mirroring gave
-    identical output in 400 encodes.
+    process, on some frames under 64 pixels a side. The padding mirrors the
+    frame: padding by repeating the edge pixel made x265's output
+    non-repeatable, mirroring did not (docs/2026-11-encoder-behaviour.md).
     """
     check_frames(frames)
     count, height, width, _ = frames.shape

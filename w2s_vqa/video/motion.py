@@ -22,10 +22,9 @@ fraction of frames identical to the one before (a freeze) and of pixels that
 did not change. Only change over time is described, nothing of a single frame.
 It is not blind to spatial quality, any more than SlowFast's features are:
 noise drawn afresh for every frame is change (flicker), and blur softens the
-edges that move. Checked on 12 demo sources, within each: noise or jitter two
-or more levels stronger always raised the median difference, stutter 3 against
-1 always raised the freezes, and blur two or more levels stronger always
-lowered the mean difference. `FEATURE_NAMES` lists the columns; the rest of the
+edges that move. Within a demo source, stronger noise or jitter raises the median
+difference, stronger stutter the freezes, and stronger blur lowers the mean
+difference (tests/video/test_motion.py; record: docs/2026-11-motion-features.md). `FEATURE_NAMES` lists the columns; the rest of the
 `motion_dim` columns are zero.
 """
 
