@@ -202,8 +202,9 @@ def create(cfg: StudentConfig, seed: int = 0, shardings: Mapping[str, jax.shardi
     Each parameter comes from a small compiled program (one per distinct shape
     and initializer, so identical layers share it) that writes it straight into
     its sharding (`shardings`, keyed by dotted parameter path; default
-    placement otherwise). One program for the whole model would take minutes to
-    compile at the 0.5b and 7b shapes, and compile time grows with depth.
+    placement otherwise). One program for the whole model compiles far slower
+    at the 0.5b and 7b shapes, and its compile time grows with depth
+    (docs/2026-11-gpu-sessions.md).
     Tensor i is drawn with `fold_in(key(seed), i)`, so a seed gives the same
     student whatever the mesh.
     """
