@@ -44,15 +44,38 @@ from w2s_vqa.labels.origins import ORIGINS, origin_codes  # noqa: F401 (ORIGINS:
 from w2s_vqa.store.format import VideoStore
 from w2s_vqa.prompt import PairPrompt
 
-_MAX_SHOWN = 10
 
-
-class MissingVideosError(ValueError):
-    """Pairs name videos the store does not hold; `.ids` lists all of them."""
+class MissingVideosError(pair_tables.PairTableError):
+    """Pairs name videos the store does not hold; `.ids` lists all of them. The message
+    is the table's whole report: other problems of the table are in it too."""
 
     def __init__(self, message: str, ids: list[str]):
-        super().__init__(message)
+        super().__init__(message, ids)
         self.ids = ids
+
+
+# The config keys every training run needs, with the value each names, for the error
+# that says which is unset and how to set it.
+REQUIRED_INPUTS = {
+    "data.store": ("DIR", "the video store (`w2s-vqa prepare --out DIR`)"),
+    "data.pairs": ("TABLE", "the training pair table (`w2s-vqa pairs --out DIR` writes DIR/pairs_train.parquet)"),
+}
+
+
+def require_inputs(values: dict[str, Any]) -> None:
+    """ConfigError naming every key of REQUIRED_INPUTS whose value in `values` is unset
+    (None or an empty string), what it names and how to set it (`--set KEY=VALUE`).
+
+    Without it an unset data.store reads as the store at "" and an unset data.pairs as
+    a table of unknown format ''.
+    """
+    from w2s_vqa.config import ConfigError
+
+    unset = [key for key in REQUIRED_INPUTS if values.get(key) is None
+             or (isinstance(values.get(key), (str, os.PathLike)) and not os.fspath(values[key]).strip())]
+    if unset:
+        raise ConfigError("; ".join(f"{key} is not set: it names {REQUIRED_INPUTS[key][1]}; set it with "
+                                    f"--set {key}={REQUIRED_INPUTS[key][0]} (or in the config file)" for key in unset))
 
 
 def soft_targets(table: pd.DataFrame) -> np.ndarray:
@@ -176,29 +199,23 @@ class _LoadHostSlice(grain.transforms.Map):
         }
 
 
-def load_pair_table(pairs: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
-    """A checked pair table from a DataFrame or a file `pairs.write_pairs` understands."""
-    if isinstance(pairs, pd.DataFrame):
-        pair_tables.validate_pair_table(pairs)
-        return pairs.reset_index(drop=True)
-    return pair_tables.read_pairs(pairs)
+def load_pair_table(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | None = None) -> pd.DataFrame:
+    """A checked pair table from a DataFrame or a file `pairs.write_pairs` understands.
 
-
-def check_pairs_in_store(table: pd.DataFrame, store: VideoStore) -> None:
-    """Raise MissingVideosError naming every id the store lacks and the rows that use them."""
-    unknown = store.unknown_ids(table["first_id"].astype(str).tolist() + table["second_id"].astype(str).tolist())
-    if not unknown:
-        return
-    missing = set(unknown)
-    rows = np.flatnonzero(table["first_id"].isin(missing).to_numpy() | table["second_id"].isin(missing).to_numpy())
-    shown_ids = ", ".join(repr(i) for i in unknown[:_MAX_SHOWN])
-    shown_rows = ", ".join(str(r) for r in rows[:_MAX_SHOWN])
-    raise MissingVideosError(
-        f"{len(unknown)} video ids of the pair table are not in the store {store.path}: {shown_ids}"
-        f"{' ...' if len(unknown) > _MAX_SHOWN else ''}; used by {len(rows)} pairs (rows, from 0: {shown_rows}"
-        f"{' ...' if len(rows) > _MAX_SHOWN else ''})",
-        unknown,
-    )
+    With `store`, ids the store does not hold are among the problems, so one error lists
+    every problem of the table (`pairs.validate_pair_table`); when there are such ids,
+    the error is a MissingVideosError whose `.ids` lists them all.
+    """
+    known = None if store is None else store.ids
+    try:
+        if isinstance(pairs, pd.DataFrame):
+            pair_tables.validate_pair_table(pairs, known_ids=known)
+            return pairs.reset_index(drop=True)
+        return pair_tables.read_pairs(pairs, known_ids=known)
+    except pair_tables.PairTableError as e:
+        if e.unknown_ids and not isinstance(e, MissingVideosError):
+            raise MissingVideosError(f"{e}\n  (the store: {store.path})", e.unknown_ids) from None
+        raise
 
 
 def make_dataset(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | str | os.PathLike,
@@ -230,8 +247,7 @@ def make_dataset(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | st
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, not {batch_size}")
 
-    table = load_pair_table(pairs)
-    check_pairs_in_store(table, store)
+    table = load_pair_table(pairs, store)
     input_ids, attention_mask = prompt.padded(max_length or prompt.length)
 
     global_batch = batch_size * shard_count

@@ -264,19 +264,27 @@ def test_pair_table_validation_lists_every_problem():
         "origin": ["teacher", "spatial", "student:2", "student:", "blur", "compression"],
         "stage": [1, 1, 2, 0, 1, 1],
         "weight": [1.0, np.nan, 1.0, 1.0, -0.5, np.inf],
+        "d": [0.5, np.nan, np.inf, "high", None, -1.0],
+        "s_d": [0.1, np.nan, 0.2, -0.3, None, np.nan],
     })
     with pytest.raises(PairTableError) as caught:
-        validate_pair_table(bad, "pairs.parquet")
+        validate_pair_table(bad, "pairs.parquet", known_ids={"a", "b", "c", "d", "f", "y"})
     message = str(caught.value)
-    assert message.startswith("pairs.parquet: ")
+    assert message.startswith("pairs.parquet: 16 problem(s) in the pair table (rows are data rows counted from 1, "
+                              "the header not counted):")
     assert "empty first_id (1): row 2" in message
     assert "empty second_id (1): row 4" in message
     assert "a video compared with itself (1): row 3: 'c'" in message
     assert "(2): row 3: 5; row 5: -1" in message  # labels
     assert "(2): row 4: 'student:'; row 5: 'blur'" in message  # origins
     assert "stage not an integer >= 1 (1): row 4: 0" in message
-    assert "weight not finite (2): row 2: nan; row 6: inf" in message
+    assert "weight not a finite number (2): row 2: nan; row 6: inf" in message
     assert "negative weight (1): row 5: -0.5" in message
+    assert "d not a finite number (leave it empty where a pair has none) (2): row 3: inf; row 4: 'high'" in message
+    assert "negative s_d (a standard deviation) (1): row 4: -0.3" in message
+    # Ids the store lacks are in the same report as the bad labels, not a later round.
+    assert "video ids the video store does not hold (used by 1 pair(s)) (2): 'e' (row 5); 'x' (row 5)" in message
+    assert caught.value.unknown_ids == ["e", "x"]
     with pytest.raises(PairTableError, match=r"missing columns.*\(2\): 'stage'; 'weight'"):
         validate_pair_table(bad.drop(columns=["stage", "weight"]))
 

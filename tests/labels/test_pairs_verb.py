@@ -43,7 +43,7 @@ def test_pairs_writes_valid_tables_split_by_source_with_their_summary(pool, caps
     root, index = pool
     code, out, err = run_pairs(capsys, root, tmp_path, "--teachers", str(root / "teachers.csv"),
                                "--teacher-weight", "0.25")
-    assert code == 0 and err == ""
+    assert code == 0
     last = json.loads(out.strip().splitlines()[-1])
     assert str(tmp_path / "pairs_train.parquet") in out and str(tmp_path / "pairs_val.parquet") in out
     train, val = read_pairs(tmp_path / "pairs_train.parquet"), read_pairs(tmp_path / "pairs_val.parquet")
@@ -61,7 +61,11 @@ def test_pairs_writes_valid_tables_split_by_source_with_their_summary(pool, caps
 
     summary = json.loads((tmp_path / "pairs.json").read_text())
     assert summary["train"] == pair_counts(train) and summary["val"] == pair_counts(val)
-    assert summary["sources"] == {"train": len(sides[0]), "val": len(sides[1])} and summary["notes"] == []
+    assert summary["sources"] == {"train": len(sides[0]), "val": len(sides[1])}
+    # No shortfall; the weak teachers may disagree (blur fools the noise measure): that, and only
+    # that, is a note, the same on stderr and in the summary.
+    assert all("ranks videos against the other teachers" in note for note in summary["notes"])
+    assert err.splitlines() == [f"w2s-vqa pairs: warning: {note}" for note in summary["notes"]]
     assert summary["settings"]["normalize"] == "zscore" and summary["settings"]["seed"] == 0
 
     # The same seed gives the same tables; the config's seed is the default.
@@ -75,10 +79,9 @@ def test_more_pairs_than_a_side_has_gives_all_of_them_and_says_so_once(pool, cap
     code, out, err = run_pairs(capsys, root, tmp_path, "--teachers", str(root / "teachers.csv"),
                                "--pairs-per-video", "20")
     assert code == 0
-    warnings = err.strip().splitlines()
-    assert len(warnings) == 2 and all(w.startswith("w2s-vqa pairs: warning: ") for w in warnings)
     summary = json.loads((tmp_path / "pairs.json").read_text())
-    assert [w.removeprefix("w2s-vqa pairs: warning: ") for w in warnings] == summary["notes"]
+    shortfalls = [note for note in summary["notes"] if "distinct teacher pairs" in note]
+    assert len(shortfalls) == 2 and all(f"w2s-vqa pairs: warning: {note}\n" in err for note in shortfalls)
     for side in ("train", "val"):
         teacher = read_pairs(tmp_path / f"pairs_{side}.parquet").query("origin == 'teacher'")
         videos = 3 * summary["sources"][side]
@@ -104,3 +107,44 @@ def test_bad_input_ends_with_one_error_line(pool, capsys, tmp_path):
     assert not (tmp_path / "out").exists()
     code, _, err = run_pairs(capsys, tmp_path, tmp_path / "out")
     assert code == 2 and "not a video store" in err
+
+
+def test_a_lower_is_better_teacher_is_declared_on_the_command_line(pool, capsys, tmp_path):
+    """Issue 14's case on a real store: dover 0.2..0.7 and niqe 7..2 rank six videos alike."""
+    from w2s_vqa.labels.pairs import INFERIOR, SIMILAR, SUPERIOR
+
+    root, index = pool
+    ids = sorted(index["id"])[:6]
+    dover = dict(zip(ids, [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]))
+    table = pd.DataFrame({"video_id": ids, "dover": list(dover.values()), "niqe": [7, 6, 5, 4, 3, 2]})
+    table.to_csv(tmp_path / "wide.csv", index=False)
+
+    def teacher_pairs(out):
+        return pd.concat([read_pairs(out / f"pairs_{side}.parquet") for side in ("train", "val")]).query(
+            "origin == 'teacher'")
+
+    code, _, err = run_pairs(capsys, root, tmp_path / "undeclared", "--teachers", str(tmp_path / "wide.csv"))
+    assert code == 0 and "teacher 'niqe' ranks videos against" in err and "teacher 'dover' ranks" in err
+    assert set(teacher_pairs(tmp_path / "undeclared")["label"]) == {SIMILAR}
+
+    code, _, err = run_pairs(capsys, root, tmp_path / "declared", "--teachers", str(tmp_path / "wide.csv"),
+                             "--lower-is-better", "niqe")
+    assert code == 0 and "ranks videos against" not in err
+    pairs = teacher_pairs(tmp_path / "declared")
+    assert len(pairs)
+    expected = [SUPERIOR if dover[b] > dover[a] else INFERIOR for a, b in zip(pairs["first_id"], pairs["second_id"])]
+    assert pairs["label"].tolist() == expected
+    summary = json.loads((tmp_path / "declared" / "pairs.json").read_text())
+    assert summary["settings"]["lower_is_better"] == ["niqe"]
+
+    # A score that is no number is left out, said, and the rest is used.
+    table.astype({"niqe": object}).assign(niqe=[7, 6, 5, 4, 3, "N/A"]).to_csv(tmp_path / "na.csv", index=False)
+    code, _, err = run_pairs(capsys, root, tmp_path / "na", "--teachers", str(tmp_path / "na.csv"),
+                             "--lower-is-better", "niqe")
+    assert code == 0 and "1 score(s) left out of the teacher score table" in err
+    assert f"non-numeric score (1): row 6 (video {ids[5]}, teacher niqe): 'N/A'" in err
+    assert "left out of the teacher score table" in json.loads((tmp_path / "na" / "pairs.json").read_text())["notes"][0]
+
+    code, _, err = run_pairs(capsys, root, tmp_path / "typo", "--teachers", str(tmp_path / "wide.csv"),
+                             "--lower-is-better", "NIQE")
+    assert code == 2 and "does not have: NIQE" in err

@@ -1,13 +1,15 @@
 """Teacher score tables: every format and form reads the same, every problem is reported at once."""
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from w2s_vqa.labels.teachers import (
-    MAX_EXAMPLES, TeacherTableError, fuse, parse_teacher_table, read_teacher_table, wide_scores)
+    MAX_EXAMPLES, TeacherTableError, consensus_spearman, fuse, parse_teacher_table, read_teacher_table, wide_scores)
+from w2s_vqa.tables import TableWarning
 
 # Three teachers, four videos; qalign did not score v3. Ids like "001" and "NA" must survive as text.
 GOOD_LONG = pd.DataFrame({
@@ -73,20 +75,30 @@ def test_one_error_lists_every_problem_with_rows_ids_and_teachers(tmp_path):
     assert "fewer than 2 video(s) (2): fast: 0 video(s); qalign: 1 video(s)" in message
 
 
-def test_jsonl_nan_infinity_and_text_scores_are_caught_with_line_numbers(tmp_path):
+def test_scores_that_are_no_number_are_skipped_and_reported_with_line_numbers(tmp_path):
+    """A teacher that failed on some videos (NaN, Infinity, text) loses those scores only:
+    the rest of the table is used, and one warning names every skipped score."""
     path = tmp_path / "scores.jsonl"
     rows = [{"video_id": "a", "teacher": "t", "score": 1.0},
             {"video_id": "b", "teacher": "t", "score": float("nan")},
             {"video_id": "c", "teacher": "t", "score": float("inf")},
             {"video_id": "d", "teacher": "t", "score": "high"},
-            {"video_id": "e", "teacher": "t", "score": True}]
+            {"video_id": "e", "teacher": "t", "score": True},
+            {"video_id": "b", "teacher": "u", "score": 2.5},
+            {"video_id": "f", "teacher": "t", "score": -3}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")  # json writes NaN and Infinity
-    with pytest.raises(TeacherTableError) as caught:
-        read_teacher_table(path)
-    message = str(caught.value)
+    with pytest.warns(TableWarning) as caught:
+        scores = read_teacher_table(path)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert message.startswith(f"{path}: 4 score(s) left out of the teacher score table (rows are data rows")
     assert "missing or NaN score (1): row 2 (video b" in message
     assert "infinite score (1): row 3 (video c" in message
     assert "non-numeric score (2): row 4 (video d, teacher t): 'high'; row 5" in message
+    assert scores.to_dict("list") == {"video_id": ["a", "b", "f"], "teacher": ["t", "u", "t"],
+                                      "score": [1.0, 2.5, -3.0]}
+    # Video b keeps its other teacher's score: the mean is 2.5, from u alone.
+    assert fuse(scores).loc["b", "mean"] == 2.5 and fuse(scores).loc["b", "n_teachers"] == 1
 
 
 def test_structural_problems_missing_columns_empty_table_and_broken_json(tmp_path):
@@ -142,3 +154,66 @@ def test_wide_scores_keeps_each_teachers_score_for_gmad():
     assert list(table.columns) == ["dover", "fast", "qalign"]
     assert table.loc["NA", "fast"] == 30.0
     assert np.isnan(table.loc["v3", "qalign"])
+
+
+# Issue 14's case: two teachers that rank six videos alike, NIQE on its own lower-is-better scale.
+DOVER_NIQE = pd.DataFrame({"video_id": [f"v{i}" for i in range(1, 7)],
+                           "dover": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+                           "niqe": [7.0, 6.0, 5.0, 4.0, 3.0, 2.0]})
+
+
+def test_a_declared_lower_is_better_teacher_is_negated_before_fusion():
+    from w2s_vqa.labels.pairs import SIMILAR, SUPERIOR, five_way_labels
+
+    scores = parse_teacher_table(DOVER_NIQE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # declared, the two agree: no warning
+        fused = fuse(scores, normalize="zscore", lower_is_better=["niqe"])
+    # Both are linear in the video's rank, so z-scored they coincide: the rank, no spread.
+    rank_z = (np.arange(6) - 2.5) / np.std(np.arange(6))
+    np.testing.assert_allclose(fused["mean"], rank_z, atol=1e-12)
+    np.testing.assert_allclose(fused["var"], 0.0, atol=1e-12)
+    d = fused["mean"].to_numpy()[1:] - fused["mean"].to_numpy()[:-1]  # each video against the one below
+    assert set(five_way_labels(d, np.sqrt(2 * fused["var"].to_numpy()[1:]))) == {SUPERIOR}
+    # Unnormalized, NIQE's negated score dominates the mean and still ranks the videos alike.
+    raw = fuse(scores, lower_is_better=["niqe"])
+    np.testing.assert_allclose(raw["mean"], (DOVER_NIQE["dover"] - DOVER_NIQE["niqe"]).to_numpy() / 2)
+
+    # Undeclared: z-scored, the two cancel and every pair is "similar"; both teachers are named.
+    with pytest.warns(TableWarning) as caught:
+        wrong = fuse(scores, normalize="zscore")
+    np.testing.assert_allclose(wrong["mean"], 0.0, atol=1e-12)
+    assert set(five_way_labels(wrong["mean"].diff().dropna(), np.sqrt(2 * wrong["var"].iloc[1:]))) == {SIMILAR}
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and "teacher 'dover'" in messages[0] and "teacher 'niqe'" in messages[1]
+    assert "Spearman -1.00" in messages[1] and "--lower-is-better niqe" in messages[1]
+    assert "two equal camps: either may be the reversed one" in messages[1]
+    # Unnormalized and undeclared, NIQE's scale wins and the ranking comes out inverted.
+    with pytest.warns(TableWarning):
+        assert (fuse(scores)["mean"].diff().dropna() < 0).all()
+
+
+def test_the_teacher_against_the_consensus_is_the_one_named():
+    three = DOVER_NIQE.assign(qalign=[2.0, 2.5, 2.4, 3.5, 4.0, 4.9])  # agrees with dover, not exactly
+    scores = parse_teacher_table(three)
+    spearman = consensus_spearman(scores)
+    assert spearman["niqe"] < -0.9 and spearman["dover"] > 0.9 and spearman["qalign"] > 0.9
+    with pytest.warns(TableWarning) as caught:
+        fuse(scores, normalize="zscore")
+    assert [str(w.message).split(" ranks")[0] for w in caught] == ["teacher 'niqe'"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fused = fuse(scores, normalize="zscore", lower_is_better=["niqe"])
+    assert list(fused["mean"].rank()) == [1, 2, 3, 4, 5, 6]
+    # Declared where it is not: the warning says to check the declaration.
+    declared = r"'dover' ranks .* it is declared lower-is-better \(negated before fusion\): check"
+    with pytest.warns(TableWarning, match=declared):
+        fuse(scores, normalize="zscore", lower_is_better=["niqe", "dover"])
+
+
+def test_lower_is_better_must_name_teachers_of_the_table():
+    scores = parse_teacher_table(DOVER_NIQE)
+    with pytest.raises(TeacherTableError, match="does not have: NIQE; its teachers: dover, niqe"):
+        fuse(scores, lower_is_better=["NIQE"])
+    table = wide_scores(scores, lower_is_better=["niqe"])
+    np.testing.assert_allclose(table["niqe"], -DOVER_NIQE["niqe"].to_numpy())

@@ -64,9 +64,11 @@ def test_a_source_id_held_by_two_manifest_rows_is_refused_naming_rows_and_source
     with pytest.raises(StoreError) as error:
         find_sources(str(manifest))
     message = str(error.value)
-    assert message.startswith(f"{manifest}: 2 source_id(s) name more than one video")
-    assert "source_id 'carphone' in rows 1, 3" in message and "source_id 'other' in rows 2, 4" in message
-    assert "1-based, header not counted" in message
+    assert message.startswith(f"{manifest}: 2 problem(s) in the manifest (rows are data rows counted from 1, "
+                              "the header not counted):")
+    assert "source_id held by more than one row (2): source_id 'carphone' in rows 1, 3; " \
+           "source_id 'other' in rows 2, 4" in message
+    assert "A source_id groups one pristine video" in message
 
 
 def test_a_shared_source_id_fails_the_verb_before_anything_is_written(tmp_path, capsys):
@@ -81,7 +83,7 @@ def test_manifest_rows_with_one_id_are_refused(tmp_path):
     # Distinct source_ids, so the id check is the one that fires.
     pd.DataFrame({"path": ["a/clip.mp4", "b/clip.mp4"], "source_id": ["s1", "s2"]}).to_csv(
         tmp_path / "m.csv", index=False)
-    with pytest.raises(StoreError, match="'clip': .*a/clip.mp4, .*b/clip.mp4"):
+    with pytest.raises(StoreError, match=r"id 'clip' in rows 1 \(.*a/clip.mp4\), 2 \(.*b/clip.mp4\)\n.*'id' column"):
         find_sources(str(tmp_path / "m.csv"))
 
 
@@ -92,9 +94,13 @@ def test_unusable_manifests_are_refused_with_file_and_row(tmp_path):
     pd.DataFrame({"file": ["x.mp4"]}).to_csv(tmp_path / "nopath.csv", index=False)
     with pytest.raises(StoreError, match="needs a 'path' column"):
         find_sources(str(tmp_path / "nopath.csv"))
-    pd.DataFrame({"path": ["x.mp4", ""]}).to_csv(tmp_path / "empty.csv", index=False)
-    with pytest.raises(StoreError, match=r"empty.csv: data row 2 \(1-based, header not counted\) has an empty path"):
+    # Every problem of the rows in one report: two empty paths and a shared id.
+    pd.DataFrame({"path": ["x.mp4", "", "sub/x.mp4", ""]}).to_csv(tmp_path / "empty.csv", index=False)
+    with pytest.raises(StoreError) as error:
         find_sources(str(tmp_path / "empty.csv"))
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'empty.csv'}: 3 problem(s) in the manifest (rows are data rows")
+    assert "empty path (2): row 2; row 4" in message and "id 'x' in rows 1 (" in message
     pd.DataFrame({"path": ["x.mp4"]}).to_csv(tmp_path / "nomotion.csv", index=False)
     with pytest.raises(StoreError, match="needs a 'motion' column"):
         find_sources(str(tmp_path / "nomotion.csv"), require_motion=True)

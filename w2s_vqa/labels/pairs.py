@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import NamedTuple, Sequence
+from typing import Collection, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ from scipy.special import ndtr
 
 from w2s_vqa.labels import origins
 from w2s_vqa.labels.origins import student_origin  # noqa: F401 (callers import it from here)
-from w2s_vqa.labels.teachers import MAX_EXAMPLES, ProblemReport
+from w2s_vqa.tables import MAX_EXAMPLES, ProblemReport, read_csv, read_jsonl
 from w2s_vqa.prompt import LEVEL_INDEX, LEVELS, MIRROR
 
 PAIR_COLUMNS = ("first_id", "second_id", "label", "origin", "stage", "weight")
@@ -55,7 +55,15 @@ _BALANCE_POOL_FACTOR = 10
 
 
 class PairTableError(ValueError):
-    """A pair table cannot be used; the message lists every problem found."""
+    """A pair table cannot be used; the message lists every problem found.
+
+    `unknown_ids` lists every video id the table names that the store does not hold,
+    when the check had the store's ids (`validate_pair_table(known_ids=...)`).
+    """
+
+    def __init__(self, message: str, unknown_ids: Sequence[str] = ()):
+        super().__init__(message)
+        self.unknown_ids = list(unknown_ids)
 
 
 # ---------------------------------------------------------------- labelling rules
@@ -416,16 +424,29 @@ def make_pair_table(first_id, second_id, label, *, origin, stage: int, weight=1.
     return _canonical(table)
 
 
-def validate_pair_table(pairs: pd.DataFrame, path: str | os.PathLike | None = None) -> None:
-    """Raise PairTableError listing every problem: missing columns, missing or equal ids,
-    labels outside 0..len(LEVELS)-1, unknown origins, stages below 1, and non-finite or
-    negative weights. Rows are numbered from 1 as data rows of the table.
+def validate_pair_table(pairs: pd.DataFrame, path: str | os.PathLike | None = None, *,
+                        known_ids: Collection[str] | None = None, rows: Sequence[int] | None = None) -> None:
+    """Raise PairTableError listing every problem of a pair table in one message.
+
+    Checked: missing columns, missing or equal ids, labels outside 0..len(LEVELS)-1,
+    unknown origins, stages that are not integers >= 1, weights that are not finite
+    numbers >= 0, d that is not a number or infinite, s_d that is not a number,
+    infinite or negative (d and s_d may be missing: pairs without a teacher
+    difference), and, with `known_ids` (the store's ids), video ids the store does not
+    hold, with the rows that name them (also in the error's `unknown_ids`).
+
+    A pair table is refused whole, never used with bad rows left out: every row is one
+    training example with its loss weight, and a run on a silently shrunk table could
+    not be compared with another on the same file.
+
+    Rows are data rows counted from 1, the header not counted (`rows` gives each row's
+    number where they differ, as JSON lines with blank lines do).
     """
     source = os.fspath(path) if path is not None else "<pair table>"
     problems = ProblemReport(source, "pair table")
     missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
     problems.add(f"missing columns (the table has {list(pairs.columns)})", len(missing), map(repr, missing))
-    rows = np.arange(1, len(pairs) + 1)
+    rows = np.arange(1, len(pairs) + 1) if rows is None else np.asarray(rows)
 
     def report(kind: str, bad: np.ndarray, values: pd.Series | None = None) -> None:
         where = np.flatnonzero(bad)[:MAX_EXAMPLES]
@@ -434,6 +455,14 @@ def validate_pair_table(pairs: pd.DataFrame, path: str | os.PathLike | None = No
         else:  # tolist() gives Python scalars, which print plainly
             shown = [f"row {rows[i]}: {value!r}" for i, value in zip(where, values.iloc[where].tolist())]
         problems.add(kind, int(bad.sum()), shown)
+
+    def numbers(column: str) -> tuple[np.ndarray, np.ndarray]:
+        """(values as float64, blank mask): text that is no number becomes NaN, not blank."""
+        values = pairs[column]
+        blank = (values.isna() | (values.astype("str").str.strip() == "")).to_numpy()
+        if pd.api.types.is_bool_dtype(values):
+            return np.full(len(values), np.nan), blank
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan), blank
 
     blank = {}
     for column in ("first_id", "second_id"):
@@ -445,7 +474,7 @@ def validate_pair_table(pairs: pd.DataFrame, path: str | os.PathLike | None = No
         same = (pairs["first_id"].astype("str") == pairs["second_id"].astype("str")).to_numpy()
         report("a video compared with itself", same & ~blank["first_id"], pairs["first_id"])
     if "label" in pairs.columns:
-        label = pd.to_numeric(pairs["label"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        label, _ = numbers("label")
         bad = ~(np.isin(label, np.arange(len(LEVELS))))
         report(f"label not an index into LEVELS (0..{len(LEVELS) - 1})", bad, pairs["label"])
     if "origin" in pairs.columns:
@@ -455,14 +484,43 @@ def validate_pair_table(pairs: pd.DataFrame, path: str | os.PathLike | None = No
         bad = ~(known & origin.notna().to_numpy())
         report(f"unknown origin (expected {origins.EXPECTED})", bad, origin)
     if "stage" in pairs.columns:
-        stage = pd.to_numeric(pairs["stage"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        stage, _ = numbers("stage")
         bad = ~((stage >= 1) & (stage == np.round(stage)))
         report("stage not an integer >= 1", bad, pairs["stage"])
     if "weight" in pairs.columns:
-        weight = pd.to_numeric(pairs["weight"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        report("weight not finite", ~np.isfinite(weight), pairs["weight"])
+        weight, _ = numbers("weight")
+        report("weight not a finite number", ~np.isfinite(weight), pairs["weight"])
         report("negative weight", weight < 0, pairs["weight"])
-    problems.raise_if_any(PairTableError)
+    for column in ("d", "s_d"):
+        if column in pairs.columns:
+            value, empty = numbers(column)
+            report(f"{column} not a finite number (leave it empty where a pair has none)",
+                   ~np.isfinite(value) & ~empty, pairs[column])
+            if column == "s_d":
+                report("negative s_d (a standard deviation)", value < 0, pairs[column])
+
+    unknown = []
+    if known_ids is not None and len(blank) == 2:
+        known = known_ids if isinstance(known_ids, (set, frozenset)) else set(known_ids)
+        ids = {column: pairs[column].astype("str").to_numpy() for column in blank}
+        outside = {column: ~pd.Series(ids[column]).isin(known).to_numpy() & ~blank[column] for column in blank}
+        unknown = list(pd.unique(np.concatenate([ids[c][outside[c]] for c in blank])))
+        using = outside["first_id"] | outside["second_id"]
+        rows_of: dict[str, list[int]] = {}
+        for i in np.flatnonzero(using):
+            for column in blank:
+                if outside[column][i]:
+                    rows_of.setdefault(ids[column][i], []).append(int(rows[i]))
+
+        def example(video_id: str) -> str:
+            used = rows_of[video_id]
+            shown = ", ".join(map(str, used[:MAX_EXAMPLES])) + (", ..." if len(used) > MAX_EXAMPLES else "")
+            return f"{video_id!r} (row{'s' if len(used) > 1 else ''} {shown})"
+
+        problems.add(f"video ids the video store does not hold (used by {int(using.sum())} pair(s))", len(unknown),
+                     map(example, unknown))
+    if problems:
+        raise PairTableError(problems.message(), unknown)
 
 
 def write_pairs(pairs: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -483,22 +541,44 @@ def write_pairs(pairs: pd.DataFrame, path: str | os.PathLike) -> None:
             f.writelines(json.dumps(record) + "\n" for record in records)
 
 
-def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a pair table written by `write_pairs` (or by hand), check it, return canonical dtypes."""
+def read_pairs(path: str | os.PathLike, *, known_ids: Collection[str] | None = None) -> pd.DataFrame:
+    """Read a pair table written by `write_pairs` (or by hand), check it, return canonical dtypes.
+
+    Text (CSV, JSON lines) is UTF-8 with or without a byte-order mark; other encodings
+    and CSV separated by ';' or tabs are refused naming what was found (w2s_vqa.tables).
+    Every problem, ids the store does not hold included when `known_ids` is given, is
+    in one PairTableError (`validate_pair_table`). FileNotFoundError for a missing file;
+    PairTableError for an empty path or an unknown extension.
+    """
     path = os.fspath(path)
+    if not path.strip():
+        raise PairTableError("no pair table given (the path is empty)")
     kind = _format(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such pair table")
     text_columns = {c: str for c, t in _DTYPES.items() if t == "str"}
+    rows = None
     if kind == "parquet":
         table = pd.read_parquet(path)
     elif kind == "csv":
-        # Only empty cells are missing: a video id such as "NA" stays an id.
-        table = pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=[""])
+        # Text, only empty cells missing: a video id such as "NA" stays an id.
+        table = read_csv(path, what="pair table", error=PairTableError)
     else:
-        table = pd.read_json(path, lines=True, dtype=text_columns, precise_float=True)
-    validate_pair_table(table, path)
-    return _canonical(table)
+        # The json module, not pandas: NaN and Infinity reach the checks, floats stay exact.
+        table, rows = read_jsonl(path, what="pair table", error=PairTableError)
+        for column in (c for c in text_columns if c in table.columns):
+            table[column] = table[column].astype(object).map(_as_text)
+    validate_pair_table(table, path, known_ids=known_ids, rows=rows)
+    # Checked: the numeric columns hold numbers (or, for d and s_d, nothing), whatever their type.
+    numeric = [c for c, t in _DTYPES.items() if t != "str" and c in table.columns]
+    return _canonical(table.assign(**{c: pd.to_numeric(table[c]) for c in numeric}))
+
+
+def _as_text(value):
+    """A JSON id as text (7 -> "7"); missing (None, or NaN where a record lacks the key) stays missing."""
+    if value is None or isinstance(value, str) or (isinstance(value, float) and np.isnan(value)):
+        return value
+    return str(value)
 
 
 def _format(path: str) -> str:

@@ -7,22 +7,42 @@ numeric column per teacher). Both become the long form here, which `fuse` reduce
 the per-video mean and variance across teachers that pairs.py turns into labels.
 
 A bad score silently averaged into a mean would mislabel every pair its video is in,
-so the table is checked completely before use and every problem is reported in one
-`TeacherTableError`: fixing a 200k-video table one error per run is not workable.
+so the table is checked completely before use. Skip or refuse, by kind:
+
+- A score that is no number (NaN, infinite, text such as "N/A", empty in long form) is
+  one teacher failing on one video, as happens in a 200k-video batch: that score is
+  left out, exactly as an empty cell of a wide table, the video keeps its other
+  teachers' scores, and one `tables.TableWarning` counts the skipped scores with
+  examples (file, row, video, teacher, value).
+- Everything else says the table does not describe the store's videos and no skip can
+  repair it: missing columns, an empty table, a row without video id or teacher, a
+  (video, teacher) scored twice, ids the store does not hold, a teacher left with too
+  few valid scores. Those refuse the table with one `TeacherTableError` listing every
+  problem, the skippable ones included: fixing a table one error per run is not
+  workable.
+
+Direction. Fusion takes every teacher as higher-is-better. NIQE, BRISQUE, PIQE and
+their kind fall as quality rises: declare them in `lower_is_better` (the pairs verb's
+`--lower-is-better niqe,brisque`) and their scores are negated before normalizing and
+averaging. Undeclared, they would cancel the others out (z-scored, every pair becomes
+"similar") or invert the ranking, so `fuse` warns, naming the teacher, when a
+teacher's scores run against the consensus of the others (`consensus_spearman` < 0).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Collection, Iterable
+import warnings
+from typing import Collection
 
 import numpy as np
 import pandas as pd
+import scipy.stats
+
+# MAX_EXAMPLES, ProblemReport: callers import them from here too.
+from w2s_vqa.tables import MAX_EXAMPLES, ProblemReport, TableWarning, read_csv, read_jsonl  # noqa: F401
 
 TEACHER_COLUMNS = ("video_id", "teacher", "score")
-# How many examples each kind of problem lists; the count is always complete.
-MAX_EXAMPLES = 20
 NORMALIZATIONS = (None, "zscore", "minmax")
 
 _CSV_SUFFIXES = (".csv",)
@@ -34,49 +54,17 @@ class TeacherTableError(ValueError):
     """The teacher score table cannot be used; the message lists every problem found."""
 
 
-class ProblemReport:
-    """Problems grouped by kind, so that one error can list all of them.
-
-    Each kind keeps its full count but only the first `max_examples` examples, which
-    keeps the message readable when a whole column is broken.
-    """
-
-    def __init__(self, source: str, what: str, max_examples: int = MAX_EXAMPLES):
-        self.source = source
-        self.what = what
-        self.max_examples = max_examples
-        self._kinds: list[tuple[str, int, list[str]]] = []
-
-    def add(self, kind: str, count: int, examples: Iterable[str]) -> None:
-        """Record `count` problems of one kind, described by (at least the first) examples."""
-        if count:
-            shown = [example for _, example in zip(range(min(count, self.max_examples)), examples)]
-            self._kinds.append((kind, int(count), shown))
-
-    def __bool__(self) -> bool:
-        return bool(self._kinds)
-
-    def message(self) -> str:
-        total = sum(count for _, count, _ in self._kinds)
-        lines = [f"{self.source}: {total} problem(s) in the {self.what}:"]
-        for kind, count, shown in self._kinds:
-            more = f"; ... and {count - len(shown)} more" if count > len(shown) else ""
-            lines.append(f"  - {kind} ({count}): " + "; ".join(shown) + more)
-        return "\n".join(lines)
-
-    def raise_if_any(self, error_type: type[Exception]) -> None:
-        if self:
-            raise error_type(self.message())
-
-
 def read_teacher_table(path: str | os.PathLike, *, known_ids: Collection[str] | None = None,
                        min_videos_per_teacher: int = 1) -> pd.DataFrame:
     """Read, check and return a teacher score table in long form.
 
     The format follows the extension: .csv, .parquet/.pq, or JSON lines (.jsonl/.json,
-    one object per line). Long or wide form is detected from the columns (see
-    `parse_teacher_table`). Problems name the file and the 1-based data row: the header
-    is not counted in a CSV file, and JSON-lines rows are numbered by line.
+    one object per line); text is UTF-8 with or without a byte-order mark, and any
+    other encoding, or a CSV file separated by ';' or tabs, is refused naming what was
+    found (w2s_vqa.tables). Long or wide form is detected from the columns, and scores
+    that are no number are skipped with a warning while other problems refuse the table
+    (see `parse_teacher_table`). Problems name the file and the data row, counted from
+    1 with the header not counted (a JSON-lines row is its line).
     """
     source = os.fspath(path)
     raw, row_numbers = _read_raw(source)
@@ -93,16 +81,18 @@ def parse_teacher_table(table: pd.DataFrame, *, source: str = "<table>",
     any table with a `teacher` or `score` column is taken as long form, so a long table
     missing one of them is reported rather than misread. Otherwise the table is wide:
     `video_id` plus one column per teacher, where an empty or NaN cell means that
-    teacher did not score that video. In long form every row claims a score, so an empty or NaN
-    score is an error.
+    teacher did not score that video. In long form every row claims a score.
 
-    Problems reported together: missing columns, an empty table, missing video ids or
-    teacher names, NaN / missing, infinite or non-numeric scores, a (video, teacher)
-    scored twice, video ids outside `known_ids` (when given: the ids the video store
-    holds), and teachers with valid scores for fewer than `min_videos_per_teacher`
-    videos. Rows are numbered from 1 in table order.
+    Skipped, and counted with examples in one `tables.TableWarning`: scores that are
+    missing or NaN (long form), infinite, or not a number (text, booleans).
+    Refused, every problem listed in one TeacherTableError (the skipped scores among
+    them): missing columns, an empty table, missing video ids or teacher names, a
+    (video, teacher) scored twice, video ids outside `known_ids` (when given: the ids
+    the video store holds), and teachers with valid scores for fewer than
+    `min_videos_per_teacher` videos. Rows are numbered from 1 in table order.
 
-    Returns columns video_id (str), teacher (str), score (float64), in table order.
+    Returns columns video_id (str), teacher (str), score (float64, finite), in table
+    order, without the skipped scores.
     """
     return _to_long(table, np.arange(1, len(table) + 1), source=source, known_ids=known_ids,
                     min_videos_per_teacher=min_videos_per_teacher)
@@ -134,17 +124,96 @@ def normalize_scores(scores: pd.DataFrame, method: str | None) -> pd.DataFrame:
     return scores.assign(score=(scores["score"] - center) / scale)
 
 
-def fuse(scores: pd.DataFrame, *, normalize: str | None = None) -> pd.DataFrame:
+def orient(scores: pd.DataFrame, lower_is_better: Collection[str] = ()) -> pd.DataFrame:
+    """The long table with the scores of the `lower_is_better` teachers negated, so
+    that every teacher's scores rise with quality.
+
+    Raises TeacherTableError naming any teacher in `lower_is_better` that the table does
+    not have (a misspelt name would otherwise leave its teacher reversed).
+    """
+    declared = [lower_is_better] if isinstance(lower_is_better, str) else list(lower_is_better)
+    if not declared:
+        return scores
+    present = set(scores["teacher"].unique())
+    unknown = sorted(set(declared) - present)
+    if unknown:
+        raise TeacherTableError(f"lower_is_better names teacher(s) the table does not have: {', '.join(unknown)}; "
+                                f"its teachers: {', '.join(sorted(present, key=str))}")
+    flip = scores["teacher"].isin(declared).to_numpy()
+    return scores.assign(score=np.where(flip, -scores["score"].to_numpy(np.float64), scores["score"]))
+
+
+def consensus_spearman(scores: pd.DataFrame) -> pd.Series:
+    """Each teacher's Spearman correlation with the consensus of the other teachers.
+
+    The consensus of a video is the mean, over the other teachers that scored it, of
+    their centred percentile ranks (ranks, so that teachers on different scales weigh
+    alike whatever the normalization). Each other teacher enters in the direction the
+    majority of teachers shares, so that one reversed teacher does not drag a sound one
+    below 0: the signs of the leading eigenvector of the teachers' pairwise Spearman
+    matrix (its first principal component) split them into two camps, and the smaller
+    camp's ranks are negated. With camps of equal size (e.g. two teachers that
+    disagree) no direction is the majority's and the others enter as they are.
+
+    Correlations are scipy.stats.spearmanr over the videos both sides scored; NaN with
+    one teacher, under three such videos, or constant scores. Below 0, the teacher
+    ranks videos against the others: typically a lower-is-better score (NIQE, BRISQUE)
+    taken as higher-is-better.
+
+    Returns a float64 Series indexed by teacher, in the table's order of teachers.
+    """
+    teachers = list(scores["teacher"].unique())
+    table = scores.pivot(index="video_id", columns="teacher", values="score")[teachers]
+    ranks = table.rank(pct=True) - 0.5  # centred: negating a rank reverses its order
+    pairwise = np.eye(len(teachers))
+    for i in range(len(teachers)):
+        for j in range(i + 1, len(teachers)):
+            rho = _spearman(table.iloc[:, i], table.iloc[:, j])
+            pairwise[i, j] = pairwise[j, i] = 0.0 if np.isnan(rho) else rho
+    leading = np.linalg.eigh(pairwise)[1][:, -1]
+    sign = np.where(leading < 0, -1.0, 1.0)
+    if (sign < 0).sum() > (sign > 0).sum():
+        sign = -sign
+    elif (sign < 0).sum() == (sign > 0).sum():
+        sign = np.ones(len(teachers))
+    oriented = ranks * sign
+    spearman = {}
+    for i, teacher in enumerate(teachers):
+        others = oriented.drop(columns=teacher).mean(axis=1)  # NaN where no other teacher scored
+        spearman[teacher] = _spearman(table[teacher], others) if len(teachers) > 1 else np.nan
+    return pd.Series(spearman, dtype=np.float64, name="spearman")
+
+
+def _spearman(a: pd.Series, b: pd.Series) -> float:
+    """scipy.stats.spearmanr over the rows where both are present; NaN under 3 rows or a constant side."""
+    both = a.notna() & b.notna()
+    if both.sum() < 3 or a[both].nunique() < 2 or b[both].nunique() < 2:
+        return np.nan
+    return float(scipy.stats.spearmanr(a[both], b[both]).statistic)
+
+
+def fuse(scores: pd.DataFrame, *, normalize: str | None = None,
+         lower_is_better: Collection[str] = ()) -> pd.DataFrame:
     """Per-video mean and population variance of the teachers' scores.
 
-    `scores` is a checked long table (`read_teacher_table`). The variance is taken over
-    the teachers that scored the video (ddof=0, so a video scored by one teacher has
-    variance 0); pairs.py combines two videos' variances into the label's s_d.
+    `scores` is a checked long table (`read_teacher_table`). The scores of the
+    `lower_is_better` teachers are negated (`orient`), then each teacher is normalized
+    (`normalize_scores`), then averaged. The variance is taken over the teachers that
+    scored the video (ddof=0, so a video scored by one teacher has variance 0);
+    pairs.py combines two videos' variances into the label's s_d.
+
+    Warns (`tables.TableWarning`, one per teacher, naming it) when a teacher's oriented
+    scores correlate negatively with the others' consensus (`consensus_spearman`):
+    fused as they are, they would cancel or invert the ranking.
 
     Returns a frame indexed by video_id (sorted) with columns mean, var (float64) and
-    n_teachers (int64).
+    n_teachers (int64). Raises TeacherTableError for an unknown name in
+    `lower_is_better` or a constant teacher under normalization; ValueError for an
+    unknown `normalize`.
     """
-    scores = normalize_scores(scores, normalize)
+    oriented = orient(scores, lower_is_better)
+    warn_against_consensus(oriented, lower_is_better)
+    scores = normalize_scores(oriented, normalize)
     by_video = scores.groupby("video_id", sort=True)["score"]
     fused = pd.DataFrame({
         "mean": by_video.mean(),
@@ -155,58 +224,69 @@ def fuse(scores: pd.DataFrame, *, normalize: str | None = None) -> pd.DataFrame:
     return fused
 
 
-def wide_scores(scores: pd.DataFrame, *, normalize: str | None = None) -> pd.DataFrame:
+def warn_against_consensus(scores: pd.DataFrame, lower_is_better: Collection[str] = ()) -> list[str]:
+    """Warn (`tables.TableWarning`) for each teacher of an oriented long table whose
+    `consensus_spearman` is below 0; returns the warnings' messages.
+
+    `lower_is_better` only words the advice: a teacher already declared is told to
+    check the declaration rather than to make it.
+    """
+    declared = {lower_is_better} if isinstance(lower_is_better, str) else set(lower_is_better)
+    spearman = consensus_spearman(scores)
+    against = spearman[spearman < 0]
+    messages = []
+    for teacher, rho in against.items():
+        counted = int(scores.loc[scores["teacher"] == teacher, "video_id"].nunique())
+        if teacher in declared:
+            advice = "it is declared lower-is-better (negated before fusion): check that it is"
+        else:
+            advice = (f"if its scores fall as quality rises (as NIQE's and BRISQUE's do), declare it: "
+                      f"lower_is_better=['{teacher}'] (w2s-vqa pairs --lower-is-better {teacher}); if not, "
+                      "the teachers disagree on these videos and partly cancel out in the fused score")
+        camps = (" (the teachers split in two equal camps: either may be the reversed one)"
+                 if (spearman < 0).all() else "")
+        messages.append(f"teacher {teacher!r} ranks videos against the other teachers{camps}: Spearman {rho:.2f} "
+                        f"between its scores and the mean of the others' ranks, over the {counted} videos it "
+                        f"scored; {advice}")
+    for message in messages:
+        warnings.warn(message, TableWarning, stacklevel=3)
+    return messages
+
+
+def wide_scores(scores: pd.DataFrame, *, normalize: str | None = None,
+                lower_is_better: Collection[str] = ()) -> pd.DataFrame:
     """One column per teacher, indexed by video_id; NaN where a teacher did not score.
 
-    Per-teacher scores matter beyond the mean: gMAD (METHOD.md, stages 2 and 3) looks
-    for pairs one particular teacher cannot tell apart.
+    Scores are oriented (`orient`: the `lower_is_better` teachers negated) and
+    normalized as `fuse` does. Per-teacher scores matter beyond the mean: gMAD
+    (METHOD.md, stages 2 and 3) looks for pairs one particular teacher cannot tell apart.
     """
-    table = normalize_scores(scores, normalize).pivot(index="video_id", columns="teacher", values="score")
+    table = (normalize_scores(orient(scores, lower_is_better), normalize)
+             .pivot(index="video_id", columns="teacher", values="score"))
     table.columns.name = None
     return table
 
 
 def _read_raw(path: str) -> tuple[pd.DataFrame, np.ndarray]:
     """The table as read, all values as in the file, and each row's 1-based row number."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such teacher score table")
     suffix = os.path.splitext(path)[1].lower()
+    what = "teacher score table"
     if suffix in _CSV_SUFFIXES:
         # Strings throughout: ids keep leading zeros and bad scores stay visible as text;
         # only an empty cell is missing, so a video id such as "NA" stays an id.
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        raw = read_csv(path, what=what, error=TeacherTableError)
     elif suffix in _PARQUET_SUFFIXES:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such {what}")
         raw = pd.read_parquet(path)
     elif suffix in _JSONL_SUFFIXES:
-        return _read_jsonl(path)
+        raw, rows = read_jsonl(path, what=what, error=TeacherTableError)
+        return raw, np.asarray(rows, dtype=np.int64)
     else:
         raise TeacherTableError(
             f"{path}: unknown teacher table format {suffix!r}; "
             f"expected one of {_CSV_SUFFIXES + _PARQUET_SUFFIXES + _JSONL_SUFFIXES}")
     return raw, np.arange(1, len(raw) + 1)
-
-
-def _read_jsonl(path: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """JSON lines, parsed by the json module so that NaN and Infinity reach the checks."""
-    records, lines, bad = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                bad.append(f"row {line_number}: {e.msg}")
-                continue
-            if not isinstance(record, dict):
-                bad.append(f"row {line_number}: a JSON {type(record).__name__}, not an object")
-                continue
-            records.append(record)
-            lines.append(line_number)
-    problems = ProblemReport(path, "teacher score table")
-    problems.add("lines that are not one JSON object", len(bad), bad)
-    problems.raise_if_any(TeacherTableError)
-    return pd.DataFrame.from_records(records), np.asarray(lines, dtype=np.int64)
 
 
 def _to_long(raw: pd.DataFrame, row_numbers: np.ndarray, *, source: str,
@@ -231,12 +311,14 @@ def _to_long(raw: pd.DataFrame, row_numbers: np.ndarray, *, source: str,
     problems.add("missing video id", int(no_id.sum()), where(no_id))
     problems.add("missing teacher name", int(no_teacher.sum()), where(no_teacher))
 
+    # Scores that are no number are skipped (module docstring); reported apart from the rest.
+    skipped = ProblemReport(source, "teacher score table")
     score, no_score, not_numeric = _parse_scores(long["score"])
     infinite = np.isinf(score)
-    problems.add("missing or NaN score", int(no_score.sum()), where(no_score))
-    problems.add("infinite score", int(infinite.sum()), where(infinite))
-    problems.add("non-numeric score", int(not_numeric.sum()),
-                 where(not_numeric, lambda i: f": {long['score'].iat[i]!r}"))
+    skipped.add("missing or NaN score", int(no_score.sum()), where(no_score))
+    skipped.add("infinite score", int(infinite.sum()), where(infinite))
+    skipped.add("non-numeric score", int(not_numeric.sum()),
+                where(not_numeric, lambda i: f": {long['score'].iat[i]!r}"))
 
     keyed = long[~(no_id | no_teacher)]
     repeated = keyed[keyed.duplicated(["video_id", "teacher"], keep=False)]
@@ -257,8 +339,14 @@ def _to_long(raw: pd.DataFrame, row_numbers: np.ndarray, *, source: str,
     problems.add(f"teachers with valid scores for fewer than {min_videos_per_teacher} video(s)",
                  len(too_few), (f"{t}: {n} video(s)" for t, n in too_few.items()))
 
-    problems.raise_if_any(TeacherTableError)
-    return pd.DataFrame({"video_id": video_id, "teacher": teacher, "score": score})
+    if problems:
+        problems.extend(skipped)
+        problems.raise_if_any(TeacherTableError)
+    if skipped:
+        warnings.warn(skipped.message("score(s) left out of") + "\n  (their videos keep their other teachers' scores)",
+                      TableWarning, stacklevel=3)
+    return pd.DataFrame({"video_id": video_id[valid], "teacher": teacher[valid],
+                         "score": score[valid]}).reset_index(drop=True)
 
 
 def _melt(raw: pd.DataFrame, row_numbers: np.ndarray, problems: ProblemReport) -> pd.DataFrame:
@@ -275,6 +363,12 @@ def _melt(raw: pd.DataFrame, row_numbers: np.ndarray, problems: ProblemReport) -
     if not long_form and "video_id" in columns and len(columns) == 1:
         problems.add("no teacher columns", 1,
                      ["a wide table needs one score column per teacher besides 'video_id'"])
+    # In wide form every other column is a teacher: a nameless one would become a teacher
+    # named "Unnamed: 0" (pandas' name for it), typically a row index saved with the table.
+    unnamed = [c for c in columns if not long_form and c.startswith("Unnamed: ")]
+    problems.add("columns without a name in the header", len(unnamed), map(repr, unnamed),
+                 "In a wide table every column but video_id is a teacher; a row index saved with "
+                 "the table has no name (pandas: write it with to_csv(..., index=False)).")
     if problems:
         return raw
     # Ids are text everywhere else (the video store, pair tables), whatever the file held.

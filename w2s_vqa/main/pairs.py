@@ -2,7 +2,10 @@
 
 Writes DIR/pairs_train.parquet and DIR/pairs_val.parquet (teacher pairs and synthetic
 pairs, split by source: `w2s_vqa.labels.build`) and DIR/pairs.json, a summary with the
-settings, the pair counts per origin and level, and every shortfall of the pool.
+settings, the pair counts per origin and level, and every shortfall of the pool. The
+notes (printed as warnings and kept in pairs.json) also hold the teacher table's
+skipped scores and every teacher that ranks videos against the others
+(w2s_vqa.labels.teachers).
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ def add_arguments(parser) -> None:
                         help="loss weight of teacher pairs; synthetic pairs weigh 1 (default 1)")
     parser.add_argument("--normalize", choices=NORMALIZE_CHOICES, default="zscore",
                         help="rescale each teacher's scores before averaging them (default zscore)")
+    parser.add_argument("--lower-is-better", default="", metavar="NAMES",
+                        help="comma-separated teachers whose scores fall as quality rises (NIQE, BRISQUE, ...): "
+                             "negated before fusion (default: none)")
     parser.add_argument("--seed", type=int, default=None, metavar="N",
                         help="seed of the teacher-pair draw and the order swaps (default: the config's seed)")
 
@@ -46,17 +52,23 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from w2s_vqa.labels import build, pairs, teachers
     from w2s_vqa.store.format import VideoStore
+    from w2s_vqa.tables import collect_notes
 
     seed = int(load_config(args).seed) if args.seed is None else args.seed
     store = VideoStore(args.store)
     normalize = None if args.normalize == "none" else args.normalize
+    lower_is_better = [name.strip() for name in args.lower_is_better.split(",") if name.strip()]
+    if lower_is_better and args.teachers is None:
+        raise ValueError("--lower-is-better names teachers, which only a --teachers table has")
     fused = None
-    if args.teachers is not None:
-        scores = teachers.read_teacher_table(args.teachers, known_ids=store.ids)
-        fused = teachers.fuse(scores, normalize=normalize)
+    with collect_notes() as table_notes:  # skipped scores, teachers against the others
+        if args.teachers is not None:
+            scores = teachers.read_teacher_table(args.teachers, known_ids=store.ids)
+            fused = teachers.fuse(scores, normalize=normalize, lower_is_better=lower_is_better)
     train, val, notes = build.build_pair_tables(
         store.index, fused, pairs_per_video=args.pairs_per_video, teacher_weight=args.teacher_weight,
         val_fraction=args.val_fraction, seed=seed)
+    notes = tuple(table_notes) + tuple(notes)
     for note in notes:
         print(f"w2s-vqa pairs: warning: {note}", file=sys.stderr)
 
@@ -71,7 +83,8 @@ def run(args) -> int:
         "store": os.path.abspath(args.store),
         "teachers": None if args.teachers is None else os.path.abspath(args.teachers),
         "settings": {"val_fraction": args.val_fraction, "pairs_per_video": args.pairs_per_video,
-                     "teacher_weight": args.teacher_weight, "normalize": normalize, "seed": seed},
+                     "teacher_weight": args.teacher_weight, "normalize": normalize,
+                     "lower_is_better": lower_is_better, "seed": seed},
         "videos": len(store),
         "sources": {"train": int((~in_val).sum()), "val": int(in_val.sum())},
         "train": build.pair_counts(train),

@@ -174,6 +174,9 @@ class VideoStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
+        if not self.path.strip():  # os.path.join("", STORE_FILE) would look in the working directory
+            raise StoreError("no video store given (the path is empty): name the directory `w2s-vqa prepare` "
+                             "wrote (in a config: data.store, e.g. --set data.store=DIR)")
         settings_file = os.path.join(self.path, STORE_FILE)
         index_file = os.path.join(self.path, INDEX_FILE)
         if not os.path.exists(settings_file):

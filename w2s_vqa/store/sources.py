@@ -15,9 +15,10 @@ import collections
 import dataclasses
 import os
 
-import pandas as pd
+import numpy as np
 
 from w2s_vqa.store.format import StoreError
+from w2s_vqa.tables import ProblemReport, read_csv, read_jsonl
 
 # Extensions that name a video without a look inside. A folder's other files are tried too
 # (the decoder decides); these only break ties between files that share a name.
@@ -95,53 +96,87 @@ def read_manifest(path: str, *, require_motion: bool = False) -> list[Source]:
     Columns: `path` (required; relative paths are relative to the manifest),
     optional `id` (default: the file name without extension), `source_id`
     (default: the id) and `motion` (an .npy of per-second features [chunks,
-    motion_dim], required when `require_motion`). Empty cells count as missing.
-    Raises StoreError naming the manifest and its data rows (1-based, a CSV
-    header not counted) for an unreadable file, a missing column, an empty
-    path, or a source_id shared by two rows (see the module docstring).
+    motion_dim], required when `require_motion`; its numbers are checked when
+    prepare reads it, w2s_vqa.store.prepare). Every field is text, none numeric: a
+    JSON number is taken as its text (7 -> "7"). Empty cells and JSON nulls count as
+    missing. Text is UTF-8 with or without a byte-order mark; other encodings and CSV
+    separated by ';' or tabs are refused naming what was found (w2s_vqa.tables).
+
+    Raises StoreError for an unreadable file or a missing column, and otherwise one
+    StoreError listing every problem of the rows (data rows counted from 1, the
+    header not counted): an empty path, a value that is not text (a JSON list or
+    object), an id held by two rows, a source_id held by two rows (see the module
+    docstring). The manifest is refused whole: it is the list of what the store is to
+    hold, and a store built from part of it would silently differ from it.
     """
     lower = path.lower()
     if not lower.endswith((".csv", ".jsonl")):
         raise StoreError(f"{path}: a manifest must be .csv or .jsonl")
+    rows = None
     try:
         if lower.endswith(".csv"):
             # Only empty cells are missing: an id such as "NA" stays an id.
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            table = read_csv(path, what="manifest", error=StoreError)
         else:
-            table = pd.read_json(path, lines=True, dtype=False)
-    except (ValueError, OSError) as e:
+            table, rows = read_jsonl(path, what="manifest", error=StoreError)
+    except OSError as e:
         raise StoreError(f"{path}: cannot read manifest: {e}") from e
     if "path" not in table.columns:
         raise StoreError(f"{path}: manifest needs a 'path' column (has {list(table.columns)})")
     if require_motion and "motion" not in table.columns:
         raise StoreError(f"{path}: data.motion_features='precomputed' needs a 'motion' column")
     base = os.path.dirname(os.path.abspath(path))
+    columns = [c for c in ("path", "id", "source_id", "motion") if c in table.columns]
+    rows = list(range(1, len(table) + 1)) if rows is None else rows
+    problems = ProblemReport(path, "manifest", max_examples=_MAX_EXAMPLES)
 
     def resolve(p: str) -> str:
         return p if not p or os.path.isabs(p) else os.path.join(base, p)
 
-    sources = []
-    for row_number, row in enumerate(table.fillna("").astype(str).to_dict("records"), start=1):
-        if not row["path"]:
-            raise StoreError(f"{path}: data row {row_number} (1-based, header not counted) has an empty path")
-        video_id = row.get("id") or os.path.splitext(os.path.basename(row["path"]))[0]
-        sources.append(Source(id=video_id, source_id=row.get("source_id") or video_id,
-                              path=resolve(row["path"]), motion=resolve(row.get("motion", ""))))
-    _check_one_video_per_source(path, sources)
+    not_text, no_path, sources = [], [], []
+    for row_number, record in zip(rows, table[columns].to_dict("records")):
+        fields = {}
+        for column in columns:
+            value = record[column]
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                value = ""
+            elif isinstance(value, (list, dict)):
+                not_text.append(f"row {row_number}, column {column}: {value!r}")
+                value = ""
+            fields[column] = str(value).strip() if not isinstance(value, str) else value
+        if not fields["path"]:
+            no_path.append(f"row {row_number}")
+        video_id = fields.get("id") or os.path.splitext(os.path.basename(fields["path"]))[0]
+        sources.append(Source(id=video_id, source_id=fields.get("source_id") or video_id,
+                              path=resolve(fields["path"]), motion=resolve(fields.get("motion", ""))))
+    problems.add("value that is not text", len(not_text), not_text)
+    problems.add("empty path", len(no_path), no_path)
+    _shared(problems, "id", [s.id for s in sources], rows, [s.path for s in sources],
+            "An id names one video's record: give each row its own in an 'id' column (a missing id is the file "
+            "name without extension).")
+    # Rows whose source_id is one id they share are the id clash above, not reported twice.
+    _shared(problems, "source_id", [s.source_id for s in sources], rows, None,
+            "A source_id groups one pristine video with the variants prepare makes of it (a missing source_id "
+            "is the id): give each row its own.", unless_all_of=[s.id for s in sources])
+    problems.raise_if_any(StoreError)
     return sources
 
 
-def _check_one_video_per_source(path: str, sources: list[Source]) -> None:
-    """Refuse a source_id held by more than one manifest row; `sources` are in row order."""
+def _shared(problems: ProblemReport, column: str, values: list[str], rows: list[int],
+            paths: list[str] | None, fix: str, unless_all_of: list[str] | None = None) -> None:
+    """Add to `problems` each value of `column` held by more than one row, with its rows
+    (and paths), except values whose rows all hold one value of `unless_all_of`."""
     rows_of = collections.defaultdict(list)
-    for row_number, source in enumerate(sources, start=1):
-        rows_of[source.source_id].append(row_number)
-    shared = [(source_id, rows) for source_id, rows in rows_of.items() if len(rows) > 1]
-    if not shared:
-        return
-    shown = "; ".join(f"source_id '{s}' in rows {', '.join(map(str, rows))}" for s, rows in shared[:_MAX_EXAMPLES])
-    more = f"; ... and {len(shared) - _MAX_EXAMPLES} more" if len(shared) > _MAX_EXAMPLES else ""
-    raise StoreError(
-        f"{path}: {len(shared)} source_id(s) name more than one video (data rows, 1-based, header not "
-        f"counted): {shown}{more}. A source_id groups one pristine video with the variants prepare makes "
-        "of it (a missing source_id defaults to the id); give each row its own")
+    for row_number, value, i in zip(rows, values, range(len(values))):
+        if value:
+            rows_of[value].append((row_number, i))
+    shared = [(value, held) for value, held in rows_of.items() if len(held) > 1
+              and (unless_all_of is None or len({unless_all_of[i] for _, i in held}) > 1)]
+
+    def where(held):
+        if paths is None:
+            return ", ".join(str(r) for r, _ in held)
+        return ", ".join(f"{r} ({paths[i]})" for r, i in held)
+
+    problems.add(f"{column} held by more than one row", len(shared),
+                 (f"{column} '{value}' in rows {where(held)}" for value, held in shared), fix)
