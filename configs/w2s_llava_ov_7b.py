@@ -1,11 +1,19 @@
 """The paper's stage-1 run: LLaVA-OneVision-Chat 7B, the authors' regime (METHOD.md).
 
+    w2s-vqa convert-slowfast --checkpoint SLOWFAST_8x8_R50.pyth --out slowfast_r50.safetensors
+    w2s-vqa prepare --config configs/w2s_llava_ov_7b.py --inputs videos/ --out store \\
+        --set data.slowfast_weights=slowfast_r50.safetensors
     w2s-vqa train --config configs/w2s_llava_ov_7b.py:tpu --workdir gs://bucket/w2s/stage1 \\
         --set model.hf_dir=/path/to/llava-onevision-qwen2-7b-ov-chat-hf \\
         --set data.store=... --set data.pairs=.../stage1_train.parquet --set evals.val.pairs=...
 
 Regime: decoder frozen, vision tower at 2e-6, projector and motion projector at
 1e-5 (the authors' code); AdamW, cosine with 3% warm-up, one epoch, bf16 compute.
+Motion tokens are the paper's: SlowFast-R50 (Kinetics-400) fast-pathway features of
+every video and every distorted variant, computed by `prepare` in JAX from the
+weights file data.slowfast_weights names, which `prepare` requires (a ConfigError
+without it). With features computed beforehand, set data.motion_features=precomputed
+and give the manifest a 'motion' column instead.
 Data mixture of stage 1 (the pair table is built to hold it): 250k teacher pairs
 from 200k videos, 160k spatial, 40k temporal and 50k compression synthetic pairs.
 
@@ -34,7 +42,8 @@ def get_config(arg: str = "tpu"):
     c.data.image_size = 384
     c.data.frame_format = "jpeg"  # a 384x384 frame is 432 KB raw
     c.data.num_motion_chunks = 10
-    c.data.motion_features = "precomputed"  # SlowFast-R50 fast-pathway features, computed beforehand
+    c.data.motion_features = "slowfast"  # SlowFast-R50 fast-pathway features of every video and variant
+    c.data.slowfast_weights = ""  # required by prepare: --set data.slowfast_weights=FILE (convert-slowfast)
     c.data.batch_size = 16
     c.data.worker_count = 8
     c.data.augment = ""  # the paper trains on the frames as they are

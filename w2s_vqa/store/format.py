@@ -39,9 +39,10 @@ import pandas as pd
 # 2: frames upright by the display rotation and sampled by presentation timestamps on every path;
 # index column rotation.
 STORE_VERSION = 2
-# data.motion_features: zeros; the source's own .npy (manifest column "motion"); or
-# frame statistics computed for every video, variants included (w2s_vqa.video.motion).
-MOTION_FEATURES = ("none", "precomputed", "frame_stats")
+# data.motion_features: zeros; the source's own .npy (manifest column "motion"); or,
+# computed for every video, variants included: frame statistics (w2s_vqa.video.motion)
+# or SlowFast-R50 fast-pathway features (w2s_vqa.models.slowfast).
+MOTION_FEATURES = ("none", "precomputed", "frame_stats", "slowfast")
 FRAME_FORMATS = ("jpeg", "raw")
 
 STORE_FILE = "store.json"

@@ -26,6 +26,10 @@ edges that move. Within a demo source, stronger noise or jitter raises the media
 difference, stronger stutter the freezes, and stronger blur lowers the mean
 difference (tests/video/test_motion.py; record: docs/2026-11-motion-features.md). `FEATURE_NAMES` lists the columns; the rest of the
 `motion_dim` columns are zero.
+
+`data.motion_features = "slowfast"` gives every video the paper's features
+instead: `slowfast_chunks` cuts its frames into the chunks SlowFast-R50 reads,
+and w2s_vqa.models.slowfast turns each into its 256-d fast-pathway feature.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image
 
 from w2s_vqa import video
 
@@ -121,3 +126,56 @@ def frame_statistics(
         features[slot, : len(FEATURE_NAMES)] = chunk_statistics(frames[first:stop])
         mask[slot] = True
     return features, mask
+
+
+# The chunks of the authors' SlowFast features (METHOD.md, "Motion branch").
+SLOWFAST_FRAMES = 32
+SLOWFAST_SIZE = 224
+# The authors resize with torchvision's Resize([224, 224]) on PIL images, which is
+# PIL's bilinear filter; the student's frames use bicubic (w2s_vqa.video, "Resizing").
+SLOWFAST_RESAMPLE = Image.Resampling.BILINEAR
+
+
+def slowfast_chunks(
+    frames: np.ndarray, times: np.ndarray, duration: float, num_chunks: int, *,
+    frames_per_chunk: int = SLOWFAST_FRAMES, size: int = SLOWFAST_SIZE, resample=SLOWFAST_RESAMPLE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SlowFast's input chunks of a clip in memory: uint8 [num_chunks, frames_per_chunk, size, size, 3]
+    and bool mask [num_chunks].
+
+    `frames` uint8 RGB [T, H, W, 3] are shown from `times` (float64 [T], seconds,
+    non-decreasing) in a clip of `duration` seconds. Slot k holds chunk
+    `video.chunk_choice(duration, num_chunks)[k]`: for chunk j, the
+    `frames_per_chunk` consecutive frames starting with the first frame at or
+    after j seconds, padded by repeating the clip's last frame where it ends
+    first, each resized to size x size (aspect not kept) with `resample` (PIL's
+    bilinear, as the authors' torchvision Resize). The rule of
+    `video.motion_chunks`, which reads a file. The authors' chunk j starts at
+    frame j * round(fps): the same frame at a constant integer rate. A chunk
+    that starts after the last frame (a stream shorter than its duration) and
+    unused slots are zeros, masked out. Raises ValueError for bad frames or
+    times, a duration that is not positive, or sizes below 1.
+    """
+    video.check_frames(frames)
+    times = video.check_times(times, len(frames))
+    if not duration > 0:
+        raise ValueError(f"duration must be positive, got {duration}")
+    if min(num_chunks, frames_per_chunk, size) < 1:
+        raise ValueError(f"num_chunks, frames_per_chunk and size must be at least 1, got "
+                         f"{num_chunks}, {frames_per_chunk}, {size}")
+    chunks = np.zeros((num_chunks, frames_per_chunk, size, size, 3), np.uint8)
+    mask = np.zeros((num_chunks,), bool)
+    eps = 1e-6  # timestamps are rationals rounded to floats: a frame due at j s starts chunk j
+    resized: dict[int, np.ndarray] = {}  # chunks overlap below 32 fps: resize each frame once
+    for slot, start in enumerate(video.chunk_choice(duration, num_chunks)):
+        first = int(np.searchsorted(times, start - eps, side="left"))
+        if first >= len(frames):
+            break
+        for k, i in enumerate(np.minimum(np.arange(first, first + frames_per_chunk), len(frames) - 1).tolist()):
+            if i not in resized:
+                frame = frames[i]
+                resized[i] = (frame if frame.shape[:2] == (size, size) else
+                              np.asarray(Image.fromarray(frame).resize((size, size), resample)))
+            chunks[slot, k] = resized[i]
+        mask[slot] = True
+    return chunks, mask
