@@ -1,9 +1,12 @@
-"""`w2s-vqa prepare --inputs PATH --out DIR`: build (or resume) a video store."""
+"""`w2s-vqa prepare --inputs PATH --out DIR [--runner RUNNER]`: build (or resume) a video store.
+
+Without --runner, this host's process pool (w2s_vqa.store.prepare); with it, the same
+store as an Apache Beam pipeline (w2s_vqa.store.beam, imported only then).
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 
 from w2s_vqa.main.common import add_config_arguments, load_config
 
@@ -15,16 +18,40 @@ def add_arguments(parser) -> None:
                              "column and optional 'id', 'source_id', 'motion' (.npy [chunks, motion_dim])")
     parser.add_argument("--out", required=True, metavar="DIR", help="store directory; rerun to resume a killed run")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                        help="worker processes, one shard each at a time (default: all CPUs; 0 or 1: this process)")
+                        help="worker processes, one shard each at a time (default: all CPUs; 0 or 1: this process); "
+                             "with --runner DirectRunner, its direct_num_workers")
+    # The names are spelled out rather than read from w2s_vqa.store.beam: that module imports Beam.
+    parser.add_argument("--runner", default=None, metavar="RUNNER",
+                        choices=("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner"),
+                        help="run as an Apache Beam pipeline on this runner (DirectRunner, DataflowRunner, "
+                             "FlinkRunner, SparkRunner, PortableRunner; needs pip install 'w2s-vqa[beam]'); "
+                             "--out may then be any path Beam's FileSystems writes (gs://, s3://, ...)")
+    parser.add_argument("--beam-option", dest="beam_options", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Beam pipeline option, e.g. project=my-project, region=us-central1, "
+                             "temp_location=gs://b/tmp, flink_master=host:8081 (KEY alone for a flag; repeatable)")
 
 
 def run(args) -> int:
     from w2s_vqa.store.format import ERRORS_FILE, INDEX_FILE, StoreError
-    from w2s_vqa.store.prepare import prepare
 
     config = load_config(args)
-    report = prepare(config, args.inputs, args.out, workers=args.workers)
-    out = os.path.abspath(args.out)
+    if args.runner is None:
+        if args.beam_options:
+            raise ValueError("--beam-option needs --runner")
+        from w2s_vqa.store.prepare import prepare
+
+        report = prepare(config, args.inputs, args.out, workers=args.workers)
+        out = os.path.abspath(args.out)
+    else:
+        try:
+            from w2s_vqa.store.beam import prepare_beam
+        except ModuleNotFoundError as e:
+            if not (e.name or "").startswith("apache_beam"):
+                raise
+            raise OSError(f"--runner {args.runner} needs Apache Beam: pip install 'w2s-vqa[beam]' ({e})") from e
+        report = prepare_beam(config, args.inputs, args.out, runner=args.runner, beam_options=args.beam_options,
+                              workers=args.workers)
+        out = args.out if "://" in args.out else os.path.abspath(args.out)
     print(report.summary())
     print(f"store: {out}")
     print(f"index: {os.path.join(out, INDEX_FILE)}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import glob
 import hashlib
 import json
@@ -87,12 +88,21 @@ class Settings:
     distort_max_side: int
     distort_max_seconds: float
     sources_per_shard: int
+    # motion_features="slowfast": the weights file (absolute path) and its SHA-256, else "".
+    # store.json records the digest, not the path: a moved file continues its store.
+    slowfast_weights: str
+    slowfast_digest: str
 
     @classmethod
     def from_config(cls, config, distortions=None) -> Settings:
         """From `config.data`; `distortions` (a spec, see `parse_distortions`) overrides
-        data.distortions. Raises StoreError naming the data.* key of a value out of range."""
+        data.distortions. Raises StoreError naming the data.* key of a value out of range;
+        for data.motion_features="slowfast", ConfigError without data.slowfast_weights and
+        WeightsError (w2s_vqa.models.slowfast) for a weights file that does not fit."""
         data = config.data
+        slowfast_weights = slowfast_digest = ""
+        if str(data.motion_features) == "slowfast":
+            slowfast_weights, slowfast_digest = _check_slowfast_weights(data)
         settings = cls(
             num_frames=int(data.num_frames),
             image_size=int(data.image_size),
@@ -106,6 +116,8 @@ class Settings:
             distort_max_side=int(data.distort_max_side),
             distort_max_seconds=float(data.distort_max_seconds),
             sources_per_shard=int(data.sources_per_shard),
+            slowfast_weights=slowfast_weights,
+            slowfast_digest=slowfast_digest,
         )
         if settings.frame_format not in FRAME_FORMATS:
             raise StoreError(f"data.frame_format must be one of {FRAME_FORMATS}, not '{settings.frame_format}'")
@@ -123,7 +135,35 @@ class Settings:
     def to_json(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self)
         fields["distortions"] = ";".join(f"{name}:{level}" for name, level in self.distortions)
+        del fields["slowfast_weights"]
+        if self.motion_features != "slowfast":  # stores of the other kinds keep their store.json
+            del fields["slowfast_digest"]
         return fields
+
+
+def _check_slowfast_weights(data) -> tuple[str, str]:
+    """(absolute path, SHA-256) of data.slowfast_weights, whose tensor names and shapes are checked."""
+    from w2s_vqa.config import ConfigError
+    from w2s_vqa.models import slowfast
+
+    path = str(data.slowfast_weights)
+    if not path:
+        raise ConfigError("data.motion_features='slowfast' needs data.slowfast_weights: the file "
+                          "`w2s-vqa convert-slowfast --checkpoint SLOWFAST_8x8_R50.pyth --out FILE` writes "
+                          "(or data.motion_features='precomputed' with features computed beforehand)")
+    if int(data.motion_dim) != slowfast.FEATURE_DIM:
+        raise StoreError(f"data.motion_dim={data.motion_dim}, but SlowFast features (data.motion_features="
+                         f"'slowfast') have {slowfast.FEATURE_DIM} dimensions")
+    slowfast.check_weights(path)
+    return os.path.abspath(path), _file_digest(path)
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,6 +291,33 @@ def _choose_motion(features: np.ndarray | None, seconds: float, settings: Settin
     return motion, mask
 
 
+@functools.lru_cache(maxsize=1)
+def _slowfast_extractor(path: str, digest: str, max_batch: int):
+    """The SlowFast fast pathway of `path`, loaded once per process (each prepare worker)."""
+    # Worker processes share one accelerator: each takes the memory it uses, not the 75%
+    # JAX reserves by default (unless the user says otherwise; read when the backend starts).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    from w2s_vqa.models import slowfast
+
+    if _file_digest(path) != digest:
+        raise StoreError(f"{path}: data.slowfast_weights changed since this prepare run started")
+    return slowfast.Extractor(slowfast.load(path), max_batch=max_batch)
+
+
+def _slowfast_motion(frames: np.ndarray, times: np.ndarray, seconds: float,
+                     settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """Motion float32 [M, 256] and mask bool [M] of one video: SlowFast-R50's fast-pathway
+    feature of each chunk `motion_lib.slowfast_chunks` cuts from its own frames."""
+    chunks, mask = motion_lib.slowfast_chunks(frames, times, seconds, settings.num_motion_chunks)
+    features = np.zeros((settings.num_motion_chunks, settings.motion_dim), np.float32)
+    used = int(mask.sum())  # the used slots come first
+    if used:
+        extractor = _slowfast_extractor(settings.slowfast_weights, settings.slowfast_digest,
+                                        settings.num_motion_chunks)
+        features[:used] = extractor(chunks[:used])
+    return features, mask
+
+
 def _check_record_ids(inputs: str, sources: Sequence[Source], settings: Settings) -> None:
     """Refuse an input id that equals a variant id of another input (e.g. a manifest row
     "clip~h264-1" next to "clip" with h264:1 variants): the index would hold it twice."""
@@ -301,17 +368,19 @@ def _source_records(source: Source, settings: Settings):
     variant only.
     """
     size, count = settings.image_size, settings.num_frames
-    frame_stats = settings.motion_features == "frame_stats"
+    own_motion = settings.motion_features in ("frame_stats", "slowfast")  # computed from each video's frames
 
-    def video_motion(frames):  # each video's own statistics, or the source's precomputed features
-        if frame_stats:
+    def video_motion(frames):  # each video's own features, or the source's precomputed ones
+        if settings.motion_features == "frame_stats":
             return motion_lib.frame_statistics(frames, times, seconds, settings.num_motion_chunks,
                                                settings.motion_dim)
+        if settings.motion_features == "slowfast":
+            return _slowfast_motion(frames, times, seconds, settings)
         return source_motion
 
     try:
         precomputed = _load_motion(source, settings)  # before decoding: a bad file costs no decode
-        if settings.distortions or frame_stats:
+        if settings.distortions or own_motion:
             frames, times, seconds, info = _decode_for_distortion(source.path, settings)
             pristine = video.sample_array(frames, times, seconds, count, size)
             source_motion = _choose_motion(precomputed, seconds, settings)
@@ -410,13 +479,34 @@ def _check_or_write_settings(out_dir: str, settings_json: dict[str, Any]) -> Non
     path = os.path.join(out_dir, STORE_FILE)
     if os.path.exists(path):
         with open(path) as f:
-            existing = json.load(f)
-        if existing != settings_json:
-            changed = sorted(k for k in set(existing) | set(settings_json) if existing.get(k) != settings_json.get(k))
-            raise StoreError(f"{out_dir}: holds a store made with other settings or inputs (differs in: "
-                             f"{', '.join(changed)}); choose another --out or delete it")
+            _refuse_other_settings(out_dir, json.load(f), settings_json)
     else:
         _write_json_atomic(path, settings_json)
+
+
+def _refuse_other_settings(out_dir: str, existing: dict[str, Any], settings_json: dict[str, Any]) -> None:
+    """Raise StoreError naming the keys in which a store's store.json differs from this run's."""
+    if existing != settings_json:
+        changed = sorted(k for k in set(existing) | set(settings_json) if existing.get(k) != settings_json.get(k))
+        raise StoreError(f"{out_dir}: holds a store made with other settings or inputs (differs in: "
+                         f"{', '.join(changed)}); choose another --out or delete it")
+
+
+def plan(config, inputs: str, out_dir: str, distortions=None
+         ) -> tuple[Settings, list[Source], list[ShardTask], dict[str, Any]]:
+    """What a prepare run of `inputs` into `out_dir` writes, whatever runs it: (settings,
+    sources sorted by id, shard tasks, store.json's content). Touches nothing on disk.
+
+    Raises StoreError for unusable settings, inputs (see `find_sources`) or record
+    ids that would clash (an input named like another's variant).
+    """
+    settings = Settings.from_config(config, distortions)
+    sources = find_sources(inputs, require_motion=settings.motion_features == "precomputed")
+    _check_record_ids(inputs, sources, settings)
+    tasks = shard_tasks(sources, settings, out_dir)
+    store_json = {"version": STORE_VERSION, **settings.to_json(), "num_shards": len(tasks),
+                  "plan_digest": _plan_digest(sources, settings)}
+    return settings, sources, tasks, store_json
 
 
 def prepare(config, inputs: str, out_dir: str, *, workers: int = 1, distortions=None,
@@ -429,13 +519,9 @@ def prepare(config, inputs: str, out_dir: str, *, workers: int = 1, distortions=
     for unusable arguments: settings, inputs (see `find_sources`), record ids that
     would clash, or an `out_dir` holding a store made with other settings or inputs.
     """
-    settings = Settings.from_config(config, distortions)
-    sources = find_sources(inputs, require_motion=settings.motion_features == "precomputed")
-    _check_record_ids(inputs, sources, settings)
+    settings, sources, tasks, store_json = plan(config, inputs, out_dir, distortions)
     os.makedirs(out_dir, exist_ok=True)
-    tasks = shard_tasks(sources, settings, out_dir)
-    _check_or_write_settings(out_dir, {"version": STORE_VERSION, **settings.to_json(),
-                                       "num_shards": len(tasks), "plan_digest": _plan_digest(sources, settings)})
+    _check_or_write_settings(out_dir, store_json)
 
     results: dict[int, dict[str, Any]] = {}
     for task in tasks:
