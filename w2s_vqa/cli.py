@@ -22,7 +22,13 @@ VERBS: dict[str, tuple[str, str]] = {
     "pairs": ("pairs", "build pair tables from a teacher table and a store"),
     "train": ("train", "train the student on a pair table (sharded, checkpointed, resumable)"),
     "export": ("export", "write a student as a Hugging Face / PyTorch directory"),
+    "convert-slowfast": ("convert_slowfast", "SlowFast-R50 weights for prepare from a pytorchvideo checkpoint"),
     "check-parity": ("check_parity", "compare our student with transformers on a checkpoint"),
+    "plan": ("plan", "compile the train step ahead of time for a TPU slice or cpu:N: memory, FLOPs, collectives"),
+    "sweep": ("sweep", "plan a grid of meshes and settings: tables and a plot"),
+    "anchors": ("anchors", "pick an anchor set (K videos of known MOS) from a labeled store"),
+    "score": ("score", "score videos against an anchor set (Thurstone scores with intervals)"),
+    "eval": ("eval", "SRCC/PLCC/KRCC of the student and teachers on labeled sets: tables, JSON, plots"),
 }
 
 

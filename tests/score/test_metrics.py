@@ -171,3 +171,95 @@ def test_correlations_refuse_bad_input_and_are_nan_for_a_constant_side():
 
 def test_logit_columns_follow_the_levels():
     assert metrics.LOGIT_COLUMNS == tuple(f"logit_{w}" for w in LEVELS)
+
+
+# ----------------------------------------------------------------------------- logistic fit, bootstrap, overall
+def test_the_logistic_fit_recovers_a_known_logistic():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 100, 400)
+    truth = (85.0, 15.0, 55.0, 9.0)  # beta1..beta4 of the VQEG logistic
+    mos_clean = truth[1] + (truth[0] - truth[1]) / (1 + np.exp(-(x - truth[2]) / truth[3]))
+    fit = metrics.fit_logistic(x, mos_clean)
+    assert fit.kind == "logistic"
+    np.testing.assert_allclose(fit.params[:3], truth[:3], rtol=1e-5)
+    assert abs(fit.params[3]) == pytest.approx(truth[3], rel=1e-5)
+    # Noise-free: the fitted map is exact, which a line is not.
+    assert metrics.plcc_fitted(x, mos_clean) == pytest.approx(1.0, abs=1e-9)
+    assert metrics.rmse_fitted(x, mos_clean) == pytest.approx(0.0, abs=1e-4)
+    assert metrics.plcc(x, mos_clean) < 0.99
+    # With noise of std 3 MOS units: the parameters within a few standard errors, RMSE near 3.
+    mos = mos_clean + rng.normal(0, 3.0, len(x))
+    noisy = metrics.fit_logistic(x, mos)
+    np.testing.assert_allclose(noisy.params[:3], truth[:3], atol=2.0)
+    assert metrics.rmse_fitted(x, mos) == pytest.approx(3.0, rel=0.15)
+    # No other least-squares fit of the same function does better (an independent optimizer).
+    import scipy.optimize
+
+    other = scipy.optimize.least_squares(lambda b: metrics.logistic_4(x, *b) - mos, x0=(70, 30, 50, 5)).x
+    sse = lambda b: np.sum((metrics.logistic_4(x, *b) - mos) ** 2)  # noqa: E731
+    assert sse(noisy.params) <= sse(other) * (1 + 1e-9)
+    # A predictor that falls as MOS rises: the asymptotes swap, the fitted PLCC stays positive.
+    assert metrics.fit_logistic(-x, mos_clean).params[0] < metrics.fit_logistic(-x, mos_clean).params[1]
+    assert metrics.plcc_fitted(-x, mos_clean) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_the_fit_falls_back_to_a_line_where_a_logistic_cannot_be_fitted():
+    x, mos = np.array([1.0, 2.0, 4.0, 3.0]), np.array([10.0, 25.0, 35.0, 40.0])
+    fit = metrics.fit_logistic(x, mos)  # 4 videos: no degree of freedom left for 4 parameters
+    assert fit.kind == "linear"
+    np.testing.assert_allclose(fit.params, np.polyfit(x, mos, 1))
+    assert metrics.plcc_fitted(x, mos) == pytest.approx(metrics.plcc(x, mos))
+    line = np.polyval(np.polyfit(x, mos, 1), x)
+    assert metrics.rmse_fitted(x, mos) == pytest.approx(np.sqrt(np.mean((line - mos) ** 2)))
+    assert np.isnan(metrics.plcc_fitted([1, 1, 1, 1, 1], [1, 2, 3, 4, 5]))
+
+
+def test_bootstrap_intervals_agree_with_scipy_and_skip_undefined_resamples():
+    import scipy.stats
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=300)
+    mos = x + rng.normal(size=300)
+    ours = metrics.bootstrap_interval("plcc", x, mos, resamples=3000, seed=3)
+    theirs = scipy.stats.bootstrap((x, mos), lambda a, b: scipy.stats.pearsonr(a, b).statistic, paired=True,
+                                   vectorized=False, n_resamples=3000, method="percentile",
+                                   rng=np.random.default_rng(4)).confidence_interval
+    # Two independent Monte Carlo estimates of one interval (half-width about 0.045).
+    assert ours == pytest.approx((theirs.low, theirs.high), abs=0.01)
+    assert ours[0] < metrics.plcc(x, mos) < ours[1]
+    assert metrics.bootstrap_interval("plcc", x, mos, resamples=200, seed=3) == \
+        metrics.bootstrap_interval("plcc", x, mos, resamples=200, seed=3)
+    # Two videos: a resample is either one video twice (SRCC undefined, left out) or both (SRCC 1).
+    assert metrics.bootstrap_interval("srcc", [0.0, 1.0], [0.0, 1.0], resamples=50) == pytest.approx((1.0, 1.0))
+    assert all(np.isnan(metrics.bootstrap_interval("srcc", [1.0, 1.0], [0.0, 1.0], resamples=10)))
+    with pytest.raises(ValueError, match="confidence"):
+        metrics.bootstrap_interval("srcc", x, mos, confidence=95)
+
+
+def test_mos_metrics_gathers_every_figure():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(size=40)
+    mos = 5 * x + rng.normal(size=40)
+    m = metrics.mos_metrics(x, mos, bootstrap=20, seed=1)
+    assert m["videos"] == 40
+    assert m["srcc"] == metrics.srcc(x, mos) and m["krcc"] == metrics.krcc(x, mos) and m["plcc"] == metrics.plcc(x, mos)
+    assert m["plcc_fitted"] == pytest.approx(metrics.plcc_fitted(x, mos))
+    assert m["rmse_fitted"] == pytest.approx(metrics.rmse_fitted(x, mos))
+    assert m["srcc_ci"] == list(metrics.bootstrap_interval("srcc", x, mos, resamples=20, seed=1))
+    assert "srcc_ci" not in metrics.mos_metrics(x, mos, bootstrap=0)
+
+
+def test_the_weighted_overall_by_hand():
+    per_set = {"konvid_1k": {"videos": 100, "srcc": 0.9, "plcc": 0.8},
+               "live_vqc": {"videos": 300, "srcc": 0.5, "plcc": 0.6},
+               "kvq": {"videos": 50, "srcc": 0.2, "plcc": float("nan")}}
+    overall = metrics.weighted_overall(per_set, ["konvid_1k", "live_vqc", "lsvq_test"], ["srcc", "plcc"])
+    assert overall == {"sets": ["konvid_1k", "live_vqc"], "missing": ["lsvq_test"], "videos": 400,
+                       "srcc": pytest.approx((0.9 * 100 + 0.5 * 300) / 400),
+                       "plcc": pytest.approx((0.8 * 100 + 0.6 * 300) / 400)}
+    groups = metrics.overall_by_group(per_set, metrics=["srcc", "plcc"])
+    assert set(groups) == {"in_domain", "out_of_distribution"}
+    assert groups["out_of_distribution"]["srcc"] == 0.2 and np.isnan(groups["out_of_distribution"]["plcc"])
+    assert metrics.weighted_overall(per_set, ["cgvds"]) is None
+    # The paper's overall: its counts over all ten sets.
+    assert sum(metrics.IN_DOMAIN_SETS.values()) == 13560 and sum(metrics.OUT_OF_DISTRIBUTION_SETS.values()) == 5563

@@ -26,16 +26,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from w2s_vqa.convert import export_files
+# The file names live in the JAX-free export_files, which the PyTorch scorer reads.
+from w2s_vqa.convert.export_files import (CONFIG_FILE, MOTION_FILE, SETTINGS_FILE, WEIGHTS_FILE,  # noqa: F401
+                                          WEIGHTS_INDEX, read_settings)
 from w2s_vqa.models import student as student_lib
-from w2s_vqa.models.config import HF_CONFIG_FILE, ConfigError, StudentConfig, hf_config_problems
+from w2s_vqa.models.config import ConfigError, StudentConfig, hf_config_problems
 
-CONFIG_FILE = HF_CONFIG_FILE
-WEIGHTS_FILE = "model.safetensors"
-WEIGHTS_INDEX = "model.safetensors.index.json"
-MOTION_FILE = "motion_projector.safetensors"
-SETTINGS_FILE = "w2s_vqa.json"
+# Copied from the tokenizer's directory. A source's chat template is not: the export writes
+# its own, which renders the pair prompt (export_files.chat_template).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                   "merges.txt", "added_tokens.json", "chat_template.json", "chat_template.jinja")
+                   "merges.txt", "added_tokens.json")
 MAX_SHARD_BYTES = 5 * 2**30
 # SigLIP's attention-pooling head (config vision_use_head=true): transformers loads it,
 # LLaVA-OneVision reads the encoder's patch features and never runs it.
@@ -198,14 +199,6 @@ def _flat_params(module: nnx.Module) -> dict[str, nnx.Variable]:
 
 
 # ----------------------------------------------------------------------------- import
-def read_settings(hf_dir: str) -> dict:
-    path = os.path.join(hf_dir, SETTINGS_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
 def weight_files(hf_dir: str, problems: list[str]) -> dict[str, list[str]]:
     """safetensors file -> its keys (from the index when sharded); missing files are problems."""
     index_path = os.path.join(hf_dir, WEIGHTS_INDEX)
@@ -425,12 +418,18 @@ def missing_tokenizer_files(tokenizer_dir: str) -> list[str]:
 
 
 def save_student(model: student_lib.Student, out_dir: str, *, tokenizer_dir: str, overwrite: bool = False,
-                 max_shard_bytes: int = MAX_SHARD_BYTES, extra_settings: dict | None = None) -> list[str]:
-    """Write a directory transformers' LlavaOnevisionForConditionalGeneration loads, plus ours.
+                 max_shard_bytes: int = MAX_SHARD_BYTES, extra_settings: dict | None = None,
+                 data=None) -> list[str]:
+    """Write a complete transformers checkpoint of the student, plus ours.
 
     Files: config.json, model.safetensors (or shards and an index past
-    `max_shard_bytes`), the tokenizer files found in `tokenizer_dir`,
-    motion_projector.safetensors and w2s_vqa.json. Returns the written names.
+    `max_shard_bytes`), the tokenizer files found in `tokenizer_dir`, the processor
+    files (`export_files.processor_files`: transformers' AutoProcessor loads a
+    LLaVA-OneVision processor from them), motion_projector.safetensors and w2s_vqa.json
+    (prompt, levels, level token ids and `export_files.input_settings`: how a video file
+    becomes the student's inputs; `data` is the run config's `data` section that sets
+    the motion feature kind and decoding caps, default: the settings already in
+    `tokenizer_dir`'s w2s_vqa.json, else config.defaults()). Returns the written names.
 
     Everything is written into a staging directory beside `out_dir` and swapped in
     when complete, so `out_dir` may also be the source of the tokenizer (export over
@@ -443,13 +442,18 @@ def save_student(model: student_lib.Student, out_dir: str, *, tokenizer_dir: str
     tokenizer_dir = os.fspath(tokenizer_dir)
     tokenizer = prompt.load_tokenizer(tokenizer_dir)  # Fails before anything is written.
     level_ids = prompt.level_token_ids(tokenizer)
+    if data is None:  # re-exporting one of ours keeps its input settings
+        data = export_files.data_of_settings(read_settings(tokenizer_dir))
+    inputs = export_files.input_settings(model.cfg, data)
+    processor = export_files.processor_files(model.cfg, tokenizer)
     check_out_dir(out_dir, overwrite)
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     staging = f"{out_dir}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)  # a killed export's leftovers
     os.makedirs(staging)
     try:
-        written = _write_export(model, staging, tokenizer_dir, level_ids, max_shard_bytes, extra_settings)
+        written = _write_export(model, staging, tokenizer_dir, level_ids, max_shard_bytes,
+                                {**inputs, **(extra_settings or {})}, processor)
         _swap_in(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -457,7 +461,7 @@ def save_student(model: student_lib.Student, out_dir: str, *, tokenizer_dir: str
 
 
 def _write_export(model, out_dir: str, tokenizer_dir: str, level_ids, max_shard_bytes: int,
-                  extra_settings: dict | None) -> list[str]:
+                  extra_settings: dict, processor: dict[str, str]) -> list[str]:
     cfg = model.cfg
     model_tensors, motion_tensors = export_tensors(model)
     written = _write_weights(model_tensors, out_dir, max_shard_bytes)
@@ -473,7 +477,11 @@ def _write_export(model, out_dir: str, tokenizer_dir: str, level_ids, max_shard_
         if os.path.exists(source):
             shutil.copyfile(source, os.path.join(out_dir, name))
             written.append(name)
-    settings = {**cfg.video_settings(), "level_token_ids": list(level_ids), **(extra_settings or {})}
+    for name, text in processor.items():
+        with open(os.path.join(out_dir, name), "w") as f:
+            f.write(text)
+        written.append(name)
+    settings = {**cfg.video_settings(), "level_token_ids": list(level_ids), **extra_settings}
     with open(os.path.join(out_dir, SETTINGS_FILE), "w") as f:
         json.dump(settings, f, indent=2)
     written.append(SETTINGS_FILE)

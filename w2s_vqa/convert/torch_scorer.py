@@ -1,10 +1,16 @@
-"""PyTorch inference on an exported student directory: P(second video better).
+"""PyTorch inference on an exported student directory: P(second video better), and scores.
 
 For users who take the trained student back to PyTorch. transformers'
 LlavaOnevisionForConditionalGeneration computes the video features exactly as
 it always does; the motion tokens, which transformers does not know, are
 projected here and placed after each video's newline token, and the whole
 sequence goes to the model through `inputs_embeds`.
+
+Video files become the student's inputs by the rule w2s_vqa.json records
+(convert.video_inputs: the same sampling, motion features and frame format as
+`w2s-vqa prepare`), and `TorchScorer.score` scores them against an anchor directory
+(`w2s-vqa anchors`) with the Thurstone solution of the JAX scorer, in numpy and scipy
+(convert.anchor_scores). Nothing here imports JAX or the training code.
 
 Needs the `torch` extra (torch and transformers).
 """
@@ -13,17 +19,25 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file
 from transformers import LlavaOnevisionForConditionalGeneration
 
 from w2s_vqa import prompt
-from w2s_vqa.convert.hf import MOTION_FILE, SETTINGS_FILE
-from w2s_vqa.models.config import HF_CONFIG_FILE, StudentConfig
-# SigLIP's pixel normalization; its home is models/student.py, which the JAX student uses.
-from w2s_vqa.models.student import PIXEL_MEAN, PIXEL_STD
+from w2s_vqa import video as video_lib
+from w2s_vqa.convert import anchor_scores
+from w2s_vqa.convert.export_files import MOTION_FILE, SETTINGS_FILE
+from w2s_vqa.convert.video_inputs import ARRAYS, video_inputs
+from w2s_vqa.models.config import HF_CONFIG_FILE, PIXEL_MEAN, PIXEL_STD, StudentConfig
+
+# An anchor directory (w2s_vqa.score.anchors, read here without it): its files and version.
+ANCHORS_FILE = "anchors.json"
+ANCHOR_VIDEOS_FILE = "videos.npz"
+ANCHORS_VERSION = 1
 
 
 class TorchScorer:
@@ -118,11 +132,151 @@ class TorchScorer:
         """P(second video better than first) per pair, [B]."""
         return prompt.preference(self.level_logits(*args, **kwargs).astype(np.float64))
 
+    # ------------------------------------------------------------------ video files
+    @property
+    def input_settings(self) -> dict:
+        """How a video file becomes the student's inputs: w2s_vqa.json's settings (an export
+        writes them, export_files.input_settings), the student's shapes where it has none."""
+        return {"num_frames": self.num_frames, "image_size": self.cfg.vision.image_size,
+                "num_motion_chunks": self.num_motion_chunks, "motion_dim": self.cfg.motion_dim,
+                "motion_features": "frame_stats" if self.num_motion_chunks else "none",
+                **{k: v for k, v in self.settings.items()
+                   if k in ("motion_features", "frame_format", "jpeg_quality", "decode_max_side",
+                            "decode_max_seconds")}}
 
-def _read_json(path: str, *, missing_ok: bool) -> dict:
+    def video_inputs(self, path: str, *, settings: dict | None = None, features: np.ndarray | None = None) -> dict:
+        """One video file as the student's inputs (convert.video_inputs; `settings` default
+        `input_settings`): frames uint8 [F, S, S, 3], frame_mask [F], motion float32 [M, D],
+        motion_mask [M]. Raises w2s_vqa.video.VideoError for a file that cannot be decoded."""
+        return video_inputs(path, {**self.input_settings, **(settings or {})}, features=features)
+
+    def _pair_logits(self, firsts: Sequence[dict], seconds: Sequence[dict], batch_size: int) -> np.ndarray:
+        """Level logits float32 [N, 5] of the pairs (firsts[n], seconds[n]), `batch_size` per forward."""
+        out = []
+        for start in range(0, len(firsts), batch_size):
+            pairs = list(zip(firsts[start:start + batch_size], seconds[start:start + batch_size]))
+            stacked = {k: np.stack([np.stack([a[k], b[k]]) for a, b in pairs]) for k in ARRAYS}
+            out.append(self.level_logits(stacked["frames"], stacked["motion"], stacked["frame_mask"],
+                                         stacked["motion_mask"]))
+        return np.concatenate(out) if out else np.zeros((0, len(prompt.LEVELS)), np.float32)
+
+    def preference_of_files(self, first: str, second: str) -> float:
+        """P(the video file `second` is better than `first`)."""
+        return float(prompt.preference(self._pair_logits([self.video_inputs(first)], [self.video_inputs(second)],
+                                                         1).astype(np.float64))[0])
+
+    # ------------------------------------------------------------------ scores against anchors
+    def anchor_logits(self, anchors: "Anchors", *, batch_size: int = 8) -> np.ndarray:
+        """float32 [K, K, 5]: the level logits of every anchor pair (first anchor i, second
+        anchor j, i < j; zeros elsewhere), the anchors ordered by MOS, as the JAX scorer asks them."""
+        k = len(anchors.ids)
+        pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+        videos = anchors.video_list()
+        logits = self._pair_logits([videos[i] for i, _ in pairs], [videos[j] for _, j in pairs], batch_size)
+        out = np.zeros((k, k, len(prompt.LEVELS)), np.float32)
+        for (i, j), row in zip(pairs, logits):
+            out[i, j] = row
+        return out
+
+    def score(self, paths: Sequence[str], anchors: "str | Anchors", *, mode: str = "map",
+              ids: Sequence[str] | None = None, features: Sequence[np.ndarray] | None = None,
+              batch_size: int = 8) -> pd.DataFrame:
+        """Scores of video files against an anchor directory, as `w2s-vqa score` gives them.
+
+        Each video is decoded as the anchors were (their anchors.json settings, the
+        decoding caps of w2s_vqa.json), compared with every anchor (anchor first, the video
+        second) and scored by convert.anchor_scores (mode "map": the MOS scale with a
+        standard error and 95% interval; "paper": the authors' 0-100). Returns one row per
+        decoded video: id (default: the file name without extension), path, score, stderr,
+        low, high, latent, then p_vs_<anchor id> per anchor; `.attrs["skipped"]` lists
+        {id, path, reason} for files that could not be decoded, which are left out.
+        `features`: per video its own per-second motion features [seconds, D], needed when
+        the anchors were made with motion_features "precomputed" (e.g. SlowFast).
+        Raises ValueError for an anchor directory that does not fit the student, or
+        precomputed motion without `features`.
+        """
+        anchors = anchors if isinstance(anchors, Anchors) else Anchors.load(anchors)
+        anchors.check_fits(self)
+        settings = {**self.input_settings, **anchors.settings}
+        ids = list(ids) if ids is not None else [os.path.splitext(os.path.basename(p))[0] for p in paths]
+        if len(ids) != len(paths) or (features is not None and len(features) != len(paths)):
+            raise ValueError(f"{len(ids)} ids and {'no' if features is None else len(features)} feature arrays "
+                             f"for {len(paths)} videos")
+        anchor_logits = self.anchor_logits(anchors, batch_size=batch_size)
+        anchor_videos = anchors.video_list()
+        rows, skipped = [], []
+        for n, (video_id, path) in enumerate(zip(ids, paths)):
+            try:
+                inputs = video_inputs(path, settings, features=None if features is None else features[n])
+            except (video_lib.VideoError, OSError) as e:  # a broken video costs itself only
+                skipped.append({"id": video_id, "path": os.fspath(path), "reason": f"{type(e).__name__}: {e}"})
+                continue
+            test_logits = self._pair_logits(anchor_videos, [inputs] * len(anchor_videos), batch_size)
+            result = anchor_scores.score(anchor_logits, test_logits, anchors.mos, mode=mode)
+            rows.append({"id": video_id, "path": os.fspath(path),
+                         **{k: result[k] for k in ("score", "stderr", "low", "high", "latent")},
+                         **{f"p_vs_{a}": float(p) for a, p in zip(anchors.ids, result["p"])}})
+        table = pd.DataFrame(rows, columns=["id", "path", "score", "stderr", "low", "high", "latent",
+                                            *(f"p_vs_{a}" for a in anchors.ids)])
+        table.attrs["skipped"] = skipped
+        return table
+
+
+class Anchors:
+    """An anchor directory (`w2s-vqa anchors`; format in w2s_vqa.score.anchors), read without
+    JAX: ids and MOS (increasing), the store settings the anchors' videos were made with,
+    and their inputs (ARRAYS, K rows each)."""
+
+    def __init__(self, ids: Sequence[str], mos, settings: dict, videos: dict, path: str = ""):
+        self.ids, self.mos, self.settings, self.videos, self.path = list(ids), np.asarray(mos, np.float64), \
+            dict(settings), videos, path
+
+    @classmethod
+    def load(cls, directory: str) -> "Anchors":
+        """Raises FileNotFoundError for a missing anchors.json or videos.npz, ValueError for
+        another version, fewer than two anchors, MOS that do not increase, or videos that
+        do not match the anchors."""
+        directory = os.fspath(directory)
+        meta = _read_json(os.path.join(directory, ANCHORS_FILE), missing_ok=False,
+                          what="an anchor directory (make one with `w2s-vqa anchors`)")
+        if meta.get("version") != ANCHORS_VERSION:
+            raise ValueError(f"{directory}/{ANCHORS_FILE}: version {meta.get('version')!r}, this code reads "
+                             f"{ANCHORS_VERSION}")
+        ids = [str(a["id"]) for a in meta.get("anchors", [])]
+        mos = np.asarray([float(a["mos"]) for a in meta.get("anchors", [])], np.float64)
+        videos_path = os.path.join(directory, ANCHOR_VIDEOS_FILE)
+        if not os.path.exists(videos_path):
+            raise FileNotFoundError(f"{videos_path}: missing; the anchors' videos are part of an anchor directory")
+        with np.load(videos_path, allow_pickle=False) as data:
+            videos = {k: np.asarray(data[k]) for k in ARRAYS if k in data.files}
+        if len(ids) < 2 or not (np.diff(mos) > 0).all():
+            raise ValueError(f"{directory}: an anchor set needs at least two anchors of increasing MOS, has "
+                             f"{list(zip(ids, mos.tolist()))}")
+        short = [k for k in ARRAYS if k not in videos or len(videos[k]) != len(ids)]
+        if short:
+            raise ValueError(f"{videos_path}: {', '.join(short)} missing or not one row per anchor ({len(ids)})")
+        return cls(ids, mos, meta.get("settings") or {}, videos, directory)
+
+    def video_list(self) -> list[dict]:
+        return [{k: self.videos[k][i] for k in ARRAYS} for i in range(len(self.ids))]
+
+    def check_fits(self, scorer: TorchScorer) -> None:
+        """ValueError naming each shape in which the anchors' videos differ from the student's inputs."""
+        frames, motion = self.videos["frames"], self.videos["motion"]
+        have = {"num_frames": frames.shape[1], "image_size": frames.shape[2], "num_motion_chunks": motion.shape[1],
+                "motion_dim": motion.shape[2]}
+        want = {"num_frames": scorer.num_frames, "image_size": scorer.cfg.vision.image_size,
+                "num_motion_chunks": scorer.num_motion_chunks, "motion_dim": scorer.cfg.motion_dim}
+        wrong = [f"{k} {have[k]} (the student takes {want[k]})" for k in have if have[k] != want[k]]
+        if wrong:
+            raise ValueError(f"{self.path or 'anchors'}: the anchors' videos do not fit the student: "
+                             f"{'; '.join(wrong)}")
+
+
+def _read_json(path: str, *, missing_ok: bool, what: str = "a Hugging Face LLaVA-OneVision directory") -> dict:
     if not os.path.exists(path):
         if missing_ok:
             return {}
-        raise FileNotFoundError(f"{path}: missing; expected a Hugging Face LLaVA-OneVision directory")
+        raise FileNotFoundError(f"{path}: missing; expected {what}")
     with open(path) as f:
         return json.load(f)

@@ -19,6 +19,10 @@ from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
 
 ATTENTION_KERNELS = ("xla", "cudnn", "blocked")
 HF_CONFIG_FILE = "config.json"  # a Hugging Face model directory's config
+# SigLIP's image processor: rescale by 1/255, then normalize every channel with mean 0.5,
+# std 0.5 (the student, the PyTorch scorer and an export's processor files all read these).
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.5
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,6 +59,53 @@ class Qwen2Attention(nnx.Module):
             out = causal_attention(q, k, v, mask, self.head_dim**-0.5, ATTENTION_BLOCK, attend)
         return self.o_proj(out.reshape(b, t, -1))
 
+    def keys_values(self, x, cos, sin):
+        """k and v [B, T, kv_heads, head_dim] of x [B, T, D], k rotated: what a later
+        query attends to (`after_prefix` reads them as a cached prefix)."""
+        b, t, _ = x.shape
+        k = apply_rope(self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim), cos, sin)
+        return k, self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+
+    def after_prefix(self, x, cos, sin, prefix_k, prefix_v, prefix_mask, key_mask):
+        """Attention of a continuation [A, B, S, D] after a cached prefix, one per row of A.
+
+        prefix_k, prefix_v [A, P, kv_heads, head_dim] (`keys_values` of the prefix);
+        prefix_mask [A, P] and key_mask [B, S] bool, False on hidden keys; cos, sin
+        [1, S, head_dim] at the continuation's positions P..P+S-1. Every query sees the
+        whole prefix and the continuation causally: the result equals this layer's
+        attention over the joined sequence.
+
+        Each of the A x B rows gets its own copy of its prefix's keys and values (small
+        beside the scores), so the attention kernel is the one `__call__` runs; query
+        blocks of ATTENTION_BLOCK rows skip the continuation's keys no query of the
+        block can see, as `causal_attention` does.
+        """
+        a, b, s, d = x.shape
+        p = prefix_k.shape[1]
+        flat = x.reshape(a * b, s, d)
+        q = apply_rope(self.q_proj(flat).reshape(a * b, s, self.num_heads, self.head_dim), cos, sin)
+        k, v = self.keys_values(flat, cos, sin)
+
+        def joined(prefix, own):  # [A, P, K, D] + [A*B, S, K, D] -> [A*B, P+S, K, D]
+            prefix = jnp.broadcast_to(prefix[:, None], (a, b, *prefix.shape[1:])).reshape(a * b, *prefix.shape[1:])
+            return jnp.concatenate([prefix.astype(own.dtype), own], axis=1)
+
+        k, v = joined(prefix_k, k), joined(prefix_v, v)
+        seen = jnp.concatenate([
+            jnp.broadcast_to(prefix_mask[:, None, None, :], (a, b, s, p)),
+            jnp.broadcast_to(jnp.tril(jnp.ones((s, s), bool))[None] & key_mask[:, None, :], (a, b, s, s)),
+        ], axis=-1).reshape(a * b, 1, s, p + s)
+        scale = self.head_dim**-0.5
+        if self.implementation == "cudnn":
+            out = fused_attention(q, k, v, seen, scale)
+        else:
+            attend = blocked_attention if self.implementation == "blocked" else attention
+            out = jnp.concatenate([
+                attend(q[:, lo:lo + ATTENTION_BLOCK], k[:, :p + lo + ATTENTION_BLOCK], v[:, :p + lo + ATTENTION_BLOCK],
+                       seen[:, :, lo:lo + ATTENTION_BLOCK, :p + lo + ATTENTION_BLOCK], scale)
+                for lo in range(0, s, ATTENTION_BLOCK)], axis=1)
+        return self.o_proj(out.reshape(a, b, s, -1))
+
 
 class Qwen2MLP(nnx.Module):
     def __init__(self, cfg: TextConfig, *, dtype, rngs: nnx.Rngs):
@@ -82,6 +129,12 @@ class Qwen2DecoderLayer(nnx.Module):
 
     def __call__(self, x, cos, sin, mask):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def after_prefix(self, x, cos, sin, prefix_k, prefix_v, prefix_mask, key_mask):
+        """The layer on a continuation [A, B, S, D] after a cached prefix (Qwen2Attention.after_prefix)."""
+        x = x + self.self_attn.after_prefix(self.input_layernorm(x), cos, sin, prefix_k, prefix_v, prefix_mask,
+                                            key_mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -116,3 +169,37 @@ class Qwen2Model(nnx.Module):
                 x = layer(x, cos, sin, mask)
         return self.norm(x)
 
+    # ----------------------------------------------------------------- a cached prompt prefix
+    def prefix_keys_values(self, inputs_embeds: jax.Array, attention_mask: jax.Array
+                           ) -> tuple[tuple[jax.Array, jax.Array], ...]:
+        """Every layer's keys and values [A, P, kv_heads, head_dim] of a prefix [A, P, D] at
+        positions 0..P-1, attention_mask [A, P] (0 = key hidden): what `after_prefix` needs
+        to continue it. Runs the layers as `__call__` does."""
+        a, t, _ = inputs_embeds.shape
+        positions = jnp.broadcast_to(jnp.arange(t), (a, t))
+        cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        mask = jnp.tril(jnp.ones((t, t), bool))[None, None] & attention_mask.astype(bool)[:, None, None, :]
+        x, cache = inputs_embeds, []
+        for layer in self.layers:
+            cache.append(layer.self_attn.keys_values(layer.input_layernorm(x), cos, sin))
+            x = layer(x, cos, sin, mask)
+        return tuple(cache)
+
+    def after_prefix(self, inputs_embeds: jax.Array, key_mask: jax.Array, cache, prefix_mask: jax.Array
+                     ) -> jax.Array:
+        """Final-normed hidden states [A, B, S, D] of continuations after cached prefixes.
+
+        inputs_embeds [A, B, S, D] or [B, S, D] (the same continuation after every
+        prefix); key_mask [B, S] (0 = key hidden); cache: `prefix_keys_values` of A
+        prefixes of length P; prefix_mask [A, P]. Row (a, b) equals `__call__` on prefix a
+        joined with continuation b, at the continuation's positions P..P+S-1.
+        """
+        num_prefixes, length = prefix_mask.shape
+        if inputs_embeds.ndim == 3:
+            inputs_embeds = jnp.broadcast_to(inputs_embeds[None], (num_prefixes, *inputs_embeds.shape))
+        s = inputs_embeds.shape[2]
+        cos, sin = rope_tables(length + jnp.arange(s)[None], self.cfg.head_dim, self.cfg.rope_theta)
+        x, prefix_mask, key_mask = inputs_embeds, prefix_mask.astype(bool), key_mask.astype(bool)
+        for layer, (k, v) in zip(self.layers, cache):
+            x = layer.after_prefix(x, cos, sin, k, v, prefix_mask, key_mask)
+        return self.norm(x)

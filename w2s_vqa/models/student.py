@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,16 +25,15 @@ import numpy as np
 from flax import nnx
 
 from w2s_vqa import prompt
-from w2s_vqa.models.config import StudentConfig, check_feature_layers
+# PIXEL_MEAN, PIXEL_STD: SigLIP's pixel normalization; its home is the JAX-free models/config.py,
+# which the PyTorch scorer and the exported processor files read too.
+from w2s_vqa.models.config import PIXEL_MEAN, PIXEL_STD, StudentConfig, check_feature_layers
 from w2s_vqa.models.layers import Linear, activation, initial_value, param
 from w2s_vqa.models.qwen2 import Qwen2Model
 from w2s_vqa.models.siglip import SiglipVisionTower
 
-# SigLIP's processor: rescale by 1/255, then normalize with mean 0.5, std 0.5.
 # What Student.level_logits reads of a batch (w2s_vqa.pipeline gives their shapes and dtypes).
 MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "frame_mask", "motion", "motion_mask")
-PIXEL_MEAN = 0.5
-PIXEL_STD = 0.5
 
 
 def normalize_pixels(pixels: jax.Array) -> jax.Array:
@@ -144,13 +143,23 @@ class Student(nnx.Module):
         b, nv = pixel_values.shape[:2]
         tokens = self.video_tokens(pixel_values, motion).astype(embeds.dtype)
         valid = self.video_token_mask(b, nv, frame_mask, motion_mask)
+        embeds, keep = self.place_video_tokens(input_ids, embeds, tokens, valid)
+        return embeds, attention_mask * keep.astype(attention_mask.dtype)
+
+    def place_video_tokens(self, input_ids, embeds, tokens, valid) -> tuple[jax.Array, jax.Array]:
+        """(embeds with the k-th placeholder of each sample replaced by its k-th video token,
+        keep [B, L] bool: False on the placeholders of masked slots).
+
+        input_ids [B, L]; embeds [B, L, D]; tokens [B, T, D] and valid [B, T] bool, the
+        sample's videos' tokens in order (at least as many as it has placeholders).
+        """
         is_video = input_ids == self.cfg.video_token_index
         # The k-th placeholder of a sample takes that sample's k-th video token.
         slot = jnp.clip(jnp.cumsum(is_video, axis=1) - 1, 0, tokens.shape[1] - 1)
-        placed = jnp.take_along_axis(tokens, slot[..., None], axis=1)
+        placed = jnp.take_along_axis(tokens.astype(embeds.dtype), slot[..., None], axis=1)
         embeds = jnp.where(is_video[..., None], placed, embeds)
         keep = jnp.where(is_video, jnp.take_along_axis(valid, slot, axis=1), True)
-        return embeds, attention_mask * keep.astype(attention_mask.dtype)
+        return embeds, keep
 
     def hidden_states(self, input_ids, attention_mask=None, pixel_values=None, motion=None, frame_mask=None,
                       motion_mask=None, position_ids=None):
@@ -183,6 +192,10 @@ class Student(nnx.Module):
         length = attention_mask.shape[1]
         last = length - 1 - jnp.argmax(attention_mask[:, ::-1] > 0, axis=1)
         answer = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+        return self.level_readout(level_token_ids, answer)
+
+    def level_readout(self, level_token_ids: Sequence[int], answer: jax.Array) -> jax.Array:
+        """float32 [..., 5]: the level tokens' logits of final hidden states answer [..., D]."""
         ids = jnp.asarray(level_token_ids)
         if self.lm_head is None:
             rows = self.language_model.embed_tokens.embedding[...][ids]
@@ -193,6 +206,86 @@ class Student(nnx.Module):
     def preference(self, level_token_ids: Sequence[int], *args, **kwargs) -> jax.Array:
         """P(second video better than first) per pair, [B]."""
         return prompt.preference(self.level_logits(level_token_ids, *args, **kwargs))
+
+    # ---------------------------------------------------------------- scoring against anchors
+    # Scoring compares each test video (second) with K anchors (first). Its video tokens do
+    # not depend on the anchor, and the prompt up to the second video does not depend on
+    # the test video: `encode_videos` runs the vision tower once per video, `prefix_cache`
+    # runs the decoder once per anchor over the prompt up to the second video and keeps
+    # its keys and values, and `level_logits_after_prefix` runs only the rest of the
+    # prompt, the second video's tokens and the question, for every (anchor, test) pair.
+    # Together they give `level_logits` on the joined pair (the scoring tests check it).
+    def encode_videos(self, pixel_values, motion=None, frame_mask=None, motion_mask=None
+                      ) -> tuple[jax.Array, jax.Array]:
+        """Each video's tokens, the vision tower run once per frame.
+
+        pixel_values [N, F, H, W, C] (uint8 or normalized float), motion [N, M, motion_dim],
+        frame_mask [N, F] and motion_mask [N, M] bool (None: all valid). Returns tokens
+        [N, tokens_per_video, D] in the compute dtype (frame tokens, newline, motion tokens,
+        as `video_tokens`) and valid [N, tokens_per_video] bool (`video_token_mask`).
+        """
+        n = pixel_values.shape[0]
+        tokens = self.video_tokens(pixel_values[:, None], None if motion is None else motion[:, None])
+        valid = self.video_token_mask(n, 1, None if frame_mask is None else frame_mask[:, None],
+                                      None if motion_mask is None else motion_mask[:, None])
+        return tokens, valid
+
+    def prefix_cache(self, prefix_ids, first_tokens, first_valid) -> PrefixCache:
+        """The decoder's keys and values over the prompt up to the second video, per first video.
+
+        prefix_ids [P] int: the pair prompt's ids before the second video's placeholders
+        (`split_pair_prompt`), holding the first video's tokens_per_video placeholders;
+        first_tokens [A, T, D], first_valid [A, T]: `encode_videos` of A first videos.
+        """
+        a = first_tokens.shape[0]
+        ids = jnp.broadcast_to(jnp.asarray(prefix_ids)[None], (a, prefix_ids.shape[0]))
+        embeds, keep = self.place_video_tokens(ids, self.language_model.embed_tokens(ids), first_tokens, first_valid)
+        layers = self.language_model.prefix_keys_values(embeds, keep)
+        return PrefixCache(keys=tuple(k for k, _ in layers), values=tuple(v for _, v in layers), mask=keep)
+
+    def level_logits_after_prefix(self, level_token_ids: Sequence[int], cache: PrefixCache, suffix_ids,
+                                  second_tokens, second_valid) -> jax.Array:
+        """float32 [A, B, 5]: the level logits of every pair (first video a of the cache,
+        second video b), from the cached prefix and the rest of the prompt.
+
+        suffix_ids [S] int: the prompt from the second video's first placeholder on
+        (`split_pair_prompt`), which ends at the answer position; second_tokens [B, T, D],
+        second_valid [B, T]: `encode_videos` of B second videos. Equals `level_logits` on
+        the joined prompt with both videos' pixels and motion.
+        """
+        b = second_tokens.shape[0]
+        ids = jnp.broadcast_to(jnp.asarray(suffix_ids)[None], (b, suffix_ids.shape[0]))
+        embeds, keep = self.place_video_tokens(ids, self.language_model.embed_tokens(ids), second_tokens, second_valid)
+        hidden = self.language_model.after_prefix(embeds, keep, tuple(zip(cache.keys, cache.values)), cache.mask)
+        return self.level_readout(level_token_ids, hidden[:, :, -1])
+
+
+class PrefixCache(NamedTuple):
+    """Keys and values of the decoder over a prompt prefix (`Student.prefix_cache`), a pytree.
+
+    keys, values: one [A, P, kv_heads, head_dim] array per decoder layer (keys rotated);
+    mask [A, P] bool: False on the placeholders of masked video slots.
+    """
+
+    keys: tuple
+    values: tuple
+    mask: jax.Array
+
+
+def split_pair_prompt(input_ids, video_token_id: int, tokens_per_video: int) -> int:
+    """Where the second video's placeholders start in a pair prompt's ids [L]: the prefix
+    input_ids[:split] holds the first video's, the rest the second's and the question.
+
+    Raises ValueError unless the prompt holds exactly two runs of tokens_per_video
+    placeholders.
+    """
+    ids = np.asarray(input_ids)
+    where = np.flatnonzero(ids == video_token_id)
+    t = int(tokens_per_video)
+    if len(where) != 2 * t or not (np.diff(where[:t]) == 1).all() or not (np.diff(where[t:]) == 1).all():
+        raise ValueError(f"the pair prompt must hold two runs of {t} video placeholders (id {video_token_id}), "
+                         f"found {len(where)} placeholders")
+    return int(where[t])
 
 
 def create(cfg: StudentConfig, seed: int = 0, shardings: Mapping[str, jax.sharding.Sharding] | None = None

@@ -18,15 +18,23 @@ Any per-pair preference signal works: the student's P with centre 0.5, or a teac
 score difference (second minus first) with centre 0 (`teacher_direction_accuracy`).
 
 Scores against MOS: SRCC, PLCC and KRCC are scipy.stats.spearmanr, pearsonr and
-kendalltau (tau-b, which accounts for ties).
+kendalltau (tau-b, which accounts for ties). PLCC is raw, as the paper's code and
+Q-Align report it; `plcc_fitted` and `rmse_fitted` come after the field's
+4-parameter logistic (`logistic_4`, VQEG), as MinimalisticVQA and Compare2Score
+report them. `bootstrap_interval` gives 95% percentile bootstrap intervals,
+`mos_metrics` all of them for one set, and `weighted_overall` / `overall_by_group` the
+paper's in-domain and out-of-distribution "overall" (means weighted by video count).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+import dataclasses
+import warnings
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.optimize
 import scipy.special
 import scipy.stats
 
@@ -214,3 +222,195 @@ def krcc(predicted, mos) -> float:
 def correlations(predicted, mos) -> dict[str, float]:
     """{"srcc", "plcc", "krcc"} of predicted scores with MOS; see each function."""
     return {"srcc": srcc(predicted, mos), "plcc": plcc(predicted, mos), "krcc": krcc(predicted, mos)}
+
+
+# ----------------------------------------------------------------------------- logistic fit, RMSE
+def logistic_4(x, beta1: float, beta2: float, beta3: float, beta4: float):
+    """The field's 4-parameter logistic from objective scores to MOS, elementwise on [N] arrays:
+
+        f(x) = beta2 + (beta1 - beta2) / (1 + exp(-(x - beta3) / |beta4|))
+
+    beta1 and beta2 are the upper and lower asymptotes (swapped for a predictor that
+    falls as MOS rises), beta3 the midpoint, |beta4| the scale. Source: VQEG, "Final
+    report on the validation of objective models of video quality assessment, phase
+    II" (2003), the monotonic logistic fitted before PLCC and RMSE; the same function
+    (`logistic_func`) is in the evaluation code of MinimalisticVQA, FAST-VQA and DOVER.
+    """
+    z = -(np.asarray(x, np.float64) - beta3) / max(abs(beta4), 1e-300)
+    return beta2 + (beta1 - beta2) * scipy.special.expit(-z)
+
+
+# Evaluations a fit may take (scipy.optimize.curve_fit's maxfev); a fit that needs more is
+# treated as failed.
+LOGISTIC_MAX_EVALUATIONS = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class MosFit:
+    """A map from objective scores to MOS: `kind` "logistic" (`params` = beta1..beta4 of
+    `logistic_4`) or "linear" (`params` = slope, intercept), the fallback when the
+    logistic fit does not converge."""
+
+    kind: str
+    params: tuple[float, ...]
+
+    def __call__(self, x) -> np.ndarray:
+        """The fitted MOS of scores x: float64, x's shape."""
+        x = np.asarray(x, np.float64)
+        if self.kind == "logistic":
+            return logistic_4(x, *self.params)
+        slope, intercept = self.params
+        return slope * x + intercept
+
+
+def fit_logistic(predicted, mos) -> MosFit:
+    """Least-squares fit of `logistic_4` from predicted scores to MOS (scipy.optimize.curve_fit).
+
+    predicted, mos: [N] finite floats, N >= 2. The start is beta = (max MOS, min MOS,
+    mean score, std of the scores): the field's code starts beta4 at 0.5 whatever the
+    scale of the scores; the standard deviation makes the start independent of it.
+    When the fit does not converge (curve_fit's RuntimeError, a non-finite result, or
+    fewer than 5 videos: 4 parameters need at least one degree of freedom left), the
+    least-squares line is returned instead (kind "linear"), which leaves PLCC at its
+    raw value. ValueError for inputs `plcc` refuses.
+    """
+    x, y = _finite_pair(predicted, mos)
+    if _constant(x, y):
+        return MosFit("linear", (0.0, float(y.mean())))
+    if len(x) >= 5:
+        start = (float(y.max()), float(y.min()), float(x.mean()), float(x.std()))
+        try:
+            with warnings.catch_warnings():
+                # An ill-conditioned covariance (OptimizeWarning) does not make the fit wrong.
+                warnings.simplefilter("ignore", scipy.optimize.OptimizeWarning)
+                params, _ = scipy.optimize.curve_fit(logistic_4, x, y, p0=start, maxfev=LOGISTIC_MAX_EVALUATIONS)
+            if np.isfinite(params).all() and np.isfinite(logistic_4(x, *params)).all():
+                return MosFit("logistic", tuple(float(p) for p in params))
+        except RuntimeError:
+            pass
+    slope, intercept = np.polyfit(x, y, 1)
+    return MosFit("linear", (float(slope), float(intercept)))
+
+
+def plcc_fitted(predicted, mos) -> float:
+    """PLCC of MOS with the predicted scores mapped by `fit_logistic`, as the VQEG procedure
+    (and MinimalisticVQA's and Compare2Score's tables) reports it. NaN when either side is
+    constant or the fitted map is."""
+    x, y = _finite_pair(predicted, mos)
+    mapped = fit_logistic(x, y)(x)
+    return float("nan") if _constant(mapped, y) else float(scipy.stats.pearsonr(mapped, y).statistic)
+
+
+def rmse_fitted(predicted, mos) -> float:
+    """Root mean squared error, in MOS units, between MOS and the predicted scores mapped by
+    `fit_logistic`: sqrt(mean((f(x) - MOS)^2)) (VQEG phase II)."""
+    x, y = _finite_pair(predicted, mos)
+    return float(np.sqrt(np.mean((fit_logistic(x, y)(x) - y) ** 2)))
+
+
+# ----------------------------------------------------------------------------- bootstrap intervals
+STATISTICS: dict[str, Callable] = {"srcc": srcc, "krcc": krcc, "plcc": plcc, "plcc_fitted": plcc_fitted,
+                                   "rmse_fitted": rmse_fitted}
+
+
+def bootstrap_interval(statistic: Callable | str, predicted, mos, *, confidence: float = 0.95,
+                       resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """(low, high): the percentile bootstrap interval of `statistic(predicted, mos)`.
+
+    Paired resampling (Efron and Tibshirani, "An Introduction to the Bootstrap", 1993,
+    ch. 13): each resample draws N videos with replacement, keeping each video's score
+    and MOS together, and the interval holds the central `confidence` of the statistic
+    over `resamples` resamples. The percentile method, as scipy.stats.bootstrap's
+    method="percentile"; BCa would need a jackknife of N more evaluations, refits
+    included. Written out rather than through scipy.stats.bootstrap because a resample
+    where the statistic is undefined (a constant side, likely on small sets) must be
+    left out, where scipy's interval would become NaN. `statistic` is a function
+    (predicted [N], mos [N]) -> float or a name in STATISTICS. Seeded: the same
+    inputs and seed give the same interval. (NaN, NaN) when no resample is defined.
+    ValueError for inputs `srcc` refuses, confidence outside (0, 1), resamples < 1.
+    """
+    function = STATISTICS[statistic] if isinstance(statistic, str) else statistic
+    x, y = _finite_pair(predicted, mos)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    rng = np.random.default_rng(seed)
+    values = np.empty(resamples)
+    for r in range(resamples):
+        drawn = rng.integers(0, len(x), len(x))
+        values[r] = function(x[drawn], y[drawn])
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def mos_metrics(predicted, mos, *, bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Every figure of predicted scores against MOS, for one evaluation set.
+
+    predicted, mos: [N] finite floats, N >= 2. Returns {"videos": N, "srcc", "krcc",
+    "plcc" (raw, as the paper reports it), "plcc_fitted", "rmse_fitted" (after
+    `fit_logistic`; RMSE in MOS units), "fit": {"kind", "params"}} and, unless
+    `bootstrap` is 0, "<statistic>_ci": [low, high] for each of the five statistics
+    (`bootstrap_interval` with `bootstrap` resamples, `confidence`, `seed`).
+    """
+    x, y = _finite_pair(predicted, mos)
+    fit = fit_logistic(x, y)
+    mapped = fit(x)
+    fitted_plcc = float("nan") if _constant(mapped, y) else float(scipy.stats.pearsonr(mapped, y).statistic)
+    out: dict = {"videos": int(len(x)), **correlations(x, y), "plcc_fitted": fitted_plcc,
+                 "rmse_fitted": float(np.sqrt(np.mean((mapped - y) ** 2))),
+                 "fit": {"kind": fit.kind, "params": list(fit.params)}}
+    if bootstrap:
+        for name in STATISTICS:
+            out[f"{name}_ci"] = list(bootstrap_interval(name, x, y, confidence=confidence, resamples=bootstrap,
+                                                        seed=seed))
+    return out
+
+
+# ----------------------------------------------------------------------------- the paper's "overall"
+# The paper's evaluation sets (METHOD.md "Evaluation sets"; ../shared/eval_sets/*.csv by
+# these names) and the videos it evaluated of each.
+IN_DOMAIN_SETS: dict[str, int] = {"lsvq_test": 7182, "lsvq_1080p": 3573, "konvid_1k": 1200, "live_vqc": 585,
+                                  "youtube_ugc": 1020}
+OUT_OF_DISTRIBUTION_SETS: dict[str, int] = {"live_yt_gaming": 600, "cgvds": 357, "live_yt_hfr": 480,
+                                            "waterloo_ivc_4k": 1200, "kvq": 2926}
+SET_GROUPS: dict[str, dict[str, int]] = {"in_domain": IN_DOMAIN_SETS, "out_of_distribution": OUT_OF_DISTRIBUTION_SETS}
+OVERALL_METRICS = ("srcc", "krcc", "plcc", "plcc_fitted")
+
+
+def weighted_overall(per_set: Mapping[str, Mapping], names: Sequence[str],
+                     metrics: Sequence[str] = OVERALL_METRICS) -> dict | None:
+    """The paper's "overall": each metric's mean over the sets `names`, weighted by video count.
+
+    per_set: {set name: {"videos": count, metric: value, ...}} (e.g. `mos_metrics`
+    results); sets of `names` absent from it are left out and listed, so a group of
+    which the user has 2 of 5 sets gets the overall of those 2, marked so. Weights are
+    the videos each set was evaluated on (the paper's counts when a set is complete).
+    Returns {"sets": [present], "missing": [absent], "videos": total, metric: mean}
+    (a metric NaN on some present set is NaN), or None when no set of `names` is present.
+    """
+    present = [n for n in names if n in per_set]
+    if not present:
+        return None
+    weights = np.asarray([float(per_set[n]["videos"]) for n in present])
+    out: dict = {"sets": present, "missing": [n for n in names if n not in per_set], "videos": int(weights.sum())}
+    for metric in metrics:
+        values = np.asarray([float(per_set[n][metric]) for n in present])
+        out[metric] = float(np.sum(values * weights) / weights.sum())
+    return out
+
+
+def overall_by_group(per_set: Mapping[str, Mapping], groups: Mapping[str, Sequence[str]] = SET_GROUPS,
+                     metrics: Sequence[str] = OVERALL_METRICS) -> dict[str, dict]:
+    """{group: `weighted_overall`} for each group (default: the paper's in-domain and
+    out-of-distribution sets) with at least one set in `per_set`."""
+    out = {}
+    for group, names in groups.items():
+        result = weighted_overall(per_set, list(names), metrics)
+        if result is not None:
+            out[group] = result
+    return out

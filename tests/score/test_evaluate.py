@@ -1,0 +1,161 @@
+"""`w2s-vqa eval`: two tiny labeled sets scored by a tiny student and read from a teacher
+table; the tables, JSON and plots hold the figures scipy gives on the same predictions;
+bad inputs fail with one clear error before any scoring."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from w2s_vqa import cli, video
+from w2s_vqa.score import evaluate, metrics
+
+
+def _clips(folder, count, seed=0):
+    """`count` short clips of one scene with rising noise (v0 cleanest), 64x48, 2 s at 8 fps."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    scene = rng.integers(0, 256, (16, 48, 64, 3)).astype(np.float64)
+    for i in range(count):
+        frames = np.clip(scene + rng.normal(0, 12 * i, scene.shape), 0, 255).astype(np.uint8)
+        video.write_video(os.path.join(folder, f"v{i}.mp4"), frames, 8.0)
+
+
+def _table(path, rows):
+    pd.DataFrame(rows, columns=["file", "mos"]).to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory):
+    """A folder of 5 clips and a broken file, an anchor set and an export of a tiny random student."""
+    from w2s_vqa import config as config_lib
+    from w2s_vqa.convert import hf
+    from w2s_vqa.models import config as model_config
+    from w2s_vqa.models import student as student_lib
+    from w2s_vqa.score.anchors import AnchorSet
+    from w2s_vqa.store import prepare as prepare_lib
+
+    root = tmp_path_factory.mktemp("labeled")
+    videos = root / "videos"
+    _clips(str(videos), 5)
+    anchor_clips = root / "anchor_clips"
+    _clips(str(anchor_clips), 3, seed=1)
+    config = config_lib.defaults()
+    config.data.distortions = ""
+    prepare_lib.prepare(config, str(anchor_clips), str(root / "store"), workers=0, progress=False)
+    AnchorSet.from_store(str(root / "store"), ["v0", "v1", "v2"], [70.0, 50.0, 30.0]).save(str(root / "anchors"))
+    (videos / "broken.mp4").write_bytes(b"not a video at all")
+    model = student_lib.create(model_config.preset("tiny"), seed=3)
+    hf.save_student(model, str(root / "export"), tokenizer_dir=model_config.TINY_TOKENIZER)
+    return root
+
+
+def test_eval_writes_tables_json_and_plots_with_scipys_figures(labeled, tmp_path, capsys):
+    root = labeled
+    konvid = _table(tmp_path / "konvid.csv", [("v0.mp4", 4.5), ("v1.mp4", 3.9), ("v2.mp4", 3.1), ("v3.mp4", 2.0),
+                                              ("broken.mp4", 1.0)])
+    kvq = _table(tmp_path / "kvq.csv", [("v4.mp4", 1.2), ("v2.mp4", 2.8), ("v0.mp4", 4.1)])
+    # A user's wide teacher table keyed by file name without extension; v3 unscored by dover.
+    pd.DataFrame({"video_id": ["v0", "v1", "v2", "v3", "v4"], "dover": [0.9, 0.7, 0.75, np.nan, 0.1],
+                  "qalign": [4.1, 3.0, 3.2, 2.2, 1.5]}).to_csv(tmp_path / "teachers.csv", index=False)
+    out = tmp_path / "eval"
+    code = cli.main(["eval", "--hf", str(root / "export"), "--anchors", str(root / "anchors"),
+                     "--eval-set", "konvid_1k", str(root / "videos"), konvid,
+                     "--eval-set", "kvq", str(root / "videos"), kvq,
+                     "--teachers", str(tmp_path / "teachers.csv"), "--out", str(out), "--bootstrap", "50"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    results = json.loads((out / "results.json").read_text())
+    assert summary["results"] == str(out / "results.json")
+
+    # The broken file is skipped and reported; the others are scored.
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert skipped[["set", "file"]].values.tolist() == [["konvid_1k", "broken.mp4"]]
+    assert results["skipped"] == {"konvid_1k": 1, "kvq": 0}
+    student = results["sets"]["konvid_1k"]["models"]["student"]
+    assert (student["videos"], student["missing"]) == (4, 1)
+
+    # Every figure is scipy's on the predictions written beside it.
+    predictions = pd.read_csv(out / "predictions.csv")
+    for (set_name, model), rows in predictions.groupby(["set", "model"]):
+        figures = results["sets"][set_name]["models"][model]
+        x, y = rows["prediction"].to_numpy(), rows["mos"].to_numpy()
+        assert figures["videos"] == len(rows)
+        assert figures["srcc"] == pytest.approx(scipy.stats.spearmanr(x, y).statistic)
+        assert figures["plcc"] == pytest.approx(scipy.stats.pearsonr(x, y).statistic)
+        assert figures["krcc"] == pytest.approx(scipy.stats.kendalltau(x, y).statistic)
+        assert figures["srcc_ci"][0] <= figures["srcc_ci"][1]
+    # The teachers' predictions are their table's scores, matched by file stem (dover lacks v3).
+    dover = predictions[(predictions["model"] == "dover") & (predictions["set"] == "konvid_1k")]
+    assert dict(zip(dover["file"], dover["prediction"])) == {"v0.mp4": 0.9, "v1.mp4": 0.7, "v2.mp4": 0.75}
+    assert results["sets"]["konvid_1k"]["models"]["dover"]["missing"] == 2
+    # The student's predictions are its scores against the anchors (the anchors' MOS scale).
+    assert set(predictions.loc[predictions["model"] == "student", "file"]) == {"v0.mp4", "v1.mp4", "v2.mp4", "v3.mp4",
+                                                                              "v4.mp4"}
+
+    # konvid_1k is in-domain and kvq out of distribution: one set each, so each overall is that set's.
+    for model in ("student", "dover", "qalign"):
+        overall = results["overall"][model]
+        assert overall["in_domain"]["sets"] == ["konvid_1k"]
+        assert overall["in_domain"]["srcc"] == pytest.approx(results["sets"]["konvid_1k"]["models"][model]["srcc"])
+        assert overall["out_of_distribution"]["plcc"] == pytest.approx(results["sets"]["kvq"]["models"][model]["plcc"])
+
+    table = (out / "results.md").read_text()
+    assert "| konvid_1k | student | 4 of 5 |" in table and "| kvq | qalign | 3 of 3 |" in table
+    from PIL import Image
+
+    for name in ("konvid_1k", "kvq"):
+        with Image.open(out / "plots" / f"{name}.png") as image:
+            assert image.format == "PNG" and image.width > 300  # one panel per model: student, dover, qalign
+
+
+def test_the_weighted_overall_and_teacher_only_runs(tmp_path):
+    # Two in-domain sets of 4 and 2 videos; the folders are never read without a student.
+    a = _table(tmp_path / "a.csv", [("x1.mp4", 1.0), ("x2.mp4", 2.0), ("x3.mp4", 3.0), ("x4.mp4", 4.0)])
+    b = _table(tmp_path / "b.csv", [("sub/y1.mp4", 1.0), ("sub/y2.mp4", 2.0)])
+    scores = pd.DataFrame({"video_id": ["x1", "x2", "x3", "x4", "y1", "y2"], "teacher": "t",
+                           "score": [1.0, 3.0, 2.0, 4.0, 2.0, 1.0]})
+    sets = [evaluate.EvalSet("live_vqc", "nowhere", a), evaluate.EvalSet("konvid_1k", "nowhere", b)]
+    out = evaluate.run_eval(sets, str(tmp_path / "out"), teacher_scores=scores, bootstrap=0)
+    figures = out["results"]["sets"]
+    assert figures["live_vqc"]["models"]["t"]["srcc"] == pytest.approx(0.8)
+    assert figures["konvid_1k"]["models"]["t"]["srcc"] == pytest.approx(-1.0)
+    assert out["results"]["overall"]["t"]["in_domain"]["srcc"] == pytest.approx((0.8 * 4 - 1.0 * 2) / 6)
+    assert out["results"]["overall"]["t"]["in_domain"]["videos"] == 6
+    assert "out_of_distribution" not in out["results"]["overall"]["t"]
+    assert os.path.exists(out["paths"]["plots"]["live_vqc"])
+
+
+def test_a_mos_table_naming_missing_files_is_one_clear_error_before_any_scoring(tmp_path, capsys):
+    folder = tmp_path / "videos"
+    _clips(str(folder), 1)
+    table = _table(tmp_path / "set.csv", [("v0.mp4", 3.0), ("gone.mp4", 2.0), ("also/gone.mkv", 1.0)])
+    calls = []
+    with pytest.raises(evaluate.EvalError, match=r"2 of its 3 videos are not in .*'gone.mp4' \(row 2\), "
+                                                 r"'also/gone.mkv' \(row 3\)"):
+        evaluate.run_eval([evaluate.EvalSet("s", str(folder), table)], str(tmp_path / "out"),
+                          score_set=lambda *a: calls.append(a))
+    assert not calls
+    # Through the verb: one line, exit status 2, before the student (here no directory at all) is loaded.
+    code = cli.main(["eval", "--hf", str(tmp_path / "no-such-export"), "--anchors", str(tmp_path / "no-anchors"),
+                     "--eval-set", "s", str(folder), table, "--out", str(tmp_path / "out")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("w2s-vqa eval: error: ") and "'gone.mp4' (row 2)" in error and len(error.splitlines()) == 1
+    bad = _table(tmp_path / "bad.csv", [("v0.mp4", "n/a"), ("v0.mp4", 2.0)])
+    with pytest.raises(ValueError, match="(?s)not a finite number.*row 1.*named twice"):
+        evaluate.read_eval_set(evaluate.EvalSet("s", str(folder), bad))
+    with pytest.raises(evaluate.EvalError, match="nothing to evaluate"):
+        evaluate.run_eval([evaluate.EvalSet("s", str(folder), table)], str(tmp_path / "out"))
+
+
+def test_the_set_names_of_the_paper_are_its_eval_lists():
+    shared = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "eval_sets")
+    if not os.path.isdir(shared):
+        pytest.skip("../shared/eval_sets is not beside this checkout")
+    for name, count in {**metrics.IN_DOMAIN_SETS, **metrics.OUT_OF_DISTRIBUTION_SETS}.items():
+        assert len(pd.read_csv(os.path.join(shared, f"{name}.csv"))) == count, name

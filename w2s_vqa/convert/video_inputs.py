@@ -1,0 +1,115 @@
+"""A video file -> the student's inputs, as `w2s-vqa prepare` makes a pristine record, without JAX.
+
+For the PyTorch side (`TorchScorer`), which must see exactly what the JAX scorer sees:
+the JAX scorer prepares video files into a store (`w2s_vqa.store.prepare`, no variants)
+and reads the records back; this module follows the same steps with the same functions of
+`w2s_vqa.video`, and tests/convert/test_torch_side.py checks that the arrays equal the
+store's records, raw and JPEG. The steps (store/prepare.py `_source_records`, pristine
+video):
+
+    motion_features "frame_stats"   the clip decoded upright with its longer side at most
+                                    decode_max_side pixels (0: native) and its first
+                                    decode_max_seconds seconds (0: all); frames sampled
+                                    from it (video.sample_array); motion =
+                                    video.motion.frame_statistics of the decoded clip
+    "none", "precomputed"           frames sampled while decoding (video.sample_frames);
+                                    motion zeros and masked ("none"), or rows of the
+                                    video's own per-second features chosen by
+                                    video.chunk_choice ("precomputed")
+    frame_format "jpeg"             each valid frame through JPEG at jpeg_quality with
+                                    4:4:4 chroma and back (PIL), as the store keeps it
+
+Settings come from an anchor directory's anchors.json ("settings": num_frames,
+image_size, num_motion_chunks, motion_dim, motion_features, frame_format, jpeg_quality)
+or an export's w2s_vqa.json (`export_files.input_settings`); the decoding caps default to
+config.defaults()'s data.distort_max_side and distort_max_seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from w2s_vqa import video
+from w2s_vqa.video import motion as motion_lib
+
+# The arrays of one video, in a store record's names and shapes.
+ARRAYS = ("frames", "frame_mask", "motion", "motion_mask")
+REQUIRED = ("num_frames", "image_size", "num_motion_chunks", "motion_dim", "motion_features")
+
+
+def _setting(settings: Mapping[str, Any], key: str, data_key: str):
+    if key in settings and settings[key] is not None:
+        return settings[key]
+    from w2s_vqa.config import defaults
+
+    return defaults().data[data_key]
+
+
+def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
+                 features: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The student's inputs for one video file: {"frames": uint8 [F, S, S, 3], "frame_mask":
+    bool [F], "motion": float32 [M, D], "motion_mask": bool [M]}.
+
+    settings: REQUIRED keys, optional frame_format ("raw" default, or "jpeg"),
+    jpeg_quality (default 95), decode_max_side, decode_max_seconds. features: the video's
+    per-second motion features float32 [seconds, D], required when motion_features is
+    "precomputed". Raises video.VideoError for a file that cannot be decoded, ValueError
+    for missing settings, an unknown motion kind, or missing or mis-shaped features.
+    """
+    missing = [k for k in REQUIRED if k not in settings]
+    if missing:
+        raise ValueError(f"video input settings lack {missing} (have {sorted(settings)})")
+    count, size = int(settings["num_frames"]), int(settings["image_size"])
+    chunks, dim = int(settings["num_motion_chunks"]), int(settings["motion_dim"])
+    kind = str(settings["motion_features"])
+    motion, motion_mask = np.zeros((chunks, dim), np.float32), np.zeros((chunks,), bool)
+    if kind == "frame_stats":
+        max_side = int(_setting(settings, "decode_max_side", "distort_max_side"))
+        max_seconds = float(_setting(settings, "decode_max_seconds", "distort_max_seconds"))
+        info = video.probe(path)
+        longer = max(info.width, info.height)
+        shape = None
+        if 0 < max_side < longer:
+            scale = max_side / longer
+            shape = (max(1, round(info.height * scale)), max(1, round(info.width * scale)))
+        limit = max_seconds if max_seconds > 0 else None
+        decoded, times, info = video.decode_frames(path, max_seconds=limit, size=shape)
+        seconds = info.duration if limit is None else min(info.duration, limit)
+        frames, frame_mask = video.sample_array(decoded, times, seconds, count, size)
+        motion, motion_mask = motion_lib.frame_statistics(decoded, times, seconds, chunks, dim)
+    elif kind in ("none", "precomputed"):
+        frames, frame_mask, info = video.sample_frames(path, count, size)
+        if kind == "precomputed":
+            if features is None:
+                raise ValueError(f"{path}: motion_features='precomputed' needs the video's own features [seconds, "
+                                 f"{dim}] (features=...)")
+            features = np.asarray(features, np.float32)
+            if features.ndim != 2 or features.shape[1] != dim or not len(features):
+                raise ValueError(f"{path}: motion features of shape {features.shape}, expected [seconds >= 1, {dim}]")
+            chosen = features[video.chunk_choice(min(info.duration, len(features)), chunks)]
+            motion[: len(chosen)], motion_mask[: len(chosen)] = chosen, True
+    else:
+        raise ValueError(f"motion_features={kind!r}: expected frame_stats, none or precomputed")
+    if str(settings.get("frame_format", "raw")) == "jpeg":
+        frames = _jpeg_round_trip(frames, frame_mask, int(settings.get("jpeg_quality", 95)))
+    return {"frames": frames, "frame_mask": np.asarray(frame_mask, bool), "motion": motion,
+            "motion_mask": np.asarray(motion_mask, bool)}
+
+
+def _jpeg_round_trip(frames: np.ndarray, mask: np.ndarray, quality: int) -> np.ndarray:
+    """Each valid frame encoded as the store does (PIL JPEG, 4:4:4 chroma) and decoded; the
+    rest black, as a store record gives them back."""
+    from PIL import Image
+
+    out = np.zeros_like(frames)
+    for i, (frame, valid) in enumerate(zip(frames, mask)):
+        if valid:
+            buffer = io.BytesIO()
+            Image.fromarray(frame).save(buffer, format="JPEG", quality=quality, subsampling=0)
+            with Image.open(io.BytesIO(buffer.getvalue())) as image:
+                out[i] = np.asarray(image.convert("RGB"))
+    return out

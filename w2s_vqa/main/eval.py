@@ -1,0 +1,156 @@
+"""`w2s-vqa eval`: the student's (and teachers') SRCC/PLCC/KRCC on labeled sets, tables and plots.
+
+    w2s-vqa eval --checkpoint RUN | --hf DIR --anchors A \\
+        --eval-set konvid_1k /data/KoNViD_1k_videos eval_sets/konvid_1k.csv \\
+        --eval-set kvq /data/KVQ eval_sets/kvq.csv [--teachers dover.csv] --out eval/
+
+Each set is a folder of videos and a `file,mos` table (../shared/eval_sets/*.csv); its
+videos are scored against the anchor set A as `w2s-vqa score` scores them, and a teacher
+table's scores of the same files sit beside the student's. Without a student, only the
+teacher tables are evaluated. Writes OUT/results.md, results.json, predictions.csv,
+skipped.csv and OUT/plots/<set>.png; decoded videos and finished shards stay in OUT/work,
+so a rerun resumes. Sets named as the paper's (lsvq_test, lsvq_1080p, konvid_1k, live_vqc,
+youtube_ugc; live_yt_gaming, cgvds, live_yt_hfr, waterloo_ivc_4k, kvq) enter its in-domain
+and out-of-distribution overall.
+
+A set is `--eval-set NAME FOLDER TABLE`, not `--set NAME=FOLDER:TABLE`: every verb that
+reads a config already takes `--set key=value`, and a colon may be part of a path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from w2s_vqa.main.common import add_config_arguments, load_config
+
+
+def add_arguments(parser) -> None:
+    add_config_arguments(parser)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", help="a training run's workdir (or its checkpoints/ folder)")
+    source.add_argument("--hf", help="an exported / Hugging Face LLaVA-OneVision directory")
+    parser.add_argument("--step", type=int, default=None, help="with --checkpoint: the step (default: latest)")
+    parser.add_argument("--anchors", metavar="DIR", help="anchor directory (`w2s-vqa anchors`); needed with a student")
+    parser.add_argument("--eval-set", dest="eval_sets", nargs=3, action="append", required=True,
+                        metavar=("NAME", "FOLDER", "TABLE"),
+                        help="a labeled set: its name, its folder of videos, its file,mos table (repeatable)")
+    parser.add_argument("--teachers", action="append", default=[], metavar="TABLE",
+                        help="a teacher score table (long or wide, as `pairs` reads them) to evaluate beside the "
+                             "student (repeatable)")
+    parser.add_argument("--lower-is-better", default="", metavar="T1,T2",
+                        help="teachers whose scores fall as quality rises (NIQE, BRISQUE): negated first")
+    parser.add_argument("--out", required=True, metavar="DIR", help="where the tables, plots and work go")
+    parser.add_argument("--mode", choices=("map", "paper"), default="map",
+                        help="the student's scores: map (default, the anchors' MOS scale) or paper (0-100)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="resamples for the 95%% intervals (0: no intervals)")
+    parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    parser.add_argument("--batch-size", type=int, default=0, help="test videos per global batch (as `score`)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N", help="processes decoding videos")
+
+
+def _teacher_scores(args):
+    if not args.teachers:
+        return None
+    import pandas as pd
+
+    from w2s_vqa.labels import teachers
+
+    tables = [teachers.read_teacher_table(path) for path in args.teachers]
+    scores = pd.concat(tables, ignore_index=True)
+    twice = scores.duplicated(["video_id", "teacher"])
+    if twice.any():
+        raise ValueError(f"{', '.join(args.teachers)}: teacher '{scores['teacher'][twice].iloc[0]}' scores video "
+                         f"'{scores['video_id'][twice].iloc[0]}' in two tables")
+    lower = [t.strip() for t in args.lower_is_better.split(",") if t.strip()]
+    unknown = sorted(set(lower) - set(scores["teacher"]))
+    if unknown:
+        raise ValueError(f"--lower-is-better names {unknown}, which no teacher table holds")
+    return teachers.orient(scores, lower)
+
+
+def _score_set_function(args, config):
+    """The student's score_set (score.evaluate.run_eval) and a description of it, or (None, None)."""
+    if not (args.checkpoint or args.hf):
+        if args.anchors:
+            raise ValueError("--anchors without a student: give --checkpoint or --hf")
+        return None, None
+    if not args.anchors:
+        raise ValueError("scoring the student needs an anchor set: --anchors DIR (`w2s-vqa anchors`)")
+    from w2s_vqa import runtime
+
+    runtime.tune_cpu_host()  # before anything starts JAX's backend
+    import pandas as pd
+
+    from w2s_vqa import prompt as prompt_lib
+    from w2s_vqa import sharding
+    from w2s_vqa.main.score import _default_batch, _student
+    from w2s_vqa.score import evaluate
+    from w2s_vqa.score import scorer as scorer_lib
+    from w2s_vqa.score.anchors import AnchorSet
+    from w2s_vqa.score.predict import default_batch_sharding
+    from w2s_vqa.train import loop
+
+    anchors = AnchorSet.load(args.anchors)
+    loop.maybe_initialize_distributed(config)
+    mesh = sharding.mesh_from_config(config)
+    student, tokenizer_dir, run_config, key = _student(args, mesh)
+    anchors.check_student(student.cfg)
+    prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(tokenizer_dir),
+                                          video_token_id=student.cfg.video_token_index,
+                                          tokens_per_video=student.cfg.tokens_per_video)
+    batch_size = args.batch_size or _default_batch(mesh, default_batch_sharding(mesh))
+    # One Scorer for every set: the anchors' tokens and matrix, and the compiled step, once.
+    scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=batch_size)
+    work_root = os.path.join(os.path.abspath(args.out), "work")
+
+    def score_set(eval_set, table):
+        work = os.path.join(work_root, eval_set.name)
+        manifest = evaluate.write_manifest(table, os.path.join(work, "manifest.csv"))
+        store, lost = scorer_lib.prepare_inputs(manifest, work, anchors, run_config or config,
+                                                workers=args.workers, progress=True)
+        scores = scorer_lib.score_store(scorer, store, mode=args.mode, parts_dir=os.path.join(work, "parts"),
+                                        student_key=key, progress=True)
+        store.close()
+        skipped = [{"file": e.get("id", ""), "path": e.get("path", ""), "reason": e.get("reason", "")}
+                   for e in list(lost) + list(scores.attrs["skipped"])]
+        return pd.DataFrame({"file": scores["id"].astype(str), "prediction": scores["score"]}), skipped
+
+    return score_set, {"student": key, "anchors": os.path.abspath(args.anchors), "mode": args.mode}
+
+
+def run(args) -> int:
+    from w2s_vqa.score import evaluate
+
+    config = load_config(args)
+    sets = [evaluate.EvalSet(name, folder, table) for name, folder, table in args.eval_sets]
+    for eval_set in sets:  # a bad table or a missing video fails here, before a student is loaded
+        evaluate.read_eval_set(eval_set, check_files=bool(args.checkpoint or args.hf))
+    teacher_scores = _teacher_scores(args)
+    score_set, student = _score_set_function(args, config)
+    first = True
+    if score_set is not None:
+        import jax
+
+        first = jax.process_index() == 0
+    out = evaluate.run_eval(sets, os.path.abspath(args.out), score_set=score_set, teacher_scores=teacher_scores,
+                            bootstrap=args.bootstrap, seed=args.seed, write=first)
+    if not first:
+        return 0
+    results, paths = out["results"], out["paths"]
+    print(evaluate.markdown(results), end="")
+    for entry in out["skipped"][:10]:
+        print(f"skipped {entry['set']}/{entry['file']}: {entry['reason']}")
+    if len(out["skipped"]) > 10:
+        print(f"... {len(out['skipped']) - 10} more in {paths['skipped']}")
+    print(f"tables:  {paths['markdown']}\nresults: {paths['json']}\n"
+          f"plots:   {os.path.dirname(paths['plots'][sets[0].name])}")
+    summary = {"out": os.path.abspath(args.out), "results": paths["json"], **(student or {}),
+               "sets": {s: {m: {k: f.get(k) for k in ("videos", "srcc", "plcc", "plcc_fitted", "krcc")}
+                            for m, f in e["models"].items()} for s, e in results["sets"].items()},
+               "overall": {m: {g: {k: o[k] for k in ("srcc", "plcc")} for g, o in groups.items()}
+                           for m, groups in results["overall"].items()},
+               "skipped": results["skipped"]}
+    print(json.dumps(summary))
+    return 0

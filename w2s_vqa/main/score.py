@@ -1,0 +1,131 @@
+"""`w2s-vqa score --checkpoint RUN | --hf DIR --anchors A --inputs VIDEOS --out scores.csv`: score videos.
+
+Every input video is compared with every anchor of A (`w2s-vqa anchors`) and given a
+Thurstone score (w2s_vqa.score.thurstone; `--mode map` on the anchors' MOS scale with a
+95% interval, or `--mode paper`, the authors' 0-100). Inputs are a folder of videos or a
+manifest, decoded as `prepare` decodes them with the anchors' settings, or a store.
+Intermediate results go to `--work` (default: beside --out); rerun the same command to
+resume a killed run: finished store shards are kept and not scored again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from w2s_vqa.main.common import add_config_arguments, load_config
+
+
+def add_arguments(parser) -> None:
+    add_config_arguments(parser)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a training run's workdir (or its checkpoints/ folder)")
+    source.add_argument("--hf", help="an exported / Hugging Face LLaVA-OneVision directory")
+    parser.add_argument("--step", type=int, default=None, help="with --checkpoint: the step (default: latest)")
+    parser.add_argument("--anchors", required=True, metavar="DIR", help="anchor directory (`w2s-vqa anchors`)")
+    parser.add_argument("--inputs", required=True, metavar="PATH",
+                        help="a folder of videos, a CSV/JSONL manifest (as `prepare` takes), or a video store")
+    parser.add_argument("--out", required=True, metavar="CSV", help="score table to write")
+    parser.add_argument("--work", default=None, metavar="DIR",
+                        help="decoded videos and finished shards, for resuming (default: OUT without .csv + '.work')")
+    parser.add_argument("--mode", choices=("map", "paper"), default="map",
+                        help="map: probit MAP on the anchors' MOS scale with an interval (default); paper: the "
+                             "authors' procedure, 0-100")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="test videos per global batch (default: 8 rounded up to a multiple of the mesh's "
+                             "batch parts and of the process count)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="processes decoding a folder or manifest (default 0: this process)")
+
+
+def _student(args, mesh):
+    """(student, tokenizer dir, run config or None, key naming the weights)."""
+    from w2s_vqa.convert import hf
+    from w2s_vqa.models import config as config_lib
+
+    if args.checkpoint:
+        from w2s_vqa.train.checkpoint import load_checkpoint_student
+
+        from w2s_vqa.train.checkpoint import checkpoint_directory
+
+        student, run_config, step = load_checkpoint_student(args.checkpoint, args.step)
+        saved = os.path.join(checkpoint_directory(args.checkpoint), str(step))
+        stamp = os.stat(saved).st_mtime_ns if os.path.exists(saved) else 0  # a run retrained in place differs
+        return student, config_lib.tokenizer_dir(run_config), run_config, \
+            f"checkpoint:{os.path.abspath(args.checkpoint)}:step {step}:{stamp}"
+    student = hf.load_student(args.hf, mesh=mesh)
+    stamps = sorted((name, os.stat(os.path.join(args.hf, name)).st_mtime_ns)
+                    for name in os.listdir(args.hf) if name.endswith(".safetensors"))
+    return student, args.hf, None, f"hf:{os.path.abspath(args.hf)}:{stamps}"
+
+
+def _default_batch(mesh, batch_sharding) -> int:
+    import math
+
+    import jax
+
+    spec = batch_sharding.spec[0] if len(batch_sharding.spec) else None
+    axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
+    parts = math.prod(mesh.shape[a] for a in axes)
+    unit = math.lcm(parts, jax.process_count())
+    return unit * -(-8 // unit)
+
+
+def run(args) -> int:
+    from w2s_vqa import runtime
+
+    config = load_config(args)
+    runtime.tune_cpu_host()  # first: before anything starts JAX's backend
+    import jax
+    import pandas as pd
+
+    from w2s_vqa import prompt as prompt_lib
+    from w2s_vqa import sharding
+    from w2s_vqa.score import scorer as scorer_lib
+    from w2s_vqa.score.anchors import AnchorSet
+    from w2s_vqa.score.predict import default_batch_sharding
+    from w2s_vqa.train import loop
+
+    anchors = AnchorSet.load(args.anchors)  # before any model work: a bad anchor set fails fast
+    if not os.path.exists(args.inputs):
+        raise FileNotFoundError(f"{args.inputs}: no such folder, manifest or store")
+    loop.maybe_initialize_distributed(config)
+    mesh = sharding.mesh_from_config(config)
+    student, tokenizer_dir, run_config, key = _student(args, mesh)
+    anchors.check_student(student.cfg)
+    tokenizer = prompt_lib.load_tokenizer(tokenizer_dir)
+    prompt = prompt_lib.build_pair_prompt(tokenizer, video_token_id=student.cfg.video_token_index,
+                                          tokens_per_video=student.cfg.tokens_per_video)
+    batch_size = args.batch_size or _default_batch(mesh, default_batch_sharding(mesh))
+    out = os.path.abspath(args.out)
+    work = args.work or (out[:-4] if out.lower().endswith(".csv") else out) + ".work"
+    table = scorer_lib.score_videos(student, prompt, anchors, args.inputs, mesh, batch_size=batch_size,
+                                    mode=args.mode, work_dir=work, config=run_config or config, student_key=key,
+                                    workers=args.workers, progress=True)
+    skipped = table.attrs["skipped"]
+    skipped_path = (out[:-4] if out.lower().endswith(".csv") else out) + ".skipped.csv"
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        table.to_csv(out + ".tmp", index=False)
+        os.replace(out + ".tmp", out)
+        pd.DataFrame(skipped, columns=["id", "path", "reason"]).to_csv(skipped_path, index=False)
+        if os.access(anchors.path, os.W_OK):  # the anchors' matrix for this student, for the record and PyTorch
+            anchors.save_matrix(key, table.attrs["anchor_logits"])
+        seconds, now = table.attrs["seconds"], table.attrs["scored_now"]
+        rate = now / seconds if seconds > 0 and now else 0.0
+        print(f"scored {len(table)} videos ({now} now, {len(table) - now} from an earlier run) against "
+              f"{len(anchors)} anchors, mode {args.mode}; skipped {len(skipped)}; {rate:.2f} videos/s")
+        for entry in skipped[:10]:
+            print(f"  skipped {entry['path'] or entry['id']}: {entry['reason']}")
+        if len(skipped) > 10:
+            print(f"  ... {len(skipped) - 10} more in {skipped_path}")
+        print(f"scores:  {out}")
+        print(f"skipped: {skipped_path}")
+        print(json.dumps({"scores": out, "videos": len(table), "skipped": len(skipped), "scored_now": now,
+                          "mode": args.mode, "anchors": os.path.abspath(anchors.path), "seconds": round(seconds, 3),
+                          "videos_per_second": round(rate, 4), "skipped_list": skipped_path, "work": work}))
+    if not len(table):
+        print(f"w2s-vqa score: no video could be scored; see {skipped_path}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,292 @@
+"""Evaluation on labeled sets: the student's scores, and any teacher's, against human MOS.
+
+A labeled set is a folder of videos plus a MOS table (`file,mos`, the format of
+../shared/eval_sets/*.csv: `file` names a video relative to the folder). For each set:
+
+    student    every video scored against an anchor set (score.scorer: decoded as
+               `w2s-vqa prepare` decodes, compared with the anchors, Thurstone scores);
+               videos that cannot be decoded are skipped and listed
+    teachers   a user's score tables (DOVER, Q-Align, ...; labels.teachers' long or wide
+               format), matched to the set's rows by video id: the table's `file`, that
+               name without its extension, or either without its folders
+    metrics    per model and set, on the videos that model scored (metrics.mos_metrics):
+               SRCC, KRCC, PLCC raw (as the paper reports), PLCC and RMSE after the
+               4-parameter logistic, 95% bootstrap intervals; per model the paper's
+               in-domain and out-of-distribution "overall" (means weighted by the videos
+               evaluated) over the sets named as the paper's (metrics.SET_GROUPS)
+
+`write_report` writes results.json (every figure), results.md (the tables), one scatter
+plot per set (prediction against MOS, one panel per model, with the fitted logistic
+curve; PNG through matplotlib's Agg canvas, no display needed), predictions.csv and
+skipped.csv.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from w2s_vqa.score import metrics
+from w2s_vqa.score.anchors import read_mos_table
+
+STUDENT = "student"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+PREDICTIONS_FILE = "predictions.csv"
+SKIPPED_FILE = "skipped.csv"
+PLOTS_DIR = "plots"
+# Files named in one error before the rest are only counted.
+MAX_NAMED = 10
+
+
+class EvalError(ValueError):
+    """An evaluation input that cannot be used; the message names the file, row or set."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    """A labeled set: `name` (one of metrics.SET_GROUPS' names to count in the paper's
+    overall, e.g. konvid_1k), `folder` of videos, `table` (file,mos CSV)."""
+
+    name: str
+    folder: str
+    table: str
+
+
+def read_eval_set(eval_set: EvalSet, *, check_files: bool = True) -> pd.DataFrame:
+    """The set's MOS table: columns file (str, as the table names it), mos (float64), row
+    (data rows from 1), path (the video's absolute path).
+
+    Raises AnchorError (a ValueError) listing every row whose MOS is not a number and
+    every file named twice (score.anchors.read_mos_table), and, with `check_files`, one
+    EvalError naming the files the folder lacks (the first MAX_NAMED, with their rows,
+    and the count): scoring a set with holes would report figures on another subset
+    than the table's.
+    """
+    if not os.path.isfile(eval_set.table):
+        raise EvalError(f"{eval_set.table}: no such MOS table (set {eval_set.name})")
+    table = read_mos_table(eval_set.table).rename(columns={"id": "file"})
+    folder = os.path.abspath(eval_set.folder)
+    table["path"] = [os.path.join(folder, *f.split("/")) for f in table["file"]]
+    if check_files:
+        if not os.path.isdir(folder):
+            raise EvalError(f"{eval_set.folder}: no such folder of videos (set {eval_set.name})")
+        missing = [(f, r) for f, r, p in zip(table["file"], table["row"], table["path"]) if not os.path.isfile(p)]
+        if missing:
+            named = ", ".join(f"'{f}' (row {r})" for f, r in missing[:MAX_NAMED])
+            more = f" and {len(missing) - MAX_NAMED} more" if len(missing) > MAX_NAMED else ""
+            raise EvalError(f"{eval_set.table}: {len(missing)} of its {len(table)} videos are not in "
+                            f"{eval_set.folder}: {named}{more}; the `file` column names videos relative to the "
+                            "folder (download the missing ones, or evaluate on a table without them)")
+    return table
+
+
+def write_manifest(table: pd.DataFrame, path: str) -> str:
+    """A prepare manifest (path, id) of a set's videos, ids = the table's `file`; returns `path`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    table[["path", "file"]].rename(columns={"file": "id"}).to_csv(path, index=False)
+    return path
+
+
+def _keys(name: str) -> list[str]:
+    """The names a score table may use for a video file: as given, without extension,
+    without folders, without both."""
+    base = name.rsplit("/", 1)[-1]
+    return list(dict.fromkeys([name, os.path.splitext(name)[0], base, os.path.splitext(base)[0]]))
+
+
+def teacher_predictions(scores: pd.DataFrame, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{teacher: DataFrame(file, prediction)} for the set's rows each teacher scored.
+
+    scores: a long teacher table (video_id, teacher, score; labels.teachers). A row's video
+    matches the first of `_keys(file)` that the teacher scored. Teachers that scored none
+    of the set's videos are left out.
+    """
+    out = {}
+    for teacher, rows in scores.groupby("teacher", sort=True):
+        by_id = dict(zip(rows["video_id"].astype(str), rows["score"].astype(np.float64)))
+        files, values = [], []
+        for file in table["file"]:
+            key = next((k for k in _keys(file) if k in by_id), None)
+            if key is not None:
+                files.append(file)
+                values.append(by_id[key])
+        if files:
+            out[str(teacher)] = pd.DataFrame({"file": files, "prediction": values})
+    return out
+
+
+def evaluate(predictions: Mapping[str, Mapping[str, pd.DataFrame]], tables: Mapping[str, pd.DataFrame], *,
+             bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Every figure of every model on every set.
+
+    predictions: {model: {set: DataFrame(file, prediction)}}; tables: {set: read_eval_set
+    table}. A model is evaluated on the rows of each set it predicted (at least 2; fewer
+    are reported as too few). Returns {"sets": {set: {"videos": table rows, "models":
+    {model: metrics.mos_metrics(...) + {"missing": rows not predicted}}}}, "overall":
+    {model: metrics.overall_by_group(...)}}.
+    """
+    results: dict = {"sets": {}, "overall": {}}
+    for set_name, table in tables.items():
+        entry = {"videos": int(len(table)), "models": {}}
+        for model, by_set in predictions.items():
+            if set_name not in by_set:
+                continue
+            merged = table[["file", "mos"]].merge(by_set[set_name], on="file", how="inner")
+            merged = merged[np.isfinite(merged["prediction"].to_numpy(np.float64))]
+            if len(merged) < 2:
+                entry["models"][model] = {"videos": int(len(merged)), "missing": int(len(table) - len(merged)),
+                                          "error": "fewer than 2 videos scored"}
+                continue
+            figures = metrics.mos_metrics(merged["prediction"], merged["mos"], bootstrap=bootstrap,
+                                          confidence=confidence, seed=seed)
+            entry["models"][model] = {**figures, "missing": int(len(table) - len(merged))}
+        results["sets"][set_name] = entry
+    for model in predictions:
+        per_set = {s: e["models"][model] for s, e in results["sets"].items()
+                   if model in e["models"] and "srcc" in e["models"][model]}
+        overall = metrics.overall_by_group(per_set)
+        if overall:
+            results["overall"][model] = overall
+    return results
+
+
+# ----------------------------------------------------------------------------- report
+def _figure(value: float) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def _with_interval(figures: Mapping, name: str) -> str:
+    interval = figures.get(f"{name}_ci")
+    text = _figure(figures.get(name))
+    if interval and all(np.isfinite(interval)):
+        text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return text
+
+
+def markdown(results: Mapping) -> str:
+    """results.md: a per-set table (every model's figures, 95% intervals in brackets) and
+    the paper's overall per model."""
+    lines = ["## Per set", "",
+             "| set | model | videos | SRCC | KRCC | PLCC | PLCC (logistic) | RMSE (logistic) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for set_name, entry in results["sets"].items():
+        for model, f in entry["models"].items():
+            if "srcc" not in f:
+                lines.append(f"| {set_name} | {model} | {f['videos']} of {entry['videos']} | {f['error']} |||||")
+                continue
+            lines.append(f"| {set_name} | {model} | {f['videos']} of {entry['videos']} | "
+                         + " | ".join(_with_interval(f, n) for n in ("srcc", "krcc", "plcc", "plcc_fitted",
+                                                                     "rmse_fitted")) + " |")
+    if results["overall"]:
+        lines += ["", "## Overall (means over sets weighted by videos evaluated, as the paper's)", "",
+                  "| model | group | sets | videos | SRCC | KRCC | PLCC | PLCC (logistic) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for model, groups in results["overall"].items():
+            for group, o in groups.items():
+                sets = ", ".join(o["sets"]) + (f" (missing: {', '.join(o['missing'])})" if o["missing"] else "")
+                lines.append(f"| {model} | {group.replace('_', '-')} | {sets} | {o['videos']} | "
+                             + " | ".join(_figure(o[n]) for n in ("srcc", "krcc", "plcc", "plcc_fitted")) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_set(set_name: str, table: pd.DataFrame, predictions: Mapping[str, pd.DataFrame], results: Mapping,
+             path: str, *, mos_label: str = "MOS", title: str | None = None) -> str:
+    """One PNG for a set: per model a panel of prediction (x) against MOS (y, `mos_label`) with
+    the fitted map (metrics.fit_logistic) drawn over the predictions' range; returns `path`."""
+    from matplotlib.figure import Figure  # the object interface: no pyplot state, Agg by savefig
+
+    models = [m for m in predictions if "fit" in results["sets"][set_name]["models"].get(m, {})]
+    figure = Figure(figsize=(4.2 * max(1, len(models)), 4.0), layout="constrained")
+    axes = figure.subplots(1, max(1, len(models)), squeeze=False)[0]
+    for axis, model in zip(axes, models):
+        merged = table[["file", "mos"]].merge(predictions[model], on="file", how="inner")
+        x, y = merged["prediction"].to_numpy(np.float64), merged["mos"].to_numpy(np.float64)
+        f = results["sets"][set_name]["models"][model]
+        axis.scatter(x, y, s=8 if len(x) > 200 else 20, alpha=0.6, edgecolors="none")
+        grid = np.linspace(x.min(), x.max(), 200)
+        fit = metrics.MosFit(f["fit"]["kind"], tuple(f["fit"]["params"]))
+        axis.plot(grid, fit(grid), color="C3", linewidth=1.5, label=f"{f['fit']['kind']} fit")
+        axis.set_title(f"{model}: SRCC {_figure(f['srcc'])}, PLCC {_figure(f['plcc'])}", fontsize=10)
+        axis.set_xlabel("prediction")
+        axis.set_ylabel(mos_label)
+        axis.legend(loc="lower right", fontsize=8)
+    figure.suptitle(title or f"{set_name} ({len(table)} videos)")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def write_report(results: Mapping, predictions: Mapping[str, Mapping[str, pd.DataFrame]],
+                 tables: Mapping[str, pd.DataFrame], out_dir: str,
+                 skipped: Sequence[Mapping] = ()) -> dict[str, str]:
+    """Write results.json, results.md, predictions.csv (set, model, file, prediction, mos),
+    skipped.csv (set, file, path, reason) and plots/<set>.png into `out_dir`; returns
+    {"json", "markdown", "predictions", "skipped", "plots": {set: path}}."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"json": os.path.join(out_dir, RESULTS_JSON), "markdown": os.path.join(out_dir, RESULTS_MD),
+             "predictions": os.path.join(out_dir, PREDICTIONS_FILE), "skipped": os.path.join(out_dir, SKIPPED_FILE)}
+    with open(paths["json"] + ".tmp", "w") as f:
+        json.dump(results, f, indent=1, allow_nan=True)
+    os.replace(paths["json"] + ".tmp", paths["json"])
+    with open(paths["markdown"], "w") as f:
+        f.write(markdown(results))
+    rows = [by_set[s].merge(tables[s][["file", "mos"]], on="file", how="left").assign(set=s, model=m)
+            for m, by_set in predictions.items() for s in by_set if s in tables]
+    columns = ["set", "model", "file", "prediction", "mos"]
+    (pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)).to_csv(
+        paths["predictions"], index=False)
+    pd.DataFrame(list(skipped), columns=["set", "file", "path", "reason"]).to_csv(paths["skipped"], index=False)
+    paths["plots"] = {s: plot_set(s, tables[s], {m: p[s] for m, p in predictions.items() if s in p}, results,
+                                  os.path.join(out_dir, PLOTS_DIR, f"{s}.png")) for s in tables}
+    return paths
+
+
+# ----------------------------------------------------------------------------- the whole evaluation
+ScoreSet = Callable[[EvalSet, pd.DataFrame], tuple[pd.DataFrame, list[dict]]]
+
+
+def run_eval(sets: Sequence[EvalSet], out_dir: str, *, score_set: ScoreSet | None = None,
+             teacher_scores: pd.DataFrame | None = None, bootstrap: int = 1000, seed: int = 0,
+             write: bool = True) -> dict:
+    """Evaluate the student (`score_set`) and the teachers (`teacher_scores`) on `sets`.
+
+    score_set(eval_set, table) -> (DataFrame(file, prediction), skipped [{file, path,
+    reason}]) scores one set's videos (main/eval.py builds it from score.scorer); None
+    evaluates the teachers alone, and then the folders are not read. teacher_scores: a
+    long teacher table (labels.teachers.read_teacher_table). Every set's table is read
+    and checked before anything is scored, so a bad table costs no scoring time.
+    `write` False computes without writing (the other processes of a multi-host run).
+    Returns {"results", "paths" (empty unless written), "skipped"}. Raises EvalError for repeated set names,
+    nothing to evaluate, and as `read_eval_set` does.
+    """
+    names = [s.name for s in sets]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise EvalError(f"set name(s) given twice: {repeated}")
+    if score_set is None and teacher_scores is None:
+        raise EvalError("nothing to evaluate: give a student (--checkpoint or --hf) or a teacher table (--teachers)")
+    if teacher_scores is not None and STUDENT in set(teacher_scores["teacher"].astype(str)):
+        raise EvalError(f"a teacher table names a teacher '{STUDENT}', the name of the student's row; rename it")
+    tables = {s.name: read_eval_set(s, check_files=score_set is not None) for s in sets}
+    predictions: dict[str, dict[str, pd.DataFrame]] = {}
+    skipped: list[dict] = []
+    if score_set is not None:
+        predictions[STUDENT] = {}
+        for s in sets:
+            scored, lost = score_set(s, tables[s.name])
+            predictions[STUDENT][s.name] = scored
+            skipped += [{"set": s.name, **entry} for entry in lost]
+    if teacher_scores is not None:
+        for s in sets:
+            for teacher, scored in teacher_predictions(teacher_scores, tables[s.name]).items():
+                predictions.setdefault(teacher, {})[s.name] = scored
+    results = evaluate(predictions, tables, bootstrap=bootstrap, seed=seed)
+    results["skipped"] = {s.name: sum(1 for e in skipped if e["set"] == s.name) for s in sets}
+    paths = write_report(results, predictions, tables, out_dir, skipped) if write else {}
+    return {"results": results, "paths": paths, "skipped": skipped}
