@@ -4,7 +4,7 @@
 # (distributed.auto=True) and feeds its own slice of every global batch.
 #   launch/tpu_pod.sh [--dry-run] TPU_NAME ZONE CONFIG WORKDIR [--set key=value ...]
 # WORKDIR must be a file system path every worker sees (e.g. a gcsfuse mount of a
-# bucket): checkpoints and every host's data iterator state go there.
+# bucket): checkpoints, with the data stream's position, go there.
 set -euo pipefail
 dry=""
 if [[ "${1:-}" == "--dry-run" ]]; then dry=echo; shift; fi

@@ -1,6 +1,7 @@
 """Config files, overrides and launch scripts: what a user edits and runs."""
 
 import dataclasses
+import fnmatch
 import os
 import subprocess
 
@@ -49,6 +50,32 @@ def test_overrides_are_typed_and_bad_ones_all_reported():
     with pytest.raises(ConfigError) as error:
         load_config(None, ["train.nope=1", "model", "data.num_frames=1"])
     assert "'train.nope': no such config key" in str(error.value) and "'model': expected key=value" in str(error.value)
+
+
+def test_a_mistyped_key_gets_the_closest_keys():
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["train.num_step=3", "trian.log_every=2", "learning_rate=1e-3", "zzz=1"])
+    message = str(error.value)
+    assert "'train.num_step': no such config key (did you mean train.num_steps?)" in message
+    assert "'trian.log_every': no such config key (did you mean train.log_every?)" in message
+    assert "'learning_rate': no such config key (did you mean optim.learning_rate?)" in message
+    assert message.endswith("'zzz': no such config key")
+
+
+def test_resume_differences_leave_out_safe_keys_and_keys_added_since():
+    keys = config_lib.flatten(defaults())
+    for pattern in config_lib.RESUME_SAFE_KEYS:  # each names a real key: a rename cannot slip through
+        assert any(fnmatch.fnmatchcase(key, pattern) for key in keys), pattern
+    saved = config_lib.as_json(defaults())
+    del saved["distributed"]["heartbeat_timeout_seconds"], saved["seed"], saved["data"]["augment"]
+    now = load_config(None, ["train.num_steps=5", "mesh.shape=(2,2,2)", "distributed.heartbeat_timeout_seconds=9",
+                             "model.attention='blocked'", "data.batch_size=4", "optim.groups=[['^vision', 0]]",
+                             "data.augment='swap'"])
+    # seed is at its default, as the code that wrote the checkpoint had it; augment is not.
+    assert config_lib.config_differences(saved, now) == [
+        "data.augment: not in the saved config -> 'swap'", "data.batch_size: 16 -> 4",
+        "optim.groups: [] -> [['^vision', 0]]"]
+    assert config_lib.config_differences(saved, now, allowed=config_lib.RESUME_SAFE_KEYS + ("data.*", "optim.*")) == []
 
 
 @pytest.mark.parametrize("cls,section", [(optim.OptimConfig, "optim"), (objective.ObjectiveConfig, "objective"),

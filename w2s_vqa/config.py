@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
+import fnmatch
 import importlib.util
+import json
 import os
 from typing import Any, TypeVar
 
@@ -23,6 +26,20 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 VAL_PAIRS_SHORTHAND = "data.val_pairs"
 SHORTHAND_EVAL = "val"
 EVAL_KINDS = ("pairs",)  # "pairs": direction and five-way accuracy over a pair table
+
+
+# Keys a resumed run may change from the checkpoint's saved config (fnmatch patterns): how
+# long, how often to log, evaluate and save, what to keep, how data is read, the mesh and
+# the processes, and how attention and remat compute (the same numbers within float
+# tolerance). Any other difference (pair table, store, batch, seed, model, optimizer,
+# objective, augmentation) makes a different run: a resume refuses it unless allowed.
+# train.num_steps re-times the schedules (warm-up, cosine, confidence ramp) to the new length.
+RESUME_SAFE_KEYS = (
+    "train.num_steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.checkpoint_every",
+    "train.keep_last", "train.keep_best", "train.async_checkpoint", "train.halt_after_step",
+    "evals.*", "data.worker_count", "data.read_threads", "mesh.*", "distributed.*",
+    "model.attention", "model.remat",
+)
 
 
 class ConfigError(ValueError):
@@ -52,11 +69,16 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.num_motion_chunks = 4  # one-second chunks, one motion token each
     c.data.motion_dim = 256
     # One motion token per one-second chunk: "none" (zeros, masked out), "precomputed" (the
-    # source's own .npy, e.g. SlowFast features; variants repeat their source's), or
+    # source's own .npy, e.g. SlowFast features; variants repeat their source's),
     # "frame_stats" (frame-difference statistics of every video, variants included:
-    # w2s_vqa.video.motion). Without them a student cannot see stutter, jitter or per-frame
-    # noise (docs/2026-11-motion-features.md).
+    # w2s_vqa.video.motion), or "slowfast" (the paper's: SlowFast-R50's 256-d fast-pathway
+    # feature of every video, variants included, computed in JAX: w2s_vqa.models.slowfast).
+    # Without them a student cannot see stutter, jitter or per-frame noise
+    # (docs/2026-11-motion-features.md).
     c.data.motion_features = "frame_stats"
+    # motion_features="slowfast": the weights file `w2s-vqa convert-slowfast` writes from a
+    # pytorchvideo SlowFast-R50 checkpoint (SLOWFAST_8x8_R50.pyth); required then.
+    c.data.slowfast_weights = ""
     # How the store keeps frames: "raw" (exact) or "jpeg" (4:4:4 at jpeg_quality). The tiny run's
     # 32x32 frames take 3 KB raw; at that size JPEG at 95 erases the finest distortions. The
     # 384x384 configs use JPEG: its re-encoding loss is below any level-1 distortion but the
@@ -122,6 +144,13 @@ def defaults() -> ml_collections.ConfigDict:
     c.distributed.local_device_ids = ()
     c.distributed.auto = False  # jax.distributed.initialize() from the TPU / SLURM environment
     c.distributed.cpu_collectives = ""  # "gloo" for multi-process runs on CPU
+    # Seconds, as jax.distributed.initialize names them (its defaults). Every process must
+    # join within initialization_timeout; a process silent for heartbeat_timeout_seconds
+    # (killed, host lost) ends the others with a non-zero exit and JAX's line "another task
+    # died"; a finished process waits shutdown_timeout_seconds for the others.
+    c.distributed.initialization_timeout = 300
+    c.distributed.heartbeat_timeout_seconds = 100
+    c.distributed.shutdown_timeout_seconds = 300
 
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = 9000  # the demo's step count, within its time budget on 2 CPU cores (docs/2026-11-demo-results.md)
@@ -238,7 +267,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
             if leaf not in node:
                 raise KeyError(leaf)
         except (KeyError, TypeError):
-            problems.append(f"'{key}': no such config key")
+            close = difflib.get_close_matches(key.strip(), list(flatten(config)), n=3, cutoff=0.8)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            problems.append(f"'{key}': no such config key{hint}")
             continue
         value = parse_value(text)
         old = node[leaf]
@@ -250,3 +281,45 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
             problems.append(f"'{key}': {e}")
     if problems:
         raise ConfigError("bad --set overrides: " + "; ".join(problems))
+
+
+def flatten(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict[str, Any]:
+    """{"section.key": value} for every leaf of a config (or its JSON dict); lists, tuples
+    and other values are leaves."""
+    items = config.items() if isinstance(config, (dict, ml_collections.ConfigDict)) else ()
+    flat = {}
+    for name, value in items:
+        key = f"{prefix}{name}"
+        if isinstance(value, (dict, ml_collections.ConfigDict)):
+            flat.update(flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def as_json(config: ml_collections.ConfigDict | dict) -> dict:
+    """The config as the JSON a checkpoint keeps (tuples become lists)."""
+    if isinstance(config, ml_collections.ConfigDict):
+        return json.loads(config.to_json())
+    return json.loads(json.dumps(config))
+
+
+def config_differences(saved: dict, current: ml_collections.ConfigDict | dict, *,
+                       allowed: tuple[str, ...] = RESUME_SAFE_KEYS) -> list[str]:
+    """What `current` changes from `saved` (a checkpoint's config JSON): one "key: saved ->
+    now" entry per changed leaf, sorted by key, leaving out keys matching an `allowed`
+    fnmatch pattern. A key the saved config lacks counts only where `current` holds
+    something other than its default (it was added to defaults() after the checkpoint);
+    a key only the saved config has is ignored (removed since)."""
+    old, new = flatten(as_json(saved)), flatten(as_json(current))
+    default = flatten(as_json(defaults()))
+    changes = []
+    for key in sorted(set(new) | set(old)):
+        if any(fnmatch.fnmatchcase(key, pattern) for pattern in allowed) or key not in new:
+            continue
+        if key not in old:
+            if key not in default or new[key] != default[key]:
+                changes.append(f"{key}: not in the saved config -> {new[key]!r}")
+        elif old[key] != new[key]:
+            changes.append(f"{key}: {old[key]!r} -> {new[key]!r}")
+    return changes

@@ -23,9 +23,10 @@ Every host walks the same shuffled stream of global batches (batch_size x hosts
 pairs) and loads only its own contiguous slice of each: no host sees another's
 pairs, none needs to talk to the others, and the global batch at each step does
 not depend on how many hosts share it, so one process with 8 devices and two
-with 4 train on the same batches (and a run can resume on another host count). The iterator's
-`get_state()` / `set_state()` make the stream resumable exactly; the state is a
-small JSON-able dict that goes into the training checkpoint.
+with 4 train on the same batches (and a run can resume on another host count). A training
+checkpoint keeps the stream's position, the global batches consumed; `make_dataset(...,
+start=position)` continues there exactly, with any worker or host count (Grain's own
+iterator state would tie the resume to the worker count that saved it).
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ def make_dataset(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | st
                  prompt: PairPrompt, *, batch_size: int, seed: int, shard_index: int | None = None,
                  shard_count: int | None = None, num_epochs: int | None = None, worker_count: int = 0,
                  read_threads: int = 2, max_length: int | None = None,
-                 augment: bool | str | Sequence[str] = False) -> grain.IterDataset:
+                 augment: bool | str | Sequence[str] = False, start: int = 0) -> grain.IterDataset:
     """The batched pipeline for one host.
 
     pairs: a pair table (see w2s_vqa.labels.pairs) or its path; store: a VideoStore or its
@@ -236,6 +237,8 @@ def make_dataset(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | st
     pair and epoch, a symmetric view of the frame, an order of the RGB channels (both
     videos alike) and the order of the two videos: quality does not change under them,
     content does, which keeps a small pool of sources from being memorized.
+    start skips that many global batches: the stream begins at its batch `start`, the same
+    batch whatever worker_count and shard_count are (how a resumed run continues).
     """
     if isinstance(store, (str, os.PathLike)):
         store = VideoStore(store)
@@ -259,6 +262,10 @@ def make_dataset(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | st
         dataset = dataset.random_map(_Augment(kinds), seed=seed)
     dataset = (dataset.batch(global_batch, drop_remainder=True, batch_fn=list)
                .map(_LoadHostSlice(store, input_ids, attention_mask, shard_index, batch_size)))
+    if start:
+        # A slice of the random-access dataset, before the worker split: Grain's iterator state
+        # would tie a resume to the worker count that saved it.
+        dataset = dataset[int(start):]
     # The default prefetch buffer (500 elements) would hold 500 batches of video.
     read_options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * read_threads)
     iterable = dataset.to_iter_dataset(read_options)

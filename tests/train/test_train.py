@@ -1,11 +1,8 @@
-"""Training runs: sharding changes nothing, resume is exact, frozen groups stay put,
-checkpoints export to transformers, a diverging run stops with its last good checkpoint."""
+"""Training runs: sharding changes nothing, frozen groups stay put, checkpoints export to
+transformers, a diverging run stops with its last good checkpoint. Resuming, kills, lost
+processes and signals: test_resume.py."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -17,8 +14,6 @@ from w2s_vqa.train import loop
 from w2s_vqa.train.checkpoint import load_checkpoint_student
 from w2s_vqa.train.step import MODEL_INPUTS
 from w2s_vqa.train.logging import read_metrics
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def losses(workdir):
@@ -41,59 +36,6 @@ def test_meshes_give_the_losses_and_gradients_of_one_device(pool, tmp_path):
     # The last mesh really did shard: a decoder kernel is split over fsdp and tensor.
     q = trainer.final_state["trainable"]["language_model.layers.0.self_attn.q_proj.kernel"]
     assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_reproduce_one(pool, tmp_path):
-    common = [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'", "data.batch_size=8",
-              "train.num_steps=3",
-              "train.log_every=1", "train.eval_every=0", "train.async_checkpoint=False", "mesh.shape=(1,-1,1)"]
-    loop.Trainer(train_config(pool, *common), tmp_path / "single").run()
-    want, _ = losses(tmp_path / "single")
-
-    port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    procs = []
-    for rank in range(2):
-        args = [sys.executable, "-m", "w2s_vqa.cli", "train", "--workdir", str(tmp_path / "multi")]
-        for item in common + [f"distributed.coordinator_address='127.0.0.1:{port}'", "distributed.num_processes=2",
-                              f"distributed.process_id={rank}", "distributed.cpu_collectives='gloo'"]:
-            args += ["--set", item]
-        procs.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    got, _ = losses(tmp_path / "multi")  # written by process 0
-    np.testing.assert_allclose(got, want, rtol=1e-5)
-
-
-def test_a_killed_run_resumes_exactly(pool, tmp_path):
-    overrides = ["train.num_steps=10", "train.checkpoint_every=5"]
-    straight = loop.Trainer(train_config(pool, *overrides), tmp_path / "straight")
-    straight.run()
-
-    # Five steps, then the process dies abruptly right after its step-5 checkpoint.
-    args = [sys.executable, "-m", "w2s_vqa.cli", "train", "--workdir", str(tmp_path / "resumed")]
-    for item in [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'", "data.batch_size=8",
-                 "train.log_every=1", "train.eval_every=0", "train.async_checkpoint=False", *overrides,
-                 "train.halt_after_step=5"]:
-        args += ["--set", item]
-    killed = subprocess.run(args, cwd=REPO, capture_output=True, timeout=300)
-    assert killed.returncode == 17, killed.stdout.decode() + killed.stderr.decode()
-
-    resumed = loop.Trainer(train_config(pool, *overrides), tmp_path / "resumed")
-    info = resumed.run()
-    assert info.resumed_from == 5 and info.steps == 10
-    for key, value in straight.final_state["trainable"].items():
-        assert np.array_equal(np.asarray(value), np.asarray(resumed.final_state["trainable"][key])), key
-    # Same data order: the losses of steps 6-10 match the uninterrupted run's exactly.
-    want, _ = losses(tmp_path / "straight")
-    got, _ = losses(tmp_path / "resumed")
-    np.testing.assert_array_equal(got[-5:], want[-5:])
 
 
 def test_frozen_groups_do_not_move(pool, tmp_path):
@@ -140,23 +82,3 @@ def test_a_diverging_run_stops_with_its_last_good_checkpoint(pool, tmp_path):
     model, _, step = load_checkpoint_student(str(tmp_path / "nan"))
     assert step == bad_step - 1
     assert all(np.all(np.isfinite(np.asarray(v[...]))) for v in jax.tree.leaves(model))
-
-
-def test_sigterm_saves_and_exits_cleanly(pool, tmp_path):
-    import signal
-    import time
-
-    args = [sys.executable, "-m", "w2s_vqa.cli", "train", "--workdir", str(tmp_path / "pre")]
-    for item in [f"data.store='{pool / 'store'}'", f"data.pairs='{pool / 'pairs.parquet'}'", "data.batch_size=8",
-                 "train.log_every=1", "train.eval_every=0", "train.num_steps=100000", "train.checkpoint_every=100000"]:
-        args += ["--set", item]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    metrics = tmp_path / "pre" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)  # as a TPU preemption notice does
-    output = proc.communicate(timeout=120)[0].decode()
-    assert proc.returncode == 0, output
-    _, _, step = load_checkpoint_student(str(tmp_path / "pre"))
-    assert 3 <= step < 100000 and step == len(read_metrics(tmp_path / "pre"))

@@ -1,7 +1,8 @@
 """`w2s-vqa export --out DIR`: write a student as a Hugging Face / PyTorch directory.
 
-The source is a training checkpoint (`--checkpoint WORKDIR [--step N]`, the
-latest step by default), a Hugging Face directory (`--hf`, e.g. to add our
+The source is a training checkpoint (`--checkpoint WORKDIR [--step N|latest|best]`, the
+latest step by default; `best` is the step with the highest train.best_metric, read
+into host memory whatever devices wrote it), a Hugging Face directory (`--hf`, e.g. to add our
 motion projector and settings to a public checkpoint) or a preset with random
 weights (`--preset`, for trying the tools on the tiny configuration).
 """
@@ -26,7 +27,9 @@ def add_arguments(parser) -> None:
                         help="directory with tokenizer.json (default: the source's, or the tiny tokenizer)")
     parser.add_argument("--num-frames", type=int, default=None)
     parser.add_argument("--num-motion-chunks", type=int, default=None)
-    parser.add_argument("--step", type=int, default=None, help="with --checkpoint: the step (default: latest)")
+    parser.add_argument("--step", default=None, metavar="N|latest|best",
+                        help="with --checkpoint: a step number, latest (the default) or best (highest "
+                             "train.best_metric among saved steps)")
     parser.add_argument("--seed", type=int, default=0, help="initialization seed for random weights")
 
 
@@ -37,11 +40,11 @@ def run(args) -> int:
                                         num_motion_chunks=args.num_motion_chunks).items() if v is not None}
     extra = {}
     if args.checkpoint:
-        from w2s_vqa.train.checkpoint import load_checkpoint_student
+        from w2s_vqa.train.checkpoint import host_mesh, load_checkpoint_student
 
         if ours_video:
             raise ValueError("--num-frames and --num-motion-chunks come from the checkpoint's config")
-        model, run_config, step = load_checkpoint_student(args.checkpoint, args.step)
+        model, run_config, step = load_checkpoint_student(args.checkpoint, args.step, mesh=host_mesh())
         tokenizer = args.tokenizer or config_lib.tokenizer_dir(run_config)
         extra = {"checkpoint": os.path.abspath(args.checkpoint), "step": step}
     elif args.hf:

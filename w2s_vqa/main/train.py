@@ -12,6 +12,9 @@ def add_arguments(parser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--workdir", required=True,
                         help="checkpoints, metrics.jsonl and TensorBoard events; a rerun resumes from here")
+    parser.add_argument("--allow-config-change", nargs="*", metavar="KEY", default=None,
+                        help="resume although the config differs from the checkpoint's: in the KEYs named "
+                             "(fnmatch patterns, e.g. optim.learning_rate 'data.*'), or in any key without KEYs")
 
 
 def run(args) -> int:
@@ -24,11 +27,24 @@ def run(args) -> int:
     from w2s_vqa.train import loop
 
     loop.maybe_initialize_distributed(config)
-    info = loop.Trainer(config, args.workdir).run()
+    allow = args.allow_config_change
+    allow = False if allow is None else (tuple(allow) or True)
+    info = loop.Trainer(config, args.workdir, allow_config_change=allow).run()
     if jax.process_index() == 0:
-        print(f"trained {info.steps} steps in {info.wall_seconds:.1f} s"
-              f"{f' (resumed from step {info.resumed_from})' if info.resumed_from is not None else ''}; "
-              f"checkpoints in {info.checkpoint_dir}, metrics in {os.path.join(info.workdir, 'metrics.jsonl')}")
-        print(json.dumps({"steps": info.steps, "resumed_from": info.resumed_from, "wall_seconds": info.wall_seconds,
+        metrics = os.path.join(info.workdir, "metrics.jsonl")
+        if info.stopped:
+            saved = (f"checkpoint saved: step {info.saved_step} in {info.checkpoint_dir}" if info.saved_step is not None
+                     else "no checkpoint saved (stopped before the first step)")
+            print(f"stopped by {info.stopped} at step {info.steps} of {config.train.num_steps}; {saved}; "
+                  f"metrics in {metrics}. To resume, run the same command again (--workdir {args.workdir})")
+        elif info.resumed_from == info.steps:
+            print(f"nothing to train: {info.workdir} is at step {info.steps} and train.num_steps is "
+                  f"{config.train.num_steps}; raise it (--set train.num_steps=N) to train on")
+        else:
+            print(f"trained {info.steps} steps in {info.wall_seconds:.1f} s"
+                  f"{f' (resumed from step {info.resumed_from})' if info.resumed_from is not None else ''}; "
+                  f"checkpoints in {info.checkpoint_dir}, metrics in {metrics}")
+        print(json.dumps({"steps": info.steps, "resumed_from": info.resumed_from, "stopped": info.stopped,
+                          "saved_step": info.saved_step, "wall_seconds": info.wall_seconds,
                           "checkpoints": info.checkpoint_dir, **info.last_metrics, **info.last_eval}))
-    return 0
+    return info.exit_status

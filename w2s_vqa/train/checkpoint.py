@@ -1,19 +1,23 @@
-"""Training checkpoints with Orbax: state, data iterator and config in one step directory.
+"""Training checkpoints with Orbax: state, data position and config in one step directory.
 
 Each saved step holds three items:
   state   parameters (trainable and frozen), optimizer state and step, sharded
-          arrays written asynchronously (Orbax's StandardCheckpointHandler);
-  data    every host's Grain iterator state (Grain's own Orbax handler writes
-          one JSON file per process), so a restart sees the batches an
-          uninterrupted run would have seen;
+          arrays written asynchronously (Orbax's StandardCheckpointHandler); they
+          keep no tie to the devices that wrote them: every restore names its target
+          shardings (or host memory), so a run saved on 8 devices resumes on a (2,2,2)
+          mesh, on another process count, or exports on a 1-device workstation;
+  stream  where the run's data stream stands, as JSON: `next_batch` (global batches
+          consumed; the pipeline restarts there with any worker or process count,
+          pipeline.make_dataset's `start`), with the global batch size, worker and
+          process counts and the pair table's and store's fingerprints it was saved with;
   config  the run's config as JSON, which export and resume read back.
 The manager keeps the last `keep_last` steps plus the `keep_best` best by a
-validation metric; Orbax writes a step under a temporary name and renames it
-when complete, so a killed run never leaves a half-written latest step.
+validation metric. Orbax writes a step under a temporary name and renames it when
+complete, so a killed run never leaves a half-written latest step; a writer
+(`read_only=False`) deletes at start the temporary directories a killed save left,
+only those Orbax names as its own.
 
-`load_checkpoint_student` reads a saved step back as a student (export, scoring):
-the run's config says what the state holds (train.step.state_layout), and the
-state is restored into that layout on one local device.
+`load_checkpoint_student` reads a saved step back as a student (export, scoring).
 """
 
 from __future__ import annotations
@@ -21,73 +25,110 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+ITEMS = ("state", "stream", "config")
+STEP_CHOICES = ("latest", "best")
+
 
 class Checkpointer:
+    """One run's checkpoints folder.
+
+    best_metric / best_mode  the metric that BestN keeps `keep_best` of, higher ("max")
+                             or lower ("min") better
+    read_only                a reader (export, scoring, evaluation): never creates the
+                             folder, never cleans temporary directories a live run may be
+                             writing; `save` is refused
+    """
+
     def __init__(self, directory: str, *, keep_last: int = 2, keep_best: int = 1,
-                 best_metric: str | None = None, best_mode: str = "max", async_save: bool = True):
+                 best_metric: str | None = None, best_mode: str = "max", async_save: bool = True,
+                 read_only: bool = False):
         self.directory = os.path.abspath(directory)
         self.best_metric = best_metric
+        self.best_mode = best_mode
+        self.read_only = read_only
         preserve = [policies.LatestN(n=keep_last)]
         if best_metric and keep_best > 0:
             preserve.append(policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min",
                                            n=keep_best, keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policies.AnyPreservationPolicy(preserve),
+            preservation_policy=None if read_only else policies.AnyPreservationPolicy(preserve),
+            # The preservation policy decides what is kept; best_fn only makes Orbax write each
+            # step's metrics beside it, without which a resumed run's BestN sees none and deletes
+            # the best steps of the run before it.
+            best_fn=(lambda m: m[best_metric]) if best_metric else None,
+            best_mode=best_mode,
             enable_async_checkpointing=async_save,
-            create=True,
+            create=not read_only,
+            # A reader never saves, so never deletes; Orbax's own read_only mode would say
+            # so in two warnings on every export.
+            cleanup_tmp_directories=not read_only,
         )
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            item_names=("state", "data", "config"),
-            item_handlers={"data": grain.checkpoint.CheckpointHandler()},
-            options=options,
-        )
+        self.manager = ocp.CheckpointManager(self.directory, item_names=ITEMS, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self.manager.all_steps())
+        return sorted(self.manager.all_steps())
 
-    def save(self, step: int, state: Any, iterator, config: dict, metrics: dict | None = None) -> bool:
-        """Start saving `step` (asynchronously for the arrays); True if a save began."""
+    def metrics(self, step: int) -> dict:
+        """The metrics saved with `step` ({} if none)."""
+        return dict(self.manager.metrics(step) or {})
+
+    def best_step(self, metric: str | None = None, mode: str | None = None) -> int | None:
+        """The saved step whose `metric` (default: best_metric) is highest ("max") or lowest
+        ("min"), later steps winning ties, as BestN ranks them; None when no saved step
+        has that metric."""
+        metric, mode = metric or self.best_metric, mode or self.best_mode
+        scored = [(float(m[metric]), s) for s in self.all_steps() if metric in (m := self.metrics(s))]
+        if not scored:
+            return None
+        sign = -1.0 if mode == "min" else 1.0
+        return max(scored, key=lambda vs: (sign * vs[0], vs[1]))[1]
+
+    def save(self, step: int, state: Any, stream: dict, config: dict, metrics: dict | None = None) -> bool:
+        """Start saving `step` (asynchronously for the arrays); True if a save began.
+        `stream` and `config` are JSON-able dicts."""
+        if self.read_only:
+            raise PermissionError(f"{self.directory}: opened to read, not to save")
         metrics = None if metrics is None or self.best_metric not in metrics else metrics
         return self.manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                data=grain.checkpoint.CheckpointSave(iterator),
+                stream=ocp.args.JsonSave(stream),
                 config=ocp.args.JsonSave(config),
             ),
             metrics=metrics,
             force=True,
         )
 
-    def restore(self, step: int, abstract_state: Any, iterator) -> tuple[Any, dict]:
-        """(state placed as `abstract_state`'s shardings say, config); `iterator` is set in place."""
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=grain.checkpoint.CheckpointRestore(iterator),
-                config=ocp.args.JsonRestore(),
-            ),
-        )
-        return restored.state, restored.config
-
-    def restore_state(self, step: int, abstract_state: Any) -> Any:
-        """Only the state (for export and scoring, which need no data iterator)."""
-        return self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state))).state
+    def restore_state(self, step: int, abstract_state: Any, *, partial: bool = False) -> Any:
+        """The state of `step` laid out as `abstract_state` says: each leaf a
+        ShapeDtypeStruct with a sharding (restored into it, whatever devices wrote it) or
+        without one (a numpy array in host memory). `partial`: `abstract_state` may leave
+        out parts of the saved state, which are not read (Orbax's partial restore)."""
+        if partial:
+            args = ocp.args.PyTreeRestore(item=abstract_state, partial_restore=True,
+                                          restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))
+        else:
+            args = ocp.args.StandardRestore(abstract_state)
+        return self.manager.restore(step, args=ocp.args.Composite(state=args)).state
 
     def restore_config(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+
+    def restore_stream(self, step: int) -> dict | None:
+        """The data stream's position at `step`; None for a checkpoint that has none (one
+        written before positions were saved: its position is its step)."""
+        if not os.path.isdir(os.path.join(self.directory, str(step), "stream")):
+            return None
+        return self.manager.restore(step, args=ocp.args.Composite(stream=ocp.args.JsonRestore())).stream
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -103,11 +144,65 @@ def checkpoint_directory(path: str) -> str:
     return nested if os.path.isdir(nested) else path
 
 
-def load_checkpoint_student(path: str, step: int | None = None):
-    """(student, run config, step) from a training checkpoint; `path` is a run's workdir or
-    its checkpoints/ folder, `step` defaults to the latest saved.
+def parse_step(text: str | int | None) -> int | str | None:
+    """A --step value: an integer, "latest" or "best" (None stays None). Raises ValueError
+    naming the value otherwise; argparse uses it as a `type`."""
+    if text is None or isinstance(text, int):
+        return text
+    if text.strip().lower() in STEP_CHOICES:
+        return text.strip().lower()
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--step {text!r}: give a step number, 'latest' or 'best'") from None
 
-    The parameters come back float32 on the first local device. Raises
+
+def resolve_step(checkpointer: Checkpointer, step: int | str | None, best_metric: str | None) -> int:
+    """The saved step that `step` (a number, "latest", "best" or None = latest) names.
+
+    "best" is the highest `best_metric` among saved steps (train.best_metric of the run,
+    the metric BestN keeps checkpoints by). Raises FileNotFoundError listing the saved
+    steps when there is no such step, and for "best" when no saved step has the metric.
+    """
+    steps = checkpointer.all_steps()
+    if not steps:
+        raise FileNotFoundError(f"{checkpointer.directory}: no checkpoints")
+    step = parse_step(step)
+    if step is None or step == "latest":
+        return steps[-1]
+    if step == "best":
+        best = checkpointer.best_step(best_metric) if best_metric else None
+        if best is None:
+            raise FileNotFoundError(
+                f"{checkpointer.directory}: no saved step has a value of train.best_metric "
+                f"{best_metric!r} (it comes from evaluations, config.evals); saved steps: {steps}; "
+                "give --step latest or a step number")
+        return best
+    if step not in steps:
+        raise FileNotFoundError(f"{checkpointer.directory}: no checkpoint for step {step}; saved steps: {steps}")
+    return step
+
+
+def host_mesh():
+    """A one-device mesh on the host's CPU (the first local device where JAX has no CPU
+    backend): where export restores parameters, whatever accelerator wrote them."""
+    from w2s_vqa import sharding
+
+    try:
+        device = jax.devices("cpu")[0]
+    except RuntimeError:  # JAX_PLATFORMS without cpu
+        device = jax.local_devices()[0]
+    return sharding.make_mesh((1, 1, 1), [device])
+
+
+def load_checkpoint_student(path: str, step: int | str | None = None, *, mesh=None):
+    """(student, run config, step) from a training checkpoint; `path` is a run's workdir or
+    its checkpoints/ folder, `step` a number, "latest" (also None) or "best" (the saved
+    step with the highest train.best_metric of the run).
+
+    Only the parameters are read (float32), into the shardings the run config's rules
+    give on `mesh` (default: a one-device mesh on the first local device; `host_mesh()`
+    for host memory), whatever devices, mesh and process count wrote them. Raises
     FileNotFoundError when the folder holds no checkpoint or not `step` (the message
     lists the saved steps), ConfigError when the saved config no longer describes a state.
     """
@@ -117,18 +212,19 @@ def load_checkpoint_student(path: str, step: int | None = None):
     directory = checkpoint_directory(path)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"{directory}: no such checkpoint folder")
-    checkpointer = Checkpointer(directory, async_save=False)
+    checkpointer = Checkpointer(directory, async_save=False, read_only=True)
     try:
-        steps = checkpointer.all_steps()
-        if not steps:
-            raise FileNotFoundError(f"{directory}: no checkpoints")
-        step = steps[-1] if step is None else step
-        if step not in steps:
-            raise FileNotFoundError(f"{directory}: no checkpoint for step {step}; saved steps: {steps}")
+        latest = checkpointer.latest_step()
+        best_metric = None
+        if parse_step(step) == "best" and latest is not None:
+            best_metric = checkpointer.restore_config(latest).get("train", {}).get("best_metric") or None
+        step = resolve_step(checkpointer, step, best_metric)
         config = ml_collections.ConfigDict(checkpointer.restore_config(step))
-        mesh = sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])
+        mesh = mesh if mesh is not None else sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])
         layout = step_lib.state_layout(config, mesh)
-        state = checkpointer.restore_state(step, layout.abstract)
+        # The optimizer's moments (twice the parameters under Adam) are left unread.
+        target = {key: value for key, value in layout.abstract.items() if key != "opt_state"}
+        state = checkpointer.restore_state(step, target, partial=True)
     finally:
         checkpointer.close()
     return layout.codec.merge(layout.params(state)), config, step

@@ -7,15 +7,29 @@
 
 The step is train/step.py's; the loop owns what it does not: the data, the
 checkpoints, the logs, the evaluations and the signals.
+
+Resuming: the latest checkpoint in the workdir is restored into this run's mesh, on any
+device count, mesh shape or process count, and the data stream continues at the saved
+batch with any worker or process count. Its saved config must match this run's except
+for config.RESUME_SAFE_KEYS (or what `allow_config_change` allows); the pair table and
+the store are compared by content (SHA-256), so either may move to another path.
+Stopping: SIGINT (Ctrl-C) and SIGTERM (preemption) finish the step under way, save it
+and end the run with RunInfo.stopped naming the signal; in a multi-process run the
+processes agree on the step through JAX's preemption sync point, whichever of them got
+the signal. A second SIGINT stops at once without saving.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import hashlib
 import json
 import math
 import os
 import signal
+import sys
+import threading
 import time
 from typing import Any
 
@@ -40,19 +54,48 @@ class NonFiniteLossError(FloatingPointError):
     pass
 
 
+class ConfigChangedError(config_lib.ConfigError):
+    """A resume whose config differs from the checkpoint's in keys not safe to change."""
+
+
+# Exit status of a run stopped by a signal, as a shell reports a process that signal ended:
+# `train && export` stops, and a job controller sees an unfinished run.
+STOP_EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143}
+
+
 # ----------------------------------------------------------------------------- config
 def maybe_initialize_distributed(config) -> None:
-    """jax.distributed.initialize from the config, or from the environment on TPU pods / SLURM."""
+    """jax.distributed.initialize from the config, or from the environment on TPU pods / SLURM.
+
+    The timeouts (seconds) come from distributed.initialization_timeout,
+    heartbeat_timeout_seconds and shutdown_timeout_seconds: a process that never joins ends
+    the others after initialization_timeout; one that dies (kill -9, lost host) makes JAX's
+    coordination service end every other process within the heartbeat timeout (at once
+    when the coordinator, process 0, is the one lost), rather than leaving them waiting in
+    a collective. Either way the others exit with status 134 (SIGABRT) and JAX's line
+    "... another task died ...". Complete checkpoints stay intact; rerun every process to
+    resume. Each process first says on stderr whom it joins and these bounds.
+    """
     dist = config.get("distributed", ml_collections.ConfigDict())
     if (dist.get("coordinator_address") or dist.get("auto")) and dist.get("cpu_collectives"):
         # CPU-only multi-process runs (tests, laptops) need a collectives backend.
         jax.config.update("jax_cpu_collectives_implementation", dist.cpu_collectives)
+    timeouts = {key: int(dist[key]) for key in ("initialization_timeout", "heartbeat_timeout_seconds",
+                                                "shutdown_timeout_seconds") if key in dist}
+    if dist.get("coordinator_address") or dist.get("auto", False):
+        # Said before joining: if a peer never comes or dies, JAX's abort follows this line in the log.
+        who = (f"process {dist.process_id} of {dist.num_processes} joining {dist.coordinator_address}"
+               if dist.get("coordinator_address") else "joining the TPU / SLURM job's processes")
+        bounds = (f": every process must join within {timeouts['initialization_timeout']} s; one silent for "
+                  f"{timeouts['heartbeat_timeout_seconds']} s (lost) ends the others"
+                  if {"initialization_timeout", "heartbeat_timeout_seconds"} <= set(timeouts) else "")
+        print(f"w2s-vqa: {who}{bounds}", file=sys.stderr, flush=True)
     if dist.get("coordinator_address"):
         jax.distributed.initialize(
             coordinator_address=dist.coordinator_address, num_processes=dist.num_processes,
-            process_id=dist.process_id, local_device_ids=list(dist.local_device_ids) or None)
+            process_id=dist.process_id, local_device_ids=list(dist.local_device_ids) or None, **timeouts)
     elif dist.get("auto", False):
-        jax.distributed.initialize()  # Cloud TPU and SLURM publish the topology in the environment.
+        jax.distributed.initialize(**timeouts)  # Cloud TPU and SLURM publish the topology in the environment.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,18 +143,119 @@ def make_eval_step(codec: ParamCodec, level_ids):
 class RunInfo:
     workdir: str
     checkpoint_dir: str
-    steps: int
+    steps: int  # the step the run ended at
     resumed_from: int | None
     wall_seconds: float
     last_metrics: dict
     last_eval: dict
+    # What stopped the run before train.num_steps: "SIGINT", "SIGTERM", "signal to another process"
+    # (a multi-process run's peer got it), "until" (Trainer.run's argument)
+    stopped: str | None = None
+    saved_step: int | None = None  # the latest complete checkpoint when the run ended
+
+    @property
+    def exit_status(self) -> int:
+        """0 for a run that reached train.num_steps, STOP_EXIT_STATUS of its signal otherwise."""
+        return STOP_EXIT_STATUS.get(self.stopped, 143) if self.stopped else 0
+
+
+def data_fingerprints(config) -> dict[str, str]:
+    """SHA-256 of the pair table file (data.pairs) and of the store's index.parquet and
+    store.json (data.store): what a resume compares, so either may move to another path
+    but not change. "" for a path that is not a file / store."""
+    def digest(paths):
+        h = hashlib.sha256()
+        for path in paths:
+            if not os.path.isfile(path):
+                return ""
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        return h.hexdigest()
+
+    store = str(config.data.store)
+    return {"pairs_sha256": digest([str(config.data.pairs)]),
+            "store_sha256": digest([os.path.join(store, "index.parquet"), os.path.join(store, "store.json")])}
+
+
+def trim_metrics(workdir: str, step: int) -> None:
+    """Drop metrics.jsonl rows past `step` (the checkpoint a run resumes from): a killed run
+    logged steps it will redo. Rewritten beside and swapped in, so a kill keeps one whole file."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            row_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+        if row_step <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) == len(lines) and all(a == b for a, b in zip(kept, lines)):
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
+class StopSignals:
+    """SIGINT and SIGTERM ask the run to stop after the step under way (installed from the
+    main thread only). Single process: a flag. Several processes: SIGTERM is left to JAX's
+    preemption notifier, SIGINT is passed on to it, and `reached(step)` is JAX's preemption
+    sync point, true at the same step on every process. A second SIGINT raises
+    KeyboardInterrupt at once."""
+
+    def __init__(self, *, multiprocess: bool):
+        self.received: str | None = None
+        self.sync = multiprocess and bool(jax.config.jax_enable_preemption_service)
+        self._previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT,) if self.sync else (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):  # noqa: ARG002
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT and self.received == "SIGINT":
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        if self.received is None:
+            self.received = name
+            print(f"w2s-vqa train: {name}: stopping after this step with a checkpoint"
+                  f"{' (Ctrl-C again: stop at once, unsaved)' if signum == signal.SIGINT else ''}",
+                  file=sys.stderr, flush=True)
+        if self.sync and signum == signal.SIGINT:
+            signal.raise_signal(signal.SIGTERM)  # JAX's notifier tells every process
+
+    def reached(self, step: int) -> bool:
+        if self.sync:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.received is not None
+
+    @property
+    def name(self) -> str:
+        return self.received or "signal to another process"
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 class Trainer:
     """Builds everything a run needs from its config; `run()` trains to `train.num_steps`."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
+                 allow_config_change: bool | tuple[str, ...] = False):
+        """allow_config_change: True resumes whatever the saved config says; a tuple of keys
+        (fnmatch patterns) adds them to config.RESUME_SAFE_KEYS."""
         self.config = config
+        self.allow_config_change = allow_config_change
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.mesh = sharding_lib.mesh_from_config(config)
@@ -132,9 +276,9 @@ class Trainer:
         self.local_batch = self._local_batch_size()
         self.checkpointer = Checkpointer(
             os.path.join(self.workdir, "checkpoints"), keep_last=config.train.keep_last,
-            keep_best=config.train.keep_best, best_metric=config.train.best_metric or None,
+            keep_best=config.train.keep_best,
+            best_metric=(config.train.best_metric or None) if self.evals else None,  # metrics come from evaluations
             async_save=config.train.async_checkpoint)
-        self._stop_requested = False
         self._eval_tables: dict[str, Any] = {}  # evaluation name -> its (subset of the) pair table
         self.eval_step = jax.jit(make_eval_step(self.codec, self.prompt.level_token_ids),
                                  out_shardings=self.replicated)
@@ -163,7 +307,9 @@ class Trainer:
         """Step 0: `initial_params` and a fresh optimizer state, in the step's shardings."""
         return self.layout.init_state(self.initial_params())
 
-    def data_iterator(self, pairs: str, *, seed: int, num_epochs: int | None, augment: bool | str = False):
+    def data_iterator(self, pairs: str, *, seed: int, num_epochs: int | None, augment: bool | str = False,
+                      start: int = 0):
+        """This process's slice of the global batches from batch `start` on."""
         from w2s_vqa import pipeline
 
         d = self.config.data
@@ -171,16 +317,39 @@ class Trainer:
         return pipeline.make_iterator(
             pairs, d.store, self.prompt, batch_size=self.local_batch, seed=seed,
             shard_index=jax.process_index(), shard_count=jax.process_count(), num_epochs=num_epochs,
-            worker_count=d.worker_count, augment=augment)
+            worker_count=d.worker_count, read_threads=d.read_threads, augment=augment, start=start)
+
+    def check_resume(self, step: int, fingerprints: dict[str, str]) -> None:
+        """Raise ConfigChangedError, one line listing every difference, when this run's config
+        differs from the one checkpoint `step` was saved with in keys not safe to change
+        (config.RESUME_SAFE_KEYS, plus allow_config_change). data.pairs and data.store count
+        by content where the checkpoint holds their fingerprints."""
+        if self.allow_config_change is True:
+            return
+        allowed = config_lib.RESUME_SAFE_KEYS + tuple(self.allow_config_change or ())
+        saved = self.checkpointer.restore_config(step)
+        stream = self.checkpointer.restore_stream(step) or {}
+        changes = config_lib.config_differences(saved, self.config, allowed=allowed)
+        saved_data = saved.get("data", {})
+        for key, name in (("pairs", "pairs_sha256"), ("store", "store_sha256")):
+            if not stream.get(name) or any(fnmatch.fnmatchcase(f"data.{key}", p) for p in allowed):
+                continue
+            changes = [c for c in changes if not c.startswith(f"data.{key}:")]
+            if stream[name] != fingerprints[name]:
+                was, now = saved_data.get(key), self.config.data[key]
+                changes.append(f"data.{key}: {was!r} -> {now!r}, other content" if was != now
+                               else f"data.{key}: {now!r} changed since")
+        if changes:
+            raise ConfigChangedError(
+                f"{self.checkpointer.directory} step {step} was saved with another config: "
+                f"{'; '.join(sorted(changes))}. Rerun with the saved values, use a new --workdir, or pass "
+                "--allow-config-change (README, Train: keys safe to change on resume)")
 
     def to_device(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         keys = [k for k in MODEL_INPUTS + TARGETS if k in batch]
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(batch[k])) for k in keys}
 
     # ------------------------------------------------------------------ run
-    def _request_stop(self, signum, frame):  # noqa: ARG002
-        self._stop_requested = True
-
     def evaluate(self, state, pairs, *, max_batches: int | None = None) -> dict:
         """Metrics over a whole pair table (a path or DataFrame), prefixed "val/".
 
@@ -225,71 +394,97 @@ class Trainer:
         results = self.evaluate(state, table, max_batches=0)  # the table is already cut to entry.batches
         return {f"{entry.name}/{key.partition('/')[2]}": value for key, value in results.items()}
 
-    def run(self) -> RunInfo:
+    def run(self, *, until: int | None = None) -> RunInfo:
         """Train to train.num_steps from the latest checkpoint in the workdir (or from step
         0), evaluating config.evals as they fall due and saving every
-        train.checkpoint_every steps, at the end and on SIGTERM."""
+        train.checkpoint_every steps, at the end, and on SIGINT / SIGTERM (StopSignals).
+        `until` stops after that step as a signal would (saved; RunInfo.stopped "until"):
+        drills and tests of resuming, on the schedules of the whole run.
+
+        Raises ConfigChangedError before anything is restored when the checkpoint's config
+        differs in keys not safe to change (`check_resume`), NonFiniteLossError on a
+        non-finite loss (nothing saved for that step).
+        """
+        from w2s_vqa import pipeline
         from w2s_vqa.train.logging import MetricWriter, progress
 
         config, t0 = self.config, time.time()
         train_step = self.train_step.step
-        iterator = self.data_iterator(config.data.pairs, seed=config.seed, num_epochs=None,
-                                      augment=config.data.augment)
-        config_json = json.loads(config.to_json())
-
-        resumed_from = self.checkpointer.latest_step()
-        if resumed_from is not None:  # the abstract state is the restore target: no fresh student is made
-            state, _ = self.checkpointer.restore(resumed_from, self.layout.abstract, iterator)
-        else:
-            state = self.initial_state()
-        step = int(jax.device_get(state["step"]))
-
-        previous = signal.signal(signal.SIGTERM, self._request_stop)
-        writer = MetricWriter(self.workdir, enabled=jax.process_index() == 0)
-        last_metrics, last_eval, sums, window_start, window_steps = {}, {}, {}, time.time(), 0
-        bar = progress(self.total_steps, step, enabled=jax.process_index() == 0)
-
-        def record(step: int, metrics: dict) -> None:
-            """Reads back one step's metrics: the non-finite check, the running sums, the log line."""
-            nonlocal last_metrics, sums, window_start, window_steps
-            metrics = jax.device_get(metrics)
-            if not math.isfinite(float(metrics["loss"])):
-                self.checkpointer.wait()
-                raise NonFiniteLossError(
-                    f"loss is {float(metrics['loss'])} at step {step}; stopped without saving. The last good "
-                    f"checkpoint is step {self.checkpointer.latest_step()} in {self.checkpointer.directory}")
-            for k, v in metrics.items():
-                if "/" in k:
-                    sums[k] = sums.get(k, 0) + float(v)
-            if step % config.train.log_every == 0 or step == self.total_steps:
-                elapsed = time.time() - window_start
-                last_metrics = {k: float(v) for k, v in metrics.items() if "/" not in k}
-                last_metrics.update({f"train/{k}": v for k, v in objective_lib.summarize_metrics(sums).items()})
-                last_metrics.update(step_seconds=elapsed / window_steps,
-                                    pairs_per_second=window_steps * config.data.batch_size / elapsed)
-                writer.write(step, last_metrics)
-                bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", step_s=f"{last_metrics['step_seconds']:.2f}",
-                                pairs_s=f"{last_metrics['pairs_per_second']:.1f}")
-                sums, window_start, window_steps = {}, time.time(), 0
-            bar.update(1)
-
-        # A step's metrics are read back while the next step runs, so the host prepares
-        # batch n+1 as the device computes step n; before anything is evaluated, saved or
-        # logged, the step's own metrics are read (a non-finite loss is never saved).
-        pending = None
+        pipeline.require_inputs({"data.store": config.data.store, "data.pairs": config.data.pairs})
+        fingerprints = data_fingerprints(config)
+        config_json = config_lib.as_json(config)
+        stop = StopSignals(multiprocess=jax.process_count() > 1)
+        iterator = writer = bar = None
+        stopped = None
         try:
-            while step < self.total_steps and not self._stop_requested:
+            resumed_from = self.checkpointer.latest_step()
+            if resumed_from is not None:  # the abstract state is the restore target: no fresh student is made
+                self.check_resume(resumed_from, fingerprints)
+                state = self.checkpointer.restore_state(resumed_from, self.layout.abstract)
+                saved_stream = self.checkpointer.restore_stream(resumed_from)
+                position = int(saved_stream["next_batch"]) if saved_stream else int(resumed_from)
+            else:
+                state, position = self.initial_state(), 0
+            step = int(jax.device_get(state["step"]))
+            iterator = self.data_iterator(config.data.pairs, seed=config.seed, num_epochs=None,
+                                          augment=config.data.augment, start=position)
+            if jax.process_index() == 0:
+                trim_metrics(self.workdir, step)
+            writer = MetricWriter(self.workdir, enabled=jax.process_index() == 0)
+            last_metrics, last_eval, sums, window_start, window_steps = {}, {}, {}, time.time(), 0
+            bar = progress(self.total_steps, step, enabled=jax.process_index() == 0)
+
+            def stream() -> dict:
+                return {"next_batch": position, "global_batch_size": int(config.data.batch_size),
+                        "worker_count": int(config.data.worker_count), "process_count": jax.process_count(),
+                        **fingerprints}
+
+            def record(step: int, metrics: dict) -> None:
+                """Reads back one step's metrics: the non-finite check, the running sums, the log line."""
+                nonlocal last_metrics, sums, window_start, window_steps
+                metrics = jax.device_get(metrics)
+                if not math.isfinite(float(metrics["loss"])):
+                    self.checkpointer.wait()
+                    raise NonFiniteLossError(
+                        f"loss is {float(metrics['loss'])} at step {step}; stopped without saving. The last good "
+                        f"checkpoint is step {self.checkpointer.latest_step()} in {self.checkpointer.directory}")
+                for k, v in metrics.items():
+                    if "/" in k:
+                        sums[k] = sums.get(k, 0) + float(v)
+                if step % config.train.log_every == 0 or step == self.total_steps:
+                    elapsed = time.time() - window_start
+                    last_metrics = {k: float(v) for k, v in metrics.items() if "/" not in k}
+                    last_metrics.update({f"train/{k}": v for k, v in objective_lib.summarize_metrics(sums).items()})
+                    last_metrics.update(step_seconds=elapsed / window_steps,
+                                        pairs_per_second=window_steps * config.data.batch_size / elapsed)
+                    writer.write(step, last_metrics)
+                    bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", step_s=f"{last_metrics['step_seconds']:.2f}",
+                                    pairs_s=f"{last_metrics['pairs_per_second']:.1f}", refresh=False)
+                    sums, window_start, window_steps = {}, time.time(), 0
+                bar.update(1)
+
+            # A step's metrics are read back while the next step runs, so the host prepares
+            # batch n+1 as the device computes step n; before anything is evaluated, saved or
+            # logged, the step's own metrics are read (a non-finite loss is never saved).
+            pending = None
+            while step < self.total_steps and not (stop.received and not stop.sync):
                 batch = self.to_device(next(iterator))
+                position += 1
                 state, metrics = train_step(state, batch)
                 step += 1
                 window_steps += 1
                 if pending is not None:
                     record(*pending)
                 pending = (step, metrics)
+                # Every step asks: a multi-process run's sync point needs each step's call.
+                if stop.reached(step) and step < self.total_steps:
+                    stopped = stop.name
+                elif until is not None and step == until and step < self.total_steps:
+                    stopped = "until"
                 due = [e for e in self.evals if e.every and (step % e.every == 0 or step == self.total_steps)]
                 evaluate_now = bool(due)
                 save_now = (step % config.train.checkpoint_every == 0 or step == self.total_steps
-                            or self._stop_requested)
+                            or stopped is not None)
                 halt_now = config.train.halt_after_step and step == config.train.halt_after_step
                 if evaluate_now or save_now or halt_now or step % config.train.log_every == 0:
                     record(*pending)
@@ -301,24 +496,30 @@ class Trainer:
                     writer.write(step, evaluated)
                     last_eval.update(evaluated)
                 if save_now:
-                    self.checkpointer.save(step, state, iterator, config_json, evaluated or None)
+                    self.checkpointer.save(step, state, stream(), config_json, evaluated or None)
                 if halt_now:
                     # A preemption drill: die as a killed process would, after the checkpoint is on disk.
                     self.checkpointer.wait()
                     os._exit(17)
+                if stopped is not None:
+                    break
             if pending is not None:
                 record(*pending)
-            if self._stop_requested and self.checkpointer.latest_step() != step:
-                self.checkpointer.save(step, state, iterator, config_json)
         finally:
-            signal.signal(signal.SIGTERM, previous)
-            bar.close()
+            stop.restore()
+            if bar is not None:
+                bar.close()
             self.checkpointer.close()
-            writer.close()
+            if writer is not None:
+                writer.close()
+            if iterator is not None and hasattr(iterator, "close"):
+                iterator.close()  # worker processes, if any
         self.final_state = state
+        if stopped is None and step < self.total_steps:  # a signal before the first step: nothing new to save
+            stopped = stop.name
         return RunInfo(workdir=self.workdir, checkpoint_dir=self.checkpointer.directory, steps=step,
                        resumed_from=resumed_from, wall_seconds=time.time() - t0, last_metrics=last_metrics,
-                       last_eval=last_eval)
+                       last_eval=last_eval, stopped=stopped, saved_step=self.checkpointer.latest_step())
 
     def student(self, state=None) -> student_lib.Student:
         """The student with a state's parameters (default: the last run's)."""
