@@ -5,7 +5,8 @@ against the table of what each part may import.
     pipeline, convert, datasets  ->  video, prompt, config, sharding, runtime, progress, tables
 
 Inside a layer only the edges listed here: convert reads models' configs, the
-pipeline joins pair tables (labels) with the store, and so on. Imports inside
+pipeline joins pair tables (labels) with the store, prepare (store) runs SlowFast
+(models), and so on. Imports inside
 functions count like any other.
 """
 
@@ -29,7 +30,7 @@ ALLOWED = {
     "config": {"sharding"},
     "video": set(),
     "models": BASE,  # never train/ or convert/
-    "store": BASE,
+    "store": BASE | {"models"},  # prepare runs the frozen SlowFast motion network (models.slowfast)
     "labels": BASE,
     "pipeline": BASE | {"labels", "store"},
     "convert": BASE | {"models"},
