@@ -144,3 +144,20 @@ def test_launch_scripts_dry_run(script, args, expected):
     assert expected in out
     usage = subprocess.run(["bash", repo(script)], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_a_config_file_with_an_unknown_or_wrong_typed_key_is_refused_by_name(tmp_path):
+    from w2s_vqa.config import ConfigError, load_config
+
+    typo = tmp_path / "typo.py"
+    typo.write_text("from w2s_vqa.config import defaults\n\ndef get_config():\n"
+                    "    c = defaults()\n    c.train.num_stepz = 10\n    return c\n")
+    with pytest.raises(ConfigError, match=r"typo.py: unknown config key.*'train.num_stepz' \(did you mean train.num_steps"):
+        load_config(str(typo))
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text("from w2s_vqa.config import defaults\n\ndef get_config():\n"
+                     "    c = defaults()\n    c.train.num_steps = 'ten'\n    return c\n")
+    with pytest.raises(ConfigError, match=r"wrong.py: get_config\(\) failed: TypeError"):
+        load_config(str(wrong))
+    with pytest.raises(ConfigError, match=r"w2s_llava_ov_7b.py: get_config\('cpu'\) failed: KeyError"):
+        load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "w2s_llava_ov_7b.py") + ":cpu")

@@ -235,9 +235,34 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: defines no get_config()")
-    config = module.get_config(arg) if arg else module.get_config()
+    try:
+        config = module.get_config(arg) if arg else module.get_config()
+    except (KeyError, TypeError, ValueError) as e:
+        # A wrong-typed value (ConfigDict refuses it) or an argument the file does not know.
+        what = f"get_config({arg!r})" if arg else "get_config()"
+        raise ConfigError(f"{path}: {what} failed: {type(e).__name__}: {e}") from e
+    check_known_keys(config, source=path)
     apply_overrides(config, overrides)
     return config
+
+
+# Sections whose keys a config file names itself (one entry per evaluation).
+_OPEN_SECTIONS = ("evals.",)
+
+
+def check_known_keys(config: ml_collections.ConfigDict, *, source: str) -> None:
+    """Refuse keys that defaults() does not have (a typo in a config file would otherwise be
+    ignored silently); raises ConfigError naming `source`, every unknown key and the closest
+    known ones."""
+    known = flatten(defaults())
+    problems = []
+    for key in flatten(config):
+        if key in known or key.startswith(_OPEN_SECTIONS):
+            continue
+        close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.8)
+        problems.append(f"'{key}'" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    if problems:
+        raise ConfigError(f"{source}: unknown config key(s): {'; '.join(problems)}")
 
 
 def parse_value(text: str):
