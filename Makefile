@@ -1,5 +1,6 @@
 # `make demo`: the main job on the tiny default, end to end (no PyTorch needed).
-# `make test`: the test suite (installs torch==2.13.0, the CPU build, first).
+# `make test`: the test suite (installs torch==2.13.0, the CPU build, first; libtpu for
+# the planner's TPU compiles).
 # Each creates .venv when missing and installs what it needs.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,7 +21,7 @@ $(VENV)/.installed: setup.py | $(PY)
 # would pull a multi-GB CUDA build.
 $(VENV)/.test-installed: setup.py | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,tpu]'
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed

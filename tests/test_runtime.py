@@ -95,3 +95,16 @@ def test_the_host_is_known_before_any_backend_starts(tmp_path, monkeypatch):
     path = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
     assert not computes_on_cpu({**env, "PYTHONPATH": path})
     computes_on_cpu(env, start_backend=True)  # and this machine's answer is the backend JAX starts
+
+
+def test_verbs_print_no_libtpu_start_up_errors_on_a_host_without_tpu_chips(tmp_path):
+    """libtpu (the [tpu] extra, for `plan`) on a host without TPU chips: a verb runs on the
+    CPU without the plugin's errors about accelerator type and worker hostnames."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
+    done = subprocess.run([sys.executable, "-m", "w2s_vqa.cli", "export", "--preset", "tiny", "--out",
+                           str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "TPU_WORKER_HOSTNAMES" not in done.stderr and "TPU accelerator type" not in done.stderr

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             modules[verb] = importlib.import_module(f"w2s_vqa.main.{module_name}")
             modules[verb].add_arguments(verb_parser)
     args = parser.parse_args(argv)
+    from w2s_vqa import runtime
+
+    runtime.skip_tpu_plugin_without_chips()  # before any verb starts a JAX backend
     try:
         return int(modules[args.verb].run(args) or 0)
     except (OSError, ValueError, KeyError) as e:

@@ -11,8 +11,10 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
-# Distributions that give JAX an accelerator backend, which it then prefers to the CPU.
-_ACCELERATOR_DISTRIBUTIONS = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "libtpu")
+# Distributions that give JAX an accelerator backend, which it then prefers to the CPU
+# (libtpu only where TPU chips are attached: `jax_computes_on_cpu`).
+_ACCELERATOR_DISTRIBUTIONS = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm")
+_TPU_DISTRIBUTION = "libtpu"
 
 
 def reuse_freed_memory() -> bool:
@@ -53,14 +55,49 @@ def jax_computes_on_cpu() -> bool:
     (which reads `tune_cpu_host`'s dispatch setting when it starts, and which
     `jax.distributed.initialize` must precede): JAX_PLATFORMS (jax.config's
     jax_platforms) when set, else whether an accelerator plugin (jax-cuda*,
-    jax-rocm*) or libtpu is installed."""
+    jax-rocm*) is installed, or libtpu on a host with TPU chips (libtpu alone, as the
+    `[tpu]` extra installs it for `w2s-vqa plan`'s compile-only devices, leaves JAX on
+    the CPU)."""
     import jax
 
     platforms = jax.config.jax_platforms
     if platforms:
         return platforms.split(",")[0].strip() == "cpu"
-    installed = (dist.metadata["Name"] or "" for dist in importlib.metadata.distributions())
-    return not any(name.lower().startswith(_ACCELERATOR_DISTRIBUTIONS) for name in installed)
+    installed = [(dist.metadata["Name"] or "").lower() for dist in importlib.metadata.distributions()]
+    if any(name.startswith(_ACCELERATOR_DISTRIBUTIONS) for name in installed):
+        return False
+    return not (any(name.startswith(_TPU_DISTRIBUTION) for name in installed) and _tpu_chips_attached())
+
+
+def _tpu_chips_attached() -> bool:
+    """Whether TPU chips sit on this host's PCI bus, by JAX's own test (the one its Cloud
+    TPU start-up makes before loading libtpu); True where that test is unavailable."""
+    try:
+        from jax._src import hardware_utils
+
+        return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+    except (ImportError, AttributeError, OSError):
+        return True
+
+
+def skip_tpu_plugin_without_chips() -> bool:
+    """Keep JAX off libtpu's plugin on a host without TPU chips (libtpu installed by the
+    `[tpu]` extra for `w2s-vqa plan`'s compile-only devices): there the plugin's start-up
+    only prints errors about TPU_ACCELERATOR_TYPE and worker hostnames before JAX falls
+    back to the CPU. Sets jax_platforms to "cpu" when JAX_PLATFORMS is unset, libtpu is
+    installed, no GPU plugin is, and no TPU chip is attached; returns whether it did.
+    Must run before anything starts a JAX backend (compile-only TPU devices still work)."""
+    import jax
+
+    if jax.config.jax_platforms:
+        return False
+    installed = [(dist.metadata["Name"] or "").lower() for dist in importlib.metadata.distributions()]
+    if any(name.startswith(_ACCELERATOR_DISTRIBUTIONS) for name in installed):
+        return False
+    if not any(name.startswith(_TPU_DISTRIBUTION) for name in installed) or _tpu_chips_attached():
+        return False
+    jax.config.update("jax_platforms", "cpu")
+    return True
 
 
 def tune_cpu_host() -> bool:
