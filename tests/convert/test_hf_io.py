@@ -198,3 +198,22 @@ def test_a_failed_export_leaves_the_old_directory_intact(tmp_path, monkeypatch):
         hf.save_student(ours, tmp_path / "out", tokenizer_dir=ref.TINY_TOKENIZER, overwrite=True)
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_truncated_weight_file_is_one_checkpoint_error_for_every_verb(tmp_path, capsys):
+    from w2s_vqa import cli
+
+    ours = student.create(config_lib.preset("tiny"))
+    hf.save_student(ours, tmp_path / "ok", tokenizer_dir=ref.TINY_TOKENIZER)
+    shutil.copytree(tmp_path / "ok", tmp_path / "broken")
+    data = (tmp_path / "ok" / hf.WEIGHTS_FILE).read_bytes()
+    (tmp_path / "broken" / hf.WEIGHTS_FILE).write_bytes(data[:1000])
+    with pytest.raises(hf.CheckpointError, match="model.safetensors: not a readable safetensors file"):
+        hf.load_student(tmp_path / "broken")
+    capsys.readouterr()
+    for verb in (["export", "--hf", str(tmp_path / "broken"), "--out", str(tmp_path / "x")],
+                 ["check-parity", "--hf", str(tmp_path / "broken")],
+                 ["export", "--hf", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]):
+        assert cli.main(verb) == 2
+    err = capsys.readouterr().err
+    assert err.count("not a readable safetensors file") == 2 and "no such directory" in err

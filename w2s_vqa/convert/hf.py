@@ -200,7 +200,8 @@ def _flat_params(module: nnx.Module) -> dict[str, nnx.Variable]:
 
 # ----------------------------------------------------------------------------- import
 def weight_files(hf_dir: str, problems: list[str]) -> dict[str, list[str]]:
-    """safetensors file -> its keys (from the index when sharded); missing files are problems."""
+    """safetensors file -> its keys (from the index when sharded); missing files, and files
+    whose header cannot be read (truncated, not safetensors), are problems."""
     index_path = os.path.join(hf_dir, WEIGHTS_INDEX)
     single = os.path.join(hf_dir, WEIGHTS_FILE)
     from safetensors import safe_open
@@ -211,15 +212,44 @@ def weight_files(hf_dir: str, problems: list[str]) -> dict[str, list[str]]:
         files: dict[str, list[str]] = {}
         for key, name in weight_map.items():
             files.setdefault(name, []).append(key)
+        readable = {}
         for name in sorted(files):
             if not os.path.exists(os.path.join(hf_dir, name)):
                 problems.append(f"missing shard {name} (listed in {WEIGHTS_INDEX} for {len(files[name])} tensors)")
-        return {name: keys for name, keys in files.items() if os.path.exists(os.path.join(hf_dir, name))}
+            elif _safetensors_keys(os.path.join(hf_dir, name), problems) is not None:
+                readable[name] = files[name]
+        return readable
     if os.path.exists(single):
-        with safe_open(single, framework="flax") as f:
-            return {WEIGHTS_FILE: list(f.keys())}
+        keys = _safetensors_keys(single, problems)
+        return {} if keys is None else {WEIGHTS_FILE: keys}
     problems.append(f"no {WEIGHTS_FILE} nor {WEIGHTS_INDEX}")
     return {}
+
+
+def _safetensors_keys(path: str, problems: list[str]) -> list[str] | None:
+    """The tensor names of a safetensors file, or None with a problem noted when its header
+    cannot be read (safetensors raises its own error type, not an OSError)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="flax") as f:
+            return list(f.keys())
+    except Exception as e:  # noqa: BLE001 (SafetensorError derives from Exception only)
+        problems.append(f"{os.path.basename(path)}: not a readable safetensors file ({e})")
+        return None
+
+
+def check_readable(hf_dir: str) -> None:
+    """Raise CheckpointError when `hf_dir`'s config.json or weight files cannot be read, naming
+    every problem; for verbs that hand the directory to transformers first."""
+    problems: list[str] = []
+    if not os.path.isdir(hf_dir):
+        raise CheckpointError(hf_dir, ["no such directory"])
+    if not os.path.exists(os.path.join(hf_dir, CONFIG_FILE)):
+        problems.append(f"no {CONFIG_FILE}")
+    weight_files(hf_dir, problems)
+    if problems:
+        raise CheckpointError(hf_dir, problems)
 
 
 def _sharding_for(variable, mesh, rules):
@@ -246,6 +276,8 @@ def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunk
 
     hf_dir = os.fspath(hf_dir)
     problems: list[str] = []
+    if not os.path.isdir(hf_dir):
+        raise CheckpointError(hf_dir, ["no such directory"])
     config_path = os.path.join(hf_dir, CONFIG_FILE)
     if not os.path.exists(config_path):
         raise CheckpointError(hf_dir, [f"no {CONFIG_FILE}"])

@@ -37,6 +37,7 @@ def check_parity(hf_dir: str, *, pairs: int = 2, seed: int = 0, num_frames: int 
     from w2s_vqa.convert.torch_scorer import TorchScorer
 
     jax.config.update("jax_default_matmul_precision", "highest")
+    hf.check_readable(hf_dir)  # before transformers reads it: one error naming every problem
     scorer = TorchScorer(hf_dir, num_frames=num_frames, num_motion_chunks=num_motion_chunks)
     ours = hf.load_student(hf_dir, num_frames=scorer.num_frames, num_motion_chunks=scorer.num_motion_chunks)
     cfg = ours.cfg

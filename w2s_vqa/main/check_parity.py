@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 
 
+def _positive(text: str) -> int:
+    import argparse
+
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def add_arguments(parser) -> None:
     from w2s_vqa.convert import parity
 
     parser.add_argument("--hf", required=True, help="Hugging Face LLaVA-OneVision directory (ours or transformers')")
-    parser.add_argument("--pairs", type=int, default=2, help="random video pairs to run")
+    parser.add_argument("--pairs", type=_positive, default=2, help="random video pairs to run (at least 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-frames", type=int, default=None,
                         help="frames per video (default: the directory's w2s_vqa.json, else the student's default)")
