@@ -41,7 +41,7 @@ ALLOWED = {
     "demo": BASE | MIDDLE | UPPER,
     "bench": BASE | MIDDLE | UPPER,
     "main": BASE | MIDDLE | UPPER | {"demo", "stages", "bench"},
-    "cli": set(),  # reaches w2s_vqa.main through importlib, by verb name
+    "cli": {"runtime"},  # reaches w2s_vqa.main through importlib, by verb name; keeps JAX off an idle libtpu
 }
 
 
