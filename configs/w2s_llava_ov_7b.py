@@ -25,8 +25,12 @@ from 200k videos, 160k spatial, 40k temporal and 50k compression synthetic pairs
 
 from w2s_vqa.config import defaults
 
+# The batch (16 pairs) is split over data x fsdp, so their product is at most 16; with the
+# decoder frozen, data parallelism plus tensor parallelism over 2 sends the least over ICI
+# (FSDP would gather the frozen float32 decoder every step): `w2s-vqa plan` on a v5p-64
+# (docs/2026-11-plan-paper-configs.md). On a v6e-64 (32 GiB chips): --set "mesh.shape=(-1,1,4)".
 MESHES = {
-    "tpu": (-1, 8, 1),
+    "tpu": (-1, 1, 2),
     "gpu": (1, 8, 1),
 }
 

@@ -41,4 +41,5 @@ def run(args) -> int:
         print(f"{name[len('sweep.'):]:<4} {os.path.abspath(os.path.join(args.out, name))}")
     summary = sweep_lib.summary(records)
     print(json.dumps({**summary, "out": os.path.abspath(args.out)}))
-    return 0
+    # 1 when no point could be planned at all (every row an error), as prepare's empty run.
+    return 1 if summary["errors"] == summary["points"] else 0

@@ -691,8 +691,6 @@ def plan(config, target: Target | str, *, prompt_length: int | None = None, comp
         here = _cpu_devices_here()
         if here != target.num_devices:
             return plan_in_subprocess(config, target, prompt_length=prompt_length, compile=compile)
-    import jax
-
     from w2s_vqa import sharding as sharding_lib
     from w2s_vqa.models import config as model_config_lib
     from w2s_vqa.train import step as step_lib
