@@ -37,8 +37,9 @@ EVAL_KINDS = ("pairs",)  # "pairs": direction and five-way accuracy over a pair 
 RESUME_SAFE_KEYS = (
     "train.num_steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.checkpoint_every",
     "train.keep_last", "train.keep_best", "train.async_checkpoint", "train.halt_after_step",
+    "train.init_from", "train.init_step", "train.init_optimizer",  # read at step 0 only
     "evals.*", "data.worker_count", "data.read_threads", "mesh.*", "distributed.*",
-    "model.attention", "model.remat",
+    "model.attention", "model.remat", "stages.*", "finetune.*",
 )
 
 
@@ -163,6 +164,15 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.best_metric = "val/all/direction_accuracy"
     c.train.async_checkpoint = True
     c.train.halt_after_step = 0  # preemption drill: exit abruptly after saving this step (0 = off)
+    # Start from another run's parameters instead of model.hf_dir or a fresh student (a
+    # later stage from the stage before, MOS fine-tuning from a weak-to-strong run): that
+    # run's workdir or checkpoints/ folder, and its step ("latest", "best" or a number). Read
+    # at step 0 only; a resumed run continues from its own checkpoint.
+    c.train.init_from = ""
+    c.train.init_step = "latest"
+    # With init_from: also take its optimizer state (Adam's moments; the step counts that time
+    # the schedules start again from 0). False starts a fresh optimizer.
+    c.train.init_optimizer = False
 
     # Evaluations during training, as big_vision's config.evals: name -> eval_entry(...).
     # Each logs "<name>/<metric>" (e.g. "val/all/direction_accuracy", which
@@ -170,6 +180,40 @@ def defaults() -> ml_collections.ConfigDict:
     # "val" waits for `--set evals.val.pairs=TABLE` (or its shorthand data.val_pairs).
     c.evals = ml_collections.ConfigDict()
     c.evals[SHORTHAND_EVAL] = eval_entry()
+
+    # Weak-to-strong stages (`w2s-vqa stages`, w2s_vqa.stages; METHOD.md "Iterative
+    # weak-to-strong stages"): stage 1 trains on data.pairs; the stage-k student then scores
+    # the pool (data.store) against stages.anchors and labels the hard cases that become
+    # stage k+1's new pairs, added to the earlier tables.
+    c.stages = ml_collections.ConfigDict()
+    c.stages.num_stages = 3  # the paper's; `w2s-vqa stages --stages N` overrides
+    c.stages.anchors = ""  # anchor directory (`w2s-vqa anchors`) the pool is scored against
+    c.stages.teachers = ""  # the pool's weak-teacher score table (as `w2s-vqa pairs` reads it)
+    c.stages.lower_is_better = ""  # teachers (comma-separated) whose scores fall as quality rises
+    c.stages.new_pairs = 100_000  # new pairs per stage after the first (the paper's)
+    c.stages.synthetic_per_kind = 5_000  # of them, misranked synthetic pairs per family (the paper's)
+    # the rest (85k in the paper) are real pairs mined by gMAD, split evenly over teachers and
+    # over the two directions (student attacks / teacher attacks)
+    c.stages.gmad_levels = 10  # xi: bins of the defender's score (equal-count quantile bins)
+    # "direction": a synthetic pair is hard when the student orders it the wrong way round
+    # (ties included); "level": when the student's five-way label differs from the level-gap label
+    c.stages.misranked = "direction"
+    c.stages.num_steps = 0  # training steps of each stage after the first; 0 = train.num_steps
+    c.stages.fresh_optimizer = True  # stage k+1 starts from stage k's parameters with a new optimizer state
+    c.stages.val_fraction = 0.2  # new pairs of sources split off for validation (pairs.validation_sources)
+    c.stages.eval_sets = []  # [name, folder, file,mos table] triples evaluated after each stage
+
+    # MOS fine-tuning (`w2s-vqa finetune`, w2s_vqa.stages.finetune): pairs within a MOS-labeled
+    # set, random splits by video, each trained from a weak-to-strong checkpoint.
+    c.finetune = ml_collections.ConfigDict()
+    c.finetune.splits = 10  # the field's convention; the median over splits is reported
+    c.finetune.train_fraction = 0.8
+    c.finetune.pairs_per_video = 4.0  # training pairs drawn per training video
+    # Spread of a video's MOS where the set gives no per-video standard deviation, as a
+    # fraction of the set's MOS range (max - min): s_d = sqrt(s_A^2 + s_B^2) in the five-way rule.
+    c.finetune.mos_std_fraction = 0.05
+    c.finetune.num_steps = 0  # steps per split; 0 = train.num_steps
+    c.finetune.fresh_optimizer = True
     return c
 
 

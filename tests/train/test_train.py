@@ -82,3 +82,28 @@ def test_a_diverging_run_stops_with_its_last_good_checkpoint(pool, tmp_path):
     model, _, step = load_checkpoint_student(str(tmp_path / "nan"))
     assert step == bad_step - 1
     assert all(np.all(np.isfinite(np.asarray(v[...]))) for v in jax.tree.leaves(model))
+
+
+def test_a_run_starts_from_another_runs_parameters(pool, tmp_path):
+    """train.init_from: step 0 holds the named run's parameters (read on another mesh), with a
+    fresh optimizer or, with train.init_optimizer, the saved moments and zeroed counters."""
+    first = loop.Trainer(train_config(pool, "train.num_steps=2", "mesh.shape=(1,1,1)", "mesh.num_devices=1"),
+                         tmp_path / "first")
+    first.run()
+    saved = {k: np.asarray(v) for k, v in {**first.final_state["frozen"], **first.final_state["trainable"]}.items()}
+    second = loop.Trainer(train_config(pool, "train.num_steps=1", "mesh.shape=(2,2,2)",
+                                       f"train.init_from='{tmp_path / 'first'}'"), tmp_path / "second")
+    state = second.initial_state()
+    assert int(state["step"]) == 0
+    for key, value in {**state["frozen"], **state["trainable"]}.items():
+        np.testing.assert_array_equal(np.asarray(value), saved[key], err_msg=key)
+    assert all(not np.any(np.asarray(leaf)) for leaf in jax.tree.leaves(state["opt_state"])
+               if np.asarray(leaf).dtype.kind == "f")  # a fresh Adam: zero moments
+    kept = loop.Trainer(train_config(pool, "train.num_steps=1", f"train.init_from='{tmp_path / 'first'}'",
+                                     "train.init_optimizer=True"), tmp_path / "kept").initial_state()
+    leaves = jax.tree.leaves(kept["opt_state"])
+    assert any(np.any(np.asarray(leaf)) for leaf in leaves if np.asarray(leaf).dtype.kind == "f")
+    assert all(not np.any(np.asarray(leaf)) for leaf in leaves if np.asarray(leaf).dtype.kind in "iu")
+    with pytest.raises(ValueError, match="does not fit this run's model"):
+        loop.Trainer(train_config(pool, "train.num_steps=1", "model.preset='tiny'", "data.motion_dim=128",
+                                  f"train.init_from='{tmp_path / 'first'}'"), tmp_path / "other").initial_state()

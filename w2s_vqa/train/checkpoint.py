@@ -228,3 +228,54 @@ def load_checkpoint_student(path: str, step: int | str | None = None, *, mesh=No
     finally:
         checkpointer.close()
     return layout.codec.merge(layout.params(state)), config, step
+
+
+def init_state_from(path: str, step: int | str | None, layout, mesh, *, keep_optimizer: bool = False) -> dict:
+    """Step 0 of a run that starts from another run's checkpoint (train.init_from): a state
+    laid out as `layout` (train.step.StateLayout) on `mesh`.
+
+    The parameters of `path`'s `step` (a number, "latest" or "best", read as
+    `load_checkpoint_student` reads them, whatever mesh wrote them) with a fresh optimizer
+    state; with `keep_optimizer`, the saved optimizer state too, its integer counters (the
+    schedules' and Adam's bias correction's) set to 0 so that the new run's schedules start
+    from their beginning. Raises FileNotFoundError as `load_checkpoint_student`, and
+    ConfigError when the saved student's parameters differ in names or shapes from this
+    run's model, or (keep_optimizer) when the saved run trains other parameters.
+    """
+    import jax.numpy as jnp
+
+    from w2s_vqa import config as config_lib
+    from w2s_vqa.train import step as step_lib
+
+    student, saved_config, saved_step = load_checkpoint_student(path, step, mesh=mesh)
+    saved_layout = step_lib.state_layout(saved_config, mesh)
+    saved = saved_layout.codec.to_dict(student)
+    theirs = {k: tuple(v.shape) for k, v in saved.items()}
+    ours = dict(layout.codec.shapes)
+    if theirs != ours:
+        differ = sorted(set(theirs) ^ set(ours)) or sorted(k for k in ours if theirs[k] != ours[k])
+        raise config_lib.ConfigError(
+            f"train.init_from={path} (step {saved_step}): its student does not fit this run's model "
+            f"({len(differ)} parameter(s) differ in name or shape, e.g. {', '.join(differ[:3])})")
+    params = {k: jax.device_put(v.astype(layout.codec.dtypes[k]), layout.param_shardings[k]) for k, v in saved.items()}
+    if not keep_optimizer:
+        return layout.init_state(params)
+    if tuple(saved_layout.trainable_keys) != tuple(layout.trainable_keys):
+        raise config_lib.ConfigError(
+            f"train.init_from={path}: train.init_optimizer needs the same trainable parameters, but the saved run "
+            f"trains {len(saved_layout.trainable_keys)} and this one {len(layout.trainable_keys)} (optim.groups "
+            "differ); set train.init_optimizer=False for a fresh optimizer")
+    directory = checkpoint_directory(path)
+    checkpointer = Checkpointer(directory, async_save=False, read_only=True)
+    try:
+        opt_state = checkpointer.restore_state(saved_step, {"opt_state": layout.abstract["opt_state"]},
+                                               partial=True)["opt_state"]
+    finally:
+        checkpointer.close()
+    state = layout.init_state(params)
+
+    def restart(leaf):
+        return jax.device_put(jnp.zeros_like(leaf), leaf.sharding) if jnp.issubdtype(leaf.dtype, jnp.integer) else leaf
+
+    state["opt_state"] = jax.tree.map(restart, opt_state)
+    return state

@@ -304,8 +304,15 @@ class Trainer:
         return self.codec.to_dict(student_lib.create(self.model_cfg, self.config.seed, self.param_shardings))
 
     def initial_state(self) -> dict[str, Any]:
-        """Step 0: `initial_params` and a fresh optimizer state, in the step's shardings."""
-        return self.layout.init_state(self.initial_params())
+        """Step 0, in the step's shardings: `initial_params` and a fresh optimizer state, or,
+        with train.init_from, that run's parameters (and with train.init_optimizer its
+        optimizer state, step counts reset to 0)."""
+        if not self.config.train.init_from:
+            return self.layout.init_state(self.initial_params())
+        from w2s_vqa.train import checkpoint as checkpoint_lib
+
+        return checkpoint_lib.init_state_from(self.config.train.init_from, self.config.train.init_step, self.layout,
+                                              self.mesh, keep_optimizer=bool(self.config.train.init_optimizer))
 
     def data_iterator(self, pairs: str, *, seed: int, num_epochs: int | None, augment: bool | str = False,
                       start: int = 0):
