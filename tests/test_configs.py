@@ -56,7 +56,7 @@ def test_a_mistyped_key_gets_the_closest_keys():
     with pytest.raises(ConfigError) as error:
         load_config(None, ["train.num_step=3", "trian.log_every=2", "learning_rate=1e-3", "zzz=1"])
     message = str(error.value)
-    assert "'train.num_step': no such config key (did you mean train.num_steps?)" in message
+    assert "'train.num_step': no such config key (did you mean train.num_steps" in message  # the closest first
     assert "'trian.log_every': no such config key (did you mean train.log_every?)" in message
     assert "'learning_rate': no such config key (did you mean optim.learning_rate?)" in message
     assert message.endswith("'zzz': no such config key")
