@@ -29,6 +29,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "anchors": ("anchors", "pick an anchor set (K videos of known MOS) from a labeled store"),
     "score": ("score", "score videos against an anchor set (Thurstone scores with intervals)"),
     "eval": ("eval", "SRCC/PLCC/KRCC of the student and teachers on labeled sets: tables, JSON, plots"),
+    "stages": ("stages", "weak-to-strong stages: train, relabel the pool (hard cases, gMAD), train again; resumable"),
+    "finetune": ("finetune", "fine-tune a student on a MOS-labeled set over random splits by video: median SRCC/PLCC"),
 }
 
 

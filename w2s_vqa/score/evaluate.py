@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,11 +51,17 @@ class EvalError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class EvalSet:
     """A labeled set: `name` (one of metrics.SET_GROUPS' names to count in the paper's
-    overall, e.g. konvid_1k), `folder` of videos, `table` (file,mos CSV)."""
+    overall, e.g. konvid_1k), `folder` of videos, `table` (file,mos CSV).
+
+    `source`, when given, holds the set's labels and videos instead of `table` and the
+    folder: an object with `mos_table()` (columns file, mos, row, path), and, to be
+    scored, the video store's reading API (w2s_vqa.datasets.TfdsVideoSource: a built TFDS
+    evaluation set), whose records the student scores as they are (`tfds_eval_sets`)."""
 
     name: str
     folder: str
     table: str
+    source: Any = None
 
 
 def read_eval_set(eval_set: EvalSet, *, check_files: bool = True) -> pd.DataFrame:
@@ -66,8 +72,10 @@ def read_eval_set(eval_set: EvalSet, *, check_files: bool = True) -> pd.DataFram
     every file named twice (score.anchors.read_mos_table), and, with `check_files`, one
     EvalError naming the files the folder lacks (the first MAX_NAMED, with their rows,
     and the count): scoring a set with holes would report figures on another subset
-    than the table's.
+    than the table's. A set with a `source` gives its own table, checked when it was built.
     """
+    if eval_set.source is not None:
+        return eval_set.source.mos_table()
     if not os.path.isfile(eval_set.table):
         raise EvalError(f"{eval_set.table}: no such MOS table (set {eval_set.name})")
     table = read_mos_table(eval_set.table).rename(columns={"id": "file"})
@@ -192,7 +200,55 @@ def markdown(results: Mapping) -> str:
                 sets = ", ".join(o["sets"]) + (f" (missing: {', '.join(o['missing'])})" if o["missing"] else "")
                 lines.append(f"| {model} | {group.replace('_', '-')} | {sets} | {o['videos']} | "
                              + " | ".join(_figure(o[n]) for n in ("srcc", "krcc", "plcc", "plcc_fitted")) + " |")
+    lines += paper_table(results)
     return "\n".join(lines) + "\n"
+
+
+# The paper's overall SRCC / PLCC (means over its sets weighted by video count: in-domain over
+# LSVQ-test, LSVQ-1080p, KoNViD-1k, LIVE-VQC, YouTube-UGC; out-of-distribution over LIVE-YT-Gaming,
+# CGVDS, LIVE-YT-HFR, Waterloo-IVC-4K, KVQ). Source: ../shared/METHOD.md, "Evaluation sets and
+# headline numbers", from the paper (arXiv 2505.03631). METHOD.md gives no per-set rows, so the
+# table shows none for these models.
+PAPER_OVERALL: dict[str, dict[str, tuple[float, float]]] = {
+    "paper's final student (stage 3)": {"in_domain": (0.865, 0.872), "out_of_distribution": (0.745, 0.789)},
+    "DOVER": {"in_domain": (0.842, 0.845), "out_of_distribution": (0.519, 0.569)},
+    "Q-Align": {"in_domain": (0.844, 0.861), "out_of_distribution": (0.555, 0.606)},
+    "FAST-VQA": {"in_domain": (0.838, 0.849), "out_of_distribution": (0.486, 0.512)},
+    "MinimalisticVQA(IX)": {"in_domain": (0.849, 0.859), "out_of_distribution": (0.574, 0.622)},
+}
+PAPER_SOURCE = "METHOD.md 'Evaluation sets and headline numbers' (arXiv 2505.03631); overall rows only"
+
+
+def paper_table(results: Mapping) -> list[str]:
+    """The paper-style table as markdown lines: per model evaluated, SRCC / PLCC on each of the
+    paper's sets present (metrics.SET_GROUPS order) and the in-domain and out-of-distribution
+    overall (weighted by videos evaluated), then PAPER_OVERALL's rows beside them. No lines
+    when no set is named as one of the paper's."""
+    order = [name for names in metrics.SET_GROUPS.values() for name in names if name in results["sets"]]
+    if not order:
+        return []
+
+    def pair(figures) -> str:
+        if not figures or "srcc" not in figures:
+            return "-"
+        return f"{_figure(figures['srcc'])} / {_figure(figures['plcc'])}"
+
+    groups = list(metrics.SET_GROUPS)
+    lines = ["", "## Paper-style table (SRCC / PLCC; overall = mean weighted by videos)", "",
+             "| model | " + " | ".join(order) + " | " + " | ".join(f"{g.replace('_', '-')} overall" for g in groups)
+             + " |", "|---|" + "---|" * (len(order) + len(groups))]
+    models = list(dict.fromkeys(m for entry in results["sets"].values() for m in entry["models"]))
+    for model in models:
+        cells = [pair(results["sets"][name]["models"].get(model)) for name in order]
+        overall = results["overall"].get(model, {})
+        cells += [pair(overall.get(group)) for group in groups]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    for model, figures in PAPER_OVERALL.items():
+        cells = ["-"] * len(order) + [" / ".join(f"{v:.3f}" for v in figures[g]) for g in groups]
+        lines.append(f"| {model} (paper) | " + " | ".join(cells) + " |")
+    counts = ", ".join(f"{n} {c}" for names in metrics.SET_GROUPS.values() for n, c in names.items())
+    lines += ["", f"Paper rows: {PAPER_SOURCE}; on the paper's lists ({counts} videos)."]
+    return lines
 
 
 def plot_set(set_name: str, table: pd.DataFrame, predictions: Mapping[str, pd.DataFrame], results: Mapping,
@@ -290,3 +346,87 @@ def run_eval(sets: Sequence[EvalSet], out_dir: str, *, score_set: ScoreSet | Non
     results["skipped"] = {s.name: sum(1 for e in skipped if e["set"] == s.name) for s in sets}
     paths = write_report(results, predictions, tables, out_dir, skipped) if write else {}
     return {"results": results, "paths": paths, "skipped": skipped}
+
+
+def student_score_set(scorer, work_root: str, config=None, *, mode: str = "map", student_key: str = "",
+                      workers: int = 0, progress: bool = True) -> ScoreSet:
+    """The ScoreSet of a student (`run_eval`'s score_set): each set's videos decoded into
+    work_root/<set>/store as the scorer's anchors were (scorer.prepare_inputs), scored
+    against them (scorer.score_store, shard by shard into work_root/<set>/parts, so a rerun
+    resumes), `mode` "map" or "paper". `config` gives the rest of data.* (a run config;
+    default config.defaults()). `eval` and `stages` evaluate through it."""
+    from w2s_vqa.score import scorer as scorer_lib
+
+    def score_set(eval_set: EvalSet, table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+        work = os.path.join(work_root, eval_set.name)
+        if eval_set.source is not None:  # a built TFDS set: its records are scored as they are, no decoding
+            scores = scorer_lib.score_store(scorer, eval_set.source, mode=mode, parts_dir=os.path.join(work, "parts"),
+                                            student_key=student_key, progress=progress)
+            skipped = [{"file": e.get("id", ""), "path": e.get("path", ""), "reason": e.get("reason", "")}
+                       for e in list(getattr(eval_set.source, "skipped", [])) + list(scores.attrs["skipped"])]
+            return pd.DataFrame({"file": scores["id"].astype(str), "prediction": scores["score"]}), skipped
+        manifest = write_manifest(table, os.path.join(work, "manifest.csv"))
+        store, lost = scorer_lib.prepare_inputs(manifest, work, scorer.anchors, config, workers=workers,
+                                                progress=progress)
+        scores = scorer_lib.score_store(scorer, store, mode=mode, parts_dir=os.path.join(work, "parts"),
+                                        student_key=student_key, progress=progress)
+        store.close()
+        skipped = [{"file": e.get("id", ""), "path": e.get("path", ""), "reason": e.get("reason", "")}
+                   for e in list(lost) + list(scores.attrs["skipped"])]
+        return pd.DataFrame({"file": scores["id"].astype(str), "prediction": scores["score"]}), skipped
+
+    return score_set
+
+
+# ----------------------------------------------------------------------------- the TFDS evaluation sets
+@dataclasses.dataclass(frozen=True)
+class _Labels:
+    """A set's labels without its videos (teacher tables need no frames)."""
+
+    table: pd.DataFrame
+
+    def mos_table(self) -> pd.DataFrame:
+        return self.table
+
+
+def tfds_eval_sets(names: Sequence[str], manual_dir: str, *, data_dir: str | None = None, subset: str = "paper",
+                   settings: Mapping | None = None, build: bool = True, slowfast_weights: str = "",
+                   workers: int = 0) -> list[EvalSet]:
+    """The EvalSets of TFDS evaluation sets `names` (w2s_vqa.datasets: lsvq_test, ..., kvq)
+    whose releases lie in `manual_dir` (one folder per set named as the set, or one set's).
+
+    Every set's metadata and videos are checked first (datasets.select: one error naming
+    the set, file, rows or missing videos), before anything is built. With `build`, each
+    set is built unless it is already, in `data_dir` (TFDS's; default
+    ~/tensorflow_datasets), with the builder config of store `settings` (an anchor set's,
+    so test videos are made as the anchors were; datasets.config_for), and read through
+    TfdsVideoSource; on several processes, process 0 builds while the others wait. Without
+    `build`, only the labels are read (MOS from the set's own metadata; nothing decoded),
+    enough for teacher tables. subset: "paper" (the paper's lists) or "full".
+    """
+    from w2s_vqa import datasets
+
+    roots = {}
+    for name in names:
+        roots[name] = datasets.metadata.set_root(manual_dir, name)
+        chosen = datasets.select(name, roots[name], subset)
+        if not build:
+            roots[name] = (roots[name], chosen)
+    if not build:
+        return [EvalSet(name, root, "", _Labels(pd.DataFrame({
+            "file": chosen["key"].astype(str), "mos": chosen["mos"].to_numpy(np.float64),
+            "row": np.arange(1, len(chosen) + 1), "path": chosen["path"]})))
+            for name, (root, chosen) in roots.items()]
+    config = datasets.config_for(settings or {}, subset)
+    import jax
+
+    if jax.process_index() == 0:
+        for name in names:
+            datasets.build(name, manual_dir, config, data_dir=data_dir, slowfast_weights=slowfast_weights,
+                           workers=workers)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("w2s_vqa.score.tfds_build")
+    return [EvalSet(name, roots[name], "", datasets.TfdsVideoSource(name, config, data_dir=data_dir))
+            for name in names]

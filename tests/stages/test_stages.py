@@ -1,0 +1,143 @@
+"""`w2s-vqa stages` on a tiny pool: two stages, resumed after kills between and inside
+stages, stage 2 from stage 1's parameters, and relabeling on two processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.train.conftest import pool, train_config  # noqa: F401  (the session's small real store)
+from w2s_vqa import cli
+from w2s_vqa import config as config_lib
+from w2s_vqa.demo.run import standin_mos
+from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import weak_teachers
+from w2s_vqa.score.anchors import AnchorSet
+from w2s_vqa.stages import relabel
+from w2s_vqa.stages import run as stages_lib
+from w2s_vqa.store.format import VideoStore
+from w2s_vqa.train import loop
+from w2s_vqa.train.checkpoint import load_checkpoint_student
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SETTINGS = ("train.num_steps=4", "stages.num_steps=3", "train.checkpoint_every=2", "stages.val_fraction=0.0",
+            "stages.new_pairs=14", "stages.synthetic_per_kind=2", "stages.gmad_levels=2",
+            "mesh.shape=(1,1,1)", "mesh.num_devices=1")
+
+
+@pytest.fixture(scope="module")
+def inputs(pool, tmp_path_factory):  # noqa: F811
+    root = tmp_path_factory.mktemp("stages")
+    with VideoStore(pool / "store") as store:
+        index = store.index
+        weak_teachers.score_store(store).to_csv(root / "teachers.csv", index=False)
+        mos = standin_mos(index)
+        pick = [int(np.argmin(mos)), int(np.argmax(mos))]
+        AnchorSet.from_store(store, index["id"].iloc[pick], mos[pick]).save(str(root / "anchors"))
+    return root
+
+
+def stage_config(pool, inputs, *more):  # noqa: F811
+    return train_config(pool, *SETTINGS, f"stages.anchors='{inputs / 'anchors'}'",
+                        f"stages.teachers='{inputs / 'teachers.csv'}'", *more)
+
+
+def params(run_dir, stage):
+    student, _, step = load_checkpoint_student(stages_lib.stage_dir(run_dir, stage), "latest")
+    from w2s_vqa.train.step import ParamCodec
+
+    return {k: np.asarray(v) for k, v in ParamCodec(student).to_dict(student).items()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(pool, inputs):  # noqa: F811
+    run_dir = inputs / "whole"
+    summary = stages_lib.run_stages(stage_config(pool, inputs), str(run_dir), num_stages=2, progress=False)
+    assert summary["stopped"] is None and [s["steps"] for s in summary["stages"]] == [4, 3]
+    return run_dir, summary
+
+
+def test_two_stages_resume_after_kills_to_the_same_parameters(pool, inputs, uninterrupted):  # noqa: F811
+    whole, summary = uninterrupted
+    # The stage-2 table: stage 1's pairs, then the new ones (gMAD pairs labelled by the stage-1
+    # student, misranked synthetic pairs with their level gap), all marked stage 2.
+    first = pair_tables.read_pairs(pool / "pairs.parquet")
+    second = pair_tables.read_pairs(os.path.join(stages_lib.stage_dir(whole, 2), stages_lib.TRAIN_PAIRS_FILE))
+    new = second.iloc[len(first):]
+    pd.testing.assert_frame_equal(second.iloc[:len(first)][list(first.columns)].reset_index(drop=True), first)
+    assert len(new) == summary["stages"][0]["relabel"]["pairs"] > 0 and (new["stage"] == 2).all()
+    assert set(new["origin"]) <= {"student:1", "spatial"} and "student:1" in set(new["origin"])
+
+    # Killed between the stages (stage 1 done, nothing relabeled), then inside stage 2.
+    resumed = inputs / "resumed"
+    assert stages_lib.run_stages(stage_config(pool, inputs), str(resumed), num_stages=1,
+                                 progress=False)["stopped"] is None
+    stopped = stages_lib.run_stages(stage_config(pool, inputs), str(resumed), num_stages=2, until=(2, 1),
+                                    progress=False)
+    assert stopped["stopped"] == 2 and stopped["stages"][-1]["steps"] == 1
+    finished = stages_lib.run_stages(stage_config(pool, inputs), str(resumed), num_stages=2, progress=False)
+    assert [s["trained_now"] for s in finished["stages"]] == [False, True]
+    for stage in (1, 2):
+        want, got = params(whole, stage), params(resumed, stage)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=f"stage {stage} {key}")
+    table = json.loads((resumed / stages_lib.RESULTS_JSON).read_text())
+    assert [s["stage"] for s in table["stages"]] == [1, 2]
+    assert "| 2 | 3 |" in (resumed / stages_lib.RESULTS_MD).read_text()
+
+
+def test_stage_two_starts_from_stage_ones_parameters(pool, inputs, uninterrupted, tmp_path):  # noqa: F811
+    whole, _ = uninterrupted
+    config = stages_lib.stage_config(stage_config(pool, inputs), str(whole), 2)
+    assert config.train.init_from == stages_lib.stage_dir(whole, 1) and not config.train.init_optimizer
+    state = loop.Trainer(config, tmp_path / "fresh").initial_state()
+    start = {k: np.asarray(v) for k, v in {**state["frozen"], **state["trainable"]}.items()}
+    end_of_stage_1 = params(whole, 1)
+    for key, value in end_of_stage_1.items():
+        np.testing.assert_array_equal(start[key], value, err_msg=key)
+    # ... and it moved from there.
+    end_of_stage_2 = params(whole, 2)
+    assert any(not np.array_equal(end_of_stage_2[k], v) for k, v in end_of_stage_1.items())
+
+
+def test_relabeling_on_two_processes_equals_one(pool, inputs, uninterrupted, tmp_path):  # noqa: F811
+    whole, _ = uninterrupted
+    config = stage_config(pool, inputs)
+    (tmp_path / "config.json").write_text(json.dumps(config_lib.as_json(config)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.stages.relabel_worker", str(whole),
+                               str(tmp_path / "config.json"), str(tmp_path / "out"), str(port), str(rank)],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for rank in range(2)]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    one = pair_tables.read_pairs(os.path.join(stages_lib.stage_dir(whole, 1), stages_lib.RELABEL_DIR,
+                                              relabel.NEW_PAIRS_FILE))
+    two = pair_tables.read_pairs(tmp_path / "out" / relabel.NEW_PAIRS_FILE)
+    # The same pairs and labels; the scores behind them agree to float32 summation order.
+    exact = [c for c in one.columns if c not in ("d", "s_d", "weight")]
+    pd.testing.assert_frame_equal(two[exact], one[exact])
+    pd.testing.assert_frame_equal(two, one, check_exact=False, rtol=1e-4)
+
+
+def test_the_stages_verb_refuses_unusable_settings(pool, inputs, tmp_path, capsys):  # noqa: F811
+    base = ["stages", "--workdir", str(tmp_path / "w"), "--set", f"data.store='{pool / 'store'}'",
+            "--set", f"data.pairs='{pool / 'pairs.parquet'}'"]
+    assert cli.main(base + ["--stages", "2"]) == 2
+    assert "stages.anchors" in capsys.readouterr().err
+    assert cli.main(base + ["--stages", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+    assert cli.main(base + ["--stages", "2", "--set", f"stages.anchors='{inputs / 'anchors'}'",
+                            "--set", "stages.misranked='sideways'"]) == 2
+    assert "stages.misranked" in capsys.readouterr().err
+    with pytest.raises(relabel.RelabelError, match="no such file"):
+        relabel.pool_ids(pd.DataFrame({"id": ["a"], "source_id": ["a"]}), val_fraction=0.0, ids_file=str(tmp_path / "x"))

@@ -1,0 +1,49 @@
+"""`w2s-vqa stages --workdir W [--stages N]`: the weak-to-strong iterations, resumable.
+
+    w2s-vqa stages --config configs/w2s_llava_ov_7b.py:tpu --workdir gs://bucket/w2s \\
+        --set data.store=... --set data.pairs=stage1_train.parquet --set evals.val.pairs=... \\
+        --set stages.anchors=anchors/ --set stages.teachers=teachers.csv --stages 3
+
+Stage 1 trains on data.pairs; the stage-k student scores the pool (data.store) against
+stages.anchors and labels stage k+1's hard cases (misranked synthetic pairs, gMAD pairs
+against each teacher of stages.teachers); stage k+1 trains from stage k. Rerunning the
+same command after a kill continues where it stopped (w2s_vqa.stages.run).
+"""
+
+from __future__ import annotations
+
+import json
+
+from w2s_vqa.main.common import add_config_arguments, load_config
+
+
+def add_arguments(parser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--workdir", required=True, help="W/stage_k per stage, W/results.md at the end; rerun resumes")
+    parser.add_argument("--stages", type=int, default=None, metavar="N",
+                        help="how many stages (default stages.num_stages, the paper's 3)")
+
+
+def run(args) -> int:
+    from w2s_vqa import runtime
+
+    config = load_config(args)
+    runtime.tune_cpu_host()  # first: before anything starts JAX's backend
+    import jax
+
+    from w2s_vqa.stages import run as stages_lib
+    from w2s_vqa.train import loop
+
+    stages_lib.check_config(config, int(config.stages.num_stages if args.stages is None else args.stages))
+    loop.maybe_initialize_distributed(config)
+    summary = stages_lib.run_stages(config, args.workdir, num_stages=args.stages)
+    if jax.process_index() == 0:
+        print(stages_lib.markdown(summary), end="")
+        if summary["stopped"]:
+            print(f"stopped in stage {summary['stopped']}; run the same command again to resume (--workdir "
+                  f"{args.workdir})")
+        print(f"table:   {summary['markdown']}\nresults: {summary['results']}")
+        print(json.dumps({"workdir": summary["workdir"], "stopped": summary["stopped"],
+                          "stages": [{k: s[k] for k in ("stage", "steps", "pairs", "val")} for s in summary["stages"]],
+                          "results": summary["results"]}))
+    return summary["exit_status"]

@@ -1,0 +1,118 @@
+"""Relabeling: the stage-k student scores the pool and labels the hard cases of stage k+1.
+
+    pool (store + teacher table) --score.scorer (anchors, sharded, resumable)--> scores
+        --labels.mining (misranked synthetic pairs, gMAD per teacher)--> new pairs + report
+
+The pool's videos are scored as `w2s-vqa score` scores them (score.scorer.score_store:
+shard by shard into OUT/parts, so a killed run loses at most one shard; every process
+of a multi-host run takes its slice of each batch). Mining is deterministic for the
+seed, so every process computes the same table; process 0 writes it.
+
+Only videos of training-side sources are mined (pairs.validation_sources with
+stages.val_fraction, the split `pairs`/demo-data made): the validation table stays the
+stage-1 one, labeled by teachers and level gaps, not by a student grading itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from w2s_vqa.labels import mining
+from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import teachers as teacher_tables
+
+SCORES_FILE = "scores.csv"
+NEW_PAIRS_FILE = "new_pairs.parquet"
+REPORT_FILE = "report.json"
+PARTS_DIR = "parts"
+
+
+class RelabelError(ValueError):
+    """A relabeling input that cannot be used; the message names the file or key."""
+
+
+def pool_ids(index: pd.DataFrame, *, val_fraction: float, ids_file: str = "") -> np.ndarray:
+    """The ids (str) of the videos to relabel: those `ids_file` lists (one per line, or a
+    CSV with an `id` column; stages.pool_ids), else every video whose source is on the
+    training side of the split. Raises RelabelError for a missing file or ids the store
+    does not hold (named)."""
+    if ids_file:
+        if not os.path.isfile(ids_file):
+            raise RelabelError(f"stages.pool_ids={ids_file}: no such file")
+        with open(ids_file, encoding="utf-8-sig") as f:
+            lines = [line.strip() for line in f if line.strip()]
+        wanted = lines[1:] if lines and lines[0] == "id" else lines
+        wanted = [w.split(",")[0] for w in wanted]
+        unknown = sorted(set(wanted) - set(index["id"].astype(str)))
+        if unknown:
+            raise RelabelError(f"{ids_file}: {len(unknown)} id(s) the store does not hold, e.g. {unknown[:5]}")
+        return index.loc[index["id"].astype(str).isin(set(wanted)), "id"].astype(str).to_numpy()
+    held_out = pair_tables.validation_sources(index["source_id"].astype(str), val_fraction=val_fraction)
+    return index.loc[~held_out, "id"].astype(str).to_numpy()
+
+
+def read_teachers(path: str, lower_is_better: str = "") -> pd.DataFrame:
+    """The pool's teacher table (long: video_id, teacher, score), oriented higher = better;
+    an empty table for `path` "" (no gMAD pairs then)."""
+    if not path:
+        return pd.DataFrame({"video_id": pd.Series([], dtype=str), "teacher": pd.Series([], dtype=str),
+                             "score": pd.Series([], dtype=np.float64)})
+    if not os.path.isfile(path):
+        raise RelabelError(f"stages.teachers={path}: no such teacher table")
+    table = teacher_tables.read_teacher_table(path)
+    lower = [t.strip() for t in lower_is_better.split(",") if t.strip()]
+    unknown = sorted(set(lower) - set(table["teacher"]))
+    if unknown:
+        raise RelabelError(f"stages.lower_is_better names {unknown}, which {path} does not hold")
+    return teacher_tables.orient(table, lower)
+
+
+def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_dir: str, student_key: str,
+            progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """The new pairs of stage `stage` (= k + 1), labeled by the stage-k student `scorer` holds.
+
+    scorer: score.scorer.Scorer of the stage-k student and stages.anchors; store: the
+    pool (VideoStore); config: the run config (stages.* says how many pairs of each
+    kind, data.store which pool, stages.teachers its teacher table); previous: the
+    earlier stages' training pairs (no new pair repeats one of them unless the report
+    says so). Writes OUT/scores.csv, OUT/new_pairs.parquet and OUT/report.json (process
+    0) and returns (new pairs, report). Raises RelabelError for a missing teacher table.
+    """
+    import jax
+
+    from w2s_vqa.score import scorer as scorer_lib
+
+    s = config.stages
+    index = store.index
+    ids = pool_ids(index, val_fraction=float(s.val_fraction), ids_file=str(s.pool_ids))
+    if not len(ids):
+        raise RelabelError(f"{store.path}: no video of a training-side source to relabel "
+                           f"(stages.val_fraction={s.val_fraction})")
+    teachers = read_teachers(str(s.teachers), str(s.lower_is_better))
+    teachers = teachers[teachers["video_id"].isin(set(ids))]
+    scores = scorer_lib.score_store(scorer, store, ids=ids, parts_dir=os.path.join(out_dir, PARTS_DIR),
+                                    student_key=student_key, progress=progress)
+    pool = index[index["id"].astype(str).isin(set(ids))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        new, report = mining.mine_stage_pairs(
+            pool, scores, teachers, stage=stage, new_pairs=int(s.new_pairs),
+            synthetic_per_kind=int(s.synthetic_per_kind), gmad_levels=int(s.gmad_levels),
+            misranked=str(s.misranked), previous=previous, seed=int(config.seed) + stage)
+    report = {"stage": stage, "labeled_by": f"stage {stage - 1} student", "pool_videos": int(len(ids)),
+              "scored": int(len(scores)), "skipped": len(scores.attrs["skipped"]),
+              "scoring_seconds": float(scores.attrs["seconds"]), **report}
+    if jax.process_index() == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        scores.to_csv(os.path.join(out_dir, SCORES_FILE + ".tmp"), index=False)
+        os.replace(os.path.join(out_dir, SCORES_FILE + ".tmp"), os.path.join(out_dir, SCORES_FILE))
+        pair_tables.write_pairs(new, os.path.join(out_dir, NEW_PAIRS_FILE))
+        with open(os.path.join(out_dir, REPORT_FILE + ".tmp"), "w") as f:
+            json.dump(report, f, indent=1)
+        os.replace(os.path.join(out_dir, REPORT_FILE + ".tmp"), os.path.join(out_dir, REPORT_FILE))
+    return new, report

@@ -1,0 +1,289 @@
+"""`w2s-vqa stages`: the weak-to-strong iterations in one resumable command.
+
+    W/stage_1/           stage 1 trains on data.pairs (a `train` workdir: checkpoints/, metrics)
+    W/stage_1/relabel/   the stage-1 student's scores of the pool, the new pairs, report.json
+    W/stage_2/pairs_train.parquet
+                         stage 1's table plus the new pairs (origin student:1 for gMAD
+                         pairs, the simulator's kind for misranked synthetic pairs; stage 2)
+    W/stage_2/           stage 2 trains from stage 1's final parameters (train.init_from;
+                         a fresh optimizer unless stages.fresh_optimizer is False)
+    ...
+    W/stage_k/eval/      `eval` of the stage's student on stages.eval_sets (results.json, .md)
+    W/results.md, W/results.json
+                         one row per stage: its validation figures and each set's SRCC/PLCC
+
+Resuming. Every step leaves a file that says it is done (the final checkpoint of a
+stage, its relabel/report.json and the next stage's pair table, its eval/results.json);
+a rerun of the same command skips what is done and continues where it stopped: inside a
+stage's training from its last checkpoint (Trainer), inside relabeling from the last
+scored shard (score.scorer). The parameters at the end equal an uninterrupted run's: the
+training stream resumes at its position, scoring is deterministic and mining is seeded.
+
+Multi-host: every process runs this sequence (training and scoring are collective);
+process 0 writes the tables, and all wait for it before reading them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from w2s_vqa import config as config_lib
+from w2s_vqa.labels import pairs as pair_tables
+
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+STAGE_DIR = "stage_{}"
+RELABEL_DIR = "relabel"
+EVAL_DIR = "eval"
+TRAIN_PAIRS_FILE = "pairs_train.parquet"
+
+
+class StagesError(config_lib.ConfigError):
+    """A stages setting that cannot be used; the message names the key."""
+
+
+@dataclasses.dataclass
+class StageResult:
+    stage: int
+    workdir: str
+    pairs: str  # the stage's training pair table
+    steps: int
+    trained_now: bool  # False when the stage was finished before this run
+    stopped: str | None = None  # a signal stopped its training (the run stops there)
+    exit_status: int = 0
+    val: dict = dataclasses.field(default_factory=dict)  # the last validation figures
+    relabel: dict | None = None  # the report of the relabeling that made stage + 1's pairs
+    eval: dict | None = None  # eval's results of this stage's student
+
+
+def stage_dir(workdir: str, stage: int) -> str:
+    return os.path.join(os.path.abspath(workdir), STAGE_DIR.format(stage))
+
+
+def stage_config(config, workdir: str, stage: int):
+    """The training config of `stage`: stage 1 is `config` as given; a later stage trains on
+    its own pair table for stages.num_steps (0: train.num_steps) from the stage before."""
+    c = config.copy_and_resolve_references()
+    if stage > 1:
+        c.data.pairs = os.path.join(stage_dir(workdir, stage), TRAIN_PAIRS_FILE)
+        if int(config.stages.num_steps):
+            c.train.num_steps = int(config.stages.num_steps)
+        c.train.init_from = stage_dir(workdir, stage - 1)
+        c.train.init_step = "latest"
+        c.train.init_optimizer = not bool(config.stages.fresh_optimizer)
+    return c
+
+
+def check_config(config, num_stages: int) -> None:
+    """StagesError naming the key for settings no stage can use, before anything runs."""
+    s = config.stages
+    if num_stages < 1:
+        raise StagesError(f"--stages / stages.num_stages must be at least 1, got {num_stages}")
+    if not config.data.store or not config.data.pairs:
+        raise StagesError("stages need the pool and stage 1's pairs: data.store and data.pairs")
+    if num_stages > 1:
+        if not s.anchors:
+            raise StagesError("relabeling scores the pool against anchors: set stages.anchors=DIR (`w2s-vqa anchors`)")
+        if s.misranked not in ("direction", "level"):
+            raise StagesError(f"stages.misranked must be 'direction' or 'level', got {s.misranked!r}")
+        for key in ("new_pairs", "gmad_levels"):
+            if int(s[key]) < 1:
+                raise StagesError(f"stages.{key} must be at least 1, got {s[key]}")
+        if int(s.synthetic_per_kind) < 0:
+            raise StagesError(f"stages.synthetic_per_kind must be >= 0, got {s.synthetic_per_kind}")
+    for i, entry in enumerate(s.eval_sets):
+        if len(entry) != 3:
+            raise StagesError(f"stages.eval_sets[{i}] must be [name, folder, file,mos table], got {entry!r}")
+
+
+def _barrier(name: str) -> None:
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"w2s_vqa.stages.{name}")
+
+
+def _write_json(path: str, value) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=1, allow_nan=True)
+    os.replace(path + ".tmp", path)
+
+
+def _finished(stage_workdir: str, num_steps: int) -> bool:
+    from w2s_vqa.train.checkpoint import Checkpointer
+
+    directory = os.path.join(stage_workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return False
+    checkpointer = Checkpointer(directory, async_save=False, read_only=True)
+    try:
+        return checkpointer.latest_step() == num_steps
+    finally:
+        checkpointer.close()
+
+
+def _last_validation(stage_workdir: str) -> dict:
+    """The last logged value of every evaluation metric (config.evals) of a stage's training."""
+    from w2s_vqa.train.logging import read_metrics
+
+    last: dict = {}
+    if os.path.exists(os.path.join(stage_workdir, "metrics.jsonl")):
+        for row in read_metrics(stage_workdir):
+            last.update({k: v for k, v in row.items() if k.count("/") >= 1 and not k.startswith("train/")})
+    return last
+
+
+def run_stages(config, workdir: str, *, num_stages: int | None = None, progress: bool = True,
+               until: tuple[int, int] | None = None) -> dict:
+    """Run (or finish) `num_stages` stages (default stages.num_stages) in `workdir`.
+
+    `until` = (stage, step) stops that stage's training after that step as a signal would
+    (tests and drills of resuming). Returns {"stages": [StageResult as dict], "results":
+    path, "markdown": path, "stopped": stage or None, "exit_status"}. Raises StagesError
+    for unusable settings, and what training, scoring and mining raise.
+    """
+    import jax
+
+    from w2s_vqa import prompt as prompt_lib
+    from w2s_vqa import sharding
+    from w2s_vqa.models import config as model_config_lib
+    from w2s_vqa.score import anchors as anchors_lib
+    from w2s_vqa.score import scorer as scorer_lib
+    from w2s_vqa.stages import relabel as relabel_lib
+    from w2s_vqa.store.format import VideoStore
+    from w2s_vqa.train import checkpoint as checkpoint_lib
+    from w2s_vqa.train import loop
+
+    num_stages = int(config.stages.num_stages if num_stages is None else num_stages)
+    check_config(config, num_stages)
+    workdir = os.path.abspath(workdir)
+    first = jax.process_index() == 0
+    anchors = anchors_lib.AnchorSet.load(config.stages.anchors) if config.stages.anchors else None
+    mesh = sharding.mesh_from_config(config)
+    results: list[StageResult] = []
+    exit_status, stopped_at = 0, None
+
+    for stage in range(1, num_stages + 1):
+        c = stage_config(config, workdir, stage)
+        here = stage_dir(workdir, stage)
+        result = StageResult(stage=stage, workdir=here, pairs=str(c.data.pairs), steps=int(c.train.num_steps),
+                             trained_now=False)
+        # Training (resumes from its own checkpoints; a finished stage is only read).
+        if not _finished(here, int(c.train.num_steps)):
+            stop_after = until[1] if until and until[0] == stage else None
+            info = loop.Trainer(c, here).run(until=stop_after)
+            result.trained_now, result.steps = True, info.steps
+            if info.stopped:
+                result.stopped, result.exit_status = info.stopped, info.exit_status
+                results.append(result)
+                exit_status, stopped_at = info.exit_status, stage
+                break
+        result.val = _last_validation(here)
+
+        student = key = None
+        needs_student = stage < num_stages or len(config.stages.eval_sets)
+
+        if needs_student:
+            student, run_config, step = checkpoint_lib.load_checkpoint_student(here, "latest", mesh=mesh)
+            key = f"stage:{stage}:{here}:step {step}"
+            tokenizer = prompt_lib.load_tokenizer(model_config_lib.tokenizer_dir(run_config))
+            prompt = prompt_lib.build_pair_prompt(tokenizer, video_token_id=student.cfg.video_token_index,
+                                                  tokens_per_video=student.cfg.tokens_per_video)
+
+        # Evaluation on the configured sets, as `w2s-vqa eval` does.
+        if len(config.stages.eval_sets):
+            result.eval = _evaluate(config, c, here, student, prompt, mesh, key, write=first, progress=progress)
+
+        # Relabeling: the pairs of the next stage.
+        if stage < num_stages:
+            next_pairs = os.path.join(stage_dir(workdir, stage + 1), TRAIN_PAIRS_FILE)
+            report_path = os.path.join(here, RELABEL_DIR, relabel_lib.REPORT_FILE)
+            if not (os.path.exists(next_pairs) and os.path.exists(report_path)):
+                anchors.check_student(student.cfg)
+                scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=int(c.data.batch_size))
+                previous = pair_tables.read_pairs(c.data.pairs)
+                with VideoStore(c.data.store) as store:
+                    new, report = relabel_lib.relabel(scorer, store, config, stage=stage + 1, previous=previous,
+                                                      out_dir=os.path.join(here, RELABEL_DIR), student_key=key,
+                                                      progress=progress)
+                if first:
+                    combined = _combine(previous, new)
+                    os.makedirs(os.path.dirname(next_pairs), exist_ok=True)
+                    temporary = next_pairs.replace(".parquet", ".tmp.parquet")
+                    pair_tables.write_pairs(combined, temporary)
+                    os.replace(temporary, next_pairs)
+                _barrier(f"pairs_{stage + 1}")
+            with open(report_path) as f:
+                result.relabel = json.load(f)
+        results.append(result)
+
+    summary = {"workdir": workdir, "stages": [dataclasses.asdict(r) for r in results],
+               "stopped": stopped_at, "exit_status": exit_status}
+    if first:
+        summary["results"] = os.path.join(workdir, RESULTS_JSON)
+        summary["markdown"] = os.path.join(workdir, RESULTS_MD)
+        _write_json(summary["results"], summary)
+        with open(summary["markdown"], "w") as f:
+            f.write(markdown(summary))
+    return summary
+
+
+def _combine(previous, new):
+    """The earlier tables plus the new pairs, columns of both kept (missing values blank)."""
+    import pandas as pd
+
+    return pd.concat([previous, new], ignore_index=True)
+
+
+def _evaluate(config, stage_config_, here, student, prompt, mesh, key, *, write: bool, progress: bool) -> dict:
+    """`eval` of one stage's student on stages.eval_sets against stages.anchors, into here/eval
+    (resumable: the sets' stores and scored shards stay in here/eval/work)."""
+    from w2s_vqa.score import evaluate
+    from w2s_vqa.score import scorer as scorer_lib
+    from w2s_vqa.score.anchors import AnchorSet
+
+    out = os.path.join(here, EVAL_DIR)
+    done = os.path.join(out, evaluate.RESULTS_JSON)
+    if os.path.exists(done):
+        with open(done) as f:
+            return json.load(f)
+    if not config.stages.anchors:
+        raise StagesError("evaluating stages.eval_sets scores against anchors: set stages.anchors=DIR")
+    anchors = AnchorSet.load(config.stages.anchors)
+    scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=int(stage_config_.data.batch_size))
+    sets = [evaluate.EvalSet(str(n), str(folder), str(table)) for n, folder, table in config.stages.eval_sets]
+    score_set = evaluate.student_score_set(scorer, os.path.join(out, "work"), stage_config_, student_key=key,
+                                           progress=progress)
+    return evaluate.run_eval(sets, out, score_set=score_set, bootstrap=0, write=write)["results"]
+
+
+def markdown(summary: dict) -> str:
+    """One table, a row per stage: steps, its last validation figures and each evaluated
+    set's SRCC / PLCC (with the in-domain and OOD overall where the sets give one)."""
+    stages = summary["stages"]
+    val_keys = sorted({k for s in stages for k in s["val"] if k.endswith("direction_accuracy")})
+    set_names = list(dict.fromkeys(n for s in stages if s.get("eval") for n in s["eval"]["sets"]))
+    groups = list(dict.fromkeys(g for s in stages if s.get("eval") for g in
+                                s["eval"].get("overall", {}).get("student", {})))
+    header = ["stage", "steps", "new pairs", *val_keys, *(f"{n} SRCC / PLCC" for n in set_names),
+              *(f"{g.replace('_', '-')} overall" for g in groups)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for s in stages:
+        new = "" if s["stage"] == 1 else "-"
+        previous = next((p for p in stages if p["stage"] == s["stage"] - 1), None)
+        if previous and previous.get("relabel"):
+            new = str(previous["relabel"].get("pairs", "-"))
+        row = [str(s["stage"]), str(s["steps"]) + (f" (stopped: {s['stopped']})" if s["stopped"] else ""),
+               new or "stage 1 table", *(f"{s['val'][k]:.3f}" if k in s["val"] else "-" for k in val_keys)]
+        for n in set_names:
+            f = (s.get("eval") or {}).get("sets", {}).get(n, {}).get("models", {}).get("student", {})
+            row.append(f"{f['srcc']:.3f} / {f['plcc']:.3f}" if "srcc" in f else "-")
+        for g in groups:
+            o = (s.get("eval") or {}).get("overall", {}).get("student", {}).get(g)
+            row.append(f"{o['srcc']:.3f} / {o['plcc']:.3f}" if o else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
