@@ -21,7 +21,7 @@ $(VENV)/.installed: setup.py | $(PY)
 # would pull a multi-GB CUDA build.
 $(VENV)/.test-installed: setup.py | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,tpu]'
+	$(PY) -m pip install -q -e '.[test,tpu,tfds]'
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed

@@ -39,19 +39,24 @@ PYTORCHVIDEO_REQUIRES = ["pytorchvideo==0.1.5"]
 # and gs:// stores need apache-beam[gcp], s3:// stores apache-beam[aws], of this version.
 BEAM_REQUIRES = ["apache-beam==2.77.0"]
 
+# The evaluation sets as TFDS builders (w2s_vqa.datasets), without TensorFlow: tensorflow-datasets
+# builds and reads ArrayRecord files with numpy; etils' epath needs importlib_resources; YouTube-UGC's
+# MOS workbook (.xlsx) is read through openpyxl.
+TFDS_REQUIRES = ["tensorflow-datasets==4.9.10", "importlib_resources==7.1.0", "openpyxl==3.1.5"]
+
 setup(
     name="w2s-vqa",
     version="0.1.0",
     description="Weak-to-strong video quality assessment: a Flax LLaVA-OneVision student trained on pairwise ranking",
     packages=find_packages(include=["w2s_vqa", "w2s_vqa.*"]),
-    package_data={"w2s_vqa": ["assets/*/*"]},
+    package_data={"w2s_vqa": ["assets/*/*", "datasets/lists/*"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "torch": TORCH_REQUIRES,
         "test": TORCH_REQUIRES + BEAM_REQUIRES + PYTORCHVIDEO_REQUIRES + ["pytest>=8", "pytest-xdist>=3.6"],
         "beam": BEAM_REQUIRES,
-        "tfds": ["tensorflow-datasets"],
+        "tfds": TFDS_REQUIRES,
         # Compile-only TPU devices for `w2s-vqa plan`: the libtpu release that pairs with jax 0.10.2.
         "tpu": ["libtpu==0.0.42.*"],
     },

@@ -15,6 +15,16 @@ and out-of-distribution overall.
 
 A set is `--eval-set NAME FOLDER TABLE`, not `--set NAME=FOLDER:TABLE`: every verb that
 reads a config already takes `--set key=value`, and a colon may be part of a path.
+
+The paper's ten sets come as TFDS datasets (w2s_vqa.datasets) from their manual downloads:
+
+    w2s-vqa eval --sets konvid_1k,live_vqc --manual-dir DIR [--data-dir TFDS_DIR] [--subset full] \\
+        (--checkpoint RUN | --hf DIR) --anchors A --out OUT
+
+builds each set not built yet (with the anchors' settings) and scores its records as they
+are; without a student, only the sets' metadata is read for the teacher tables. The table
+printed ends with the paper-style table: SRCC / PLCC per set, the weighted overall, and
+the paper's own overall figures beside them (score.evaluate.PAPER_OVERALL).
 """
 
 from __future__ import annotations
@@ -32,9 +42,19 @@ def add_arguments(parser) -> None:
     source.add_argument("--hf", help="an exported / Hugging Face LLaVA-OneVision directory")
     parser.add_argument("--step", type=int, default=None, help="with --checkpoint: the step (default: latest)")
     parser.add_argument("--anchors", metavar="DIR", help="anchor directory (`w2s-vqa anchors`); needed with a student")
-    parser.add_argument("--eval-set", dest="eval_sets", nargs=3, action="append", required=True,
+    parser.add_argument("--eval-set", dest="eval_sets", nargs=3, action="append", default=[],
                         metavar=("NAME", "FOLDER", "TABLE"),
                         help="a labeled set: its name, its folder of videos, its file,mos table (repeatable)")
+    parser.add_argument("--sets", default="", metavar="NAME,NAME",
+                        help="the paper's evaluation sets as TFDS datasets (w2s_vqa.datasets: lsvq_test, lsvq_1080p, "
+                             "konvid_1k, live_vqc, youtube_ugc, live_yt_gaming, cgvds, live_yt_hfr, waterloo_ivc_4k, "
+                             "kvq), built from --manual-dir where not built yet; combinable with --eval-set")
+    parser.add_argument("--manual-dir", metavar="DIR",
+                        help="with --sets: the manual downloads, one folder per set named as the set")
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
+                        help="with --sets: TFDS's data directory (default ~/tensorflow_datasets)")
+    parser.add_argument("--subset", choices=("paper", "full"), default="paper",
+                        help="with --sets: the paper's lists (default) or every video of each release")
     parser.add_argument("--teachers", action="append", default=[], metavar="TABLE",
                         help="a teacher score table (long or wide, as `pairs` reads them) to evaluate beside the "
                              "student (repeatable)")
@@ -81,8 +101,6 @@ def _score_set_function(args, config):
     from w2s_vqa import runtime
 
     runtime.tune_cpu_host()  # before anything starts JAX's backend
-    import pandas as pd
-
     from w2s_vqa import prompt as prompt_lib
     from w2s_vqa import sharding
     from w2s_vqa.main.score import _default_batch, _student
@@ -104,18 +122,9 @@ def _score_set_function(args, config):
     # One Scorer for every set: the anchors' tokens and matrix, and the compiled step, once.
     scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=batch_size)
     work_root = os.path.join(os.path.abspath(args.out), "work")
-
-    def score_set(eval_set, table):
-        work = os.path.join(work_root, eval_set.name)
-        manifest = evaluate.write_manifest(table, os.path.join(work, "manifest.csv"))
-        store, lost = scorer_lib.prepare_inputs(manifest, work, anchors, run_config or config,
-                                                workers=args.workers, progress=True)
-        scores = scorer_lib.score_store(scorer, store, mode=args.mode, parts_dir=os.path.join(work, "parts"),
-                                        student_key=key, progress=True)
-        store.close()
-        skipped = [{"file": e.get("id", ""), "path": e.get("path", ""), "reason": e.get("reason", "")}
-                   for e in list(lost) + list(scores.attrs["skipped"])]
-        return pd.DataFrame({"file": scores["id"].astype(str), "prediction": scores["score"]}), skipped
+    # Folder sets are decoded into work/<set>/store; TFDS sets (--sets) are scored from their records.
+    score_set = evaluate.student_score_set(scorer, work_root, run_config or config, mode=args.mode, student_key=key,
+                                           workers=args.workers, progress=True)
 
     return score_set, {"student": key, "anchors": os.path.abspath(args.anchors), "mode": args.mode}
 
@@ -124,11 +133,26 @@ def run(args) -> int:
     from w2s_vqa.score import evaluate
 
     config = load_config(args)
+    names = [n.strip() for n in args.sets.split(",") if n.strip()]
+    if not names and not args.eval_sets:
+        raise ValueError("nothing to evaluate on: give --eval-set NAME FOLDER TABLE or --sets NAME,... --manual-dir DIR")
+    if names and not args.manual_dir:
+        raise ValueError("--sets needs --manual-dir DIR (the sets' manual downloads, one folder per set)")
     sets = [evaluate.EvalSet(name, folder, table) for name, folder, table in args.eval_sets]
     for eval_set in sets:  # a bad table or a missing video fails here, before a student is loaded
         evaluate.read_eval_set(eval_set, check_files=bool(args.checkpoint or args.hf))
+    if names:  # metadata and videos checked (nothing decoded) before a student is loaded; labels only
+        labels_only = evaluate.tfds_eval_sets(names, args.manual_dir, subset=args.subset, build=False)
     teacher_scores = _teacher_scores(args)
     score_set, student = _score_set_function(args, config)
+    if names and score_set is not None:  # built with the anchors' settings, read as they are
+        from w2s_vqa.score.anchors import AnchorSet
+
+        sets += evaluate.tfds_eval_sets(names, args.manual_dir, data_dir=args.data_dir, subset=args.subset,
+                                        settings=AnchorSet.load(args.anchors).settings,
+                                        slowfast_weights=config.data.slowfast_weights, workers=args.workers)
+    elif names:
+        sets += labels_only
     first = True
     if score_set is not None:
         import jax

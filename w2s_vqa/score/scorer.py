@@ -349,7 +349,9 @@ def _write_atomic(path: str, write, binary: bool = False) -> None:
 
 def score_store(scorer: Scorer, store: VideoStore | str, *, mode: str = "map", ids: Sequence[str] | None = None,
                 parts_dir: str | None = None, student_key: str = "", progress: bool = False) -> pd.DataFrame:
-    """Score the videos of a store (`ids`, default all of its index, in index order).
+    """Score the videos of a store (`ids`, default all of its index, in index order): a
+    VideoStore, its directory, or another reader with its API (a built TFDS evaluation set,
+    w2s_vqa.datasets.TfdsVideoSource).
 
     Works shard by shard of the store. With `parts_dir`, each shard's level logits are
     saved there when done (shard-NNNNN.npz, by process 0) and a rerun loads them instead
@@ -362,7 +364,8 @@ def score_store(scorer: Scorer, store: VideoStore | str, *, mode: str = "map", i
     "seconds" (wall time of the scoring, loading included) and "scored_now" (videos
     scored in this call, not loaded from parts). Every process returns it.
     """
-    store = store if isinstance(store, VideoStore) else VideoStore(store)
+    # A store directory, or any reader with VideoStore's API (w2s_vqa.datasets.TfdsVideoSource).
+    store = VideoStore(store) if isinstance(store, (str, os.PathLike)) else store
     if store.num_frames != scorer.anchors.videos["frames"].shape[1] or store.image_size != \
             scorer.anchors.videos["frames"].shape[2] or store.num_motion_chunks != \
             scorer.anchors.videos["motion"].shape[1] or store.motion_dim != scorer.anchors.videos["motion"].shape[2]:

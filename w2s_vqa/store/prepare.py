@@ -421,6 +421,15 @@ def _source_records(source: Source, settings: Settings):
         yield meta, arrays, row
 
 
+def video_records(source: Source, settings: Settings):
+    """What the store keeps of one source, made as `write_shard` makes it: yields (meta,
+    arrays, index row) per record (the pristine video, then each variant of
+    settings.distortions) or an error dict {path, id, reason} for what could not be made.
+    arrays are a record's (`encode_frames` output, frame_mask, motion, motion_mask); the
+    TFDS evaluation sets (w2s_vqa.datasets) build their examples through it."""
+    return _source_records(source, settings)
+
+
 def write_shard(task: ShardTask) -> dict[str, Any]:
     """Write shard `task.shard` of the store in `task.out_dir`; a function of the task alone.
 
