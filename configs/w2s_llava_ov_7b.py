@@ -70,6 +70,12 @@ def get_config(arg: str = "tpu"):
     c.train.checkpoint_every = 1000
     c.train.keep_last = 3
 
+    # Stages 2 and 3 (METHOD.md): 100k new pairs each, 5k misranked synthetic pairs per family
+    # and 85k gMAD pairs, one epoch of the new pairs; `w2s-vqa stages --stages 3`.
+    c.stages.num_stages = 3
+    c.stages.new_pairs = 100_000
+    c.stages.synthetic_per_kind = 5_000
+    c.stages.num_steps = 100_000 // 16
     c.mesh.shape = MESHES[arg]
     c.distributed.auto = arg == "tpu"
     return c

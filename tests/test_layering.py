@@ -38,7 +38,7 @@ ALLOWED = {
     "train": BASE | MIDDLE | {"score"},  # training validates through score.predict
     "score": BASE | MIDDLE,
     "stages": BASE | MIDDLE | UPPER,
-    "demo": BASE | MIDDLE | UPPER,
+    "demo": BASE | MIDDLE | UPPER | {"stages"},  # the demo runs `stages`
     "bench": BASE | MIDDLE | UPPER,
     "main": BASE | MIDDLE | UPPER | {"demo", "stages", "bench"},
     "cli": {"runtime"},  # reaches w2s_vqa.main through importlib, by verb name; keeps JAX off an idle libtpu

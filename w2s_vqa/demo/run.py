@@ -1,31 +1,39 @@
-"""`w2s-vqa demo` (what `make demo` runs): the whole job on the tiny default, end to end.
+"""`w2s-vqa demo` (what `make demo` runs): two weak-to-strong stages on the tiny default.
 
     demo pool (real clips, variants, weak teachers, split pairs)
-      -> train the tiny student from scratch on CPU, validating as it goes
-      -> held-out accuracy of the student and of each weak teacher
-      -> export to a Hugging Face directory
-      -> score every held-out video against anchors, as `w2s-vqa score` does
+      -> withhold distortion kinds (WITHHELD) from all training, as unseen kinds of video
+      -> anchors: K = 5 training videos by a stand-in MOS (below)
+      -> `stages` with 2 stages: stage 1 trains the tiny student from scratch; its
+         student scores the pool and labels hard cases (misranked synthetic pairs, gMAD
+         pairs against each weak teacher); stage 2 trains from stage 1 on the larger table
+      -> for stage 1, stage 2 and every weak teacher: direction accuracy on held-out
+         pairs of the trained kinds and of the withheld kinds, and the scoring SRCC
+      -> export the last stage's student to a Hugging Face directory
 
-The headline figure is direction accuracy on held-out synthetic pairs whose
-level gap is above 1 (labels superior or inferior): the student is compared
-with every weak teacher on exactly those pairs. The last printed line is one
-JSON object with the figures and where the checkpoint and the export went.
+Withheld kinds and sources. Every variant made by a WITHHELD simulator is left out of
+every pair table the stages train on (stage 1's teacher and synthetic pairs, and the
+pool the stage-1 student relabels), and so are the validation sources (20%, the split
+demo-data makes). The withheld simulators are those the built-in weak teachers cannot
+judge (docs/2026-11-stages.md gives each teacher's SRCC per simulator): against a
+simulator a teacher already ranks well, no student could be "above every teacher" on it.
 
-The scoring step. The pool has no human scores, so the anchors carry a stand-in for
+The figures. Direction accuracy on synthetic pairs whose level gap is above 1 (labels
+superior or inferior), decisive pairs only: "trained kinds" over the validation
+sources' pairs of the simulators the stages train on; "withheld kinds" over every
+source's pairs of the withheld simulators (none of them in any training table). The
+teachers are scored on exactly the same pairs (their score difference).
+
+The scoring figure. The pool has no human scores, so the anchors carry a stand-in for
 MOS built from what the pool does know, the distortion levels (`standin_mos`): a
 training video at level l of a simulator with L levels gets 100 (1 - l / L), its
-pristine source 100. Within one source and simulator it follows the known order;
-across simulators it takes "the same share of a simulator's severity range" as the
-same quality, an assumption made for the stand-in only. `score.anchors.pick_anchors`
-picks K = 5 anchors among the training videos by it (`w2s-vqa anchors`' rule), and every
-held-out video, pristine and distorted, is scored against them
-(`score.scorer`, the probit MAP on the stand-in's scale). The figure reported does not
-depend on the stand-in: the mean, over held-out sources and simulators, of the SRCC
+pristine source 100. `score.anchors.pick_anchors` picks K = 5 anchors among the training
+videos of trained simulators by it (`w2s-vqa anchors`' rule); the same anchors serve
+relabeling and the final scoring. Every held-out video (validation sources, every
+simulator) is scored against them (`score.scorer`, the probit MAP on the stand-in's
+scale); the figure is the mean, over held-out sources and simulators, of the SRCC
 between the scores and the known order (level 0 best) inside each (source, simulator)
-group, `labels.weak_teachers.srcc_report`, the figure demo-data reports for each weak
-teacher, here on the same held-out videos for the student and every teacher. The
-scatter plot (held-out scores against the stand-in, with the fitted logistic) shows
-the scale.
+group (`labels.weak_teachers.srcc_report`), split into trained and withheld simulators.
+The last printed line is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -34,74 +42,212 @@ import os
 import time
 import warnings
 
+import numpy as np
+
 from w2s_vqa import config as config_lib
 from w2s_vqa import runtime
 from w2s_vqa.demo import pool as demo_data
 from w2s_vqa.labels import pairs as pair_tables
 from w2s_vqa.score import metrics
 
-TARGET_ACCURACY = 0.8
 NUM_ANCHORS = 5  # the paper's K
+NUM_STAGES = 2
+# Simulators withheld from all training (the module docstring says why these).
+WITHHELD = ("brighten", "stutter")
+STAGES_DIR = "stages"
 SCORING_DIR = "scoring"
+GROUPS = ("trained", "withheld")
 
 
-def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None = None) -> dict:
+def withheld_mask(index, withheld=WITHHELD) -> np.ndarray:
+    """bool [N]: the index's videos made by a withheld simulator."""
+    return index["distortion"].fillna("").astype(str).isin(list(withheld)).to_numpy()
+
+
+def prepare_stage_inputs(index, paths: dict, out_dir: str, *, withheld=WITHHELD) -> dict:
+    """The stage-1 tables without a withheld video, the relabel pool's ids (training-side
+    sources, no withheld video) and the anchors. Returns their paths, the anchor set and
+    the held-out masks."""
+    import pandas as pd
+
+    from w2s_vqa.store.format import VideoStore
+
+    os.makedirs(out_dir, exist_ok=True)
+    excluded = set(index.loc[withheld_mask(index, withheld), "id"].astype(str))
+    files = {}
+    for side in ("train", "val"):
+        table = pair_tables.read_pairs(paths[f"pairs_{side}"])
+        keep = ~(table["first_id"].astype(str).isin(excluded) | table["second_id"].astype(str).isin(excluded))
+        files[side] = os.path.join(out_dir, f"pairs_{side}_stage1.parquet")
+        pair_tables.write_pairs(table[keep].reset_index(drop=True), files[side])
+    heldout = pair_tables.validation_sources(index["source_id"].astype(str), val_fraction=demo_data.VAL_FRACTION)
+    trained = ~withheld_mask(index, withheld)
+    files["pool_ids"] = os.path.join(out_dir, "pool_ids.csv")
+    pd.DataFrame({"id": index.loc[~heldout & trained, "id"].astype(str)}).to_csv(files["pool_ids"], index=False)
+    with VideoStore(paths["store"]) as store:
+        anchors = make_anchors(store, index[~heldout & trained], os.path.join(out_dir, "anchors"))
+    files["anchors"] = os.path.join(out_dir, "anchors")
+    return {"files": files, "anchors": anchors, "heldout": heldout}
+
+
+def make_anchors(store, candidates, directory: str, k: int = NUM_ANCHORS):
+    """K anchors among `candidates` (index rows) by their stand-in MOS, saved to `directory`."""
+    from w2s_vqa.score import anchors as anchors_lib
+
+    table = candidates.assign(mos=standin_mos(candidates))[["id", "mos"]]
+    k = min(k, int(table["mos"].nunique()))
+    if k < 2:
+        raise ValueError(f"the demo pool's training videos have {k} distinct stand-in MOS values; anchors need 2")
+    picked = anchors_lib.pick_anchors(table, k)
+    coverage = anchors_lib.DEFAULT_COVERAGE
+    rule = ("stand-in MOS 100 (1 - level / levels) of the demo pool's training videos (w2s_vqa.demo.run); "
+            + anchors_lib.RULE.format(lo=(1 - coverage) / 2, hi=(1 + coverage) / 2))
+    anchor_set = anchors_lib.AnchorSet.from_store(store, picked["id"], picked["mos"], rule=rule)
+    anchor_set.save(directory, overwrite=True)
+    return anchor_set
+
+
+def evaluation_pairs(index, val_table, *, heldout, withheld=WITHHELD) -> dict:
+    """{"trained": held-out sources' decisive synthetic pairs of trained simulators,
+    "withheld": every source's decisive synthetic pairs of withheld simulators}."""
+    kinds = pair_tables.SYNTHETIC_ORIGINS
+    excluded = set(index.loc[withheld_mask(index, withheld), "id"].astype(str))
+    val = val_table[val_table["origin"].isin(kinds) & val_table["label"].isin(metrics.DECISIVE)]
+    trained = val[~(val["first_id"].astype(str).isin(excluded) | val["second_id"].astype(str).isin(excluded))]
+    rows = index[withheld_mask(index, withheld) | (index["level"] == 0)].rename(columns={"id": "video_id"})
+    unseen = pair_tables.synthetic_pairs(rows)
+    unseen = unseen[unseen["label"].isin(metrics.DECISIVE)]
+    return {"trained": trained.reset_index(drop=True), "withheld": unseen.reset_index(drop=True)}
+
+
+def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None = None,
+             num_stages: int = NUM_STAGES) -> dict:
     from w2s_vqa.convert import hf
+    from w2s_vqa.labels import teachers as teacher_tables
     from w2s_vqa.models import config as model_config_lib
-    from w2s_vqa.score import predict
-    from w2s_vqa.train import loop
+    from w2s_vqa.stages import run as stages_lib
+    from w2s_vqa.store.format import VideoStore
 
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     start = time.time()
     out_dir = os.path.abspath(out_dir)
     data = demo_data.build_demo(config, os.path.join(out_dir, "data"), workers=workers, num_sources=num_sources)
     paths = data["paths"]
-    config.data.store, config.data.pairs = paths["store"], paths["pairs_train"]
-    config_lib.ensure_eval(config, config_lib.SHORTHAND_EVAL).pairs = paths["pairs_val"]  # logs "val/..."
+    with VideoStore(paths["store"]) as store:
+        index = store.index.copy()
+    inputs = prepare_stage_inputs(index, paths, os.path.join(out_dir, "inputs"))
+    files = inputs["files"]
+    config.data.store, config.data.pairs = paths["store"], files["train"]
+    config_lib.ensure_eval(config, config_lib.SHORTHAND_EVAL).pairs = files["val"]  # logs "val/..."
+    config.stages.anchors, config.stages.teachers, config.stages.pool_ids = (
+        files["anchors"], paths["teachers"], files["pool_ids"])
+    config.stages.val_fraction = demo_data.VAL_FRACTION
     data_seconds = time.time() - start
 
-    trainer = loop.Trainer(config, os.path.join(out_dir, "run"))
-    info = trainer.run()
+    stages = stages_lib.run_stages(config, os.path.join(out_dir, STAGES_DIR), num_stages=num_stages)
+    if stages["stopped"]:
+        return {"stopped": stages["stopped"], "stages": stages, "exit_status": stages["exit_status"]}
 
-    val = pair_tables.read_pairs(paths["pairs_val"])
-    decisive = val[val["origin"].isin(pair_tables.SYNTHETIC_ORIGINS) & val["label"].isin(metrics.DECISIVE)]
-    predictions = predict.predict_pairs(
-        trainer.final_state, decisive, config.data.store, trainer.prompt, trainer.mesh,
-        batch_size=int(config.data.batch_size), forward=trainer.eval_step, batch_sharding=trainer.batch_sharding,
-        worker_count=config.data.worker_count)
-    student = _student_report(predictions)
-    teachers = data["val_direction_accuracy_level_gap_above_1"]
+    start_eval = time.time()
+    teachers = teacher_tables.read_teacher_table(paths["teachers"])
+    with warnings.catch_warnings():  # demo-data has said how the teachers disagree
+        warnings.simplefilter("ignore", teacher_tables.TableWarning)
+        fused = teacher_tables.fuse(teachers, normalize=demo_data.NORMALIZE)["mean"].rename("score").reset_index()
+    import pandas as pd
 
+    teachers = pd.concat([teachers, fused.assign(teacher="fused")], ignore_index=True)
+    pairs = evaluation_pairs(index, pair_tables.read_pairs(paths["pairs_val"]), heldout=inputs["heldout"])
+    direction = {group: metrics.teacher_direction_accuracy(table, teachers, decisive_only=True)
+                 for group, table in pairs.items()}
+    models = {}
+    for stage in range(1, num_stages + 1):
+        models[f"stage {stage}"] = _stage_figures(config, stages_lib.stage_dir(os.path.join(out_dir, STAGES_DIR), stage),
+                                                  pairs, index, inputs, paths["store"],
+                                                  os.path.join(out_dir, SCORING_DIR, f"stage_{stage}"))
+    scoring_teachers = _scoring_srcc(teachers, index, inputs["heldout"])
+    for name in sorted(set(teachers["teacher"])):
+        models[name] = {"direction_accuracy": {g: direction[g].get(name, float("nan")) for g in GROUPS},
+                        "scoring_srcc": scoring_teachers.get(name, {})}
+    eval_seconds = time.time() - start_eval
+
+    last = stages_lib.stage_dir(os.path.join(out_dir, STAGES_DIR), num_stages)
     export_dir = os.path.join(out_dir, "export")
-    hf.save_student(trainer.student(), export_dir, tokenizer_dir=model_config_lib.tokenizer_dir(config), overwrite=True,
-                    extra_settings={"checkpoint": info.checkpoint_dir, "step": info.steps}, data=config.data)
+    from w2s_vqa.train.checkpoint import load_checkpoint_student
 
-    start_scoring = time.time()
-    scoring = score_heldout(trainer.student(), trainer.prompt, trainer.mesh, paths["store"], paths["teachers"],
-                            os.path.join(out_dir, SCORING_DIR), batch_size=int(config.data.batch_size))
-    scoring["seconds"] = time.time() - start_scoring
+    student, _, step = load_checkpoint_student(last, "latest")
+    hf.save_student(student, export_dir, tokenizer_dir=model_config_lib.tokenizer_dir(config), overwrite=True,
+                    extra_settings={"checkpoint": os.path.join(last, "checkpoints"), "step": step}, data=config.data)
 
-    best_teacher = max(v["all"] for v in teachers.values())
+    students = [models[f"stage {k}"]["direction_accuracy"]["withheld"] for k in range(1, num_stages + 1)]
+    teacher_names = [n for n in models if not n.startswith("stage ")]
+    best_teacher = max(models[n]["direction_accuracy"]["withheld"] for n in teacher_names)
     summary = {
-        "student_val_direction_accuracy": {k.split("/")[1]: v for k, v in info.last_eval.items()
-                                           if k.endswith("/direction_accuracy")},
-        "student_heldout_synthetic_gap_gt1_direction_accuracy": student,
-        "teachers_heldout_synthetic_gap_gt1_direction_accuracy": teachers,
-        "heldout_synthetic_gap_gt1_pairs": len(decisive),
-        "target": TARGET_ACCURACY,
-        "meets_target": student["all"] >= TARGET_ACCURACY and student["all"] > best_teacher,
-        "steps": info.steps,
-        "resumed_from": info.resumed_from,
+        "withheld": list(WITHHELD),
+        "models": models,
+        "evaluation_pairs": {g: len(t) for g, t in pairs.items()},
+        "target": "each stage above the one before on the withheld kinds, and every stage above every weak teacher there",
+        "meets_target": bool(all(b > a for a, b in zip(students, students[1:]))
+                             and all(s > best_teacher for s in students)),
+        "stages": [{k: s[k] for k in ("stage", "steps", "pairs", "val", "relabel")} for s in stages["stages"]],
         "data_seconds": data_seconds,
-        "train_seconds": info.wall_seconds,
-        "scoring": scoring,
+        "evaluation_seconds": eval_seconds,
         "wall_seconds": time.time() - start,
-        "checkpoint": info.checkpoint_dir,
+        "results": stages.get("markdown"),
         "export": export_dir,
-        "metrics": os.path.join(info.workdir, "metrics.jsonl"),
         "data": os.path.dirname(paths["store"]),
+        "anchors": files["anchors"],
     }
     return summary
+
+
+def _stage_figures(config, stage_workdir: str, pairs: dict, index, inputs: dict, store_path: str,
+                   out_dir: str) -> dict:
+    """One stage's student: direction accuracy per group, scoring SRCC per group."""
+    from w2s_vqa import prompt as prompt_lib
+    from w2s_vqa import sharding
+    from w2s_vqa.models import config as model_config_lib
+    from w2s_vqa.score import predict
+    from w2s_vqa.score import scorer as scorer_lib
+    from w2s_vqa.store.format import VideoStore
+    from w2s_vqa.train.checkpoint import load_checkpoint_student
+
+    mesh = sharding.mesh_from_config(config)
+    student, run_config, _ = load_checkpoint_student(stage_workdir, "latest", mesh=mesh)
+    prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(model_config_lib.tokenizer_dir(run_config)),
+                                          video_token_id=student.cfg.video_token_index,
+                                          tokens_per_video=student.cfg.tokens_per_video)
+    batch = int(config.data.batch_size)
+    accuracy = {}
+    for group, table in pairs.items():
+        if not len(table):  # a pool made without a withheld (or any trained) simulator
+            accuracy[group] = float("nan")
+            continue
+        predicted = predict.predict_pairs(student, table, store_path, prompt, mesh, batch_size=batch)
+        accuracy[group] = metrics.direction_accuracy(predicted["label"].to_numpy(),
+                                                     predicted[metrics.P_COLUMN].to_numpy(), decisive_only=True)
+    ids = index.loc[inputs["heldout"], "id"].astype(str).tolist()
+    scorer = scorer_lib.Scorer(student, prompt, inputs["anchors"], mesh, batch_size=batch)
+    with VideoStore(store_path) as store:
+        table = scorer_lib.score_store(scorer, store, ids=ids)
+    os.makedirs(out_dir, exist_ok=True)
+    table.merge(index[["id", "source_id", "distortion", "kind", "level"]], on="id").to_csv(
+        os.path.join(out_dir, "heldout_scores.csv"), index=False)
+    long = table[["id", "score"]].rename(columns={"id": "video_id"}).assign(teacher="student")
+    return {"direction_accuracy": accuracy,
+            "scoring_srcc": _scoring_srcc(long, index, inputs["heldout"]).get("student", {}),
+            "scores": os.path.join(out_dir, "heldout_scores.csv")}
+
+
+def _scoring_srcc(long, index, heldout) -> dict:
+    """{model: {"trained": x, "withheld": x}}: the mean SRCC with the known order over the
+    held-out (source, simulator) groups of trained and of withheld simulators."""
+    from w2s_vqa.labels import weak_teachers
+
+    held = index[heldout]
+    table = weak_teachers.group_srcc(long[long["video_id"].isin(set(held["id"].astype(str)))], held)
+    table = table.assign(group=np.where(table["distortion"].isin(list(WITHHELD)), "withheld", "trained"))
+    return {str(model): {str(g): float(v) for g, v in rows.groupby("group")["srcc"].mean().items()}
+            for model, rows in table.groupby("teacher")}
 
 
 def standin_mos(index):
@@ -115,125 +261,26 @@ def standin_mos(index):
     return 100.0 * (1.0 - index["level"].to_numpy(np.float64) / levels.to_numpy(np.float64))
 
 
-def score_heldout(student, prompt, mesh, store_path: str, teachers_path: str, out_dir: str, *,
-                  batch_size: int = 8, k: int = NUM_ANCHORS) -> dict:
-    """The demo's scoring step (module docstring): anchors from the training videos, every
-    held-out video scored, SRCC against the known order for the student and each teacher.
-
-    Writes OUT/anchors (an anchor directory), OUT/heldout_scores.csv and OUT/heldout_scores.png.
-    Returns {"anchors": [{id, standin_mos}], "heldout_videos", "skipped",
-    "srcc_vs_known_order": {model: {"all", <kind>: ...}}, "srcc_vs_standin_mos":
-    {model: x}, "plot", "scores", "note"}. K shrinks to the number of distinct stand-in
-    values where the pool has fewer (a pool made with few levels); with no held-out or
-    too few training videos the step is skipped and "note" says why.
-    """
-    import pandas as pd
-
-    from w2s_vqa.labels import teachers as teacher_tables
-    from w2s_vqa.labels import weak_teachers
-    from w2s_vqa.score import anchors as anchors_lib
-    from w2s_vqa.score import evaluate
-    from w2s_vqa.score import scorer as scorer_lib
-    from w2s_vqa.store.format import VideoStore
-
-    store = VideoStore(store_path)
-    index = store.index.copy()
-    index["standin_mos"] = standin_mos(index)
-    heldout = pair_tables.validation_sources(index["source_id"], val_fraction=demo_data.VAL_FRACTION)
-    train = index[~heldout]
-    distinct = int(train["standin_mos"].nunique())
-    if not heldout.any() or distinct < 2:
-        return {"note": f"skipped: {int(heldout.sum())} held-out videos, {distinct} distinct stand-in MOS values "
-                        "among the training videos"}
-    k = min(k, distinct)
-    picked = anchors_lib.pick_anchors(train.rename(columns={"standin_mos": "mos"})[["id", "mos"]], k)
-    coverage = anchors_lib.DEFAULT_COVERAGE
-    rule = ("stand-in MOS 100 (1 - level / levels) of the demo pool's training videos (w2s_vqa.demo.run); "
-            + anchors_lib.RULE.format(lo=(1 - coverage) / 2, hi=(1 + coverage) / 2))
-    anchor_set = anchors_lib.AnchorSet.from_store(store, picked["id"], picked["mos"], rule=rule)
-    os.makedirs(out_dir, exist_ok=True)
-    anchor_set.save(os.path.join(out_dir, "anchors"), overwrite=True)
-
-    ids = index.loc[heldout, "id"].astype(str).tolist()
-    scorer = scorer_lib.Scorer(student, prompt, anchor_set, mesh, batch_size=batch_size)
-    table = scorer_lib.score_store(scorer, store, ids=ids)
-    store.close()
-    scores_path = os.path.join(out_dir, "heldout_scores.csv")
-    table.merge(index[["id", "source_id", "distortion", "kind", "level", "standin_mos"]], on="id").to_csv(
-        scores_path, index=False)
-
-    teachers = teacher_tables.read_teacher_table(teachers_path)
-    with warnings.catch_warnings():  # demo-data has said how the teachers disagree
-        warnings.simplefilter("ignore", teacher_tables.TableWarning)
-        fused = teacher_tables.fuse(teachers, normalize=demo_data.NORMALIZE)["mean"].rename("score").reset_index()
-    long = pd.concat([table[["id", "score"]].rename(columns={"id": "video_id"}).assign(teacher=evaluate.STUDENT),
-                      teachers, fused.assign(teacher="fused")], ignore_index=True)
-    long = long[long["video_id"].isin(ids)]
-    report = weak_teachers.srcc_report(long, index[heldout])
-    order = [evaluate.STUDENT, *sorted(set(teachers["teacher"])), "fused"]
-    known_order = {model: {key: value for key, value in report[model].items() if key != "by_distortion"}
-                   for model in order if model in report}
-
-    mos_table = index.loc[heldout, ["id", "standin_mos"]].rename(columns={"id": "file", "standin_mos": "mos"})
-    predictions = {model: {"heldout": rows[["video_id", "score"]].rename(
-        columns={"video_id": "file", "score": "prediction"})} for model, rows in long.groupby("teacher", sort=False)}
-    against_standin = evaluate.evaluate(predictions, {"heldout": mos_table}, bootstrap=0)
-    plot = evaluate.plot_set("heldout", mos_table, {m: p["heldout"] for m, p in predictions.items()
-                                                    if m == evaluate.STUDENT}, against_standin,
-                             os.path.join(out_dir, "heldout_scores.png"), mos_label="stand-in MOS (distortion levels)",
-                             title=f"demo pool: {len(ids)} held-out videos against {k} anchors")
-    return {
-        "anchors": [{"id": i, "standin_mos": float(m)} for i, m in zip(anchor_set.ids, anchor_set.mos)],
-        "heldout_videos": len(ids),
-        "skipped": len(table.attrs["skipped"]),
-        "srcc_vs_known_order": known_order,
-        "srcc_vs_standin_mos": {m: f.get("srcc") for m, f in against_standin["sets"]["heldout"]["models"].items()},
-        "scores": scores_path,
-        "plot": plot,
-        "anchor_dir": os.path.join(out_dir, "anchors"),
-        "note": "",
-    }
-
-
-def _student_report(predictions) -> dict[str, float]:
-    """{"all": x, "<kind>": x}: the student's direction accuracy (metrics.direction_accuracy,
-    decisive pairs only) on the synthetic pairs of `predictions`, as pool._direction_report
-    gives each weak teacher's; a kind with no pair is left out."""
-    report = {}
-    for name, origins in (("all", pair_tables.SYNTHETIC_ORIGINS),
-                          *((kind, (kind,)) for kind in pair_tables.SYNTHETIC_ORIGINS)):
-        rows = predictions[predictions["origin"].isin(origins)]
-        if len(rows):
-            report[name] = metrics.direction_accuracy(rows["label"].to_numpy(), rows[metrics.P_COLUMN].to_numpy(),
-                                                      decisive_only=True)
-    return report
-
-
 def format_summary(summary: dict) -> str:
-    student = summary["student_heldout_synthetic_gap_gt1_direction_accuracy"]
-    lines = [f"held-out synthetic pairs with level gap > 1 ({summary['heldout_synthetic_gap_gt1_pairs']}): "
-             "direction accuracy, all / " + " / ".join(pair_tables.SYNTHETIC_ORIGINS),
-             "  student       " + " / ".join(f"{student.get(k, float('nan')):.3f}"
-                                           for k in ("all", *pair_tables.SYNTHETIC_ORIGINS))]
-    for name, acc in summary["teachers_heldout_synthetic_gap_gt1_direction_accuracy"].items():
-        lines.append(f"  {name:<13} " + " / ".join(f"{acc.get(k, float('nan')):.3f}"
-                                                  for k in ("all", *pair_tables.SYNTHETIC_ORIGINS)))
-    lines.append(f"target {summary['target']} and above every weak teacher: "
-                 f"{'met' if summary['meets_target'] else 'NOT met'}")
-    scoring = summary.get("scoring", {})
-    if scoring.get("srcc_vs_known_order"):
-        lines.append(f"held-out videos ({scoring['heldout_videos']}) scored against {len(scoring['anchors'])} anchors: "
-                     "mean SRCC with the known order within each source and simulator, all / "
-                     + " / ".join(pair_tables.SYNTHETIC_ORIGINS))
-        for name, srcc in scoring["srcc_vs_known_order"].items():
-            lines.append(f"  {name:<13} " + " / ".join(f"{srcc.get(k, float('nan')):.3f}"
-                                                      for k in ("all", *pair_tables.SYNTHETIC_ORIGINS)))
-        lines.append(f"scores: {scoring['scores']}\nplot:   {scoring['plot']}")
-    elif scoring.get("note"):
-        lines.append(f"scoring {scoring['note']}")
-    lines.append(f"{summary['steps']} steps; data {summary['data_seconds']:.0f} s, training "
-                 f"{summary['train_seconds']:.0f} s, scoring {scoring.get('seconds', 0):.0f} s, "
+    """The demo's table for the terminal: per model, direction accuracy and scoring SRCC on
+    the trained and the withheld kinds; then the stages' counts, timings and paths."""
+    if summary.get("stopped"):
+        return f"stopped in stage {summary['stopped']}; run the same command again to resume"
+    n = summary["evaluation_pairs"]
+    lines = [f"withheld from all training: {', '.join(summary['withheld'])} (and the held-out sources)",
+             f"{'':<12} direction accuracy, level gap > 1        scoring SRCC vs known order",
+             f"{'':<12} trained ({n['trained']:>4}) withheld ({n['withheld']:>4})    trained   withheld"]
+    for name, figures in summary["models"].items():
+        d, r = figures["direction_accuracy"], figures["scoring_srcc"]
+        lines.append(f"  {name:<10} {d.get('trained', float('nan')):>14.3f} {d.get('withheld', float('nan')):>15.3f}"
+                     f"    {r.get('trained', float('nan')):>+7.3f}   {r.get('withheld', float('nan')):>+7.3f}")
+    lines.append(f"target ({summary['target']}): {'met' if summary['meets_target'] else 'NOT met'}")
+    for stage in summary["stages"]:
+        relabel = stage.get("relabel") or {}
+        made = (f"; relabeled {relabel.get('scored', 0)} pool videos -> {relabel.get('pairs', 0)} "
+                "new pairs for the next stage") if relabel else ""
+        lines.append(f"stage {stage['stage']}: {stage['steps']} steps on {stage['pairs']}{made}")
+    lines.append(f"data {summary['data_seconds']:.0f} s, evaluation {summary['evaluation_seconds']:.0f} s, "
                  f"total {summary['wall_seconds']:.0f} s")
-    lines.append(f"checkpoint: {summary['checkpoint']}\nexport:     {summary['export']}\n"
-                 f"metrics:    {summary['metrics']}")
+    lines.append(f"stages table: {summary['results']}\nexport:       {summary['export']}")
     return "\n".join(lines)

@@ -12,12 +12,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="demo_out", help="where the pool, the run and the export go")
     parser.add_argument("--workers", type=int, default=2, help="processes that prepare the video store")
     parser.add_argument("--sources", type=int, default=None, help="use this many demo sources (default: all 103)")
+    parser.add_argument("--stages", type=int, default=None, metavar="N",
+                        help="weak-to-strong stages (default: stages.num_stages, 2 on the tiny default)")
 
 
 def run(args) -> int:
     from w2s_vqa.demo import run as demo_run
 
-    summary = demo_run.run_demo(load_config(args), args.out, workers=args.workers, num_sources=args.sources)
+    config = load_config(args)
+    stages = int(config.stages.num_stages if args.stages is None else args.stages)
+    summary = demo_run.run_demo(config, args.out, workers=args.workers, num_sources=args.sources, num_stages=stages)
     print(demo_run.format_summary(summary))
     print(json.dumps(summary))
-    return 0
+    return int(summary.get("exit_status", 0))
