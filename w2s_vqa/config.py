@@ -154,7 +154,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.distributed.shutdown_timeout_seconds = 300
 
     c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 9000  # the demo's step count, within its time budget on 2 CPU cores (docs/2026-11-demo-results.md)
+    c.train.num_steps = 6000  # the demo's stage 1, within its time budget on 2 CPU cores (docs/2026-11-stages.md)
     c.train.log_every = 50
     c.train.eval_every = 1000  # the default of every evaluation's `every`; 0 = never
     c.train.eval_batches = 0  # the default of every evaluation's `batches`; 0 = the whole table
@@ -186,19 +186,24 @@ def defaults() -> ml_collections.ConfigDict:
     # the pool (data.store) against stages.anchors and labels the hard cases that become
     # stage k+1's new pairs, added to the earlier tables.
     c.stages = ml_collections.ConfigDict()
-    c.stages.num_stages = 3  # the paper's; `w2s-vqa stages --stages N` overrides
+    c.stages.num_stages = 2  # the demo's (the paper's 3: configs/w2s_llava_ov_7b.py); --stages N overrides
     c.stages.anchors = ""  # anchor directory (`w2s-vqa anchors`) the pool is scored against
     c.stages.teachers = ""  # the pool's weak-teacher score table (as `w2s-vqa pairs` reads it)
+    # A file of video ids (one per line, or a CSV with an `id` column) to relabel; "" = every
+    # video of a training-side source (stages.val_fraction) in data.store
+    c.stages.pool_ids = ""
     c.stages.lower_is_better = ""  # teachers (comma-separated) whose scores fall as quality rises
-    c.stages.new_pairs = 100_000  # new pairs per stage after the first (the paper's)
-    c.stages.synthetic_per_kind = 5_000  # of them, misranked synthetic pairs per family (the paper's)
+    # New pairs per stage after the first, and of them the misranked synthetic pairs per
+    # family: the paper's 100k and 5k, on 500k stage-1 pairs, scaled to the demo's stage-1 table.
+    c.stages.new_pairs = 2_000
+    c.stages.synthetic_per_kind = 100
     # the rest (85k in the paper) are real pairs mined by gMAD, split evenly over teachers and
     # over the two directions (student attacks / teacher attacks)
     c.stages.gmad_levels = 10  # xi: bins of the defender's score (equal-count quantile bins)
     # "direction": a synthetic pair is hard when the student orders it the wrong way round
     # (ties included); "level": when the student's five-way label differs from the level-gap label
     c.stages.misranked = "direction"
-    c.stages.num_steps = 0  # training steps of each stage after the first; 0 = train.num_steps
+    c.stages.num_steps = 3000  # training steps of each stage after the first; 0 = train.num_steps
     c.stages.fresh_optimizer = True  # stage k+1 starts from stage k's parameters with a new optimizer state
     c.stages.val_fraction = 0.2  # new pairs of sources split off for validation (pairs.validation_sources)
     c.stages.eval_sets = []  # [name, folder, file,mos table] triples evaluated after each stage
@@ -209,8 +214,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.finetune.splits = 10  # the field's convention; the median over splits is reported
     c.finetune.train_fraction = 0.8
     c.finetune.pairs_per_video = 4.0  # training pairs drawn per training video
-    # Spread of a video's MOS where the set gives no per-video standard deviation, as a
-    # fraction of the set's MOS range (max - min): s_d = sqrt(s_A^2 + s_B^2) in the five-way rule.
+    # Spread of a video's MOS where the set gives no per-video standard deviation (a mos_std
+    # column), as a fraction of the MOS range (max - min) of a split's training videos:
+    # s_d = sqrt(s_A^2 + s_B^2) in the five-way rule. 0.05 gives every level pairs on each of
+    # the paper's ten sets (docs/2026-11-mos-finetuning.md); the paper does not say its own.
     c.finetune.mos_std_fraction = 0.05
     c.finetune.num_steps = 0  # steps per split; 0 = train.num_steps
     c.finetune.fresh_optimizer = True

@@ -11,12 +11,12 @@ from w2s_vqa.video import distort
 
 
 def test_batch_codes_follow_the_one_list_the_pipeline_and_objective_share():
-    assert origins.ORIGINS == ("teacher", "spatial", "temporal", "compression", "student")
+    assert origins.ORIGINS == ("teacher", "spatial", "temporal", "compression", "student", "mos")
     assert pipeline.ORIGINS is origins.ORIGINS and objective.ORIGINS is origins.ORIGINS
-    codes = origins.origin_codes(["teacher", "compression", "student:1", "student:12", "spatial", "temporal"])
+    codes = origins.origin_codes(["teacher", "compression", "student:1", "student:12", "spatial", "temporal", "mos"])
     assert codes.dtype == np.int32
     assert [origins.ORIGINS[c] for c in codes] == ["teacher", "compression", "student", "student", "spatial",
-                                                   "temporal"]
+                                                   "temporal", "mos"]
 
 
 def test_every_simulator_kind_is_a_synthetic_origin():

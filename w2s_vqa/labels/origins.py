@@ -6,9 +6,13 @@ Every pair table row has an `origin` string, one of
     "spatial", "temporal", "compression"    two severity levels of one source under a
                                             simulator of that kind (video.distort.KINDS)
     "student:<stage>"                       the student trained in stage <stage>
+    "mos"                                   human ratings: two videos of one MOS-labeled
+                                            set, labelled from their MOS difference
+                                            (MOS fine-tuning, labels/mos_pairs.py)
 
 In a batch the origin is an int32 code, its index in ORIGINS; every "student:<stage>"
-shares the code of "student". Metrics are reported per entry of ORIGINS.
+shares the code of "student". Metrics are reported per entry of ORIGINS. "mos" comes
+last so that the codes of the others stay what they were before it existed.
 
 The synthetic origin names are the simulators' kinds, whose home is video.distort
 (the lowest layer: a simulator declares its kind there, and video/ must not import
@@ -27,10 +31,11 @@ from w2s_vqa.video.distort import KINDS
 TEACHER = "teacher"
 SYNTHETIC: tuple[str, ...] = tuple(KINDS)
 STUDENT = "student"
+MOS = "mos"
 # Origin names in batch order: a batch's `origin` code indexes this tuple.
-ORIGINS: tuple[str, ...] = (TEACHER, *SYNTHETIC, STUDENT)
+ORIGINS: tuple[str, ...] = (TEACHER, *SYNTHETIC, STUDENT, MOS)
 _STUDENT_PATTERN = re.compile(rf"{STUDENT}:(\d+)")
-EXPECTED = f"{TEACHER!r}, one of {SYNTHETIC} or '{STUDENT}:<stage>'"
+EXPECTED = f"{TEACHER!r}, one of {SYNTHETIC}, '{STUDENT}:<stage>' or {MOS!r}"
 
 
 class OriginError(ValueError):
@@ -51,7 +56,7 @@ def parse(origin: str) -> tuple[str, int | None]:
     "student:0").
     """
     text = str(origin)
-    if text in (TEACHER, *SYNTHETIC):
+    if text in (TEACHER, *SYNTHETIC, MOS):
         return text, None
     match = _STUDENT_PATTERN.fullmatch(text)
     if match and int(match.group(1)) >= 1:

@@ -9,7 +9,8 @@ the previous stage's student. All of them meet in one pair table:
     first_id, second_id  str    video ids in the video store
     label                int8   index into prompt.LEVELS
     origin               str    "teacher", "spatial", "temporal", "compression",
-                                or "student:<stage>" for pairs a stage's student labelled
+                                "student:<stage>" for pairs a stage's student labelled,
+                                or "mos" for pairs of one MOS-labeled set
                                 (labels/origins.py)
     stage                int32  the training stage (1, 2, 3, ...) the pair belongs to
     weight               float32 per-pair loss weight

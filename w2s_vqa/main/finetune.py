@@ -1,0 +1,88 @@
+"""`w2s-vqa finetune`: a weak-to-strong student fine-tuned on one MOS-labeled set, over random splits.
+
+    w2s-vqa finetune --checkpoint W2S_RUN [--step latest|best|N] --videos FOLDER --mos TABLE \\
+        --name SET --workdir W [--splits N] [--anchors K] [--config C] [--set key=value]
+
+The set is a folder of videos and a `file,mos` table (../shared/eval_sets/*.csv; an optional
+`mos_std` column gives each video's standard deviation of ratings). Each of N random
+splits by video (finetune.splits, default the field's 10; finetune.train_fraction 0.8)
+trains from the checkpoint on MOS pairs of its training videos (five-way labels from MOS
+differences) and scores its test videos, before and after, against K anchors chosen among
+its training videos. Writes W/results.md and W/results.json (per split SRCC/PLCC/KRCC before
+and after, and their median over the splits, the figure the field reports); rerun the
+same command to resume (stages/finetune.py says what each file is).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from w2s_vqa.main.common import add_config_arguments, load_config
+
+
+def add_arguments(parser) -> None:
+    from w2s_vqa.train.checkpoint import parse_step
+
+    add_config_arguments(parser)
+    parser.add_argument("--checkpoint", required=True, metavar="W2S_RUN",
+                        help="the weak-to-strong run's workdir (or its checkpoints/ folder) to start from")
+    parser.add_argument("--step", type=parse_step, default="latest",
+                        help="its step: latest (default), best (its train.best_metric) or a number")
+    parser.add_argument("--videos", required=True, metavar="FOLDER", help="the set's folder of videos")
+    parser.add_argument("--mos", required=True, metavar="TABLE",
+                        help="the set's file,mos table (file relative to FOLDER; optional mos_std column)")
+    parser.add_argument("--name", required=True, metavar="SET", help="the set's name (konvid_1k, kvq, ...)")
+    parser.add_argument("--workdir", required=True, metavar="W", help="store, splits, runs and results; a rerun "
+                                                                      "resumes from here")
+    parser.add_argument("--splits", type=int, default=None, metavar="N",
+                        help="random splits by video (default: finetune.splits, the field's 10)")
+    parser.add_argument("--anchors", type=int, default=5, metavar="K",
+                        help="anchors per split, picked among its training videos by MOS (default 5, the paper's)")
+    parser.add_argument("--mode", choices=("map", "paper"), default="map",
+                        help="test scores: map (default, the anchors' MOS scale) or paper (0-100)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="resamples for each split's 95%% intervals (0: none)")
+    parser.add_argument("--batch-size", type=int, default=0, help="test videos per scoring call (as `score`)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N", help="processes decoding videos")
+
+
+def run(args) -> int:
+    from w2s_vqa import runtime
+
+    config = load_config(args)
+    runtime.tune_cpu_host()  # first: before anything starts JAX's backend
+    import jax
+
+    from w2s_vqa.stages import finetune
+    from w2s_vqa.train import loop
+
+    # The set's table and folder fail here, before JAX's processes join or a checkpoint is read.
+    finetune.read_set(args.videos, args.mos, args.name)
+    loop.maybe_initialize_distributed(config)
+    results = finetune.finetune(config, checkpoint=args.checkpoint, step=args.step, videos=args.videos,
+                                mos_table=args.mos, set_name=args.name, workdir=args.workdir,
+                                anchors_k=args.anchors, splits=args.splits, bootstrap=args.bootstrap,
+                                batch_size=args.batch_size, workers=args.workers, mode=args.mode, progress=True)
+    stopped = results["stopped"]
+    if jax.process_index() == 0:
+        workdir = results["workdir"]
+        print(finetune.markdown(results), end="")
+        for entry in results["skipped"][:10]:
+            print(f"skipped {entry['file']}: {entry['reason']}")
+        if len(results["skipped"]) > 10:
+            print(f"... {len(results['skipped']) - 10} more in {os.path.join(workdir, finetune.RESULTS_JSON)}")
+        if stopped:
+            print(f"stopped by {stopped} after {results['splits_done']} of {results['splits_requested']} splits; "
+                  f"rerun the same command to resume (--workdir {args.workdir})")
+        print(f"tables:  {os.path.join(workdir, finetune.RESULTS_MD)}\n"
+              f"results: {os.path.join(workdir, finetune.RESULTS_JSON)}")
+        median = results["median"]
+        print(json.dumps({
+            "workdir": workdir, "results": os.path.join(workdir, finetune.RESULTS_JSON), "set": results["set"],
+            "checkpoint": results["checkpoint"], "step": results["step"], "splits": results["splits_done"],
+            "splits_requested": results["splits_requested"], "stopped": stopped,
+            "srcc": median[finetune.AFTER]["srcc"], "plcc": median[finetune.AFTER]["plcc"],
+            "w2s_srcc": median[finetune.BEFORE]["srcc"], "w2s_plcc": median[finetune.BEFORE]["plcc"],
+            "skipped": len(results["skipped"])}))
+    return loop.STOP_EXIT_STATUS.get(stopped, 143) if stopped else 0
