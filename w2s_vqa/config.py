@@ -203,6 +203,9 @@ def defaults() -> ml_collections.ConfigDict:
     # "direction": a synthetic pair is hard when the student orders it the wrong way round
     # (ties included); "level": when the student's five-way label differs from the level-gap label
     c.stages.misranked = "direction"
+    # How the student's verdict on a synthetic pair is read: "pairs" asks it about the pair
+    # (one forward pass per candidate); "scores" compares the two videos' anchor scores
+    c.stages.misranked_by = "pairs"
     c.stages.num_steps = 3000  # training steps of each stage after the first; 0 = train.num_steps
     c.stages.fresh_optimizer = True  # stage k+1 starts from stage k's parameters with a new optimizer state
     c.stages.val_fraction = 0.2  # new pairs of sources split off for validation (pairs.validation_sources)

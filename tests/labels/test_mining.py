@@ -360,3 +360,32 @@ def test_mine_stage_pairs_bad_input_names_what_is_wrong():
         mining.mine_stage_pairs(index, student, teachers, **{**MINE, "new_pairs": 10})
     with pytest.raises(ValueError, match="stages.misranked must be one of"):
         mining.mine_stage_pairs(index, student, teachers, **MINE, misranked="wrong")
+
+
+def test_misranked_by_pairs_reads_the_students_own_verdict():
+    """'direction': P on the wrong side of 0.5 (0.5 itself wrong); 'level': the argmax logit
+    differs from the level-gap label; a candidate without a prediction is not scored."""
+    from w2s_vqa.prompt import LEVELS
+
+    index = pd.DataFrame({"id": ["s", "s~blur-1", "s~blur-3"], "source_id": ["s"] * 3,
+                          "distortion": [None, "blur", "blur"], "kind": [None, "spatial", "spatial"],
+                          "level": [0, 1, 3]})
+    candidates = mining.synthetic_candidates(index)
+    assert list(zip(candidates.first_id, candidates.second_id)) == [("s", "s~blur-1"), ("s", "s~blur-3"),
+                                                                    ("s~blur-1", "s~blur-3")]
+    # Less distorted first: every label says the second is worse (worse / inferior / inferior).
+    logits = np.full((3, 5), -5.0)
+    logits[0, LEVELS.index("worse")] = 1.0        # right level
+    logits[1, LEVELS.index("worse")] = 1.0        # right direction, wrong level (inferior)
+    logits[2, LEVELS.index("better")] = 1.0       # wrong direction
+    predictions = pd.DataFrame({"first_id": candidates.first_id, "second_id": candidates.second_id,
+                                "p": [0.2, 0.5, 0.9],
+                                **{f"logit_{w}": logits[:, i] for i, w in enumerate(LEVELS)}})
+    wrong, scored = mining.misranked_by_pairs(candidates, predictions, rule="direction")
+    assert wrong.tolist() == [False, True, True] and scored.all()
+    wrong, _ = mining.misranked_by_pairs(candidates, predictions, rule="level")
+    assert wrong.tolist() == [False, True, True]
+    wrong, scored = mining.misranked_by_pairs(candidates, predictions.iloc[:1], rule="direction")
+    assert scored.tolist() == [True, False, False] and not wrong.any()
+    with pytest.raises(mining.MiningError, match="predicted twice"):
+        mining.misranked_by_pairs(candidates, pd.concat([predictions, predictions.iloc[:1]]))

@@ -37,7 +37,7 @@ def main(run_dir: str, config_json: str, out: str, port: str, rank: str) -> None
     scorer = scorer_lib.Scorer(student, prompt, AnchorSet.load(config.stages.anchors), mesh, batch_size=8)
     with VideoStore(config.data.store) as store:
         relabel.relabel(scorer, store, config, stage=2, previous=pair_tables.read_pairs(config.data.pairs),
-                        out_dir=out, student_key=f"stage 1 step {step}", progress=False)
+                        student=student, out_dir=out, student_key=f"stage 1 step {step}", progress=False)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@
 Withheld kinds and sources. Every variant made by a WITHHELD simulator is left out of
 every pair table the stages train on (stage 1's teacher and synthetic pairs, and the
 pool the stage-1 student relabels), and so are the validation sources (20%, the split
-demo-data makes). The withheld simulators are those the built-in weak teachers cannot
-judge (docs/2026-11-stages.md gives each teacher's SRCC per simulator): against a
-simulator a teacher already ranks well, no student could be "above every teacher" on it.
+demo-data makes). The withheld simulators are the two that the best of the weak teachers
+judges worst on the demo pool (its direction accuracy per simulator:
+docs/2026-11-stages.md): against a simulator some teacher already ranks almost
+perfectly, no student could be "above every teacher".
 
 The figures. Direction accuracy on synthetic pairs whose level gap is above 1 (labels
 superior or inferior), decisive pairs only: "trained kinds" over the validation

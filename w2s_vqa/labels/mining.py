@@ -65,7 +65,7 @@ import pandas as pd
 from w2s_vqa.labels import origins
 from w2s_vqa.labels import pairs as pair_tables
 from w2s_vqa.labels.build import pair_counts
-from w2s_vqa.prompt import DIRECTION, LEVEL_INDEX
+from w2s_vqa.prompt import DIRECTION, LEVEL_INDEX, LEVELS
 from w2s_vqa.tables import MAX_EXAMPLES
 
 MISRANKED_RULES = ("direction", "level")
@@ -294,13 +294,56 @@ def _misranked(label, first, second, score, stderr, rule) -> tuple[np.ndarray, n
     return misranked, scored
 
 
+def synthetic_candidates(index: pd.DataFrame, *, stage: int = 1) -> pd.DataFrame:
+    """Every synthetic pair of a pool (its index: id, source_id, distortion, kind, level),
+    less distorted video first: the candidates `mine_stage_pairs` judges, in its order."""
+    _require(index, INDEX_COLUMNS, "store index")
+    variants = index.assign(id=index["id"].astype(str)).rename(columns={"id": "video_id"})
+    return pair_tables.synthetic_pairs(variants[["video_id", *INDEX_COLUMNS[1:]]], stage=stage)
+
+
+def misranked_by_pairs(candidates: pd.DataFrame, predictions: pd.DataFrame, *,
+                       rule: str = "direction") -> tuple[np.ndarray, np.ndarray]:
+    """(misranked, scored) bool [C]: the synthetic candidates the student itself gets wrong
+    when asked about the pair (the paper's "synthetic pairs the student gets wrong").
+
+    predictions: the student's answers on (some of) the candidates, in the candidates'
+    order of the two videos: first_id, second_id, p = P(second better) (float, the
+    prompt's preference), and for rule "level" the five logit_<level> columns. Rule
+    "direction": P on the wrong side of 0.5 for the label's direction (0.5 itself is
+    wrong: the student did not separate them); "level": the most likely level differs
+    from the level-gap label. A candidate the predictions lack, or with NaN P, is not
+    scored. MiningError for missing columns or a pair predicted twice.
+    """
+    logit_columns = [f"logit_{word}" for word in LEVELS]
+    _require(predictions, ("first_id", "second_id", "p", *(logit_columns if rule == "level" else ())),
+             "pair predictions")
+    keys = predictions[["first_id", "second_id"]].astype(str)
+    if keys.duplicated().any():
+        raise MiningError(f"pair predictions: {int(keys.duplicated().sum())} pair(s) predicted twice, e.g. "
+                          f"{tuple(keys[keys.duplicated()].iloc[0])}")
+    columns = ["p", *(logit_columns if rule == "level" else ())]
+    merged = candidates[["first_id", "second_id"]].astype(str).merge(
+        predictions[["first_id", "second_id", *columns]].astype({"first_id": str, "second_id": str}),
+        on=["first_id", "second_id"], how="left")
+    p = merged["p"].to_numpy(np.float64)
+    scored = np.isfinite(p)
+    label = candidates["label"].to_numpy(np.int64)
+    if rule == "direction":
+        wrong = np.sign(np.where(scored, p, 0.5) - 0.5).astype(np.int64) != _DIRECTION[label]
+    else:
+        logits = merged[logit_columns].to_numpy(np.float64)
+        wrong = np.argmax(np.nan_to_num(logits, nan=-np.inf), axis=1) != label
+    return scored & wrong, scored
+
+
 # ---------------------------------------------------------------- a stage's new pairs
 
 def mine_stage_pairs(index: pd.DataFrame, student_scores: pd.DataFrame, teacher_scores: pd.DataFrame | None, *,
                      stage: int, new_pairs: int, synthetic_per_kind: int, gmad_levels: int,
                      misranked: str = "direction",
                      previous: pd.DataFrame | Sequence[pd.DataFrame] | None = None,
-                     seed: int = 0) -> tuple[pd.DataFrame, dict]:
+                     seed: int = 0, pair_predictions: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """(pairs, report): stage `stage`'s new pairs, chosen and labelled by the stage-(stage - 1) student.
 
     index: the pool, a video store's index (id, source_id, distortion, kind, level);
@@ -333,6 +376,12 @@ def mine_stage_pairs(index: pd.DataFrame, student_scores: pd.DataFrame, teacher_
     previous: the earlier stages' pair tables (one or a list), compared as unordered
     pairs of ids. seed: all randomness (the synthetic draws, the swaps). The result
     depends on the tables' contents only, not on their row order.
+
+    pair_predictions: the student's own verdict on the synthetic candidates
+    (`synthetic_candidates(index)` predicted pair by pair: first_id, second_id, p =
+    P(second better), logit_<level> for rule "level"; score.predict.predict_pairs'
+    columns). When given, a candidate is misranked by `misranked_by_pairs` instead of by
+    the two videos' scores; candidates it does not hold are not scored.
 
     Report (JSON-able): stage, seed, counts (labels.build.pair_counts: "pairs",
     "by_origin"), "by_rule" {rule: count}, "synthetic" {kind: {candidates, scored,
@@ -399,8 +448,11 @@ def mine_stage_pairs(index: pd.DataFrame, student_scores: pd.DataFrame, teacher_
     draw, swap = np.random.default_rng(seeds[0]), np.random.default_rng(seeds[1])
 
     # Synthetic hard cases.
-    found, scored = _misranked(candidates["label"].to_numpy(np.int64), candidate_first, candidate_second, score,
-                               stderr, misranked)
+    if pair_predictions is None:
+        found, scored = _misranked(candidates["label"].to_numpy(np.int64), candidate_first, candidate_second, score,
+                                   stderr, misranked)
+    else:
+        found, scored = misranked_by_pairs(candidates, pair_predictions, rule=misranked)
     left_out["synthetic_candidates_unscored"] = int((~scored).sum())
     origin = candidates["origin"].to_numpy(dtype=object)
     kinds = [k for k in origins.SYNTHETIC if (origin == k).any()]

@@ -21,6 +21,10 @@ def run(args) -> int:
     from w2s_vqa import runtime
 
     config = load_config(args)
+    from w2s_vqa import pipeline
+
+    # Before the trainer starts compiling and its checkpointer's threads: unset inputs are one line.
+    pipeline.require_inputs({"data.store": config.data.store, "data.pairs": config.data.pairs})
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     import jax
 

@@ -3,6 +3,12 @@
     pool (store + teacher table) --score.scorer (anchors, sharded, resumable)--> scores
         --labels.mining (misranked synthetic pairs, gMAD per teacher)--> new pairs + report
 
+Which synthetic pairs are misranked (stages.misranked_by): "pairs" (the default) asks the
+student about each synthetic pair of the pool, as training does, and takes the ones it
+gets wrong (the paper's "synthetic pairs the student gets wrong"); "scores" compares the
+two videos' scores against the anchors instead, with no extra forward passes, but a
+small student's scores across contents are coarse and call many correct pairs wrong.
+
 The pool's videos are scored as `w2s-vqa score` scores them (score.scorer.score_store:
 shard by shard into OUT/parts, so a killed run loses at most one shard; every process
 of a multi-host run takes its slice of each batch). Mining is deterministic for the
@@ -30,6 +36,7 @@ SCORES_FILE = "scores.csv"
 NEW_PAIRS_FILE = "new_pairs.parquet"
 REPORT_FILE = "report.json"
 PARTS_DIR = "parts"
+PREDICTIONS_FILE = "synthetic_predictions.parquet"
 
 
 class RelabelError(ValueError):
@@ -72,8 +79,31 @@ def read_teachers(path: str, lower_is_better: str = "") -> pd.DataFrame:
     return teacher_tables.orient(table, lower)
 
 
+def predict_candidates(student, scorer, store, pool: pd.DataFrame, *, path: str, batch_size: int,
+                       progress: bool = True) -> pd.DataFrame:
+    """The student's answer on every synthetic pair of the pool (labels.mining.synthetic_candidates),
+    predicted pair by pair (score.predict.predict_pairs: p and the level logits); kept in `path`
+    (process 0 writes it once done) so a rerun does not predict them again."""
+    import jax
+
+    from w2s_vqa.score import predict
+
+    if os.path.exists(path):
+        return pd.read_parquet(path)
+    candidates = mining.synthetic_candidates(pool)
+    if not len(candidates):
+        return candidates.assign(p=pd.Series([], dtype=np.float64))
+    predicted = predict.predict_pairs(student, candidates, store, scorer.prompt, scorer.mesh, batch_size=batch_size,
+                                      batch_sharding=scorer.batch_sharding, progress=progress)
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        predicted.to_parquet(path + ".tmp.parquet", index=False)
+        os.replace(path + ".tmp.parquet", path)
+    return predicted
+
+
 def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_dir: str, student_key: str,
-            progress: bool = True) -> tuple[pd.DataFrame, dict]:
+            student=None, progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """The new pairs of stage `stage` (= k + 1), labeled by the stage-k student `scorer` holds.
 
     scorer: score.scorer.Scorer of the stage-k student and stages.anchors; store: the
@@ -98,13 +128,20 @@ def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_di
     scores = scorer_lib.score_store(scorer, store, ids=ids, parts_dir=os.path.join(out_dir, PARTS_DIR),
                                     student_key=student_key, progress=progress)
     pool = index[index["id"].astype(str).isin(set(ids))]
+    by_pairs = str(s.misranked_by) == "pairs"
+    if by_pairs and student is None:
+        raise RelabelError("stages.misranked_by='pairs' asks the student about each synthetic pair: pass the student")
+    predictions = predict_candidates(student, scorer, store, pool, path=os.path.join(out_dir, PREDICTIONS_FILE),
+                                     batch_size=scorer.batch_size, progress=progress) if by_pairs else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
         new, report = mining.mine_stage_pairs(
             pool, scores, teachers, stage=stage, new_pairs=int(s.new_pairs),
             synthetic_per_kind=int(s.synthetic_per_kind), gmad_levels=int(s.gmad_levels),
-            misranked=str(s.misranked), previous=previous, seed=int(config.seed) + stage)
-    report = {"stage": stage, "labeled_by": f"stage {stage - 1} student", "pool_videos": int(len(ids)),
+            misranked=str(s.misranked), previous=previous, seed=int(config.seed) + stage,
+            pair_predictions=predictions)
+    report = {"stage": stage, "labeled_by": f"stage {stage - 1} student", "misranked_by": str(s.misranked_by),
+              "pool_videos": int(len(ids)),
               "scored": int(len(scores)), "skipped": len(scores.attrs["skipped"]),
               "scoring_seconds": float(scores.attrs["seconds"]), **report}
     if jax.process_index() == 0:

@@ -88,6 +88,8 @@ def check_config(config, num_stages: int) -> None:
             raise StagesError("relabeling scores the pool against anchors: set stages.anchors=DIR (`w2s-vqa anchors`)")
         if s.misranked not in ("direction", "level"):
             raise StagesError(f"stages.misranked must be 'direction' or 'level', got {s.misranked!r}")
+        if s.misranked_by not in ("pairs", "scores"):
+            raise StagesError(f"stages.misranked_by must be 'pairs' or 'scores', got {s.misranked_by!r}")
         for key in ("new_pairs", "gmad_levels"):
             if int(s[key]) < 1:
                 raise StagesError(f"stages.{key} must be at least 1, got {s[key]}")
@@ -209,7 +211,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
                 with VideoStore(c.data.store) as store:
                     new, report = relabel_lib.relabel(scorer, store, config, stage=stage + 1, previous=previous,
                                                       out_dir=os.path.join(here, RELABEL_DIR), student_key=key,
-                                                      progress=progress)
+                                                      student=student, progress=progress)
                 if first:
                     combined = _combine(previous, new)
                     os.makedirs(os.path.dirname(next_pairs), exist_ok=True)
