@@ -79,6 +79,25 @@ def require_inputs(values: dict[str, Any]) -> None:
                                     f"--set {key}={REQUIRED_INPUTS[key][0]} (or in the config file)" for key in unset))
 
 
+STORE_SHAPE_KEYS = ("num_frames", "image_size", "num_motion_chunks", "motion_dim")
+
+
+def check_store_fits(store: VideoStore | str | os.PathLike, data_config) -> None:
+    """ConfigError when the store's videos are not made as `data_config` (config.data) says
+    the student reads them: frames, frame size, motion chunks, motion width. Without it a
+    run on a store prepared with other settings would fail deep in the model, or pad and
+    crop its videos silently."""
+    from w2s_vqa.config import ConfigError
+
+    store = store if isinstance(store, VideoStore) else VideoStore(store)
+    differ = [f"data.{key}={data_config[key]} but the store has {getattr(store, key)}"
+              for key in STORE_SHAPE_KEYS if int(data_config[key]) != getattr(store, key)]
+    if differ:
+        raise ConfigError(f"{store.path}: the store's videos are not made as the config reads them: "
+                          + "; ".join(differ) + ". Set the config to the store's values, or prepare the store "
+                          "again with the config's")
+
+
 def soft_targets(table: pd.DataFrame) -> np.ndarray:
     """[N, 5] targets for the soft-target objective: from d and s_d where a row has both,
     else the one-hot label."""

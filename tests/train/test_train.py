@@ -107,3 +107,12 @@ def test_a_run_starts_from_another_runs_parameters(pool, tmp_path):
     with pytest.raises(ValueError, match="does not fit this run's model"):
         loop.Trainer(train_config(pool, "train.num_steps=1", "model.preset='tiny'", "data.motion_dim=128",
                                   f"train.init_from='{tmp_path / 'first'}'"), tmp_path / "other").initial_state()
+
+
+def test_a_store_made_with_other_settings_is_refused_by_name(pool, tmp_path):
+    """A run whose data.num_frames or data.image_size differ from the store's stops before
+    training, naming the store and every key that differs."""
+    trainer = loop.Trainer(train_config(pool, "train.num_steps=1", "data.num_frames=8"), tmp_path / "run")
+    with pytest.raises(ValueError, match=r"store.*data.num_frames=8 but the store has 4"):
+        trainer.run()
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())

@@ -418,6 +418,7 @@ class Trainer:
         config, t0 = self.config, time.time()
         train_step = self.train_step.step
         pipeline.require_inputs({"data.store": config.data.store, "data.pairs": config.data.pairs})
+        pipeline.check_store_fits(config.data.store, config.data)
         fingerprints = data_fingerprints(config)
         config_json = config_lib.as_json(config)
         stop = StopSignals(multiprocess=jax.process_count() > 1)
