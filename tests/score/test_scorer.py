@@ -193,3 +193,10 @@ def test_the_score_verb_skips_broken_videos_and_resumes(model, anchors, pool, on
     hf.save_student(other, tmp_path / "hf", tokenizer_dir=TINY_TOKENIZER, overwrite=True)
     assert cli.main(command) == 2
     assert "holds the scores of another run (differs in: student)" in capsys.readouterr().err
+
+
+def test_an_out_folder_is_refused_before_any_scoring(anchors, pool, tmp_path, capsys):  # noqa: F811
+    command = ["score", "--hf", str(tmp_path / "never_read"), "--anchors", anchors.path,
+               "--inputs", str(pool / "clips"), "--out", str(tmp_path)]
+    assert cli.main(command) == 2
+    assert "is a folder; name the CSV file" in capsys.readouterr().err
