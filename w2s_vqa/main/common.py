@@ -17,3 +17,14 @@ def load_config(args: argparse.Namespace):
     from w2s_vqa.config import load_config as load
 
     return load(args.config, args.overrides)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (argparse names the option and exits 2 otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return value

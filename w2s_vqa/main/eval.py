@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, load_config, non_negative_int
 
 
 def add_arguments(parser) -> None:
@@ -63,7 +63,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="where the tables, plots and work go")
     parser.add_argument("--mode", choices=("map", "paper"), default="map",
                         help="the student's scores: map (default, the anchors' MOS scale) or paper (0-100)")
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+    parser.add_argument("--bootstrap", type=non_negative_int, default=1000, metavar="N",
                         help="resamples for the 95%% intervals (0: no intervals)")
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     parser.add_argument("--batch-size", type=int, default=0, help="test videos per global batch (as `score`)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, load_config, non_negative_int
 
 
 def add_arguments(parser) -> None:
@@ -41,7 +41,7 @@ def add_arguments(parser) -> None:
                         help="anchors per split, picked among its training videos by MOS (default 5, the paper's)")
     parser.add_argument("--mode", choices=("map", "paper"), default="map",
                         help="test scores: map (default, the anchors' MOS scale) or paper (0-100)")
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+    parser.add_argument("--bootstrap", type=non_negative_int, default=1000, metavar="N",
                         help="resamples for each split's 95%% intervals (0: none)")
     parser.add_argument("--batch-size", type=int, default=0, help="test videos per scoring call (as `score`)")
     parser.add_argument("--workers", type=int, default=0, metavar="N", help="processes decoding videos")
