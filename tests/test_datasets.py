@@ -429,3 +429,28 @@ def test_building_and_reading_never_import_tensorflow(built):
     datasets.TfdsVideoSource("kvq", FULL, data_dir=built["data_dir"]).get(built["expected"]["kvq"][0][0])
     tfds.data_source(f"kvq/{FULL}", split="test", data_dir=built["data_dir"])[0]
     assert "tensorflow" not in sys.modules
+
+
+def test_stages_evaluate_each_stage_on_tfds_sets(built, clips, tmp_path):
+    """stages.eval_tfds: after its training, a stage's student is scored on a built set and
+    the stage table carries the set's SRCC / PLCC."""
+    from w2s_vqa.config import load_config
+    from w2s_vqa.labels import pairs as pair_tables
+    from w2s_vqa.score.anchors import AnchorSet
+    from w2s_vqa.stages import run as stages_lib
+
+    store = clips[1]
+    AnchorSet.from_store(store, ["c0", "c2"], [30.0, 70.0]).save(str(tmp_path / "anchors"))
+    pair_tables.write_pairs(pair_tables.make_pair_table(["c0", "c1", "c2", "c0"], ["c1", "c2", "c0", "c2"],
+                                                        [0, 1, 3, 4], origin="teacher", stage=1),
+                            tmp_path / "pairs.parquet")
+    config = load_config(None, [f"data.store='{store.path}'", f"data.pairs='{tmp_path / 'pairs.parquet'}'",
+                                "data.batch_size=4", "train.num_steps=2", "train.eval_every=0",
+                                "train.async_checkpoint=False", "mesh.shape=(1,1,1)", "mesh.num_devices=1",
+                                f"stages.anchors='{tmp_path / 'anchors'}'", "stages.eval_tfds='live_vqc'",
+                                f"stages.manual_dir='{built['manual']}'", f"stages.data_dir='{built['data_dir']}'",
+                                "stages.eval_subset='full'"])
+    summary = stages_lib.run_stages(config, str(tmp_path / "w"), num_stages=1, progress=False)
+    figures = summary["stages"][0]["eval"]["sets"]["live_vqc"]["models"]["student"]
+    assert figures["videos"] == len(built["expected"]["live_vqc"]) and np.isfinite(figures["srcc"])
+    assert "live_vqc SRCC / PLCC" in (tmp_path / "w" / stages_lib.RESULTS_MD).read_text()

@@ -210,6 +210,13 @@ def defaults() -> ml_collections.ConfigDict:
     c.stages.fresh_optimizer = True  # stage k+1 starts from stage k's parameters with a new optimizer state
     c.stages.val_fraction = 0.2  # new pairs of sources split off for validation (pairs.validation_sources)
     c.stages.eval_sets = []  # [name, folder, file,mos table] triples evaluated after each stage
+    # and/or the TFDS evaluation sets (w2s_vqa.datasets; "konvid_1k,live_vqc"), built from
+    # their manual downloads in stages.manual_dir (one folder per set) into stages.data_dir
+    # ("" = TFDS's default), the paper's lists
+    c.stages.eval_tfds = ""
+    c.stages.manual_dir = ""
+    c.stages.data_dir = ""
+    c.stages.eval_subset = "paper"  # "paper" (the paper's exact lists) or "full" (every video of the release)
 
     # MOS fine-tuning (`w2s-vqa finetune`, w2s_vqa.stages.finetune): pairs within a MOS-labeled
     # set, random splits by video, each trained from a weak-to-strong checkpoint.

@@ -98,6 +98,20 @@ def check_config(config, num_stages: int) -> None:
     for i, entry in enumerate(s.eval_sets):
         if len(entry) != 3:
             raise StagesError(f"stages.eval_sets[{i}] must be [name, folder, file,mos table], got {entry!r}")
+    if tfds_names(config) and not s.manual_dir:
+        raise StagesError("stages.eval_tfds needs stages.manual_dir (the sets' manual downloads, one folder per set)")
+    if (len(s.eval_sets) or tfds_names(config)) and not s.anchors:
+        raise StagesError("evaluating after each stage scores against anchors: set stages.anchors=DIR")
+
+
+def tfds_names(config) -> list[str]:
+    """The TFDS evaluation sets stages.eval_tfds names."""
+    return [n.strip() for n in str(config.stages.eval_tfds).split(",") if n.strip()]
+
+
+def evaluates(config) -> bool:
+    """Whether each stage is evaluated on labeled sets (stages.eval_sets or eval_tfds)."""
+    return bool(len(config.stages.eval_sets) or tfds_names(config))
 
 
 def _barrier(name: str) -> None:
@@ -187,7 +201,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
         result.val = _last_validation(here)
 
         student = key = None
-        needs_student = stage < num_stages or len(config.stages.eval_sets)
+        needs_student = stage < num_stages or evaluates(config)
 
         if needs_student:
             student, run_config, step = checkpoint_lib.load_checkpoint_student(here, "latest", mesh=mesh)
@@ -197,7 +211,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
                                                   tokens_per_video=student.cfg.tokens_per_video)
 
         # Evaluation on the configured sets, as `w2s-vqa eval` does.
-        if len(config.stages.eval_sets):
+        if evaluates(config):
             result.eval = _evaluate(config, c, here, student, prompt, mesh, key, write=first, progress=progress)
 
         # Relabeling: the pairs of the next stage.
@@ -253,11 +267,14 @@ def _evaluate(config, stage_config_, here, student, prompt, mesh, key, *, write:
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    if not config.stages.anchors:
-        raise StagesError("evaluating stages.eval_sets scores against anchors: set stages.anchors=DIR")
     anchors = AnchorSet.load(config.stages.anchors)
     scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=int(stage_config_.data.batch_size))
     sets = [evaluate.EvalSet(str(n), str(folder), str(table)) for n, folder, table in config.stages.eval_sets]
+    if tfds_names(config):  # built once (the first stage), with the anchors' settings
+        sets += evaluate.tfds_eval_sets(tfds_names(config), str(config.stages.manual_dir),
+                                        data_dir=str(config.stages.data_dir) or None, settings=anchors.settings,
+                                        subset=str(config.stages.eval_subset),
+                                        slowfast_weights=str(config.data.slowfast_weights))
     score_set = evaluate.student_score_set(scorer, os.path.join(out, "work"), stage_config_, student_key=key,
                                            progress=progress)
     return evaluate.run_eval(sets, out, score_set=score_set, bootstrap=0, write=write)["results"]
