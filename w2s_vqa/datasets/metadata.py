@@ -167,6 +167,23 @@ def _with_extension(name: str, extension: str = ".mp4") -> str:
 
 
 # ----------------------------------------------------------------------------- the ten readers
+def _mos_and_std(table: pd.DataFrame, *, path: str, set_name: str, mos_names, std_names=()):
+    """(rows, report, mos, std) of a metadata table: rows numbered from 1, the ProblemReport
+    of `path`, the MOS column (the first of `mos_names` present; required) and the standard
+    deviation column (the first of `std_names` present; NaN where absent or empty), float64,
+    every cell that is not a number added to the report with its row."""
+    mos_column = _column(table, tuple(mos_names), path=path, set_name=set_name)
+    std_column = (_column(table, tuple(std_names), path=path, set_name=set_name, required=False)
+                  if std_names else None)
+    rows = list(range(1, len(table) + 1))
+    report = _report(set_name, path)
+    mos = _numbers(table[mos_column], path=path, set_name=set_name, column=mos_column, rows=rows, report=report)
+    std = (np.full(len(table), np.nan) if std_column is None else
+           _numbers(table[std_column], path=path, set_name=set_name, column=std_column, rows=rows, report=report,
+                    allow_empty=True))
+    return rows, report, mos, std
+
+
 def read_lsvq(root: str, *, set_name: str, file_name: str) -> OfficialTable:
     """LSVQ: `file_name` (LSVQ_whole_test.csv or LSVQ_whole_test_1080p.csv) with columns
     `name` (e.g. "yfcc-batch1/747", no extension) and `mos` (0-100); the video is
@@ -174,13 +191,10 @@ def read_lsvq(root: str, *, set_name: str, file_name: str) -> OfficialTable:
     path = _require_file(set_name, root, (file_name, f"*/{file_name}"), f"{file_name}")
     table = _read_table(set_name, path)
     name = _column(table, ("name",), path=path, set_name=set_name)
-    mos_column = _column(table, ("mos",), path=path, set_name=set_name)
-    rows = list(range(1, len(table) + 1))
-    report = _report(set_name, path)
-    mos = _numbers(table[mos_column], path=path, set_name=set_name, column=mos_column, rows=rows, report=report)
+    rows, report, mos, std = _mos_and_std(table, path=path, set_name=set_name, mos_names=("mos",))
     names = table[name].fillna("").astype(str).str.strip()
     keys = [_with_extension(n) for n in names]
-    return _finish(set_name, path, keys, keys, mos, np.full(len(table), np.nan), rows, report)
+    return _finish(set_name, path, keys, keys, mos, std, rows, report)
 
 
 def read_konvid_1k(root: str, *, set_name: str = "konvid_1k") -> OfficialTable:
@@ -194,15 +208,9 @@ def read_konvid_1k(root: str, *, set_name: str = "konvid_1k") -> OfficialTable:
                          "KoNViD_1k_attributes.csv")
     table = _read_table(set_name, path)
     flickr = _column(table, ("flickr_id",), path=path, set_name=set_name)
-    mos_column = _column(table, ("MOS",), path=path, set_name=set_name)
-    sd_column = _column(table, ("SD", "std"), path=path, set_name=set_name, required=False)
+    rows, report, mos, std = _mos_and_std(table, path=path, set_name=set_name, mos_names=("MOS",),
+                                          std_names=("SD", "std"))
     file_column = _column(table, ("file_name",), path=path, set_name=set_name, required=False)
-    rows = list(range(1, len(table) + 1))
-    report = _report(set_name, path)
-    mos = _numbers(table[mos_column], path=path, set_name=set_name, column=mos_column, rows=rows, report=report)
-    std = (np.full(len(table), np.nan) if sd_column is None else
-           _numbers(table[sd_column], path=path, set_name=set_name, column=sd_column, rows=rows, report=report,
-                    allow_empty=True))
     ids = table[flickr].fillna("").astype(str).str.strip()
     keys = [f"{i}.mp4" for i in ids]
     folder = os.path.relpath(os.path.dirname(os.path.dirname(path)), root) if os.path.basename(
@@ -274,14 +282,8 @@ def read_youtube_ugc(root: str, *, set_name: str = "youtube_ugc") -> OfficialTab
                          "original_videos_MOS_for_YouTube_UGC_dataset.xlsx")
     table = _read_table(set_name, path, sheet="MOS")
     vid = _column(table, ("vid",), path=path, set_name=set_name)
-    mos_column = _column(table, ("MOS full", "MOS"), path=path, set_name=set_name)
-    sd_column = _column(table, ("SD full", "std full"), path=path, set_name=set_name, required=False)
-    rows = list(range(1, len(table) + 1))
-    report = _report(set_name, path)
-    mos = _numbers(table[mos_column], path=path, set_name=set_name, column=mos_column, rows=rows, report=report)
-    std = (np.full(len(table), np.nan) if sd_column is None else
-           _numbers(table[sd_column], path=path, set_name=set_name, column=sd_column, rows=rows, report=report,
-                    allow_empty=True))
+    rows, report, mos, std = _mos_and_std(table, path=path, set_name=set_name, mos_names=("MOS full", "MOS"),
+                                          std_names=("SD full", "std full"))
     vids = table[vid].fillna("").astype(str).str.strip().tolist()
     files = _files_by_name(root)
     keys, videos = [], []
@@ -329,15 +331,12 @@ def read_kvq(root: str, *, set_name: str = "kvq") -> OfficialTable:
     path = _require_file(set_name, root, ("train_data.csv", "*/train_data.csv"), "train_data.csv")
     table = _read_table(set_name, path)
     file_column = _column(table, ("filename", "file_names", "name"), path=path, set_name=set_name)
-    score = _column(table, ("score", "mos"), path=path, set_name=set_name)
-    rows = list(range(1, len(table) + 1))
-    report = _report(set_name, path)
-    mos = _numbers(table[score], path=path, set_name=set_name, column=score, rows=rows, report=report)
+    rows, report, mos, std = _mos_and_std(table, path=path, set_name=set_name, mos_names=("score", "mos"))
     base = os.path.relpath(os.path.dirname(path), root)
     base = "" if base == "." else base.replace(os.sep, "/") + "/"
     names = table[file_column].fillna("").astype(str).str.strip().tolist()
-    return _finish(set_name, path, [n.rsplit("/", 1)[-1] for n in names], [base + n for n in names], mos,
-                   np.full(len(names), np.nan), rows, report)
+    return _finish(set_name, path, [n.rsplit("/", 1)[-1] for n in names], [base + n for n in names], mos, std,
+                   rows, report)
 
 
 # Column names the generic reader accepts, compared loosely (_norm).
@@ -355,14 +354,8 @@ def read_generic(root: str, *, set_name: str, patterns: tuple[str, ...]) -> Offi
     path = _require_file(set_name, root, patterns, "MOS file")
     table = _read_table(set_name, path)
     name = _column(table, _NAME_COLUMNS, path=path, set_name=set_name)
-    mos_column = _column(table, _MOS_COLUMNS, path=path, set_name=set_name)
-    std_column = _column(table, _STD_COLUMNS, path=path, set_name=set_name, required=False)
-    rows = list(range(1, len(table) + 1))
-    report = _report(set_name, path)
-    mos = _numbers(table[mos_column], path=path, set_name=set_name, column=mos_column, rows=rows, report=report)
-    std = (np.full(len(table), np.nan) if std_column is None else
-           _numbers(table[std_column], path=path, set_name=set_name, column=std_column, rows=rows, report=report,
-                    allow_empty=True))
+    rows, report, mos, std = _mos_and_std(table, path=path, set_name=set_name, mos_names=_MOS_COLUMNS,
+                                          std_names=_STD_COLUMNS)
     names = table[name].fillna("").astype(str).str.strip().tolist()
     keys = [_with_extension(n.replace("\\", "/").rsplit("/", 1)[-1]) if n else "" for n in names]
     files = _files_by_name(root)
