@@ -161,3 +161,28 @@ def test_a_config_file_with_an_unknown_or_wrong_typed_key_is_refused_by_name(tmp
         load_config(str(wrong))
     with pytest.raises(ConfigError, match=r"w2s_llava_ov_7b.py: get_config\('cpu'\) failed: KeyError"):
         load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "w2s_llava_ov_7b.py") + ":cpu")
+
+
+def test_a_config_file_missing_a_key_or_not_python_is_named(tmp_path):
+    lost = tmp_path / "lost.py"
+    lost.write_text("from w2s_vqa.config import defaults\n\ndef get_config():\n"
+                    "    c = defaults()\n    del c.stages['anchors']\n    return c\n")
+    with pytest.raises(ConfigError, match=r"lost.py: missing config key\(s\), which defaults\(\) has: stages.anchors"):
+        load_config(str(lost))
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n    pass\n")
+    with pytest.raises(ConfigError, match=r"broken.py:1: not valid Python"):
+        load_config(str(broken))
+
+
+def test_ctrl_c_outside_training_is_one_line_and_status_130(monkeypatch, capsys):
+    from w2s_vqa import cli
+    from w2s_vqa.main import anchors
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(anchors, "run", interrupted)
+    assert cli.main(["anchors", "--store", "s", "--mos", "m.csv", "--k", "2", "--out", "o"]) == 130
+    assert capsys.readouterr().err == ("w2s-vqa anchors: interrupted; what is finished is kept: run the same "
+                                       "command again to resume\n")

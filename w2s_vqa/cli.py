@@ -51,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     runtime.skip_tpu_plugin_without_chips()  # before any verb starts a JAX backend
     try:
         return int(modules[args.verb].run(args) or 0)
+    except KeyboardInterrupt:
+        # Ctrl-C outside a training loop (which saves and stops on its own): what is finished
+        # is on disk (stores, scored shards, tables), so the rerun continues.
+        if os.environ.get("W2S_VQA_DEBUG"):
+            raise
+        print(f"w2s-vqa {args.verb}: interrupted; what is finished is kept: run the same command again to resume",
+              file=sys.stderr)
+        return 130
     except (OSError, ValueError, KeyError) as e:
         # Bad input (a file, a key, a value) is the user's to fix: say what, not where in our code.
         if os.environ.get("W2S_VQA_DEBUG"):

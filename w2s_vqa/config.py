@@ -293,7 +293,10 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         raise ConfigError(f"{path}: no such config file")
     spec = importlib.util.spec_from_file_location(f"w2s_vqa_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"{path}:{e.lineno}: not valid Python: {e.msg}") from e
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: defines no get_config()")
     try:
@@ -322,8 +325,16 @@ def check_known_keys(config: ml_collections.ConfigDict, *, source: str) -> None:
             continue
         close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.8)
         problems.append(f"'{key}'" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
-    if problems:
-        raise ConfigError(f"{source}: unknown config key(s): {'; '.join(problems)}")
+    present = flatten(config)
+    # A key defaults() has but the file lost (deleted, or a section replaced by hand): the
+    # code would fail later on an attribute lookup, far from the file.
+    missing = sorted(k for k in known if k not in present and not k.startswith(_OPEN_SECTIONS)
+                     and not any(p.startswith(k + ".") for p in present))
+    if problems or missing:
+        parts = ([f"unknown config key(s): {'; '.join(problems)}"] if problems else []) + (
+            [f"missing config key(s), which defaults() has: {', '.join(missing)} (start the file from "
+             "w2s_vqa.config.defaults())"] if missing else [])
+        raise ConfigError(f"{source}: " + "; ".join(parts))
 
 
 def parse_value(text: str):

@@ -141,3 +141,20 @@ def test_the_stages_verb_refuses_unusable_settings(pool, inputs, tmp_path, capsy
     assert "stages.misranked" in capsys.readouterr().err
     with pytest.raises(relabel.RelabelError, match="no such file"):
         relabel.pool_ids(pd.DataFrame({"id": ["a"], "source_id": ["a"]}), val_fraction=0.0, ids_file=str(tmp_path / "x"))
+
+
+def test_a_workdir_refuses_another_config_and_a_teacher_table_of_other_videos(pool, inputs, uninterrupted,  # noqa: F811
+                                                                              tmp_path):
+    whole, _ = uninterrupted
+    changed = stage_config(pool, inputs, "optim.learning_rate=0.01", "stages.new_pairs=10")
+    with pytest.raises(stages_lib.StagesError, match=r"another config: optim.learning_rate: .*stages.new_pairs"):
+        stages_lib.run_stages(changed, str(whole), num_stages=2, progress=False)
+    (tmp_path / "ft").mkdir()
+    (tmp_path / "ft" / "finetune.json").write_text("{}")
+    with pytest.raises(stages_lib.StagesError, match="holds a `w2s-vqa finetune` run"):
+        stages_lib.run_stages(stage_config(pool, inputs), str(tmp_path / "ft"), num_stages=1, progress=False)
+    pd.DataFrame({"video_id": ["elsewhere"], "teacher": ["t"], "score": [1.0]}).to_csv(tmp_path / "t.csv", index=False)
+    other = stage_config(pool, inputs, f"stages.teachers='{tmp_path / 't.csv'}'")
+    with pytest.raises(relabel.RelabelError, match="scores none of the .* pool videos"):
+        stages_lib.run_stages(other, str(tmp_path / "w"), num_stages=2, progress=False)
+    assert not (tmp_path / "w" / "stage_1").exists()  # refused before stage 1 trained

@@ -13,6 +13,7 @@ same command after a kill continues where it stopped (w2s_vqa.stages.run).
 from __future__ import annotations
 
 import json
+import sys
 
 from w2s_vqa.main.common import add_config_arguments, load_config
 
@@ -21,7 +22,11 @@ def add_arguments(parser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--workdir", required=True, help="W/stage_k per stage, W/results.md at the end; rerun resumes")
     parser.add_argument("--stages", type=int, default=None, metavar="N",
-                        help="how many stages (default stages.num_stages, the paper's 3)")
+                        help="how many stages (default stages.num_stages: 2 on the tiny default, 3 in the paper's "
+                             "config)")
+    parser.add_argument("--allow-config-change", nargs="*", metavar="KEY", default=None,
+                        help="rerun although the config differs from the workdir's: in the KEYs named (fnmatch "
+                             "patterns) or in any key without KEYs")
 
 
 def run(args) -> int:
@@ -34,9 +39,17 @@ def run(args) -> int:
     from w2s_vqa.stages import run as stages_lib
     from w2s_vqa.train import loop
 
-    stages_lib.check_config(config, int(config.stages.num_stages if args.stages is None else args.stages))
+    num_stages = int(config.stages.num_stages if args.stages is None else args.stages)
+    stages_lib.check_config(config, num_stages)
+    if num_stages > 1:  # the pool and teacher table, read now rather than after stage 1
+        from w2s_vqa.stages import relabel
+
+        for note in relabel.check_inputs(config):
+            print(f"w2s-vqa stages: warning: {note}", file=sys.stderr)
     loop.maybe_initialize_distributed(config)
-    summary = stages_lib.run_stages(config, args.workdir, num_stages=args.stages)
+    allow = args.allow_config_change
+    allow = False if allow is None else (tuple(allow) or True)
+    summary = stages_lib.run_stages(config, args.workdir, num_stages=args.stages, allow_config_change=allow)
     if jax.process_index() == 0:
         print(stages_lib.markdown(summary), end="")
         if summary["stopped"]:

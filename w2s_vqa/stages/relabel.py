@@ -79,6 +79,30 @@ def read_teachers(path: str, lower_is_better: str = "") -> pd.DataFrame:
     return teacher_tables.orient(table, lower)
 
 
+def check_inputs(config) -> list[str]:
+    """Read what relabeling will read (the pool's ids, the teacher table) before any stage
+    trains, so that a bad table fails in seconds, not after stage 1. Returns the teacher
+    table's notes (TableWarnings: rows left out, and why). Raises RelabelError for a
+    missing file, ids the store lacks, and a teacher table that scores none of the pool's
+    videos (it would give no gMAD pair at all)."""
+    from w2s_vqa import tables
+    from w2s_vqa.store.format import VideoStore
+
+    s = config.stages
+    with VideoStore(config.data.store) as store:
+        ids = pool_ids(store.index, val_fraction=float(s.val_fraction), ids_file=str(s.pool_ids))
+    if not len(ids):
+        raise RelabelError(f"{config.data.store}: no video of a training-side source to relabel "
+                           f"(stages.val_fraction={s.val_fraction})")
+    with tables.collect_notes() as notes:
+        teachers = read_teachers(str(s.teachers), str(s.lower_is_better))
+    if len(teachers) and not teachers["video_id"].isin(set(ids)).any():
+        raise RelabelError(f"stages.teachers={s.teachers}: scores none of the {len(ids)} pool videos (its ids, e.g. "
+                           f"{teachers['video_id'].iloc[0]!r}, are not the store's, e.g. {ids[0]!r}); check the table "
+                           "and stages.pool_ids")
+    return list(notes)
+
+
 def predict_candidates(student, scorer, store, pool: pd.DataFrame, *, path: str, batch_size: int,
                        progress: bool = True) -> pd.DataFrame:
     """The student's answer on every synthetic pair of the pool (labels.mining.synthetic_candidates),
@@ -123,7 +147,10 @@ def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_di
     if not len(ids):
         raise RelabelError(f"{store.path}: no video of a training-side source to relabel "
                            f"(stages.val_fraction={s.val_fraction})")
-    teachers = read_teachers(str(s.teachers), str(s.lower_is_better))
+    from w2s_vqa import tables
+
+    with tables.collect_notes() as table_notes:  # said once by check_inputs; kept in the report
+        teachers = read_teachers(str(s.teachers), str(s.lower_is_better))
     teachers = teachers[teachers["video_id"].isin(set(ids))]
     scores = scorer_lib.score_store(scorer, store, ids=ids, parts_dir=os.path.join(out_dir, PARTS_DIR),
                                     student_key=student_key, progress=progress)
@@ -144,6 +171,7 @@ def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_di
               "pool_videos": int(len(ids)),
               "scored": int(len(scores)), "skipped": len(scores.attrs["skipped"]),
               "scoring_seconds": float(scores.attrs["seconds"]), **report}
+    report["notes"] = list(table_notes) + list(report.get("notes", []))
     if jax.process_index() == 0:
         os.makedirs(out_dir, exist_ok=True)
         scores.to_csv(os.path.join(out_dir, SCORES_FILE + ".tmp"), index=False)

@@ -38,6 +38,11 @@ STAGE_DIR = "stage_{}"
 RELABEL_DIR = "relabel"
 EVAL_DIR = "eval"
 TRAIN_PAIRS_FILE = "pairs_train.parquet"
+RUN_FILE = "stages.json"  # the config a workdir's stages were run with
+# Keys a rerun may change: those a training run may (config.RESUME_SAFE_KEYS) but the stage
+# settings, which make other pairs; more stages may be asked for.
+SAFE_KEYS = tuple(k for k in config_lib.RESUME_SAFE_KEYS if k not in ("stages.*", "finetune.*")) + (
+    "stages.num_stages", "finetune.*")
 
 
 class StagesError(config_lib.ConfigError):
@@ -98,6 +103,9 @@ def check_config(config, num_stages: int) -> None:
     for i, entry in enumerate(s.eval_sets):
         if len(entry) != 3:
             raise StagesError(f"stages.eval_sets[{i}] must be [name, folder, file,mos table], got {entry!r}")
+    for key in ("anchors", "pool_ids", "teachers"):  # read only after stage 1 trains: checked now
+        if (num_stages > 1 or key == "anchors") and s[key] and not os.path.exists(str(s[key])):
+            raise StagesError(f"stages.{key}={s[key]}: no such {'folder' if key == 'anchors' else 'file'}")
     if tfds_names(config) and not s.manual_dir:
         raise StagesError("stages.eval_tfds needs stages.manual_dir (the sets' manual downloads, one folder per set)")
     if (len(s.eval_sets) or tfds_names(config)) and not s.anchors:
@@ -112,6 +120,32 @@ def tfds_names(config) -> list[str]:
 def evaluates(config) -> bool:
     """Whether each stage is evaluated on labeled sets (stages.eval_sets or eval_tfds)."""
     return bool(len(config.stages.eval_sets) or tfds_names(config))
+
+
+def check_workdir(config, workdir: str, *, allow: bool | tuple[str, ...] = False) -> None:
+    """Refuse a workdir whose stages ran with another config (W/stages.json; keys outside
+    SAFE_KEYS, plus `allow` patterns, True for any), naming every difference, and a
+    workdir another verb owns (a `finetune` run's finetune.json); record the config on the
+    first run (process 0). Without it a rerun with other settings would return the old
+    stages' results, or mix old and new stages."""
+    import jax
+
+    if os.path.exists(os.path.join(workdir, "finetune.json")):
+        raise StagesError(f"{workdir}: holds a `w2s-vqa finetune` run (finetune.json); give stages another --workdir")
+    path = os.path.join(workdir, RUN_FILE)
+    if os.path.exists(path):
+        if allow is True:
+            return
+        with open(path) as f:
+            saved = json.load(f)["config"]
+        changes = config_lib.config_differences(saved, config, allowed=SAFE_KEYS + tuple(allow or ()))
+        if changes:
+            raise StagesError(f"{workdir}: its stages ran with another config: {'; '.join(changes)}. Rerun with the "
+                              "saved values, use a new --workdir, or pass --allow-config-change KEY ...")
+        return
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        _write_json(path, {"config": config_lib.as_json(config)})
 
 
 def _barrier(name: str) -> None:
@@ -154,11 +188,12 @@ def _last_validation(stage_workdir: str) -> dict:
 
 
 def run_stages(config, workdir: str, *, num_stages: int | None = None, progress: bool = True,
-               until: tuple[int, int] | None = None) -> dict:
+               until: tuple[int, int] | None = None, allow_config_change: bool | tuple[str, ...] = False) -> dict:
     """Run (or finish) `num_stages` stages (default stages.num_stages) in `workdir`.
 
     `until` = (stage, step) stops that stage's training after that step as a signal would
-    (tests and drills of resuming). Returns {"stages": [StageResult as dict], "results":
+    (tests and drills of resuming). `allow_config_change` lets a rerun differ from the
+    workdir's config in those keys (True: any), as `train --allow-config-change`. Returns {"stages": [StageResult as dict], "results":
     path, "markdown": path, "stopped": stage or None, "exit_status"}. Raises StagesError
     for unusable settings, and what training, scoring and mining raise.
     """
@@ -178,6 +213,9 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
     check_config(config, num_stages)
     workdir = os.path.abspath(workdir)
     first = jax.process_index() == 0
+    check_workdir(config, workdir, allow=allow_config_change)
+    _barrier("workdir")
+    notes = relabel_lib.check_inputs(config) if num_stages > 1 else []
     anchors = anchors_lib.AnchorSet.load(config.stages.anchors) if config.stages.anchors else None
     mesh = sharding.mesh_from_config(config)
     results: list[StageResult] = []
@@ -191,7 +229,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
         # Training (resumes from its own checkpoints; a finished stage is only read).
         if not _finished(here, int(c.train.num_steps)):
             stop_after = until[1] if until and until[0] == stage else None
-            info = loop.Trainer(c, here).run(until=stop_after)
+            info = loop.Trainer(c, here, allow_config_change=allow_config_change).run(until=stop_after)
             result.trained_now, result.steps = True, info.steps
             if info.stopped:
                 result.stopped, result.exit_status = info.stopped, info.exit_status
@@ -238,7 +276,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
         results.append(result)
 
     summary = {"workdir": workdir, "stages": [dataclasses.asdict(r) for r in results],
-               "stopped": stopped_at, "exit_status": exit_status}
+               "stopped": stopped_at, "exit_status": exit_status, "notes": notes}
     if first:
         summary["results"] = os.path.join(workdir, RESULTS_JSON)
         summary["markdown"] = os.path.join(workdir, RESULTS_MD)
