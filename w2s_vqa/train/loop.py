@@ -225,7 +225,8 @@ class StopSignals:
             raise KeyboardInterrupt
         if self.received is None:
             self.received = name
-            print(f"w2s-vqa train: {name}: stopping after this step with a checkpoint"
+            # Any verb that trains (train, stages, finetune, demo) prints this: no verb name.
+            print(f"w2s-vqa: {name}: stopping after this step with a checkpoint"
                   f"{' (Ctrl-C again: stop at once, unsaved)' if signum == signal.SIGINT else ''}",
                   file=sys.stderr, flush=True)
         if self.sync and signum == signal.SIGINT:
