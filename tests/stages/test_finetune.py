@@ -314,6 +314,24 @@ def test_finetune_end_to_end(finetuned, tmp_path, capsys):
     assert cli.main(_finetune_args(root, workdir, "--set", "finetune.pairs_per_video=2.0")) == 2
     assert "holds another fine-tuning run" in capsys.readouterr().err
 
+    # Other training settings with more splits (the fresh-user trial): refused in one line naming
+    # every difference, before a new split is made.
+    err = _error(capsys, _finetune_args(root, workdir, "--set", "optim.learning_rate=0.01", "--set",
+                                        "finetune.num_steps=40", "--splits", "4"))
+    assert len(err.strip().splitlines()) == 1
+    assert f"optim.learning_rate: {config.optim.learning_rate!r} -> 0.01" in err
+    assert "finetune.num_steps: 2 -> 40" in err and "finetune.splits:" not in err
+    assert not (workdir / "split_02").exists()
+
+    # More splits with the same settings: the new one is trained, the finished ones are kept.
+    stamps = {p: p.stat().st_mtime_ns for p in workdir.glob("split_*/*.csv")}
+    assert cli.main(_finetune_args(root, workdir, "--splits", "3")) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    more = json.loads((workdir / "results.json").read_text())
+    assert summary["splits"] == 3 and more["splits"][:2] == results["splits"]
+    assert {p: p.stat().st_mtime_ns for p in workdir.glob("split_0[01]/*.csv")} == stamps
+    assert more["splits"][2]["steps"] == 2 and (workdir / "split_02" / "finetuned_scores.csv").exists()
+
 
 def _error(capsys, args):
     assert cli.main(args) == 2
@@ -344,4 +362,98 @@ def test_bad_inputs_fail_naming_the_file_or_row(tmp_path, capsys):
     assert "no_run" in err  # the table is fine; the checkpoint is not
     err = _error(capsys, args([("v0.mp4", 3.0)], "--name", "a/b"))
     assert "--name 'a/b'" in err
+
+    # Settings out of range are refused before any work (the table here is not even usable),
+    # naming the key, its value and the valid range; every bad one in one line.
+    err = _error(capsys, args([("v0.mp4", 3.0)], "--set", "finetune.num_steps=-5"))
+    assert "finetune.num_steps = -5 (an integer >= 0" in err
+    err = _error(capsys, args([("v0.mp4", 3.0)], "--set", "finetune.train_fraction=1.5"))
+    assert "finetune.train_fraction = 1.5 (a number in (0, 1)" in err and "split 1.5" not in err
+    err = _error(capsys, args([("v0.mp4", 3.0)], "--splits", "0", "--anchors", "1", "--set",
+                              "finetune.pairs_per_video=0.0", "--set", "finetune.mos_std_fraction=-0.1"))
+    assert len(err.strip().splitlines()) == 1 and "4 setting(s)" in err
+    for named in ("--splits = 0 (an integer >= 1", "finetune.pairs_per_video = 0.0 (a number > 0",
+                  "finetune.mos_std_fraction = -0.1 (a number > 0", "--anchors = 1 (an integer >= 2"):
+        assert named in err
     assert not (tmp_path / "w").exists()
+
+    # A work directory of `w2s-vqa stages` is not taken over.
+    for made in ("stages.json", "stage_1"):
+        workdir = tmp_path / f"stages_{made}"
+        workdir.mkdir()
+        (workdir / made).mkdir() if made == "stage_1" else (workdir / made).write_text("{}")
+        good = args([(f"v{i}.mp4", float(i)) for i in range(4)], "--anchors", "2", "--set",
+                     "finetune.train_fraction=0.5")
+        err = _error(capsys, [str(workdir) if a == str(tmp_path / "w") else a for a in good])
+        assert "holds a `w2s-vqa stages` run" in err and made in err and str(workdir) in err
+        assert sorted(p.name for p in workdir.iterdir()) == [made]
+
+
+def test_a_table_may_name_videos_without_their_extension(tmp_path):
+    folder = tmp_path / "videos"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("clip01.mp4", "sub/clip02.mkv", "clip03.mp4", "clip03.mp4.txt", "clip04", "twin.mp4", "twin.avi"):
+        (folder / name).write_bytes(b"")
+    (folder / "clip05").mkdir()  # a folder is not a video
+    (folder / "clip05.webm").write_bytes(b"")
+
+    def read(names):
+        pd.DataFrame({"file": names, "mos": np.arange(len(names), dtype=float)}).to_csv(tmp_path / "set.csv",
+                                                                                       index=False)
+        return finetune_lib.read_set(str(folder), str(tmp_path / "set.csv"), "kvq")
+
+    table = read(["clip01", "sub/clip02", "clip03", "clip03.mp4", "clip04", "clip05"])
+    # The store id stays the table's name; the path is the one file of that name.
+    assert table["id"].tolist() == ["clip01", "sub/clip02", "clip03", "clip03.mp4", "clip04", "clip05"]
+    assert [os.path.relpath(p, folder) for p in table["path"]] == [
+        "clip01.mp4", os.path.join("sub", "clip02.mkv"), "clip03.mp4", "clip03.mp4", "clip04", "clip05.webm"]
+    with pytest.raises(finetune_lib.FinetuneError, match=r"row 2: 'twin' -> twin.avi, twin.mp4"):
+        read(["clip01", "twin"])
+    with pytest.raises(ValueError, match=r"1 of its 2 videos are not in .*'clip09' \(row 2\)"):
+        read(["clip01", "clip09"])
+
+
+def test_a_rerun_may_change_only_the_safe_keys_and_the_number_of_splits():
+    base = load_config(None, ["finetune.num_steps=2"])
+    identity = {"checkpoint": "/w2s/checkpoints", "step": 2, "set": "kvq", "train_fraction": 0.8,
+                "config": finetune_lib.config_lib.as_json(base)}
+
+    def differences(*overrides, **changed):
+        now = load_config(None, ["finetune.num_steps=2", *overrides])
+        return finetune_lib.run_differences(identity, {**identity, **changed,
+                                                      "config": finetune_lib.config_lib.as_json(now)})
+
+    assert differences("finetune.splits=4", "mesh.num_devices=1", "train.log_every=3", "evals.val.pairs='x'") == []
+    # train.num_steps gives no split its steps while finetune.num_steps is set; it does at 0.
+    assert differences("train.num_steps=7") == []
+    assert differences("train.num_steps=7", "finetune.num_steps=0") == [
+        "finetune.num_steps: 2 -> 0", f"train.num_steps: {base.train.num_steps} -> 7"]
+    assert differences("finetune.num_steps=40", "optim.learning_rate=0.01", "finetune.fresh_optimizer=False",
+                       step=3) == [
+        "--step: 2 -> 3", "finetune.fresh_optimizer: True -> False", "finetune.num_steps: 2 -> 40",
+        f"optim.learning_rate: {base.optim.learning_rate!r} -> 0.01"]
+    # A run file written before the config was recorded: what it holds is still compared.
+    old = {k: v for k, v in identity.items() if k != "config"}
+    assert finetune_lib.run_differences(old, {**identity, "train_fraction": 0.7}) == [
+        "finetune.train_fraction: 0.8 -> 0.7"]
+
+
+def test_the_last_line_is_strict_json_when_stopped_before_any_split(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"v{i}.mp4").write_bytes(b"")
+    pd.DataFrame({"file": [f"v{i}.mp4" for i in range(4)], "mos": [1.0, 2.0, 3.0, 4.0]}).to_csv(tmp_path / "set.csv",
+                                                                                          index=False)
+
+    def stopped_at_once(config, *, workdir, splits, **kwargs):  # a signal during the first split's training
+        return {"set": "kvq", "checkpoint": "/w2s", "step": 2, "videos": 4, "videos_used": 4, "skipped": [],
+                "splits_requested": splits, "splits_done": 0, "splits": [],
+                "median": finetune_lib.median_figures([]), "workdir": str(workdir), "stopped": "SIGINT"}
+
+    monkeypatch.setattr(finetune_lib, "finetune", stopped_at_once)
+    assert cli.main(["finetune", "--checkpoint", "/w2s", "--videos", str(folder), "--mos", str(tmp_path / "set.csv"),
+                     "--name", "kvq", "--workdir", str(tmp_path / "w"), "--splits", "2", "--anchors", "2"]) == 130
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads(last, parse_constant=lambda name: pytest.fail(f"{name} in {last}"))
+    assert summary["srcc"] is None and summary["w2s_plcc"] is None and summary["stopped"] == "SIGINT"

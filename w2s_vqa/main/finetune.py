@@ -3,19 +3,23 @@
     w2s-vqa finetune --checkpoint W2S_RUN [--step latest|best|N] --videos FOLDER --mos TABLE \\
         --name SET --workdir W [--splits N] [--anchors K] [--config C] [--set key=value]
 
-The set is a folder of videos and a `file,mos` table (../shared/eval_sets/*.csv; an optional
-`mos_std` column gives each video's standard deviation of ratings). Each of N random
+The set is a folder of videos and a `file,mos` table (../shared/eval_sets/*.csv; `file` names
+a video relative to the folder, with or without its extension; an optional `mos_std`, `std`
+or `sd` column gives each video's standard deviation of ratings). Each of N random
 splits by video (finetune.splits, default the field's 10; finetune.train_fraction 0.8)
 trains from the checkpoint on MOS pairs of its training videos (five-way labels from MOS
 differences) and scores its test videos, before and after, against K anchors chosen among
 its training videos. Writes W/results.md and W/results.json (per split SRCC/PLCC/KRCC before
 and after, and their median over the splits, the figure the field reports); rerun the
-same command to resume (stages/finetune.py says what each file is).
+same command to resume, or with a larger --splits to add splits; a rerun with other settings
+is refused, naming each (stages/finetune.py says what each file is). The last line printed
+is one JSON object (figures not yet known are null).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from w2s_vqa.main.common import add_config_arguments, load_config, non_negative_int
@@ -31,20 +35,25 @@ def add_arguments(parser) -> None:
                         help="its step: latest (default), best (its train.best_metric) or a number")
     parser.add_argument("--videos", required=True, metavar="FOLDER", help="the set's folder of videos")
     parser.add_argument("--mos", required=True, metavar="TABLE",
-                        help="the set's file,mos table (file relative to FOLDER; optional mos_std column)")
+                        help="the set's file,mos table (file relative to FOLDER, with or without its extension; "
+                             "an optional mos_std, std or sd column: each video's standard deviation of ratings)")
     parser.add_argument("--name", required=True, metavar="SET", help="the set's name (konvid_1k, kvq, ...)")
-    parser.add_argument("--workdir", required=True, metavar="W", help="store, splits, runs and results; a rerun "
-                                                                      "resumes from here")
+    parser.add_argument("--workdir", required=True, metavar="W",
+                        help="store, splits, runs and results; a rerun resumes from here (refused if its settings "
+                             "differ, but for --splits)")
     parser.add_argument("--splits", type=int, default=None, metavar="N",
-                        help="random splits by video (default: finetune.splits, the field's 10)")
+                        help="random splits by video (default: finetune.splits, the field's 10); a rerun with more "
+                             "adds splits")
     parser.add_argument("--anchors", type=int, default=5, metavar="K",
                         help="anchors per split, picked among its training videos by MOS (default 5, the paper's)")
     parser.add_argument("--mode", choices=("map", "paper"), default="map",
                         help="test scores: map (default, the anchors' MOS scale) or paper (0-100)")
     parser.add_argument("--bootstrap", type=non_negative_int, default=1000, metavar="N",
                         help="resamples for each split's 95%% intervals (0: none)")
-    parser.add_argument("--batch-size", type=int, default=0, help="test videos per scoring call (as `score`)")
-    parser.add_argument("--workers", type=int, default=0, metavar="N", help="processes decoding videos")
+    parser.add_argument("--batch-size", type=non_negative_int, default=0, metavar="N",
+                        help="test videos per scoring call (default 0: 8, rounded up to the mesh's batch parts)")
+    parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
+                        help="processes decoding videos (default 0; 0 or 1: in this process)")
 
 
 def run(args) -> int:
@@ -57,7 +66,9 @@ def run(args) -> int:
     from w2s_vqa.stages import finetune
     from w2s_vqa.train import loop
 
-    # The set's table and folder fail here, before JAX's processes join or a checkpoint is read.
+    # Settings, the work directory, the set's table and folder fail here, before JAX's
+    # processes join or a checkpoint is read.
+    finetune.check_inputs(config, os.path.abspath(args.workdir), splits=args.splits, anchors_k=args.anchors)
     finetune.read_set(args.videos, args.mos, args.name)
     loop.maybe_initialize_distributed(config)
     results = finetune.finetune(config, checkpoint=args.checkpoint, step=args.step, videos=args.videos,
@@ -78,11 +89,14 @@ def run(args) -> int:
         print(f"tables:  {os.path.join(workdir, finetune.RESULTS_MD)}\n"
               f"results: {os.path.join(workdir, finetune.RESULTS_JSON)}")
         median = results["median"]
-        print(json.dumps({
+        summary = {
             "workdir": workdir, "results": os.path.join(workdir, finetune.RESULTS_JSON), "set": results["set"],
             "checkpoint": results["checkpoint"], "step": results["step"], "splits": results["splits_done"],
             "splits_requested": results["splits_requested"], "stopped": stopped,
             "srcc": median[finetune.AFTER]["srcc"], "plcc": median[finetune.AFTER]["plcc"],
             "w2s_srcc": median[finetune.BEFORE]["srcc"], "w2s_plcc": median[finetune.BEFORE]["plcc"],
-            "skipped": len(results["skipped"])}))
+            "skipped": len(results["skipped"])}
+        # Strict JSON: a figure no split has yet (stopped before the first) is null, not NaN.
+        print(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v
+                          for k, v in summary.items()}, allow_nan=False))
     return loop.STOP_EXIT_STATUS.get(stopped, 143) if stopped else 0

@@ -6,7 +6,9 @@ by the five-way rule from MOS differences; random 80/20 splits by video; the fie
 the median over 10 splits. In a work directory W:
 
     W/finetune.json     what the run is (checkpoint and step, the set's table digest, the
-                        split and pair settings): a rerun with other ones is refused
+                        split and pair settings, the config): a rerun that changes any
+                        of them but SAFE_KEYS (more splits among them) is refused, naming
+                        every difference; so is a work directory of `w2s-vqa stages`
     W/manifest.csv      the set's videos (id = the table's `file`), decoded once into
     W/store/            a store made with the weak-to-strong run's data settings (frames,
                         image size, motion features), pristine only
@@ -83,10 +85,83 @@ RUN_KEYS = ("model.preset", "model.hf_dir", "model.tokenizer", "data.num_frames"
             "data.frame_format", "data.jpeg_quality")
 # Smallest test side: a correlation needs 2 videos.
 MIN_TEST_VIDEOS = 2
+# Config keys a rerun in the same work directory may change (RUN_FILE keeps the rest): those
+# a training run may change on resume (config.RESUME_SAFE_KEYS) but the fine-tuning settings,
+# which make other pairs and other training; more splits may be asked for (split s is the
+# same draw whatever their number). data.store, data.pairs and train.best_metric are each
+# split's own (split_config); the two num_steps keys are compared as the steps per split
+# they give (_steps); seed, train_fraction, pairs_per_video and mos_std_fraction also stand
+# in the run's identity (`spread`: unused where the table has a standard deviation column).
+SAFE_KEYS = tuple(k for k in config_lib.RESUME_SAFE_KEYS if k != "finetune.*") + (
+    "finetune.splits", "data.store", "data.pairs", "train.best_metric", "train.num_steps", "finetune.num_steps",
+    "seed", "finetune.train_fraction", "finetune.pairs_per_video", "finetune.mos_std_fraction")
+# The run's identity keys as a message names them: the option or config key that sets each.
+IDENTITY_NAMES = {"checkpoint": "--checkpoint", "step": "--step", "set": "--name",
+                  "table_sha256": "--mos (the table's sha256)", "seed": "seed",
+                  "train_fraction": "finetune.train_fraction", "pairs_per_video": "finetune.pairs_per_video",
+                  "spread": "MOS spread (a mos_std column, or finetune.mos_std_fraction)", "anchors": "--anchors"}
 
 
 class FinetuneError(ValueError):
     """Fine-tuning inputs that cannot be used; the message names the file, row, split or setting."""
+
+
+def check_inputs(config: ml_collections.ConfigDict, workdir: str, *, splits: int | None = None,
+                 anchors_k: int = 5) -> None:
+    """What can be checked before any work: the finetune.* settings, `splits` (--splits,
+    when given: it replaces finetune.splits), `anchors_k` (--anchors), and that `workdir`
+    is not another verb's.
+
+    Raises config.ConfigError, one line naming every key (or option) out of range with its
+    value and the valid range: finetune.num_steps an integer >= 0 (0: train.num_steps,
+    then an integer >= 1), finetune.splits (or --splits) an integer >= 1,
+    finetune.train_fraction in (0, 1), finetune.pairs_per_video and
+    finetune.mos_std_fraction finite numbers > 0, finetune.fresh_optimizer a bool,
+    --anchors an integer >= 2; FinetuneError for a work directory that holds a
+    `w2s-vqa stages` run (its stages.json or stage_1/).
+    """
+    from w2s_vqa.stages import run as stages_run
+
+    ft = config.finetune
+    bad = []
+
+    def integer(value) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
+            and math.isfinite(float(value))
+
+    steps = ft.get("num_steps")
+    if not integer(steps) or steps < 0:
+        bad.append(f"finetune.num_steps = {steps!r} (an integer >= 0: steps per split; 0 = train.num_steps)")
+    elif steps == 0 and (not integer(config.train.num_steps) or config.train.num_steps < 1):
+        bad.append(f"train.num_steps = {config.train.num_steps!r} (an integer >= 1: the steps per split while "
+                   "finetune.num_steps is 0)")
+    name, value = ("--splits", splits) if splits is not None else ("finetune.splits", ft.get("splits"))
+    if not integer(value) or value < 1:
+        bad.append(f"{name} = {value!r} (an integer >= 1: random splits by video)")
+    value = ft.get("train_fraction")
+    if not number(value) or not 0 < value < 1:
+        bad.append(f"finetune.train_fraction = {value!r} (a number in (0, 1), both ends excluded: the share of a "
+                   "set's videos each split trains on)")
+    for key, what in (("pairs_per_video", "training pairs drawn per training video"),
+                      ("mos_std_fraction", "a video's MOS spread as a fraction of the MOS range")):
+        value = ft.get(key)
+        if not number(value) or not value > 0:
+            bad.append(f"finetune.{key} = {value!r} (a number > 0: {what})")
+    value = ft.get("fresh_optimizer")
+    if not isinstance(value, (bool, np.bool_)):
+        bad.append(f"finetune.fresh_optimizer = {value!r} (True or False)")
+    if not integer(anchors_k) or anchors_k < 2:
+        bad.append(f"--anchors = {anchors_k!r} (an integer >= 2: a scale needs at least two anchors)")
+    if bad:
+        raise config_lib.ConfigError(f"finetune: {len(bad)} setting(s) out of range: {'; '.join(bad)}")
+    held = [name for name in (stages_run.RUN_FILE, stages_run.STAGE_DIR.format(1) + "/")
+            if os.path.exists(os.path.join(workdir, name.rstrip("/")))]
+    if held:
+        raise FinetuneError(f"{workdir}: holds a `w2s-vqa stages` run ({', '.join(held)}); give finetune another "
+                            "--workdir")
 
 
 def split_dir(workdir: str, split: int) -> str:
@@ -96,18 +171,25 @@ def split_dir(workdir: str, split: int) -> str:
 
 # ----------------------------------------------------------------------------- inputs
 def read_set(videos: str, mos_table: str, name: str) -> pd.DataFrame:
-    """A MOS-labeled set: columns id (= file: the store id), file, mos (float64), row (data
-    rows from 1), path (absolute), and mos_std (float64) when the table has a standard
-    deviation column (labels.mos_pairs.MOS_STD_COLUMNS, under its own name).
+    """A MOS-labeled set: columns id (= file: the store id), file (as the table names it),
+    mos (float64), row (data rows from 1), path (absolute), and mos_std (float64) when the
+    table has a standard deviation column (labels.mos_pairs.MOS_STD_COLUMNS, under its own
+    name).
+
+    A row's `file` names a video relative to `videos`, with or without its extension (as
+    `w2s-vqa anchors` reads a MOS table): a name no file has is the one file of that
+    folder whose name without extension it is (_locate).
 
     Raises FinetuneError for a set name that cannot name files, EvalError (score.evaluate)
-    naming the table's videos the folder lacks, AnchorError for rows whose MOS is not a
-    number or files named twice (score.anchors.read_mos_table), and FinetuneError naming
-    the rows whose standard deviation is not a number >= 0.
+    naming the table's videos the folder lacks, FinetuneError naming the rows whose name
+    without extension fits several files (and the files), AnchorError for rows whose MOS
+    is not a number or files named twice (score.anchors.read_mos_table), and FinetuneError
+    naming the rows whose standard deviation is not a number >= 0.
     """
     if not name or not name.strip() or "/" in name or name != name.strip():
         raise FinetuneError(f"--name {name!r}: a set name is a non-empty word without '/' (it names files)")
-    table = evaluate_lib.read_eval_set(evaluate_lib.EvalSet(name, videos, mos_table), check_files=True)
+    table = evaluate_lib.read_eval_set(evaluate_lib.EvalSet(name, videos, mos_table), check_files=False)
+    table["path"] = _locate(table, videos, mos_table)
     table.insert(0, "id", table["file"])
     raw = read_csv(mos_table, what="MOS table", error=FinetuneError)
     column = mos_pairs_lib.std_column(list(raw.columns))
@@ -122,6 +204,41 @@ def read_set(videos: str, mos_table: str, name: str) -> pd.DataFrame:
                                 "use the constant spread (finetune.mos_std_fraction)")
         table[column] = std[table["row"].to_numpy() - 1]
     return table
+
+
+def _locate(table: pd.DataFrame, videos: str, mos_table: str) -> list[str]:
+    """Each row's video file (absolute path): table["path"] where that file exists, else the
+    one file in its folder whose name without extension is the row's name (a `file` of
+    `clip01` is `clip01.mp4`). Raises EvalError naming the rows no file fits, and
+    FinetuneError naming the rows several files fit, with those files."""
+    if not os.path.isdir(videos):
+        raise evaluate_lib.EvalError(f"{videos}: no such folder of videos")
+    listed: dict[str, list[str]] = {}
+    paths, missing, ambiguous = [], [], []
+    for file, row, path in zip(table["file"], table["row"], table["path"]):
+        if os.path.isfile(path):
+            paths.append(path)
+            continue
+        folder, stem = os.path.split(path)
+        if folder not in listed:  # a folder is listed once, and only when a row's name misses
+            listed[folder] = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        fits = [f for f in listed[folder] if os.path.splitext(f)[0] == stem and os.path.isfile(os.path.join(folder, f))]
+        if len(fits) == 1:
+            paths.append(os.path.join(folder, fits[0]))
+            continue
+        (ambiguous if fits else missing).append((file, row, fits))
+        paths.append(path)
+    if missing:
+        named = ", ".join(f"'{f}' (row {r})" for f, r, _ in missing[:evaluate_lib.MAX_NAMED])
+        more = f" and {len(missing) - evaluate_lib.MAX_NAMED} more" if len(missing) > evaluate_lib.MAX_NAMED else ""
+        raise evaluate_lib.EvalError(
+            f"{mos_table}: {len(missing)} of its {len(table)} videos are not in {videos}: {named}{more}; the `file` "
+            "column names videos relative to the folder, with or without their extension")
+    if ambiguous:
+        named = "; ".join(f"row {r}: '{f}' -> {', '.join(fits)}" for f, r, fits in ambiguous[:evaluate_lib.MAX_NAMED])
+        raise FinetuneError(f"{mos_table}: {len(ambiguous)} video name(s) without extension fit more than one file "
+                            f"in {videos} ({named}); name the file with its extension")
+    return paths
 
 
 def resolve_checkpoint(path: str, step: int | str | None) -> tuple[int, ml_collections.ConfigDict]:
@@ -197,7 +314,7 @@ def _check_counts(n: int, train_fraction: float, anchors_k: int, where: str) -> 
     n_test = n - n_train
     if n_train < max(2, anchors_k) or n_test < MIN_TEST_VIDEOS:
         raise FinetuneError(
-            f"{where}: {n} video(s) split {train_fraction:g} / {1 - train_fraction:g} give {n_train} training and "
+            f"{where}: {n} video(s) split by finetune.train_fraction={train_fraction:g} give {n_train} training and "
             f"{n_test} test video(s); a split needs at least {max(2, anchors_k)} training videos ({anchors_k} "
             f"anchors) and {MIN_TEST_VIDEOS} test videos")
 
@@ -237,17 +354,55 @@ def _write_json(path: str, obj: Any) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _steps(config: dict) -> int:
+    """The steps per split a config (its JSON) gives: finetune.num_steps, 0 = train.num_steps."""
+    return int(config.get("finetune", {}).get("num_steps") or config.get("train", {}).get("num_steps") or 0)
+
+
+def run_differences(saved: dict, identity: dict) -> list[str]:
+    """What `identity` (this run's: the checkpoint, step, set, table digest, split and pair
+    settings, and "config": the run's config JSON, base_config's) changes from `saved` (a
+    RUN_FILE's): one "key: saved -> now" entry per difference, keys named as the command
+    line sets them (IDENTITY_NAMES). Config keys matching SAFE_KEYS are left out
+    (config.config_differences), but finetune.num_steps and train.num_steps are listed
+    where the steps per split they give differ. An identity key `saved` lacks (a file
+    written before the key was recorded) is not compared."""
+    changes: dict[str, str] = {}
+    for key, value in identity.items():
+        if key != "config" and key in saved and saved[key] != value:
+            name = IDENTITY_NAMES.get(key, key)
+            changes[name] = f"{name}: {saved[key]!r} -> {value!r}"
+    old, new = saved.get("config"), identity.get("config")
+    if old is not None and new is not None:
+        for entry in config_lib.config_differences(old, new, allowed=SAFE_KEYS):
+            changes.setdefault(entry.split(":", 1)[0], entry)
+        if _steps(old) != _steps(new):
+            for section in ("finetune", "train"):
+                was, now = old.get(section, {}).get("num_steps"), new[section]["num_steps"]
+                if was != now:
+                    changes[f"{section}.num_steps"] = f"{section}.num_steps: {was!r} -> {now!r}"
+    return [changes[k] for k in sorted(changes)]
+
+
 def _check_run(workdir: str, identity: dict) -> None:
-    """A work directory serves one fine-tuning run (RUN_FILE)."""
+    """A work directory serves one fine-tuning run (RUN_FILE): refuse another one, naming
+    every difference (run_differences) in one line; record this one on the first run.
+    A RUN_FILE without a config (written before the config was recorded) gets this run's,
+    with a warning: its finished splits cannot be checked against it."""
     path = os.path.join(workdir, RUN_FILE)
     if os.path.exists(path):
         with open(path) as f:
             existing = json.load(f)
-        changed = sorted(k for k in set(existing) | set(identity) if existing.get(k) != identity.get(k))
+        changed = run_differences(existing, identity)
         if changed:
-            raise FinetuneError(f"{workdir}: holds another fine-tuning run (it differs in: "
-                                f"{', '.join(f'{k} {existing.get(k)!r} -> {identity.get(k)!r}' for k in changed)}); "
-                                "rerun with its settings, choose another --workdir, or delete it")
+            raise FinetuneError(f"{workdir}: holds another fine-tuning run, made with other settings: "
+                                f"{'; '.join(changed)}. Rerun with its settings (only --splits / finetune.splits "
+                                "and the keys a training run may change on resume may differ), choose another "
+                                "--workdir, or delete it")
+        if "config" not in existing and _process_index() == 0:
+            print(f"warning: {path} recorded no config (written by an earlier version); recording this run's: "
+                  "its finished splits are not checked against it", file=sys.stderr, flush=True)
+            _write_json(path, {**existing, **identity})
     elif _process_index() == 0:
         _write_json(path, identity)
 
@@ -286,9 +441,12 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     written as W/results.json and results.md by process 0. A split whose training a signal
     stops ends the run there ("stopped" says which); rerun to continue.
 
-    Raises FinetuneError for a bad set name, too few videos for a split (checked on the
-    table before decoding and again on the videos that decoded), another run's work
-    directory, anchors_k < 2; EvalError / AnchorError for a table or folder that does not
+    Raises config.ConfigError for finetune.* settings, `splits` or anchors_k out of range
+    (check_inputs, before any work); FinetuneError for a bad set name, too few videos for
+    a split (checked on the table before decoding and again on the videos that decoded), a
+    `stages` run's work directory, or another fine-tuning run's: W/finetune.json records
+    the checkpoint, the set and this run's config, and a rerun that changes any of them
+    but SAFE_KEYS (more splits among them) is refused naming every difference; EvalError / AnchorError for a table or folder that does not
     fit (read_set); FileNotFoundError for a checkpoint folder without the step.
     """
     from w2s_vqa import prompt as prompt_lib
@@ -299,11 +457,8 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
 
     workdir = os.path.abspath(workdir)
     ft = config.finetune
+    check_inputs(config, workdir, splits=splits, anchors_k=anchors_k)
     splits = int(ft.splits if splits is None else splits)
-    if anchors_k < 2:
-        raise FinetuneError(f"--anchors {anchors_k}: a scale needs at least two anchors")
-    if splits < 1:
-        raise FinetuneError(f"--splits {splits}: at least one split")
     table = read_set(videos, mos_table, set_name)
     _check_counts(len(table), float(ft.train_fraction), anchors_k, mos_table)
     std_col = mos_pairs_lib.std_column(list(table.columns))
@@ -315,7 +470,7 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
                 "table_sha256": _digest(mos_table), "seed": int(config.seed),
                 "train_fraction": float(ft.train_fraction), "pairs_per_video": float(ft.pairs_per_video),
                 "spread": f"column {std_col}" if std_col else f"mos_std_fraction {float(ft.mos_std_fraction):g}",
-                "anchors": int(anchors_k)}
+                "anchors": int(anchors_k), "config": config_lib.as_json(base)}
     os.makedirs(workdir, exist_ok=True)
     _check_run(workdir, identity)
     _barrier("run")
@@ -540,7 +695,7 @@ def _results(runs, workdir, set_name, checkpoint, step, splits, table, skipped, 
                 per_split.append(json.load(f))
     results = {"set": set_name, "checkpoint": os.path.abspath(checkpoint), "step": int(step),
                "videos": int(len(table) + len(skipped)), "videos_used": int(len(table)), "skipped": list(skipped),
-               "settings": identity, "splits_requested": int(splits), "splits_done": len(per_split),
+               "settings": {k: v for k, v in identity.items() if k != "config"}, "splits_requested": int(splits), "splits_done": len(per_split),
                "splits": per_split, "median": median_figures(per_split), "workdir": workdir}
     if _process_index() == 0:
         _write_json(os.path.join(workdir, RESULTS_JSON), results)
