@@ -296,8 +296,70 @@ def test_the_papers_list_is_checked_against_the_download_in_one_message(built, t
     assert chosen["key"].tolist() == listed["file"].tolist()[:3]
     # The miniature's own metadata lacks the list's other videos: named as such, with the way out.
     with pytest.raises(datasets.MetadataError, match=r"2923 of the paper's 2926 listed videos are not in the metadata "
-                                                     r"file .*the 'full' configs"):
+                                                     r"file .*`w2s-vqa eval --subset full`.*'tiny_full'"):
         datasets.select("kvq", os.path.join(built["manual"], "kvq"), "paper")
+
+
+def test_an_empty_mos_cell_is_named_empty(built, tmp_path):
+    release = tmp_path / "kvq"
+    shutil.copytree(os.path.join(built["manual"], "kvq"), release)
+    table = pd.read_csv(release / "train_data.csv", dtype=str)
+    table.loc[1, "score"] = None
+    table.to_csv(release / "train_data.csv", index=False)
+    with pytest.raises(datasets.MetadataError, match=r"'score' that is not a finite number \(1\): row 2: empty$"):
+        datasets.select("kvq", str(release), "full")
+
+
+def test_konvid_finds_the_older_file_names_without_the_sheets_file_name_column(built, tmp_path):
+    release = tmp_path / "konvid_1k"
+    shutil.copytree(os.path.join(built["manual"], "konvid_1k"), release)
+    sheet = release / "KoNViD_1k_metadata" / "KoNViD_1k_attributes.csv"
+    pd.read_csv(sheet, dtype=str).drop(columns="file_name").to_csv(sheet, index=False)
+    expected = built["expected"]["konvid_1k"]
+    old = expected[-1][1]
+    assert old.endswith("_original_centercrop_960x540_8s.mp4")  # the miniature keeps one video under that name
+    chosen = datasets.select("konvid_1k", str(release), "full")
+    assert chosen["video"].tolist() == [rel for _, rel, *_ in expected]
+    # Two candidates for one id: neither is guessed; the error's layout names the older naming.
+    shutil.copyfile(release / old, release / "KoNViD_1k_videos" / f"{expected[-1][0][:-4]}_copy.mp4")
+    with pytest.raises(datasets.MissingVideosError, match=r"1 of the 3 full videos .*expected layout: .*"
+                                                          r"<flickr_id>_original_centercrop_960x540_8s.mp4"):
+        datasets.select("konvid_1k", str(release), "full")
+
+
+def test_eval_sets_rebuild_a_set_whose_metadata_changed_since_it_was_built(built, tmp_path, capsys):
+    """The fresh-user trial: every MOS of KoNViD's sheet reversed and the same data dir
+    reused. The build is made again (one line says why) and holds the new MOS; an
+    unchanged download is not rebuilt; the labels-only path reads the new sheet too."""
+    from w2s_vqa.score import evaluate
+
+    manual, data_dir = tmp_path / "manual", str(tmp_path / "data")
+    shutil.copytree(os.path.join(built["manual"], "konvid_1k"), manual / "konvid_1k")
+    mos = [m for *_, m, _ in built["expected"]["konvid_1k"]]
+
+    def labels(**kwargs):
+        sets = evaluate.tfds_eval_sets(["konvid_1k"], str(manual), data_dir=data_dir, subset="full", **kwargs)
+        return sets[0].source.mos_table()["mos"].tolist()
+
+    assert labels() == mos
+    info = os.path.join(data_dir, "konvid_1k", FULL, "1.0.0", "dataset_info.json")
+    first_build = os.stat(info).st_mtime_ns
+    capsys.readouterr()
+    assert labels() == mos and "rebuilding" not in capsys.readouterr().err
+    assert os.stat(info).st_mtime_ns == first_build  # the same build, read again
+
+    sheet = manual / "konvid_1k" / "KoNViD_1k_metadata" / "KoNViD_1k_attributes.csv"
+    table = pd.read_csv(sheet, dtype=str)
+    table["MOS"] = table["MOS"].tolist()[::-1]
+    table.to_csv(sheet, index=False)
+    assert labels() == mos[::-1]
+    err = capsys.readouterr().err
+    assert re.search(rf"rebuilding konvid_1k/{FULL} in .*: its manual download changed since it was built: 2 "
+                     r"video\(s\) with another MOS", err), err  # the middle video's MOS is its own reverse
+    assert labels(build=False) == mos[::-1]
+    scores = [1.0, 2.0, 3.0]  # SRCC against the new labels is the old one's negative
+    assert scipy.stats.spearmanr(scores, labels()).statistic == pytest.approx(
+        -scipy.stats.spearmanr(scores, mos).statistic)
 
 
 def test_jpeg_frames_are_kept_as_the_store_keeps_them(built, clips, tmp_path):

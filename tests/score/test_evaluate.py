@@ -159,3 +159,37 @@ def test_the_set_names_of_the_paper_are_its_eval_lists():
         pytest.skip("../shared/eval_sets is not beside this checkout")
     for name, count in {**metrics.IN_DOMAIN_SETS, **metrics.OUT_OF_DISTRIBUTION_SETS}.items():
         assert len(pd.read_csv(os.path.join(shared, f"{name}.csv"))) == count, name
+
+
+def test_a_teacher_table_naming_none_of_a_sets_videos_is_warned_and_counted(tmp_path, capsys):
+    """A set the teacher table does not name is a warning naming both, with a "0 of N" row;
+    with no student and no set matched, one error naming the table."""
+    a = _table(tmp_path / "a.csv", [("x1.mp4", 1.0), ("x2.mp4", 2.0), ("x3.mp4", 3.0)])
+    b = _table(tmp_path / "b.csv", [("y1.mp4", 1.0), ("y2.mp4", 2.0)])
+    teachers = tmp_path / "dover.csv"
+    pd.DataFrame({"video_id": ["x1", "x2", "x3"], "dover": [0.1, 0.3, 0.2]}).to_csv(teachers, index=False)
+    out = tmp_path / "out"
+    code = cli.main(["eval", "--eval-set", "konvid_1k", "nowhere", a, "--eval-set", "kvq", "nowhere", b,
+                     "--teachers", str(teachers), "--bootstrap", "0", "--out", str(out)])
+    assert code == 0
+    captured = capsys.readouterr()
+    warned = [line for line in captured.err.splitlines() if line.startswith("w2s-vqa eval: warning: ")]
+    assert len(warned) == 1, captured.err
+    assert warned[0].startswith(f"w2s-vqa eval: warning: teacher table {teachers} names none of set kvq's 2 videos; ")
+    assert "'y1'" in warned[0] and "'x1'" in warned[0]  # how a video is matched, and the table's ids
+    results = json.loads((out / "results.json").read_text())
+    assert results["sets"]["konvid_1k"]["teacher_videos"] == {"dover": 3}
+    assert results["sets"]["kvq"]["teacher_videos"] == {"dover": 0}
+    assert "| kvq | dover | 0 of 2 | no video of the set in the teacher table |" in captured.out
+    assert results["sets"]["konvid_1k"]["models"]["dover"]["srcc"] == pytest.approx(0.5)
+
+    # No set matched and no student: nothing to report, one error naming the table (exit 2 through the verb).
+    with pytest.raises(evaluate.EvalError, match=rf"{teachers}: the teacher table names none of the videos of kvq "
+                                                 r"\(2 videos\), and there is no student"):
+        evaluate.run_eval([evaluate.EvalSet("kvq", "nowhere", b)], str(tmp_path / "none"),
+                          teacher_scores=pd.DataFrame({"video_id": ["x1"], "teacher": "dover", "score": [0.1]}),
+                          teacher_source=str(teachers))
+    code = cli.main(["eval", "--eval-set", "kvq", "nowhere", b, "--teachers", str(teachers), "--out",
+                     str(tmp_path / "none")])
+    assert code == 2 and f"w2s-vqa eval: error: {teachers}: the teacher table names none" in capsys.readouterr().err
+    assert not (tmp_path / "none" / "results.json").exists()

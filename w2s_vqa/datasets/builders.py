@@ -43,7 +43,9 @@ writes as the builder argument `slowfast_weights=` or in $W2S_VQA_SLOWFAST_WEIGH
 The dataset's metadata.json (DatasetInfo.metadata) keeps the index: every example's id,
 video, source fps/size/duration and MOS, the videos that could not be decoded (skipped,
 with the reason) and the store settings, so a reader (w2s_vqa.datasets.source) knows
-every id without reading an example.
+every id without reading an example; and "source_digest" (metadata.selection_digest:
+the selected keys, paths, MOS and file sizes), by which `build` finds a build made from
+another state of the manual download and rebuilds it.
 """
 
 from __future__ import annotations
@@ -311,6 +313,7 @@ class EvalSetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self.info.metadata.update({
             "set": self.name, "subset": self.builder_config.subset, "manual_root": os.path.abspath(root),
             "settings": settings.to_json(), "index": index, "skipped": skipped,
+            "source_digest": metadata_lib.selection_digest(chosen),
         })
 
 
@@ -399,17 +402,56 @@ def builder(name: str, config: str | VqaConfig = "tiny", *, data_dir: str | None
     return BUILDERS[name](config=config, data_dir=data_dir, **kwargs)
 
 
+def stale_reason(built: dict[str, Any], chosen) -> str | None:
+    """Why a build (its DatasetInfo.metadata, `built`) was not made from `chosen` (what
+    metadata.select reads now), in words; None when its source_digest is chosen's."""
+    if built.get("source_digest") == metadata_lib.selection_digest(chosen):
+        return None
+    if "source_digest" not in built:
+        return "the build does not record what it was built from (made before builds did)"
+    index = {r["id"]: r for r in built.get("index", [])}
+    before = set(index) | {str(s.get("id", "")) for s in built.get("skipped", [])}
+    now = [str(k) for k in chosen["key"]]
+
+    def differs(a, b) -> bool:
+        return not (a == b or (np.isnan(a) and np.isnan(b)))
+
+    changed = sum(1 for k, m, s, p in zip(now, chosen["mos"], chosen["mos_std"], chosen["paper_mos"]) if k in index
+                  and any(differs(float(index[k][c]), float(v)) for c, v in (("mos", m), ("mos_std", s),
+                                                                           ("paper_mos", p))))
+    moved = sum(1 for k, v in zip(now, chosen["video"]) if k in index and index[k]["video"] != str(v))
+    parts = [f"{n} {what}" for n, what in ((len(set(now) - before), "video(s) added"),
+                                          (len(before - set(now)), "video(s) gone"),
+                                          (changed, "video(s) with another MOS or MOS std"),
+                                          (moved, "video(s) at another path")) if n]
+    return "its manual download changed since it was built: " + (
+        ", ".join(parts) if parts else "a video file was replaced (another size)")
+
+
 def build(name: str, manual_dir: str, config: str | VqaConfig = "tiny", *, data_dir: str | None = None,
           **kwargs) -> EvalSetBuilder:
-    """Build set `name` from `manual_dir` unless it is built already (TFDS's own
-    download_and_prepare with DownloadConfig(manual_dir=...)); returns the builder.
+    """Build set `name` from `manual_dir` unless it is built already from the same state of
+    the download (TFDS's own download_and_prepare with DownloadConfig(manual_dir=...));
+    returns the builder.
 
-    manual_dir holds the set's release, or one folder per set named as the set. Raises
-    MetadataError / MissingVideosError naming the set, file and rows (metadata.select)
-    before anything is decoded, DatasetError as `config_for` and `_split_generators` do.
-    Turns TFDS's own progress bars off (tfds.display_progress_bar(False)) for the process.
+    manual_dir holds the set's release, or one folder per set named as the set. A build
+    whose source_digest differs from what metadata.select reads now (another MOS, videos
+    added, gone or replaced; or a build that records none) is deleted (its version folder,
+    data_dir/name/config/version) and built again, with one line on stderr saying so and
+    why (`stale_reason`). Raises MetadataError / MissingVideosError naming the set, file
+    and rows (metadata.select) before anything is decoded, DatasetError as `config_for`
+    and `_split_generators` do. Turns TFDS's own progress bars off
+    (tfds.display_progress_bar(False)) for the process.
     """
     result = builder(name, config, data_dir=data_dir, **kwargs)
+    if result.is_prepared():
+        chosen = metadata_lib.select(name, metadata_lib.set_root(os.fspath(manual_dir), name),
+                                     result.builder_config.subset)
+        reason = stale_reason(dict(result.info.metadata or {}), chosen)
+        if reason is not None:
+            print(f"rebuilding {name}/{result.builder_config.name} in {result.data_dir}: {reason}", file=sys.stderr)
+            result.data_path.rmtree()  # epath: a local folder or a bucket's, as TFDS's data_dir may be
+            result = builder(name, config, data_dir=data_dir, **kwargs)
     tfds.display_progress_bar(False)  # the builder shows its own bar (w2s_vqa.progress) over the videos
     result.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
     return result

@@ -97,8 +97,10 @@ def _numbers(values, *, path: str, set_name: str, column: str, rows, report: Pro
     numbers = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
     empty = text.isna().to_numpy() | (text.astype(str).str.strip() == "").to_numpy()
     bad = ~np.isfinite(numbers) & ~(empty & allow_empty)
+    # An empty cell is said to be empty: its NaN's repr ('nan') would read as a value in the file.
+    shown = ["empty" if empty[i] else repr(text.iloc[i]) for i in range(len(text))]
     report.add(f"'{column}' that is not a finite number", int(bad.sum()),
-               (f"{r if isinstance(r, str) else f'row {r}'}: {text.iloc[i]!r}" for i, r in enumerate(rows) if bad[i]))
+               (f"{r if isinstance(r, str) else f'row {r}'}: {shown[i]}" for i, r in enumerate(rows) if bad[i]))
     return np.where(empty & allow_empty, np.nan, numbers)
 
 
@@ -200,9 +202,11 @@ def read_lsvq(root: str, *, set_name: str, file_name: str) -> OfficialTable:
 def read_konvid_1k(root: str, *, set_name: str = "konvid_1k") -> OfficialTable:
     """KoNViD-1k: KoNViD_1k_metadata/KoNViD_1k_attributes.csv with `flickr_id`, `MOS` and
     `SD` (1-5 scale; SD may be absent); the video is KoNViD_1k_videos/<flickr_id>.mp4, the
-    current release's naming. Older releases named files by the sheet's `file_name`
-    (<flickr_id>_original_centercrop_960x540_8s.mp4): where that column exists and the
-    <flickr_id>.mp4 file does not, that file is used."""
+    current release's naming. Where that file is absent, an older release's name is
+    looked for in the same folder: the sheet's `file_name` where that column exists
+    (<flickr_id>_original_centercrop_960x540_8s.mp4), else the one file named
+    <flickr_id>_*.mp4 (none or several: the current name is kept, and `select` names it
+    as missing)."""
     path = _require_file(set_name, root, ("KoNViD_1k_metadata/KoNViD_1k_attributes.csv",
                                           "KoNViD_1k_attributes.csv", "*/KoNViD_1k_attributes.csv"),
                          "KoNViD_1k_attributes.csv")
@@ -216,14 +220,22 @@ def read_konvid_1k(root: str, *, set_name: str = "konvid_1k") -> OfficialTable:
     folder = os.path.relpath(os.path.dirname(os.path.dirname(path)), root) if os.path.basename(
         os.path.dirname(path)) == "KoNViD_1k_metadata" else os.path.relpath(os.path.dirname(path), root)
     base = "" if folder == "." else folder.replace(os.sep, "/") + "/"
+    folder_path = os.path.join(root, *f"{base}KoNViD_1k_videos".split("/"))
+    present = set(os.listdir(folder_path)) if os.path.isdir(folder_path) else set()
     videos = []
-    for i, key in enumerate(keys):
-        video = f"{base}KoNViD_1k_videos/{key}"
-        old = table[file_column].iloc[i] if file_column is not None else None
-        if isinstance(old, str) and old.strip() and not os.path.exists(os.path.join(root, *video.split("/"))):
-            former = f"{base}KoNViD_1k_videos/{old.strip()}"
-            video = former if os.path.exists(os.path.join(root, *former.split("/"))) else video
-        videos.append(video)
+    for i, (flickr_id, key) in enumerate(zip(ids, keys)):
+        name = key
+        if key not in present:
+            old = table[file_column].iloc[i] if file_column is not None else None
+            old = old.strip() if isinstance(old, str) else ""
+            # The sheet's own name first; without it (or its file), the one <flickr_id>_*.mp4 (ids are
+            # digits, so "123_" cannot also prefix another id's files).
+            matches = sorted(f for f in present if f.startswith(f"{flickr_id}_") and f.lower().endswith(".mp4"))
+            if old and old in present:
+                name = old
+            elif flickr_id and len(matches) == 1:
+                name = matches[0]
+        videos.append(f"{base}KoNViD_1k_videos/{name}")
     return _finish(set_name, path, keys, videos, mos, std, rows, report)
 
 
@@ -407,7 +419,8 @@ SETS: dict[str, SetSpec] = {s.name: s for s in [
             "documented", "0-100"),
     SetSpec("konvid_1k", "KoNViD-1k", "database.mmsp-kn.de/konvid-1k-database.html (KoNViD_1k_videos.zip, "
             "KoNViD_1k_metadata.zip)",
-            "KoNViD_1k_metadata/KoNViD_1k_attributes.csv (flickr_id, MOS, SD, ...); KoNViD_1k_videos/<flickr_id>.mp4",
+            "KoNViD_1k_metadata/KoNViD_1k_attributes.csv (flickr_id, MOS, SD, ...); KoNViD_1k_videos/<flickr_id>.mp4 "
+            "(or an older release's <flickr_id>_original_centercrop_960x540_8s.mp4)",
             read_konvid_1k, "documented", "1-5"),
     SetSpec("live_vqc", "LIVE-VQC", "live.ece.utexas.edu/research/LIVEVQC (request form)",
             "data.mat (video_list, mos); Video/<name>, e.g. Video/A001.mp4 (the folder 'LIVE Video Quality "
@@ -460,6 +473,21 @@ def paper_list(name: str) -> pd.DataFrame:
                          "row": np.arange(1, len(table) + 1)})
 
 
+def selection_digest(chosen: pd.DataFrame) -> str:
+    """SHA-256 (hex) of what a build of `chosen` (a `select` result) is made from: per
+    video, in order, its key, its path under the manual folder (`video`, so that moving
+    the whole download keeps the digest), mos, mos_std, paper_mos and the file's size in
+    bytes (a replaced or re-encoded video). The builders store it with a build
+    (DatasetInfo.metadata "source_digest"); `builders.build` rebuilds when it differs."""
+    import hashlib
+    import json
+
+    rows = [[str(k), str(v), float(m), float(s), float(p), os.path.getsize(path)]
+            for k, v, m, s, p, path in zip(chosen["key"], chosen["video"], chosen["mos"], chosen["mos_std"],
+                                           chosen["paper_mos"], chosen["path"])]
+    return hashlib.sha256(json.dumps(rows, allow_nan=True).encode()).hexdigest()
+
+
 def select(name: str, root: str, subset: str) -> pd.DataFrame:
     """The videos of set `name` to build or evaluate: the official table's rows (COLUMNS) in
     the paper's list order with its `paper_mos` (subset "paper"), or every row of the
@@ -487,7 +515,9 @@ def select(name: str, root: str, subset: str) -> pd.DataFrame:
                 f"{name}: {len(absent)} of the paper's {len(listed)} listed videos are not in the metadata file of "
                 f"{root}: {', '.join(map(repr, absent[:MAX_NAMED]))}" + (f" and {len(absent) - MAX_NAMED} more"
                                                                         if len(absent) > MAX_NAMED else "")
-                + " (another release of the set? the 'full' configs build every video the metadata names)")
+                + " (another release of the set? `w2s-vqa eval --subset full` evaluates every video the metadata "
+                  "names; from Python, the builder configs 'tiny_full' / 'paper_full', or "
+                  "datasets.config_for(settings, subset='full'))")
         chosen = by_key.loc[listed["file"].tolist()].reset_index()
         chosen["paper_mos"] = listed["mos"].to_numpy(np.float64)
     else:

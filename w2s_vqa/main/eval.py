@@ -22,7 +22,11 @@ The paper's ten sets come as TFDS datasets (w2s_vqa.datasets) from their manual 
         (--checkpoint RUN | --hf DIR) --anchors A --out OUT
 
 builds each set not built yet (with the anchors' settings) and scores its records as they
-are; without a student, only the sets' metadata is read for the teacher tables. The table
+are; a set built from another state of its manual download (another MOS, videos added,
+gone or replaced: datasets.build compares what it was built from) is built again, with a
+line on stderr saying why. Without a student, only the sets' metadata is read for the
+teacher tables. A set none of whose videos a teacher table names gets a warning (its
+per-set row reads "0 of N"); when no set matches and there is no student, an error. The table
 printed ends with the paper-style table: SRCC / PLCC per set, the weighted overall, and
 the paper's own overall figures beside them (score.evaluate.PAPER_OVERALL).
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from w2s_vqa.main.common import add_config_arguments, load_config, non_negative_int
 
@@ -131,6 +136,7 @@ def _score_set_function(args, config):
 
 def run(args) -> int:
     from w2s_vqa.score import evaluate
+    from w2s_vqa.tables import collect_notes
 
     config = load_config(args)
     names = [n.strip() for n in args.sets.split(",") if n.strip()]
@@ -143,7 +149,10 @@ def run(args) -> int:
         evaluate.read_eval_set(eval_set, check_files=bool(args.checkpoint or args.hf))
     if names:  # metadata and videos checked (nothing decoded) before a student is loaded; labels only
         labels_only = evaluate.tfds_eval_sets(names, args.manual_dir, subset=args.subset, build=False)
-    teacher_scores = _teacher_scores(args)
+    with collect_notes() as notes:  # scores a teacher table's reader skipped
+        teacher_scores = _teacher_scores(args)
+    for note in notes:
+        print(f"w2s-vqa eval: warning: {note}", file=sys.stderr)
     score_set, student = _score_set_function(args, config)
     if names and score_set is not None:  # built with the anchors' settings, read as they are
         from w2s_vqa.score.anchors import AnchorSet
@@ -158,10 +167,14 @@ def run(args) -> int:
         import jax
 
         first = jax.process_index() == 0
-    out = evaluate.run_eval(sets, os.path.abspath(args.out), score_set=score_set, teacher_scores=teacher_scores,
-                            bootstrap=args.bootstrap, seed=args.seed, write=first)
+    with collect_notes() as notes:  # sets none of whose videos a teacher table names
+        out = evaluate.run_eval(sets, os.path.abspath(args.out), score_set=score_set, teacher_scores=teacher_scores,
+                                bootstrap=args.bootstrap, seed=args.seed, write=first,
+                                teacher_source=", ".join(args.teachers))
     if not first:
         return 0
+    for note in notes:
+        print(f"w2s-vqa eval: warning: {note}", file=sys.stderr)
     results, paths = out["results"], out["paths"]
     print(evaluate.markdown(results), end="")
     for entry in out["skipped"][:10]:

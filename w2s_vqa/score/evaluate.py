@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -33,6 +34,7 @@ import pandas as pd
 
 from w2s_vqa.score import metrics
 from w2s_vqa.score.anchors import read_mos_table
+from w2s_vqa.tables import TableWarning
 
 STUDENT = "student"
 RESULTS_JSON = "results.json"
@@ -184,6 +186,10 @@ def markdown(results: Mapping) -> str:
              "| set | model | videos | SRCC | KRCC | PLCC | PLCC (logistic) | RMSE (logistic) |",
              "|---|---|---|---|---|---|---|---|"]
     for set_name, entry in results["sets"].items():
+        for teacher, count in entry.get("teacher_videos", {}).items():
+            if not count:  # a teacher with no row here has no figures, but the table says so
+                lines.append(f"| {set_name} | {teacher} | 0 of {entry['videos']} | no video of the set in the "
+                             "teacher table |||||")
         for model, f in entry["models"].items():
             if "srcc" not in f:
                 lines.append(f"| {set_name} | {model} | {f['videos']} of {entry['videos']} | {f['error']} |||||")
@@ -309,17 +315,25 @@ ScoreSet = Callable[[EvalSet, pd.DataFrame], tuple[pd.DataFrame, list[dict]]]
 
 def run_eval(sets: Sequence[EvalSet], out_dir: str, *, score_set: ScoreSet | None = None,
              teacher_scores: pd.DataFrame | None = None, bootstrap: int = 1000, seed: int = 0,
-             write: bool = True) -> dict:
+             write: bool = True, teacher_source: str = "") -> dict:
     """Evaluate the student (`score_set`) and the teachers (`teacher_scores`) on `sets`.
 
     score_set(eval_set, table) -> (DataFrame(file, prediction), skipped [{file, path,
     reason}]) scores one set's videos (main/eval.py builds it from score.scorer); None
     evaluates the teachers alone, and then the folders are not read. teacher_scores: a
-    long teacher table (labels.teachers.read_teacher_table). Every set's table is read
-    and checked before anything is scored, so a bad table costs no scoring time.
-    `write` False computes without writing (the other processes of a multi-host run).
-    Returns {"results", "paths" (empty unless written), "skipped"}. Raises EvalError for repeated set names,
-    nothing to evaluate, and as `read_eval_set` does.
+    long teacher table (labels.teachers.read_teacher_table); `teacher_source` names the
+    file(s) it was read from, for messages. Every set's table is read and checked before
+    anything is scored, so a bad table costs no scoring time. `write` False computes
+    without writing (the other processes of a multi-host run).
+
+    results["sets"][set]["teacher_videos"] gives, per teacher, how many of the set's videos
+    its rows matched (`teacher_predictions`). A set none of whose videos any teacher row
+    names gets one `tables.TableWarning` naming the table and the set (the verb prints it
+    as a warning); when that holds for every set and there is no student, EvalError
+    naming the table: there would be nothing to report.
+
+    Returns {"results", "paths" (empty unless written), "skipped"}. Raises EvalError for
+    repeated set names, nothing to evaluate, and as `read_eval_set` does.
     """
     names = [s.name for s in sets]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -330,6 +344,8 @@ def run_eval(sets: Sequence[EvalSet], out_dir: str, *, score_set: ScoreSet | Non
     if teacher_scores is not None and STUDENT in set(teacher_scores["teacher"].astype(str)):
         raise EvalError(f"a teacher table names a teacher '{STUDENT}', the name of the student's row; rename it")
     tables = {s.name: read_eval_set(s, check_files=score_set is not None) for s in sets}
+    teacher_found = {} if teacher_scores is None else _match_teachers(
+        teacher_scores, tables, teacher_source or "the teacher table", student=score_set is not None)
     predictions: dict[str, dict[str, pd.DataFrame]] = {}
     skipped: list[dict] = []
     if score_set is not None:
@@ -338,14 +354,45 @@ def run_eval(sets: Sequence[EvalSet], out_dir: str, *, score_set: ScoreSet | Non
             scored, lost = score_set(s, tables[s.name])
             predictions[STUDENT][s.name] = scored
             skipped += [{"set": s.name, **entry} for entry in lost]
-    if teacher_scores is not None:
-        for s in sets:
-            for teacher, scored in teacher_predictions(teacher_scores, tables[s.name]).items():
-                predictions.setdefault(teacher, {})[s.name] = scored
+    for set_name, found in teacher_found.items():
+        for teacher, scored in found.items():
+            predictions.setdefault(teacher, {})[set_name] = scored
     results = evaluate(predictions, tables, bootstrap=bootstrap, seed=seed)
+    if teacher_scores is not None:
+        teachers = sorted(set(teacher_scores["teacher"].astype(str)))
+        for set_name, found in teacher_found.items():
+            results["sets"][set_name]["teacher_videos"] = {t: int(len(found[t])) if t in found else 0
+                                                           for t in teachers}
     results["skipped"] = {s.name: sum(1 for e in skipped if e["set"] == s.name) for s in sets}
     paths = write_report(results, predictions, tables, out_dir, skipped) if write else {}
     return {"results": results, "paths": paths, "skipped": skipped}
+
+
+def _match_teachers(teacher_scores: pd.DataFrame, tables: Mapping[str, pd.DataFrame], source: str, *,
+                    student: bool) -> dict[str, dict[str, pd.DataFrame]]:
+    """{set: teacher_predictions(...)}; one TableWarning per set no teacher row names, and
+    EvalError naming `source` when no set has any and there is no `student`."""
+    found = {name: teacher_predictions(teacher_scores, table) for name, table in tables.items()}
+    unmatched = [name for name, by_teacher in found.items() if not by_teacher]
+    if not unmatched:
+        return found
+    ids = pd.unique(teacher_scores["video_id"].astype(str))
+    seen = ", ".join(f"'{i}'" for i in ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+    how = "a set's video is matched by its file name, without its extension or its folders"
+
+    def example(name: str) -> str:
+        files = tables[name]["file"]
+        return f"e.g. {' or '.join(repr(k) for k in _keys(str(files.iloc[0])))}" if len(files) else "no videos"
+
+    if not student and len(unmatched) == len(found):
+        sets = ", ".join(f"{name} ({len(tables[name])} videos)" for name in unmatched)
+        raise EvalError(f"{source}: the teacher table names none of the videos of {sets}, and there is no student "
+                        f"to evaluate; {how} ({example(unmatched[0])}), and the table's ids are {seen}")
+    for name in unmatched:
+        warnings.warn(f"teacher table {source} names none of set {name}'s {len(tables[name])} videos; {how} "
+                      f"({example(name)}), and the table's ids are {seen}; no teacher figures for {name}",
+                      TableWarning, stacklevel=3)
+    return found
 
 
 def student_score_set(scorer, work_root: str, config=None, *, mode: str = "map", student_key: str = "",
@@ -400,7 +447,9 @@ def tfds_eval_sets(names: Sequence[str], manual_dir: str, *, data_dir: str | Non
     set is built unless it is already, in `data_dir` (TFDS's; default
     ~/tensorflow_datasets), with the builder config of store `settings` (an anchor set's,
     so test videos are made as the anchors were; datasets.config_for), and read through
-    TfdsVideoSource; on several processes, process 0 builds while the others wait. Without
+    TfdsVideoSource; a build made from another state of the manual download (another
+    MOS, videos added, gone or replaced) is built again, with one line on stderr
+    (datasets.build); on several processes, process 0 builds while the others wait. Without
     `build`, only the labels are read (MOS from the set's own metadata; nothing decoded),
     enough for teacher tables. subset: "paper" (the paper's lists) or "full".
     """
