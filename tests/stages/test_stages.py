@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -140,7 +139,8 @@ def test_the_stages_verb_refuses_unusable_settings(pool, inputs, tmp_path, capsy
                             "--set", "stages.misranked='sideways'"]) == 2
     assert "stages.misranked" in capsys.readouterr().err
     with pytest.raises(relabel.RelabelError, match="no such file"):
-        relabel.pool_ids(pd.DataFrame({"id": ["a"], "source_id": ["a"]}), val_fraction=0.0, ids_file=str(tmp_path / "x"))
+        relabel.pool_ids(pd.DataFrame({"id": ["a"], "source_id": ["a"]}), val_fraction=0.0,
+                         ids_file=str(tmp_path / "x"))
 
 
 def test_a_workdir_refuses_another_config_and_a_teacher_table_of_other_videos(pool, inputs, uninterrupted,  # noqa: F811

@@ -162,8 +162,8 @@ def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None 
                  for group, table in pairs.items()}
     models = {}
     for stage in range(1, num_stages + 1):
-        models[f"stage {stage}"] = _stage_figures(config, stages_lib.stage_dir(os.path.join(out_dir, STAGES_DIR), stage),
-                                                  pairs, index, inputs, paths["store"],
+        stage_workdir = stages_lib.stage_dir(os.path.join(out_dir, STAGES_DIR), stage)
+        models[f"stage {stage}"] = _stage_figures(config, stage_workdir, pairs, index, inputs, paths["store"],
                                                   os.path.join(out_dir, SCORING_DIR, f"stage_{stage}"))
     scoring_teachers = _scoring_srcc(teachers, index, inputs["heldout"])
     for name in sorted(set(teachers["teacher"])):
@@ -186,7 +186,8 @@ def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None 
         "withheld": list(WITHHELD),
         "models": models,
         "evaluation_pairs": {g: len(t) for g, t in pairs.items()},
-        "target": "each stage above the one before on the withheld kinds, and every stage above every weak teacher there",
+        "target": ("each stage above the one before on the withheld kinds, and every stage above every weak "
+                   "teacher there"),
         "meets_target": bool(all(b > a for a, b in zip(students, students[1:]))
                              and all(s > best_teacher for s in students)),
         "stages": [{k: s[k] for k in ("stage", "steps", "pairs", "val", "relabel")} for s in stages["stages"]],

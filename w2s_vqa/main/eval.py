@@ -141,7 +141,8 @@ def run(args) -> int:
     config = load_config(args)
     names = [n.strip() for n in args.sets.split(",") if n.strip()]
     if not names and not args.eval_sets:
-        raise ValueError("nothing to evaluate on: give --eval-set NAME FOLDER TABLE or --sets NAME,... --manual-dir DIR")
+        raise ValueError("nothing to evaluate on: give --eval-set NAME FOLDER TABLE or --sets NAME,... "
+                         "--manual-dir DIR")
     if names and not args.manual_dir:
         raise ValueError("--sets needs --manual-dir DIR (the sets' manual downloads, one folder per set)")
     sets = [evaluate.EvalSet(name, folder, table) for name, folder, table in args.eval_sets]

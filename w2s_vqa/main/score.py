@@ -91,7 +91,8 @@ def run(args) -> int:
     if not os.path.exists(args.inputs):
         raise FileNotFoundError(f"{args.inputs}: no such folder, manifest or store")
     if os.path.isdir(args.out):  # found now, not after the scoring
-        raise IsADirectoryError(f"--out {args.out}: is a folder; name the CSV file to write, e.g. {args.out}/scores.csv")
+        raise IsADirectoryError(f"--out {args.out}: is a folder; name the CSV file to write, "
+                                f"e.g. {args.out}/scores.csv")
     loop.maybe_initialize_distributed(config)
     mesh = sharding.mesh_from_config(config)
     student, tokenizer_dir, run_config, key = _student(args, mesh)

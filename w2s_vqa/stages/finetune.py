@@ -446,8 +446,8 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     a split (checked on the table before decoding and again on the videos that decoded), a
     `stages` run's work directory, or another fine-tuning run's: W/finetune.json records
     the checkpoint, the set and this run's config, and a rerun that changes any of them
-    but SAFE_KEYS (more splits among them) is refused naming every difference; EvalError / AnchorError for a table or folder that does not
-    fit (read_set); FileNotFoundError for a checkpoint folder without the step.
+    but SAFE_KEYS (more splits among them) is refused naming every difference;
+    EvalError / AnchorError for a table or folder that does not fit (read_set); FileNotFoundError for a checkpoint folder without the step.
     """
     from w2s_vqa import prompt as prompt_lib
     from w2s_vqa import sharding as sharding_lib
@@ -517,10 +517,11 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     say = _say if progress else (lambda text: None)
 
     # Before: the weak-to-strong checkpoint on every split's test videos, loaded once.
+    from w2s_vqa.train import loop
+    from w2s_vqa.train.checkpoint import load_checkpoint_student
+
     todo = [r for r in runs if not r.done and not _agree(os.path.exists(_scores_path(r, BEFORE)))]
     if todo:
-        from w2s_vqa.train.checkpoint import load_checkpoint_student
-
         student, _, _ = load_checkpoint_student(checkpoint, resolved, mesh=mesh)
         key = f"checkpoint:{os.path.abspath(checkpoint)}:step {resolved}"
         for run in todo:
@@ -535,8 +536,6 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     for run in runs:
         if run.done:
             continue
-        from w2s_vqa.train import loop
-
         train_dir = os.path.join(run.directory, "train")
         cfg = split_config(base, store=store_dir, train_pairs=os.path.join(run.directory, TRAIN_PAIRS),
                            test_pairs=os.path.join(run.directory, TEST_PAIRS), checkpoint=checkpoint, step=resolved)
@@ -549,8 +548,6 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
         if info.stopped:
             stopped = info.stopped
             break
-        from w2s_vqa.train.checkpoint import load_checkpoint_student
-
         student, _, final = load_checkpoint_student(train_dir, info.steps, mesh=mesh)
         _score(run, AFTER, student, f"checkpoint:{train_dir}:step {final}", parts=str(final), **score)
         del student
@@ -695,7 +692,8 @@ def _results(runs, workdir, set_name, checkpoint, step, splits, table, skipped, 
                 per_split.append(json.load(f))
     results = {"set": set_name, "checkpoint": os.path.abspath(checkpoint), "step": int(step),
                "videos": int(len(table) + len(skipped)), "videos_used": int(len(table)), "skipped": list(skipped),
-               "settings": {k: v for k, v in identity.items() if k != "config"}, "splits_requested": int(splits), "splits_done": len(per_split),
+               "settings": {k: v for k, v in identity.items() if k != "config"}, "splits_requested": int(splits),
+               "splits_done": len(per_split),
                "splits": per_split, "median": median_figures(per_split), "workdir": workdir}
     if _process_index() == 0:
         _write_json(os.path.join(workdir, RESULTS_JSON), results)

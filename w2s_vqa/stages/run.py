@@ -193,9 +193,11 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
 
     `until` = (stage, step) stops that stage's training after that step as a signal would
     (tests and drills of resuming). `allow_config_change` lets a rerun differ from the
-    workdir's config in those keys (True: any), as `train --allow-config-change`. Returns {"stages": [StageResult as dict], "results":
-    path, "markdown": path, "stopped": stage or None, "exit_status"}. Raises StagesError
-    for unusable settings, and what training, scoring and mining raise.
+    workdir's config in those keys (True: any), as `train --allow-config-change`.
+    Returns {"stages": [StageResult as dict], "results": path, "markdown": path,
+    "stopped": stage or None, "exit_status", "notes"}. Raises StagesError for unusable
+    settings, RelabelError for unusable relabel inputs, and what training, scoring and
+    mining raise.
     """
     import jax
 
