@@ -108,11 +108,12 @@ def test_a_missing_anchor_video_and_a_mos_table_naming_absent_files(pool, tmp_pa
     with pytest.raises(AnchorError, match=r"the store has no video 'nowhere' \(1 of the 2 anchors\)"):
         AnchorSet.from_store(store, ["bikes", "nowhere"], [10.0, 20.0])
     table = tmp_path / "mos.csv"
-    table.write_text("file,mos\nbikes.mp4,50\nmissing.mp4,40\nbikes~resize-3,abc\nother.mp4,10\n")
+    table.write_text("file,mos\nbikes.mp4,50\nmissing.mp4,40\nbikes~resize-3,abc\nother.mp4,10\n"
+                     "bikes~resize-5,\n")
     with pytest.raises(AnchorError) as error:
         anchors_lib.read_mos_table(str(table), store)
     message = str(error.value)
-    assert "MOS that is not a finite number" in message and "row 3: 'abc'" in message
+    assert "MOS that is not a finite number" in message and "row 3: 'abc'" in message and "row 5: empty" in message
     assert "video the store" in message and "row 2: 'missing.mp4'" in message and "row 4: 'other.mp4'" in message
 
 

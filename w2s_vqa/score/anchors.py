@@ -304,7 +304,9 @@ def read_mos_table(path: str, store: VideoStore | None = None) -> pd.DataFrame:
     mos = pd.to_numeric(table[MOS_COLUMN], errors="coerce").to_numpy(np.float64)
     rows = np.arange(1, len(table) + 1)
     problems = ProblemReport(path, "MOS table")
-    bad = [f"row {r}: '{table[MOS_COLUMN].iloc[r - 1]}'" for r, m in zip(rows, mos) if not np.isfinite(m)]
+    cells = table[MOS_COLUMN]
+    bad = [f"row {r}: " + ("empty" if pd.isna(cells.iloc[r - 1]) or not str(cells.iloc[r - 1]).strip()
+                           else f"'{cells.iloc[r - 1]}'") for r, m in zip(rows, mos) if not np.isfinite(m)]
     problems.add("MOS that is not a finite number", len(bad), bad)
     empty = [f"row {r}" for r, n in zip(rows, names) if not n]
     problems.add(f"empty {column}", len(empty), empty)
