@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from w2s_vqa.store.format import decode_frames
+from w2s_vqa.store.format import IdIndex, decode_frames
 
 SHARD_SIZE = 256
 
@@ -42,7 +42,7 @@ class SourceError(ValueError):
     """A TFDS set that cannot be read (not built, another config's files); the message names it."""
 
 
-class TfdsVideoSource:
+class TfdsVideoSource(IdIndex):
     """Random access by id to a built evaluation set (`w2s_vqa.datasets.builders`).
 
     name: the set (e.g. "konvid_1k"); config: a config name or VqaConfig; data_dir:
@@ -110,21 +110,6 @@ class TfdsVideoSource:
     @property
     def motion_dim(self) -> int:
         return self._motion_dim
-
-    @property
-    def ids(self) -> list[str]:
-        return self.index["id"].tolist()
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __contains__(self, video_id: str) -> bool:
-        return video_id in self._rows
-
-    def unknown_ids(self, ids: Iterable[str]) -> list[str]:
-        """The ids among `ids` that the set does not hold, in first-seen order."""
-        ids = pd.unique(np.asarray([str(i) for i in ids], dtype=object))
-        return [i for i, row in zip(ids, self._rows.get_indexer(ids)) if row < 0]
 
     def get(self, video_id: str) -> dict[str, Any]:
         """The record of `video_id`, as VideoStore.get returns it, plus mos, mos_std and

@@ -302,11 +302,8 @@ def split_config(base: ml_collections.ConfigDict, *, store: str, train_pairs: st
 
 
 def _digest(path: str) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _check_counts(n: int, train_fraction: float, anchors_k: int, where: str) -> None:

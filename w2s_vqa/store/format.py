@@ -165,7 +165,31 @@ def decode_frames(arrays: dict[str, np.ndarray], num_frames: int, image_size: in
 # Reader
 
 
-class VideoStore:
+class IdIndex:
+    """What every reader of videos by id shares (VideoStore, datasets.TfdsVideoSource):
+    `index` (a DataFrame with an `id` column, one row per video) and `_rows` (a pd.Index of
+    the ids, for lookups)."""
+
+    index: pd.DataFrame
+    _rows: pd.Index
+
+    @property
+    def ids(self) -> list[str]:
+        return self.index["id"].tolist()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, video_id: str) -> bool:
+        return video_id in self._rows
+
+    def unknown_ids(self, ids: Iterable[str]) -> list[str]:
+        """The ids among `ids` that this reader does not hold, in first-seen order."""
+        ids = pd.unique(np.asarray([str(i) for i in ids], dtype=object))
+        return [i for i, row in zip(ids, self._rows.get_indexer(ids)) if row < 0]
+
+
+class VideoStore(IdIndex):
     """Random access by id to a prepared store.
 
     Picklable: it pickles as its path, and ArrayRecord readers are opened lazily
@@ -218,21 +242,6 @@ class VideoStore:
     @property
     def motion_dim(self) -> int:
         return int(self.settings["motion_dim"])
-
-    @property
-    def ids(self) -> list[str]:
-        return self.index["id"].tolist()
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __contains__(self, video_id: str) -> bool:
-        return video_id in self._rows
-
-    def unknown_ids(self, ids: Iterable[str]) -> list[str]:
-        """The ids among `ids` that the store does not hold, in first-seen order."""
-        ids = pd.unique(np.asarray([str(i) for i in ids], dtype=object))
-        return [i for i, row in zip(ids, self._rows.get_indexer(ids)) if row < 0]
 
     def record_bytes(self, video_id: str) -> bytes:
         """The serialized record of `video_id` (see `decode_record`)."""
