@@ -493,6 +493,7 @@ def test_building_and_reading_never_import_tensorflow(built):
     assert "tensorflow" not in sys.modules
 
 
+@pytest.mark.slow
 def test_stages_evaluate_each_stage_on_tfds_sets(built, clips, tmp_path):
     """stages.eval_tfds: after its training, a stage's student is scored on a built set and
     the stage table carries the set's SRCC / PLCC."""

@@ -14,6 +14,7 @@ from w2s_vqa.stages import run as stages_lib
 from w2s_vqa.store.format import VideoStore
 
 
+@pytest.mark.slow
 def test_demo_runs_two_stages_end_to_end_and_reports_json(tmp_path, capsys):
     out = tmp_path / "demo"
     code = cli.main(["demo", "--out", str(out), "--sources", "6", "--workers", "0",

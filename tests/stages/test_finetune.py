@@ -240,6 +240,7 @@ def finetuned(tmp_path_factory, compile_cache):
     return root
 
 
+@pytest.mark.slow
 def test_finetune_end_to_end(finetuned, tmp_path, capsys):
     from w2s_vqa.models import student as student_lib
     from w2s_vqa.models.config import preset

@@ -62,6 +62,7 @@ def uninterrupted(pool, inputs):  # noqa: F811
     return run_dir, summary
 
 
+@pytest.mark.slow
 def test_two_stages_resume_after_kills_to_the_same_parameters(pool, inputs, uninterrupted):  # noqa: F811
     whole, summary = uninterrupted
     # The stage-2 table: stage 1's pairs, then the new ones (gMAD pairs labelled by the stage-1
@@ -105,6 +106,7 @@ def test_stage_two_starts_from_stage_ones_parameters(pool, inputs, uninterrupted
     assert any(not np.array_equal(end_of_stage_2[k], v) for k, v in end_of_stage_1.items())
 
 
+@pytest.mark.slow
 def test_relabeling_on_two_processes_equals_one(pool, inputs, uninterrupted, tmp_path):  # noqa: F811
     whole, _ = uninterrupted
     config = stage_config(pool, inputs)

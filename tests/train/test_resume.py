@@ -114,6 +114,7 @@ def test_the_stream_starts_at_any_batch(pool, tmp_path):
         np.testing.assert_array_equal(got[key], batches[4][key])
 
 
+@pytest.mark.slow
 def test_resume_on_another_mesh_and_worker_count_continues_the_stream(pool, reference, tmp_path):
     # Saved by (8,1,1) with 2 Grain workers; resumed on (2,2,2) reading in the main process.
     workdir = tmp_path / "run"
@@ -146,6 +147,7 @@ def test_resume_on_another_mesh_and_worker_count_continues_the_stream(pool, refe
         assert np.array_equal(np.asarray(exported[key]), np.asarray(value)), key
 
 
+@pytest.mark.slow
 def test_kill_minus_nine_during_saves_and_ctrl_c_then_rerun_is_bit_identical(pool, reference, tmp_path):
     # A checkpoint every step, saved asynchronously: at almost any moment a save is under way.
     workdir = tmp_path / "killed"
@@ -190,6 +192,7 @@ def test_kill_minus_nine_during_saves_and_ctrl_c_then_rerun_is_bit_identical(poo
     np.testing.assert_array_equal(losses(workdir), reference[0])
 
 
+@pytest.mark.slow
 def test_a_lost_process_ends_the_others_and_all_resume_elsewhere(pool, reference, tmp_path):
     workdir = tmp_path / "multi"
     env = environment(tmp_path, 4)
