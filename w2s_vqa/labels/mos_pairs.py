@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from w2s_vqa.labels import origins
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import sampling as pair_sampling
 from w2s_vqa.tables import MAX_EXAMPLES
 
 # MOS table columns read as a video's standard deviation of ratings, first found first.
@@ -100,7 +100,7 @@ def mos_pairs(table: pd.DataFrame, *, pairs_per_video: float, rng: np.random.Gen
         raise ValueError(f"{len(table)} video(s) make no pair; MOS pairs need at least 2 videos")
     spread = mos_spread(table.assign(mos=mos), mos_std=mos_std, std_fraction=std_fraction)
     fused = pd.DataFrame({"mean": mos, "var": spread ** 2}, index=pd.Index(ids.to_numpy(), name="video_id"))
-    pairs = pair_tables.sample_teacher_pairs(fused, pairs_per_video=pairs_per_video, rng=rng, origin=origins.MOS,
+    pairs = pair_sampling.sample_teacher_pairs(fused, pairs_per_video=pairs_per_video, rng=rng, origin=origins.MOS,
                                              stage=stage, weight=weight, allow_fewer=True)
     pairs.attrs["spread"] = (f"column {mos_std}" if mos_std is not None else
                              f"{std_fraction:g} x MOS range {np.ptp(mos):g} = {spread[0]:g} for every video")
