@@ -208,7 +208,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.stages.misranked_by = "pairs"
     c.stages.num_steps = 3000  # training steps of each stage after the first; 0 = train.num_steps
     c.stages.fresh_optimizer = True  # stage k+1 starts from stage k's parameters with a new optimizer state
-    c.stages.val_fraction = 0.2  # new pairs of sources split off for validation (pairs.validation_sources)
+    c.stages.val_fraction = 0.2  # new pairs of sources split off for validation (sampling.validation_sources)
     c.stages.eval_sets = []  # [name, folder, file,mos table] triples evaluated after each stage
     # and/or the TFDS evaluation sets (w2s_vqa.datasets; "konvid_1k,live_vqc"), built from
     # their manual downloads in stages.manual_dir (one folder per set) into stages.data_dir

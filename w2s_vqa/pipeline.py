@@ -13,7 +13,7 @@ Every batch has the same shapes, so the jitted train step compiles once:
     motion_mask    [B, 2, M]         bool     False where a chunk has no features
     label          [B]               int32    index into prompt.LEVELS
     target         [B, 5]            float32  soft five-way target from the teachers' d and s_d
-                                              (pairs.soft_five_way_targets); one-hot label
+                                              (rules.soft_five_way_targets); one-hot label
                                               where a pair has no d (synthetic, student)
     weight         [B]               float32
     origin         [B]               int32    index into ORIGINS
@@ -222,7 +222,7 @@ class _LoadHostSlice(grain.transforms.Map):
 
 
 def load_pair_table(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | None = None) -> pd.DataFrame:
-    """A checked pair table from a DataFrame or a file `pairs.write_pairs` understands.
+    """A checked pair table from a DataFrame or a file `pair_table.write_pairs` understands.
 
     With `store`, ids the store does not hold are among the problems, so one error lists
     every problem of the table (`pairs.validate_pair_table`); when there are such ids,

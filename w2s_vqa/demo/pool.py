@@ -55,7 +55,7 @@ among the synthetic pairs; at full weight they pulled the student's held-out acc
 down (docs/2026-11-demo-experiments.md).
 The paper's teachers, trained VQA models, agree far more often.
 
-Split. Sources go to validation by `pairs.validation_sources` (hash of the source
+Split. Sources go to validation by `sampling.validation_sources` (hash of the source
 id, `VAL_FRACTION`, no salt): a later stage that splits with the same fraction and
 salt puts every source on the same side. Teacher pairs are drawn within each side, so
 none is lost to crossing the split; synthetic pairs follow their source.

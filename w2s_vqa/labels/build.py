@@ -4,17 +4,17 @@
 
 is what `w2s-vqa pairs` and the demo pool run. In order:
 
-1. Sources go to validation by `pairs.validation_sources` (a hash of the source id and
+1. Sources go to validation by `sampling.validation_sources` (a hash of the source id and
    `salt`, about `val_fraction` of them); every video goes where its source goes, so a
    source and its distorted variants are never on both sides.
 2. Synthetic pairs: every two distinct severity levels of one source under one
-   simulator (`pairs.synthetic_pairs`); they follow their source.
+   simulator (`sampling.synthetic_pairs`); they follow their source.
 3. Teacher pairs, drawn within each side among the videos the teachers scored
-   (`pairs.sample_teacher_pairs`, round(n * pairs_per_video) of n videos), so none
+   (`sampling.sample_teacher_pairs`, round(n * pairs_per_video) of n videos), so none
    crosses the split and none is lost to it. A side with fewer distinct pairs than
    asked gets all it has, a side with under two scored videos none; each such
    shortfall is a line in `notes`.
-4. Each pair's order is swapped with probability 1/2 (`pairs.random_swap`).
+4. Each pair's order is swapped with probability 1/2 (`sampling.random_swap`).
 
 Randomness comes from one `np.random.default_rng(seed)`, drawn in this order (train
 teacher pairs, train swaps, val teacher pairs, val swaps), so a seed gives the same

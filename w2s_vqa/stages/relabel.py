@@ -14,7 +14,7 @@ shard by shard into OUT/parts, so a killed run loses at most one shard; every pr
 of a multi-host run takes its slice of each batch). Mining is deterministic for the
 seed, so every process computes the same table; process 0 writes it.
 
-Only videos of training-side sources are mined (pairs.validation_sources with
+Only videos of training-side sources are mined (sampling.validation_sources with
 stages.val_fraction, the split `pairs`/demo-data made): the validation table stays the
 stage-1 one, labeled by teachers and level gaps, not by a student grading itself.
 """
