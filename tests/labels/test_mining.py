@@ -52,7 +52,8 @@ def test_mine_stage_pairs_mixture_labels_and_uniqueness():
     # Real labels are the student's five-way labels in the pair's order, with d and s_d.
     by_id = student.set_index("id")
     a, b = by_id.loc[real["first_id"]], by_id.loc[real["second_id"]]
-    assert (real["label"].to_numpy() == misranked.student_labels(a["score"], a["stderr"], b["score"], b["stderr"])).all()
+    want = misranked.student_labels(a["score"], a["stderr"], b["score"], b["stderr"])
+    assert (real["label"].to_numpy() == want).all()
     np.testing.assert_allclose(real["d"], b["score"].to_numpy() - a["score"].to_numpy())
     # Every real pair lies inside one level of its defender: here, the first slot's pairs
     # are exactly gmad_pairs(student, dover), skipping the synthetic pairs already taken.

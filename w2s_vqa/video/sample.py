@@ -1,4 +1,5 @@
-"""Sampling frames for the student and chunks for the motion branch.
+"""Sampling frames for the student (the vision tower) and one-second chunks for the
+frozen SlowFast motion branch (:func:`motion_chunks`, :func:`chunk_choice`).
 
 Sampling rule (:func:`sample_frames`, :func:`sample_array`)
     Frames are taken at ``sample_fps`` (1 fps for the student), at the times
@@ -14,6 +15,7 @@ Sampling rule (:func:`sample_frames`, :func:`sample_array`)
     (:func:`sample_frames`, which streams) and frames in memory with their
     timestamps (:func:`sample_array`), so a clip sampled either way gives the
     same frames.
+
 Times are those of :mod:`w2s_vqa.video.decode` ("Timing"), and frames are
 upright ("Orientation") before they are resized (:mod:`w2s_vqa.video.frames`).
 A file is streamed: only the frames its sample times need are kept, already
