@@ -13,7 +13,6 @@ import pytest
 from flax import nnx
 
 from tests.models.test_student import loss_and_grads, pair_batch
-from w2s_vqa.config import ConfigError
 from w2s_vqa.models import config as config_lib
 from w2s_vqa.models import layers, student
 
@@ -21,9 +20,9 @@ needs_gpu = pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN att
 
 
 def test_cudnn_attention_needs_half_precision_compute():
-    with pytest.raises(ConfigError, match="bfloat16"):
+    with pytest.raises(config_lib.ConfigError, match="bfloat16"):
         config_lib.preset("tiny", attention="cudnn")
-    with pytest.raises(ConfigError, match="choose"):
+    with pytest.raises(config_lib.ConfigError, match="choose"):
         config_lib.preset("tiny", attention="flash")
     assert config_lib.preset("tiny", attention="cudnn", dtype="bfloat16").attention == "cudnn"
 

@@ -31,8 +31,7 @@ from w2s_vqa.convert import export_files
 from w2s_vqa.convert.export_files import (CONFIG_FILE, MOTION_FILE, SETTINGS_FILE, WEIGHTS_FILE,  # noqa: F401
                                           WEIGHTS_INDEX, read_settings)
 from w2s_vqa.models import student as student_lib
-from w2s_vqa.config import ConfigError
-from w2s_vqa.models.config import StudentConfig, hf_config_problems
+from w2s_vqa.models.config import ConfigError, StudentConfig, hf_config_problems
 
 # Copied from the tokenizer's directory. A source's chat template is not: the export writes
 # its own, which renders the pair prompt (export_files.chat_template).

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from w2s_vqa import prompt
 # One ConfigError for the run config and the student's: the run config is the lower layer.
-from w2s_vqa.config import ConfigError
+from w2s_vqa.config import ConfigError  # noqa: F401 (callers catch it as models.config.ConfigError too)
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
 
 ATTENTION_KERNELS = ("xla", "cudnn", "blocked")
