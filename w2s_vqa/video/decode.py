@@ -153,7 +153,6 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         return info
 
 
-
 @contextlib.contextmanager
 def open_frames(path: str | os.PathLike) -> Iterator[tuple[VideoInfo, Iterator[tuple[float, av.VideoFrame]]]]:
     """Open ``path``: its :class:`VideoInfo` and an iterator of ``(time, frame)`` over its frames.
@@ -202,6 +201,21 @@ def decode_frames(
             if max_frames is not None and len(frames) == max_frames:
                 break
     return np.stack(frames), np.asarray(times, np.float64), info
+
+
+def upright_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
+    """The frame as uint8 RGB ``[H, W, 3]``, upright by ``info.rotation`` and ``info.mirrored``."""
+    rgb = frame.to_ndarray(format="rgb24")
+    if info.rotation:
+        rgb = np.rot90(rgb, -info.rotation // 90)  # negative k: clockwise
+    if info.mirrored:
+        rgb = rgb[:, ::-1]
+    return np.ascontiguousarray(rgb)
+
+
+def describe_error(error: av.FFmpegError) -> str:
+    """PyAV's message without its errno prefix and repeated file name."""
+    return getattr(error, "strerror", None) or str(error)
 
 
 @contextlib.contextmanager
@@ -443,18 +457,3 @@ def _declared_duration(container: av.container.InputContainer, stream: av.video.
     if declared is None and len(container.streams) == 1 and container.duration:
         declared = container.duration / av.time_base
     return declared
-
-
-def upright_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
-    """The frame as uint8 RGB ``[H, W, 3]``, upright by ``info.rotation`` and ``info.mirrored``."""
-    rgb = frame.to_ndarray(format="rgb24")
-    if info.rotation:
-        rgb = np.rot90(rgb, -info.rotation // 90)  # negative k: clockwise
-    if info.mirrored:
-        rgb = rgb[:, ::-1]
-    return np.ascontiguousarray(rgb)
-
-
-def describe_error(error: av.FFmpegError) -> str:
-    """PyAV's message without its errno prefix and repeated file name."""
-    return getattr(error, "strerror", None) or str(error)
