@@ -7,7 +7,8 @@ against the table of what each part may import.
 Inside a layer only the edges listed here: convert reads models' configs, the
 pipeline joins pair tables (labels) with the store, prepare (store) runs SlowFast
 (models), and so on. Imports inside
-functions count like any other.
+functions count like any other. Inside a subpackage, modules import the sibling that holds
+a name, never the package's face (its __init__.py), which only re-exports.
 """
 
 import ast
@@ -89,3 +90,41 @@ def test_imports_point_down(path, module):
     wrong = sorted(m for m in package_imports(path, module)
                    if part_of(m) and part_of(m) != part and part_of(m) not in ALLOWED.get(part, set()))
     assert not wrong, f"{module} ({part}) imports {wrong}: not allowed by the layering"
+
+
+def face_imports(path: str, module: str) -> set[str]:
+    """The package faces (w2s_vqa.X for a folder X with __init__.py) that `path` imports a name
+    from, or imports as a whole; `from w2s_vqa.video import distort` names the submodule, not
+    the face."""
+    found = set()
+    package = module.split(".") if path.endswith("__init__.py") else module.split(".")[:-1]
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - (node.level - 1)] + ([base] if base else []))
+            folder = os.path.join(os.path.dirname(PACKAGE), *base.split("."))
+            if base == "w2s_vqa":  # `from w2s_vqa import video` imports the face of w2s_vqa.video
+                found.update(f"w2s_vqa.{a.name}" for a in node.names
+                             if os.path.isfile(os.path.join(PACKAGE, a.name, "__init__.py")))
+                continue
+            if not base.startswith("w2s_vqa.") or not os.path.isfile(os.path.join(folder, "__init__.py")):
+                continue
+            submodule = [os.path.isfile(os.path.join(folder, f"{a.name}.py"))
+                         or os.path.isdir(os.path.join(folder, a.name)) for a in node.names]
+            if not all(submodule):
+                found.add(base)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names
+                         if os.path.isfile(os.path.join(os.path.dirname(PACKAGE), *a.name.split("."), "__init__.py")))
+    return found
+
+
+@pytest.mark.parametrize("path,module", sorted(modules()), ids=lambda v: v if "." in v and "/" not in v else "")
+def test_modules_inside_a_package_import_their_siblings_not_its_face(path, module):
+    """A package's __init__.py re-exports its modules for the callers outside; a module inside
+    the package imports the sibling that holds a name, so the face can import them all."""
+    if path.endswith("__init__.py") or module.count(".") < 2:
+        return
+    own_face = module.rsplit(".", 1)[0]
+    assert own_face not in face_imports(path, module), f"{module} imports from its package's face {own_face}"

@@ -100,7 +100,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.sources_per_shard = 16  # sources per ArrayRecord shard: the unit of parallel work and of resuming
     c.data.read_threads = 2  # threads per pipeline process that read and decode batches
     c.data.store = ""  # prepared video store directory
-    c.data.pairs = ""  # training pair table (w2s_vqa.labels.pairs format)
+    c.data.pairs = ""  # training pair table (w2s_vqa.labels.pair_table format)
     c.data.batch_size = 16  # global: split over processes and the data x fsdp mesh axes
     c.data.worker_count = 0  # Grain worker processes per host (0 = read in the main process)
     # Training pairs drawn afresh each epoch in a form of the same quality, both videos alike:
@@ -208,7 +208,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.stages.misranked_by = "pairs"
     c.stages.num_steps = 3000  # training steps of each stage after the first; 0 = train.num_steps
     c.stages.fresh_optimizer = True  # stage k+1 starts from stage k's parameters with a new optimizer state
-    c.stages.val_fraction = 0.2  # new pairs of sources split off for validation (pairs.validation_sources)
+    c.stages.val_fraction = 0.2  # new pairs of sources split off for validation (sampling.validation_sources)
     c.stages.eval_sets = []  # [name, folder, file,mos table] triples evaluated after each stage
     # and/or the TFDS evaluation sets (w2s_vqa.datasets; "konvid_1k,live_vqc"), built from
     # their manual downloads in stages.manual_dir (one folder per set) into stages.data_dir
@@ -239,7 +239,7 @@ def eval_entry(kind: str = "pairs", pairs: str = "", every: int = 0, batches: in
 
     kind     what is measured: "pairs" (direction and five-way accuracy, CE, per origin,
              over a pair table); later kinds add MOS sets
-    pairs    the pair table (w2s_vqa.labels.pairs format); "" skips the entry
+    pairs    the pair table (w2s_vqa.labels.pair_table format); "" skips the entry
     every    steps between evaluations; 0 = train.eval_every (which 0 turns off)
     batches  global batches evaluated, a seeded random subset of the table's
              pairs; 0 = train.eval_batches (which 0 makes the whole table)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from w2s_vqa.labels.teachers import (
-    MAX_EXAMPLES, TeacherTableError, consensus_spearman, fuse, parse_teacher_table, read_teacher_table, wide_scores)
-from w2s_vqa.tables import TableWarning
+    TeacherTableError, consensus_spearman, fuse, parse_teacher_table, read_teacher_table, wide_scores)
+from w2s_vqa.tables import MAX_EXAMPLES, TableWarning
 
 # Three teachers, four videos; qalign did not score v3. Ids like "001" and "NA" must survive as text.
 GOOD_LONG = pd.DataFrame({
@@ -163,7 +163,7 @@ DOVER_NIQE = pd.DataFrame({"video_id": [f"v{i}" for i in range(1, 7)],
 
 
 def test_a_declared_lower_is_better_teacher_is_negated_before_fusion():
-    from w2s_vqa.labels.pairs import SIMILAR, SUPERIOR, five_way_labels
+    from w2s_vqa.labels.rules import SIMILAR, SUPERIOR, five_way_labels
 
     scores = parse_teacher_table(DOVER_NIQE)
     with warnings.catch_warnings():

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from w2s_vqa.labels.pairs import BETTER, INFERIOR, SIMILAR, SUPERIOR, WORSE, make_pair_table
+from w2s_vqa.labels.pair_table import make_pair_table
+from w2s_vqa.labels.rules import BETTER, INFERIOR, SIMILAR, SUPERIOR, WORSE
 from w2s_vqa.prompt import LEVELS
 from w2s_vqa.score import metrics
 from w2s_vqa.train import objective

@@ -19,7 +19,7 @@ def main(run_dir: str, config_json: str, out: str, port: str, rank: str) -> None
 
     from w2s_vqa import prompt as prompt_lib
     from w2s_vqa import sharding
-    from w2s_vqa.labels import pairs as pair_tables
+    from w2s_vqa.labels import pair_table
     from w2s_vqa.models import config as model_config_lib
     from w2s_vqa.score import scorer as scorer_lib
     from w2s_vqa.score.anchors import AnchorSet
@@ -36,7 +36,7 @@ def main(run_dir: str, config_json: str, out: str, port: str, rank: str) -> None
                                           tokens_per_video=student.cfg.tokens_per_video)
     scorer = scorer_lib.Scorer(student, prompt, AnchorSet.load(config.stages.anchors), mesh, batch_size=8)
     with VideoStore(config.data.store) as store:
-        relabel.relabel(scorer, store, config, stage=2, previous=pair_tables.read_pairs(config.data.pairs),
+        relabel.relabel(scorer, store, config, stage=2, previous=pair_table.read_pairs(config.data.pairs),
                         student=student, out_dir=out, student_key=f"stage 1 step {step}", progress=False)
 
 

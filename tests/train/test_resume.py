@@ -273,10 +273,10 @@ def test_a_resume_with_another_config_is_refused_in_one_line(pool, tmp_path):
     # Another learning rate and seed, and a pair table whose content changed at the same path.
     saved = train_config(pool, "data.batch_size=16", "optim.learning_rate=1e-3", "seed=3", f"data.pairs='{moved}'")
     _fake_checkpoint(loop.Trainer(saved, tmp_path / "run2"), 5)
-    from w2s_vqa.labels import pairs as pair_tables
+    from w2s_vqa.labels import pair_table
 
     table = pipeline.load_pair_table(pool / "pairs.parquet")
-    pair_tables.write_pairs(table.iloc[::-1].reset_index(drop=True), moved)
+    pair_table.write_pairs(table.iloc[::-1].reset_index(drop=True), moved)
     config = train_config(pool, "data.batch_size=16", "optim.learning_rate=2e-3", "seed=4", f"data.pairs='{moved}'")
     trainer = loop.Trainer(config, tmp_path / "run2")
     with pytest.raises(loop.ConfigChangedError) as error:
