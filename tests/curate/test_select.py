@@ -1,6 +1,8 @@
 """The grouped selection program: exact on a pool whose optimum is known, equal to the
 one-variable-per-video program of Vonikakis et al., and clear on bad input."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,3 +93,20 @@ def test_bad_input_is_named(pools):
         select(pool, reference, METRICS, SelectionSettings(k=10), keep=["nope"])
     with pytest.raises(CurateError, match="curate.binning"):
         SelectionSettings(k=10, binning="log")
+
+
+def test_rounding_the_relaxation_stays_within_its_reported_gap():
+    rng = np.random.default_rng(3)
+    pool = table(rng.gamma(1.5, 1.0, size=(400, 3)))
+    reference = table(rng.normal(1.5, 0.5, size=(100, 3)), "r")
+    settings = SelectionSettings(k=80, bins=5, time_limit=60)
+    exact = select(pool, reference, METRICS, settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a rounded selection above the bound warns; here that is expected
+        rounded = select(pool, reference, METRICS, settings, exact_cells=0)
+    assert exact.status == "optimal" and len(rounded.chosen) == 80
+    # The rounded program can only be worse than the exact optimum, and the relaxation's bound
+    # (rounded.objective * (1 - gap)) can only be below it.
+    assert rounded.objective >= exact.objective - 1e-9
+    assert rounded.objective * (1 - rounded.gap) <= exact.objective + 1e-9
+

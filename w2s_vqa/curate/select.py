@@ -14,10 +14,10 @@ the program's size depends on the occupied cells, not on the videos. Which video
 cell's count is drawn with the seed (must-keep videos first). Both programs have the same
 optimum (tests/curate/test_select.py solves both).
 
-Solver: ``scipy.optimize.milp`` (HiGHS), already a dependency; HiGHS is a maintained
-branch-and-cut solver, and with only ``metrics x bins + 1`` equality rows the LP relaxation
-is nearly integral, so it closes fast. The time limit returns the best solution found and
-its gap.
+Solver: ``scipy.optimize.milp`` (HiGHS), already a dependency; HiGHS is a maintained LP and
+branch-and-cut solver. With only ``metrics x bins + 1`` equality rows, a vertex of the LP
+relaxation has at most that many fractional cells; those are then solved exactly as a small
+MILP (``_solve``), and the result's gap to the relaxation's bound is reported.
 
 Bins: ``quantile`` (default) cuts each metric at the reference's quantiles, so every bin
 holds about the same share of the reference; ``uniform`` cuts the reference's range into
@@ -28,6 +28,7 @@ the first or last bin.
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
 from typing import Sequence
 
@@ -37,6 +38,9 @@ from scipy import optimize, sparse
 
 BINNINGS = ("quantile", "uniform")
 # HiGHS's status codes as scipy.optimize.milp returns them.
+# Up to this many cells, branch-and-cut proves the optimum in seconds; beyond, the relaxation
+# is rounded (``_solve``).
+EXACT_CELLS = 5_000
 _STATUS = {0: "optimal", 1: "time_limit", 2: "infeasible", 3: "unbounded", 4: "error"}
 
 
@@ -134,42 +138,93 @@ def _clean(table: pd.DataFrame, metrics: Sequence[str], what: str) -> tuple[pd.D
     return cleaned.reset_index(drop=True), int(bad.sum())
 
 
-def _solve(cell_rows: np.ndarray, counts: np.ndarray, lower: np.ndarray, targets: np.ndarray,
-           weights: np.ndarray, k: int, cap_rows: np.ndarray | None, cap: int | None,
-           time_limit: float) -> tuple[np.ndarray, str, float, float]:
-    """The grouped program. ``cell_rows``: ``[cells, metrics]`` row index (metric * bins + bin) of each
-    cell; ``counts``/``lower``: videos per cell and must-keep videos per cell; ``targets``:
-    ``[metrics * bins]`` K x reference share; ``weights``: per row; ``cap_rows``: cap group per cell."""
+def _program(cell_rows: np.ndarray, targets: np.ndarray, weights: np.ndarray, k: int,
+             cap_rows: np.ndarray | None, cap: int | None):
+    """Objective, constraint matrix and row bounds of the grouped program over variables
+    ``[x (cells), u (rows), v (rows)]``: per bin, ``sum x - u + v = target``; ``sum x = k``;
+    per cap group, ``sum x <= cap``. Minimizes ``sum weight (u + v) / k``."""
     num_cells, num_metrics = cell_rows.shape
     num_rows = len(targets)
-    # Variables: x [cells] (integer counts), then u, v [rows] (over- and under-shoot per bin).
     cols = np.repeat(np.arange(num_cells), num_metrics)
     hist = sparse.csr_matrix((np.ones(cols.size), (cell_rows.ravel(), cols)), shape=(num_rows, num_cells))
     eye = sparse.identity(num_rows, format="csr")
     blocks = [[hist, -eye, eye], [sparse.csr_matrix(np.ones((1, num_cells))), None, None]]
-    lo = [targets, [k]]
-    hi = [targets, [k]]
+    lo, hi = [targets, [k]], [targets, [k]]
     if cap_rows is not None:
         groups = int(cap_rows.max()) + 1
         caps = sparse.csr_matrix((np.ones(num_cells), (cap_rows, np.arange(num_cells))), shape=(groups, num_cells))
         blocks.append([caps, None, None])
         lo.append(np.zeros(groups))
         hi.append(np.full(groups, float(cap)))
-    matrix = sparse.bmat(blocks, format="csr")
     objective = np.concatenate([np.zeros(num_cells), weights / k, weights / k])
+    return objective, sparse.bmat(blocks, format="csr"), np.concatenate(lo), np.concatenate(hi)
+
+
+def _solve(cell_rows: np.ndarray, counts: np.ndarray, lower: np.ndarray, targets: np.ndarray,
+           weights: np.ndarray, k: int, cap_rows: np.ndarray | None, cap: int | None,
+           time_limit: float, exact_cells: int) -> tuple[np.ndarray, str, float, float]:
+    """Counts per cell ``[cells]`` (int64), status, relative gap and objective of the grouped program.
+
+    ``cell_rows``: ``[cells, metrics]`` row (metric * bins + bin) of each cell; ``counts`` /
+    ``lower``: videos and must-keep videos per cell; ``targets``: ``[metrics * bins]`` K x the
+    reference's shares; ``weights``: per row; ``cap_rows``: cap group per cell.
+
+    Up to ``exact_cells`` cells, HiGHS's branch-and-cut solves the program exactly. Beyond,
+    two steps, because a branch-and-bound over hundreds of thousands of integer columns finds
+    no incumbent in minutes while the LP relaxation solves in seconds: (1) the LP relaxation,
+    whose vertex has at most as many fractional columns as the program has rows; (2) the
+    exact MILP over those columns between their floor and ceiling, the others fixed at their
+    LP values. The gap is measured against the LP bound, so "optimal" means proven optimal.
+    """
+    num_cells = len(counts)
+    num_rows = len(targets)
+    objective, matrix, lo, hi = _program(cell_rows, targets, weights, k, cap_rows, cap)
+    bounds_lo = np.concatenate([lower, np.zeros(2 * num_rows)])
+    bounds_hi = np.concatenate([counts, np.full(2 * num_rows, np.inf)])
+    constraint = optimize.LinearConstraint(matrix, lo, hi)
     integrality = np.concatenate([np.ones(num_cells), np.zeros(2 * num_rows)])
-    bounds = optimize.Bounds(np.concatenate([lower, np.zeros(2 * num_rows)]),
-                             np.concatenate([counts, np.full(2 * num_rows, np.inf)]))
-    result = optimize.milp(objective, integrality=integrality, bounds=bounds,
-                           constraints=optimize.LinearConstraint(matrix, np.concatenate(lo), np.concatenate(hi)),
-                           options={"time_limit": float(time_limit), "disp": False})
-    status = _STATUS.get(result.status, "error")
-    if result.x is None:
-        raise CurateError(f"the solver found no selection ({status}: {result.message}); "
+    if num_cells <= exact_cells:
+        result = optimize.milp(objective, integrality=integrality, bounds=optimize.Bounds(bounds_lo, bounds_hi),
+                               constraints=constraint, options={"time_limit": float(time_limit), "disp": False})
+        status = _STATUS.get(result.status, "error")
+        if result.x is None:
+            raise CurateError(f"no selection satisfies the constraints ({status}: {result.message}); "
+                              + ("check --cap and the must-keep list" if status == "infeasible" else
+                                 "raise curate.time_limit"))
+        gap = float(getattr(result, "mip_gap", 0.0) or 0.0)
+        return np.rint(result.x[:num_cells]).astype(np.int64), status, gap, float(result.fun)
+    started = time.monotonic()
+    # The interior-point method with crossover: on these wide programs (few rows, a column per
+    # cell) HiGHS's dual simplex is orders of magnitude slower; crossover returns a vertex.
+    equal = lo == hi
+    relaxed = optimize.linprog(objective, A_eq=matrix[equal], b_eq=lo[equal],
+                               A_ub=matrix[~equal] if (~equal).any() else None,
+                               b_ub=hi[~equal] if (~equal).any() else None,
+                               bounds=np.stack([bounds_lo, bounds_hi], axis=1), method="highs-ipm",
+                               options={"time_limit": float(time_limit), "disp": False})
+    if relaxed.x is None:
+        status = {2: "infeasible", 1: "time_limit"}.get(relaxed.status, "error")
+        raise CurateError(f"no selection satisfies the constraints ({status}: {relaxed.message}); "
                           + ("check --cap and the must-keep list" if status == "infeasible" else
                              "raise curate.time_limit"))
-    gap = float(getattr(result, "mip_gap", 0.0) or 0.0)
-    return np.rint(result.x[:num_cells]).astype(np.int64), status, gap, float(result.fun)
+    x = relaxed.x[:num_cells]
+    fractional = np.flatnonzero(np.abs(x - np.rint(x)) > 1e-6)
+    fixed = np.rint(x)
+    # Step 2 over the fractional columns (and the deviation columns), the rest fixed.
+    bounds_lo[:num_cells] = fixed
+    bounds_hi[:num_cells] = fixed
+    bounds_lo[fractional] = np.floor(x[fractional])
+    bounds_hi[fractional] = np.ceil(x[fractional])
+    remaining = max(1.0, float(time_limit) - (time.monotonic() - started))
+    result = optimize.milp(objective, integrality=integrality, bounds=optimize.Bounds(bounds_lo, bounds_hi),
+                           constraints=constraint, options={"time_limit": remaining, "disp": False})
+    if result.x is None:
+        raise CurateError(f"rounding the relaxed selection found no integer solution ({result.message}); "
+                          "raise curate.time_limit")
+    best = float(result.fun)
+    gap = 0.0 if best <= relaxed.fun + 1e-9 else (best - float(relaxed.fun)) / max(best, 1e-12)
+    status = "optimal" if gap <= 1e-4 else ("time_limit" if result.status == 1 else "rounded")
+    return np.rint(result.x[:num_cells]).astype(np.int64), status, gap, best
 
 
 def _fill(cells: np.ndarray, take: np.ndarray, keep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -184,13 +239,15 @@ def _fill(cells: np.ndarray, take: np.ndarray, keep: np.ndarray, rng: np.random.
 
 
 def select(pool: pd.DataFrame, reference: pd.DataFrame, metrics: Sequence[str], settings: SelectionSettings, *,
-           keep: Sequence[str] = (), drop: Sequence[str] = (), group: bool = True) -> Selection:
+           keep: Sequence[str] = (), drop: Sequence[str] = (), group: bool = True,
+           exact_cells: int = EXACT_CELLS) -> Selection:
     """Choose ``settings.k`` rows of ``pool`` (module docstring: the program).
 
     ``pool`` and ``reference``: tables with the ``metrics`` columns (float); the pool also
     needs ``id`` (and ``settings.cap_column`` with a cap). Rows with a NaN or infinite metric
     are dropped and counted. ``keep``/``drop``: pool ids that must / must not be chosen.
-    ``group=False`` solves the one-variable-per-video program (for tests and small pools).
+    ``group=False`` solves the one-variable-per-video program (for tests and small pools);
+    programs of more than ``exact_cells`` cells are solved by relaxation and rounding (``_solve``).
     Raises :class:`CurateError` for a missing column or id, K beyond the pool, an infeasible
     cap or must-keep list, or a solver that finds no selection in the time limit.
     """
@@ -250,7 +307,8 @@ def select(pool: pd.DataFrame, reference: pd.DataFrame, metrics: Sequence[str], 
     cap_rows = cell_keys[:, len(metrics)] if cap_codes is not None else None
     row_weights = np.repeat([float(weights[m]) for m in metrics], nb)
     take, status, gap, objective = _solve(cell_rows, counts.astype(np.float64), lower, k * ref_shares.ravel(),
-                                          row_weights, k, cap_rows, settings.cap, settings.time_limit)
+                                          row_weights, k, cap_rows, settings.cap, settings.time_limit,
+                                          exact_cells)
     rng = np.random.default_rng(settings.seed)
     chosen = _fill(cells, take, keep_mask, rng)
     random_rows = np.sort(rng.choice(len(pool), size=k, replace=False))
@@ -263,8 +321,8 @@ def select(pool: pd.DataFrame, reference: pd.DataFrame, metrics: Sequence[str], 
         l1[m] = float(np.abs(shares[m]["selection"] - ref_shares[j]).sum())
         l1_random[m] = float(np.abs(shares[m]["random"] - ref_shares[j]).sum())
     if status != "optimal":
-        warnings.warn(f"curate: the solver stopped at its time limit with a gap of {gap:.2%}; "
-                      "raise curate.time_limit for a closer match", stacklevel=2)
+        warnings.warn(f"curate: the selection is {gap:.2%} above the relaxation's bound ({status}); "
+                      "raise curate.time_limit or curate.bins may close it", stacklevel=2)
     return Selection(pool=pool, chosen=chosen, status=status, gap=gap, objective=objective, cells=len(counts),
                      l1=l1, l1_random=l1_random, shares=shares, edges=edges, dropped_nan=nan_pool,
                      dropped_by_request=int(dropped.sum()))
