@@ -39,7 +39,7 @@ RESUME_SAFE_KEYS = (
     "train.keep_last", "train.keep_best", "train.async_checkpoint", "train.halt_after_step",
     "train.init_from", "train.init_step", "train.init_optimizer",  # read at step 0 only
     "evals.*", "data.worker_count", "data.read_threads", "mesh.*", "distributed.*",
-    "model.attention", "model.remat", "stages.*", "finetune.*",
+    "model.attention", "model.remat", "stages.*", "finetune.*", "curate.*",
 )
 
 
@@ -231,6 +231,16 @@ def defaults() -> ml_collections.ConfigDict:
     c.finetune.mos_std_fraction = 0.05
     c.finetune.num_steps = 0  # steps per split; 0 = train.num_steps
     c.finetune.fresh_optimizer = True
+
+    # Pool curation (`w2s-vqa curate-metrics`, `w2s-vqa curate`, w2s_vqa.curate; docs/method.md
+    # "Pool"): nine cheap metrics per video, then K videos whose histograms match a reference's.
+    c.curate = ml_collections.ConfigDict()
+    c.curate.work_height = 360  # frames taller than this are measured scaled down (pixels)
+    c.curate.max_seconds = 10.0  # seconds of each video measured; 0 = all of it
+    c.curate.bins = 10  # bins per metric, as in the reference selection program (Vonikakis et al.)
+    c.curate.binning = "quantile"  # "quantile" (of the reference) or "uniform" (over its range)
+    c.curate.time_limit = 120.0  # solver seconds; the best selection found by then is kept
+    c.curate.seed = 0  # which videos fill each chosen cell, and the random baseline
     return c
 
 
