@@ -220,3 +220,49 @@ def test_key_table_follows_transformers_script():
         for old, new in ref.KEYS_TO_MODIFY_MAPPING.items():
             theirs = theirs.replace(old, new) if old in theirs else theirs
         assert ours == theirs
+
+
+# ----------------------------------------------------------------------------- export to plain transformers
+def test_import_export_loads_whole_in_transformers_and_scores_as_jax(released, tmp_path, capsys):
+    import torch
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from w2s_vqa import cli
+    from w2s_vqa.convert import anchor_scores, export_files
+    from w2s_vqa.convert.torch_scorer import TorchScorer
+
+    out = tmp_path / "export"
+    assert cli.main(["export", "--hf", released, "--out", str(out), "--num-frames", str(FRAMES),
+                     "--num-motion-chunks", str(CHUNKS)]) == 0
+    _, info = LlavaOnevisionForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    assert not any(info.values()), info  # nothing missing, unexpected or mismatched
+    settings = export_files.read_settings(out)
+    assert settings["question"] == prompt.RELEASED_QUESTION
+    assert (settings["num_frames"], settings["num_motion_chunks"], settings["motion_features"]) \
+        == (FRAMES, CHUNKS, "precomputed")
+
+    ours = hf.load_student(released, num_frames=FRAMES, num_motion_chunks=CHUNKS)
+    scorer = TorchScorer(out)
+    pp = released_prompt(released, ours.cfg)
+    assert scorer.prompt.input_ids.tolist() == pp.input_ids.tolist()
+    # The paper's five anchors and three test videos: every (first, second) pair through both.
+    k, tests = 5, 3
+    rng = np.random.default_rng(7)
+    size = ours.cfg.vision.image_size
+    videos = rng.integers(0, 256, (k + tests, FRAMES, size, size, 3), dtype=np.uint8)
+    motion = rng.normal(size=(k + tests, CHUNKS, 256)).astype(np.float32)
+    firsts, seconds = zip(*[(i, j) for i in range(k) for j in range(k + tests)])
+    pixels = np.stack([videos[list(firsts)], videos[list(seconds)]], axis=1)
+    moving = np.stack([motion[list(firsts)], motion[list(seconds)]], axis=1)
+    ids = np.repeat(pp.input_ids[None], len(firsts), axis=0)
+    mine = np.asarray(ours.level_logits(pp.level_token_ids, jnp.asarray(ids), None, jnp.asarray(pixels),
+                                        jnp.asarray(moving))).reshape(k, k + tests, 5)
+    with torch.no_grad():
+        theirs = scorer.level_logits(pixels, moving).reshape(k, k + tests, 5)
+    assert np.max(np.abs(mine - theirs)) <= TOL
+    mos = np.array([39.56, 50.23, 60.62, 69.43, 78.03])  # the paper's anchors' MOS
+    for mode in ("map", "paper"):
+        for t in range(tests):
+            a = anchor_scores.score(mine[:, :k], mine[:, k + t], mos, mode=mode)["score"]
+            b = anchor_scores.score(theirs[:, :k], theirs[:, k + t], mos, mode=mode)["score"]
+            assert abs(a - b) <= 1e-3  # the MOS scale (0-100 in paper mode)

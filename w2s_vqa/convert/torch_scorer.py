@@ -30,7 +30,7 @@ from transformers import LlavaOnevisionForConditionalGeneration
 from w2s_vqa import prompt
 from w2s_vqa import video as video_lib
 from w2s_vqa.convert import anchor_scores
-from w2s_vqa.convert.export_files import MOTION_FILE, SETTINGS_FILE
+from w2s_vqa.convert.export_files import MOTION_FILE, SETTINGS_FILE, prompt_question
 from w2s_vqa.convert.video_inputs import ARRAYS, video_inputs
 from w2s_vqa.models.config import HF_CONFIG_FILE, PIXEL_MEAN, PIXEL_STD, StudentConfig
 
@@ -83,7 +83,8 @@ class TorchScorer:
         self.tokens_per_frame = self.cfg.tokens_per_frame
         tokenizer = prompt.load_tokenizer(self.hf_dir)
         self.prompt = prompt.build_pair_prompt(tokenizer, video_token_id=self.cfg.video_token_index,
-                                               tokens_per_video=self.cfg.tokens_per_video)
+                                               tokens_per_video=self.cfg.tokens_per_video,
+                                               question=prompt_question(self.hf_dir))
 
     @torch.no_grad()
     def logits(self, pixel_values: np.ndarray, motion: np.ndarray | None = None,

@@ -81,6 +81,7 @@ def run(args) -> int:
     import pandas as pd
 
     from w2s_vqa import prompt as prompt_lib
+    from w2s_vqa.convert import export_files
     from w2s_vqa import sharding
     from w2s_vqa.score import scorer as scorer_lib
     from w2s_vqa.score.anchors import AnchorSet
@@ -99,7 +100,8 @@ def run(args) -> int:
     anchors.check_student(student.cfg)
     tokenizer = prompt_lib.load_tokenizer(tokenizer_dir)
     prompt = prompt_lib.build_pair_prompt(tokenizer, video_token_id=student.cfg.video_token_index,
-                                          tokens_per_video=student.cfg.tokens_per_video)
+                                          tokens_per_video=student.cfg.tokens_per_video,
+                                          question=export_files.prompt_question(tokenizer_dir, config.model.prompt))
     batch_size = args.batch_size or _default_batch(mesh, default_batch_sharding(mesh))
     out = os.path.abspath(args.out)
     work = args.work or (out[:-4] if out.lower().endswith(".csv") else out) + ".work"
