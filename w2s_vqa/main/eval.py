@@ -119,7 +119,7 @@ def _score_set_function(args, config):
     anchors = AnchorSet.load(args.anchors)
     loop.maybe_initialize_distributed(config)
     mesh = sharding.mesh_from_config(config)
-    student, tokenizer_dir, run_config, key = _student(args, mesh)
+    student, tokenizer_dir, run_config, key = _student(args, mesh, config)
     anchors.check_student(student.cfg)
     prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(tokenizer_dir),
                                           video_token_id=student.cfg.video_token_index,
