@@ -266,3 +266,14 @@ def test_import_export_loads_whole_in_transformers_and_scores_as_jax(released, t
             a = anchor_scores.score(mine[:, :k], mine[:, k + t], mos, mode=mode)["score"]
             b = anchor_scores.score(theirs[:, :k], theirs[:, k + t], mos, mode=mode)["score"]
             assert abs(a - b) <= 1e-3  # the MOS scale (0-100 in paper mode)
+
+
+def test_a_qwen2_sized_checkpoint_whose_tokenizer_misplaces_the_level_words_is_refused(tmp_path):
+    """At Qwen2-7B's vocabulary the authors read rows 16353, 2664, 4428, 10960, 37179; the stand-in's
+    tokenizer gives other ids, so at that size it is refused, naming the ids."""
+    from w2s_vqa.convert.llava_next import AUTHORS_LEVEL_IDS, level_id_problems
+
+    directory = ref.write_released(tmp_path)
+    assert level_id_problems(directory, 512) == []
+    (problem,) = level_id_problems(directory, 152064)
+    assert str(AUTHORS_LEVEL_IDS) in problem and problem.startswith("tokenizer.json: the level words")

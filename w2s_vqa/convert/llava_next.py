@@ -77,6 +77,28 @@ MOTION_RENAMES = {"0": "linear_1", "2": "linear_2"}
 DROPPED_PREFIXES = ("model.slowfast.",)
 
 
+# infer_pair.py reads these vocabulary rows for superior, better, similar, worse, inferior
+# (`output_logits.mean(0)[16353]` ...): Qwen2's ids of " superior", " better", ...
+AUTHORS_LEVEL_IDS = (16353, 2664, 4428, 10960, 37179)
+QWEN2_7B_VOCAB = 152064
+
+
+def level_id_problems(hf_dir: str, vocab_size: int) -> list[str]:
+    """[] when the directory's tokenizer gives the level words the ids the authors read (checked
+    for Qwen2-7B's vocabulary only; a stand-in's own tokenizer has its own ids), else the problem."""
+    from w2s_vqa import prompt
+
+    if vocab_size != QWEN2_7B_VOCAB or not os.path.exists(os.path.join(hf_dir, "tokenizer.json")):
+        return []
+    try:
+        ids = prompt.level_token_ids(prompt.load_tokenizer(hf_dir))
+    except prompt.PromptError as e:
+        return [f"tokenizer.json: {e}"]
+    if ids != AUTHORS_LEVEL_IDS:
+        return [f"tokenizer.json: the level words {prompt.LEVELS} have ids {ids}; the authors read {AUTHORS_LEVEL_IDS}"]
+    return []
+
+
 def is_llava_qwen_dir(hf_dir: str) -> bool:
     """True when `hf_dir` holds a config.json of the authors' layout (False when it has none)."""
     path = os.path.join(os.fspath(hf_dir), "config.json")
@@ -128,7 +150,7 @@ def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunk
     hf_dir = os.fspath(hf_dir)
     with open(os.path.join(hf_dir, hf_lib.CONFIG_FILE)) as f:
         hf_config = json.load(f)
-    problems = list(config_problems(hf_config))
+    problems = list(config_problems(hf_config)) + level_id_problems(hf_dir, hf_config.get("vocab_size", 0))
     ours = {k: v for k, v in dict(num_frames=num_frames, num_motion_chunks=num_motion_chunks, dtype=dtype,
                                   remat=remat, attention=attention).items() if v is not None}
     try:
