@@ -277,3 +277,10 @@ def test_a_qwen2_sized_checkpoint_whose_tokenizer_misplaces_the_level_words_is_r
     assert level_id_problems(directory, 512) == []
     (problem,) = level_id_problems(directory, 152064)
     assert str(AUTHORS_LEVEL_IDS) in problem and problem.startswith("tokenizer.json: the level words")
+
+
+def test_the_pytorch_scorer_sends_the_authors_layout_to_export(released):
+    from w2s_vqa.convert.torch_scorer import TorchScorer
+
+    with pytest.raises(ValueError, match=r"llava_qwen layout, which transformers does not load; export it first"):
+        TorchScorer(released)
