@@ -12,7 +12,6 @@ import os
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from tests.convert import llava_qwen_reference as ref
 from w2s_vqa import cli, video

@@ -1,9 +1,9 @@
 """The paper's released checkpoint: LLaVA-NeXT's `llava_qwen` layout with a SlowFast projector.
 
 The authors trained and released their student in their fork of LLaVA-NeXT
-(github.com/clh124/W2S-VQA; the model code is the same at commits 2c7ca75 and
-80e456ff; weights `kkkkkklinhan/llava_qwen_slowfast_w2s_stage3` on the Hugging Face
-hub). Such a directory holds a config.json of `mm_*` fields (architectures
+(github.com/clh124/W2S-VQA; read here at commit 2c7ca75, the model code said to be
+unchanged at 80e456ff, which the snapshot read did not hold; weights
+`kkkkkklinhan/llava_qwen_slowfast_w2s_stage3` on the Hugging Face hub). Such a directory holds a config.json of `mm_*` fields (architectures
 `LlavaQwenForCausalLM`, model_type `llava_qwen`) and safetensors named as their
 modules are. This module recognises it (`is_llava_qwen_dir`; the config translation,
 which refuses by name what the student cannot run, is models/llava_qwen_config.py) and
@@ -46,7 +46,7 @@ Sources, read at the commits named:
   their embeddings are always replaced by video features, and no token has an id past
   152063: we keep the stored rows as they are (logits over every real token are the same).
 
-Nothing here imports JAX at module level: the PyTorch scorer reads `is_llava_qwen_dir`.
+Nothing here imports JAX at module level (`w2s-vqa export` checks `is_llava_qwen_dir` first).
 """
 
 from __future__ import annotations
