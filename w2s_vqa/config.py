@@ -63,6 +63,10 @@ def defaults() -> ml_collections.ConfigDict:
     # (a few heads at a time, recomputed in the backward pass; CPU, one device)
     c.model.attention = "xla"
     c.model.tokenizer = ""  # default: the HF directory's, or the tiny tokenizer for presets
+    # The pair prompt's question when scoring: "" = the model directory's own (w2s_vqa.json, or the
+    # authors' for their released checkpoint), "w2s" (ours) or "released" (the authors' inference
+    # question): w2s_vqa.prompt.QUESTIONS.
+    c.model.prompt = ""
 
     c.data = ml_collections.ConfigDict()
     c.data.num_frames = 4  # frames per video, sampled at 1 fps (uniformly when longer)

@@ -107,6 +107,7 @@ def _score_set_function(args, config):
 
     runtime.tune_cpu_host()  # before anything starts JAX's backend
     from w2s_vqa import prompt as prompt_lib
+    from w2s_vqa.convert import export_files
     from w2s_vqa import sharding
     from w2s_vqa.main.score import _default_batch, _student
     from w2s_vqa.score import evaluate
@@ -118,11 +119,12 @@ def _score_set_function(args, config):
     anchors = AnchorSet.load(args.anchors)
     loop.maybe_initialize_distributed(config)
     mesh = sharding.mesh_from_config(config)
-    student, tokenizer_dir, run_config, key = _student(args, mesh)
+    student, tokenizer_dir, run_config, key = _student(args, mesh, config)
     anchors.check_student(student.cfg)
     prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(tokenizer_dir),
                                           video_token_id=student.cfg.video_token_index,
-                                          tokens_per_video=student.cfg.tokens_per_video)
+                                          tokens_per_video=student.cfg.tokens_per_video,
+                                          question=export_files.prompt_question(tokenizer_dir, config.model.prompt))
     batch_size = args.batch_size or _default_batch(mesh, default_batch_sharding(mesh))
     # One Scorer for every set: the anchors' tokens and matrix, and the compiled step, once.
     scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=batch_size)

@@ -39,9 +39,10 @@ def add_arguments(parser) -> None:
                         help="processes decoding a folder or manifest (default 0: this process)")
 
 
-def _student(args, mesh):
-    """(student, tokenizer dir, run config or None, key naming the weights)."""
-    from w2s_vqa.convert import hf
+def _student(args, mesh, config=None):
+    """(student, tokenizer dir, run config or None, key naming the weights). The authors' released
+    checkpoint records no video shape: `config`'s data.num_frames and num_motion_chunks give it."""
+    from w2s_vqa.convert import hf, llava_next
     from w2s_vqa.models import config as config_lib
 
     if args.checkpoint:
@@ -54,7 +55,10 @@ def _student(args, mesh):
         stamp = os.stat(saved).st_mtime_ns if os.path.exists(saved) else 0  # a run retrained in place differs
         return student, config_lib.tokenizer_dir(run_config), run_config, \
             f"checkpoint:{os.path.abspath(args.checkpoint)}:step {step}:{stamp}"
-    student = hf.load_student(args.hf, mesh=mesh)
+    shape = {}
+    if config is not None and llava_next.is_llava_qwen_dir(args.hf):
+        shape = dict(num_frames=config.data.num_frames, num_motion_chunks=config.data.num_motion_chunks)
+    student = hf.load_student(args.hf, mesh=mesh, **shape)
     stamps = sorted((name, os.stat(os.path.join(args.hf, name)).st_mtime_ns)
                     for name in os.listdir(args.hf) if name.endswith(".safetensors"))
     return student, args.hf, None, f"hf:{os.path.abspath(args.hf)}:{stamps}"
@@ -81,6 +85,7 @@ def run(args) -> int:
     import pandas as pd
 
     from w2s_vqa import prompt as prompt_lib
+    from w2s_vqa.convert import export_files
     from w2s_vqa import sharding
     from w2s_vqa.score import scorer as scorer_lib
     from w2s_vqa.score.anchors import AnchorSet
@@ -95,11 +100,12 @@ def run(args) -> int:
                                 f"e.g. {args.out}/scores.csv")
     loop.maybe_initialize_distributed(config)
     mesh = sharding.mesh_from_config(config)
-    student, tokenizer_dir, run_config, key = _student(args, mesh)
+    student, tokenizer_dir, run_config, key = _student(args, mesh, config)
     anchors.check_student(student.cfg)
     tokenizer = prompt_lib.load_tokenizer(tokenizer_dir)
     prompt = prompt_lib.build_pair_prompt(tokenizer, video_token_id=student.cfg.video_token_index,
-                                          tokens_per_video=student.cfg.tokens_per_video)
+                                          tokens_per_video=student.cfg.tokens_per_video,
+                                          question=export_files.prompt_question(tokenizer_dir, config.model.prompt))
     batch_size = args.batch_size or _default_batch(mesh, default_batch_sharding(mesh))
     out = os.path.abspath(args.out)
     work = args.work or (out[:-4] if out.lower().endswith(".csv") else out) + ".work"
