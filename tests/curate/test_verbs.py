@@ -67,3 +67,20 @@ def test_videos_as_pool_and_bad_k(pool, tmp_path):
     assert "--k 9 is more than the pool's 4 usable videos" in done.stderr
     # What was measured before the refusal is kept for the next try.
     assert (tmp_path / "o" / "pool_metrics" / "metrics.parquet").exists()
+
+
+def test_beam_writes_the_table_the_process_pool_writes(pool, tmp_path):
+    pytest.importorskip("apache_beam", reason="the Beam path needs apache-beam (the test extra installs it)")
+    from w2s_vqa.curate.beam import compute_metrics_beam
+    from w2s_vqa.curate.extract import compute_metrics
+    from w2s_vqa.curate.metrics import MetricSettings
+
+    settings = MetricSettings(work_height=48, max_seconds=1.0)
+    local = compute_metrics(str(pool), str(tmp_path / "local"), settings=settings, part_size=2, progress=False)
+    beam_report = compute_metrics_beam(str(pool), str(tmp_path / "beam"), runner="DirectRunner",
+                                       settings=settings, part_size=2)
+    assert beam_report.measured == local.measured == 4 and len(beam_report.skipped) == 1
+    pd.testing.assert_frame_equal(pd.read_parquet(local.table), pd.read_parquet(beam_report.table))
+    again = compute_metrics_beam(str(pool), str(tmp_path / "beam"), runner="DirectRunner", settings=settings,
+                                 part_size=2)
+    assert again.parts_resumed == 3  # every part finished: nothing measured twice

@@ -77,7 +77,7 @@ def pool_sources(inputs: str) -> list[Source]:
     return find_sources(inputs)
 
 
-def _measure_part(sources: Sequence[Source], settings: MetricSettings) -> dict[str, Any]:
+def measure_part(sources: Sequence[Source], settings: MetricSettings) -> dict[str, Any]:
     rows, skipped = [], []
     for source in sources:
         try:
@@ -89,7 +89,7 @@ def _measure_part(sources: Sequence[Source], settings: MetricSettings) -> dict[s
     return {"rows": rows, "skipped": skipped}
 
 
-def _write_json(path: str, obj: Any) -> None:
+def write_json(path: str, obj: Any) -> None:
     with open(path + ".tmp", "w") as f:
         json.dump(obj, f)
     os.replace(path + ".tmp", path)
@@ -111,7 +111,22 @@ def _check_record(out: str, record: dict[str, Any]) -> None:
             raise ValueError(f"{out}: holds metrics made with other settings or inputs (differing: "
                              f"{', '.join(differing)}); use another --out or delete it")
     else:
-        _write_json(path, record)
+        write_json(path, record)
+
+
+def part_path(out: str, part: int) -> str:
+    """Where part number ``part`` of a metrics run in ``out`` is written."""
+    return os.path.join(out, PARTS_DIR, f"part-{part:05d}.json")
+
+
+def plan(inputs: str, out: str, settings: MetricSettings, part_size: int) -> tuple[list[Source], list[list[Source]]]:
+    """The sources of ``inputs`` and their parts; creates ``out`` and records (or checks) the run's settings."""
+    if part_size < 1:
+        raise ValueError(f"part_size must be at least 1, got {part_size}")
+    sources = pool_sources(inputs)
+    os.makedirs(os.path.join(out, PARTS_DIR), exist_ok=True)
+    _check_record(out, _record(sources, settings, part_size))
+    return sources, [sources[i: i + part_size] for i in range(0, len(sources), part_size)]
 
 
 def compute_metrics(inputs: str, out: str, *, settings: MetricSettings = MetricSettings(), workers: int = 1,
@@ -122,36 +137,30 @@ def compute_metrics(inputs: str, out: str, *, settings: MetricSettings = MetricS
     parts of an earlier run with the same inputs and settings. Raises StoreError for unusable
     inputs, ValueError for ``out`` holding another run's metrics or ``part_size`` below 1.
     """
-    if part_size < 1:
-        raise ValueError(f"part_size must be at least 1, got {part_size}")
-    sources = pool_sources(inputs)
-    os.makedirs(os.path.join(out, PARTS_DIR), exist_ok=True)
-    _check_record(out, _record(sources, settings, part_size))
-    parts = [sources[i: i + part_size] for i in range(0, len(sources), part_size)]
+    sources, parts = plan(inputs, out, settings, part_size)
     results: dict[int, dict[str, Any]] = {}
     for i in range(len(parts)):
-        path = os.path.join(out, PARTS_DIR, f"part-{i:05d}.json")
-        if os.path.exists(path):
-            with open(path) as f:
+        if os.path.exists(part_path(out, i)):
+            with open(part_path(out, i)) as f:
                 results[i] = json.load(f)
     resumed = len(results)
     todo = [i for i in range(len(parts)) if i not in results]
 
     def finish(i: int, result: dict[str, Any]) -> None:
-        _write_json(os.path.join(out, PARTS_DIR, f"part-{i:05d}.json"), result)
+        write_json(part_path(out, i), result)
         results[i] = result
 
     with progress_lib.bar(total=len(sources), initial=sum(len(parts[i]) for i in results), unit="video",
                           desc="metrics", disable=not progress) as bar:
         if workers <= 1 or len(todo) <= 1:
             for i in todo:
-                finish(i, _measure_part(parts[i], settings))
+                finish(i, measure_part(parts[i], settings))
                 bar.update(len(parts[i]))
         else:
             # spawn: the caller may hold threads that fork would copy mid-state.
             context = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
-                futures = {pool.submit(_measure_part, parts[i], settings): i for i in todo}
+                futures = {pool.submit(measure_part, parts[i], settings): i for i in todo}
                 for future in concurrent.futures.as_completed(futures):
                     finish(futures[future], future.result())
                     bar.update(len(parts[futures[future]]))

@@ -17,7 +17,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--inputs", required=True, metavar="PATH", help="folder, manifest or video store")
     parser.add_argument("--out", required=True, metavar="DIR", help="metrics.parquet and skipped.csv go here")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                        help="worker processes, one part of videos each at a time (default: all CPUs)")
+                        help="worker processes, one part of videos each at a time (default: all CPUs); "
+                             "with --runner DirectRunner, its direct_num_workers")
+    parser.add_argument("--runner", default=None, metavar="RUNNER",
+                        choices=("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner"),
+                        help="measure as an Apache Beam pipeline on this runner, as `prepare --runner` "
+                             "(needs pip install 'w2s-vqa[beam]'; --out and the videos on a file system "
+                             "every worker mounts)")
+    parser.add_argument("--beam-option", dest="beam_options", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Beam pipeline option, as for `prepare` (repeatable)")
 
 
 def run(args) -> int:
@@ -25,7 +33,19 @@ def run(args) -> int:
 
     config = load_config(args)
     settings = MetricSettings(work_height=config.curate.work_height, max_seconds=config.curate.max_seconds or None)
-    report = compute_metrics(args.inputs, args.out, settings=settings, workers=args.workers)
+    if args.runner is None:
+        if args.beam_options:
+            raise ValueError("--beam-option needs --runner")
+        report = compute_metrics(args.inputs, args.out, settings=settings, workers=args.workers)
+    else:
+        try:
+            from w2s_vqa.curate.beam import compute_metrics_beam
+        except ModuleNotFoundError as e:
+            if not (e.name or "").startswith("apache_beam"):
+                raise
+            raise OSError(f"--runner {args.runner} needs Apache Beam: pip install 'w2s-vqa[beam]' ({e})") from e
+        report = compute_metrics_beam(args.inputs, args.out, runner=args.runner, beam_options=args.beam_options,
+                                      settings=settings, workers=args.workers)
     print(report.summary())
     print(f"metrics: {report.table}")
     print(f"skipped videos: {os.path.join(args.out, SKIPPED_FILE)}")
