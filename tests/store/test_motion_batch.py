@@ -9,7 +9,7 @@ import pytest
 
 from w2s_vqa.bench.slowfast import _random_weights
 from w2s_vqa.models import slowfast
-from w2s_vqa.store.motion_batch import MotionThroughput, batched_features
+from w2s_vqa.store.motion_batch import MotionThroughput, batched_features, worker_extractor
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,9 @@ def test_throughput_adds_up_and_round_trips():
         total.add(part)
     assert total.to_json() == {"chunks": 40, "seconds": 5.0, "calls": 3}
     assert total.chunks_per_s == pytest.approx(8.0) and MotionThroughput().chunks_per_s == 0.0
+
+
+def test_worker_extractor_reports_a_bad_weights_file(tmp_path):
+    (tmp_path / "bad.safetensors").write_text("not safetensors")
+    with pytest.raises(slowfast.WeightsError, match="(?s)bad.safetensors: 1 problem.*not a safetensors file"):
+        worker_extractor(str(tmp_path / "bad.safetensors"), 4)

@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
     chunks = rng.integers(0, 256, (args.chunks, args.frames, args.size, args.size, 3), dtype=np.uint8)
     results: dict = {"chunks": args.chunks, "frames": args.frames, "size": args.size, "repeats": args.repeats,
                      "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
-                     "cpus": os.cpu_count(), "default_lowering": slowfast.default_lowering()}
+                     "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), "default_lowering": slowfast.default_lowering()}
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "fast.safetensors")
         reference = None

@@ -9,6 +9,9 @@ until `max_chunks` are waiting and runs one extractor call over all of them (the
 extractor splits a call into batches of its own `max_batch`), then gives each
 video its features back, in input order. `MotionThroughput` counts the chunks
 and the seconds spent in the network, for the summary's chunks per second.
+`worker_extractor` builds the network in a worker process with the CPU settings
+of w2s_vqa.runtime, which cut its CPU time per chunk by about a quarter
+(docs/2026-12-slowfast-speed.md).
 """
 
 from __future__ import annotations
@@ -51,6 +54,20 @@ class MotionThroughput:
         """One line, e.g. "motion: 120 SlowFast chunks in 40.1 s, 3.0 chunks/s (12 calls)"."""
         return (f"motion: {self.chunks} SlowFast chunks in {self.seconds:.1f} s, "
                 f"{self.chunks_per_s:.1f} chunks/s ({self.calls} calls)")
+
+
+def worker_extractor(weights: str, max_chunks: int):
+    """A w2s_vqa.models.slowfast.Extractor of the weights file `weights` with max_batch =
+    `max_chunks`, after `runtime.tune_cpu_host()` (glibc keeps freed memory, XLA:CPU runs
+    on the calling thread): call it in a process before anything there starts JAX's
+    backend, as a spawned prepare worker is. Raises WeightsError (w2s_vqa.models.slowfast)
+    for a weights file that does not fit."""
+    from w2s_vqa import runtime
+
+    runtime.tune_cpu_host()
+    from w2s_vqa.models import slowfast
+
+    return slowfast.Extractor(slowfast.load(weights), max_batch=max_chunks)
 
 
 class VideoFeatures(NamedTuple):
