@@ -89,6 +89,8 @@ TEMPORAL_KERNEL = 3  # conv_a of every fast-pathway stage is 3x1x1
 NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
 
 _DIMENSIONS_2D = ("NHWC", "HWIO", "NHWC")
+# Chunks per compiled call of `Extractor` on the CPU (its docstring).
+CPU_CHUNKS_PER_CALL = 1
 # How ConvBN computes a convolution (module docstring).
 LOWERINGS = ("taps", "stacked")
 
@@ -327,6 +329,9 @@ class Extractor:
     (bfloat16 on accelerators); the weights stay float32 and the average is
     taken in float32. `lowering` (one of `LOWERINGS`) defaults to
     `default_lowering` of the mesh's platform, or of JAX's default backend.
+    On the CPU without a mesh, `max_batch` is 1 whatever is passed: there one chunk
+    per call ran fastest per chunk (a chunk's activations stay in the caches;
+    docs/2026-12-slowfast-speed.md), so larger calls are split.
     Raises ValueError for max_batch < 1 or an unknown lowering.
     """
 
@@ -354,6 +359,9 @@ class Extractor:
             state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
         self._state = state
         self.dtype = jnp.dtype(dtype)
+        platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+        if mesh is None and platform == "cpu":
+            max_batch = CPU_CHUNKS_PER_CALL
         sizes = {max_batch} | {2**i for i in range(max_batch.bit_length()) if 2**i < max_batch}
         self.batch_sizes = sorted({-(-size // shards) * shards for size in sizes})
 

@@ -6,7 +6,8 @@ short clip uses only the first few. Running the network once per video pads each
 call up to one of the extractor's batch sizes and pays one call's overhead per
 video; `batched_features` instead collects the used chunks of consecutive videos
 until `max_chunks` are waiting and runs one extractor call over all of them (the
-extractor splits a call into batches of its own `max_batch`), then gives each
+extractor splits a call into batches of its own: one chunk per compiled call on
+the CPU, where that was fastest, `max_batch` on accelerators), then gives each
 video its features back, in input order. `MotionThroughput` counts the chunks
 and the seconds spent in the network, for the summary's chunks per second.
 `worker_extractor` builds the network in a worker process with the CPU settings
