@@ -137,6 +137,20 @@ def test_fast_pathway_equals_pytorchvideo(reference, weights_file):
     np.testing.assert_allclose(sharded(chunks), ours, rtol=1e-5, atol=1e-5)
 
 
+def test_both_lowerings_equal_pytorchvideo(reference, weights_file):
+    """The "stacked" lowering (GPU and TPU backends) against pytorchvideo too: the test above runs
+    the CPU's default, "taps". Same tolerance as above: float32 sums in another order."""
+    assert slowfast.default_lowering("cpu") == "taps" and slowfast.default_lowering("gpu") == "stacked"
+    chunks = _chunks(64, seed=2)
+    theirs = _their_fast_feature(reference, _pack_pathways(chunks))
+    model = slowfast.load(weights_file)
+    for lowering in slowfast.LOWERINGS:
+        ours = slowfast.Extractor(model, max_batch=2, lowering=lowering)(chunks)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4, err_msg=lowering)
+    with pytest.raises(ValueError, match="lowering must be one of taps, stacked, not 'conv3d'"):
+        slowfast.Extractor(model, lowering="conv3d")
+
+
 def test_authors_input_size(reference, weights_file):
     """One 32 x 224 x 224 chunk, pooled as the authors pool: AvgPool3d(32, 7, 7), then adaptive.
 

@@ -36,13 +36,24 @@ the convolution before it when the weights are loaded (`load`): W' = W * g,
 b' = beta - mean * g, g = gamma / sqrt(var + eps), computed in float64.
 
 Layout is channels-last (NDHWC activations, DHWIO kernels). Every convolution
-of the fast pathway strides in space only, so each runs as a 2-D convolution
-over batch x time of the frames stacked with their temporal neighbours along
-the channels (`ConvBN`): the same sums as the 3-D convolution. `Extractor`
-jit-compiles the network over a batch of uint8 chunks [N, T, H, W, 3],
-normalization included, and with a mesh shards the batch over the data axes
-(the `batch` rule of w2s_vqa.sharding) with the weights replicated: they are
-half a million numbers.
+of the fast pathway strides in time by 1 and in space only, so `ConvBN` never
+runs a 3-D convolution; it has two lowerings (`LOWERINGS`), the same sums in
+another order:
+  "taps"     the kt temporal taps on the output side: a kh x kw 2-D convolution
+             of each frame to kt * Cout channels (a matmul over channels for the
+             3x1x1 convolutions), then output frame t sums tap d of frame
+             t + d - kt//2. XLA:CPU's default (`default_lowering`): it moves
+             less data than stacking inputs (conv_a narrows the channels 4x), and
+             it gives the stem (3 -> 5 x 8 channels) a shape that XLA:CPU hands
+             to its YNNPACK convolutions instead of its generic Eigen path
+             (docs/2026-12-slowfast-speed.md).
+  "stacked"  each output frame's kt input frames stacked along the channels, a
+             kh x kw 2-D convolution over batch x time (docs/2026-11-slowfast.md);
+             the lowering for GPU and TPU backends, which was not re-measured there.
+`Extractor` jit-compiles the network over a batch of uint8 chunks [N, T, H, W, 3],
+normalization included, once per batch shape, and with a mesh shards the batch over
+the data axes (the `batch` rule of w2s_vqa.sharding) with the weights replicated:
+they are half a million numbers.
 
 The weights file is the safetensors file w2s_vqa.convert.slowfast writes from a
 pytorchvideo checkpoint: for every convolution at module path P, `P.kernel`
@@ -78,6 +89,16 @@ TEMPORAL_KERNEL = 3  # conv_a of every fast-pathway stage is 3x1x1
 NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
 
 _DIMENSIONS_2D = ("NHWC", "HWIO", "NHWC")
+# Chunks per compiled call of `Extractor` on the CPU (its docstring).
+CPU_CHUNKS_PER_CALL = 1
+# How ConvBN computes a convolution (module docstring).
+LOWERINGS = ("taps", "stacked")
+
+
+def default_lowering(platform: str | None = None) -> str:
+    """The lowering for a JAX platform ("cpu", "gpu", "tpu"; default: jax.default_backend()):
+    "taps" on the CPU, where it was measured faster (docs/2026-12-slowfast-speed.md), else "stacked"."""
+    return "taps" if (platform or jax.default_backend()) == "cpu" else "stacked"
 
 
 class WeightsError(ValueError):
@@ -106,21 +127,33 @@ class ConvBN(nnx.Module):
         self.stride = tuple(stride)
         self.padding = tuple((k // 2, k // 2) for k in kernel)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, lowering: str = "taps") -> jax.Array:
         # With temporal stride 1, output frame t reads input frames t - kt//2 .. t + kt//2
-        # (zero-padded): stacking those kt frames along the channels makes the kt x kh x kw
-        # convolution a kh x kw 2-D one over batch x time, the same sums in a form XLA:CPU
-        # runs much faster than its 3-D convolution (docs/2026-11-slowfast.md).
+        # (zero-padded), so the kt x kh x kw convolution is kt kh x kw 2-D ones over batch x time
+        # (module docstring, `LOWERINGS`): XLA:CPU runs its 3-D convolution much slower.
         kt, kh, kw, cin, cout = self.kernel.shape
         b, t, h, w, _ = x.shape
-        if kt > 1:
-            pad = self.padding[0]
-            x = jnp.pad(x, ((0, 0), pad, (0, 0), (0, 0), (0, 0)))
-            x = jnp.concatenate([x[:, d:d + t] for d in range(kt)], axis=-1)
-        kernel = self.kernel[...].astype(x.dtype).transpose(1, 2, 0, 3, 4).reshape(kh, kw, kt * cin, cout)
-        y = jax.lax.conv_general_dilated(x.reshape(b * t, h, w, kt * cin), kernel, self.stride[1:],
-                                         self.padding[1:], dimension_numbers=_DIMENSIONS_2D)
-        return y.reshape(b, t, *y.shape[1:]) + self.bias[...].astype(x.dtype)
+        kernel = self.kernel[...].astype(x.dtype)
+        pad = self.padding[0]
+        if kt > 1 and lowering == "taps":
+            kernel = kernel.transpose(1, 2, 3, 0, 4).reshape(kh, kw, cin, kt * cout)
+            y = self._conv2d(x.reshape(b * t, h, w, cin), kernel)
+            y = jnp.pad(y.reshape(b, t, *y.shape[1:3], kt, cout), ((0, 0), pad, (0, 0), (0, 0), (0, 0), (0, 0)))
+            y = sum(y[:, d:d + t, :, :, d] for d in range(kt))
+        elif lowering in LOWERINGS:
+            if kt > 1:
+                x = jnp.pad(x, ((0, 0), pad, (0, 0), (0, 0), (0, 0)))
+                x = jnp.concatenate([x[:, d:d + t] for d in range(kt)], axis=-1)
+            kernel = kernel.transpose(1, 2, 0, 3, 4).reshape(kh, kw, kt * cin, cout)
+            y = self._conv2d(x.reshape(b * t, h, w, kt * cin), kernel)
+            y = y.reshape(b, t, *y.shape[1:])
+        else:
+            raise ValueError(f"lowering must be one of {', '.join(LOWERINGS)}, not {lowering!r}")
+        return y + self.bias[...].astype(x.dtype)
+
+    def _conv2d(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+        return jax.lax.conv_general_dilated(x, kernel, self.stride[1:], self.padding[1:],
+                                            dimension_numbers=_DIMENSIONS_2D)
 
 
 class Bottleneck(nnx.Module):
@@ -134,11 +167,11 @@ class Bottleneck(nnx.Module):
         self.shortcut = (ConvBN(cin, cout, (1, 1, 1), (1, stride, stride), rngs=rngs)
                          if cin != cout or stride != 1 else None)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = jax.nn.relu(self.conv_a(x))
-        y = jax.nn.relu(self.conv_b(y))
-        y = self.conv_c(y)
-        return jax.nn.relu((x if self.shortcut is None else self.shortcut(x)) + y)
+    def __call__(self, x: jax.Array, lowering: str = "taps") -> jax.Array:
+        y = jax.nn.relu(self.conv_a(x, lowering))
+        y = jax.nn.relu(self.conv_b(y, lowering))
+        y = self.conv_c(y, lowering)
+        return jax.nn.relu((x if self.shortcut is None else self.shortcut(x, lowering)) + y)
 
 
 class FastPathway(nnx.Module):
@@ -158,22 +191,24 @@ class FastPathway(nnx.Module):
                 width = out
             setattr(self, f"stage{k}", nnx.List(blocks))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, lowering: str | None = None) -> jax.Array:
         """Normalized frames [B, T, H, W, 3] (float) -> the last stage's output [B, T, H/32, W/32, 256]
-        (spatial sizes rounded up at each stride), in x's dtype."""
-        x = jax.nn.relu(self.stem(x))
+        (spatial sizes rounded up at each stride), in x's dtype. `lowering`: one of
+        `LOWERINGS`, by default `default_lowering()`; ValueError for another."""
+        lowering = default_lowering() if lowering is None else lowering
+        x = jax.nn.relu(self.stem(x, lowering))
         # MaxPool3d(1x3x3, stride 1x2x2, pad 0x1x1): PyTorch pads max pooling with -inf.
         x = jax.lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), jax.lax.max, (1, 1, 3, 3, 1), (1, 1, 2, 2, 1),
                                   ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
         for k in range(1, len(STAGES) + 1):
             for block in getattr(self, f"stage{k}"):
-                x = block(x)
+                x = block(x, lowering)
         return x
 
-    def features(self, x: jax.Array) -> jax.Array:
+    def features(self, x: jax.Array, lowering: str | None = None) -> jax.Array:
         """Normalized frames [B, T, H, W, 3] -> float32 [B, 256]: the global average of the
         last stage over time and space (the authors' fast-pathway pooling)."""
-        return jnp.mean(self(x).astype(jnp.float32), axis=(1, 2, 3))
+        return jnp.mean(self(x, lowering).astype(jnp.float32), axis=(1, 2, 3))
 
 
 def normalize(chunks: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -292,13 +327,23 @@ class Extractor:
     axis `batch` to (w2s_vqa.sharding; default: data and fsdp), every batch
     size rounded up to a multiple of their size. `dtype` is the compute dtype
     (bfloat16 on accelerators); the weights stay float32 and the average is
-    taken in float32.
+    taken in float32. `lowering` (one of `LOWERINGS`) defaults to
+    `default_lowering` of the mesh's platform, or of JAX's default backend.
+    On the CPU without a mesh, `max_batch` is 1 whatever is passed: there one chunk
+    per call ran fastest per chunk (a chunk's activations stay in the caches;
+    docs/2026-12-slowfast-speed.md), so larger calls are split.
+    Raises ValueError for max_batch < 1 or an unknown lowering.
     """
 
     def __init__(self, model: FastPathway, *, max_batch: int = 8, mesh: jax.sharding.Mesh | None = None,
-                 rules=None, dtype: str = "float32"):
+                 rules=None, dtype: str = "float32", lowering: str | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if lowering is None:
+            lowering = default_lowering(mesh.devices.flat[0].platform if mesh is not None else None)
+        if lowering not in LOWERINGS:
+            raise ValueError(f"lowering must be one of {', '.join(LOWERINGS)}, not {lowering!r}")
+        self.lowering = lowering
         graphdef, state = nnx.split(model)
         self._batch_sharding = None
         shards = 1
@@ -314,11 +359,14 @@ class Extractor:
             state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
         self._state = state
         self.dtype = jnp.dtype(dtype)
+        platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+        if mesh is None and platform == "cpu":
+            max_batch = CPU_CHUNKS_PER_CALL
         sizes = {max_batch} | {2**i for i in range(max_batch.bit_length()) if 2**i < max_batch}
         self.batch_sizes = sorted({-(-size // shards) * shards for size in sizes})
 
         def forward(state, chunks):
-            return nnx.merge(graphdef, state).features(normalize(chunks, self.dtype))
+            return nnx.merge(graphdef, state).features(normalize(chunks, self.dtype), lowering)
 
         self._forward = jax.jit(forward)
 
