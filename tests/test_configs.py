@@ -39,7 +39,8 @@ def test_the_7b_config_is_the_papers_regime():
 
 
 def test_every_config_file_builds_its_student_shapes():
-    for path in ["configs/tiny_cpu.py", "configs/llava_ov_0_5b.py", "configs/w2s_llava_ov_7b.py"]:
+    for path in ["configs/tiny_cpu.py", "configs/llava_ov_0_5b.py", "configs/w2s_llava_ov_7b.py",
+                 "configs/w2s_released.py"]:
         config = load_config(repo(path))
         assert model_config.student_config(config).vision.image_size == config.data.image_size
 

@@ -493,17 +493,18 @@ def test_building_and_reading_never_import_tensorflow(built):
     assert "tensorflow" not in sys.modules
 
 
+@pytest.mark.slow
 def test_stages_evaluate_each_stage_on_tfds_sets(built, clips, tmp_path):
     """stages.eval_tfds: after its training, a stage's student is scored on a built set and
     the stage table carries the set's SRCC / PLCC."""
     from w2s_vqa.config import load_config
-    from w2s_vqa.labels import pairs as pair_tables
+    from w2s_vqa.labels import pair_table
     from w2s_vqa.score.anchors import AnchorSet
     from w2s_vqa.stages import run as stages_lib
 
     store = clips[1]
     AnchorSet.from_store(store, ["c0", "c2"], [30.0, 70.0]).save(str(tmp_path / "anchors"))
-    pair_tables.write_pairs(pair_tables.make_pair_table(["c0", "c1", "c2", "c0"], ["c1", "c2", "c0", "c2"],
+    pair_table.write_pairs(pair_table.make_pair_table(["c0", "c1", "c2", "c0"], ["c1", "c2", "c0", "c2"],
                                                         [0, 1, 3, 4], origin="teacher", stage=1),
                             tmp_path / "pairs.parquet")
     config = load_config(None, [f"data.store='{store.path}'", f"data.pairs='{tmp_path / 'pairs.parquet'}'",

@@ -8,7 +8,9 @@ Inside a layer only the edges listed here: convert reads models' configs, the
 pipeline joins pair tables (labels) with the store, prepare (store) runs SlowFast
 (models), and so on. One module may reach further than its part (MODULE_EXTRA):
 score.student_source reads a training checkpoint (train.checkpoint), and no module of
-train imports it back. Imports inside functions count like any other.
+train imports it back. Imports inside functions count like any other. Inside a
+subpackage, modules import the sibling that holds a name, never the package's face (its
+__init__.py), which only re-exports.
 """
 
 import ast
@@ -19,7 +21,7 @@ import pytest
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "w2s_vqa")
 
 BASE = {"video", "prompt", "config", "sharding", "runtime", "progress", "tables"}
-MIDDLE = {"models", "labels", "store", "pipeline", "convert", "datasets"}
+MIDDLE = {"models", "labels", "store", "pipeline", "convert", "datasets", "curate"}
 UPPER = {"train", "score"}
 # part -> the parts it may import (besides itself). A part is a top-level module or subpackage.
 ALLOWED = {
@@ -36,6 +38,7 @@ ALLOWED = {
     "pipeline": BASE | {"labels", "store"},
     "convert": BASE | {"models"},
     "datasets": BASE | {"labels", "store"},
+    "curate": BASE | {"store"},  # pools are read as prepare reads them (folders, manifests, stores)
     "train": BASE | MIDDLE | {"score"},  # training validates through score.predict
     "score": BASE | MIDDLE,
     "stages": BASE | MIDDLE | UPPER,
@@ -106,3 +109,42 @@ def test_the_extra_edges_make_no_cycle():
         back = sorted(m for m in package_imports(path, module) if m in MODULE_EXTRA
                       and part_of(module) in MODULE_EXTRA[m])
         assert not back, f"{module} imports {back}, which imports its part {part_of(module)}: a cycle"
+
+
+def face_imports(path: str, module: str) -> set[str]:
+    """The package faces (w2s_vqa.X for a folder X with __init__.py) that `path` imports a name
+    from, or imports as a whole; `from w2s_vqa.video import distort` names the submodule, not
+    the face."""
+    found = set()
+    package = module.split(".") if path.endswith("__init__.py") else module.split(".")[:-1]
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - (node.level - 1)] + ([base] if base else []))
+            folder = os.path.join(os.path.dirname(PACKAGE), *base.split("."))
+            if base == "w2s_vqa":  # `from w2s_vqa import video` imports the face of w2s_vqa.video
+                found.update(f"w2s_vqa.{a.name}" for a in node.names
+                             if os.path.isfile(os.path.join(PACKAGE, a.name, "__init__.py")))
+                continue
+            if not base.startswith("w2s_vqa.") or not os.path.isfile(os.path.join(folder, "__init__.py")):
+                continue
+            submodule = [os.path.isfile(os.path.join(folder, f"{a.name}.py"))
+                         or os.path.isdir(os.path.join(folder, a.name)) for a in node.names]
+            if not all(submodule):
+                found.add(base)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names
+                         if os.path.isfile(os.path.join(os.path.dirname(PACKAGE), *a.name.split("."), "__init__.py")))
+    return found
+
+
+@pytest.mark.parametrize("path,module", sorted(modules()), ids=lambda v: v if "." in v and "/" not in v else "")
+def test_modules_inside_a_package_import_their_siblings_not_its_face(path, module):
+    """A package's __init__.py re-exports its modules for the callers outside; a module inside
+    the package imports the sibling that holds a name, so the face can import them all."""
+    if path.endswith("__init__.py") or module.count(".") < 2:
+        return
+    own_face = module.rsplit(".", 1)[0]
+    assert own_face not in face_imports(path, module), f"{module} imports from its package's face {own_face}"
+

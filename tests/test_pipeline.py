@@ -9,21 +9,21 @@ import numpy as np
 import pytest
 
 from w2s_vqa.config import load_config
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import pair_table
+from w2s_vqa.labels import rules as label_rules
 from w2s_vqa import video
 from w2s_vqa.pipeline import (
     AUGMENTATIONS,
     CHANNEL_ORDERS,
     NUM_VIEWS,
-    ORIGINS,
     MissingVideosError,
     apply_view,
     make_dataset,
     make_iterator,
-    origin_codes,
     parse_augment,
 )
-from w2s_vqa.labels.pairs import swap_pair
+from w2s_vqa.labels.origins import ORIGINS, origin_codes
+from w2s_vqa.labels.rules import swap_pair
 from w2s_vqa.store.format import VideoStore
 from w2s_vqa.store.prepare import prepare
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR
@@ -58,7 +58,7 @@ def pairs(store):
     """All 12 ordered pairs of the four videos, with every origin."""
     first, second = zip(*itertools.permutations(sorted(store.ids), 2))
     origins = ["teacher", "spatial", "temporal", "compression", "student:2", "student:3"] * 2
-    table = pair_tables.make_pair_table(list(first), list(second), np.arange(12) % 5, origin=origins, stage=1)
+    table = pair_table.make_pair_table(list(first), list(second), np.arange(12) % 5, origin=origins, stage=1)
     table["weight"] = np.linspace(0.5, 1.5, 12, dtype=np.float32)
     return table
 
@@ -162,13 +162,13 @@ def test_teacher_pairs_carry_soft_targets_from_d_and_s_d(pairs, store, prompt):
     teacher = (table["origin"] == "teacher").to_numpy()
     table["d"] = np.where(teacher, np.linspace(-1.0, 1.0, len(table)), np.nan)
     table["s_d"] = np.where(teacher, 0.8, np.nan)
-    table.loc[teacher, "label"] = pair_tables.five_way_labels(table.loc[teacher, "d"], table.loc[teacher, "s_d"])
+    table.loc[teacher, "label"] = label_rules.five_way_labels(table.loc[teacher, "d"], table.loc[teacher, "s_d"])
     seen = set()
     for batch in itertools.islice(pipeline(table, store, prompt), 6):
         for row, index in enumerate(batch["pair_index"]):
             pair = table.iloc[index]
             if teacher[index]:
-                want = pair_tables.soft_five_way_targets(np.array([pair["d"]]), np.array([pair["s_d"]]))[0]
+                want = label_rules.soft_five_way_targets(np.array([pair["d"]]), np.array([pair["s_d"]]))[0]
                 assert np.count_nonzero(want) > 1  # really soft, not the one-hot label
             else:
                 want = np.eye(5)[pair["label"]]
@@ -251,8 +251,8 @@ def test_unset_data_keys_are_named_with_how_to_set_them(tmp_path):
         require_inputs({"data.store": "/s", "data.pairs": " "})
     with pytest.raises(StoreError, match="no video store given .the path is empty.*--set data.store=DIR"):
         VideoStore("")
-    with pytest.raises(pair_tables.PairTableError, match="no pair table given .the path is empty."):
-        pair_tables.read_pairs("")
+    with pytest.raises(pair_table.PairTableError, match="no pair table given .the path is empty."):
+        pair_table.read_pairs("")
 
     # In a process of its own: the train verb tunes JAX's CPU runtime for the process.
     done = subprocess.run([sys.executable, "-m", "w2s_vqa.cli", "train", "--workdir", str(tmp_path / "run")],

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from w2s_vqa import cli
-from w2s_vqa.labels.pairs import PairTableError, read_pairs
+from w2s_vqa.labels.pair_table import PairTableError, read_pairs
 from w2s_vqa.labels.teachers import TeacherTableError, read_teacher_table
 from w2s_vqa.store.format import StoreError
 from w2s_vqa.store.sources import read_manifest

@@ -31,6 +31,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "SRCC/PLCC/KRCC of the student and teachers on labeled sets: tables, JSON, plots"),
     "stages": ("stages", "weak-to-strong stages: train, relabel the pool (hard cases, gMAD), train again; resumable"),
     "finetune": ("finetune", "fine-tune a student on a MOS-labeled set over random splits by video: median SRCC/PLCC"),
+    "curate-metrics": ("curate_metrics", "nine quality-related metrics of every video of a folder, manifest or store"),
+    "curate": ("curate", "pick K pool videos whose metric histograms match a reference set's (mixed-integer program)"),
 }
 
 

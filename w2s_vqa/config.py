@@ -39,7 +39,7 @@ RESUME_SAFE_KEYS = (
     "train.keep_last", "train.keep_best", "train.async_checkpoint", "train.halt_after_step",
     "train.init_from", "train.init_step", "train.init_optimizer",  # read at step 0 only
     "evals.*", "data.worker_count", "data.read_threads", "mesh.*", "distributed.*",
-    "model.attention", "model.remat", "stages.*", "finetune.*",
+    "model.attention", "model.remat", "stages.*", "finetune.*", "curate.*",
 )
 
 
@@ -63,6 +63,10 @@ def defaults() -> ml_collections.ConfigDict:
     # (a few heads at a time, recomputed in the backward pass; CPU, one device)
     c.model.attention = "xla"
     c.model.tokenizer = ""  # default: the HF directory's, or the tiny tokenizer for presets
+    # The pair prompt's question when scoring: "" = the model directory's own (w2s_vqa.json, or the
+    # authors' for their released checkpoint), "w2s" (ours) or "released" (the authors' inference
+    # question): w2s_vqa.prompt.QUESTIONS.
+    c.model.prompt = ""
 
     c.data = ml_collections.ConfigDict()
     c.data.num_frames = 4  # frames per video, sampled at 1 fps (uniformly when longer)
@@ -100,7 +104,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.sources_per_shard = 16  # sources per ArrayRecord shard: the unit of parallel work and of resuming
     c.data.read_threads = 2  # threads per pipeline process that read and decode batches
     c.data.store = ""  # prepared video store directory
-    c.data.pairs = ""  # training pair table (w2s_vqa.labels.pairs format)
+    c.data.pairs = ""  # training pair table (w2s_vqa.labels.pair_table format)
     c.data.batch_size = 16  # global: split over processes and the data x fsdp mesh axes
     c.data.worker_count = 0  # Grain worker processes per host (0 = read in the main process)
     # Training pairs drawn afresh each epoch in a form of the same quality, both videos alike:
@@ -208,7 +212,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.stages.misranked_by = "pairs"
     c.stages.num_steps = 3000  # training steps of each stage after the first; 0 = train.num_steps
     c.stages.fresh_optimizer = True  # stage k+1 starts from stage k's parameters with a new optimizer state
-    c.stages.val_fraction = 0.2  # new pairs of sources split off for validation (pairs.validation_sources)
+    c.stages.val_fraction = 0.2  # new pairs of sources split off for validation (sampling.validation_sources)
     c.stages.eval_sets = []  # [name, folder, file,mos table] triples evaluated after each stage
     # and/or the TFDS evaluation sets (w2s_vqa.datasets; "konvid_1k,live_vqc"), built from
     # their manual downloads in stages.manual_dir (one folder per set) into stages.data_dir
@@ -231,6 +235,16 @@ def defaults() -> ml_collections.ConfigDict:
     c.finetune.mos_std_fraction = 0.05
     c.finetune.num_steps = 0  # steps per split; 0 = train.num_steps
     c.finetune.fresh_optimizer = True
+
+    # Pool curation (`w2s-vqa curate-metrics`, `w2s-vqa curate`, w2s_vqa.curate; docs/method.md
+    # "Pool"): nine cheap metrics per video, then K videos whose histograms match a reference's.
+    c.curate = ml_collections.ConfigDict()
+    c.curate.work_height = 360  # frames taller than this are measured scaled down (pixels)
+    c.curate.max_seconds = 10.0  # seconds of each video measured; 0 = all of it
+    c.curate.bins = 10  # bins per metric, as in the reference selection program (Vonikakis et al.)
+    c.curate.binning = "quantile"  # "quantile" (of the reference) or "uniform" (over its range)
+    c.curate.time_limit = 120.0  # solver seconds; the best selection found by then is kept
+    c.curate.seed = 0  # which videos fill each chosen cell, and the random baseline
     return c
 
 
@@ -239,7 +253,7 @@ def eval_entry(kind: str = "pairs", pairs: str = "", every: int = 0, batches: in
 
     kind     what is measured: "pairs" (direction and five-way accuracy, CE, per origin,
              over a pair table); later kinds add MOS sets
-    pairs    the pair table (w2s_vqa.labels.pairs format); "" skips the entry
+    pairs    the pair table (w2s_vqa.labels.pair_table format); "" skips the entry
     every    steps between evaluations; 0 = train.eval_every (which 0 turns off)
     batches  global batches evaluated, a seeded random subset of the table's
              pairs; 0 = train.eval_batches (which 0 makes the whole table)

@@ -13,7 +13,7 @@ Every batch has the same shapes, so the jitted train step compiles once:
     motion_mask    [B, 2, M]         bool     False where a chunk has no features
     label          [B]               int32    index into prompt.LEVELS
     target         [B, 5]            float32  soft five-way target from the teachers' d and s_d
-                                              (pairs.soft_five_way_targets); one-hot label
+                                              (rules.soft_five_way_targets); one-hot label
                                               where a pair has no d (synthetic, student)
     weight         [B]               float32
     origin         [B]               int32    index into ORIGINS
@@ -39,14 +39,16 @@ import grain
 import numpy as np
 import pandas as pd
 
-from w2s_vqa.labels import pairs as pair_tables
-# ORIGINS: a batch's `origin` indexes it; origin_codes maps origin strings to those codes.
-from w2s_vqa.labels.origins import ORIGINS, origin_codes  # noqa: F401 (ORIGINS: callers import it from here)
+from w2s_vqa.labels import pair_table
+from w2s_vqa.labels import rules as label_rules
+from w2s_vqa.prompt import LEVELS
+# A batch's `origin` indexes labels.origins.ORIGINS; origin_codes maps origin strings to those codes.
+from w2s_vqa.labels.origins import origin_codes
 from w2s_vqa.store.format import VideoStore
 from w2s_vqa.prompt import PairPrompt
 
 
-class MissingVideosError(pair_tables.PairTableError):
+class MissingVideosError(pair_table.PairTableError):
     """Pairs name videos the store does not hold; `.ids` lists all of them. The message
     is the table's whole report: other problems of the table are in it too."""
 
@@ -101,12 +103,12 @@ def check_store_fits(store: VideoStore | str | os.PathLike, data_config) -> None
 def soft_targets(table: pd.DataFrame) -> np.ndarray:
     """[N, 5] targets for the soft-target objective: from d and s_d where a row has both,
     else the one-hot label."""
-    targets = np.eye(len(pair_tables.LEVELS), dtype=np.float32)[table["label"].to_numpy(np.int64)]
+    targets = np.eye(len(LEVELS), dtype=np.float32)[table["label"].to_numpy(np.int64)]
     if "d" in table and "s_d" in table:
         d, s_d = table["d"].to_numpy(np.float64), table["s_d"].to_numpy(np.float64)
         known = np.isfinite(d) & np.isfinite(s_d)
         if known.any():
-            targets[known] = pair_tables.soft_five_way_targets(d[known], s_d[known])
+            targets[known] = label_rules.soft_five_way_targets(d[known], s_d[known])
     return targets
 
 
@@ -171,7 +173,7 @@ class _Augment(grain.transforms.RandomMap):
         row = {**row, "view": int(view) if "views" in self._kinds else 0,
                "channels": int(channels) if "channels" in self._kinds else 0}
         if "swap" in self._kinds and swap:
-            row = pair_tables.swap_pair(row)
+            row = label_rules.swap_pair(row)
         return row
 
 
@@ -220,7 +222,7 @@ class _LoadHostSlice(grain.transforms.Map):
 
 
 def load_pair_table(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | None = None) -> pd.DataFrame:
-    """A checked pair table from a DataFrame or a file `pairs.write_pairs` understands.
+    """A checked pair table from a DataFrame or a file `pair_table.write_pairs` understands.
 
     With `store`, ids the store does not hold are among the problems, so one error lists
     every problem of the table (`pairs.validate_pair_table`); when there are such ids,
@@ -229,10 +231,10 @@ def load_pair_table(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore |
     known = None if store is None else store.ids
     try:
         if isinstance(pairs, pd.DataFrame):
-            pair_tables.validate_pair_table(pairs, known_ids=known)
+            pair_table.validate_pair_table(pairs, known_ids=known)
             return pairs.reset_index(drop=True)
-        return pair_tables.read_pairs(pairs, known_ids=known)
-    except pair_tables.PairTableError as e:
+        return pair_table.read_pairs(pairs, known_ids=known)
+    except pair_table.PairTableError as e:
         if e.unknown_ids and not isinstance(e, MissingVideosError):
             raise MissingVideosError(f"{e}\n  (the store: {store.path})", e.unknown_ids) from None
         raise
@@ -245,7 +247,7 @@ def make_dataset(pairs: pd.DataFrame | str | os.PathLike, store: VideoStore | st
                  augment: bool | str | Sequence[str] = False, start: int = 0) -> grain.IterDataset:
     """The batched pipeline for one host.
 
-    pairs: a pair table (see w2s_vqa.labels.pairs) or its path; store: a VideoStore or its
+    pairs: a pair table (see w2s_vqa.labels.pair_table) or its path; store: a VideoStore or its
     directory; prompt: `build_pair_prompt` output, whose tokens_per_video the student
     chose. batch_size is this host's share of the global batch (batch_size x
     shard_count). shard_index/shard_count default to this JAX process and the process count.

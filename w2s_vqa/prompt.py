@@ -44,6 +44,20 @@ QUESTION = (
     "Comparing with the first video, how do you assess the quality of the second video?"
 )
 ANSWER_PREFIX = "The quality of the second video is"
+# The question the paper's released model was trained and is scored with (github.com/clh124/W2S-VQA,
+# commit 2c7ca75, infer_pair.py `inp`). There each video is two `<image>` placeholders with no
+# text between them, the first filled with its frame tokens and image newline, the second with
+# its motion tokens: one run of our video tokens, so one <video> here. Their prompt goes on after
+# the answer prefix with RELEASED_AFTER_ANSWER and reads the level logits at position -3, which
+# is the last token of ours: under causal attention the two tokens after it change nothing there.
+RELEASED_QUESTION = (
+    "Now you will receive two videos. The first video:\n <video>. The second video:\n <video>. "
+    "Please watch these videos carefully, and then answer the following question: "
+    "Comparing with the first video, how do you assess the quality of the second video?"
+)
+RELEASED_AFTER_ANSWER = "<|im_end|>\n"
+# Questions by name (config model.prompt, w2s_vqa.json "question").
+QUESTIONS = {"w2s": QUESTION, "released": RELEASED_QUESTION}
 ANSWER_TEMPLATE = "The quality of the second video is {level} to the first video."
 VIDEOS_PER_PROMPT = 2
 

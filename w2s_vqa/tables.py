@@ -2,7 +2,7 @@
 
 Teacher score tables, manifests and pair tables are written by people with whatever
 tool they have: Excel, PowerShell, pandas, a shell loop. Each table reader (labels/
-teachers.py and pairs.py, store/sources.py) reads its text here, so they all accept the
+teachers.py and pair_table.py, store/sources.py) reads its text here, so they all accept the
 same files and refuse the others with the same diagnosis:
 
 - UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8" writes one; so does

@@ -9,11 +9,12 @@ import pytest
 import scipy.stats
 
 from w2s_vqa import cli
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import pair_table
 from w2s_vqa.stages import run as stages_lib
 from w2s_vqa.store.format import VideoStore
 
 
+@pytest.mark.slow
 def test_demo_runs_two_stages_end_to_end_and_reports_json(tmp_path, capsys):
     out = tmp_path / "demo"
     code = cli.main(["demo", "--out", str(out), "--sources", "6", "--workers", "0",
@@ -38,8 +39,8 @@ def test_demo_runs_two_stages_end_to_end_and_reports_json(tmp_path, capsys):
     with VideoStore(out / "data" / "store") as store:
         index = store.index
     brighten = set(index.loc[index["distortion"] == "brighten", "id"])
-    stage_2 = pair_tables.read_pairs(os.path.join(stages_lib.stage_dir(out / "stages", 2), stages_lib.TRAIN_PAIRS_FILE))
-    for table in (pair_tables.read_pairs(summary["stages"][0]["pairs"]), stage_2):
+    stage_2 = pair_table.read_pairs(os.path.join(stages_lib.stage_dir(out / "stages", 2), stages_lib.TRAIN_PAIRS_FILE))
+    for table in (pair_table.read_pairs(summary["stages"][0]["pairs"]), stage_2):
         assert not (set(table["first_id"]) | set(table["second_id"])) & brighten
     assert "student:1" in set(stage_2["origin"])
 

@@ -10,7 +10,8 @@ import pytest
 from w2s_vqa import cli
 from w2s_vqa.config import load_config
 from w2s_vqa.demo import pool as demo
-from w2s_vqa.labels.pairs import SYNTHETIC_ORIGINS, read_pairs
+from w2s_vqa.labels import origins
+from w2s_vqa.labels.pair_table import read_pairs
 from w2s_vqa.store.format import VideoStore
 from w2s_vqa.labels.teachers import read_teacher_table
 from w2s_vqa.labels.weak_teachers import TEACHERS
@@ -62,7 +63,7 @@ def test_a_small_build_writes_store_teacher_table_split_pairs_and_summary(built)
     sides = [set(source_of[table["first_id"]]) | set(source_of[table["second_id"]]) for table in (train, val)]
     assert not sides[0] & sides[1]
     for table in (train, val):
-        assert set(table["origin"]) == {"teacher", *SYNTHETIC_ORIGINS}
+        assert set(table["origin"]) == {"teacher", *origins.SYNTHETIC}
         assert (table["stage"] == 1).all()
         synthetic = table[table["origin"] != "teacher"]
         assert (table.loc[table["origin"] == "teacher", "weight"] == demo.TEACHER_PAIR_WEIGHT).all()
@@ -73,7 +74,7 @@ def test_a_small_build_writes_store_teacher_table_split_pairs_and_summary(built)
     assert written["counts"] == summary["counts"]
     for teacher in (*TEACHERS, "fused"):
         srcc = written["srcc_vs_known_order"][teacher]
-        assert {"all", *SYNTHETIC_ORIGINS} <= set(srcc) and -1.0 <= srcc["all"] <= 1.0
+        assert {"all", *origins.SYNTHETIC} <= set(srcc) and -1.0 <= srcc["all"] <= 1.0
         assert set(srcc["by_distortion"]) == {"blur", "noise", "stutter", "h264"}
         assert 0.0 <= written["val_direction_accuracy_level_gap_above_1"][teacher]["all"] <= 1.0
 

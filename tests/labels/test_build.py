@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from w2s_vqa.labels.build import build_pair_tables, pair_counts
-from w2s_vqa.labels.pairs import SYNTHETIC_ORIGINS, validate_pair_table, validation_sources
+from w2s_vqa.labels import origins
+from w2s_vqa.labels.pair_table import validate_pair_table
+from w2s_vqa.labels.sampling import validation_sources
 
 VARIANTS = (("blur", "spatial", 2), ("h264", "compression", 1))  # 4 videos per source; 3 + 1 pairs
 
@@ -62,7 +64,7 @@ def test_tables_are_split_by_source_with_the_asked_counts_and_repeat_for_a_seed(
     pd.testing.assert_frame_equal(again.val, val)
     assert not build_pair_tables(index, fused, teacher_weight=0.5, seed=4).train.equals(train)
     # Orders are mixed: the synthetic rule alone puts the less distorted video first.
-    synthetic = train[train["origin"].isin(SYNTHETIC_ORIGINS)]
+    synthetic = train[train["origin"].isin(origins.SYNTHETIC)]
     assert 0 < (synthetic["label"] <= 1).sum() < len(synthetic)
 
 

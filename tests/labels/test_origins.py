@@ -3,16 +3,13 @@
 import numpy as np
 import pytest
 
-from w2s_vqa import pipeline
 from w2s_vqa.labels import origins
-from w2s_vqa.labels.pairs import PairTableError, make_pair_table, validate_pair_table
-from w2s_vqa.train import objective
+from w2s_vqa.labels.pair_table import PairTableError, make_pair_table, validate_pair_table
 from w2s_vqa.video import distort
 
 
-def test_batch_codes_follow_the_one_list_the_pipeline_and_objective_share():
+def test_batch_codes_follow_the_one_list_of_origins():
     assert origins.ORIGINS == ("teacher", "spatial", "temporal", "compression", "student", "mos")
-    assert pipeline.ORIGINS is origins.ORIGINS and objective.ORIGINS is origins.ORIGINS
     codes = origins.origin_codes(["teacher", "compression", "student:1", "student:12", "spatial", "temporal", "mos"])
     assert codes.dtype == np.int32
     assert [origins.ORIGINS[c] for c in codes] == ["teacher", "compression", "student", "student", "spatial",

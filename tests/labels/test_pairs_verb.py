@@ -9,7 +9,7 @@ import pytest
 from w2s_vqa import cli, video
 from w2s_vqa.config import load_config
 from w2s_vqa.labels.build import pair_counts
-from w2s_vqa.labels.pairs import read_pairs
+from w2s_vqa.labels.pair_table import read_pairs
 from w2s_vqa.labels.weak_teachers import score_store
 from w2s_vqa.store.format import VideoStore
 from w2s_vqa.store.prepare import prepare
@@ -111,7 +111,7 @@ def test_bad_input_ends_with_one_error_line(pool, capsys, tmp_path):
 
 def test_a_lower_is_better_teacher_is_declared_on_the_command_line(pool, capsys, tmp_path):
     """Issue 14's case on a real store: dover 0.2..0.7 and niqe 7..2 rank six videos alike."""
-    from w2s_vqa.labels.pairs import INFERIOR, SIMILAR, SUPERIOR
+    from w2s_vqa.labels.rules import INFERIOR, SIMILAR, SUPERIOR
 
     root, index = pool
     ids = sorted(index["id"])[:6]

@@ -50,8 +50,10 @@ def test_immerkaer_estimates_the_noise_level_and_flat_frames_score_at_the_ends()
     noisy = np.clip(np.rint(128 + 10.0 * rng.standard_normal((2, 128, 128, 1))), 0, 255).astype(np.uint8)
     mask = np.ones(2, bool)
     assert -noise(np.repeat(noisy, 3, axis=-1), mask) == pytest.approx(10.0, rel=0.05)
-    assert noise(flat, mask) == 0.0
-    assert sharpness(flat, mask) == 0.0
+    # Zero up to rounding: a flat frame's luma comes through BLAS, whose kernels may round
+    # pixels of equal value differently on other CPUs, and a variance sums many of them.
+    assert noise(flat, mask) == pytest.approx(0.0, abs=1e-9)
+    assert sharpness(flat, mask) == pytest.approx(0.0, abs=1e-9)
     assert exposure(flat, mask) == pytest.approx(1.0, abs=1e-3)
     assert exposure(np.zeros_like(flat), mask) < 0.1
 
@@ -98,14 +100,16 @@ def test_srcc_against_the_known_order_per_group_kind_and_simulator():
 
     groups = group_srcc(scores, index).set_index(["teacher", "source_id", "distortion"])
     assert len(groups) == 9
-    assert (groups.loc["oracle", "srcc"] == 1.0).all()
+    # scipy computes SRCC as the Pearson correlation of the ranks, which may land an ulp
+    # off 1 depending on the CPU's rounding: compared with a tolerance.
+    assert np.allclose(groups.loc["oracle", "srcc"], 1.0, rtol=0, atol=1e-12)
     assert (groups.loc["flat", "srcc"] == 0.0).all()  # cannot order: counts as no information
     for source, name in (("a", "blur"), ("a", "h264"), ("b", "blur")):
         assert groups.loc[("mixed", source, name), "srcc"] == pytest.approx(expected(source, name))
     assert groups.loc[("mixed", "a", "h264"), "videos"] == 3
 
     overall = srcc_vs_known_order(scores, index)
-    assert overall["oracle"] == 1.0 and overall["flat"] == 0.0
+    assert overall["oracle"] == pytest.approx(1.0, abs=1e-12) and overall["flat"] == 0.0  # SRCC: an ulp off 1 as above
     every = [expected("a", "blur"), expected("a", "h264"), expected("b", "blur")]
     assert overall["mixed"] == pytest.approx(np.mean(every))
     spatial = srcc_vs_known_order(scores, index, kind="spatial")

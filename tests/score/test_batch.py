@@ -55,6 +55,7 @@ def test_a_mesh_of_8_devices_scores_what_one_does(model, anchors, pool, on_one_d
                                  *(scorer_lib.p_column(i) for i in ANCHOR_IDS)]
 
 
+@pytest.mark.slow
 def test_two_processes_score_what_one_does(pool, anchors, on_one_device, tmp_path):  # noqa: F811
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

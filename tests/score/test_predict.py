@@ -19,7 +19,7 @@ from tests.train.conftest import pool, train_config  # noqa: F401 (pool is a fix
 from w2s_vqa import pipeline
 from w2s_vqa import prompt as prompt_lib
 from w2s_vqa import sharding as sharding_lib
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import pair_table
 from w2s_vqa.score import metrics
 from w2s_vqa.score.predict import predict_pairs
 from w2s_vqa.pipeline import VideoStore
@@ -34,7 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def table(pool):  # noqa: F811
     """21 pairs of the pool (not a whole number of batches of 8) with every origin, two
     "similar" labels and two zero-weight pairs."""
-    base = pair_tables.read_pairs(pool / "pairs.parquet").iloc[:21].reset_index(drop=True)
+    base = pair_table.read_pairs(pool / "pairs.parquet").iloc[:21].reset_index(drop=True)
     origins = ["teacher", "spatial", "compression", "student:2", "temporal", "spatial", "spatial"] * 3
     table = base.assign(origin=origins)
     table.loc[[4, 11], "label"] = prompt_lib.LEVEL_INDEX["similar"]
@@ -189,7 +189,7 @@ def test_a_student_on_one_device_is_placed_on_the_mesh_and_any_batch_sharding_wo
 def test_two_processes_predict_what_one_does(pool, table, on_one_device, tmp_path):  # noqa: F811
     want, _ = on_one_device
     shuffled, order = _shuffled(table)
-    pair_tables.write_pairs(shuffled, tmp_path / "pairs.parquet")
+    pair_table.write_pairs(shuffled, tmp_path / "pairs.parquet")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -202,7 +202,7 @@ def test_two_processes_predict_what_one_does(pool, table, on_one_device, tmp_pat
     assert [p.returncode for p in procs] == [0, 0], outputs
     for rank in range(2):  # each process got the whole table, in its order
         got = pd.read_parquet(tmp_path / f"out-{rank}.parquet")
-        pd.testing.assert_frame_equal(got[list(table.columns)], pair_tables.read_pairs(tmp_path / "pairs.parquet"))
+        pd.testing.assert_frame_equal(got[list(table.columns)], pair_table.read_pairs(tmp_path / "pairs.parquet"))
         _assert_same_predictions(got, want.iloc[order].reset_index(drop=True))
 
 

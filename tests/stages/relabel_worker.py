@@ -18,7 +18,7 @@ def main(run_dir: str, config_json: str, out: str, port: str, rank: str) -> None
     import ml_collections
 
     from w2s_vqa import sharding
-    from w2s_vqa.labels import pairs as pair_tables
+    from w2s_vqa.labels import pair_table
     from w2s_vqa.score import scorer as scorer_lib
     from w2s_vqa.score.anchors import AnchorSet
     from w2s_vqa.score.student_source import load_for_scoring
@@ -32,7 +32,7 @@ def main(run_dir: str, config_json: str, out: str, port: str, rank: str) -> None
     scorer = scorer_lib.Scorer(loaded.student, loaded.prompt, AnchorSet.load(config.stages.anchors), mesh,
                                batch_size=8)
     with VideoStore(config.data.store) as store:
-        relabel.relabel(scorer, store, config, stage=2, previous=pair_tables.read_pairs(config.data.pairs),
+        relabel.relabel(scorer, store, config, stage=2, previous=pair_table.read_pairs(config.data.pairs),
                         student=loaded.student, out_dir=out, student_key=f"stage 1 step {loaded.step}",
                         progress=False)
 

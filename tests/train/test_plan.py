@@ -97,6 +97,7 @@ def test_the_compiled_step_holds_exactly_the_state_and_batch_and_counts_the_anal
     assert result["flops"]["compiler_per_device"] == pytest.approx(want, rel=0.15)
 
 
+@pytest.mark.slow
 def test_flops_of_a_frozen_decoder_with_remat_agree_with_the_compilers_count():
     # The paper's regime at small shapes: the decoder frozen (no weight gradients, input
     # gradients only), the vision tower trained, every layer rematerialized.
@@ -153,6 +154,7 @@ def test_the_compilers_out_of_memory_figures_are_read_in_both_spellings():
     assert plan_lib.oom_figures("RESOURCE_EXHAUSTED: something else") is None
 
 
+@pytest.mark.slow
 def test_a_sweep_over_a_2x2_grid_writes_three_tables_and_a_plot(tmp_path, monkeypatch):
     points = sweep_lib.grid_points([sweep_lib.parse_grid("mesh.shape=(1,8,1),(2,4,1)"),
                                     sweep_lib.parse_grid("model.remat=True,False")])

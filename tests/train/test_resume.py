@@ -114,6 +114,7 @@ def test_the_stream_starts_at_any_batch(pool, tmp_path):
         np.testing.assert_array_equal(got[key], batches[4][key])
 
 
+@pytest.mark.slow
 def test_resume_on_another_mesh_and_worker_count_continues_the_stream(pool, reference, tmp_path):
     # Saved by (8,1,1) with 2 Grain workers; resumed on (2,2,2) reading in the main process.
     workdir = tmp_path / "run"
@@ -146,6 +147,7 @@ def test_resume_on_another_mesh_and_worker_count_continues_the_stream(pool, refe
         assert np.array_equal(np.asarray(exported[key]), np.asarray(value)), key
 
 
+@pytest.mark.slow
 def test_kill_minus_nine_during_saves_and_ctrl_c_then_rerun_is_bit_identical(pool, reference, tmp_path):
     # A checkpoint every step, saved asynchronously: at almost any moment a save is under way.
     workdir = tmp_path / "killed"
@@ -190,6 +192,7 @@ def test_kill_minus_nine_during_saves_and_ctrl_c_then_rerun_is_bit_identical(poo
     np.testing.assert_array_equal(losses(workdir), reference[0])
 
 
+@pytest.mark.slow
 def test_a_lost_process_ends_the_others_and_all_resume_elsewhere(pool, reference, tmp_path):
     workdir = tmp_path / "multi"
     env = environment(tmp_path, 4)
@@ -270,10 +273,10 @@ def test_a_resume_with_another_config_is_refused_in_one_line(pool, tmp_path):
     # Another learning rate and seed, and a pair table whose content changed at the same path.
     saved = train_config(pool, "data.batch_size=16", "optim.learning_rate=1e-3", "seed=3", f"data.pairs='{moved}'")
     _fake_checkpoint(loop.Trainer(saved, tmp_path / "run2"), 5)
-    from w2s_vqa.labels import pairs as pair_tables
+    from w2s_vqa.labels import pair_table
 
     table = pipeline.load_pair_table(pool / "pairs.parquet")
-    pair_tables.write_pairs(table.iloc[::-1].reset_index(drop=True), moved)
+    pair_table.write_pairs(table.iloc[::-1].reset_index(drop=True), moved)
     config = train_config(pool, "data.batch_size=16", "optim.learning_rate=2e-3", "seed=4", f"data.pairs='{moved}'")
     trainer = loop.Trainer(config, tmp_path / "run2")
     with pytest.raises(loop.ConfigChangedError) as error:

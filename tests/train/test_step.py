@@ -8,7 +8,7 @@ from tests.train.conftest import train_config
 from w2s_vqa import prompt as prompt_lib
 from w2s_vqa import sharding
 from w2s_vqa.config import eval_entry, load_config
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import pair_table
 from w2s_vqa.models import config as model_config
 from w2s_vqa.train import loop
 from w2s_vqa.train import step as step_lib
@@ -89,7 +89,7 @@ def test_each_evaluation_runs_on_its_own_schedule_and_logs_under_its_name(pool, 
     evals = {r["step"]: r for r in read_metrics(tmp_path / "run") if any(k.endswith("/pairs") for k in r
                                                                           if not k.startswith("train/"))}
     assert sorted(evals) == [1, 2]
-    table = pair_tables.read_pairs(pairs)
+    table = pair_table.read_pairs(pairs)
     # "val" (the data.val_pairs shorthand) every step over the whole table, under today's keys.
     assert evals[1]["val/all/pairs"] == evals[2]["val/all/pairs"] == len(table)
     assert 0 <= evals[2]["val/all/direction_accuracy"] <= 1 and "val/ce" in evals[2]

@@ -21,6 +21,7 @@ def losses(workdir):
     return np.array([r["loss"] for r in rows]), np.array([r["grad_norm"] for r in rows])
 
 
+@pytest.mark.slow
 def test_meshes_give_the_losses_and_gradients_of_one_device(pool, tmp_path):
     steps = "train.num_steps=3"
     loop.Trainer(train_config(pool, steps, "mesh.shape=(1,1,1)", "mesh.num_devices=1"), tmp_path / "one").run()

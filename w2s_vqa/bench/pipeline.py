@@ -75,7 +75,7 @@ def bench_prepare(config, clips_dir: str, out_dir: str) -> dict:
 def bench_pairs(store_dir: str, config, *, worker_count: int, batches: int) -> dict:
     """pairs/s from store to batch after the first batch, and the first batch's seconds."""
     from w2s_vqa import prompt as prompt_lib
-    from w2s_vqa.labels import pairs as pair_tables
+    from w2s_vqa.labels import pair_table
     from w2s_vqa.pipeline import make_iterator
     from w2s_vqa.store.format import VideoStore
     from w2s_vqa.models import config as model_config
@@ -83,7 +83,7 @@ def bench_pairs(store_dir: str, config, *, worker_count: int, batches: int) -> d
 
     store = VideoStore(store_dir)
     first, second = zip(*itertools.permutations(store.ids, 2))
-    table = pair_tables.make_pair_table(list(first), list(second), np.zeros(len(first), np.int8),
+    table = pair_table.make_pair_table(list(first), list(second), np.zeros(len(first), np.int8),
                                         origin="teacher", stage=1)
     # The prompt as long as the real student's for this frame size and count (token ids
     # are the tiny tokenizer's; only the length matters here).

@@ -52,7 +52,7 @@ STORE_ANCHOR_MOS = (20.0, 50.0, 80.0)
 def generated_pool(videos: int, seed: int = 0) -> dict:
     """index, student scores, teacher scores (long) and the stage-1 pair table of a
     generated pool of about `videos` videos (whole sources of VIDEOS_PER_SOURCE)."""
-    from w2s_vqa.labels import pairs as pair_tables
+    from w2s_vqa.labels import sampling as pair_sampling
 
     rng = np.random.default_rng(seed)
     sources = max(1, videos // VIDEOS_PER_SOURCE)
@@ -73,7 +73,7 @@ def generated_pool(videos: int, seed: int = 0) -> dict:
     teachers = pd.concat([pd.DataFrame({"video_id": ids, "teacher": name,
                                         "score": quality + rng.normal(scale=8.0, size=n)}) for name in TEACHERS],
                          ignore_index=True)
-    synthetic = pair_tables.synthetic_pairs(index.rename(columns={"id": "video_id"}))
+    synthetic = pair_sampling.synthetic_pairs(index)
     count = round(1.25 * n)
     first = np.resize(rng.permutation(n), count)
     second = (first + rng.integers(1, n, size=count)) % n
@@ -93,10 +93,10 @@ def mine(pool: dict, **settings):
 
 
 def candidates_seconds(pool: dict) -> float:
-    from w2s_vqa.labels import pairs as pair_tables
+    from w2s_vqa.labels import sampling as pair_sampling
 
     start = time.perf_counter()
-    pair_tables.synthetic_pairs(pool["index"].rename(columns={"id": "video_id"}))
+    pair_sampling.synthetic_pairs(pool["index"])
     return time.perf_counter() - start
 
 

@@ -200,3 +200,29 @@ def read_settings(hf_dir: str) -> dict:
     if not isinstance(settings, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(settings).__name__}")
     return settings
+
+
+def prompt_question(model_dir: str | None, choice: str = "") -> str:
+    """The pair prompt's question for the model in `model_dir` (a Hugging Face or export
+    directory, or None): `choice` when set ("w2s" or "released", prompt.QUESTIONS; config
+    model.prompt); else the directory's w2s_vqa.json "question"; else the authors' question
+    (prompt.RELEASED_QUESTION) for their released LLaVA-NeXT layout; else prompt.QUESTION.
+    Raises ValueError for an unknown `choice`."""
+    from w2s_vqa.models import llava_qwen_config
+
+    if choice:
+        if choice not in prompt.QUESTIONS:
+            raise ValueError(f"model.prompt={choice!r}: choose one of {sorted(prompt.QUESTIONS)} or '' (the model's)")
+        return prompt.QUESTIONS[choice]
+    if not model_dir:
+        return prompt.QUESTION
+    settings = read_settings(model_dir)
+    if "question" in settings:
+        return str(settings["question"])
+    path = os.path.join(os.fspath(model_dir), CONFIG_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            if llava_qwen_config.is_llava_qwen(json.load(f)):
+                return prompt.RELEASED_QUESTION
+    return prompt.QUESTION
+

@@ -283,6 +283,11 @@ def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunk
         raise CheckpointError(hf_dir, [f"no {CONFIG_FILE}"])
     with open(config_path) as f:
         hf_config = json.load(f)
+    from w2s_vqa.convert import llava_next  # the authors' LLaVA-NeXT layout has its own key table
+
+    if llava_next.is_llava_qwen(hf_config):
+        return llava_next.load_student(hf_dir, num_frames=num_frames, num_motion_chunks=num_motion_chunks,
+                                       dtype=dtype, remat=remat, attention=attention, mesh=mesh, rules=rules)
     problems += hf_config_problems(hf_config)
     settings = read_settings(hf_dir)
     ours = {k: v for k, v in dict(

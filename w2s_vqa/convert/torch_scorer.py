@@ -31,9 +31,10 @@ from transformers import LlavaOnevisionForConditionalGeneration
 from w2s_vqa import prompt
 from w2s_vqa import video as video_lib
 from w2s_vqa.convert import anchor_scores
-from w2s_vqa.convert.export_files import MOTION_FILE, SETTINGS_FILE
+from w2s_vqa.convert.export_files import MOTION_FILE, SETTINGS_FILE, prompt_question
 from w2s_vqa.convert.video_inputs import ARRAYS, video_inputs
 from w2s_vqa.models.config import HF_CONFIG_FILE, PIXEL_MEAN, PIXEL_STD, StudentConfig
+from w2s_vqa.models.llava_qwen_config import is_llava_qwen
 
 # An anchor directory (w2s_vqa.score.anchors, read here without it): its files and version.
 ANCHORS_FILE = "anchors.json"
@@ -63,6 +64,9 @@ class TorchScorer:
         self.skipped: list[dict[str, str]] = []
         self.settings = _read_json(os.path.join(self.hf_dir, SETTINGS_FILE), missing_ok=True)
         config_json = _read_json(os.path.join(self.hf_dir, HF_CONFIG_FILE), missing_ok=False)
+        if is_llava_qwen(config_json):
+            raise ValueError(f"{self.hf_dir}: the authors' LLaVA-NeXT llava_qwen layout, which transformers does "
+                             f"not load; export it first: w2s-vqa export --hf {self.hf_dir} --out DIR")
         motion_path = os.path.join(self.hf_dir, MOTION_FILE)
         has_motion = os.path.exists(motion_path)
         num_frames = num_frames if num_frames is not None else self.settings.get("num_frames")
@@ -91,7 +95,8 @@ class TorchScorer:
         self.tokens_per_frame = self.cfg.tokens_per_frame
         tokenizer = prompt.load_tokenizer(self.hf_dir)
         self.prompt = prompt.build_pair_prompt(tokenizer, video_token_id=self.cfg.video_token_index,
-                                               tokens_per_video=self.cfg.tokens_per_video)
+                                               tokens_per_video=self.cfg.tokens_per_video,
+                                               question=prompt_question(self.hf_dir))
 
     @torch.no_grad()
     def logits(self, pixel_values: np.ndarray, motion: np.ndarray | None = None,

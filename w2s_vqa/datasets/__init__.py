@@ -7,6 +7,7 @@ without TensorFlow). The parts:
 
     metadata   each set's own metadata file read into one table; the paper's lists
                (lists/NAME.csv, shipped in the package); which videos a config selects
+    official_table  the table every reader returns, its errors and shared checks
     builders   one GeneratorBasedBuilder per set, examples made by the video store's
                own per-video path (store.prepare.video_records), ArrayRecord files
     source     TfdsVideoSource: a built set read through VideoStore's API, so the
@@ -20,7 +21,8 @@ except ImportError as e:  # the package is an extra: name it instead of a bare M
 
 from w2s_vqa.datasets.builders import (BUILDERS, CONFIGS, SPLIT, DatasetError, VqaConfig, build,  # noqa: E402
                                        builder, config_for)
-from w2s_vqa.datasets.metadata import SETS, MetadataError, MissingVideosError, paper_list, select  # noqa: E402
+from w2s_vqa.datasets.metadata import SETS, paper_list, select  # noqa: E402
+from w2s_vqa.datasets.official_table import MetadataError, MissingVideosError  # noqa: E402
 from w2s_vqa.datasets.source import SourceError, TfdsVideoSource  # noqa: E402
 
 NAMES = tuple(BUILDERS)

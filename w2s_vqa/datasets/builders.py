@@ -61,7 +61,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from w2s_vqa.datasets import metadata as metadata_lib
-from w2s_vqa.datasets.metadata import SETS, MetadataError
+from w2s_vqa.datasets.metadata import SETS
+from w2s_vqa.datasets.official_table import MetadataError
 
 VERSION = tfds.core.Version("1.0.0")
 SPLIT = "test"

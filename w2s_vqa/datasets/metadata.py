@@ -26,146 +26,23 @@ naming the file and every bad row at once.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import os
-import re
 from importlib import resources
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from w2s_vqa.tables import ProblemReport, read_csv
+from w2s_vqa.datasets.official_table import (MetadataError, MissingVideosError, OfficialTable, finish_table,
+                                             find_column, loose_name, parse_numbers, problem_report, read_table,
+                                             require_file, with_extension)
+from w2s_vqa.tables import read_csv
 
 # The lists shipped in the package: the paper's exact subsets (lists/README.md).
 LISTS_PACKAGE = "w2s_vqa.datasets"
 LISTS_DIR = "lists"
-COLUMNS = ("key", "video", "mos", "mos_std", "row")
 # Videos named in one "missing" error before the rest are only counted.
 MAX_NAMED = 20
-
-
-class MetadataError(ValueError):
-    """A set's metadata file (or its manual download) cannot be used; the message names the
-    set, the file and every bad row or column."""
-
-
-class MissingVideosError(MetadataError):
-    """Listed videos the manual download lacks; `.missing` holds all of their names."""
-
-    def __init__(self, message: str, missing: list[str]):
-        super().__init__(message)
-        self.missing = missing
-
-    def __reduce__(self):
-        return type(self), (self.args[0], self.missing)
-
-
-@dataclasses.dataclass(frozen=True)
-class OfficialTable:
-    """A set's official metadata as one table (COLUMNS) and the file it came from."""
-
-    table: pd.DataFrame
-    source: str
-
-
-# ----------------------------------------------------------------------------- shared helpers
-def _norm(name: str) -> str:
-    """A column name compared loosely: lower case, letters and digits only ("MOS full" -> "mosfull")."""
-    return re.sub(r"[^0-9a-z]", "", str(name).lower())
-
-
-def _column(table: pd.DataFrame, names: tuple[str, ...], *, path: str, set_name: str,
-            required: bool = True) -> str | None:
-    """The first column of `table` whose loose name is one of `names`; MetadataError naming the
-    file, the columns wanted and the columns it has when a required one is absent."""
-    by_norm = {_norm(c): c for c in table.columns}
-    for name in names:
-        if _norm(name) in by_norm:
-            return by_norm[_norm(name)]
-    if required:
-        raise MetadataError(f"{set_name}: {path}: no column {' or '.join(repr(n) for n in names)}; "
-                            f"its columns are {[str(c) for c in table.columns]}")
-    return None
-
-
-def _numbers(values, *, path: str, set_name: str, column: str, rows, report: ProblemReport,
-             allow_empty: bool = False) -> np.ndarray:
-    """float64 of a text column; each cell that is not a finite number is added to `report`
-    with its row (an empty cell is NaN without a problem when `allow_empty`)."""
-    text = pd.Series(list(values), dtype=object)
-    numbers = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
-    empty = text.isna().to_numpy() | (text.astype(str).str.strip() == "").to_numpy()
-    bad = ~np.isfinite(numbers) & ~(empty & allow_empty)
-    # An empty cell is said to be empty: its NaN's repr ('nan') would read as a value in the file.
-    shown = ["empty" if empty[i] else repr(text.iloc[i]) for i in range(len(text))]
-    report.add(f"'{column}' that is not a finite number", int(bad.sum()),
-               (f"{r if isinstance(r, str) else f'row {r}'}: {shown[i]}" for i, r in enumerate(rows) if bad[i]))
-    return np.where(empty & allow_empty, np.nan, numbers)
-
-
-def _finish(set_name: str, path: str, keys, videos, mos, mos_std, rows, report: ProblemReport) -> OfficialTable:
-    """The OfficialTable of parsed columns, after the checks every set shares: a key named
-    twice and an empty key join the report, which is raised as one MetadataError."""
-    keys = [str(k).strip() for k in keys]
-    empty = [f"row {r}" for k, r in zip(keys, rows) if not k or k.lower() == "nan"]
-    report.add("empty video name", len(empty), empty)
-    seen: dict[str, object] = {}
-    twice = []
-    for key, row in zip(keys, rows):
-        if key in seen:
-            twice.append(f"'{key}' in rows {seen[key]} and {row}")
-        seen.setdefault(key, row)
-    report.add("video named twice", len(twice), twice)
-    report.raise_if_any(MetadataError)
-    table = pd.DataFrame({"key": keys, "video": [str(v) for v in videos],
-                          "mos": np.asarray(mos, np.float64), "mos_std": np.asarray(mos_std, np.float64),
-                          "row": list(rows)})
-    return OfficialTable(table, path)
-
-
-def _report(set_name: str, path: str) -> ProblemReport:
-    return ProblemReport(f"{set_name}: {path}", f"{set_name} metadata file")
-
-
-def _require_file(set_name: str, root: str, candidates: tuple[str, ...], what: str) -> str:
-    """The first of `candidates` (paths relative to `root`, fnmatch patterns allowed, case
-    ignored) that exists; MetadataError naming the set, the root and what was looked for."""
-    names = []
-    for folder, dirs, files in os.walk(root):
-        depth = 0 if folder == root else os.path.relpath(folder, root).count(os.sep) + 1
-        if depth >= 2:  # the metadata sits at the top of a release or up to two folders down
-            dirs[:] = []
-        names += [os.path.relpath(os.path.join(folder, f), root).replace(os.sep, "/") for f in files]
-    for pattern in candidates:
-        found = sorted(n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower()))
-        if found:
-            return os.path.join(root, *found[0].split("/"))
-    raise MetadataError(f"{set_name}: no {what} in {root} (looked for {', '.join(candidates)}); "
-                        "see the set's MANUAL_DOWNLOAD_INSTRUCTIONS for the layout expected")
-
-
-def _read_table(set_name: str, path: str, sheet: str | None = None) -> pd.DataFrame:
-    """A CSV (tables.read_csv: text cells, one error for a malformed file) or an Excel
-    workbook (.xlsx, via openpyxl; `sheet` or the first), every cell as text."""
-    if path.lower().endswith((".xlsx", ".xlsm", ".xls")):
-        try:
-            workbook = pd.ExcelFile(path)
-        except ImportError as e:
-            raise MetadataError(f"{set_name}: {path}: reading a workbook needs openpyxl "
-                                "(pip install 'w2s-vqa[tfds]')") from e
-        except Exception as e:  # a file that is not a workbook: named, whatever openpyxl raised
-            raise MetadataError(f"{set_name}: {path}: not a readable Excel workbook ({type(e).__name__}: {e})") from e
-        names = workbook.sheet_names
-        chosen = next((n for n in names if sheet and _norm(n) == _norm(sheet)), names[0])
-        table = pd.read_excel(workbook, sheet_name=chosen, dtype=str)
-        table.columns = [str(c) for c in table.columns]
-        return table.mask(table.apply(lambda c: c.astype(str).str.strip() == ""))
-    return read_csv(path, what=f"{set_name} metadata file", error=MetadataError)
-
-
-def _with_extension(name: str, extension: str = ".mp4") -> str:
-    return name if os.path.splitext(name)[1] else name + extension
 
 
 # ----------------------------------------------------------------------------- the ten readers
@@ -174,14 +51,14 @@ def _mos_and_std(table: pd.DataFrame, *, path: str, set_name: str, mos_names, st
     of `path`, the MOS column (the first of `mos_names` present; required) and the standard
     deviation column (the first of `std_names` present; NaN where absent or empty), float64,
     every cell that is not a number added to the report with its row."""
-    mos_column = _column(table, tuple(mos_names), path=path, set_name=set_name)
-    std_column = (_column(table, tuple(std_names), path=path, set_name=set_name, required=False)
+    mos_column = find_column(table, tuple(mos_names), path=path, set_name=set_name)
+    std_column = (find_column(table, tuple(std_names), path=path, set_name=set_name, required=False)
                   if std_names else None)
     rows = list(range(1, len(table) + 1))
-    report = _report(set_name, path)
-    mos = _numbers(table[mos_column], path=path, set_name=set_name, column=mos_column, rows=rows, report=report)
+    report = problem_report(set_name, path)
+    mos = parse_numbers(table[mos_column], path=path, set_name=set_name, column=mos_column, rows=rows, report=report)
     std = (np.full(len(table), np.nan) if std_column is None else
-           _numbers(table[std_column], path=path, set_name=set_name, column=std_column, rows=rows, report=report,
+           parse_numbers(table[std_column], path=path, set_name=set_name, column=std_column, rows=rows, report=report,
                     allow_empty=True))
     return rows, report, mos, std
 
@@ -190,13 +67,13 @@ def read_lsvq(root: str, *, set_name: str, file_name: str) -> OfficialTable:
     """LSVQ: `file_name` (LSVQ_whole_test.csv or LSVQ_whole_test_1080p.csv) with columns
     `name` (e.g. "yfcc-batch1/747", no extension) and `mos` (0-100); the video is
     `<name>.mp4` under the root. The file gives no per-video standard deviation."""
-    path = _require_file(set_name, root, (file_name, f"*/{file_name}"), f"{file_name}")
-    table = _read_table(set_name, path)
-    name = _column(table, ("name",), path=path, set_name=set_name)
+    path = require_file(set_name, root, (file_name, f"*/{file_name}"), f"{file_name}")
+    table = read_table(set_name, path)
+    name = find_column(table, ("name",), path=path, set_name=set_name)
     rows, report, mos, std = _mos_and_std(table, path=path, set_name=set_name, mos_names=("mos",))
     names = table[name].fillna("").astype(str).str.strip()
-    keys = [_with_extension(n) for n in names]
-    return _finish(set_name, path, keys, keys, mos, std, rows, report)
+    keys = [with_extension(n) for n in names]
+    return finish_table(set_name, path, keys, keys, mos, std, rows, report)
 
 
 def read_konvid_1k(root: str, *, set_name: str = "konvid_1k") -> OfficialTable:
@@ -207,14 +84,14 @@ def read_konvid_1k(root: str, *, set_name: str = "konvid_1k") -> OfficialTable:
     (<flickr_id>_original_centercrop_960x540_8s.mp4), else the one file named
     <flickr_id>_*.mp4 (none or several: the current name is kept, and `select` names it
     as missing)."""
-    path = _require_file(set_name, root, ("KoNViD_1k_metadata/KoNViD_1k_attributes.csv",
+    path = require_file(set_name, root, ("KoNViD_1k_metadata/KoNViD_1k_attributes.csv",
                                           "KoNViD_1k_attributes.csv", "*/KoNViD_1k_attributes.csv"),
                          "KoNViD_1k_attributes.csv")
-    table = _read_table(set_name, path)
-    flickr = _column(table, ("flickr_id",), path=path, set_name=set_name)
+    table = read_table(set_name, path)
+    flickr = find_column(table, ("flickr_id",), path=path, set_name=set_name)
     rows, report, mos, std = _mos_and_std(table, path=path, set_name=set_name, mos_names=("MOS",),
                                           std_names=("SD", "std"))
-    file_column = _column(table, ("file_name",), path=path, set_name=set_name, required=False)
+    file_column = find_column(table, ("file_name",), path=path, set_name=set_name, required=False)
     ids = table[flickr].fillna("").astype(str).str.strip()
     keys = [f"{i}.mp4" for i in ids]
     folder = os.path.relpath(os.path.dirname(os.path.dirname(path)), root) if os.path.basename(
@@ -236,7 +113,7 @@ def read_konvid_1k(root: str, *, set_name: str = "konvid_1k") -> OfficialTable:
             elif flickr_id and len(matches) == 1:
                 name = matches[0]
         videos.append(f"{base}KoNViD_1k_videos/{name}")
-    return _finish(set_name, path, keys, videos, mos, std, rows, report)
+    return finish_table(set_name, path, keys, videos, mos, std, rows, report)
 
 
 LIVE_VQC_FOLDER = "LIVE Video Quality Challenge (VQC) Database"
@@ -248,7 +125,7 @@ def read_live_vqc(root: str, *, set_name: str = "live_vqc") -> OfficialTable:
     Video/<name>. The file gives no per-video standard deviation."""
     import scipy.io
 
-    path = _require_file(set_name, root, ("data.mat", f"{LIVE_VQC_FOLDER}/data.mat", "*/data.mat"), "data.mat")
+    path = require_file(set_name, root, ("data.mat", f"{LIVE_VQC_FOLDER}/data.mat", "*/data.mat"), "data.mat")
     try:
         data = scipy.io.loadmat(path)
     except NotImplementedError as e:  # MATLAB 7.3 files are HDF5
@@ -270,12 +147,12 @@ def read_live_vqc(root: str, *, set_name: str = "live_vqc") -> OfficialTable:
     if len(mos_cells) != len(names):
         raise MetadataError(f"{set_name}: {path}: 'video_list' has {len(names)} entries and 'mos' {len(mos_cells)}")
     rows = list(range(1, len(names) + 1))
-    report = _report(set_name, path)
-    mos = _numbers([m.item() if isinstance(m, np.generic) else m for m in mos_cells], path=path,
+    report = problem_report(set_name, path)
+    mos = parse_numbers([m.item() if isinstance(m, np.generic) else m for m in mos_cells], path=path,
                    set_name=set_name, column="mos", rows=rows, report=report)
     base = os.path.relpath(os.path.dirname(path), root)
     base = "" if base == "." else base.replace(os.sep, "/") + "/"
-    return _finish(set_name, path, names, [f"{base}Video/{n}" for n in names], mos, np.full(len(names), np.nan),
+    return finish_table(set_name, path, names, [f"{base}Video/{n}" for n in names], mos, np.full(len(names), np.nan),
                    rows, report)
 
 
@@ -288,12 +165,12 @@ def read_youtube_ugc(root: str, *, set_name: str = "youtube_ugc") -> OfficialTab
     where a column "SD full" (or "std full") exists. The key is the paper's name,
     <vid>_crf_10_ss_00_t_20.0.mp4 (the H.264 transcodes the authors evaluated); the video
     is that file anywhere under the root, else the original <vid>.mkv (or .mp4)."""
-    path = _require_file(set_name, root, ("original_videos_MOS_for_YouTube_UGC_dataset.xlsx",
+    path = require_file(set_name, root, ("original_videos_MOS_for_YouTube_UGC_dataset.xlsx",
                                           "*/original_videos_MOS_for_YouTube_UGC_dataset.xlsx",
                                           "*MOS*YouTube_UGC*.xlsx"),
                          "original_videos_MOS_for_YouTube_UGC_dataset.xlsx")
-    table = _read_table(set_name, path, sheet="MOS")
-    vid = _column(table, ("vid",), path=path, set_name=set_name)
+    table = read_table(set_name, path, sheet="MOS")
+    vid = find_column(table, ("vid",), path=path, set_name=set_name)
     rows, report, mos, std = _mos_and_std(table, path=path, set_name=set_name, mos_names=("MOS full", "MOS"),
                                           std_names=("SD full", "std full"))
     vids = table[vid].fillna("").astype(str).str.strip().tolist()
@@ -303,7 +180,7 @@ def read_youtube_ugc(root: str, *, set_name: str = "youtube_ugc") -> OfficialTab
         key = v + YOUTUBE_UGC_SUFFIX if v else ""
         keys.append(key)
         videos.append(files.get(key) or files.get(v + ".mkv") or files.get(v + ".mp4") or key)
-    return _finish(set_name, path, keys, videos, mos, std, rows, report)
+    return finish_table(set_name, path, keys, videos, mos, std, rows, report)
 
 
 def read_live_yt_hfr(root: str, *, set_name: str = "live_yt_hfr") -> OfficialTable:
@@ -312,27 +189,27 @@ def read_live_yt_hfr(root: str, *, set_name: str = "live_yt_hfr") -> OfficialTab
     a row "MOS" and a row "std". The key is <name>.mp4 and so is the video, anywhere under
     the root: the release's videos are raw YUV, which must be converted to a container
     PyAV reads (MANUAL_DOWNLOAD_INSTRUCTIONS gives the ffmpeg line)."""
-    path = _require_file(set_name, root, ("subject_MOS.csv", "subjective_scores/subject_MOS.csv", "*/subject_MOS.csv"),
+    path = require_file(set_name, root, ("subject_MOS.csv", "subjective_scores/subject_MOS.csv", "*/subject_MOS.csv"),
                          "subject_MOS.csv")
     raw = read_csv(path, what=f"{set_name} metadata file", error=MetadataError)
     # Transposed: the header is "File Names,<video>,...", each further row "<name>,<value>,...".
     first = raw.columns[0]
-    labels = {_norm(label): i for i, label in enumerate(raw[first].fillna("").astype(str))}
-    if _norm(first) not in ("filenames", "filename") or "mos" not in labels:
+    labels = {loose_name(label): i for i, label in enumerate(raw[first].fillna("").astype(str))}
+    if loose_name(first) not in ("filenames", "filename") or "mos" not in labels:
         raise MetadataError(f"{set_name}: {path}: expected a transposed table whose first column reads "
                             f"'File Names', then 'MOS' (and 'std'); found {first!r} and {list(raw[first])}")
     names = [str(c).strip() for c in raw.columns[1:]]
     columns = [f"column {i + 2}" for i in range(len(names))]  # the spreadsheet's column, counted from 1
-    report = _report(set_name, path)
-    mos = _numbers(raw.iloc[labels["mos"], 1:].tolist(), path=path, set_name=set_name, column="MOS",
+    report = problem_report(set_name, path)
+    mos = parse_numbers(raw.iloc[labels["mos"], 1:].tolist(), path=path, set_name=set_name, column="MOS",
                    rows=columns, report=report)
     std_row = labels.get("std", labels.get("sd"))
     std = (np.full(len(names), np.nan) if std_row is None else
-           _numbers(raw.iloc[std_row, 1:].tolist(), path=path, set_name=set_name, column="std", rows=columns,
+           parse_numbers(raw.iloc[std_row, 1:].tolist(), path=path, set_name=set_name, column="std", rows=columns,
                     report=report, allow_empty=True))
     files = _files_by_name(root)
-    keys = [_with_extension(n) if n and not n.startswith("Unnamed") else "" for n in names]
-    return _finish(set_name, path, keys, [files.get(k, k) for k in keys], mos, std, columns, report)
+    keys = [with_extension(n) if n and not n.startswith("Unnamed") else "" for n in names]
+    return finish_table(set_name, path, keys, [files.get(k, k) for k in keys], mos, std, columns, report)
 
 
 def read_kvq(root: str, *, set_name: str = "kvq") -> OfficialTable:
@@ -340,18 +217,18 @@ def read_kvq(root: str, *, set_name: str = "kvq") -> OfficialTable:
     ("train/0001.mp4") and `score` (1-5); the key is the file name without its folder, as
     the paper's list names it; the video is `filename` under the root. No per-video
     standard deviation."""
-    path = _require_file(set_name, root, ("train_data.csv", "*/train_data.csv"), "train_data.csv")
-    table = _read_table(set_name, path)
-    file_column = _column(table, ("filename", "file_names", "name"), path=path, set_name=set_name)
+    path = require_file(set_name, root, ("train_data.csv", "*/train_data.csv"), "train_data.csv")
+    table = read_table(set_name, path)
+    file_column = find_column(table, ("filename", "file_names", "name"), path=path, set_name=set_name)
     rows, report, mos, std = _mos_and_std(table, path=path, set_name=set_name, mos_names=("score", "mos"))
     base = os.path.relpath(os.path.dirname(path), root)
     base = "" if base == "." else base.replace(os.sep, "/") + "/"
     names = table[file_column].fillna("").astype(str).str.strip().tolist()
-    return _finish(set_name, path, [n.rsplit("/", 1)[-1] for n in names], [base + n for n in names], mos, std,
+    return finish_table(set_name, path, [n.rsplit("/", 1)[-1] for n in names], [base + n for n in names], mos, std,
                    rows, report)
 
 
-# Column names the generic reader accepts, compared loosely (_norm).
+# Column names the generic reader accepts, compared loosely (loose_name).
 _NAME_COLUMNS = ("file", "filename", "file_name", "video", "video_name", "videoname", "name", "vid")
 _MOS_COLUMNS = ("MOS", "mos", "score")
 _STD_COLUMNS = ("std", "SD", "MOS_std", "stdev", "std_dev")
@@ -363,15 +240,15 @@ def read_generic(root: str, *, set_name: str, patterns: tuple[str, ...]) -> Offi
     Excel workbook), a video-name column (_NAME_COLUMNS), a MOS column (_MOS_COLUMNS) and
     optionally a standard deviation (_STD_COLUMNS). Names without an extension get
     ".mp4"; the video is that name anywhere under the root."""
-    path = _require_file(set_name, root, patterns, "MOS file")
-    table = _read_table(set_name, path)
-    name = _column(table, _NAME_COLUMNS, path=path, set_name=set_name)
+    path = require_file(set_name, root, patterns, "MOS file")
+    table = read_table(set_name, path)
+    name = find_column(table, _NAME_COLUMNS, path=path, set_name=set_name)
     rows, report, mos, std = _mos_and_std(table, path=path, set_name=set_name, mos_names=_MOS_COLUMNS,
                                           std_names=_STD_COLUMNS)
     names = table[name].fillna("").astype(str).str.strip().tolist()
-    keys = [_with_extension(n.replace("\\", "/").rsplit("/", 1)[-1]) if n else "" for n in names]
+    keys = [with_extension(n.replace("\\", "/").rsplit("/", 1)[-1]) if n else "" for n in names]
     files = _files_by_name(root)
-    return _finish(set_name, path, keys, [files.get(k, k) for k in keys], mos, std, rows, report)
+    return finish_table(set_name, path, keys, [files.get(k, k) for k in keys], mos, std, rows, report)
 
 
 def _files_by_name(root: str) -> dict[str, str]:

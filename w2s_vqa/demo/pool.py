@@ -55,7 +55,7 @@ among the synthetic pairs; at full weight they pulled the student's held-out acc
 down (docs/2026-11-demo-experiments.md).
 The paper's teachers, trained VQA models, agree far more often.
 
-Split. Sources go to validation by `pairs.validation_sources` (hash of the source
+Split. Sources go to validation by `sampling.validation_sources` (hash of the source
 id, `VAL_FRACTION`, no salt): a later stage that splits with the same fraction and
 salt puts every source on the same side. Teacher pairs are drawn within each side, so
 none is lost to crossing the split; synthetic pairs follow their source.
@@ -78,7 +78,9 @@ import pandas as pd
 from w2s_vqa import tables
 from w2s_vqa import video
 from w2s_vqa.labels import build as pair_build
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import origins
+from w2s_vqa.labels import pair_table
+from w2s_vqa.labels import sampling as pair_sampling
 from w2s_vqa.labels import teachers as teacher_tables
 from w2s_vqa.labels import weak_teachers
 from w2s_vqa.score import metrics
@@ -287,8 +289,8 @@ def build_demo(config, out_dir: str, *, workers: int = 1, num_sources: int | Non
         fused = teacher_tables.fuse(scores, normalize=NORMALIZE)
     train, val, pair_notes = make_pairs(store.index, fused, seed=int(config.seed))
     pair_notes = [*fusion_notes, *pair_notes]
-    pair_tables.write_pairs(train, paths["pairs_train"])
-    pair_tables.write_pairs(val, paths["pairs_val"])
+    pair_table.write_pairs(train, paths["pairs_train"])
+    pair_table.write_pairs(val, paths["pairs_val"])
     seconds["pairs"] = time.perf_counter() - start
 
     with_fused = pd.concat([scores, fused["mean"].rename("score").reset_index().assign(teacher="fused")],
@@ -316,7 +318,7 @@ def _counts(index: pd.DataFrame, report: store_lib.PrepareReport, train: pd.Data
     def by_origin(table: pd.DataFrame) -> dict[str, int]:
         return {str(k): int(v) for k, v in table["origin"].value_counts().sort_index().items()}
 
-    in_val = pair_tables.validation_sources(index.loc[index["level"] == 0, "source_id"], val_fraction=VAL_FRACTION)
+    in_val = pair_sampling.validation_sources(index.loc[index["level"] == 0, "source_id"], val_fraction=VAL_FRACTION)
     return {
         "clips": len(CLIP_PLANS),
         "sources": int((index["level"] == 0).sum()),
@@ -332,11 +334,10 @@ def _counts(index: pd.DataFrame, report: store_lib.PrepareReport, train: pd.Data
 def _direction_report(val: pd.DataFrame, scores: pd.DataFrame) -> dict[str, dict[str, float]]:
     """{teacher: {"all": x, "<kind>": x}} on held-out synthetic pairs with a level gap above 1."""
     report: dict[str, dict[str, float]] = {}
-    for name, origins in (("all", pair_tables.SYNTHETIC_ORIGINS),
-                          *((kind, (kind,)) for kind in pair_tables.SYNTHETIC_ORIGINS)):
-        if not val["origin"].isin(origins).any():
+    for name, kinds in (("all", origins.SYNTHETIC), *((kind, (kind,)) for kind in origins.SYNTHETIC)):
+        if not val["origin"].isin(kinds).any():
             continue
-        for teacher, value in metrics.teacher_direction_accuracy(val, scores, origins=origins,
+        for teacher, value in metrics.teacher_direction_accuracy(val, scores, origins=kinds,
                                                                  decisive_only=True).items():
             report.setdefault(teacher, {})[name] = value
     return report
@@ -353,7 +354,7 @@ def format_summary(summary: dict) -> str:
              "held-out direction accuracy (level gap > 1)"]
     for teacher, srcc in summary["srcc_vs_known_order"].items():
         kinds = " / ".join(f"{srcc[k]:+.3f}" if k in srcc else "  -   "
-                           for k in ("all", *pair_tables.SYNTHETIC_ORIGINS))
+                           for k in ("all", *origins.SYNTHETIC))
         accuracy = summary["val_direction_accuracy_level_gap_above_1"].get(teacher, {}).get("all", float("nan"))
         lines.append(f"  {teacher:<12}  {kinds}   {accuracy:.3f}")
     lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items()))

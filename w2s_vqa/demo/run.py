@@ -47,8 +47,11 @@ import numpy as np
 
 from w2s_vqa import config as config_lib
 from w2s_vqa import runtime
+from w2s_vqa import tables
 from w2s_vqa.demo import pool as demo_data
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import origins
+from w2s_vqa.labels import pair_table
+from w2s_vqa.labels import sampling as pair_sampling
 from w2s_vqa.score import metrics
 
 NUM_ANCHORS = 5  # the paper's K
@@ -77,11 +80,11 @@ def prepare_stage_inputs(index, paths: dict, out_dir: str, *, withheld=WITHHELD)
     excluded = set(index.loc[withheld_mask(index, withheld), "id"].astype(str))
     files = {}
     for side in ("train", "val"):
-        table = pair_tables.read_pairs(paths[f"pairs_{side}"])
+        table = pair_table.read_pairs(paths[f"pairs_{side}"])
         keep = ~(table["first_id"].astype(str).isin(excluded) | table["second_id"].astype(str).isin(excluded))
         files[side] = os.path.join(out_dir, f"pairs_{side}_stage1.parquet")
-        pair_tables.write_pairs(table[keep].reset_index(drop=True), files[side])
-    heldout = pair_tables.validation_sources(index["source_id"].astype(str), val_fraction=demo_data.VAL_FRACTION)
+        pair_table.write_pairs(table[keep].reset_index(drop=True), files[side])
+    heldout = pair_sampling.validation_sources(index["source_id"].astype(str), val_fraction=demo_data.VAL_FRACTION)
     trained = ~withheld_mask(index, withheld)
     files["pool_ids"] = os.path.join(out_dir, "pool_ids.csv")
     pd.DataFrame({"id": index.loc[~heldout & trained, "id"].astype(str)}).to_csv(files["pool_ids"], index=False)
@@ -111,12 +114,12 @@ def make_anchors(store, candidates, directory: str, k: int = NUM_ANCHORS):
 def evaluation_pairs(index, val_table, *, heldout, withheld=WITHHELD) -> dict:
     """{"trained": held-out sources' decisive synthetic pairs of trained simulators,
     "withheld": every source's decisive synthetic pairs of withheld simulators}."""
-    kinds = pair_tables.SYNTHETIC_ORIGINS
+    kinds = origins.SYNTHETIC
     excluded = set(index.loc[withheld_mask(index, withheld), "id"].astype(str))
     val = val_table[val_table["origin"].isin(kinds) & val_table["label"].isin(metrics.DECISIVE)]
     trained = val[~(val["first_id"].astype(str).isin(excluded) | val["second_id"].astype(str).isin(excluded))]
-    rows = index[withheld_mask(index, withheld) | (index["level"] == 0)].rename(columns={"id": "video_id"})
-    unseen = pair_tables.synthetic_pairs(rows)
+    rows = index[withheld_mask(index, withheld) | (index["level"] == 0)]
+    unseen = pair_sampling.synthetic_pairs(rows)
     unseen = unseen[unseen["label"].isin(metrics.DECISIVE)]
     return {"trained": trained.reset_index(drop=True), "withheld": unseen.reset_index(drop=True)}
 
@@ -152,12 +155,12 @@ def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None 
     start_eval = time.time()
     teachers = teacher_tables.read_teacher_table(paths["teachers"])
     with warnings.catch_warnings():  # demo-data has said how the teachers disagree
-        warnings.simplefilter("ignore", teacher_tables.TableWarning)
+        warnings.simplefilter("ignore", tables.TableWarning)
         fused = teacher_tables.fuse(teachers, normalize=demo_data.NORMALIZE)["mean"].rename("score").reset_index()
     import pandas as pd
 
     teachers = pd.concat([teachers, fused.assign(teacher="fused")], ignore_index=True)
-    pairs = evaluation_pairs(index, pair_tables.read_pairs(paths["pairs_val"]), heldout=inputs["heldout"])
+    pairs = evaluation_pairs(index, pair_table.read_pairs(paths["pairs_val"]), heldout=inputs["heldout"])
     direction = {group: metrics.teacher_direction_accuracy(table, teachers, decisive_only=True)
                  for group, table in pairs.items()}
     models = {}

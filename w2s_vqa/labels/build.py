@@ -4,17 +4,17 @@
 
 is what `w2s-vqa pairs` and the demo pool run. In order:
 
-1. Sources go to validation by `pairs.validation_sources` (a hash of the source id and
+1. Sources go to validation by `sampling.validation_sources` (a hash of the source id and
    `salt`, about `val_fraction` of them); every video goes where its source goes, so a
    source and its distorted variants are never on both sides.
 2. Synthetic pairs: every two distinct severity levels of one source under one
-   simulator (`pairs.synthetic_pairs`); they follow their source.
+   simulator (`sampling.synthetic_pairs`); they follow their source.
 3. Teacher pairs, drawn within each side among the videos the teachers scored
-   (`pairs.sample_teacher_pairs`, round(n * pairs_per_video) of n videos), so none
+   (`sampling.sample_teacher_pairs`, round(n * pairs_per_video) of n videos), so none
    crosses the split and none is lost to it. A side with fewer distinct pairs than
    asked gets all it has, a side with under two scored videos none; each such
    shortfall is a line in `notes`.
-4. Each pair's order is swapped with probability 1/2 (`pairs.random_swap`).
+4. Each pair's order is swapped with probability 1/2 (`sampling.random_swap`).
 
 Randomness comes from one `np.random.default_rng(seed)`, drawn in this order (train
 teacher pairs, train swaps, val teacher pairs, val swaps), so a seed gives the same
@@ -28,9 +28,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from w2s_vqa.labels import pairs as pair_tables
-from w2s_vqa.labels.teachers import MAX_EXAMPLES
+from w2s_vqa.labels import sampling as pair_sampling
 from w2s_vqa.prompt import LEVELS
+from w2s_vqa.tables import MAX_EXAMPLES
 
 # The paper's ratio: 250k teacher pairs from 200k videos.
 PAIRS_PER_VIDEO = 1.25
@@ -74,14 +74,14 @@ def build_pair_tables(index: pd.DataFrame, fused: pd.DataFrame | None = None, *,
     notes: list[str] = []
 
     sources = index["source_id"].astype(str).unique()
-    sources_in_val = pair_tables.validation_sources(sources, val_fraction=val_fraction, salt=salt)
+    sources_in_val = pair_sampling.validation_sources(sources, val_fraction=val_fraction, salt=salt)
     empty = {side for side, count in zip(SIDES, (int((~sources_in_val).sum()), int(sources_in_val.sum())))
              if count == 0}
     notes += [f"{side}: no source went to {side} (val_fraction {val_fraction}, {len(sources)} source(s)), "
               "so it has no pair" for side in SIDES if side in empty]
 
-    synthetic = pair_tables.split_pairs(
-        pair_tables.synthetic_pairs(index.rename(columns={"id": "video_id"}), stage=stage),
+    synthetic = pair_sampling.split_pairs(
+        pair_sampling.synthetic_pairs(index, stage=stage),
         val_fraction=val_fraction, salt=salt)
     if fused is None:
         fused = pd.DataFrame({"mean": [], "var": []}, index=pd.Index([], dtype=object, name="video_id"))
@@ -94,7 +94,7 @@ def build_pair_tables(index: pd.DataFrame, fused: pd.DataFrame | None = None, *,
     if len(fused) and unscored:
         notes.append(f"{unscored} of the store's {len(source_of)} videos have no teacher score: "
                      "they are in synthetic pairs only")
-    in_val = pair_tables.validation_sources(source_of.reindex(fused.index).to_numpy(),
+    in_val = pair_sampling.validation_sources(source_of.reindex(fused.index).to_numpy(),
                                             val_fraction=val_fraction, salt=salt)
 
     sides = []
@@ -107,7 +107,7 @@ def build_pair_tables(index: pd.DataFrame, fused: pd.DataFrame | None = None, *,
             tables.insert(0, teacher)
         if note and len(fused) and side not in empty:
             notes.append(f"{side}: {note}")
-        sides.append(pair_tables.random_swap(pd.concat(tables, ignore_index=True), rng))
+        sides.append(pair_sampling.random_swap(pd.concat(tables, ignore_index=True), rng))
     return PairTables(sides[0], sides[1], tuple(notes))
 
 
@@ -120,7 +120,7 @@ def _teacher_pairs(fused: pd.DataFrame, *, pairs_per_video: float, weight: float
         return None, f"{n} scored video(s) make no teacher pair"
     if asked < 1:
         return None, f"{n} scored videos at {pairs_per_video} pairs per video ask for no teacher pair"
-    table = pair_tables.sample_teacher_pairs(fused, pairs_per_video=pairs_per_video, rng=rng, weight=weight,
+    table = pair_sampling.sample_teacher_pairs(fused, pairs_per_video=pairs_per_video, rng=rng, weight=weight,
                                              stage=stage, allow_fewer=True)
     if len(table) < asked:
         return table, (f"{n} scored videos have {len(table)} distinct teacher pairs, fewer than the "

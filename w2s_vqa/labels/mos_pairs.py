@@ -2,7 +2,7 @@
 
 METHOD.md ("Metrics in practice", MOS fine-tuning, Compare2Score's recipe, from which
 the paper's label rule comes): pairs of videos of one labeled set, labelled by the
-five-way rule (pairs.five_way_labels) with d = MOS_second - MOS_first and
+five-way rule (rules.five_way_labels) with d = MOS_second - MOS_first and
 s_d = sqrt(s_first^2 + s_second^2), s a video's MOS standard deviation; the field
 reports the median over 10 random 80/20 splits by video.
 
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from w2s_vqa.labels import origins
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import sampling as pair_sampling
 from w2s_vqa.tables import MAX_EXAMPLES
 
 # MOS table columns read as a video's standard deviation of ratings, first found first.
@@ -77,7 +77,7 @@ def mos_pairs(table: pd.DataFrame, *, pairs_per_video: float, rng: np.random.Gen
     round(N x pairs_per_video) distinct pairs among the N videos (each video first in
     floor or ceil(pairs_per_video) of them, its partner uniform; no video with itself,
     no unordered pair twice; every distinct pair when there are fewer:
-    pairs.sample_teacher_pairs with allow_fewer), labelled with
+    sampling.sample_teacher_pairs with allow_fewer), labelled with
     d = mos[second] - mos[first] and s_d = sqrt(s_first^2 + s_second^2), s from
     `mos_spread`. Columns: the pair table's (origin "mos", `stage`, `weight`) with d and
     s_d. `.attrs["spread"]` says where s came from.
@@ -100,7 +100,7 @@ def mos_pairs(table: pd.DataFrame, *, pairs_per_video: float, rng: np.random.Gen
         raise ValueError(f"{len(table)} video(s) make no pair; MOS pairs need at least 2 videos")
     spread = mos_spread(table.assign(mos=mos), mos_std=mos_std, std_fraction=std_fraction)
     fused = pd.DataFrame({"mean": mos, "var": spread ** 2}, index=pd.Index(ids.to_numpy(), name="video_id"))
-    pairs = pair_tables.sample_teacher_pairs(fused, pairs_per_video=pairs_per_video, rng=rng, origin=origins.MOS,
+    pairs = pair_sampling.sample_teacher_pairs(fused, pairs_per_video=pairs_per_video, rng=rng, origin=origins.MOS,
                                              stage=stage, weight=weight, allow_fewer=True)
     pairs.attrs["spread"] = (f"column {mos_std}" if mos_std is not None else
                              f"{std_fraction:g} x MOS range {np.ptp(mos):g} = {spread[0]:g} for every video")

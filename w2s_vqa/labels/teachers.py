@@ -4,7 +4,7 @@ Several existing quality models (the weak teachers, METHOD.md "Labels") score th
 of unlabeled videos ahead of time. Their scores arrive as one table, in long form
 (`video_id, teacher, score`, one row per score) or wide form (`video_id` plus one
 numeric column per teacher). Both become the long form here, which `fuse` reduces to
-the per-video mean and variance across teachers that pairs.py turns into labels.
+the per-video mean and variance across teachers that rules.py turns into labels.
 
 A bad score silently averaged into a mean would mislabel every pair its video is in,
 so the table is checked completely before use. Skip or refuse, by kind:
@@ -39,8 +39,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-# MAX_EXAMPLES, ProblemReport: callers import them from here too.
-from w2s_vqa.tables import MAX_EXAMPLES, ProblemReport, TableWarning, read_csv, read_jsonl  # noqa: F401
+from w2s_vqa.tables import ProblemReport, TableWarning, read_csv, read_jsonl
 
 TEACHER_COLUMNS = ("video_id", "teacher", "score")
 NORMALIZATIONS = (None, "zscore", "minmax")
@@ -200,7 +199,7 @@ def fuse(scores: pd.DataFrame, *, normalize: str | None = None,
     `lower_is_better` teachers are negated (`orient`), then each teacher is normalized
     (`normalize_scores`), then averaged. The variance is taken over the teachers that
     scored the video (ddof=0, so a video scored by one teacher has variance 0);
-    pairs.py combines two videos' variances into the label's s_d.
+    labels/sampling.py combines two videos' variances into the label's s_d.
 
     Warns (`tables.TableWarning`, one per teacher, naming it) when a teacher's oriented
     scores correlate negatively with the others' consensus (`consensus_spearman`):

@@ -151,12 +151,13 @@ def group_srcc(scores: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
 
     Returns one row per (teacher, source_id, distortion) with kind, videos and srcc.
     """
-    videos = index.rename(columns={"id": "video_id"})[["video_id", "source_id", "distortion", "kind", "level"]]
+    videos = index[["id", "source_id", "distortion", "kind", "level"]]
     distorted = videos[videos["level"] > 0]
-    pristine = videos.loc[videos["level"] == 0, ["source_id", "video_id", "level"]]
+    pristine = videos.loc[videos["level"] == 0, ["source_id", "id", "level"]]
     groups = distorted[["source_id", "distortion", "kind"]].drop_duplicates()
     members = pd.concat([distorted, groups.merge(pristine, on="source_id")], ignore_index=True)
-    scored = members.merge(scores[["video_id", "teacher", "score"]], on="video_id")
+    # The store's `id` meets the teacher table's `video_id` (its column in the file).
+    scored = members.merge(scores[["video_id", "teacher", "score"]], left_on="id", right_on="video_id")
     keys = ["teacher", "source_id", "distortion"]
 
     def correlation(group: pd.DataFrame) -> float:

@@ -10,9 +10,12 @@ weights (`--preset`, for trying the tools on the tiny configuration).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
+from w2s_vqa import prompt
 from w2s_vqa.models import config as config_lib
-from w2s_vqa.convert import hf
+from w2s_vqa.convert import hf, llava_next
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
 
 
@@ -38,7 +41,7 @@ def run(args) -> int:
 
     ours_video = {k: v for k, v in dict(num_frames=args.num_frames,
                                         num_motion_chunks=args.num_motion_chunks).items() if v is not None}
-    extra = {}
+    extra, data, staging = {}, None, None
     if args.checkpoint:
         from w2s_vqa.train.checkpoint import host_mesh, load_checkpoint_student
 
@@ -50,13 +53,27 @@ def run(args) -> int:
     elif args.hf:
         model = hf.load_student(args.hf, seed=args.seed, **ours_video)
         tokenizer = args.tokenizer or args.hf
+        if llava_next.is_llava_qwen_dir(args.hf):
+            # The authors' released layout: the export records the question it was trained with,
+            # and its motion tokens are SlowFast features the user brings (precomputed).
+            extra = {"question": prompt.RELEASED_QUESTION, "source_layout": "llava_qwen"}
+            data = {"motion_features": "precomputed"}
     else:
         model = student.create(config_lib.preset(args.preset, **ours_video), seed=args.seed)
         tokenizer = args.tokenizer or TINY_TOKENIZER
-    written = hf.save_student(model, args.out, tokenizer_dir=tokenizer, overwrite=args.overwrite,
-                              extra_settings=extra)
+    source_tokenizer = tokenizer
+    try:
+        if llava_next.is_llava_qwen_dir(tokenizer):
+            # The authors' Qwen2 tokenizer gains <image> and <video>, as transformers' conversion adds them.
+            staging = tempfile.mkdtemp(prefix="w2s_vqa_tokenizer_")
+            tokenizer = llava_next.write_export_tokenizer(tokenizer, staging, model.cfg)
+        written = hf.save_student(model, args.out, tokenizer_dir=tokenizer, overwrite=args.overwrite,
+                                  extra_settings=extra, data=data)
+    finally:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
     print(f"exported to {os.path.abspath(args.out)}: {', '.join(written)}")
-    missing = hf.missing_tokenizer_files(tokenizer)
+    missing = hf.missing_tokenizer_files(source_tokenizer)
     if missing:
-        print(f"not in {tokenizer}, so not exported: {', '.join(missing)}")
+        print(f"not in {source_tokenizer}, so not exported: {', '.join(missing)}")
     return 0

@@ -50,7 +50,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from w2s_vqa.labels import build, pairs, teachers
+    from w2s_vqa.labels import build, pair_table, teachers
+    from w2s_vqa.labels import sampling as pair_sampling
     from w2s_vqa.store.format import VideoStore
     from w2s_vqa.tables import collect_notes
 
@@ -75,10 +76,10 @@ def run(args) -> int:
     out = os.path.abspath(args.out)
     paths = {"train": os.path.join(out, TRAIN_FILE), "val": os.path.join(out, VAL_FILE),
              "summary": os.path.join(out, SUMMARY_FILE)}
-    pairs.write_pairs(train, paths["train"])
-    pairs.write_pairs(val, paths["val"])
-    in_val = pairs.validation_sources(store.index["source_id"].astype(str).unique(),
-                                      val_fraction=args.val_fraction)
+    pair_table.write_pairs(train, paths["train"])
+    pair_table.write_pairs(val, paths["val"])
+    in_val = pair_sampling.validation_sources(store.index["source_id"].astype(str).unique(),
+                                              val_fraction=args.val_fraction)
     summary = {
         "store": os.path.abspath(args.store),
         "teachers": None if args.teachers is None else os.path.abspath(args.teachers),

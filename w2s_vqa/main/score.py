@@ -60,7 +60,7 @@ def run(args) -> int:
                                 f"e.g. {args.out}/scores.csv")
     loop.maybe_initialize_distributed(config)
     mesh = sharding.mesh_from_config(config)
-    loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf, step=args.step, mesh=mesh)
+    loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf, step=args.step, mesh=mesh, config=config)
     anchors.check_student(loaded.student.cfg)
     out = os.path.abspath(args.out)
     work = args.work or (out[:-4] if out.lower().endswith(".csv") else out) + ".work"

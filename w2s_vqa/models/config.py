@@ -354,8 +354,13 @@ def student_config(config) -> StudentConfig:
     ours = dict(num_frames=d.num_frames, num_motion_chunks=d.num_motion_chunks, motion_dim=d.motion_dim,
                 dtype=m.dtype, remat=m.remat, attention=m.attention)
     if m.hf_dir:
+        from w2s_vqa.models import llava_qwen_config
+
         with open(os.path.join(m.hf_dir, HF_CONFIG_FILE)) as f:
-            cfg = StudentConfig.from_hf_config(json.load(f), **ours)
+            hf = json.load(f)
+        # The authors' released LLaVA-NeXT layout has its own config fields.
+        read = llava_qwen_config.student_config if llava_qwen_config.is_llava_qwen(hf) else StudentConfig.from_hf_config
+        cfg = read(hf, **ours)
     else:
         cfg = preset(m.preset, **ours)
     if cfg.vision.image_size != d.image_size:

@@ -14,7 +14,7 @@ shard by shard into OUT/parts, so a killed run loses at most one shard; every pr
 of a multi-host run takes its slice of each batch). Mining is deterministic for the
 seed, so every process computes the same table; process 0 writes it.
 
-Only videos of training-side sources are mined (pairs.validation_sources with
+Only videos of training-side sources are mined (sampling.validation_sources with
 stages.val_fraction, the split `pairs`/demo-data made): the validation table stays the
 stage-1 one, labeled by teachers and level gaps, not by a student grading itself.
 """
@@ -28,8 +28,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from w2s_vqa.labels import mining
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import mining, misranked
+from w2s_vqa.labels import pair_table
+from w2s_vqa.labels import sampling as pair_sampling
 from w2s_vqa.labels import teachers as teacher_tables
 
 SCORES_FILE = "scores.csv"
@@ -59,7 +60,7 @@ def pool_ids(index: pd.DataFrame, *, val_fraction: float, ids_file: str = "") ->
         if unknown:
             raise RelabelError(f"{ids_file}: {len(unknown)} id(s) the store does not hold, e.g. {unknown[:5]}")
         return index.loc[index["id"].astype(str).isin(set(wanted)), "id"].astype(str).to_numpy()
-    held_out = pair_tables.validation_sources(index["source_id"].astype(str), val_fraction=val_fraction)
+    held_out = pair_sampling.validation_sources(index["source_id"].astype(str), val_fraction=val_fraction)
     return index.loc[~held_out, "id"].astype(str).to_numpy()
 
 
@@ -105,7 +106,7 @@ def check_inputs(config) -> list[str]:
 
 def predict_candidates(student, scorer, store, pool: pd.DataFrame, *, path: str, batch_size: int,
                        progress: bool = True) -> pd.DataFrame:
-    """The student's answer on every synthetic pair of the pool (labels.mining.synthetic_candidates),
+    """The student's answer on every synthetic pair of the pool (labels.misranked.synthetic_candidates),
     predicted pair by pair (score.predict.predict_pairs: p and the level logits); kept in `path`
     (process 0 writes it once done) so a rerun does not predict them again."""
     import jax
@@ -114,7 +115,7 @@ def predict_candidates(student, scorer, store, pool: pd.DataFrame, *, path: str,
 
     if os.path.exists(path):
         return pd.read_parquet(path)
-    candidates = mining.synthetic_candidates(pool)
+    candidates = misranked.synthetic_candidates(pool)
     if not len(candidates):
         return candidates.assign(p=pd.Series([], dtype=np.float64))
     predicted = predict.predict_pairs(student, candidates, store, scorer.prompt, scorer.mesh, batch_size=batch_size,
@@ -177,7 +178,7 @@ def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_di
         os.makedirs(out_dir, exist_ok=True)
         scores.to_csv(os.path.join(out_dir, SCORES_FILE + ".tmp"), index=False)
         os.replace(os.path.join(out_dir, SCORES_FILE + ".tmp"), os.path.join(out_dir, SCORES_FILE))
-        pair_tables.write_pairs(new, os.path.join(out_dir, NEW_PAIRS_FILE))
+        pair_table.write_pairs(new, os.path.join(out_dir, NEW_PAIRS_FILE))
         with open(os.path.join(out_dir, REPORT_FILE + ".tmp"), "w") as f:
             json.dump(report, f, indent=1)
         os.replace(os.path.join(out_dir, REPORT_FILE + ".tmp"), os.path.join(out_dir, REPORT_FILE))

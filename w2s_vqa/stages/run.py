@@ -30,7 +30,7 @@ import json
 import os
 
 from w2s_vqa import config as config_lib
-from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.labels import pair_table
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -257,7 +257,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
             if not (os.path.exists(next_pairs) and os.path.exists(report_path)):
                 anchors.check_student(student.cfg)
                 scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=int(c.data.batch_size))
-                previous = pair_tables.read_pairs(c.data.pairs)
+                previous = pair_table.read_pairs(c.data.pairs)
                 with VideoStore(c.data.store) as store:
                     new, report = relabel_lib.relabel(scorer, store, config, stage=stage + 1, previous=previous,
                                                       out_dir=os.path.join(here, RELABEL_DIR), student_key=key,
@@ -266,7 +266,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
                     combined = _combine(previous, new)
                     os.makedirs(os.path.dirname(next_pairs), exist_ok=True)
                     temporary = next_pairs.replace(".parquet", ".tmp.parquet")
-                    pair_tables.write_pairs(combined, temporary)
+                    pair_table.write_pairs(combined, temporary)
                     os.replace(temporary, next_pairs)
                 _barrier(f"pairs_{stage + 1}")
             with open(report_path) as f:

@@ -3,7 +3,7 @@
 Every input video is a pristine source: prepare writes its record under its `id`
 and one record per variant it makes of it (w2s_vqa.store.prepare.variant_id), all
 with the source's `source_id`. So a `source_id` groups one pristine video with its
-variants; the synthetic pair rule (w2s_vqa.labels.pairs.synthetic_pairs) pairs
+variants; the synthetic pair rule (w2s_vqa.labels.sampling.synthetic_pairs) pairs
 the variants of a source with its one pristine video, and refuses a source_id
 held by two of them. Two inputs with one source_id are refused here, when the
 manifest is read, rather than after the store has been built.

@@ -6,7 +6,7 @@ the warm-up T_w (10% of the steps); a = exp(L_conf/T) / (exp(L_conf/T) + exp(CE/
 computed without gradient, weighs the term that is currently larger more; T
 falls linearly from 0.5 to 0.1 over the warm-up. Per-pair weights scale each
 pair's contribution. The soft variant replaces the one-hot label by a
-five-way target distribution (w2s_vqa.labels.pairs.soft_five_way_targets).
+five-way target distribution (w2s_vqa.labels.rules.soft_five_way_targets).
 
 Pure functions of arrays: the train step and the tests call them alike.
 """

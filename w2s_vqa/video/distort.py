@@ -29,7 +29,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from w2s_vqa import video
+from w2s_vqa.video.encode import encode_decode
+from w2s_vqa.video.frames import check_frames, resize_frames
 
 KINDS = ("spatial", "temporal", "compression")
 
@@ -56,13 +57,13 @@ class Simulator:
         Returns frames of the same shape, frame ``i`` taking the place of input
         frame ``i``: a simulator changes what each frame shows, never when, so
         the caller samples the result at the source's timestamps (the frame
-        times ``video.decode_frames`` returns). ``fps`` is the clip's nominal
+        times ``w2s_vqa.video.decode.decode_frames`` returns). ``fps`` is the clip's nominal
         frame rate, which only the encoders' rate control uses. Raises
         ValueError for a level out of range or frames that are not uint8 RGB.
         """
         if not 1 <= level <= len(self.levels):
             raise ValueError(f"{self.name}: level must be 1..{len(self.levels)}, got {level}")
-        video.check_frames(frames)
+        check_frames(frames)
         out = self.transform(frames, self.levels[level - 1], fps, np.random.default_rng(seed))
         if out.shape != frames.shape:  # the frames' timestamps would no longer fit them
             raise RuntimeError(f"{self.name}: returned frames of shape {out.shape} for {frames.shape}")
@@ -81,10 +82,10 @@ def _per_frame(frames: np.ndarray, distort: Callable[[np.ndarray], np.ndarray]) 
 
 
 def _resize(frames: np.ndarray, factor: float, fps: float, rng: np.random.Generator) -> np.ndarray:
-    """Shrink by ``factor`` and enlarge back, both with video.py's bicubic filter."""
+    """Shrink by ``factor`` and enlarge back, both with w2s_vqa.video.frames' bicubic filter."""
     height, width = frames.shape[1:3]
     small = (max(1, round(height / factor)), max(1, round(width / factor)))
-    return video.resize_frames(video.resize_frames(frames, small), (height, width))
+    return resize_frames(resize_frames(frames, small), (height, width))
 
 
 def _blur(frames: np.ndarray, sigma: float, fps: float, rng: np.random.Generator) -> np.ndarray:
@@ -190,14 +191,14 @@ def _h264(frames: np.ndarray, crf: float, fps: float, rng: np.random.Generator) 
     output differ between runs under CPU load, and `prepare` runs one worker
     per core anyway.
     """
-    return video.encode_decode(frames, fps, codec="libx264", options={"preset": "fast", "crf": crf, "threads": "1"})
+    return encode_decode(frames, fps, codec="libx264", options={"preset": "fast", "crf": crf, "threads": "1"})
 
 
 def _h265(frames: np.ndarray, crf: float, fps: float, rng: np.random.Generator) -> np.ndarray:
     """libx265, preset "veryslow", constant rate factor ``crf``; x265's console log is
     silenced. One thread (a single pool thread, no frame threads), as for x264:
     outputs must not depend on the machine's load."""
-    return video.encode_decode(
+    return encode_decode(
         frames, fps, codec="libx265",
         options={"preset": "veryslow", "crf": crf, "x265-params": "log-level=none:pools=1:frame-threads=1"},
     )

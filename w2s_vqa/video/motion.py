@@ -39,7 +39,8 @@ import math
 import numpy as np
 from PIL import Image
 
-from w2s_vqa import video
+from w2s_vqa.video.frames import check_frames, check_times, luma
+from w2s_vqa.video.sample import chunk_choice
 
 ANALYSIS_SIDE = 256
 SCALES = (1, 2, 4)
@@ -59,7 +60,7 @@ FEATURE_NAMES: tuple[str, ...] = tuple(
 
 def _luma(frames: np.ndarray) -> np.ndarray:
     """uint8 RGB [T, H, W, 3] -> float32 luma [T, H', W'] on 0..1, the longer side at most ANALYSIS_SIDE."""
-    y = video.luma(frames, np.float32) / 255.0
+    y = luma(frames, np.float32) / 255.0
     return _pool(y, math.ceil(max(y.shape[1:]) / ANALYSIS_SIDE))
 
 
@@ -103,24 +104,24 @@ def frame_statistics(
     """Motion features float32 [num_chunks, dim] and mask bool [num_chunks] of a clip.
 
     uint8 RGB [T, H, W, 3] frames shown from `times` (float64 [T], seconds,
-    non-decreasing, as `video.decode_frames` gives them) in a clip of
-    `duration` seconds. The chunks are `video.motion_chunks`'s
-    (`video.chunk_choice`); chunk j holds the frames on screen during
+    non-decreasing, as `w2s_vqa.video.decode.decode_frames` gives them) in a clip of
+    `duration` seconds. The chunks are `w2s_vqa.video.sample.motion_chunks`'s
+    (`chunk_choice`); chunk j holds the frames on screen during
     [j, j + 1) s (the one on screen at j s, then those whose presentation
     time falls inside) and the next frame, so that each second's changes,
     its last included, count whatever the frame rate, variable rates
     included. Unused slots are zeros, masked out. Raises ValueError for a
     `dim` too small for FEATURE_NAMES, or times that do not fit the frames.
     """
-    video.check_frames(frames)
-    times = video.check_times(times, len(frames))
+    check_frames(frames)
+    times = check_times(times, len(frames))
     if not duration > 0:
         raise ValueError(f"duration must be positive, got {duration}")
     if dim < len(FEATURE_NAMES):
         raise ValueError(f"data.motion_dim={dim} is too small for the {len(FEATURE_NAMES)} frame statistics")
     features, mask = np.zeros((num_chunks, dim), np.float32), np.zeros((num_chunks,), bool)
     eps = 1e-6  # timestamps are rationals rounded to floats: a frame due at j s is on screen at j s
-    for slot, chunk in enumerate(video.chunk_choice(duration, num_chunks)):
+    for slot, chunk in enumerate(chunk_choice(duration, num_chunks)):
         first = max(0, int(np.searchsorted(times, chunk + eps, side="right")) - 1)
         stop = int(np.searchsorted(times, chunk + 1 - eps, side="left")) + 1
         features[slot, : len(FEATURE_NAMES)] = chunk_statistics(frames[first:stop])
@@ -132,7 +133,7 @@ def frame_statistics(
 SLOWFAST_FRAMES = 32
 SLOWFAST_SIZE = 224
 # The authors resize with torchvision's Resize([224, 224]) on PIL images, which is
-# PIL's bilinear filter; the student's frames use bicubic (w2s_vqa.video, "Resizing").
+# PIL's bilinear filter; the student's frames use bicubic (w2s_vqa.video.frames, "Resizing").
 SLOWFAST_RESAMPLE = Image.Resampling.BILINEAR
 
 
@@ -145,19 +146,19 @@ def slowfast_chunks(
 
     `frames` uint8 RGB [T, H, W, 3] are shown from `times` (float64 [T], seconds,
     non-decreasing) in a clip of `duration` seconds. Slot k holds chunk
-    `video.chunk_choice(duration, num_chunks)[k]`: for chunk j, the
+    `chunk_choice(duration, num_chunks)[k]`: for chunk j, the
     `frames_per_chunk` consecutive frames starting with the first frame at or
     after j seconds, padded by repeating the clip's last frame where it ends
     first, each resized to size x size (aspect not kept) with `resample` (PIL's
     bilinear, as the authors' torchvision Resize). The rule of
-    `video.motion_chunks`, which reads a file. The authors' chunk j starts at
+    `w2s_vqa.video.sample.motion_chunks`, which reads a file. The authors' chunk j starts at
     frame j * round(fps): the same frame at a constant integer rate. A chunk
     that starts after the last frame (a stream shorter than its duration) and
     unused slots are zeros, masked out. Raises ValueError for bad frames or
     times, a duration that is not positive, or sizes below 1.
     """
-    video.check_frames(frames)
-    times = video.check_times(times, len(frames))
+    check_frames(frames)
+    times = check_times(times, len(frames))
     if not duration > 0:
         raise ValueError(f"duration must be positive, got {duration}")
     if min(num_chunks, frames_per_chunk, size) < 1:
@@ -167,7 +168,7 @@ def slowfast_chunks(
     mask = np.zeros((num_chunks,), bool)
     eps = 1e-6  # timestamps are rationals rounded to floats: a frame due at j s starts chunk j
     resized: dict[int, np.ndarray] = {}  # chunks overlap below 32 fps: resize each frame once
-    for slot, start in enumerate(video.chunk_choice(duration, num_chunks)):
+    for slot, start in enumerate(chunk_choice(duration, num_chunks)):
         first = int(np.searchsorted(times, start - eps, side="left"))
         if first >= len(frames):
             break

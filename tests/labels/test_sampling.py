@@ -1,21 +1,19 @@
-"""Pair labels, sampling, the split and the pair table (METHOD.md "Labels")."""
+"""Drawing pairs (labels/sampling.py): teacher pairs, balanced or not; synthetic pairs of a
+store's index; the split by source; swapping the order of pairs."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from w2s_vqa.labels.pairs import (
-    PAIR_COLUMNS, PairTableError, five_way_labels, label_teacher_pairs, level_gap_labels, make_pair_table,
-    random_swap, read_pairs, sample_teacher_pairs, soft_five_way_targets, split_pairs, student_origin,
-    swap_pair, swap_pairs, synthetic_pairs, validate_pair_table, validation_sources, write_pairs)
+from tests.labels.test_rules import words
+from w2s_vqa.labels.pair_table import make_pair_table, validate_pair_table
+from w2s_vqa.labels.rules import five_way_labels, swap_pair
+from w2s_vqa.labels.sampling import (label_teacher_pairs, random_swap, sample_teacher_pairs, split_pairs, swap_pairs,
+                                     synthetic_pairs, validation_sources)
 from w2s_vqa.prompt import LEVEL_INDEX, LEVELS
 
 SUPERIOR, BETTER, SIMILAR, WORSE, INFERIOR = (LEVEL_INDEX[w] for w in
                                               ("superior", "better", "similar", "worse", "inferior"))
-
-
-def words(labels) -> list[str]:
-    return [LEVELS[i] for i in labels]
 
 
 def random_fused(n: int, seed: int = 0) -> pd.DataFrame:
@@ -27,40 +25,14 @@ def random_fused(n: int, seed: int = 0) -> pd.DataFrame:
 
 def store_index(sources=("s1", "s2", "s3"), simulators=(("blur", "spatial", 5), ("stutter", "temporal", 3),
                                                         ("h264", "compression", 4))) -> pd.DataFrame:
-    """Variants as the video store's index lists them (id renamed to video_id): pristine at level 0."""
+    """Variants as the video store's index lists them: pristine at level 0."""
     rows = []
     for source in sources:
-        rows.append({"video_id": source, "source_id": source, "distortion": "", "kind": "", "level": 0})
+        rows.append({"id": source, "source_id": source, "distortion": "", "kind": "", "level": 0})
         for name, kind, levels in simulators:
-            rows += [{"video_id": f"{source}~{name}{level}", "source_id": source, "distortion": name,
+            rows += [{"id": f"{source}~{name}{level}", "source_id": source, "distortion": name,
                       "kind": kind, "level": level} for level in range(1, levels + 1)]
     return pd.DataFrame(rows).astype({"level": "int32"})
-
-
-def test_five_way_rule_at_and_around_every_boundary():
-    s = 0.5  # exactly representable, so d = +-s, +-2s hit the boundaries exactly
-    eps = 1e-9
-    cases = {
-        2 * s + eps: "superior", 2 * s: "better",
-        s + eps: "better", s: "similar",
-        0.0: "similar",
-        -s + eps: "similar", -s: "worse",
-        -2 * s + eps: "worse", -2 * s: "inferior", -2 * s - eps: "inferior",
-        10.0: "superior", -10.0: "inferior",
-    }
-    d = np.array(list(cases))
-    assert words(five_way_labels(d, s)) == list(cases.values())
-    assert five_way_labels(d, s).dtype == np.int8
-
-
-def test_five_way_rule_when_teachers_agree_exactly():
-    # s_d == 0: any difference is decisive; no difference at all is "similar" (the literal
-    # rule would say "inferior", since d <= -2 * 0 is the only interval that holds d = 0).
-    assert words(five_way_labels([0.0, 1e-9, -1e-9, 3.0], 0.0)) == ["similar", "superior", "inferior", "superior"]
-    with pytest.raises(ValueError, match="negative"):
-        five_way_labels(1.0, -1.0)
-    with pytest.raises(ValueError, match="finite"):
-        five_way_labels(np.nan, 1.0)
 
 
 def test_label_teacher_pairs_uses_mean_difference_and_combined_spread():
@@ -73,27 +45,6 @@ def test_label_teacher_pairs_uses_mean_difference_and_combined_spread():
     assert set(pairs["origin"]) == {"teacher"}
     with pytest.raises(ValueError, match="no fused teacher score: zz"):
         label_teacher_pairs(fused, ["a"], ["zz"])
-
-
-def test_soft_targets_sum_to_one_and_peak_at_the_hard_label():
-    s = 0.5
-    d = np.concatenate([np.linspace(-5, 5, 401), [s, -s, 2 * s, -2 * s]])
-    for smoothing in (0.0, 0.25, 0.5):
-        targets = soft_five_way_targets(d, s, smoothing=smoothing)
-        assert targets.shape == (len(d), 5) and targets.dtype == np.float32
-        np.testing.assert_allclose(targets.sum(-1), 1.0, atol=1e-6)
-        np.testing.assert_array_equal(targets.argmax(-1), five_way_labels(d, s))
-    # Pure Gaussian mass (smoothing 1) at d = 0: one s_d either side is "similar".
-    gaussian = soft_five_way_targets(0.0, 1.0, smoothing=1.0)
-    np.testing.assert_allclose(gaussian[SIMILAR], 0.682689, atol=1e-6)
-    np.testing.assert_allclose(gaussian[[SUPERIOR, INFERIOR]], 0.022750, atol=1e-6)
-    # Swapping the pair mirrors the distribution.
-    np.testing.assert_allclose(soft_five_way_targets(-0.7, 0.5)[::-1], soft_five_way_targets(0.7, 0.5))
-
-
-def test_soft_targets_are_one_hot_when_teachers_agree_exactly():
-    targets = soft_five_way_targets([0.0, 2.0, -2.0], 0.0)
-    np.testing.assert_array_equal(targets, np.eye(5)[[SIMILAR, SUPERIOR, INFERIOR]])
 
 
 def test_swap_mirrors_labels_and_exchanges_videos():
@@ -133,19 +84,6 @@ def test_random_swap_is_seeded_and_touches_only_the_swapped_rows():
     assert 0.4 < swapped.mean() < 0.6
     pd.testing.assert_frame_equal(mixed[~swapped], pairs[~swapped])
     pd.testing.assert_frame_equal(mixed[swapped], swap_pairs(pairs[swapped]))
-
-
-def test_level_gap_rule_never_says_similar():
-    first, second = np.meshgrid(np.arange(6), np.arange(6), indexing="ij")
-    distinct = first != second
-    labels = level_gap_labels(first[distinct], second[distinct])
-    gap = (first - second)[distinct]
-    expected = np.where(gap > 1, SUPERIOR, np.where(gap == 1, BETTER, np.where(gap == -1, WORSE, INFERIOR)))
-    np.testing.assert_array_equal(labels, expected)
-    assert SIMILAR not in labels
-    assert words(level_gap_labels([0, 3, 0], [1, 1, 2])) == ["worse", "superior", "inferior"]
-    with pytest.raises(ValueError, match="compare a level with itself"):
-        level_gap_labels([2], [2])
 
 
 def test_synthetic_pairs_cover_every_level_pair_of_each_source_and_simulator():
@@ -254,52 +192,3 @@ def test_split_refuses_synthetic_pairs_without_a_source():
     pairs = synthetic_pairs(store_index(sources=("s1",))).drop(columns="source_id")
     with pytest.raises(ValueError, match="synthetic pair"):
         split_pairs(pairs, val_fraction=0.5)
-
-
-def test_pair_table_validation_lists_every_problem():
-    bad = pd.DataFrame({
-        "first_id": ["a", "", "c", "d", "e", "f"],
-        "second_id": ["b", "b", "c", None, "x", "y"],
-        "label": [0, 2, 5, 1, -1, 3],
-        "origin": ["teacher", "spatial", "student:2", "student:", "blur", "compression"],
-        "stage": [1, 1, 2, 0, 1, 1],
-        "weight": [1.0, np.nan, 1.0, 1.0, -0.5, np.inf],
-        "d": [0.5, np.nan, np.inf, "high", None, -1.0],
-        "s_d": [0.1, np.nan, 0.2, -0.3, None, np.nan],
-    })
-    with pytest.raises(PairTableError) as caught:
-        validate_pair_table(bad, "pairs.parquet", known_ids={"a", "b", "c", "d", "f", "y"})
-    message = str(caught.value)
-    assert message.startswith("pairs.parquet: 16 problem(s) in the pair table (rows are data rows counted from 1, "
-                              "the header not counted):")
-    assert "empty first_id (1): row 2" in message
-    assert "empty second_id (1): row 4" in message
-    assert "a video compared with itself (1): row 3: 'c'" in message
-    assert "(2): row 3: 5; row 5: -1" in message  # labels
-    assert "(2): row 4: 'student:'; row 5: 'blur'" in message  # origins
-    assert "stage not an integer >= 1 (1): row 4: 0" in message
-    assert "weight not a finite number (2): row 2: nan; row 6: inf" in message
-    assert "negative weight (1): row 5: -0.5" in message
-    assert "d not a finite number (leave it empty where a pair has none) (2): row 3: inf; row 4: 'high'" in message
-    assert "negative s_d (a standard deviation) (1): row 4: -0.3" in message
-    # Ids the store lacks are in the same report as the bad labels, not a later round.
-    assert "video ids the video store does not hold (used by 1 pair(s)) (2): 'e' (row 5); 'x' (row 5)" in message
-    assert caught.value.unknown_ids == ["e", "x"]
-    with pytest.raises(PairTableError, match=r"missing columns.*\(2\): 'stage'; 'weight'"):
-        validate_pair_table(bad.drop(columns=["stage", "weight"]))
-
-
-@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
-def test_pair_tables_round_trip_through_every_format(tmp_path, suffix):
-    teacher = label_teacher_pairs(random_fused(4), ["v0000", "v0001"], ["v0002", "v0003"], stage=2,
-                                  origin=student_origin(1), weight=0.5)
-    synthetic = synthetic_pairs(store_index(sources=("007", "NA"), simulators=(("blur", "spatial", 2),)))
-    pairs = pd.concat([teacher, synthetic], ignore_index=True)  # d, s_d, source_id missing in some rows
-    path = tmp_path / f"pairs{suffix}"
-    write_pairs(pairs, path)
-    back = read_pairs(path)
-    assert list(back.columns[:len(PAIR_COLUMNS)]) == list(PAIR_COLUMNS)
-    pd.testing.assert_frame_equal(back, pairs, check_exact=True)
-    assert back["label"].dtype == np.int8 and back["weight"].dtype == np.float32
-    with pytest.raises(PairTableError, match="unknown pair table format"):
-        write_pairs(pairs, tmp_path / "pairs.xlsx")

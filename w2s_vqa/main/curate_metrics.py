@@ -1,0 +1,34 @@
+"""`w2s-vqa curate-metrics --inputs PATH --out DIR`: the nine curation metrics of every video.
+
+PATH is a folder, a CSV/JSONL manifest or a video store; DIR receives metrics.parquet (one row
+per video) and skipped.csv; a rerun resumes (w2s_vqa.curate.extract).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from w2s_vqa.main.common import add_config_arguments, load_config
+
+
+def add_arguments(parser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--inputs", required=True, metavar="PATH", help="folder, manifest or video store")
+    parser.add_argument("--out", required=True, metavar="DIR", help="metrics.parquet and skipped.csv go here")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="worker processes, one part of videos each at a time (default: all CPUs)")
+
+
+def run(args) -> int:
+    from w2s_vqa.curate.extract import SKIPPED_FILE, MetricSettings, compute_metrics
+
+    config = load_config(args)
+    settings = MetricSettings(work_height=config.curate.work_height, max_seconds=config.curate.max_seconds or None)
+    report = compute_metrics(args.inputs, args.out, settings=settings, workers=args.workers)
+    print(report.summary())
+    print(f"metrics: {report.table}")
+    print(f"skipped videos: {os.path.join(args.out, SKIPPED_FILE)}")
+    print(json.dumps({"verb": "curate-metrics", "videos": report.videos, "measured": report.measured,
+                      "skipped": len(report.skipped), "table": report.table}, ensure_ascii=False))
+    return 0 if report.measured else 2
