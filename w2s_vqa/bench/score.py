@@ -5,7 +5,7 @@
 Same student (random weights), same K anchors and test videos (random pixels and motion
 features), same process. The scoring path (w2s_vqa.score.scorer.Scorer) runs each test
 video's frames through the vision tower once and each pair's decoder from the anchor's
-cached prompt prefix; the naive path (scorer.naive_level_logits) runs every
+cached prompt prefix; the naive path (score.reference.naive_level_logits) runs every
 test-anchor pair as a full forward of both videos. Both take `--batch` test videos (K
 times as many pairs) per jitted call. The anchors' own work (their tokens, prefixes and
 K x K matrix), done once per run, is timed apart and left out of the rate. Each repeat
@@ -67,6 +67,7 @@ def main(argv=None) -> dict:
 
     from w2s_vqa import prompt, sharding
     from w2s_vqa.models import student as student_lib
+    from w2s_vqa.score import reference
     from w2s_vqa.score import scorer as scorer_lib
     from w2s_vqa.score.anchors import AnchorSet
 
@@ -95,14 +96,14 @@ def main(argv=None) -> dict:
     scorer = scorer_lib.Scorer(model, pp, anchors, mesh, batch_size=args.batch)
     anchor_seconds = time.perf_counter() - start  # compilation included: once per run
     start = time.perf_counter()
-    naive_forward = scorer_lib.naive_forward(model, pp)
+    naive_forward = reference.naive_forward(model, pp)
 
     def run_scoring():
         return scorer.level_logits_of(tests)
 
     def run_naive():
-        return scorer_lib.naive_level_logits(model, pp, anchors, tests, pairs_per_call=args.batch * args.k,
-                                             forward=naive_forward)
+        return reference.naive_level_logits(model, pp, anchors, tests, pairs_per_call=args.batch * args.k,
+                                            forward=naive_forward)
 
     ours, naive = run_scoring(), run_naive()  # warm-up: compiles both
     warmup_seconds = time.perf_counter() - start

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -41,6 +42,10 @@ ANCHOR_VIDEOS_FILE = "videos.npz"
 ANCHORS_VERSION = 1
 
 
+class SkippedVideosWarning(UserWarning):
+    """Some video files could not be decoded and were left out of a score table."""
+
+
 class TorchScorer:
     """transformers' LLaVA-OneVision plus our motion projector, on any directory transformers loads.
 
@@ -49,11 +54,14 @@ class TorchScorer:
     motion_projector.safetensors (a plain Hugging Face checkpoint) has no motion
     tokens. Raises FileNotFoundError for a missing config.json or tokenizer.json,
     ValueError for motion chunks asked of a directory without a motion projector.
+
+    `skipped`: the files the last `score` call left out, {id, path, reason} each.
     """
 
     def __init__(self, hf_dir: str, *, num_frames: int | None = None, num_motion_chunks: int | None = None,
                  dtype: torch.dtype = torch.float32, device: str = "cpu", attn_implementation: str = "eager"):
         self.hf_dir = os.fspath(hf_dir)
+        self.skipped: list[dict[str, str]] = []
         self.settings = _read_json(os.path.join(self.hf_dir, SETTINGS_FILE), missing_ok=True)
         config_json = _read_json(os.path.join(self.hf_dir, HF_CONFIG_FILE), missing_ok=False)
         if is_llava_qwen(config_json):
@@ -193,8 +201,10 @@ class TorchScorer:
         second) and scored by convert.anchor_scores (mode "map": the MOS scale with a
         standard error and 95% interval; "paper": the authors' 0-100). Returns one row per
         decoded video: id (default: the file name without extension), path, score, stderr,
-        low, high, latent, then p_vs_<anchor id> per anchor; `.attrs["skipped"]` lists
-        {id, path, reason} for files that could not be decoded, which are left out.
+        low, high, latent, then p_vs_<anchor id> per anchor. Files that could not be
+        decoded are left out: `self.skipped` lists them afterwards ({id, path, reason}
+        per file, [] when none; reset by each call), and a SkippedVideosWarning says how
+        many, in one line.
         `features`: per video its own per-second motion features [seconds, D], needed when
         the anchors were made with motion_features "precomputed" (e.g. SlowFast).
         Raises ValueError for an anchor directory that does not fit the student, or
@@ -223,7 +233,12 @@ class TorchScorer:
                          **{f"p_vs_{a}": float(p) for a, p in zip(anchors.ids, result["p"])}})
         table = pd.DataFrame(rows, columns=["id", "path", "score", "stderr", "low", "high", "latent",
                                             *(f"p_vs_{a}" for a in anchors.ids)])
-        table.attrs["skipped"] = skipped
+        self.skipped = skipped
+        if skipped:
+            first = skipped[0]
+            warnings.warn(f"TorchScorer.score: skipped {len(skipped)} of {len(paths)} videos that could not be "
+                          f"decoded (first: {first['path']}: {first['reason']}); TorchScorer.skipped lists them",
+                          SkippedVideosWarning, stacklevel=2)
         return table
 
 

@@ -1,6 +1,6 @@
 """A built TFDS evaluation set read through the video store's reading API.
 
-The scorer (score.scorer.score_store) and the training pipeline (pipeline.make_dataset)
+The scorer (score.batch.score_store) and the training pipeline (pipeline.make_dataset)
 read videos through one interface, the one `w2s_vqa.store.format.VideoStore` has:
 
     index            DataFrame, one row per video: id, source_id, distortion, kind, level,

@@ -208,19 +208,16 @@ def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None 
 def _stage_figures(config, stage_workdir: str, pairs: dict, index, inputs: dict, store_path: str,
                    out_dir: str) -> dict:
     """One stage's student: direction accuracy per group, scoring SRCC per group."""
-    from w2s_vqa import prompt as prompt_lib
     from w2s_vqa import sharding
-    from w2s_vqa.models import config as model_config_lib
+    from w2s_vqa.score import batch as batch_lib
     from w2s_vqa.score import predict
     from w2s_vqa.score import scorer as scorer_lib
+    from w2s_vqa.score.student_source import load_for_scoring
     from w2s_vqa.store.format import VideoStore
-    from w2s_vqa.train.checkpoint import load_checkpoint_student
 
     mesh = sharding.mesh_from_config(config)
-    student, run_config, _ = load_checkpoint_student(stage_workdir, "latest", mesh=mesh)
-    prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(model_config_lib.tokenizer_dir(run_config)),
-                                          video_token_id=student.cfg.video_token_index,
-                                          tokens_per_video=student.cfg.tokens_per_video)
+    loaded = load_for_scoring(checkpoint=stage_workdir, step="latest", mesh=mesh)
+    student, prompt = loaded.student, loaded.prompt
     batch = int(config.data.batch_size)
     accuracy = {}
     for group, table in pairs.items():
@@ -233,7 +230,7 @@ def _stage_figures(config, stage_workdir: str, pairs: dict, index, inputs: dict,
     ids = index.loc[inputs["heldout"], "id"].astype(str).tolist()
     scorer = scorer_lib.Scorer(student, prompt, inputs["anchors"], mesh, batch_size=batch)
     with VideoStore(store_path) as store:
-        table = scorer_lib.score_store(scorer, store, ids=ids)
+        table = batch_lib.score_store(scorer, store, ids=ids).table
     os.makedirs(out_dir, exist_ok=True)
     table.merge(index[["id", "source_id", "distortion", "kind", "level"]], on="id").to_csv(
         os.path.join(out_dir, "heldout_scores.csv"), index=False)

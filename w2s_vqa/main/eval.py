@@ -106,34 +106,24 @@ def _score_set_function(args, config):
     from w2s_vqa import runtime
 
     runtime.tune_cpu_host()  # before anything starts JAX's backend
-    from w2s_vqa import prompt as prompt_lib
-    from w2s_vqa.convert import export_files
     from w2s_vqa import sharding
-    from w2s_vqa.main.score import _default_batch, _student
     from w2s_vqa.score import evaluate
-    from w2s_vqa.score import scorer as scorer_lib
     from w2s_vqa.score.anchors import AnchorSet
-    from w2s_vqa.score.predict import default_batch_sharding
+    from w2s_vqa.score.scorer import Scorer
+    from w2s_vqa.score.student_source import load_for_scoring
     from w2s_vqa.train import loop
 
     anchors = AnchorSet.load(args.anchors)
     loop.maybe_initialize_distributed(config)
     mesh = sharding.mesh_from_config(config)
-    student, tokenizer_dir, run_config, key = _student(args, mesh, config)
-    anchors.check_student(student.cfg)
-    prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(tokenizer_dir),
-                                          video_token_id=student.cfg.video_token_index,
-                                          tokens_per_video=student.cfg.tokens_per_video,
-                                          question=export_files.prompt_question(tokenizer_dir, config.model.prompt))
-    batch_size = args.batch_size or _default_batch(mesh, default_batch_sharding(mesh))
+    loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf, step=args.step, mesh=mesh, config=config)
     # One Scorer for every set: the anchors' tokens and matrix, and the compiled step, once.
-    scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=batch_size)
+    scorer = Scorer(loaded.student, loaded.prompt, anchors, mesh, batch_size=args.batch_size or None)
     work_root = os.path.join(os.path.abspath(args.out), "work")
     # Folder sets are decoded into work/<set>/store; TFDS sets (--sets) are scored from their records.
-    score_set = evaluate.student_score_set(scorer, work_root, run_config or config, mode=args.mode, student_key=key,
-                                           workers=args.workers, progress=True)
-
-    return score_set, {"student": key, "anchors": os.path.abspath(args.anchors), "mode": args.mode}
+    score_set = evaluate.student_score_set(scorer, work_root, loaded.run_config or config, mode=args.mode,
+                                           student_key=loaded.key, workers=args.workers, progress=True)
+    return score_set, {"student": loaded.key, "anchors": os.path.abspath(args.anchors), "mode": args.mode}
 
 
 def run(args) -> int:

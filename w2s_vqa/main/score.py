@@ -39,57 +39,17 @@ def add_arguments(parser) -> None:
                         help="processes decoding a folder or manifest (default 0: this process)")
 
 
-def _student(args, mesh, config=None):
-    """(student, tokenizer dir, run config or None, key naming the weights). The authors' released
-    checkpoint records no video shape: `config`'s data.num_frames and num_motion_chunks give it."""
-    from w2s_vqa.convert import hf, llava_next
-    from w2s_vqa.models import config as config_lib
-
-    if args.checkpoint:
-        from w2s_vqa.train.checkpoint import load_checkpoint_student
-
-        from w2s_vqa.train.checkpoint import checkpoint_directory
-
-        student, run_config, step = load_checkpoint_student(args.checkpoint, args.step)
-        saved = os.path.join(checkpoint_directory(args.checkpoint), str(step))
-        stamp = os.stat(saved).st_mtime_ns if os.path.exists(saved) else 0  # a run retrained in place differs
-        return student, config_lib.tokenizer_dir(run_config), run_config, \
-            f"checkpoint:{os.path.abspath(args.checkpoint)}:step {step}:{stamp}"
-    shape = {}
-    if config is not None and llava_next.is_llava_qwen_dir(args.hf):
-        shape = dict(num_frames=config.data.num_frames, num_motion_chunks=config.data.num_motion_chunks)
-    student = hf.load_student(args.hf, mesh=mesh, **shape)
-    stamps = sorted((name, os.stat(os.path.join(args.hf, name)).st_mtime_ns)
-                    for name in os.listdir(args.hf) if name.endswith(".safetensors"))
-    return student, args.hf, None, f"hf:{os.path.abspath(args.hf)}:{stamps}"
-
-
-def _default_batch(mesh, batch_sharding) -> int:
-    import math
-
-    import jax
-
-    spec = batch_sharding.spec[0] if len(batch_sharding.spec) else None
-    axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
-    parts = math.prod(mesh.shape[a] for a in axes)
-    unit = math.lcm(parts, jax.process_count())
-    return unit * -(-8 // unit)
-
-
 def run(args) -> int:
     from w2s_vqa import runtime
 
     config = load_config(args)
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     import jax
-    import pandas as pd
 
-    from w2s_vqa import prompt as prompt_lib
-    from w2s_vqa.convert import export_files
     from w2s_vqa import sharding
-    from w2s_vqa.score import scorer as scorer_lib
+    from w2s_vqa.score import batch as batch_lib
     from w2s_vqa.score.anchors import AnchorSet
-    from w2s_vqa.score.predict import default_batch_sharding
+    from w2s_vqa.score.student_source import load_for_scoring
     from w2s_vqa.train import loop
 
     anchors = AnchorSet.load(args.anchors)  # before any model work: a bad anchor set fails fast
@@ -100,28 +60,24 @@ def run(args) -> int:
                                 f"e.g. {args.out}/scores.csv")
     loop.maybe_initialize_distributed(config)
     mesh = sharding.mesh_from_config(config)
-    student, tokenizer_dir, run_config, key = _student(args, mesh, config)
-    anchors.check_student(student.cfg)
-    tokenizer = prompt_lib.load_tokenizer(tokenizer_dir)
-    prompt = prompt_lib.build_pair_prompt(tokenizer, video_token_id=student.cfg.video_token_index,
-                                          tokens_per_video=student.cfg.tokens_per_video,
-                                          question=export_files.prompt_question(tokenizer_dir, config.model.prompt))
-    batch_size = args.batch_size or _default_batch(mesh, default_batch_sharding(mesh))
+    loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf, step=args.step, mesh=mesh, config=config)
+    anchors.check_student(loaded.student.cfg)
     out = os.path.abspath(args.out)
     work = args.work or (out[:-4] if out.lower().endswith(".csv") else out) + ".work"
-    table = scorer_lib.score_videos(student, prompt, anchors, args.inputs, mesh, batch_size=batch_size,
-                                    mode=args.mode, work_dir=work, config=run_config or config, student_key=key,
+    result = batch_lib.score_videos(loaded.student, loaded.prompt, anchors, args.inputs, mesh,
+                                    batch_size=args.batch_size or None, mode=args.mode,
+                                    work_dir=work, config=loaded.run_config or config, student_key=loaded.key,
                                     workers=args.workers, progress=True)
-    skipped = table.attrs["skipped"]
+    table, skipped = result.table, result.skipped
     skipped_path = (out[:-4] if out.lower().endswith(".csv") else out) + ".skipped.csv"
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(out), exist_ok=True)
         table.to_csv(out + ".tmp", index=False)
         os.replace(out + ".tmp", out)
-        pd.DataFrame(skipped, columns=["id", "path", "reason"]).to_csv(skipped_path, index=False)
+        result.skipped_table().to_csv(skipped_path, index=False)
         if os.access(anchors.path, os.W_OK):  # the anchors' matrix for this student, for the record and PyTorch
-            anchors.save_matrix(key, table.attrs["anchor_logits"])
-        seconds, now = table.attrs["seconds"], table.attrs["scored_now"]
+            anchors.save_matrix(loaded.key, result.anchor_logits)
+        seconds, now = result.seconds, result.scored_now
         rate = now / seconds if seconds > 0 and now else 0.0
         print(f"scored {len(table)} videos ({now} now, {len(table) - now} from an earlier run) against "
               f"{len(anchors)} anchors, mode {args.mode}; skipped {len(skipped)}; {rate:.2f} videos/s")

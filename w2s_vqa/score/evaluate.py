@@ -398,29 +398,27 @@ def _match_teachers(teacher_scores: pd.DataFrame, tables: Mapping[str, pd.DataFr
 def student_score_set(scorer, work_root: str, config=None, *, mode: str = "map", student_key: str = "",
                       workers: int = 0, progress: bool = True) -> ScoreSet:
     """The ScoreSet of a student (`run_eval`'s score_set): each set's videos decoded into
-    work_root/<set>/store as the scorer's anchors were (scorer.prepare_inputs), scored
-    against them (scorer.score_store, shard by shard into work_root/<set>/parts, so a rerun
+    work_root/<set>/store as the scorer's anchors were (batch.prepare_inputs), scored
+    against them (batch.score_store, shard by shard into work_root/<set>/parts, so a rerun
     resumes), `mode` "map" or "paper". `config` gives the rest of data.* (a run config;
     default config.defaults()). `eval` and `stages` evaluate through it."""
-    from w2s_vqa.score import scorer as scorer_lib
+    from w2s_vqa.score import batch as batch_lib
 
     def score_set(eval_set: EvalSet, table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
         work = os.path.join(work_root, eval_set.name)
         if eval_set.source is not None:  # a built TFDS set: its records are scored as they are, no decoding
-            scores = scorer_lib.score_store(scorer, eval_set.source, mode=mode, parts_dir=os.path.join(work, "parts"),
-                                            student_key=student_key, progress=progress)
-            skipped = [{"file": e.get("id", ""), "path": e.get("path", ""), "reason": e.get("reason", "")}
-                       for e in list(getattr(eval_set.source, "skipped", [])) + list(scores.attrs["skipped"])]
-            return pd.DataFrame({"file": scores["id"].astype(str), "prediction": scores["score"]}), skipped
-        manifest = write_manifest(table, os.path.join(work, "manifest.csv"))
-        store, lost = scorer_lib.prepare_inputs(manifest, work, scorer.anchors, config, workers=workers,
-                                                progress=progress)
-        scores = scorer_lib.score_store(scorer, store, mode=mode, parts_dir=os.path.join(work, "parts"),
-                                        student_key=student_key, progress=progress)
-        store.close()
+            store, lost = eval_set.source, list(getattr(eval_set.source, "skipped", []))
+        else:
+            manifest = write_manifest(table, os.path.join(work, "manifest.csv"))
+            store, lost = batch_lib.prepare_inputs(manifest, work, scorer.anchors, config, workers=workers,
+                                                   progress=progress)
+        result = batch_lib.score_store(scorer, store, mode=mode, parts_dir=os.path.join(work, "parts"),
+                                       student_key=student_key, progress=progress)
+        if eval_set.source is None:
+            store.close()
         skipped = [{"file": e.get("id", ""), "path": e.get("path", ""), "reason": e.get("reason", "")}
-                   for e in list(lost) + list(scores.attrs["skipped"])]
-        return pd.DataFrame({"file": scores["id"].astype(str), "prediction": scores["score"]}), skipped
+                   for e in list(lost) + result.skipped]
+        return pd.DataFrame({"file": result.table["id"].astype(str), "prediction": result.table["score"]}), skipped
 
     return score_set
 

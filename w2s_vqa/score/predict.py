@@ -92,7 +92,9 @@ def default_batch_sharding(mesh: jax.sharding.Mesh, rules=None) -> NamedSharding
     return NamedSharding(mesh, sharding_lib.logical_to_spec(("batch",), rules, mesh=mesh))
 
 
-def _batch_parts(sharding: NamedSharding) -> int:
+def batch_parts(sharding: NamedSharding) -> int:
+    """How many parts a batch's first dimension is split into under `sharding`: the
+    product of the mesh axes of its spec's first entry (1 when replicated)."""
     entry = sharding.spec[0] if len(sharding.spec) else None
     axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
     return int(np.prod([sharding.mesh.shape[a] for a in axes]))
@@ -129,7 +131,7 @@ def predict_pairs(params, pairs: pd.DataFrame | str, store, prompt: prompt_lib.P
     table = pipeline.load_pair_table(pairs)
     processes = jax.process_count()
     batch_sharding = batch_sharding if batch_sharding is not None else default_batch_sharding(mesh)
-    parts = _batch_parts(batch_sharding)
+    parts = batch_parts(batch_sharding)
     if batch_size < 1 or batch_size % parts or batch_size % processes:
         raise ValueError(f"batch_size={batch_size} must be a positive multiple of the {parts} parts the batch is "
                          f"split into ({batch_sharding.spec}) and of the {processes} processes")

@@ -9,7 +9,7 @@ gets wrong (the paper's "synthetic pairs the student gets wrong"); "scores" comp
 two videos' scores against the anchors instead, with no extra forward passes, but a
 small student's scores across contents are coarse and call many correct pairs wrong.
 
-The pool's videos are scored as `w2s-vqa score` scores them (score.scorer.score_store:
+The pool's videos are scored as `w2s-vqa score` scores them (score.batch.score_store:
 shard by shard into OUT/parts, so a killed run loses at most one shard; every process
 of a multi-host run takes its slice of each batch). Mining is deterministic for the
 seed, so every process computes the same table; process 0 writes it.
@@ -140,7 +140,7 @@ def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_di
     """
     import jax
 
-    from w2s_vqa.score import scorer as scorer_lib
+    from w2s_vqa.score import batch as batch_lib
 
     s = config.stages
     index = store.index
@@ -153,8 +153,9 @@ def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_di
     with tables.collect_notes() as table_notes:  # said once by check_inputs; kept in the report
         teachers = read_teachers(str(s.teachers), str(s.lower_is_better))
     teachers = teachers[teachers["video_id"].isin(set(ids))]
-    scores = scorer_lib.score_store(scorer, store, ids=ids, parts_dir=os.path.join(out_dir, PARTS_DIR),
-                                    student_key=student_key, progress=progress)
+    scored = batch_lib.score_store(scorer, store, ids=ids, parts_dir=os.path.join(out_dir, PARTS_DIR),
+                                   student_key=student_key, progress=progress)
+    scores = scored.table
     pool = index[index["id"].astype(str).isin(set(ids))]
     by_pairs = str(s.misranked_by) == "pairs"
     if by_pairs and student is None:
@@ -170,8 +171,8 @@ def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_di
             pair_predictions=predictions)
     report = {"stage": stage, "labeled_by": f"stage {stage - 1} student", "misranked_by": str(s.misranked_by),
               "pool_videos": int(len(ids)),
-              "scored": int(len(scores)), "skipped": len(scores.attrs["skipped"]),
-              "scoring_seconds": float(scores.attrs["seconds"]), **report}
+              "scored": int(len(scores)), "skipped": len(scored.skipped),
+              "scoring_seconds": float(scored.seconds), **report}
     report["notes"] = list(table_notes) + list(report.get("notes", []))
     if jax.process_index() == 0:
         os.makedirs(out_dir, exist_ok=True)

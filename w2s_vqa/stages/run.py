@@ -201,14 +201,12 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
     """
     import jax
 
-    from w2s_vqa import prompt as prompt_lib
     from w2s_vqa import sharding
-    from w2s_vqa.models import config as model_config_lib
     from w2s_vqa.score import anchors as anchors_lib
     from w2s_vqa.score import scorer as scorer_lib
+    from w2s_vqa.score.student_source import load_for_scoring
     from w2s_vqa.stages import relabel as relabel_lib
     from w2s_vqa.store.format import VideoStore
-    from w2s_vqa.train import checkpoint as checkpoint_lib
     from w2s_vqa.train import loop
 
     num_stages = int(config.stages.num_stages if num_stages is None else num_stages)
@@ -244,11 +242,9 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
         needs_student = stage < num_stages or evaluates(config)
 
         if needs_student:
-            student, run_config, step = checkpoint_lib.load_checkpoint_student(here, "latest", mesh=mesh)
-            key = f"stage:{stage}:{here}:step {step}"
-            tokenizer = prompt_lib.load_tokenizer(model_config_lib.tokenizer_dir(run_config))
-            prompt = prompt_lib.build_pair_prompt(tokenizer, video_token_id=student.cfg.video_token_index,
-                                                  tokens_per_video=student.cfg.tokens_per_video)
+            loaded = load_for_scoring(checkpoint=here, step="latest", mesh=mesh)
+            student, prompt = loaded.student, loaded.prompt
+            key = f"stage:{stage}:{here}:step {loaded.step}"  # what this stage's scoring parts are tied to
 
         # Evaluation on the configured sets, as `w2s-vqa eval` does.
         if evaluates(config):

@@ -1,0 +1,185 @@
+"""Scoring many videos (score.batch): a mesh of 8 devices and two processes score what one
+device does; the result names the videos skipped and why; `w2s-vqa score` on a folder
+skips and reports broken videos and resumes; a student is loaded for scoring from a
+checkpoint or a directory (score.student_source)."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from flax import nnx
+
+from tests.score.conftest import ANCHOR_IDS
+from w2s_vqa import cli
+from w2s_vqa import sharding
+from w2s_vqa.convert import hf
+from w2s_vqa.models import student as student_lib
+from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
+from w2s_vqa.score import batch
+from w2s_vqa.score import scorer as scorer_lib
+from w2s_vqa.score.anchors import VIDEO_ARRAYS
+from w2s_vqa.score.student_source import load_for_scoring
+from w2s_vqa.store.format import VideoStore
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def on_one_device(model, anchors, pool):  # noqa: F811
+    student, prompt = model
+    return batch.score_videos(student, prompt, anchors, str(pool / "store"),
+                              sharding.make_mesh((1, 1, 1), jax.devices()[:1]), batch_size=8).table
+
+
+def _same_scores(got, want):
+    pd.testing.assert_series_equal(got["id"], want["id"])
+    columns = [c for c in want.columns if c not in ("id", "path")]
+    np.testing.assert_allclose(got[columns].to_numpy(float), want[columns].to_numpy(float), rtol=1e-4, atol=1e-5)
+
+
+def test_a_mesh_of_8_devices_scores_what_one_does(model, anchors, pool, on_one_device):  # noqa: F811
+    # data x fsdp carry the batch (2 x 2 parts), tensor replicates it; the two-process test runs fsdp alone.
+    student, prompt = model
+    mesh = sharding.make_mesh((2, 2, 2))
+    got = batch.score_videos(student, prompt, anchors, str(pool / "store"), mesh, batch_size=8).table
+    _same_scores(got, on_one_device)
+    assert got["id"].tolist() == VideoStore(pool / "store").ids
+    assert list(got.columns) == ["id", "path", "score", "stderr", "low", "high", "latent",
+                                 *(scorer_lib.p_column(i) for i in ANCHOR_IDS)]
+
+
+@pytest.mark.slow
+def test_two_processes_score_what_one_does(pool, anchors, on_one_device, tmp_path):  # noqa: F811
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.score.score_worker", str(pool / "store"), anchors.path,
+                               str(tmp_path / "work"), str(tmp_path / "out"), str(port), str(rank)],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for rank in range(2)]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    for rank in range(2):
+        _same_scores(pd.read_parquet(tmp_path / f"out-{rank}.parquet"), on_one_device)
+    assert sorted(os.listdir(tmp_path / "work" / "parts")) == ["run.json", "shard-00000.npz"]  # written once
+
+
+def test_the_score_verb_skips_broken_videos_and_resumes(model, anchors, pool, on_one_device, tmp_path,  # noqa: F811
+                                                       capsys):
+    student, _ = model
+    hf.save_student(student, tmp_path / "hf", tokenizer_dir=TINY_TOKENIZER)
+    clips = tmp_path / "clips"
+    shutil.copytree(pool / "clips", clips)
+    (clips / "broken.mp4").write_bytes(b"not a video")
+    command = ["score", "--hf", str(tmp_path / "hf"), "--anchors", anchors.path, "--inputs", str(clips),
+               "--out", str(tmp_path / "scores.csv"), "--set", "mesh.shape=(1,1,1)", "--set", "mesh.num_devices=1"]
+    assert cli.main(command) == 0
+    first = capsys.readouterr().out
+    summary = json.loads(first.strip().splitlines()[-1])
+    assert summary["videos"] == 2 and summary["skipped"] == 1 and summary["scored_now"] == 2
+    table = pd.read_csv(tmp_path / "scores.csv", keep_default_na=False)
+    assert table["id"].tolist() == ["bikes", "carphone_pristine"]
+    skipped = pd.read_csv(tmp_path / "scores.skipped.csv")
+    assert skipped["id"].tolist() == ["broken"] and skipped["reason"].str.contains("VideoError").all()
+    # The same videos as the store holds them (prepare's path, the anchors' settings): the same scores.
+    store_scores = on_one_device[on_one_device["id"].isin(table["id"])].reset_index(drop=True)
+    _same_scores(table[["id", *table.columns[2:]]], store_scores.drop(columns="path"))
+    # The anchors' matrix for this student is kept beside them.
+    assert len(os.listdir(os.path.join(anchors.path, "matrices"))) == 1
+    # A rerun finds every shard scored and writes the same table.
+    assert cli.main(command) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["scored_now"] == 0 and again["videos"] == 2
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "scores.csv", keep_default_na=False), table)
+    # Another student cannot resume this work directory.
+    other = student_lib.create(student.cfg, seed=9)
+    hf.save_student(other, tmp_path / "hf", tokenizer_dir=TINY_TOKENIZER, overwrite=True)
+    assert cli.main(command) == 2
+    assert "holds the scores of another run (differs in: student)" in capsys.readouterr().err
+
+
+def test_an_out_folder_is_refused_before_any_scoring(anchors, pool, tmp_path, capsys):  # noqa: F811
+    command = ["score", "--hf", str(tmp_path / "never_read"), "--anchors", anchors.path,
+               "--inputs", str(pool / "clips"), "--out", str(tmp_path)]
+    assert cli.main(command) == 2
+    assert "is a folder; name the CSV file" in capsys.readouterr().err
+
+
+class _DamagedStore(VideoStore):
+    """The pool's store with the bytes of some records replaced by garbage, as a damaged
+    shard would give them; everything else read as VideoStore reads it."""
+
+    def __init__(self, path, damaged):
+        super().__init__(path)
+        self.damaged = set(damaged)
+
+    def record_bytes(self, video_id):
+        return b"not a record" if video_id in self.damaged else super().record_bytes(video_id)
+
+
+def test_the_result_names_each_unreadable_record_and_its_reason_and_counts_what_was_scored(model, anchors, pool,
+                                                                                           on_one_device, tmp_path):
+    student, prompt = model
+    mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+    scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=4)
+    store = _DamagedStore(pool / "store", ["bikes~resize-1"])
+    result = batch.score_store(scorer, store, parts_dir=str(tmp_path / "parts"), student_key="tiny seed 3")
+    ids = store.ids
+    assert result.table["id"].tolist() == [i for i in ids if i != "bikes~resize-1"]  # the others, in index order
+    path = store.index.set_index("id").loc["bikes~resize-1", "path"]
+    assert result.skipped == [{"id": "bikes~resize-1", "path": path,
+                               "reason": "StoreError: not a w2s-vqa record (bad magic bytes)"}]
+    assert result.skipped_table().columns.tolist() == ["id", "path", "reason"]
+    assert result.scored_now == len(ids) and result.seconds > 0
+    assert result.anchor_logits.dtype == np.float32 and result.anchor_logits.shape == (3, 3, 5)
+    np.testing.assert_array_equal(result.anchor_logits, scorer.anchor_logits)
+    _same_scores(result.table.reset_index(drop=True),
+                 on_one_device[on_one_device["id"] != "bikes~resize-1"].reset_index(drop=True))
+    # A rerun loads every shard from its part, the skipped video and its reason too.
+    again = batch.score_store(scorer, store, parts_dir=str(tmp_path / "parts"), student_key="tiny seed 3")
+    assert again.scored_now == 0 and again.skipped == result.skipped
+    pd.testing.assert_frame_equal(again.table, result.table)
+
+
+def test_videos_in_memory_are_scored_in_their_order_with_nothing_skipped(model, anchors, pool, on_one_device):
+    student, prompt = model
+    store = VideoStore(pool / "store")
+    ids = list(reversed(store.ids))[:5]
+    records = [store.get(i) for i in ids]
+    videos = {k: np.stack([r[k] for r in records]) for k in VIDEO_ARRAYS} | {"ids": ids}
+    result = batch.score_videos(student, prompt, anchors, videos, sharding.make_mesh((1, 1, 1), jax.devices()[:1]),
+                                batch_size=4)
+    assert result.skipped == [] and result.scored_now == 5 and "path" not in result.table
+    want = on_one_device.set_index("id").loc[ids].reset_index().drop(columns="path")
+    _same_scores(result.table, want)
+
+
+def test_a_student_loads_for_scoring_from_a_checkpoint_or_a_directory(model, tmp_path):
+    student, prompt = model
+    hf.save_student(student, tmp_path / "hf", tokenizer_dir=TINY_TOKENIZER)
+    loaded = load_for_scoring(hf_dir=str(tmp_path / "hf"))
+    assert loaded.run_config is None and loaded.step is None
+    assert loaded.key.startswith(f"hf:{tmp_path / 'hf'}:[('model.safetensors'")
+    np.testing.assert_array_equal(loaded.prompt.input_ids, prompt.input_ids)
+    assert loaded.prompt.level_token_ids == prompt.level_token_ids
+    theirs = jax.tree_util.tree_leaves_with_path(nnx.state(student))
+    ours = jax.tree_util.tree_leaves_with_path(nnx.state(loaded.student))
+    assert [path for path, _ in theirs] == [path for path, _ in ours]
+    for (path, a), (_, b) in zip(theirs, ours):  # written and read back, no arithmetic: the same values
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, err_msg=jax.tree_util.keystr(path))
+    with pytest.raises(ValueError, match="a checkpoint or an hf_dir, exactly one"):
+        load_for_scoring(checkpoint=str(tmp_path), hf_dir=str(tmp_path / "hf"))
+    with pytest.raises(ValueError, match="a checkpoint or an hf_dir, exactly one"):
+        load_for_scoring()
+    with pytest.raises(ValueError, match="names a checkpoint's step"):
+        load_for_scoring(hf_dir=str(tmp_path / "hf"), step=3)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint folder"):
+        load_for_scoring(checkpoint=str(tmp_path / "nothing"))

@@ -1,0 +1,335 @@
+"""Scoring many videos against an anchor set: a store, a folder or manifest, or arrays in memory.
+
+    score_videos    what `w2s-vqa score` runs: a store is scored as it is; a folder of
+                    videos or a manifest is first decoded into a store with the anchors'
+                    settings (prepare_inputs); arrays in memory are scored directly
+    score_store     a store (or a built TFDS set), shard by shard; with a parts folder,
+                    each finished shard's level logits are kept and a rerun loads them
+    ScoreResult     the score table, the videos skipped and why, the anchors' matrix,
+                    the wall time and how many videos were scored in this call
+
+A work directory serves one run: parts/run.json records the student, the anchors' digest,
+the store and the prompt, and another run is refused (ScoreError). A video whose record
+cannot be read or whose file cannot be decoded costs itself only: it is left out of the
+table and listed in `ScoreResult.skipped`.
+
+Multi-host: every process runs the same calls and returns the same result; process 0
+writes the parts and decodes folders; which shards are done is read on process 0 and
+broadcast, and which videos failed is gathered from every process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+import pandas as pd
+
+from w2s_vqa import prompt as prompt_lib
+from w2s_vqa.models import student as student_lib
+from w2s_vqa.score.anchors import VIDEO_ARRAYS, AnchorSet
+from w2s_vqa.score.scorer import Scorer, ScoreError, score_table
+from w2s_vqa.store.format import STORE_FILE, VideoStore
+
+# Files of a scoring work directory (resuming): the run's identity and one part per store shard.
+RUN_FILE = "run.json"
+PART_FILE = "shard-{:05d}.npz"
+# Columns of a list of skipped videos (ScoreResult.skipped, `w2s-vqa score`'s .skipped.csv).
+SKIPPED_COLUMNS = ("id", "path", "reason")
+
+
+@dataclasses.dataclass
+class ScoreResult:
+    """What scoring a batch of videos gives; every process gets the same.
+
+    table: `score.scorer.score_table`'s table, one row per video scored, in input order
+    (id, path when known, score, stderr, low, high, latent, p_vs_<anchor id>).
+    skipped: one {id, path, reason} (strings; path "" when unknown) per video left out
+    because its file could not be decoded or its record read.
+    anchor_logits: float32 [K, K, 5], the anchors' level logits ([i, j]: anchor i first,
+    anchor j second), as `Scorer.anchor_logits`.
+    seconds: wall time of the scoring in seconds, loading included.
+    scored_now: videos scored in this call; the rest of the table came from the parts
+    of an earlier run.
+    """
+
+    table: pd.DataFrame
+    skipped: list[dict[str, str]]
+    anchor_logits: np.ndarray
+    seconds: float
+    scored_now: int
+
+    def skipped_table(self) -> pd.DataFrame:
+        """`skipped` as a table with SKIPPED_COLUMNS (no rows when nothing was skipped)."""
+        return pd.DataFrame(self.skipped, columns=list(SKIPPED_COLUMNS))
+
+
+def is_store(path: str) -> bool:
+    """Whether `path` is a video store directory (it holds store.json)."""
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, STORE_FILE))
+
+
+def prepare_inputs(inputs: str, work_dir: str, anchors: AnchorSet, config=None, *, workers: int = 0,
+                   progress: bool = False) -> tuple[VideoStore, list[dict[str, str]]]:
+    """A folder of videos or a manifest, decoded as the anchors were (`w2s-vqa prepare`'s
+    path: the same sampling, frame format and motion features, no variants), into the
+    store work_dir/store. Resumable: a rerun keeps the shards already written.
+
+    config: a run config for the rest of data.* (sources_per_shard, distort_max_*);
+    default config.defaults(). Returns (store, skipped), skipped a list of {path, id,
+    reason} for videos that could not be decoded. Raises StoreError for unusable inputs
+    (w2s_vqa.store.prepare.prepare).
+    """
+    from w2s_vqa.config import defaults
+    from w2s_vqa.store.prepare import prepare
+
+    config = (config if config is not None else defaults()).copy_and_resolve_references()
+    for key, value in anchors.settings.items():
+        if value is not None and key in config.data:
+            config.data[key] = value
+    config.data.distortions = ""
+    store_dir = os.path.join(work_dir, "store")
+    if jax.process_index() == 0:
+        report = prepare(config, inputs, store_dir, workers=workers, progress=progress)
+        skipped = report.errors
+    _barrier("prepare")
+    if jax.process_index() != 0:
+        skipped = _read_errors(store_dir)
+    return VideoStore(store_dir), skipped
+
+
+def _read_errors(store_dir: str) -> list[dict[str, str]]:
+    from w2s_vqa.store.format import ERRORS_FILE
+
+    path = os.path.join(store_dir, ERRORS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"w2s_vqa.score.{name}")
+
+
+def _agree(flags: np.ndarray) -> np.ndarray:
+    """Process 0's `flags` on every process (which shards are done, read from its disk)."""
+    if jax.process_count() == 1:
+        return flags
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.broadcast_one_to_all(flags.astype(np.int32))).astype(bool)
+
+
+def _identity(student_key: str, anchors: AnchorSet, store_path: str, prompt: prompt_lib.PairPrompt) -> dict[str, Any]:
+    """What a work directory's parts depend on."""
+    return {"student": student_key, "anchors": anchors.digest(), "store": os.path.abspath(store_path),
+            "prompt": [int(i) for i in prompt.input_ids]}
+
+
+def _check_run(parts_dir: str, identity: dict[str, Any]) -> None:
+    """A work directory serves one run: the same student, anchors and store."""
+    path = os.path.join(parts_dir, RUN_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            existing = json.load(f)
+        if existing != identity:
+            changed = sorted(k for k in set(existing) | set(identity) if existing.get(k) != identity.get(k))
+            raise ScoreError(f"{parts_dir}: holds the scores of another run (differs in: {', '.join(changed)}); "
+                             "choose another work directory or delete it")
+    elif jax.process_index() == 0:
+        os.makedirs(parts_dir, exist_ok=True)
+        _write_atomic(path, lambda f: f.write(json.dumps(identity, indent=1, sort_keys=True)))
+
+
+def _write_atomic(path: str, write, binary: bool = False) -> None:
+    temp = path + ".tmp"
+    with open(temp, "wb" if binary else "w") as f:
+        write(f)
+    os.replace(temp, path)
+
+
+def score_store(scorer: Scorer, store: VideoStore | str, *, mode: str = "map", ids: Sequence[str] | None = None,
+                parts_dir: str | None = None, student_key: str = "", progress: bool = False) -> ScoreResult:
+    """Score the videos of a store (`ids`, default all of its index, in index order): a
+    VideoStore, its directory, or another reader with its API (a built TFDS evaluation set,
+    w2s_vqa.datasets.TfdsVideoSource).
+
+    Works shard by shard of the store. With `parts_dir`, each shard's level logits are
+    saved there when done (shard-NNNNN.npz, by process 0) and a rerun loads them instead
+    of scoring them again: a killed run loses at most the shard in progress. parts_dir
+    serves one run (RUN_FILE: `student_key`, the anchors' digest, the store); ScoreError
+    for another's. A video whose record cannot be read is skipped.
+
+    Returns a ScoreResult: its table (with the index's `path`) in index order, its
+    skipped list the videos whose record could not be read. Every process returns it.
+    Raises ScoreError for a store whose videos are not made like the anchors', ids the
+    store lacks, or a parts_dir of another run.
+    """
+    # A store directory, or any reader with VideoStore's API (w2s_vqa.datasets.TfdsVideoSource).
+    store = VideoStore(store) if isinstance(store, (str, os.PathLike)) else store
+    if store.num_frames != scorer.anchors.videos["frames"].shape[1] or store.image_size != \
+            scorer.anchors.videos["frames"].shape[2] or store.num_motion_chunks != \
+            scorer.anchors.videos["motion"].shape[1] or store.motion_dim != scorer.anchors.videos["motion"].shape[2]:
+        raise ScoreError(f"{store.path}: the store's videos ({store.num_frames} frames of {store.image_size} px, "
+                         f"{store.num_motion_chunks} x {store.motion_dim} motion) are not made like the anchors' "
+                         f"({tuple(scorer.anchors.videos['frames'].shape[1:3])}, "
+                         f"{tuple(scorer.anchors.videos['motion'].shape[1:])}); prepare them with the anchors' settings")
+    index = store.index
+    if ids is not None:
+        wanted = [str(i) for i in ids]
+        unknown = store.unknown_ids(wanted)
+        if unknown:
+            raise ScoreError(f"{store.path}: no video {', '.join(map(repr, unknown[:10]))} in the store "
+                             f"({len(unknown)} unknown)")
+        index = index.set_index("id").loc[wanted].reset_index()
+    index = index.reset_index(drop=True)
+    shards = sorted(index["shard"].unique().tolist())
+    if parts_dir:
+        _check_run(parts_dir, _identity(student_key, scorer.anchors, store.path, scorer.prompt))
+        _barrier("run")
+    done = np.asarray([bool(parts_dir) and os.path.exists(os.path.join(parts_dir, PART_FILE.format(s)))
+                       for s in shards])
+    done = _agree(done)
+
+    from w2s_vqa import progress as progress_lib
+
+    logits = np.full((len(index), len(scorer.anchors), 5), np.nan, np.float32)
+    failed: dict[str, str] = {}
+    start, scored_now = time.perf_counter(), 0
+    total = len(index)
+    with progress_lib.bar(total=total, unit="video", desc="score",
+                          disable=not progress or jax.process_index() != 0) as bar:
+        for shard, is_done in zip(shards, done):
+            rows = np.flatnonzero(index["shard"].to_numpy() == shard)
+            shard_ids = index["id"].iloc[rows].astype(str).tolist()
+            part = os.path.join(parts_dir, PART_FILE.format(shard)) if parts_dir else None
+            if is_done:
+                with np.load(part, allow_pickle=False) as data:
+                    if data["ids"].tolist() == shard_ids:
+                        logits[rows] = data["logits"]
+                        failed.update(zip(data["failed_ids"].tolist(), data["failed_reasons"].tolist()))
+                        bar.update(len(rows))
+                        continue
+            shard_failed: dict[str, str] = {}
+
+            def load(indices, shard_ids=shard_ids, shard_failed=shard_failed):
+                return _load_videos(store, [shard_ids[i] for i in indices], shard_failed)
+
+            logits[rows] = scorer.level_logits(load, len(rows), on_batch=bar.update)
+            # Every process loads other rows: which of them failed is gathered.
+            shard_failed = _gather_failed(shard_failed)
+            failed.update(shard_failed)
+            scored_now += len(rows)
+            if part and jax.process_index() == 0:
+                names = sorted(shard_failed)
+                _write_atomic(part, lambda f: np.savez(
+                    f, ids=np.asarray(shard_ids), logits=logits[rows], failed_ids=np.asarray(names, dtype=str),
+                    failed_reasons=np.asarray([shard_failed[n] for n in names], dtype=str)), binary=True)
+    seconds = time.perf_counter() - start
+    keep = ~index["id"].astype(str).isin(list(failed)).to_numpy()
+    kept = index[keep]
+    paths = kept["path"].fillna("").astype(str).tolist() if "path" in kept else None
+    table = score_table(kept["id"].astype(str).tolist(), logits[keep], scorer.anchors, scorer.anchor_logits,
+                        mode=mode, paths=paths)
+    path_of = dict(zip(index["id"].astype(str), index["path"].fillna("").astype(str))) if "path" in index else {}
+    skipped = [{"id": i, "path": path_of.get(i, ""), "reason": r} for i, r in sorted(failed.items())]
+    return ScoreResult(table, skipped, scorer.anchor_logits, seconds, scored_now)
+
+
+def _load_videos(store: VideoStore, ids: Sequence[str], failed: dict[str, str]) -> dict[str, np.ndarray]:
+    """The VIDEO_ARRAYS of `ids` from the store; a record that cannot be read becomes zeros
+    (its result is dropped) and is added to `failed` with the reason."""
+    arrays: dict[str, list[np.ndarray]] = {k: [] for k in VIDEO_ARRAYS}
+    good = None
+    records = []
+    for video_id in ids:
+        try:
+            record = store.get(video_id)
+            good = record
+        except Exception as e:  # a damaged record costs its video only
+            failed[video_id] = f"{type(e).__name__}: {e}"
+            record = None
+        records.append(record)
+    if good is None:
+        good = {"frames": np.zeros((store.num_frames, store.image_size, store.image_size, 3), np.uint8),
+                "frame_mask": np.ones((store.num_frames,), bool),
+                "motion": np.zeros((store.num_motion_chunks, store.motion_dim), np.float32),
+                "motion_mask": np.ones((store.num_motion_chunks,), bool)}
+    for record in records:
+        for k in VIDEO_ARRAYS:
+            arrays[k].append(np.asarray((record or good)[k]))
+    return {k: np.stack(v) for k, v in arrays.items()}
+
+
+def _gather_failed(failed: dict[str, str]) -> dict[str, str]:
+    if jax.process_count() == 1:
+        return dict(failed)
+    from jax.experimental import multihost_utils
+
+    # Fixed-size exchange: every process sends its JSON, padded to the longest.
+    text = json.dumps(failed).encode()
+    length = int(np.max(multihost_utils.process_allgather(np.asarray([len(text)], np.int32))))
+    buffer = np.zeros((length,), np.uint8)
+    buffer[:len(text)] = np.frombuffer(text, np.uint8)
+    merged: dict[str, str] = {}
+    for row in np.asarray(multihost_utils.process_allgather(buffer)).reshape(jax.process_count(), length):
+        merged.update(json.loads(bytes(row).rstrip(b"\0").decode() or "{}"))
+    return merged
+
+
+def score_videos(student: student_lib.Student, prompt: prompt_lib.PairPrompt, anchors: AnchorSet, videos,
+                 mesh: jax.sharding.Mesh, *, batch_size: int | None = None, mode: str = "map",
+                 work_dir: str | None = None, config=None, student_key: str = "", workers: int = 0,
+                 progress: bool = False) -> ScoreResult:
+    """Scores of videos against an anchor set: one row per video, in input order.
+
+    videos: a VideoStore or store directory; a folder of videos or a CSV/JSONL manifest
+    (decoded as `w2s-vqa prepare` does, with the anchors' settings: `prepare_inputs`, into
+    work_dir/store); or VIDEO_ARRAYS in memory with N rows each plus "ids" (N strings).
+    work_dir: with it, store shards and scored parts (work_dir/parts) are kept and a
+    rerun resumes; without it, a folder or manifest is prepared in a temporary directory
+    that is removed afterwards. config: data.* settings for `prepare_inputs`. Other
+    arguments: `Scorer` and `score_store`.
+
+    Returns a ScoreResult whose table has one row per video scored, in input order, and
+    whose skipped list holds the videos that could not be decoded (first) or read.
+    Raises ScoreError (`Scorer`, `score_store`) and StoreError (`prepare_inputs`).
+    """
+    if work_dir and not isinstance(videos, Mapping):  # another run's work directory fails before any compiling
+        store_path = (videos.path if isinstance(videos, VideoStore) else os.fspath(videos)) if (
+            isinstance(videos, VideoStore) or is_store(os.fspath(videos))) else os.path.join(work_dir, "store")
+        parts = os.path.join(work_dir, "parts")
+        if os.path.exists(os.path.join(parts, RUN_FILE)):
+            _check_run(parts, _identity(student_key, anchors, store_path, prompt))
+    scorer = Scorer(student, prompt, anchors, mesh, batch_size=batch_size)
+    if isinstance(videos, Mapping):
+        start = time.perf_counter()
+        logits = scorer.level_logits_of(videos)
+        table = score_table(list(videos["ids"]), logits, anchors, scorer.anchor_logits, mode=mode)
+        return ScoreResult(table, [], scorer.anchor_logits, time.perf_counter() - start, len(table))
+    if isinstance(videos, VideoStore) or is_store(os.fspath(videos)):
+        parts = os.path.join(work_dir, "parts") if work_dir else None
+        return score_store(scorer, videos, mode=mode, parts_dir=parts, student_key=student_key, progress=progress)
+    if work_dir:
+        os.makedirs(work_dir, exist_ok=True)
+    with (tempfile.TemporaryDirectory(prefix="w2s-vqa-score-") if not work_dir
+          else contextlib.nullcontext(work_dir)) as where:
+        store, skipped = prepare_inputs(os.fspath(videos), where, anchors, config, workers=workers,
+                                        progress=progress)
+        parts = os.path.join(where, "parts") if work_dir else None
+        result = score_store(scorer, store, mode=mode, parts_dir=parts, student_key=student_key, progress=progress)
+        store.close()
+    undecoded = [{k: str(e.get(k) or "") for k in SKIPPED_COLUMNS} for e in skipped]
+    return dataclasses.replace(result, skipped=undecoded + result.skipped)
+

@@ -1,0 +1,96 @@
+"""A student ready to score: its weights, its pair prompt and a key naming those weights.
+
+    checkpoint (a training run's workdir or its checkpoints/ folder, a step)
+    or hf_dir (an export or a Hugging Face LLaVA-OneVision directory)
+      -> Student, placed on the mesh
+      -> the tokenizer the student was trained with (the run config's model.tokenizer,
+         or the directory's own tokenizer.json)
+      -> PairPrompt (prompt.build_pair_prompt), with the student's video token and
+         tokens per video, and the question the model is asked in
+      -> key: what a scoring work directory and an anchor matrix are tied to
+         (score.batch refuses to resume another student's parts)
+
+`w2s-vqa score`, `eval`, `stages` and the demo load their students here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import jax
+import ml_collections
+
+from w2s_vqa import prompt as prompt_lib
+from w2s_vqa.models import student as student_lib
+
+
+class ScoringStudent(NamedTuple):
+    """What `load_for_scoring` gives.
+
+    student: the Student; prompt: its PairPrompt; key: a string naming the weights (for
+    a checkpoint its absolute path, the step and the step folder's modification time, so
+    that a run retrained in place differs; for a directory its absolute path and each
+    *.safetensors file's modification time); run_config: the checkpoint's run config
+    (None for a directory); step: the checkpoint's step (None for a directory).
+    """
+
+    student: student_lib.Student
+    prompt: prompt_lib.PairPrompt
+    key: str
+    run_config: ml_collections.ConfigDict | None
+    step: int | None
+
+
+def load_for_scoring(*, checkpoint: str | None = None, hf_dir: str | None = None, step: int | str | None = None,
+                     mesh: jax.sharding.Mesh | None = None, config=None) -> ScoringStudent:
+    """The student of a checkpoint or of a directory, its pair prompt and its key.
+
+    Exactly one of `checkpoint` (a training run's workdir or its checkpoints/ folder;
+    `step` a number, "latest" or None for the latest, or "best") and `hf_dir` (read by
+    convert.hf.load_student; `step` must be None). The parameters are placed on `mesh`
+    as the run config's rules (a checkpoint) or the student's own rules (a directory)
+    say; default: one device. `config` (the verb's run config, or None) chooses the
+    prompt's question (convert.export_files.prompt_question with model.prompt: the
+    config's choice, else the directory's own, else the project's) and gives the video
+    shape (data.num_frames, data.num_motion_chunks) of the authors' released checkpoint,
+    which records none; without it, prompt.QUESTION and the directory's own shape.
+    Raises ValueError when not exactly one source is
+    given, FileNotFoundError for a missing checkpoint, step or directory file, and what
+    train.checkpoint.load_checkpoint_student, convert.hf.load_student and
+    prompt.load_tokenizer raise.
+    """
+    if (checkpoint is None) == (hf_dir is None):
+        raise ValueError("load_for_scoring takes a checkpoint or an hf_dir, exactly one "
+                         f"(got checkpoint={checkpoint!r}, hf_dir={hf_dir!r})")
+    if checkpoint is not None:
+        from w2s_vqa.models import config as model_config_lib
+        from w2s_vqa.train.checkpoint import checkpoint_directory, load_checkpoint_student
+
+        student, run_config, step = load_checkpoint_student(checkpoint, step, mesh=mesh)
+        saved = os.path.join(checkpoint_directory(checkpoint), str(step))
+        stamp = os.stat(saved).st_mtime_ns if os.path.exists(saved) else 0  # a run retrained in place differs
+        key = f"checkpoint:{os.path.abspath(checkpoint)}:step {step}:{stamp}"
+        tokenizer_dir = model_config_lib.tokenizer_dir(run_config)
+    else:
+        from w2s_vqa.convert import hf, llava_next
+
+        if step is not None:
+            raise ValueError(f"step={step!r} names a checkpoint's step; {hf_dir} is a directory of one student")
+        shape = {}
+        if config is not None and llava_next.is_llava_qwen_dir(hf_dir):
+            shape = dict(num_frames=config.data.num_frames, num_motion_chunks=config.data.num_motion_chunks)
+        student, run_config = hf.load_student(hf_dir, mesh=mesh, **shape), None
+        stamps = sorted((name, os.stat(os.path.join(hf_dir, name)).st_mtime_ns)
+                        for name in os.listdir(hf_dir) if name.endswith(".safetensors"))
+        key = f"hf:{os.path.abspath(hf_dir)}:{stamps}"
+        tokenizer_dir = hf_dir
+    question = prompt_lib.QUESTION
+    if config is not None:
+        from w2s_vqa.convert import export_files
+
+        question = export_files.prompt_question(tokenizer_dir, config.model.prompt)
+    prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(tokenizer_dir),
+                                          video_token_id=student.cfg.video_token_index,
+                                          tokens_per_video=student.cfg.tokens_per_video, question=question)
+    return ScoringStudent(student, prompt, key, run_config, step)
