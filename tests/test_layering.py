@@ -1,8 +1,9 @@
 """Dependencies point down (DESIGN.md): every import of a package module, read with ast,
 against the table of what each part may import.
 
-    main, cli, demo, bench, stages  ->  train, score  ->  models, labels, store,
-    pipeline, convert, datasets  ->  video, prompt, config, sharding, runtime, progress, tables
+    main, cli, demo, bench, stages, finetune  ->  train, score  ->  models, labels, store,
+    pipeline, convert, datasets  ->  video, prompt, config, sharding, runtime, progress, tables,
+    workdir
 
 Inside a layer only the edges listed here: convert reads models' configs, the
 pipeline joins pair tables (labels) with the store, prepare (store) runs SlowFast
@@ -17,12 +18,13 @@ import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "w2s_vqa")
 
-BASE = {"video", "prompt", "config", "sharding", "runtime", "progress", "tables"}
+BASE = {"video", "prompt", "config", "sharding", "runtime", "progress", "tables", "workdir"}
 MIDDLE = {"models", "labels", "store", "pipeline", "convert", "datasets"}
 UPPER = {"train", "score"}
 # part -> the parts it may import (besides itself). A part is a top-level module or subpackage.
 ALLOWED = {
     "runtime": set(),
+    "workdir": set(),  # run plumbing (atomic writes, digests, one run per directory): the bottom
     "progress": set(),
     "tables": set(),  # reading user-made text tables
     "prompt": set(),
@@ -33,7 +35,7 @@ ALLOWED = {
     "store": BASE | {"models"},  # prepare runs the frozen SlowFast motion network (models.slowfast)
     "labels": BASE,
     "pipeline": BASE | {"labels", "store"},
-    "convert": BASE | {"models"},
+    "convert": BASE | {"models", "store"},  # an export records store.settings (only that module)
     "datasets": BASE | {"labels", "store"},
     "train": BASE | MIDDLE | {"score"},  # training validates through score.predict
     "score": BASE | MIDDLE,

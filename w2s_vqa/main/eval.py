@@ -108,7 +108,7 @@ def _score_set_function(args, config):
     runtime.tune_cpu_host()  # before anything starts JAX's backend
     from w2s_vqa import prompt as prompt_lib
     from w2s_vqa import sharding
-    from w2s_vqa.main.score import _default_batch, _student
+    from w2s_vqa.main.score import _default_batch, _student, _student_settings
     from w2s_vqa.score import evaluate
     from w2s_vqa.score import scorer as scorer_lib
     from w2s_vqa.score.anchors import AnchorSet
@@ -119,7 +119,7 @@ def _score_set_function(args, config):
     loop.maybe_initialize_distributed(config)
     mesh = sharding.mesh_from_config(config)
     student, tokenizer_dir, run_config, key = _student(args, mesh)
-    anchors.check_student(student.cfg)
+    anchors.check_student(student.cfg, _student_settings(args, run_config))
     prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(tokenizer_dir),
                                           video_token_id=student.cfg.video_token_index,
                                           tokens_per_video=student.cfg.tokens_per_video)

@@ -60,6 +60,18 @@ def _student(args, mesh):
     return student, args.hf, None, f"hf:{os.path.abspath(args.hf)}:{stamps}"
 
 
+def _student_settings(args, run_config):
+    """How the student's inputs were made (store.settings.Settings): its run config's data.*
+    for a checkpoint, its export's w2s_vqa.json for --hf (nothing recorded for a plain
+    Hugging Face directory)."""
+    from w2s_vqa.convert import export_files
+    from w2s_vqa.store.settings import Settings
+
+    if run_config is not None:
+        return Settings.from_json(run_config.data)
+    return Settings.from_json(export_files.read_settings(args.hf))
+
+
 def _default_batch(mesh, batch_sharding) -> int:
     import math
 
@@ -96,7 +108,7 @@ def run(args) -> int:
     loop.maybe_initialize_distributed(config)
     mesh = sharding.mesh_from_config(config)
     student, tokenizer_dir, run_config, key = _student(args, mesh)
-    anchors.check_student(student.cfg)
+    anchors.check_student(student.cfg, _student_settings(args, run_config))
     tokenizer = prompt_lib.load_tokenizer(tokenizer_dir)
     prompt = prompt_lib.build_pair_prompt(tokenizer, video_token_id=student.cfg.video_token_index,
                                           tokens_per_video=student.cfg.tokens_per_video)

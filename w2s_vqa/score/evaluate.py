@@ -34,6 +34,7 @@ import pandas as pd
 
 from w2s_vqa.score import metrics
 from w2s_vqa.score.anchors import read_mos_table
+from w2s_vqa.store.settings import Settings
 from w2s_vqa.tables import TableWarning
 
 STUDENT = "student"
@@ -477,5 +478,10 @@ def tfds_eval_sets(names: Sequence[str], manual_dir: str, *, data_dir: str | Non
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("w2s_vqa.score.tfds_build")
-    return [EvalSet(name, roots[name], "", datasets.TfdsVideoSource(name, config, data_dir=data_dir))
+    sets = [EvalSet(name, roots[name], "", datasets.TfdsVideoSource(name, config, data_dir=data_dir))
             for name in names]
+    wanted = Settings.from_json(settings)
+    for eval_set in sets:  # a build's recorded settings, against those asked for
+        wanted.check_fits(eval_set.source.settings, mine="the anchors", theirs=f"TFDS set {eval_set.name}",
+                          where=eval_set.source.path, error=EvalError)
+    return sets

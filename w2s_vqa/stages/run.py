@@ -31,6 +31,7 @@ import os
 
 from w2s_vqa import config as config_lib
 from w2s_vqa.labels import pairs as pair_tables
+from w2s_vqa.store.settings import Settings
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -219,6 +220,8 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
     _barrier("workdir")
     notes = relabel_lib.check_inputs(config) if num_stages > 1 else []
     anchors = anchors_lib.AnchorSet.load(config.stages.anchors) if config.stages.anchors else None
+    if anchors is not None:  # before any training: the students will read videos as config.data says
+        anchors.check_settings(Settings.from_json(config.data), mine="the config")
     mesh = sharding.mesh_from_config(config)
     results: list[StageResult] = []
     exit_status, stopped_at = 0, None
@@ -259,7 +262,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
             next_pairs = os.path.join(stage_dir(workdir, stage + 1), TRAIN_PAIRS_FILE)
             report_path = os.path.join(here, RELABEL_DIR, relabel_lib.REPORT_FILE)
             if not (os.path.exists(next_pairs) and os.path.exists(report_path)):
-                anchors.check_student(student.cfg)
+                anchors.check_student(student.cfg, Settings.from_json(run_config.data))
                 scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=int(c.data.batch_size))
                 previous = pair_tables.read_pairs(c.data.pairs)
                 with VideoStore(c.data.store) as store:

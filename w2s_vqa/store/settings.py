@@ -181,13 +181,13 @@ class Settings(collections.abc.Mapping):
                    theirs: str = "the videos", where: str = "", error: type[Exception] = SettingsError) -> None:
         """Raise `error` (default SettingsError) naming every field in which `other`
         differs from these settings, with both values, in one message: videos made with
-        `other` do not fit a student that reads inputs made with these. `where` (a path)
-        starts the message."""
+        `other` do not fit a student that reads inputs made with these. `mine` and
+        `theirs` name the two sides in the message; `where` (a path) starts it."""
         wrong = self.differences(other, mine=mine, theirs=theirs)
         if wrong:
-            raise error(f"{where + ': ' if where else ''}{theirs} are not made as {mine} reads them: "
-                        f"{'; '.join(wrong)}. Make them again with {mine}'s settings (`w2s-vqa prepare` or "
-                        "`w2s-vqa anchors` with the same data.* values)")
+            raise error(f"{where + ': ' if where else ''}{theirs} were made with other settings than {mine} reads: "
+                        f"{'; '.join(wrong)}; make them again with {mine}'s data.* values, or set those to "
+                        f"{theirs}'s")
 
 
 _KINDS = {"num_frames": int, "image_size": int, "num_motion_chunks": int, "motion_dim": int, "motion_features": str,
