@@ -40,9 +40,10 @@ ALLOWED = {
     "train": BASE | MIDDLE | {"score"},  # training validates through score.predict
     "score": BASE | MIDDLE,
     "stages": BASE | MIDDLE | UPPER,
+    "finetune": BASE | MIDDLE | UPPER,  # fine-tuning trains (train) and scores (score); beside stages, not in it
     "demo": BASE | MIDDLE | UPPER | {"stages"},  # the demo runs `stages`
     "bench": BASE | MIDDLE | UPPER,
-    "main": BASE | MIDDLE | UPPER | {"demo", "stages", "bench"},
+    "main": BASE | MIDDLE | UPPER | {"demo", "stages", "finetune", "bench"},
     "cli": {"runtime"},  # reaches w2s_vqa.main through importlib, by verb name; keeps JAX off an idle libtpu
 }
 

@@ -218,10 +218,10 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
     first = jax.process_index() == 0
     check_workdir(config, workdir, allow=allow_config_change)
     _barrier("workdir")
-    notes = relabel_lib.check_inputs(config) if num_stages > 1 else []
     anchors = anchors_lib.AnchorSet.load(config.stages.anchors) if config.stages.anchors else None
-    if anchors is not None:  # before any training: the students will read videos as config.data says
+    if anchors is not None:  # before any work: the students will read videos as config.data says
         anchors.check_settings(Settings.from_json(config.data), mine="the config")
+    notes = relabel_lib.check_inputs(config) if num_stages > 1 else []
     mesh = sharding.mesh_from_config(config)
     results: list[StageResult] = []
     exit_status, stopped_at = 0, None
