@@ -83,7 +83,9 @@ def stage_config(config, workdir: str, stage: int):
 
 
 def check_config(config, num_stages: int) -> None:
-    """StagesError naming the key for settings no stage can use, before anything runs."""
+    """StagesError naming the key for settings no stage can use, and AnchorError for
+    stages.anchors made with other data settings than config.data (every one named),
+    before anything runs."""
     s = config.stages
     if num_stages < 1:
         raise StagesError(f"--stages / stages.num_stages must be at least 1, got {num_stages}")
@@ -111,6 +113,10 @@ def check_config(config, num_stages: int) -> None:
         raise StagesError("stages.eval_tfds needs stages.manual_dir (the sets' manual downloads, one folder per set)")
     if (len(s.eval_sets) or tfds_names(config)) and not s.anchors:
         raise StagesError("evaluating after each stage scores against anchors: set stages.anchors=DIR")
+    if s.anchors:  # every stage's student reads videos as config.data says; the anchors must be made so
+        from w2s_vqa.score.anchors import AnchorSet
+
+        AnchorSet.load(str(s.anchors)).check_settings(Settings.from_json(config.data), mine="the config")
 
 
 def tfds_names(config) -> list[str]:
@@ -218,10 +224,8 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
     first = jax.process_index() == 0
     check_workdir(config, workdir, allow=allow_config_change)
     _barrier("workdir")
-    anchors = anchors_lib.AnchorSet.load(config.stages.anchors) if config.stages.anchors else None
-    if anchors is not None:  # before any work: the students will read videos as config.data says
-        anchors.check_settings(Settings.from_json(config.data), mine="the config")
     notes = relabel_lib.check_inputs(config) if num_stages > 1 else []
+    anchors = anchors_lib.AnchorSet.load(config.stages.anchors) if config.stages.anchors else None
     mesh = sharding.mesh_from_config(config)
     results: list[StageResult] = []
     exit_status, stopped_at = 0, None
