@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.main.common import add_config_arguments, load_config
 
 
@@ -122,8 +123,8 @@ def run(args) -> int:
     skipped_path = (out[:-4] if out.lower().endswith(".csv") else out) + ".skipped.csv"
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        table.to_csv(out + ".tmp", index=False)
-        os.replace(out + ".tmp", out)
+        with workdir_lib.atomic_open(out) as f:
+            table.to_csv(f, index=False)
         pd.DataFrame(skipped, columns=["id", "path", "reason"]).to_csv(skipped_path, index=False)
         if os.access(anchors.path, os.W_OK):  # the anchors' matrix for this student, for the record and PyTorch
             anchors.save_matrix(key, table.attrs["anchor_logits"])

@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.score import metrics
 from w2s_vqa.score.anchors import read_mos_table
 from w2s_vqa.store.settings import Settings
@@ -294,9 +295,7 @@ def write_report(results: Mapping, predictions: Mapping[str, Mapping[str, pd.Dat
     os.makedirs(out_dir, exist_ok=True)
     paths = {"json": os.path.join(out_dir, RESULTS_JSON), "markdown": os.path.join(out_dir, RESULTS_MD),
              "predictions": os.path.join(out_dir, PREDICTIONS_FILE), "skipped": os.path.join(out_dir, SKIPPED_FILE)}
-    with open(paths["json"] + ".tmp", "w") as f:
-        json.dump(results, f, indent=1, allow_nan=True)
-    os.replace(paths["json"] + ".tmp", paths["json"])
+    workdir_lib.write_json(paths["json"], results)
     with open(paths["markdown"], "w") as f:
         f.write(markdown(results))
     rows = [by_set[s].merge(tables[s][["file", "mos"]], on="file", how="left").assign(set=s, model=m)

@@ -28,6 +28,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.labels import mining
 from w2s_vqa.labels import pairs as pair_tables
 from w2s_vqa.labels import teachers as teacher_tables
@@ -121,8 +122,8 @@ def predict_candidates(student, scorer, store, pool: pd.DataFrame, *, path: str,
                                       batch_sharding=scorer.batch_sharding, progress=progress)
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        predicted.to_parquet(path + ".tmp.parquet", index=False)
-        os.replace(path + ".tmp.parquet", path)
+        with workdir_lib.atomic_open(path, "wb") as f:
+            predicted.to_parquet(f, index=False)
     return predicted
 
 
@@ -174,10 +175,8 @@ def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_di
     report["notes"] = list(table_notes) + list(report.get("notes", []))
     if jax.process_index() == 0:
         os.makedirs(out_dir, exist_ok=True)
-        scores.to_csv(os.path.join(out_dir, SCORES_FILE + ".tmp"), index=False)
-        os.replace(os.path.join(out_dir, SCORES_FILE + ".tmp"), os.path.join(out_dir, SCORES_FILE))
+        with workdir_lib.atomic_open(os.path.join(out_dir, SCORES_FILE)) as f:
+            scores.to_csv(f, index=False)
         pair_tables.write_pairs(new, os.path.join(out_dir, NEW_PAIRS_FILE))
-        with open(os.path.join(out_dir, REPORT_FILE + ".tmp"), "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(os.path.join(out_dir, REPORT_FILE + ".tmp"), os.path.join(out_dir, REPORT_FILE))
+        workdir_lib.write_json(os.path.join(out_dir, REPORT_FILE), report)
     return new, report

@@ -30,6 +30,7 @@ import json
 import os
 
 from w2s_vqa import config as config_lib
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.labels import pairs as pair_tables
 from w2s_vqa.store.settings import Settings
 
@@ -38,8 +39,8 @@ RESULTS_MD = "results.md"
 STAGE_DIR = "stage_{}"
 RELABEL_DIR = "relabel"
 EVAL_DIR = "eval"
-TRAIN_PAIRS_FILE = "pairs_train.parquet"
-RUN_FILE = "stages.json"  # the config a workdir's stages were run with
+TRAIN_PAIRS_FILE = workdir_lib.TRAIN_PAIRS_FILE
+RUN_FILE = workdir_lib.STAGES_FILE  # the config a workdir's stages were run with
 # Keys a rerun may change: those a training run may (config.RESUME_SAFE_KEYS) but the stage
 # settings, which make other pairs; more stages may be asked for.
 SAFE_KEYS = tuple(k for k in config_lib.RESUME_SAFE_KEYS if k not in ("stages.*", "finetune.*")) + (
@@ -137,22 +138,15 @@ def check_workdir(config, workdir: str, *, allow: bool | tuple[str, ...] = False
     stages' results, or mix old and new stages."""
     import jax
 
-    if os.path.exists(os.path.join(workdir, "finetune.json")):
-        raise StagesError(f"{workdir}: holds a `w2s-vqa finetune` run (finetune.json); give stages another --workdir")
-    path = os.path.join(workdir, RUN_FILE)
-    if os.path.exists(path):
-        if allow is True:
-            return
-        with open(path) as f:
-            saved = json.load(f)["config"]
-        changes = config_lib.config_differences(saved, config, allowed=SAFE_KEYS + tuple(allow or ()))
-        if changes:
-            raise StagesError(f"{workdir}: its stages ran with another config: {'; '.join(changes)}. Rerun with the "
-                              "saved values, use a new --workdir, or pass --allow-config-change KEY ...")
-        return
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        _write_json(path, {"config": config_lib.as_json(config)})
+    if os.path.exists(os.path.join(workdir, workdir_lib.FINETUNE_FILE)):
+        raise StagesError(f"{workdir}: holds a `w2s-vqa finetune` run ({workdir_lib.FINETUNE_FILE}); give stages "
+                          "another --workdir")
+    allowed = SAFE_KEYS + tuple(allow if allow is not True else ())
+    record = workdir_lib.RunRecord(os.path.join(workdir, RUN_FILE), differences=lambda saved, now: (
+        [] if allow is True else config_lib.config_differences(saved["config"], now["config"], allowed=allowed)))
+    record.check({"config": config_lib.as_json(config)}, write=jax.process_index() == 0, error=StagesError,
+                 message="{dir}: its stages ran with another config: {changes}. Rerun with the saved values, use a "
+                         "new --workdir, or pass --allow-config-change KEY ...")
 
 
 def _barrier(name: str) -> None:
@@ -164,16 +158,10 @@ def _barrier(name: str) -> None:
         multihost_utils.sync_global_devices(f"w2s_vqa.stages.{name}")
 
 
-def _write_json(path: str, value) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=1, allow_nan=True)
-    os.replace(path + ".tmp", path)
-
-
 def _finished(stage_workdir: str, num_steps: int) -> bool:
     from w2s_vqa.train.checkpoint import Checkpointer
 
-    directory = os.path.join(stage_workdir, "checkpoints")
+    directory = os.path.join(stage_workdir, workdir_lib.CHECKPOINT_DIR)
     if not os.path.isdir(directory):
         return False
     checkpointer = Checkpointer(directory, async_save=False, read_only=True)
@@ -188,7 +176,7 @@ def _last_validation(stage_workdir: str) -> dict:
     from w2s_vqa.train.logging import read_metrics
 
     last: dict = {}
-    if os.path.exists(os.path.join(stage_workdir, "metrics.jsonl")):
+    if os.path.exists(os.path.join(stage_workdir, workdir_lib.METRICS_FILE)):
         for row in read_metrics(stage_workdir):
             last.update({k: v for k, v in row.items() if k.count("/") >= 1 and not k.startswith("train/")})
     return last
@@ -289,7 +277,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
     if first:
         summary["results"] = os.path.join(workdir, RESULTS_JSON)
         summary["markdown"] = os.path.join(workdir, RESULTS_MD)
-        _write_json(summary["results"], summary)
+        workdir_lib.write_json(summary["results"], summary)
         with open(summary["markdown"], "w") as f:
             f.write(markdown(summary))
     return summary
