@@ -141,7 +141,7 @@ def check_workdir(config, workdir: str, *, allow: bool | tuple[str, ...] = False
     if os.path.exists(os.path.join(workdir, workdir_lib.FINETUNE_FILE)):
         raise StagesError(f"{workdir}: holds a `w2s-vqa finetune` run ({workdir_lib.FINETUNE_FILE}); give stages "
                           "another --workdir")
-    allowed = SAFE_KEYS + tuple(allow if allow is not True else ())
+    allowed = SAFE_KEYS + (() if allow is True else tuple(allow or ()))
     record = workdir_lib.RunRecord(os.path.join(workdir, RUN_FILE), differences=lambda saved, now: (
         [] if allow is True else config_lib.config_differences(saved["config"], now["config"], allowed=allowed)))
     record.check({"config": config_lib.as_json(config)}, write=jax.process_index() == 0, error=StagesError,
