@@ -32,8 +32,12 @@ METRICS_FILE = "metrics.jsonl"  # one JSON object per logged training step or ev
 CHECKPOINT_DIR = "checkpoints"  # Orbax checkpoints, one folder per step
 TRAIN_PAIRS_FILE = "pairs_train.parquet"  # a training pair table (`w2s-vqa pairs`, each stage)
 STAGES_FILE = "stages.json"  # the config a workdir's stages ran with
+STAGE_DIR = "stage_{}"  # stage k's own workdir inside a stages workdir (k from 1)
 FINETUNE_FILE = "finetune.json"  # the fine-tuning run a workdir serves
 STORE_DIR = "store"  # a video store made inside a workdir
+MANIFEST_FILE = "manifest.csv"  # the videos a workdir decodes into its store
+RESULTS_JSON = "results.json"  # a verb's figures (eval, stages, finetune)
+RESULTS_MD = "results.md"  # and their tables
 TEMP_SUFFIX = ".tmp"
 
 PathLike = str | os.PathLike

@@ -20,7 +20,7 @@ from w2s_vqa.score import evaluate as evaluate_lib
 from w2s_vqa.store.settings import Settings
 from w2s_vqa.tables import read_csv
 
-MANIFEST_FILE = "manifest.csv"
+MANIFEST_FILE = workdir_lib.MANIFEST_FILE
 STORE_DIR = workdir_lib.STORE_DIR
 SPLIT_RESULT = "result.json"
 TRAIN_PAIRS = "train_pairs.parquet"
@@ -30,8 +30,6 @@ TEST_PAIRS = "test_pairs.parquet"
 MODEL_KEYS = ("model.preset", "model.hf_dir", "model.tokenizer")
 # Smallest test side: a correlation needs 2 videos.
 MIN_TEST_VIDEOS = 2
-# A `stages` run's first stage folder (stages.run.STAGE_DIR): its presence marks a stages workdir.
-STAGE_DIR = "stage_{}"
 
 
 class FinetuneError(ValueError):
@@ -87,7 +85,7 @@ def check_inputs(config: ml_collections.ConfigDict, workdir: str, *, splits: int
         bad.append(f"--anchors = {anchors_k!r} (an integer >= 2: a scale needs at least two anchors)")
     if bad:
         raise config_lib.ConfigError(f"finetune: {len(bad)} setting(s) out of range: {'; '.join(bad)}")
-    held = [name for name in (workdir_lib.STAGES_FILE, STAGE_DIR.format(1) + "/")
+    held = [name for name in (workdir_lib.STAGES_FILE, workdir_lib.STAGE_DIR.format(1) + "/")
             if os.path.exists(os.path.join(workdir, name.rstrip("/")))]
     if held:
         raise FinetuneError(f"{workdir}: holds a `w2s-vqa stages` run ({', '.join(held)}); give finetune another "

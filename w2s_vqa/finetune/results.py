@@ -8,8 +8,10 @@ from typing import Sequence
 
 import numpy as np
 
-RESULTS_JSON = "results.json"
-RESULTS_MD = "results.md"
+from w2s_vqa import workdir as workdir_lib
+
+RESULTS_JSON = workdir_lib.RESULTS_JSON
+RESULTS_MD = workdir_lib.RESULTS_MD
 # The two rows of every split: the weak-to-strong checkpoint as given, and after fine-tuning.
 BEFORE, AFTER = "w2s", "finetuned"
 MODELS = (BEFORE, AFTER)

@@ -39,8 +39,8 @@ from w2s_vqa.store.settings import Settings
 from w2s_vqa.tables import TableWarning
 
 STUDENT = "student"
-RESULTS_JSON = "results.json"
-RESULTS_MD = "results.md"
+RESULTS_JSON = workdir_lib.RESULTS_JSON
+RESULTS_MD = workdir_lib.RESULTS_MD
 PREDICTIONS_FILE = "predictions.csv"
 SKIPPED_FILE = "skipped.csv"
 PLOTS_DIR = "plots"
@@ -412,7 +412,7 @@ def student_score_set(scorer, work_root: str, config=None, *, mode: str = "map",
             skipped = [{"file": e.get("id", ""), "path": e.get("path", ""), "reason": e.get("reason", "")}
                        for e in list(getattr(eval_set.source, "skipped", [])) + list(scores.attrs["skipped"])]
             return pd.DataFrame({"file": scores["id"].astype(str), "prediction": scores["score"]}), skipped
-        manifest = write_manifest(table, os.path.join(work, "manifest.csv"))
+        manifest = write_manifest(table, os.path.join(work, workdir_lib.MANIFEST_FILE))
         store, lost = scorer_lib.prepare_inputs(manifest, work, scorer.anchors, config, workers=workers,
                                                 progress=progress)
         scores = scorer_lib.score_store(scorer, store, mode=mode, parts_dir=os.path.join(work, "parts"),

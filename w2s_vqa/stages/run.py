@@ -34,9 +34,9 @@ from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.labels import pairs as pair_tables
 from w2s_vqa.store.settings import Settings
 
-RESULTS_JSON = "results.json"
-RESULTS_MD = "results.md"
-STAGE_DIR = "stage_{}"
+RESULTS_JSON = workdir_lib.RESULTS_JSON
+RESULTS_MD = workdir_lib.RESULTS_MD
+STAGE_DIR = workdir_lib.STAGE_DIR
 RELABEL_DIR = "relabel"
 EVAL_DIR = "eval"
 TRAIN_PAIRS_FILE = workdir_lib.TRAIN_PAIRS_FILE
