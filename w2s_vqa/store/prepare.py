@@ -316,7 +316,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
     from array_record.python.array_record_module import ArrayRecordWriter
 
     final = shard_path(task.out_dir, task.shard)
-    temp = final + ".tmp"
+    temp = final + workdir.TEMP_SUFFIX  # ArrayRecordWriter writes to a path: its own rename, as workdir's
     rows, errors = [], []
     store_plan = task.plan
     writer = ArrayRecordWriter(temp, WRITER_OPTIONS[store_plan.settings.frame_format])
@@ -459,6 +459,6 @@ def _finish(out_dir: str, results: list[dict[str, Any]], *, num_sources: int) ->
         "skipped_by_reason": report.skipped_by_reason,
     }, sort_keys=True)
     # Leftovers of killed runs: every shard is final now.
-    for stale in glob.glob(os.path.join(out_dir, "*.tmp")):
+    for stale in glob.glob(os.path.join(out_dir, "*" + workdir.TEMP_SUFFIX)):
         os.remove(stale)
     return report
