@@ -132,6 +132,12 @@ def flat_differences(saved: dict, now: dict, *, allowed: tuple[str, ...] = (), p
     return out
 
 
+def changed_keys(saved: dict, now: dict) -> list[str]:
+    """The top-level keys either record holds and the two hold differently, sorted: for
+    records whose values mean nothing to a reader (digests, plans)."""
+    return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+
+
 class RunError(ValueError):
     """A directory holds another run's record; the message names every difference."""
 

@@ -352,20 +352,15 @@ def _plan_digest(sources: Sequence[Source], store_plan: StorePlan) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def store_differences(existing: dict[str, Any], store_json: dict[str, Any]) -> list[str]:
-    """The keys in which a store's store.json differs from this run's, sorted."""
-    return sorted(k for k in set(existing) | set(store_json) if existing.get(k) != store_json.get(k))
-
-
 def store_record(out_dir: str) -> workdir.RunRecord:
     """store.json as the record of the one store a directory holds: a rerun may only
     continue a store made with the same settings and inputs."""
-    return workdir.RunRecord(os.path.join(out_dir, STORE_FILE), differences=store_differences)
+    return workdir.RunRecord(os.path.join(out_dir, STORE_FILE), differences=workdir.changed_keys)
 
 
 def refuse_other_store(out_dir: str, existing: dict[str, Any], store_json: dict[str, Any]) -> None:
     """Raise StoreError naming the keys in which `existing` (a store.json) differs from this run's."""
-    changed = store_differences(existing, store_json)
+    changed = workdir.changed_keys(existing, store_json)
     if changed:
         raise StoreError(STORE_CHANGED.format(dir=out_dir, changes=", ".join(changed)))
 
