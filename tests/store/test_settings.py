@@ -83,3 +83,20 @@ def test_settings_apply_to_a_config():
     config = config_lib.defaults()
     Settings(num_frames=8, motion_features="none").apply_to(config)
     assert (config.data.num_frames, config.data.motion_features, config.data.image_size) == (8, "none", 32)
+
+
+def test_an_export_records_the_settings_and_a_re_export_keeps_an_older_exports():
+    """export_files.input_settings writes Settings' fields; re-exporting a directory whose
+    w2s_vqa.json used the older decode_max_* names (convert.hf reads it through
+    data_of_settings) keeps every value under the fields' names."""
+    from w2s_vqa.convert import export_files
+    from w2s_vqa.models import config as model_config
+
+    cfg = model_config.preset("tiny")
+    older = {"num_frames": 4, "image_size": 32, "motion_features": "frame_stats", "frame_format": "jpeg",
+             "jpeg_quality": 90, "decode_max_side": 640, "decode_max_seconds": 7.5, "sample_fps": 1.0}
+    written = export_files.input_settings(cfg, export_files.data_of_settings(older))
+    assert {k: written[k] for k in ("frame_format", "jpeg_quality", "distort_max_side", "distort_max_seconds")} == {
+        "frame_format": "jpeg", "jpeg_quality": 90, "distort_max_side": 640, "distort_max_seconds": 7.5}
+    assert "decode_max_side" not in written
+    assert Settings.from_json(written) == Settings.from_json(older).merged(Settings.from_student(cfg))
