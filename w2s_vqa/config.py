@@ -222,7 +222,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.stages.data_dir = ""
     c.stages.eval_subset = "paper"  # "paper" (the paper's exact lists) or "full" (every video of the release)
 
-    # MOS fine-tuning (`w2s-vqa finetune`, w2s_vqa.stages.finetune): pairs within a MOS-labeled
+    # MOS fine-tuning (`w2s-vqa finetune`, w2s_vqa.finetune): pairs within a MOS-labeled
     # set, random splits by video, each trained from a weak-to-strong checkpoint.
     c.finetune = ml_collections.ConfigDict()
     c.finetune.splits = 10  # the field's convention; the median over splits is reported

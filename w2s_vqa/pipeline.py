@@ -45,6 +45,7 @@ from w2s_vqa.prompt import LEVELS
 # A batch's `origin` indexes labels.origins.ORIGINS; origin_codes maps origin strings to those codes.
 from w2s_vqa.labels.origins import origin_codes
 from w2s_vqa.store.format import VideoStore
+from w2s_vqa.store.settings import Settings
 from w2s_vqa.prompt import PairPrompt
 
 
@@ -81,23 +82,17 @@ def require_inputs(values: dict[str, Any]) -> None:
                                     f"--set {key}={REQUIRED_INPUTS[key][0]} (or in the config file)" for key in unset))
 
 
-STORE_SHAPE_KEYS = ("num_frames", "image_size", "num_motion_chunks", "motion_dim")
-
-
 def check_store_fits(store: VideoStore | str | os.PathLike, data_config) -> None:
     """ConfigError when the store's videos are not made as `data_config` (config.data) says
-    the student reads them: frames, frame size, motion chunks, motion width. Without it a
-    run on a store prepared with other settings would fail deep in the model, or pad and
-    crop its videos silently."""
+    the student reads them, naming every differing setting (store.settings.Settings: frames,
+    frame size, motion chunks and width, motion kind, frame format, decoding caps). Without
+    it a run on a store prepared with other settings would fail deep in the model, pad and
+    crop its videos silently, or learn from inputs it is never scored on."""
     from w2s_vqa.config import ConfigError
 
     store = store if isinstance(store, VideoStore) else VideoStore(store)
-    differ = [f"data.{key}={data_config[key]} but the store has {getattr(store, key)}"
-              for key in STORE_SHAPE_KEYS if int(data_config[key]) != getattr(store, key)]
-    if differ:
-        raise ConfigError(f"{store.path}: the store's videos are not made as the config reads them: "
-                          + "; ".join(differ) + ". Set the config to the store's values, or prepare the store "
-                          "again with the config's")
+    Settings.from_config(data_config).check_fits(store.settings, mine="the config", theirs="the store's videos",
+                                                 where=store.path, error=ConfigError)
 
 
 def soft_targets(table: pd.DataFrame) -> np.ndarray:

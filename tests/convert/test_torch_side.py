@@ -53,11 +53,11 @@ def test_an_export_records_its_inputs_and_transformers_reads_its_processor_setti
                                                      "jpeg_quality": 90, "distort_max_side": 640})
     settings = export_files.read_settings(str(tmp_path / "export"))
     assert {k: settings[k] for k in ("image_size", "num_frames", "sample_fps", "num_motion_chunks", "motion_dim",
-                                     "motion_features", "frame_format", "jpeg_quality", "decode_max_side",
-                                     "decode_max_seconds", "pixel_mean", "pixel_std")} == {
+                                     "motion_features", "frame_format", "jpeg_quality", "distort_max_side",
+                                     "distort_max_seconds", "pixel_mean", "pixel_std")} == {
         "image_size": 32, "num_frames": 4, "sample_fps": 1.0, "num_motion_chunks": 4, "motion_dim": 256,
-        "motion_features": "frame_stats", "frame_format": "jpeg", "jpeg_quality": 90, "decode_max_side": 640,
-        "decode_max_seconds": 20.0, "pixel_mean": 0.5, "pixel_std": 0.5}
+        "motion_features": "frame_stats", "frame_format": "jpeg", "jpeg_quality": 90, "distort_max_side": 640,
+        "distort_max_seconds": 20.0, "pixel_mean": 0.5, "pixel_std": 0.5}
     assert "w2s_vqa.video.sample_frames" in settings["frame_sampling"]
 
     # The image processor: transformers' own code normalizes a frame as our student does.
@@ -128,7 +128,7 @@ def test_video_inputs_are_the_records_prepare_writes(tmp_path, frame_format, mot
     prepare_lib.prepare(config, str(tmp_path / "videos"), str(tmp_path / "store"), workers=0, progress=False)
     settings = {**{k: config.data[k] for k in ("num_frames", "image_size", "num_motion_chunks", "motion_dim",
                                                "motion_features", "frame_format", "jpeg_quality")},
-                "decode_max_side": 128, "decode_max_seconds": config.data.distort_max_seconds}
+                "distort_max_side": 128, "distort_max_seconds": config.data.distort_max_seconds}
     with VideoStore(str(tmp_path / "store")) as store:
         for path in paths:
             record = store.get(os.path.splitext(os.path.basename(path))[0])

@@ -14,6 +14,7 @@ from w2s_vqa.models import config as config_lib
 from w2s_vqa.score import anchors as anchors_lib
 from w2s_vqa.score.anchors import AnchorError, AnchorSet
 from w2s_vqa.store.format import VideoStore
+from w2s_vqa.store.settings import Settings
 
 
 def _videos(k, frames=4, size=32, chunks=4, dim=256):
@@ -54,7 +55,7 @@ def test_an_anchor_directory_round_trips_and_caches_matrices(tmp_path):
                         settings={"num_frames": 4})
     assert anchors.save(tmp_path / "a") == ["anchors.json", "videos.npz"]
     loaded = AnchorSet.load(str(tmp_path / "a"))
-    assert loaded.ids == ("x", "y", "z") and loaded.settings == {"num_frames": 4}
+    assert loaded.ids == ("x", "y", "z") and loaded.settings == Settings(num_frames=4)
     np.testing.assert_array_equal(loaded.mos, anchors.mos)
     for name in anchors_lib.VIDEO_ARRAYS:
         np.testing.assert_array_equal(loaded.videos[name], videos[name])
@@ -67,7 +68,8 @@ def test_an_anchor_directory_round_trips_and_caches_matrices(tmp_path):
     with pytest.raises(FileExistsError, match="already holds an anchor set"):
         anchors.save(tmp_path / "a")
     loaded.check_student(config_lib.preset("tiny"))
-    with pytest.raises(AnchorError, match=r"num_frames 4 \(the student takes 8\); .*image_size 32 \(the student takes 384\)"):
+    with pytest.raises(AnchorError, match=r"num_frames: 8 \(the student\) vs 4 \(the anchors' videos\); "
+                                          r"image_size: 384 \(the student\) vs 32 \(the anchors' videos\)"):
         loaded.check_student(config_lib.preset("llava-ov-7b"))
 
 

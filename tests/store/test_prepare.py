@@ -19,7 +19,7 @@ from w2s_vqa import cli, video
 from w2s_vqa.config import load_config
 from w2s_vqa.store import prepare as store_lib
 from w2s_vqa.store.format import StoreError, VideoStore
-from w2s_vqa.store.prepare import Settings, prepare, shard_tasks, write_shard
+from w2s_vqa.store.prepare import StorePlan, prepare, shard_tasks, write_shard
 from w2s_vqa.store.sources import find_sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -185,8 +185,8 @@ def test_a_rerun_with_other_settings_is_refused(inputs, tmp_path, capsys):
 
 def test_write_shard_alone_writes_what_the_pool_writes(inputs, pool_store, tmp_path):
     """Another runner (Beam) calls write_shard on each task: same shard bytes, same rows."""
-    settings = Settings.from_config(config(*DETERMINISTIC))
-    tasks = shard_tasks(find_sources(str(inputs)), settings, str(tmp_path))
+    store_plan = StorePlan.from_config(config(*DETERMINISTIC))
+    tasks = shard_tasks(find_sources(str(inputs)), store_plan, str(tmp_path))
     assert len(tasks) == 7
     for task in tasks:
         result = write_shard(task)

@@ -20,7 +20,7 @@ from w2s_vqa import video
 from w2s_vqa.config import ConfigError, load_config
 from w2s_vqa.models import slowfast
 from w2s_vqa.store.format import STORE_FILE, StoreError, VideoStore
-from w2s_vqa.store.prepare import Settings, prepare
+from w2s_vqa.store.prepare import StorePlan, prepare
 from w2s_vqa.video import motion
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -120,16 +120,16 @@ def test_chunks_follow_the_file_rule_of_video_motion_chunks():
 
 def test_settings_need_usable_weights(weights, tmp_path):
     with pytest.raises(ConfigError, match="data.slowfast_weights"):
-        Settings.from_config(_config(""))
+        StorePlan.from_config(_config(""))
     with pytest.raises(StoreError, match="data.motion_dim=128"):
-        Settings.from_config(_config(weights, "data.motion_dim=128"))
+        StorePlan.from_config(_config(weights, "data.motion_dim=128"))
     with pytest.raises(slowfast.WeightsError, match="no such file"):
-        Settings.from_config(_config(tmp_path / "absent.safetensors"))
+        StorePlan.from_config(_config(tmp_path / "absent.safetensors"))
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(slowfast.WeightsError, match="not a safetensors file"):
-        Settings.from_config(_config(tmp_path / "junk.safetensors"))
+        StorePlan.from_config(_config(tmp_path / "junk.safetensors"))
     # The other kinds ignore the key and keep the store.json they had.
-    other = Settings.from_config(_config(weights, "data.motion_features='frame_stats'"))
+    other = StorePlan.from_config(_config(weights, "data.motion_features='frame_stats'"))
     assert "slowfast_digest" not in other.to_json() and "slowfast_weights" not in other.to_json()
 
 
@@ -138,6 +138,6 @@ def test_7b_config_uses_slowfast_and_requires_the_weights(weights):
     config = load_config(path)
     assert (config.data.motion_features, config.data.motion_dim) == ("slowfast", 256)
     with pytest.raises(ConfigError, match="data.slowfast_weights"):
-        Settings.from_config(config)
-    settings = Settings.from_config(load_config(path, [f"data.slowfast_weights={weights}"]))
-    assert settings.slowfast_weights == str(weights)
+        StorePlan.from_config(config)
+    store_plan = StorePlan.from_config(load_config(path, [f"data.slowfast_weights={weights}"]))
+    assert store_plan.settings.slowfast_weights == str(weights)

@@ -111,9 +111,13 @@ def test_a_run_starts_from_another_runs_parameters(pool, tmp_path):
 
 
 def test_a_store_made_with_other_settings_is_refused_by_name(pool, tmp_path):
-    """A run whose data.num_frames or data.image_size differ from the store's stops before
-    training, naming the store and every key that differs."""
-    trainer = loop.Trainer(train_config(pool, "train.num_steps=1", "data.num_frames=8"), tmp_path / "run")
-    with pytest.raises(ValueError, match=r"store.*data.num_frames=8 but the store has 4"):
+    """A run whose data settings differ from the store's (a shape, or how its videos were
+    made: here motion features the store's videos do not have) stops before training,
+    naming the store and every setting that differs with both values."""
+    trainer = loop.Trainer(train_config(pool, "train.num_steps=1", "data.num_frames=8", "data.motion_features='none'"),
+                           tmp_path / "run")
+    with pytest.raises(ValueError, match=r"store: the store's videos were made with other settings than the config "
+                                         r"reads: num_frames: 8 \(the config\) vs 4 \(the store's videos\); "
+                                         r"motion_features: 'none' \(the config\) vs 'frame_stats'"):
         trainer.run()
     assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())

@@ -29,6 +29,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.bench import common
 
 CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
@@ -67,15 +68,15 @@ def main(argv=None) -> dict:
         c.data.distortions = ""
         for key, value in config.settings().items():
             c.data[key] = value
-        manifest = os.path.join(root, "manifest.csv")
+        manifest = os.path.join(root, workdir_lib.MANIFEST_FILE)
         pd.DataFrame({"path": [os.path.join(root, "manual", "kvq", "train", n) for n in names], "id": names}).to_csv(
             manifest, index=False)
         start = time.perf_counter()
-        prepare(c, manifest, os.path.join(root, "store"), workers=args.workers, progress=False)
+        prepare(c, manifest, os.path.join(root, workdir_lib.STORE_DIR), workers=args.workers, progress=False)
         prepare_seconds = time.perf_counter() - start
 
         reader = datasets.TfdsVideoSource("kvq", config, data_dir=os.path.join(root, "data"))
-        store = VideoStore(os.path.join(root, "store"))
+        store = VideoStore(os.path.join(root, workdir_lib.STORE_DIR))
         read_ms = {}
         for label, source in (("tfds", reader), ("store", store)):
             seconds, _ = common.median_seconds(lambda s=source: [s.get(n) for n in names], repeats=args.reads)

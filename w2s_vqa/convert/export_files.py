@@ -32,6 +32,7 @@ from typing import Any, Mapping
 
 from w2s_vqa import prompt
 from w2s_vqa.models.config import HF_CONFIG_FILE, PIXEL_MEAN, PIXEL_STD, StudentConfig
+from w2s_vqa.store.settings import Settings
 
 CONFIG_FILE = HF_CONFIG_FILE
 WEIGHTS_FILE = "model.safetensors"
@@ -78,7 +79,7 @@ FRAME_SAMPLING = (
 MOTION_RULE = {
     "none": "no motion: zeros, every motion slot masked",
     "frame_stats": ("w2s_vqa.video.motion.frame_statistics over the clip decoded with its longer side at most "
-                    "decode_max_side pixels (0: native) and its first decode_max_seconds seconds (0: all); "
+                    "distort_max_side pixels (0: native) and its first distort_max_seconds seconds (0: all); "
                     "one-second chunks chosen by w2s_vqa.video.chunk_choice"),
     "precomputed": ("the video's own per-second features [seconds, motion_dim] (e.g. SlowFast-R50), rows "
                     "chosen by w2s_vqa.video.chunk_choice; the user supplies them"),
@@ -86,54 +87,35 @@ MOTION_RULE = {
 
 
 def input_settings(cfg: StudentConfig, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What w2s_vqa.json records to rebuild the student's inputs from a video file.
+    """What w2s_vqa.json records to rebuild the student's inputs from a video file: the
+    student's store.settings.Settings (`to_json`) and the rules in words.
 
     cfg gives the shapes (frames, image size, motion chunks and size); `data` (a run
-    config's `data` section, or a mapping with its keys) gives the motion feature kind
-    (`motion_features`), how the store kept frames (`frame_format`, `jpeg_quality`: the
+    config's `data` section, a Settings, or a mapping with data.* keys) the rest: the
+    motion feature kind, how the store kept frames (frame_format, jpeg_quality: the
     student learnt from JPEG-decoded frames when "jpeg") and the decoding caps
-    (`distort_max_side`, `distort_max_seconds`), each defaulting to
-    w2s_vqa.config.defaults().data's. Keys: image_size, num_frames, sample_fps,
-    frame_sampling (the rule, in words), pixel_mean, pixel_std, num_motion_chunks,
-    motion_dim, motion_features, motion_rule, frame_format, jpeg_quality,
-    decode_max_side, decode_max_seconds (convert.video_inputs reads them). Raises
-    ValueError for an unknown motion feature kind.
+    (distort_max_side, distort_max_seconds), each defaulting to
+    w2s_vqa.config.defaults().data's. Keys: Settings' fields and sample_fps,
+    frame_sampling (the rule, in words), pixel_mean, pixel_std, motion_rule
+    (convert.video_inputs reads them). Raises ValueError for a motion feature kind a
+    video file cannot be turned into here (MOTION_RULE's are).
     """
     from w2s_vqa import config as config_lib
 
-    defaults = config_lib.defaults().data
-    data = data if data is not None else {}
-
-    def get(key):
-        return data[key] if key in data else defaults[key]
-
-    kind = str(get("motion_features"))
+    defaults = Settings.from_config(config_lib.defaults())
+    given = Settings.from_json({k: data[k] for k in data.keys()} if data is not None else None)
+    settings = Settings.from_student(cfg).merged(given).merged(defaults)
+    kind = settings.motion_features
     if kind not in MOTION_RULE:
         raise ValueError(f"data.motion_features={kind!r}: expected one of {sorted(MOTION_RULE)}")
-    return {
-        "image_size": cfg.vision.image_size,
-        "num_frames": cfg.num_frames,
-        "sample_fps": SAMPLE_FPS,
-        "frame_sampling": FRAME_SAMPLING,
-        "pixel_mean": PIXEL_MEAN,
-        "pixel_std": PIXEL_STD,
-        "num_motion_chunks": cfg.num_motion_chunks,
-        "motion_dim": cfg.motion_dim,
-        "motion_features": kind,
-        "motion_rule": MOTION_RULE[kind],
-        "frame_format": str(get("frame_format")),
-        "jpeg_quality": int(get("jpeg_quality")),
-        "decode_max_side": int(get("distort_max_side")),
-        "decode_max_seconds": float(get("distort_max_seconds")),
-    }
+    return {**settings.to_json(), "sample_fps": SAMPLE_FPS, "frame_sampling": FRAME_SAMPLING,
+            "pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD, "motion_rule": MOTION_RULE[kind]}
 
 
-def data_of_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The `data` keys that `input_settings` read to make `settings` (a w2s_vqa.json), for
-    writing the same settings again; {} for a directory without them."""
-    names = {"motion_features": "motion_features", "frame_format": "frame_format", "jpeg_quality": "jpeg_quality",
-             "decode_max_side": "distort_max_side", "decode_max_seconds": "distort_max_seconds"}
-    return {data_key: settings[key] for key, data_key in names.items() if key in settings}
+def data_of_settings(settings: Mapping[str, Any]) -> Settings:
+    """The Settings a w2s_vqa.json records (older exports' decode_max_* names included),
+    to write the same settings again; nothing recorded for a directory without them."""
+    return Settings.from_json(settings)
 
 
 def processor_files(cfg: StudentConfig, tokenizer) -> dict[str, str]:

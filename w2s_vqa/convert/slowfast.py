@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.convert.hf import IDENTITY, KeyMap, Transform
 from w2s_vqa.models import slowfast
 from w2s_vqa.models.slowfast import WeightsError
@@ -170,12 +171,12 @@ def convert(checkpoint: str | os.PathLike, out: str | os.PathLike, *, trust_pick
             overwrite: bool = False) -> dict[str, Any]:
     """Write the fast pathway's weights of `checkpoint` to the safetensors file `out`.
 
-    Written under a temporary name and renamed when complete. Returns {"out",
+    Written atomically (workdir.write_bytes). Returns {"out",
     "tensors", "parameters", "skipped"}. Raises FileExistsError for an existing
     `out` without `overwrite`, and what `read_checkpoint` and
     `fast_pathway_tensors` raise; nothing is written then.
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     checkpoint, out = os.fspath(checkpoint), os.fspath(out)
     if os.path.exists(out) and not overwrite:
@@ -183,15 +184,9 @@ def convert(checkpoint: str | os.PathLike, out: str | os.PathLike, *, trust_pick
     state = read_checkpoint(checkpoint, trust_pickle=trust_pickle)
     tensors = fast_pathway_tensors(state, checkpoint)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    temp = f"{out}.tmp-{os.getpid()}"
-    try:
-        save_file(tensors, temp, metadata={"format": "w2s_vqa.slowfast_fast_pathway",
-                                           "source": os.path.basename(checkpoint),
-                                           "batch_norm_eps": repr(slowfast.BN_EPS)})
-        os.replace(temp, out)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    workdir_lib.write_bytes(out, save(tensors, metadata={"format": "w2s_vqa.slowfast_fast_pathway",
+                                                         "source": os.path.basename(checkpoint),
+                                                         "batch_norm_eps": repr(slowfast.BN_EPS)}))
     return {"out": os.path.abspath(out), "tensors": len(tensors),
             "parameters": int(sum(t.size for t in tensors.values())),
             "skipped": sum(1 for key in state if _unused(key) is not None)}

@@ -35,6 +35,7 @@ from w2s_vqa.convert.export_files import MOTION_FILE, SETTINGS_FILE, prompt_ques
 from w2s_vqa.convert.video_inputs import ARRAYS, video_inputs
 from w2s_vqa.models.config import HF_CONFIG_FILE, PIXEL_MEAN, PIXEL_STD, StudentConfig
 from w2s_vqa.models.llava_qwen_config import is_llava_qwen
+from w2s_vqa.store.settings import Settings
 
 # An anchor directory (w2s_vqa.score.anchors, read here without it): its files and version.
 ANCHORS_FILE = "anchors.json"
@@ -62,7 +63,8 @@ class TorchScorer:
                  dtype: torch.dtype = torch.float32, device: str = "cpu", attn_implementation: str = "eager"):
         self.hf_dir = os.fspath(hf_dir)
         self.skipped: list[dict[str, str]] = []
-        self.settings = _read_json(os.path.join(self.hf_dir, SETTINGS_FILE), missing_ok=True)
+        # What w2s_vqa.json records (store.settings.Settings); nothing for a plain HF directory.
+        self.settings = Settings.from_json(_read_json(os.path.join(self.hf_dir, SETTINGS_FILE), missing_ok=True))
         config_json = _read_json(os.path.join(self.hf_dir, HF_CONFIG_FILE), missing_ok=False)
         if is_llava_qwen(config_json):
             raise ValueError(f"{self.hf_dir}: the authors' LLaVA-NeXT llava_qwen layout, which transformers does "
@@ -147,15 +149,12 @@ class TorchScorer:
 
     # ------------------------------------------------------------------ video files
     @property
-    def input_settings(self) -> dict:
-        """How a video file becomes the student's inputs: w2s_vqa.json's settings (an export
-        writes them, export_files.input_settings), the student's shapes where it has none."""
-        return {"num_frames": self.num_frames, "image_size": self.cfg.vision.image_size,
-                "num_motion_chunks": self.num_motion_chunks, "motion_dim": self.cfg.motion_dim,
-                "motion_features": "frame_stats" if self.num_motion_chunks else "none",
-                **{k: v for k, v in self.settings.items()
-                   if k in ("motion_features", "frame_format", "jpeg_quality", "decode_max_side",
-                            "decode_max_seconds")}}
+    def input_settings(self) -> Settings:
+        """How a video file becomes the student's inputs: the student's shapes, then
+        w2s_vqa.json's settings (an export writes them, export_files.input_settings); a
+        directory without them computes frame statistics when it has motion tokens."""
+        kind = "frame_stats" if self.num_motion_chunks else "none"
+        return Settings.from_student(self.cfg).merged(self.settings).merged(Settings(motion_features=kind))
 
     def video_inputs(self, path: str, *, settings: dict | None = None, features: np.ndarray | None = None) -> dict:
         """One video file as the student's inputs (convert.video_inputs; `settings` default
@@ -196,8 +195,8 @@ class TorchScorer:
               batch_size: int = 8) -> pd.DataFrame:
         """Scores of video files against an anchor directory, as `w2s-vqa score` gives them.
 
-        Each video is decoded as the anchors were (their anchors.json settings, the
-        decoding caps of w2s_vqa.json), compared with every anchor (anchor first, the video
+        The anchors must have been made as the student reads videos (every setting both
+        record: `Anchors.check_fits`); each video is decoded so, compared with every anchor (anchor first, the video
         second) and scored by convert.anchor_scores (mode "map": the MOS scale with a
         standard error and 95% interval; "paper": the authors' 0-100). Returns one row per
         decoded video: id (default: the file name without extension), path, score, stderr,
@@ -212,7 +211,7 @@ class TorchScorer:
         """
         anchors = anchors if isinstance(anchors, Anchors) else Anchors.load(anchors)
         anchors.check_fits(self)
-        settings = {**self.input_settings, **anchors.settings}
+        settings = self.input_settings.merged(anchors.settings)
         ids = list(ids) if ids is not None else [os.path.splitext(os.path.basename(p))[0] for p in paths]
         if len(ids) != len(paths) or (features is not None and len(features) != len(paths)):
             raise ValueError(f"{len(ids)} ids and {'no' if features is None else len(features)} feature arrays "
@@ -244,12 +243,12 @@ class TorchScorer:
 
 class Anchors:
     """An anchor directory (`w2s-vqa anchors`; format in w2s_vqa.score.anchors), read without
-    JAX: ids and MOS (increasing), the store settings the anchors' videos were made with,
-    and their inputs (ARRAYS, K rows each)."""
+    JAX: ids and MOS (increasing), the Settings the anchors' videos were made with, and
+    their inputs (ARRAYS, K rows each)."""
 
-    def __init__(self, ids: Sequence[str], mos, settings: dict, videos: dict, path: str = ""):
-        self.ids, self.mos, self.settings, self.videos, self.path = list(ids), np.asarray(mos, np.float64), \
-            dict(settings), videos, path
+    def __init__(self, ids: Sequence[str], mos, settings, videos: dict, path: str = ""):
+        self.ids, self.mos, self.videos, self.path = list(ids), np.asarray(mos, np.float64), videos, path
+        self.settings = settings if isinstance(settings, Settings) else Settings.from_json(settings)
 
     @classmethod
     def load(cls, directory: str) -> "Anchors":
@@ -275,22 +274,20 @@ class Anchors:
         short = [k for k in ARRAYS if k not in videos or len(videos[k]) != len(ids)]
         if short:
             raise ValueError(f"{videos_path}: {', '.join(short)} missing or not one row per anchor ({len(ids)})")
-        return cls(ids, mos, meta.get("settings") or {}, videos, directory)
+        return cls(ids, mos, Settings.from_json(meta.get("settings")), videos, directory)
 
     def video_list(self) -> list[dict]:
         return [{k: self.videos[k][i] for k in ARRAYS} for i in range(len(self.ids))]
 
     def check_fits(self, scorer: TorchScorer) -> None:
-        """ValueError naming each shape in which the anchors' videos differ from the student's inputs."""
+        """ValueError naming every setting in which the anchors' videos (their shapes, then
+        anchors.json's settings) differ from how the student reads a video
+        (`TorchScorer.input_settings`), with both values."""
         frames, motion = self.videos["frames"], self.videos["motion"]
-        have = {"num_frames": frames.shape[1], "image_size": frames.shape[2], "num_motion_chunks": motion.shape[1],
-                "motion_dim": motion.shape[2]}
-        want = {"num_frames": scorer.num_frames, "image_size": scorer.cfg.vision.image_size,
-                "num_motion_chunks": scorer.num_motion_chunks, "motion_dim": scorer.cfg.motion_dim}
-        wrong = [f"{k} {have[k]} (the student takes {want[k]})" for k in have if have[k] != want[k]]
-        if wrong:
-            raise ValueError(f"{self.path or 'anchors'}: the anchors' videos do not fit the student: "
-                             f"{'; '.join(wrong)}")
+        shapes = Settings(num_frames=frames.shape[1], image_size=frames.shape[2], num_motion_chunks=motion.shape[1],
+                          motion_dim=motion.shape[2])
+        scorer.input_settings.check_fits(shapes.merged(self.settings), mine="the student",
+                                         theirs="the anchors' videos", where=self.path or "anchors", error=ValueError)
 
 
 def _read_json(path: str, *, missing_ok: bool, what: str = "a Hugging Face LLaVA-OneVision directory") -> dict:

@@ -19,9 +19,9 @@ video):
     frame_format "jpeg"             each valid frame through JPEG at jpeg_quality with
                                     4:4:4 chroma and back (PIL), as the store keeps it
 
-Settings come from an anchor directory's anchors.json ("settings": num_frames,
-image_size, num_motion_chunks, motion_dim, motion_features, frame_format, jpeg_quality)
-or an export's w2s_vqa.json (`export_files.input_settings`); the decoding caps default to
+Settings (store.settings.Settings, or a record of its fields) come from an anchor
+directory's anchors.json "settings" or an export's w2s_vqa.json
+(`export_files.input_settings`); decoding caps a record lacks default to
 config.defaults()'s data.distort_max_side and distort_max_seconds.
 """
 
@@ -34,6 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from w2s_vqa import video
+from w2s_vqa.store.settings import Settings
 from w2s_vqa.video import motion as motion_lib
 
 # The arrays of one video, in a store record's names and shapes.
@@ -41,9 +42,9 @@ ARRAYS = ("frames", "frame_mask", "motion", "motion_mask")
 REQUIRED = ("num_frames", "image_size", "num_motion_chunks", "motion_dim", "motion_features")
 
 
-def _setting(settings: Mapping[str, Any], key: str, data_key: str):
-    if key in settings and settings[key] is not None:
-        return settings[key]
+def _cap(value, data_key: str):
+    if value is not None:
+        return value
     from w2s_vqa.config import defaults
 
     return defaults().data[data_key]
@@ -54,22 +55,24 @@ def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
     """The student's inputs for one video file: {"frames": uint8 [F, S, S, 3], "frame_mask":
     bool [F], "motion": float32 [M, D], "motion_mask": bool [M]}.
 
-    settings: REQUIRED keys, optional frame_format ("raw" default, or "jpeg"),
-    jpeg_quality (default 95), decode_max_side, decode_max_seconds. features: the video's
+    settings: a Settings or a record of its fields (Settings.from_json) holding the
+    REQUIRED ones; frame_format defaults to "raw", jpeg_quality to 95, the decoding caps
+    to config.defaults()'s. features: the video's
     per-second motion features float32 [seconds, D], required when motion_features is
     "precomputed". Raises video.VideoError for a file that cannot be decoded, ValueError
     for missing settings, an unknown motion kind, or missing or mis-shaped features.
     """
-    missing = [k for k in REQUIRED if k not in settings]
+    settings = settings if isinstance(settings, Settings) else Settings.from_json(settings)
+    missing = [k for k in REQUIRED if getattr(settings, k) is None]
     if missing:
         raise ValueError(f"video input settings lack {missing} (have {sorted(settings)})")
-    count, size = int(settings["num_frames"]), int(settings["image_size"])
-    chunks, dim = int(settings["num_motion_chunks"]), int(settings["motion_dim"])
-    kind = str(settings["motion_features"])
+    count, size = settings.num_frames, settings.image_size
+    chunks, dim = settings.num_motion_chunks, settings.motion_dim
+    kind = settings.motion_features
     motion, motion_mask = np.zeros((chunks, dim), np.float32), np.zeros((chunks,), bool)
     if kind == "frame_stats":
-        max_side = int(_setting(settings, "decode_max_side", "distort_max_side"))
-        max_seconds = float(_setting(settings, "decode_max_seconds", "distort_max_seconds"))
+        max_side = int(_cap(settings.distort_max_side, "distort_max_side"))
+        max_seconds = float(_cap(settings.distort_max_seconds, "distort_max_seconds"))
         info = video.probe(path)
         longer = max(info.width, info.height)
         shape = None
@@ -94,8 +97,8 @@ def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
             motion[: len(chosen)], motion_mask[: len(chosen)] = chosen, True
     else:
         raise ValueError(f"motion_features={kind!r}: expected frame_stats, none or precomputed")
-    if str(settings.get("frame_format", "raw")) == "jpeg":
-        frames = _jpeg_round_trip(frames, frame_mask, int(settings.get("jpeg_quality", 95)))
+    if (settings.frame_format or "raw") == "jpeg":
+        frames = _jpeg_round_trip(frames, frame_mask, settings.jpeg_quality or 95)
     return {"frames": frames, "frame_mask": np.asarray(frame_mask, bool), "motion": motion,
             "motion_mask": np.asarray(motion_mask, bool)}
 

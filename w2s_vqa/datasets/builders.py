@@ -63,15 +63,14 @@ import tensorflow_datasets as tfds
 from w2s_vqa.datasets import metadata as metadata_lib
 from w2s_vqa.datasets.metadata import SETS
 from w2s_vqa.datasets.official_table import MetadataError
+from w2s_vqa.store.settings import CONFIG_FIELDS, Settings
 
 VERSION = tfds.core.Version("1.0.0")
 SPLIT = "test"
 SUBSETS = ("paper", "full")
 SLOWFAST_ENV = "W2S_VQA_SLOWFAST_WEIGHTS"
-# The store settings an example depends on (store.prepare.Settings fields). The distort_max_*
-# pair caps decoding when motion is computed from the frames (store.prepare._decode_for_distortion).
-SETTING_FIELDS = ("num_frames", "image_size", "num_motion_chunks", "motion_dim", "motion_features", "frame_format",
-                  "jpeg_quality", "distort_max_side", "distort_max_seconds")
+# The settings an example depends on: store.settings.Settings' fields a config sets.
+SETTING_FIELDS = CONFIG_FIELDS
 # Motion a set can be built with: "precomputed" needs a .npy per video, which no release ships.
 MOTION_FEATURES = ("none", "frame_stats", "slowfast")
 
@@ -98,9 +97,9 @@ class VqaConfig(tfds.core.BuilderConfig):
     distort_max_side: int = 0
     distort_max_seconds: float = 0.0
 
-    def settings(self) -> dict[str, Any]:
-        """{SETTING_FIELDS: value}."""
-        return {k: getattr(self, k) for k in SETTING_FIELDS}
+    def settings(self) -> Settings:
+        """The Settings its examples are made with."""
+        return Settings(**{k: getattr(self, k) for k in SETTING_FIELDS})
 
 
 def _tiny_settings() -> dict[str, Any]:
@@ -145,7 +144,7 @@ def config_for(settings: dict[str, Any], subset: str = "paper") -> VqaConfig:
         raise DatasetError(f"motion_features={values['motion_features']!r}: an evaluation set can be built with "
                            f"{', '.join(MOTION_FEATURES)} (a release ships no per-video motion files)")
     for config in CONFIGS:
-        if config.subset == subset and config.settings() == values:
+        if config.subset == subset and dict(config.settings()) == values:
             return config
     quality = values["jpeg_quality"] if values["frame_format"] == "jpeg" else ""
     name = (f"{subset}_f{values['num_frames']}_s{values['image_size']}_m{values['num_motion_chunks']}_"
@@ -156,17 +155,18 @@ def config_for(settings: dict[str, Any], subset: str = "paper") -> VqaConfig:
 
 
 def _store_settings(config: VqaConfig, slowfast_weights: str):
-    """store.prepare.Settings of `config` (no variants): built from w2s_vqa.config.defaults()
-    with the config's data.* values, so that Settings' own checks apply."""
+    """The Settings of `config`, as a store is made (store.prepare.StorePlan: the SlowFast
+    weights checked and their digest recorded): built from w2s_vqa.config.defaults() with
+    the config's data.* values, so that the plan's own checks apply."""
     from w2s_vqa.config import defaults
-    from w2s_vqa.store.prepare import Settings
+    from w2s_vqa.store.prepare import StorePlan
 
     c = defaults()
     for key, value in config.settings().items():
         c.data[key] = value
     c.data.distortions = ""
     c.data.slowfast_weights = slowfast_weights
-    return Settings.from_config(c)
+    return StorePlan.from_config(c).settings
 
 
 def _instructions(spec: metadata_lib.SetSpec) -> str:

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from w2s_vqa.store.format import IdIndex, decode_frames
+from w2s_vqa.store.settings import Settings
 
 SHARD_SIZE = 256
 
@@ -64,7 +65,7 @@ class TfdsVideoSource(IdIndex):
         if "index" not in meta:
             raise SourceError(f"{self._builder.data_dir}: metadata.json holds no index (not built by w2s_vqa.datasets)")
         config_obj = self._builder.builder_config
-        self.settings: dict[str, Any] = dict(meta["settings"])  # store.json's keys (store.prepare.Settings)
+        self.settings = Settings.from_json(meta["settings"])  # how its videos became student inputs
         self.skipped: list[dict[str, str]] = list(meta.get("skipped", []))
         self.subset: str = meta.get("subset", config_obj.subset)
         rows = meta["index"]

@@ -77,6 +77,7 @@ import pandas as pd
 
 from w2s_vqa import tables
 from w2s_vqa import video
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.labels import build as pair_build
 from w2s_vqa.labels import origins
 from w2s_vqa.labels import pair_table
@@ -108,7 +109,7 @@ SOURCES_DIR = "sources"
 MANIFEST_FILE = "sources.csv"
 STORE_DIR = "store"
 TEACHERS_FILE = "teachers.csv"
-TRAIN_PAIRS_FILE = "pairs_train.parquet"
+TRAIN_PAIRS_FILE = workdir_lib.TRAIN_PAIRS_FILE
 VAL_PAIRS_FILE = "pairs_val.parquet"
 SUMMARY_FILE = "demo.json"
 
@@ -232,8 +233,8 @@ def teacher_scores(store: VideoStore, path: str, *, progress: bool = False) -> p
                 and len(existing) == len(store) * len(weak_teachers.TEACHERS)):
             return existing
     scores = weak_teachers.score_store(store, progress=progress)
-    scores.to_csv(path + ".tmp", index=False, float_format="%.9g")
-    os.replace(path + ".tmp", path)
+    with workdir_lib.atomic_open(path) as f:
+        scores.to_csv(f, index=False, float_format="%.9g")
     return scores
 
 
@@ -307,9 +308,7 @@ def build_demo(config, out_dir: str, *, workers: int = 1, num_sources: int | Non
         "val_direction_accuracy_level_gap_above_1": _direction_report(val, with_fused),
         "seconds": seconds,
     }
-    with open(paths["summary"] + ".tmp", "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(paths["summary"] + ".tmp", paths["summary"])
+    workdir_lib.write_json(paths["summary"], summary)
     return summary
 
 

@@ -48,6 +48,7 @@ import numpy as np
 from w2s_vqa import config as config_lib
 from w2s_vqa import runtime
 from w2s_vqa import tables
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.demo import pool as demo_data
 from w2s_vqa.labels import origins
 from w2s_vqa.labels import pair_table
@@ -180,7 +181,8 @@ def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None 
 
     student, _, step = load_checkpoint_student(last, "latest")
     hf.save_student(student, export_dir, tokenizer_dir=model_config_lib.tokenizer_dir(config), overwrite=True,
-                    extra_settings={"checkpoint": os.path.join(last, "checkpoints"), "step": step}, data=config.data)
+                    extra_settings={"checkpoint": os.path.join(last, workdir_lib.CHECKPOINT_DIR), "step": step},
+                    data=config.data)
 
     students = [models[f"stage {k}"]["direction_accuracy"]["withheld"] for k in range(1, num_stages + 1)]
     teacher_names = [n for n in models if not n.startswith("stage ")]

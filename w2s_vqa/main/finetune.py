@@ -12,7 +12,7 @@ differences) and scores its test videos, before and after, against K anchors cho
 its training videos. Writes W/results.md and W/results.json (per split SRCC/PLCC/KRCC before
 and after, and their median over the splits, the figure the field reports); rerun the
 same command to resume, or with a larger --splits to add splits; a rerun with other settings
-is refused, naming each (stages/finetune.py says what each file is). The last line printed
+is refused, naming each (w2s_vqa/finetune/__init__.py says what each file is). The last line printed
 is one JSON object (figures not yet known are null).
 """
 
@@ -63,7 +63,7 @@ def run(args) -> int:
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     import jax
 
-    from w2s_vqa.stages import finetune
+    from w2s_vqa import finetune
     from w2s_vqa.train import loop
 
     # Settings, the work directory, the set's table and folder fail here, before JAX's

@@ -14,9 +14,10 @@ import json
 import os
 import sys
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.main.common import add_config_arguments, load_config
 
-TRAIN_FILE = "pairs_train.parquet"
+TRAIN_FILE = workdir_lib.TRAIN_PAIRS_FILE
 VAL_FILE = "pairs_val.parquet"
 SUMMARY_FILE = "pairs.json"
 NORMALIZE_CHOICES = ("zscore", "minmax", "none")
@@ -93,9 +94,7 @@ def run(args) -> int:
         "notes": list(notes),
         "paths": paths,
     }
-    with open(paths["summary"] + ".tmp", "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(paths["summary"] + ".tmp", paths["summary"])
+    workdir_lib.write_json(paths["summary"], summary)
 
     for name, path in paths.items():
         print(f"{name + ':':<9}{path}")

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.main.common import add_config_arguments, load_config
 
 
@@ -61,7 +62,7 @@ def run(args) -> int:
     loop.maybe_initialize_distributed(config)
     mesh = sharding.mesh_from_config(config)
     loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf, step=args.step, mesh=mesh, config=config)
-    anchors.check_student(loaded.student.cfg)
+    anchors.check_student(loaded.student.cfg, loaded.settings)
     out = os.path.abspath(args.out)
     work = args.work or (out[:-4] if out.lower().endswith(".csv") else out) + ".work"
     result = batch_lib.score_videos(loaded.student, loaded.prompt, anchors, args.inputs, mesh,
@@ -72,8 +73,8 @@ def run(args) -> int:
     skipped_path = (out[:-4] if out.lower().endswith(".csv") else out) + ".skipped.csv"
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        table.to_csv(out + ".tmp", index=False)
-        os.replace(out + ".tmp", out)
+        with workdir_lib.atomic_open(out) as f:
+            table.to_csv(f, index=False)
         result.skipped_table().to_csv(skipped_path, index=False)
         if os.access(anchors.path, os.W_OK):  # the anchors' matrix for this student, for the record and PyTorch
             anchors.save_matrix(loaded.key, result.anchor_logits)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.main.common import add_config_arguments, load_config
 
 
@@ -35,7 +36,7 @@ def run(args) -> int:
     allow = False if allow is None else (tuple(allow) or True)
     info = loop.Trainer(config, args.workdir, allow_config_change=allow).run()
     if jax.process_index() == 0:
-        metrics = os.path.join(info.workdir, "metrics.jsonl")
+        metrics = os.path.join(info.workdir, workdir_lib.METRICS_FILE)
         if info.stopped:
             saved = (f"checkpoint saved: step {info.saved_step} in {info.checkpoint_dir}" if info.saved_step is not None
                      else "no checkpoint saved (stopped before the first step)")

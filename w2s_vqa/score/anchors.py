@@ -8,9 +8,9 @@ An anchor directory is self-contained, so scoring needs neither the store the an
 came from nor JAX to read it:
 
     anchors.json   {"version", "anchors": [{"id", "mos", "source_id", "path"}, ...] in
-                   increasing MOS, "settings": the store settings the videos were made
-                   with (num_frames, image_size, num_motion_chunks, motion_dim,
-                   motion_features, frame_format, jpeg_quality), "store", "rule"}
+                   increasing MOS, "settings": the settings the videos were made with
+                   (store.settings.Settings.to_json; sets made before it recorded
+                   distort_max_side and distort_max_seconds lack those), "store", "rule"}
     videos.npz     the anchors' student inputs as the store holds them, in that order:
                    frames uint8 [K, F, S, S, 3], frame_mask bool [K, F], motion float32
                    [K, M, D], motion_mask bool [K, M]
@@ -28,12 +28,13 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from w2s_vqa import workdir
 from w2s_vqa.store.format import VideoStore
+from w2s_vqa.store.settings import Settings
 from w2s_vqa.tables import ProblemReport, read_csv
 
 ANCHORS_FILE = "anchors.json"
@@ -42,11 +43,6 @@ MATRIX_DIR = "matrices"
 VERSION = 1
 # The arrays of videos.npz, in the store's record names.
 VIDEO_ARRAYS = ("frames", "frame_mask", "motion", "motion_mask")
-# Store settings the anchors' videos were made with; test videos must be made alike.
-SETTINGS_KEYS = ("num_frames", "image_size", "num_motion_chunks", "motion_dim", "motion_features", "frame_format",
-                 "jpeg_quality")
-# The student-shape settings that must equal the student's config (models.config.StudentConfig fields).
-STUDENT_KEYS = ("num_frames", "num_motion_chunks", "motion_dim")
 # Default share of a MOS table's videos that the anchors' targets span (pick_anchors).
 DEFAULT_COVERAGE = 0.95
 # MOS table columns: the video, then its score (../shared/eval_sets/*.csv use file,mos).
@@ -63,15 +59,15 @@ class AnchorSet:
     """K anchor videos with their MOS and student inputs.
 
     ids: K video ids; mos: float64 [K], strictly increasing; videos: VIDEO_ARRAYS as arrays
-    with K rows (shapes in the module docstring); settings: SETTINGS_KEYS of the store
-    they came from; source_ids, paths: per anchor, where known ("" otherwise); store: the
+    with K rows (shapes in the module docstring); settings: the Settings of the store
+    they came from (test videos must be made alike); source_ids, paths: per anchor, where known ("" otherwise); store: the
     store directory they came from; path: the anchor directory it was loaded from, if any.
     """
 
     ids: tuple[str, ...]
     mos: np.ndarray
     videos: dict[str, np.ndarray]
-    settings: dict[str, Any]
+    settings: Settings
     source_ids: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     store: str = ""
@@ -79,6 +75,8 @@ class AnchorSet:
     path: str = ""
 
     def __post_init__(self):
+        if not isinstance(self.settings, Settings):  # a record of its fields (Settings.from_json)
+            object.__setattr__(self, "settings", Settings.from_json(self.settings))
         validate(self.ids, self.mos, self.videos, where=self.path or "anchor set")
 
     def __len__(self) -> int:
@@ -104,7 +102,7 @@ class AnchorSet:
         videos = {name: np.stack([np.asarray(r[name]) for r in records]) for name in VIDEO_ARRAYS}
         rows = store.index.set_index("id").loc[ids]
         return cls(ids=tuple(ids), mos=mos[order], videos=videos,
-                   settings={k: store.settings.get(k) for k in SETTINGS_KEYS},
+                   settings=store.settings,
                    source_ids=tuple(rows["source_id"].astype(str)), paths=tuple(rows["path"].fillna("").astype(str)),
                    store=os.path.abspath(store.path), rule=rule)
 
@@ -124,17 +122,18 @@ class AnchorSet:
             matrices = os.path.join(directory, MATRIX_DIR)
             for name in (os.listdir(matrices) if os.path.isdir(matrices) else []):
                 os.remove(os.path.join(matrices, name))
-        _atomic(os.path.join(directory, VIDEOS_FILE), lambda f: np.savez(f, **self.videos), binary=True)
+        with workdir.atomic_open(os.path.join(directory, VIDEOS_FILE), "wb") as f:
+            np.savez(f, **self.videos)
         record = {
             "version": VERSION,
             "anchors": [{"id": i, "mos": float(m), "source_id": s, "path": p}
                         for i, m, s, p in zip(self.ids, self.mos, self._or_blank(self.source_ids),
                                               self._or_blank(self.paths))],
-            "settings": self.settings,
+            "settings": self.settings.to_json(),
             "store": self.store,
             "rule": self.rule,
         }
-        _atomic(os.path.join(directory, ANCHORS_FILE), lambda f: f.write(json.dumps(record, indent=1) + "\n"))
+        workdir.write_text(os.path.join(directory, ANCHORS_FILE), json.dumps(record, indent=1) + "\n")
         return [ANCHORS_FILE, VIDEOS_FILE]
 
     def _or_blank(self, values) -> tuple[str, ...]:
@@ -189,25 +188,34 @@ class AnchorSet:
         except (OSError, ValueError, EOFError) as e:
             raise AnchorError(f"{videos_path}: not readable ({e})") from None
         entries = [e for e in meta["anchors"] if isinstance(e, dict)]
-        return cls(ids=tuple(ids), mos=np.asarray(mos, np.float64), videos=videos, settings=meta.get("settings") or {},
+        return cls(ids=tuple(ids), mos=np.asarray(mos, np.float64), videos=videos,
+                   settings=Settings.from_json(meta.get("settings")),
                    source_ids=tuple(str(e.get("source_id", "")) for e in entries),
                    paths=tuple(str(e.get("path", "")) for e in entries), store=str(meta.get("store", "")),
                    rule=str(meta.get("rule", "")), path=directory)
 
     # ------------------------------------------------------------------ fit with a student
-    def check_student(self, cfg) -> None:
-        """Raise AnchorError when the anchors' videos do not fit a StudentConfig: frames,
-        image size, motion chunks or motion width differ (each named with both values)."""
-        frames = self.videos["frames"]
-        have = {"num_frames": frames.shape[1], "image_size": frames.shape[2],
-                "num_motion_chunks": self.videos["motion"].shape[1], "motion_dim": self.videos["motion"].shape[2]}
-        want = {"num_frames": cfg.num_frames, "image_size": cfg.vision.image_size,
-                "num_motion_chunks": cfg.num_motion_chunks, "motion_dim": cfg.motion_dim}
-        wrong = [f"{k} {have[k]} (the student takes {want[k]})" for k in have if int(have[k]) != int(want[k])]
-        if wrong:
-            raise AnchorError(f"{self.path or 'anchor set'}: the anchors' videos do not fit the student: "
-                              f"{'; '.join(wrong)}; make the anchors from a store prepared with the student's "
-                              "data settings")
+    def video_settings(self) -> Settings:
+        """How the anchors' videos were made: their shapes (from the arrays), then the
+        settings anchors.json records."""
+        frames, motion = self.videos["frames"], self.videos["motion"]
+        shapes = Settings(num_frames=frames.shape[1], image_size=frames.shape[2], num_motion_chunks=motion.shape[1],
+                          motion_dim=motion.shape[2])
+        return shapes.merged(self.settings)
+
+    def check_settings(self, settings: Settings, *, mine: str = "the student") -> None:
+        """Raise AnchorError naming, with both values, every setting in which the anchors'
+        videos (`video_settings`) differ from `settings`, how `mine` reads a video."""
+        settings.check_fits(self.video_settings(), mine=mine, theirs="the anchors' videos",
+                            where=self.path or "anchor set", error=AnchorError)
+
+    def check_student(self, cfg, settings: Settings | None = None) -> None:
+        """Raise AnchorError when the anchors' videos are not made as the student reads its
+        inputs (`check_settings`): frames, image size, motion chunks and width from the
+        StudentConfig `cfg`, and every other field of `settings` (the student's run
+        config's or its export's)."""
+        student = Settings.from_student(cfg)
+        self.check_settings(student.merged(settings) if settings is not None else student)
 
     def digest(self) -> str:
         """A hex digest of the ids, MOS and video arrays: equal for equal anchor sets."""
@@ -242,8 +250,8 @@ class AnchorSet:
             raise AnchorError(f"anchor logits must be [{len(self)}, {len(self)}, 5], got {logits.shape}")
         path = self.matrix_path(student_key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        _atomic(path, lambda f: np.savez(f, logits=logits, key=np.asarray(student_key),
-                                         anchors=np.asarray(self.digest())), binary=True)
+        with workdir.atomic_open(path, "wb") as f:
+            np.savez(f, logits=logits, key=np.asarray(student_key), anchors=np.asarray(self.digest()))
         return path
 
 
@@ -412,10 +420,3 @@ def build_anchor_set(store: VideoStore | str, mos_table_path: str, k: int, *,
     picked = pick_anchors(table, k, coverage=coverage)
     rule = RULE.format(lo=(1 - coverage) / 2, hi=(1 + coverage) / 2)
     return AnchorSet.from_store(store, picked["id"], picked["mos"], rule=rule)
-
-
-def _atomic(path: str, write, binary: bool = False) -> None:
-    temp = path + ".tmp"
-    with open(temp, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
-        write(f)
-    os.replace(temp, path)

@@ -24,7 +24,6 @@ skipped.csv.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import warnings
 from typing import Any, Callable, Mapping, Sequence
@@ -32,13 +31,15 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.score import metrics
 from w2s_vqa.score.anchors import read_mos_table
+from w2s_vqa.store.settings import Settings
 from w2s_vqa.tables import TableWarning
 
 STUDENT = "student"
-RESULTS_JSON = "results.json"
-RESULTS_MD = "results.md"
+RESULTS_JSON = workdir_lib.RESULTS_JSON
+RESULTS_MD = workdir_lib.RESULTS_MD
 PREDICTIONS_FILE = "predictions.csv"
 SKIPPED_FILE = "skipped.csv"
 PLOTS_DIR = "plots"
@@ -293,9 +294,7 @@ def write_report(results: Mapping, predictions: Mapping[str, Mapping[str, pd.Dat
     os.makedirs(out_dir, exist_ok=True)
     paths = {"json": os.path.join(out_dir, RESULTS_JSON), "markdown": os.path.join(out_dir, RESULTS_MD),
              "predictions": os.path.join(out_dir, PREDICTIONS_FILE), "skipped": os.path.join(out_dir, SKIPPED_FILE)}
-    with open(paths["json"] + ".tmp", "w") as f:
-        json.dump(results, f, indent=1, allow_nan=True)
-    os.replace(paths["json"] + ".tmp", paths["json"])
+    workdir_lib.write_json(paths["json"], results)
     with open(paths["markdown"], "w") as f:
         f.write(markdown(results))
     rows = [by_set[s].merge(tables[s][["file", "mos"]], on="file", how="left").assign(set=s, model=m)
@@ -409,7 +408,7 @@ def student_score_set(scorer, work_root: str, config=None, *, mode: str = "map",
         if eval_set.source is not None:  # a built TFDS set: its records are scored as they are, no decoding
             store, lost = eval_set.source, list(getattr(eval_set.source, "skipped", []))
         else:
-            manifest = write_manifest(table, os.path.join(work, "manifest.csv"))
+            manifest = write_manifest(table, os.path.join(work, workdir_lib.MANIFEST_FILE))
             store, lost = batch_lib.prepare_inputs(manifest, work, scorer.anchors, config, workers=workers,
                                                    progress=progress)
         result = batch_lib.score_store(scorer, store, mode=mode, parts_dir=os.path.join(work, "parts"),
@@ -475,5 +474,10 @@ def tfds_eval_sets(names: Sequence[str], manual_dir: str, *, data_dir: str | Non
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("w2s_vqa.score.tfds_build")
-    return [EvalSet(name, roots[name], "", datasets.TfdsVideoSource(name, config, data_dir=data_dir))
+    sets = [EvalSet(name, roots[name], "", datasets.TfdsVideoSource(name, config, data_dir=data_dir))
             for name in names]
+    wanted = Settings.from_json(settings)
+    for eval_set in sets:  # a build's recorded settings, against those asked for
+        wanted.check_fits(eval_set.source.settings, mine="the anchors", theirs=f"TFDS set {eval_set.name}",
+                          where=eval_set.source.path, error=EvalError)
+    return sets

@@ -224,13 +224,3 @@ class Scorer:
         process passes all N). Returns float32 [N, K, 5]."""
         count = len(videos["frames"])
         return self.level_logits(lambda rows: {k: np.asarray(videos[k])[rows] for k in VIDEO_ARRAYS}, count)
-
-
-
-
-def score_store(scorer: Scorer, store, **kwargs) -> pd.DataFrame:
-    """The score table alone of score.batch.score_store (its ScoreResult's `table`; the
-    same arguments), for stages.finetune, which reads nothing else of the result."""
-    from w2s_vqa.score import batch
-
-    return batch.score_store(scorer, store, **kwargs).table

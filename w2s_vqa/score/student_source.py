@@ -23,6 +23,7 @@ import ml_collections
 
 from w2s_vqa import prompt as prompt_lib
 from w2s_vqa.models import student as student_lib
+from w2s_vqa.store.settings import Settings
 
 
 class ScoringStudent(NamedTuple):
@@ -32,7 +33,10 @@ class ScoringStudent(NamedTuple):
     a checkpoint its absolute path, the step and the step folder's modification time, so
     that a run retrained in place differs; for a directory its absolute path and each
     *.safetensors file's modification time); run_config: the checkpoint's run config
-    (None for a directory); step: the checkpoint's step (None for a directory).
+    (None for a directory); step: the checkpoint's step (None for a directory); settings:
+    how the student's input videos were made (store.settings.Settings: the run config's
+    data.* for a checkpoint, the export's w2s_vqa.json for a directory, nothing recorded
+    for a plain Hugging Face directory), which anchors and stores must fit.
     """
 
     student: student_lib.Student
@@ -40,6 +44,7 @@ class ScoringStudent(NamedTuple):
     key: str
     run_config: ml_collections.ConfigDict | None
     step: int | None
+    settings: Settings
 
 
 def load_for_scoring(*, checkpoint: str | None = None, hf_dir: str | None = None, step: int | str | None = None,
@@ -72,6 +77,7 @@ def load_for_scoring(*, checkpoint: str | None = None, hf_dir: str | None = None
         stamp = os.stat(saved).st_mtime_ns if os.path.exists(saved) else 0  # a run retrained in place differs
         key = f"checkpoint:{os.path.abspath(checkpoint)}:step {step}:{stamp}"
         tokenizer_dir = model_config_lib.tokenizer_dir(run_config)
+        settings = Settings.from_json(run_config.data)
     else:
         from w2s_vqa.convert import hf, llava_next
 
@@ -85,6 +91,9 @@ def load_for_scoring(*, checkpoint: str | None = None, hf_dir: str | None = None
                         for name in os.listdir(hf_dir) if name.endswith(".safetensors"))
         key = f"hf:{os.path.abspath(hf_dir)}:{stamps}"
         tokenizer_dir = hf_dir
+        from w2s_vqa.convert import export_files
+
+        settings = Settings.from_json(export_files.read_settings(hf_dir))
     question = prompt_lib.QUESTION
     if config is not None:
         from w2s_vqa.convert import export_files
@@ -93,4 +102,4 @@ def load_for_scoring(*, checkpoint: str | None = None, hf_dir: str | None = None
     prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(tokenizer_dir),
                                           video_token_id=student.cfg.video_token_index,
                                           tokens_per_video=student.cfg.tokens_per_video, question=question)
-    return ScoringStudent(student, prompt, key, run_config, step)
+    return ScoringStudent(student, prompt, key, run_config, step, settings)

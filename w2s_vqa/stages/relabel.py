@@ -21,13 +21,13 @@ stage-1 one, labeled by teachers and level gaps, not by a student grading itself
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 
 import numpy as np
 import pandas as pd
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.labels import mining, misranked
 from w2s_vqa.labels import pair_table
 from w2s_vqa.labels import sampling as pair_sampling
@@ -122,8 +122,8 @@ def predict_candidates(student, scorer, store, pool: pd.DataFrame, *, path: str,
                                       batch_sharding=scorer.batch_sharding, progress=progress)
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        predicted.to_parquet(path + ".tmp.parquet", index=False)
-        os.replace(path + ".tmp.parquet", path)
+        with workdir_lib.atomic_open(path, "wb") as f:
+            predicted.to_parquet(f, index=False)
     return predicted
 
 
@@ -176,10 +176,8 @@ def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_di
     report["notes"] = list(table_notes) + list(report.get("notes", []))
     if jax.process_index() == 0:
         os.makedirs(out_dir, exist_ok=True)
-        scores.to_csv(os.path.join(out_dir, SCORES_FILE + ".tmp"), index=False)
-        os.replace(os.path.join(out_dir, SCORES_FILE + ".tmp"), os.path.join(out_dir, SCORES_FILE))
+        with workdir_lib.atomic_open(os.path.join(out_dir, SCORES_FILE)) as f:
+            scores.to_csv(f, index=False)
         pair_table.write_pairs(new, os.path.join(out_dir, NEW_PAIRS_FILE))
-        with open(os.path.join(out_dir, REPORT_FILE + ".tmp"), "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(os.path.join(out_dir, REPORT_FILE + ".tmp"), os.path.join(out_dir, REPORT_FILE))
+        workdir_lib.write_json(os.path.join(out_dir, REPORT_FILE), report)
     return new, report

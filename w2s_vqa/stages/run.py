@@ -30,15 +30,17 @@ import json
 import os
 
 from w2s_vqa import config as config_lib
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.labels import pair_table
+from w2s_vqa.store.settings import Settings
 
-RESULTS_JSON = "results.json"
-RESULTS_MD = "results.md"
-STAGE_DIR = "stage_{}"
+RESULTS_JSON = workdir_lib.RESULTS_JSON
+RESULTS_MD = workdir_lib.RESULTS_MD
+STAGE_DIR = workdir_lib.STAGE_DIR
 RELABEL_DIR = "relabel"
 EVAL_DIR = "eval"
-TRAIN_PAIRS_FILE = "pairs_train.parquet"
-RUN_FILE = "stages.json"  # the config a workdir's stages were run with
+TRAIN_PAIRS_FILE = workdir_lib.TRAIN_PAIRS_FILE
+RUN_FILE = workdir_lib.STAGES_FILE  # the config a workdir's stages were run with
 # Keys a rerun may change: those a training run may (config.RESUME_SAFE_KEYS) but the stage
 # settings, which make other pairs; more stages may be asked for.
 SAFE_KEYS = tuple(k for k in config_lib.RESUME_SAFE_KEYS if k not in ("stages.*", "finetune.*")) + (
@@ -82,7 +84,9 @@ def stage_config(config, workdir: str, stage: int):
 
 
 def check_config(config, num_stages: int) -> None:
-    """StagesError naming the key for settings no stage can use, before anything runs."""
+    """StagesError naming the key for settings no stage can use, and AnchorError for
+    stages.anchors made with other data settings than config.data (every one named),
+    before anything runs."""
     s = config.stages
     if num_stages < 1:
         raise StagesError(f"--stages / stages.num_stages must be at least 1, got {num_stages}")
@@ -110,6 +114,10 @@ def check_config(config, num_stages: int) -> None:
         raise StagesError("stages.eval_tfds needs stages.manual_dir (the sets' manual downloads, one folder per set)")
     if (len(s.eval_sets) or tfds_names(config)) and not s.anchors:
         raise StagesError("evaluating after each stage scores against anchors: set stages.anchors=DIR")
+    if s.anchors:  # every stage's student reads videos as config.data says; the anchors must be made so
+        from w2s_vqa.score.anchors import AnchorSet
+
+        AnchorSet.load(str(s.anchors)).check_settings(Settings.from_json(config.data), mine="the config")
 
 
 def tfds_names(config) -> list[str]:
@@ -130,22 +138,15 @@ def check_workdir(config, workdir: str, *, allow: bool | tuple[str, ...] = False
     stages' results, or mix old and new stages."""
     import jax
 
-    if os.path.exists(os.path.join(workdir, "finetune.json")):
-        raise StagesError(f"{workdir}: holds a `w2s-vqa finetune` run (finetune.json); give stages another --workdir")
-    path = os.path.join(workdir, RUN_FILE)
-    if os.path.exists(path):
-        if allow is True:
-            return
-        with open(path) as f:
-            saved = json.load(f)["config"]
-        changes = config_lib.config_differences(saved, config, allowed=SAFE_KEYS + tuple(allow or ()))
-        if changes:
-            raise StagesError(f"{workdir}: its stages ran with another config: {'; '.join(changes)}. Rerun with the "
-                              "saved values, use a new --workdir, or pass --allow-config-change KEY ...")
-        return
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        _write_json(path, {"config": config_lib.as_json(config)})
+    if os.path.exists(os.path.join(workdir, workdir_lib.FINETUNE_FILE)):
+        raise StagesError(f"{workdir}: holds a `w2s-vqa finetune` run ({workdir_lib.FINETUNE_FILE}); give stages "
+                          "another --workdir")
+    allowed = SAFE_KEYS + (() if allow is True else tuple(allow or ()))
+    record = workdir_lib.RunRecord(os.path.join(workdir, RUN_FILE), differences=lambda saved, now: (
+        [] if allow is True else config_lib.config_differences(saved["config"], now["config"], allowed=allowed)))
+    record.check({"config": config_lib.as_json(config)}, write=jax.process_index() == 0, error=StagesError,
+                 message="{dir}: its stages ran with another config: {changes}. Rerun with the saved values, use a "
+                         "new --workdir, or pass --allow-config-change KEY ...")
 
 
 def _barrier(name: str) -> None:
@@ -157,16 +158,10 @@ def _barrier(name: str) -> None:
         multihost_utils.sync_global_devices(f"w2s_vqa.stages.{name}")
 
 
-def _write_json(path: str, value) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=1, allow_nan=True)
-    os.replace(path + ".tmp", path)
-
-
 def _finished(stage_workdir: str, num_steps: int) -> bool:
     from w2s_vqa.train.checkpoint import Checkpointer
 
-    directory = os.path.join(stage_workdir, "checkpoints")
+    directory = os.path.join(stage_workdir, workdir_lib.CHECKPOINT_DIR)
     if not os.path.isdir(directory):
         return False
     checkpointer = Checkpointer(directory, async_save=False, read_only=True)
@@ -181,7 +176,7 @@ def _last_validation(stage_workdir: str) -> dict:
     from w2s_vqa.train.logging import read_metrics
 
     last: dict = {}
-    if os.path.exists(os.path.join(stage_workdir, "metrics.jsonl")):
+    if os.path.exists(os.path.join(stage_workdir, workdir_lib.METRICS_FILE)):
         for row in read_metrics(stage_workdir):
             last.update({k: v for k, v in row.items() if k.count("/") >= 1 and not k.startswith("train/")})
     return last
@@ -255,7 +250,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
             next_pairs = os.path.join(stage_dir(workdir, stage + 1), TRAIN_PAIRS_FILE)
             report_path = os.path.join(here, RELABEL_DIR, relabel_lib.REPORT_FILE)
             if not (os.path.exists(next_pairs) and os.path.exists(report_path)):
-                anchors.check_student(student.cfg)
+                anchors.check_student(student.cfg, loaded.settings)
                 scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=int(c.data.batch_size))
                 previous = pair_table.read_pairs(c.data.pairs)
                 with VideoStore(c.data.store) as store:
@@ -278,7 +273,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
     if first:
         summary["results"] = os.path.join(workdir, RESULTS_JSON)
         summary["markdown"] = os.path.join(workdir, RESULTS_MD)
-        _write_json(summary["results"], summary)
+        workdir_lib.write_json(summary["results"], summary)
         with open(summary["markdown"], "w") as f:
             f.write(markdown(summary))
     return summary

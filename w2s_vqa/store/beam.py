@@ -144,7 +144,7 @@ def prepare_beam(config, inputs: str, out_dir: str, *, runner: str, beam_options
     out_dir = os.fspath(out_dir)
     options = pipeline_options(runner, beam_options, workers=workers)
     _check_installed(runner, out_dir)
-    settings, sources, tasks, store_json = prepare_lib.plan(config, inputs, out_dir, distortions)
+    store_plan, sources, tasks, store_json = prepare_lib.plan(config, inputs, out_dir, distortions)
     _check_or_write_settings(out_dir, store_json)
     finished_before = _finished_shards(out_dir, len(tasks))
     tasks_path = _join(out_dir, TASKS_FILE)
@@ -157,7 +157,7 @@ def prepare_beam(config, inputs: str, out_dir: str, *, runner: str, beam_options
     _ = (pipeline
          | "ReadTasks" >> beam.io.ReadFromText(tasks_path)
          | "Spread" >> beam.Reshuffle()
-         | "WriteShards" >> beam.ParDo(_WriteShard(out_dir, settings))
+         | "WriteShards" >> beam.ParDo(_WriteShard(out_dir, store_plan))
          | "Gather" >> beam.combiners.ToList()
          | "Merge" >> beam.Map(_merge, out_dir=out_dir, num_shards=len(tasks), num_sources=len(sources)))
     try:
@@ -193,9 +193,9 @@ class _WriteShard(beam.DoFn):
     call, or by an earlier run, then left as it is). Only the number travels on: the
     merge reads the done-records from the store, so no element grows with the pool."""
 
-    def __init__(self, out_dir: str, settings: prepare_lib.Settings):
+    def __init__(self, out_dir: str, store_plan: prepare_lib.StorePlan):
         self.out_dir = out_dir
-        self.settings = settings
+        self.store_plan = store_plan
         self.written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "shards_written")
         self.resumed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "shards_resumed")
         self.records = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records")
@@ -211,7 +211,7 @@ class _WriteShard(beam.DoFn):
         sources = tuple(Source(**s) for s in fields["sources"])
         with tempfile.TemporaryDirectory(prefix="w2s-vqa-shard-") as local:
             # Looked up at call time, so that tests can replace it in this process.
-            result = prepare_lib.write_shard(prepare_lib.ShardTask(local, shard, sources, self.settings))
+            result = prepare_lib.write_shard(prepare_lib.ShardTask(local, shard, sources, self.store_plan))
             for path in (prepare_lib.shard_path(local, shard), prepare_lib.shard_done_path(local, shard)):
                 _publish(path, _join(self.out_dir, os.path.basename(path)))
         self.written.inc()
@@ -308,7 +308,8 @@ def _check_or_write_settings(out_dir: str, store_json: dict[str, Any]) -> None:
     """The local path's store.json check, through FileSystems for a store elsewhere."""
     if _is_local(out_dir):
         os.makedirs(out_dir, exist_ok=True)
-        prepare_lib._check_or_write_settings(out_dir, store_json)
+        prepare_lib.store_record(out_dir).check(store_json, message=prepare_lib.STORE_CHANGED, sep=", ",
+                                                error=StoreError)
         return
     try:
         FileSystems.mkdirs(out_dir)  # object stores have no folders: a no-op there
@@ -316,7 +317,7 @@ def _check_or_write_settings(out_dir: str, store_json: dict[str, Any]) -> None:
         pass
     path = _join(out_dir, STORE_FILE)
     if FileSystems.exists(path):
-        prepare_lib._refuse_other_settings(out_dir, json.loads(_read_text(path)), store_json)
+        prepare_lib.refuse_other_store(out_dir, json.loads(_read_text(path)), store_json)
         return
     with _create(path) as f:
         f.write(json.dumps(store_json, indent=1, sort_keys=True).encode())

@@ -36,14 +36,11 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from w2s_vqa.store.settings import Settings
+
 # 2: frames upright by the display rotation and sampled by presentation timestamps on every path;
 # index column rotation.
 STORE_VERSION = 2
-# data.motion_features: zeros; the source's own .npy (manifest column "motion"); or,
-# computed for every video, variants included: frame statistics (w2s_vqa.video.motion)
-# or SlowFast-R50 fast-pathway features (w2s_vqa.models.slowfast).
-MOTION_FEATURES = ("none", "precomputed", "frame_stats", "slowfast")
-FRAME_FORMATS = ("jpeg", "raw")
 
 STORE_FILE = "store.json"
 INDEX_FILE = "index.parquet"
@@ -210,10 +207,11 @@ class VideoStore(IdIndex):
             raise StoreError(f"{self.path}: store is incomplete (no {INDEX_FILE}); "
                              "rerun `w2s-vqa prepare` to finish it")
         with open(settings_file) as f:
-            self.settings: dict[str, Any] = json.load(f)
-        if self.settings.get("version") != STORE_VERSION:
-            raise StoreError(f"{settings_file}: store version {self.settings.get('version')}, "
+            self.record: dict[str, Any] = json.load(f)  # store.json as written (StorePlan.to_json and more)
+        if self.record.get("version") != STORE_VERSION:
+            raise StoreError(f"{settings_file}: store version {self.record.get('version')}, "
                              f"this code reads version {STORE_VERSION}")
+        self.settings = Settings.from_json(self.record)  # how its videos became student inputs
         self.index: pd.DataFrame = pd.read_parquet(index_file)
         self._rows = pd.Index(self.index["id"])
         self._shard = self.index["shard"].to_numpy()
@@ -229,19 +227,19 @@ class VideoStore(IdIndex):
 
     @property
     def num_frames(self) -> int:
-        return int(self.settings["num_frames"])
+        return int(self.settings.num_frames)
 
     @property
     def image_size(self) -> int:
-        return int(self.settings["image_size"])
+        return int(self.settings.image_size)
 
     @property
     def num_motion_chunks(self) -> int:
-        return int(self.settings["num_motion_chunks"])
+        return int(self.settings.num_motion_chunks)
 
     @property
     def motion_dim(self) -> int:
-        return int(self.settings["motion_dim"])
+        return int(self.settings.motion_dim)
 
     def record_bytes(self, video_id: str) -> bytes:
         """The serialized record of `video_id` (see `decode_record`)."""

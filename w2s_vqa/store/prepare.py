@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import functools
 import glob
 import hashlib
 import json
@@ -28,10 +27,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from w2s_vqa import video
-from w2s_vqa.store.format import (ERRORS_FILE, FRAME_FORMATS, INDEX_COLUMNS, INDEX_DTYPES, INDEX_FILE,
-                                  MOTION_FEATURES, REPORT_FILE, STORE_FILE, STORE_VERSION, WRITER_OPTIONS,
-                                  StoreError, encode_frames, encode_record, shard_done_path, shard_path)
+from w2s_vqa import video, workdir
+from w2s_vqa.store import motion as record_motion
+from w2s_vqa.store.format import (ERRORS_FILE, INDEX_COLUMNS, INDEX_DTYPES, INDEX_FILE, REPORT_FILE, STORE_FILE,
+                                  STORE_VERSION, WRITER_OPTIONS, StoreError, encode_frames, encode_record,
+                                  shard_done_path, shard_path)
+from w2s_vqa.store.settings import Settings, SettingsError
 from w2s_vqa.store.sources import Source, find_sources
 from w2s_vqa.video import distort
 from w2s_vqa.video import motion as motion_lib
@@ -73,72 +74,43 @@ def parse_distortions(spec: str | Sequence[str]) -> tuple[tuple[str, int], ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    """Everything that determines the records; stored as store.json and checked on resume."""
+class StorePlan:
+    """What a store holds: records made with `settings` (how a video becomes the student's
+    inputs, store.settings), the variants made of each source (`distortions`, seeded by
+    `distort_seed`), cut into shards of `sources_per_shard` sources. store.json records it
+    (`to_json`) and a rerun must find it unchanged."""
 
-    num_frames: int
-    image_size: int
-    num_motion_chunks: int
-    motion_dim: int
-    frame_format: str
-    jpeg_quality: int
-    motion_features: str
-    distortions: tuple[tuple[str, int], ...]
-    distort_seed: int
-    distort_max_side: int
-    distort_max_seconds: float
-    sources_per_shard: int
-    # motion_features="slowfast": the weights file (absolute path) and its SHA-256, else "".
-    # store.json records the digest, not the path: a moved file continues its store.
-    slowfast_weights: str
-    slowfast_digest: str
+    settings: Settings
+    distortions: tuple[tuple[str, int], ...] = ()
+    distort_seed: int = 0
+    sources_per_shard: int = 1
 
     @classmethod
-    def from_config(cls, config, distortions=None) -> Settings:
+    def from_config(cls, config, distortions=None) -> StorePlan:
         """From `config.data`; `distortions` (a spec, see `parse_distortions`) overrides
         data.distortions. Raises StoreError naming the data.* key of a value out of range;
         for data.motion_features="slowfast", ConfigError without data.slowfast_weights and
         WeightsError (w2s_vqa.models.slowfast) for a weights file that does not fit."""
         data = config.data
-        slowfast_weights = slowfast_digest = ""
         if str(data.motion_features) == "slowfast":
-            slowfast_weights, slowfast_digest = _check_slowfast_weights(data)
-        settings = cls(
-            num_frames=int(data.num_frames),
-            image_size=int(data.image_size),
-            num_motion_chunks=int(data.num_motion_chunks),
-            motion_dim=int(data.motion_dim),
-            frame_format=str(data.frame_format),
-            jpeg_quality=int(data.jpeg_quality),
-            motion_features=str(data.motion_features),
-            distortions=parse_distortions(data.distortions if distortions is None else distortions),
-            distort_seed=int(data.distort_seed),
-            distort_max_side=int(data.distort_max_side),
-            distort_max_seconds=float(data.distort_max_seconds),
-            sources_per_shard=int(data.sources_per_shard),
-            slowfast_weights=slowfast_weights,
-            slowfast_digest=slowfast_digest,
-        )
-        if settings.frame_format not in FRAME_FORMATS:
-            raise StoreError(f"data.frame_format must be one of {FRAME_FORMATS}, not '{settings.frame_format}'")
-        if settings.motion_features not in MOTION_FEATURES:
-            raise StoreError(f"data.motion_features must be one of {', '.join(MOTION_FEATURES)}, "
-                             f"not '{settings.motion_features}'")
-        if min(settings.num_frames, settings.image_size, settings.num_motion_chunks,
-               settings.motion_dim, settings.sources_per_shard) < 1:
-            raise StoreError("data.num_frames, image_size, num_motion_chunks, motion_dim and "
-                             "sources_per_shard must be positive")
-        if not 1 <= settings.jpeg_quality <= 100:
-            raise StoreError(f"data.jpeg_quality must be in 1..100, not {settings.jpeg_quality}")
-        return settings
+            weights, digest = _check_slowfast_weights(data)
+        try:
+            settings = Settings.from_config(config)
+        except SettingsError as e:
+            raise StoreError(str(e)) from None
+        if settings.motion_features == "slowfast":
+            settings = dataclasses.replace(settings, slowfast_weights=weights, slowfast_digest=digest)
+        if int(data.sources_per_shard) < 1:
+            raise StoreError(f"data.sources_per_shard={data.sources_per_shard}: must be positive")
+        return cls(settings, parse_distortions(data.distortions if distortions is None else distortions),
+                   int(data.distort_seed), int(data.sources_per_shard))
 
     def to_json(self) -> dict[str, Any]:
-        fields = dataclasses.asdict(self)
-        fields["distortions"] = ";".join(f"{name}:{level}" for name, level in self.distortions)
-        del fields["slowfast_weights"]
-        if self.motion_features != "slowfast":  # stores of the other kinds keep their store.json
-            del fields["slowfast_digest"]
-        return fields
+        """store.json's settings: the Settings' fields, the variants as "name:level;...", the
+        seed and the shard size."""
+        return {**self.settings.to_json(),
+                "distortions": ";".join(f"{name}:{level}" for name, level in self.distortions),
+                "distort_seed": self.distort_seed, "sources_per_shard": self.sources_per_shard}
 
 
 def _check_slowfast_weights(data) -> tuple[str, str]:
@@ -155,12 +127,7 @@ def _check_slowfast_weights(data) -> tuple[str, str]:
         raise StoreError(f"data.motion_dim={data.motion_dim}, but SlowFast features (data.motion_features="
                          f"'slowfast') have {slowfast.FEATURE_DIM} dimensions")
     slowfast.check_weights(path)
-    return os.path.abspath(path), _file_digest(path)
-
-
-def _file_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return os.path.abspath(path), workdir.file_digest(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,14 +141,14 @@ class ShardTask:
     out_dir: str
     shard: int
     sources: tuple[Source, ...]
-    settings: Settings
+    plan: StorePlan
 
 
-def shard_tasks(sources: Sequence[Source], settings: Settings, out_dir: str) -> list[ShardTask]:
+def shard_tasks(sources: Sequence[Source], store_plan: StorePlan, out_dir: str) -> list[ShardTask]:
     """The store's shards: `sources` (sorted by id, as `find_sources` returns them) cut
-    into runs of `settings.sources_per_shard`, numbered from 0."""
-    step = settings.sources_per_shard
-    return [ShardTask(os.fspath(out_dir), i, tuple(sources[start:start + step]), settings)
+    into runs of `store_plan.sources_per_shard`, numbered from 0."""
+    step = store_plan.sources_per_shard
+    return [ShardTask(os.fspath(out_dir), i, tuple(sources[start:start + step]), store_plan)
             for i, start in enumerate(range(0, len(sources), step))]
 
 
@@ -224,102 +191,11 @@ def variant_seed(video_id: str, distort_seed: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-class MotionFeaturesError(ValueError):
-    """A precomputed motion feature file that cannot be used; the message names the file."""
-
-
-def _load_motion(source: Source, settings: Settings) -> np.ndarray | None:
-    """The source's precomputed motion features float32 [chunks, D], row j for second j
-    (rows counted from 0); None unless data.motion_features is "precomputed".
-
-    Raises MotionFeaturesError naming the file for: no file given, a file that is
-    missing or not a .npy array, a shape other than [chunks >= 1, data.motion_dim],
-    a dtype that is not a real number (bool, integer or float), and values that are
-    NaN or infinite as float32 (a float64 beyond float32's range included), listing
-    the rows that hold them: training would otherwise stop later on a non-finite loss.
-    """
-    if settings.motion_features != "precomputed":  # none, or computed per video from its frames
-        return None
-    if not source.motion:
-        raise MotionFeaturesError("no motion features given (data.motion_features='precomputed'); "
-                                  "set the manifest's 'motion' column")
-    name = f"motion features {source.motion}"
-    try:
-        features = np.load(source.motion, allow_pickle=False)
-    except FileNotFoundError:
-        raise MotionFeaturesError(f"{name}: no such file") from None
-    except (OSError, ValueError, EOFError) as e:  # not .npy, truncated, or an object array (pickle refused)
-        raise MotionFeaturesError(f"{name}: not a readable .npy array ({e})") from None
-    if not isinstance(features, np.ndarray):  # an .npz archive loads as a mapping
-        raise MotionFeaturesError(f"{name}: not a .npy array but {type(features).__name__}")
-    d = settings.motion_dim
-    if features.ndim != 2 or features.shape[1] != d or features.shape[0] == 0:
-        raise MotionFeaturesError(f"{name}: shape {list(features.shape)}, expected [chunks, {d}] "
-                                  "(one row per second, at least one; data.motion_dim columns)")
-    if features.dtype.kind not in "biuf":
-        raise MotionFeaturesError(f"{name}: dtype {features.dtype} is not a real number type "
-                                  "(bool, integer or float)")
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf, reported below
-        features = features.astype(np.float32)
-    bad_rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
-    if len(bad_rows):
-        shown = ", ".join(map(str, bad_rows[:10].tolist())) + (", ..." if len(bad_rows) > 10 else "")
-        raise MotionFeaturesError(f"{name}: NaN or infinite values (as float32) in {len(bad_rows)} of "
-                                  f"{len(features)} chunk rows: {shown} (row j = second j, counted from 0)")
-    return features
-
-
-def _choose_motion(features: np.ndarray | None, seconds: float, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
-    """Motion float32 [M, D] and mask bool [M] from per-second `features` (or zeros for None).
-
-    The chunks are those `video.chunk_choice` picks, the rule frame statistics
-    and SlowFast chunks follow, over the first `seconds` of the clip (the span
-    its frames were sampled from) or the rows the file has, if fewer. So for a
-    file with one row per whole second, the chosen seconds are the ones
-    data.motion_features='frame_stats' would describe.
-    """
-    m, d = settings.num_motion_chunks, settings.motion_dim
-    motion, mask = np.zeros((m, d), np.float32), np.zeros((m,), bool)
-    if features is None:
-        return motion, mask
-    chosen = features[video.chunk_choice(min(seconds, len(features)), m)]
-    motion[: len(chosen)] = chosen
-    mask[: len(chosen)] = True
-    return motion, mask
-
-
-@functools.lru_cache(maxsize=1)
-def _slowfast_extractor(path: str, digest: str, max_batch: int):
-    """The SlowFast fast pathway of `path`, loaded once per process (each prepare worker)."""
-    # Worker processes share one accelerator: each takes the memory it uses, not the 75%
-    # JAX reserves by default (unless the user says otherwise; read when the backend starts).
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    from w2s_vqa.models import slowfast
-
-    if _file_digest(path) != digest:
-        raise StoreError(f"{path}: data.slowfast_weights changed since this prepare run started")
-    return slowfast.Extractor(slowfast.load(path), max_batch=max_batch)
-
-
-def _slowfast_motion(frames: np.ndarray, times: np.ndarray, seconds: float,
-                     settings: Settings) -> tuple[np.ndarray, np.ndarray]:
-    """Motion float32 [M, 256] and mask bool [M] of one video: SlowFast-R50's fast-pathway
-    feature of each chunk `motion_lib.slowfast_chunks` cuts from its own frames."""
-    chunks, mask = motion_lib.slowfast_chunks(frames, times, seconds, settings.num_motion_chunks)
-    features = np.zeros((settings.num_motion_chunks, settings.motion_dim), np.float32)
-    used = int(mask.sum())  # the used slots come first
-    if used:
-        extractor = _slowfast_extractor(settings.slowfast_weights, settings.slowfast_digest,
-                                        settings.num_motion_chunks)
-        features[:used] = extractor(chunks[:used])
-    return features, mask
-
-
-def _check_record_ids(inputs: str, sources: Sequence[Source], settings: Settings) -> None:
+def _check_record_ids(inputs: str, sources: Sequence[Source], distortions) -> None:
     """Refuse an input id that equals a variant id of another input (e.g. a manifest row
     "clip~h264-1" next to "clip" with h264:1 variants): the index would hold it twice."""
     ids = {s.id for s in sources}
-    clashes = sorted({variant_id(s.id, name, level) for s in sources for name, level in settings.distortions} & ids)
+    clashes = sorted({variant_id(s.id, name, level) for s in sources for name, level in distortions} & ids)
     if clashes:
         raise StoreError(f"{inputs}: {len(clashes)} input id(s) equal the id of a variant prepare makes of "
                          f"another input, e.g. {clashes[:5]}; rename them (variant ids are <id>~<distortion>-<level>)")
@@ -351,7 +227,7 @@ def _decode_for_distortion(path: str, settings: Settings):
     return frames, times, seconds, info
 
 
-def _source_records(source: Source, settings: Settings):
+def _source_records(source: Source, settings: Settings, distortions=(), distort_seed: int = 0):
     """Yield (meta, arrays, index row) or an error dict, for the pristine video and each variant.
 
     The source is decoded once and one distorted copy exists at a time; the
@@ -372,19 +248,19 @@ def _source_records(source: Source, settings: Settings):
             return motion_lib.frame_statistics(frames, times, seconds, settings.num_motion_chunks,
                                                settings.motion_dim)
         if settings.motion_features == "slowfast":
-            return _slowfast_motion(frames, times, seconds, settings)
+            return record_motion.slowfast_motion(frames, times, seconds, settings)
         return source_motion
 
     try:
-        precomputed = _load_motion(source, settings)  # before decoding: a bad file costs no decode
-        if settings.distortions or own_motion:
+        precomputed = record_motion.load_precomputed(source, settings)  # before decoding: a bad file costs no decode
+        if distortions or own_motion:
             frames, times, seconds, info = _decode_for_distortion(source.path, settings)
             pristine = video.sample_array(frames, times, seconds, count, size)
-            source_motion = _choose_motion(precomputed, seconds, settings)
+            source_motion = record_motion.choose_chunks(precomputed, seconds, settings)
             pristine_motion = video_motion(frames)
         else:  # nothing to distort: sample while decoding, never holding the clip
             *pristine, info = video.sample_frames(source.path, count, size)
-            source_motion = pristine_motion = _choose_motion(precomputed, info.duration, settings)
+            source_motion = pristine_motion = record_motion.choose_chunks(precomputed, info.duration, settings)
     except Exception as e:  # any broken input is skipped and reported, never fatal
         yield _error(source, source.id, e)
         return
@@ -392,12 +268,12 @@ def _source_records(source: Source, settings: Settings):
     common = {"source_id": source.source_id, "fps": float(info.fps), "duration": float(info.duration)}
     extra = {"width": int(info.width), "height": int(info.height), "rotation": int(info.rotation),
              "path": source.path}
-    for name, level in [("", 0), *settings.distortions]:
+    for name, level in [("", 0), *distortions]:
         video_id = variant_id(source.id, name, level) if name else source.id
         try:
             if name:
                 distorted = distort.get(name).apply(frames, level, fps=float(info.fps),
-                                                    seed=variant_seed(video_id, settings.distort_seed))
+                                                    seed=variant_seed(video_id, distort_seed))
                 sampled, mask = video.sample_array(distorted, times, seconds, count, size)
                 features, features_mask = video_motion(distorted)
                 del distorted
@@ -418,13 +294,13 @@ def _source_records(source: Source, settings: Settings):
         yield meta, arrays, row
 
 
-def video_records(source: Source, settings: Settings):
+def video_records(source: Source, settings: Settings, distortions=(), distort_seed: int = 0):
     """What the store keeps of one source, made as `write_shard` makes it: yields (meta,
     arrays, index row) per record (the pristine video, then each variant of
-    settings.distortions) or an error dict {path, id, reason} for what could not be made.
+    `distortions`, seeded by `distort_seed`) or an error dict {path, id, reason} for what could not be made.
     arrays are a record's (`encode_frames` output, frame_mask, motion, motion_mask); the
     TFDS evaluation sets (w2s_vqa.datasets) build their examples through it."""
-    return _source_records(source, settings)
+    return _source_records(source, settings, distortions, distort_seed)
 
 
 def write_shard(task: ShardTask) -> dict[str, Any]:
@@ -440,12 +316,14 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
     from array_record.python.array_record_module import ArrayRecordWriter
 
     final = shard_path(task.out_dir, task.shard)
-    temp = final + ".tmp"
+    temp = final + workdir.TEMP_SUFFIX  # ArrayRecordWriter writes to a path: its own rename, as workdir's
     rows, errors = [], []
-    writer = ArrayRecordWriter(temp, WRITER_OPTIONS[task.settings.frame_format])
+    store_plan = task.plan
+    writer = ArrayRecordWriter(temp, WRITER_OPTIONS[store_plan.settings.frame_format])
     try:
         for source in task.sources:
-            for item in _source_records(source, task.settings):
+            for item in _source_records(source, store_plan.settings, store_plan.distortions,
+                                        store_plan.distort_seed):
                 if isinstance(item, dict):
                     errors.append(item)
                     continue
@@ -456,14 +334,8 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
         writer.close()
     os.replace(temp, final)
     result = {"shard": task.shard, "sources": [s.id for s in task.sources], "rows": rows, "errors": errors}
-    _write_json_atomic(shard_done_path(task.out_dir, task.shard), result)
+    workdir.write_json(shard_done_path(task.out_dir, task.shard), result, sort_keys=True)
     return result
-
-
-def _write_json_atomic(path: str, obj: Any) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
 
 
 def _load_finished(out_dir: str, shard: int) -> dict[str, Any] | None:
@@ -475,44 +347,43 @@ def _load_finished(out_dir: str, shard: int) -> dict[str, Any] | None:
         return json.load(f)
 
 
-def _plan_digest(sources: Sequence[Source], settings: Settings) -> str:
-    text = json.dumps([settings.to_json(), [dataclasses.astuple(s) for s in sources]], sort_keys=True)
+def _plan_digest(sources: Sequence[Source], store_plan: StorePlan) -> str:
+    text = json.dumps([store_plan.to_json(), [dataclasses.astuple(s) for s in sources]], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _check_or_write_settings(out_dir: str, settings_json: dict[str, Any]) -> None:
-    """A rerun may only continue a store made with the same settings and inputs."""
-    path = os.path.join(out_dir, STORE_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            _refuse_other_settings(out_dir, json.load(f), settings_json)
-    else:
-        _write_json_atomic(path, settings_json)
+def store_record(out_dir: str) -> workdir.RunRecord:
+    """store.json as the record of the one store a directory holds: a rerun may only
+    continue a store made with the same settings and inputs."""
+    return workdir.RunRecord(os.path.join(out_dir, STORE_FILE), differences=workdir.changed_keys)
 
 
-def _refuse_other_settings(out_dir: str, existing: dict[str, Any], settings_json: dict[str, Any]) -> None:
-    """Raise StoreError naming the keys in which a store's store.json differs from this run's."""
-    if existing != settings_json:
-        changed = sorted(k for k in set(existing) | set(settings_json) if existing.get(k) != settings_json.get(k))
-        raise StoreError(f"{out_dir}: holds a store made with other settings or inputs (differs in: "
-                         f"{', '.join(changed)}); choose another --out or delete it")
+def refuse_other_store(out_dir: str, existing: dict[str, Any], store_json: dict[str, Any]) -> None:
+    """Raise StoreError naming the keys in which `existing` (a store.json) differs from this run's."""
+    changed = workdir.changed_keys(existing, store_json)
+    if changed:
+        raise StoreError(STORE_CHANGED.format(dir=out_dir, changes=", ".join(changed)))
+
+
+STORE_CHANGED = ("{dir}: holds a store made with other settings or inputs (differs in: {changes}); choose another "
+                 "--out or delete it")
 
 
 def plan(config, inputs: str, out_dir: str, distortions=None
-         ) -> tuple[Settings, list[Source], list[ShardTask], dict[str, Any]]:
-    """What a prepare run of `inputs` into `out_dir` writes, whatever runs it: (settings,
+         ) -> tuple[StorePlan, list[Source], list[ShardTask], dict[str, Any]]:
+    """What a prepare run of `inputs` into `out_dir` writes, whatever runs it: (the plan,
     sources sorted by id, shard tasks, store.json's content). Touches nothing on disk.
 
     Raises StoreError for unusable settings, inputs (see `find_sources`) or record
     ids that would clash (an input named like another's variant).
     """
-    settings = Settings.from_config(config, distortions)
-    sources = find_sources(inputs, require_motion=settings.motion_features == "precomputed")
-    _check_record_ids(inputs, sources, settings)
-    tasks = shard_tasks(sources, settings, out_dir)
-    store_json = {"version": STORE_VERSION, **settings.to_json(), "num_shards": len(tasks),
-                  "plan_digest": _plan_digest(sources, settings)}
-    return settings, sources, tasks, store_json
+    store_plan = StorePlan.from_config(config, distortions)
+    sources = find_sources(inputs, require_motion=store_plan.settings.motion_features == "precomputed")
+    _check_record_ids(inputs, sources, store_plan.distortions)
+    tasks = shard_tasks(sources, store_plan, out_dir)
+    store_json = {"version": STORE_VERSION, **store_plan.to_json(), "num_shards": len(tasks),
+                  "plan_digest": _plan_digest(sources, store_plan)}
+    return store_plan, sources, tasks, store_json
 
 
 def prepare(config, inputs: str, out_dir: str, *, workers: int = 1, distortions=None,
@@ -527,7 +398,7 @@ def prepare(config, inputs: str, out_dir: str, *, workers: int = 1, distortions=
     """
     settings, sources, tasks, store_json = plan(config, inputs, out_dir, distortions)
     os.makedirs(out_dir, exist_ok=True)
-    _check_or_write_settings(out_dir, store_json)
+    store_record(out_dir).check(store_json, message=STORE_CHANGED, sep=", ", error=StoreError)
 
     results: dict[int, dict[str, Any]] = {}
     for task in tasks:
@@ -563,9 +434,9 @@ def _finish(out_dir: str, results: list[dict[str, Any]], *, num_sources: int) ->
     rows = [row for result in results for row in result["rows"]]
     errors = [error for result in results for error in result["errors"]]
     index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS)).astype(INDEX_DTYPES)
-    index.to_parquet(os.path.join(out_dir, INDEX_FILE) + ".tmp", index=False)
-    os.replace(os.path.join(out_dir, INDEX_FILE) + ".tmp", os.path.join(out_dir, INDEX_FILE))
-    with open(os.path.join(out_dir, ERRORS_FILE), "w") as f:
+    with workdir.atomic_open(os.path.join(out_dir, INDEX_FILE), "wb") as f:
+        index.to_parquet(f, index=False)
+    with workdir.atomic_open(os.path.join(out_dir, ERRORS_FILE)) as f:
         for error in errors:
             f.write(json.dumps(error, sort_keys=True) + "\n")
     report = PrepareReport(
@@ -577,12 +448,12 @@ def _finish(out_dir: str, results: list[dict[str, Any]], *, num_sources: int) ->
         shards=len(results),
         errors=errors,
     )
-    _write_json_atomic(os.path.join(out_dir, REPORT_FILE), {
+    workdir.write_json(os.path.join(out_dir, REPORT_FILE), {
         "sources": report.sources, "videos_written": report.videos_written, "records": report.records,
         "variants": report.variants, "shards": report.shards, "skipped": len(errors),
         "skipped_by_reason": report.skipped_by_reason,
-    })
+    }, sort_keys=True)
     # Leftovers of killed runs: every shard is final now.
-    for stale in glob.glob(os.path.join(out_dir, "*.tmp")):
+    for stale in glob.glob(os.path.join(out_dir, "*" + workdir.TEMP_SUFFIX)):
         os.remove(stale)
     return report

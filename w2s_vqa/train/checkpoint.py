@@ -30,6 +30,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from w2s_vqa import workdir as workdir_lib
+
 ITEMS = ("state", "stream", "config")
 STEP_CHOICES = ("latest", "best")
 
@@ -140,7 +142,7 @@ class Checkpointer:
 
 def checkpoint_directory(path: str) -> str:
     """A run's workdir or its checkpoints/ folder -> the checkpoints folder."""
-    nested = os.path.join(path, "checkpoints")
+    nested = os.path.join(path, workdir_lib.CHECKPOINT_DIR)
     return nested if os.path.isdir(nested) else path
 
 

@@ -8,6 +8,7 @@ import os
 from tqdm import tqdm
 
 from w2s_vqa import progress as progress_lib
+from w2s_vqa import workdir as workdir_lib
 
 
 class MetricWriter:
@@ -15,7 +16,7 @@ class MetricWriter:
 
     def __init__(self, workdir: str, *, enabled: bool = True):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = os.path.join(workdir, workdir_lib.METRICS_FILE)
         self._file = open(self.path, "a") if enabled else None
         self._tb = None
         if enabled:
@@ -42,5 +43,5 @@ def progress(total: int, initial: int, *, enabled: bool = True) -> tqdm:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    with open(os.path.join(workdir, workdir_lib.METRICS_FILE)) as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -16,7 +16,8 @@ from w2s_vqa.config import load_config
 from w2s_vqa.labels import mos_pairs as mos_pairs_lib
 from w2s_vqa.labels import pair_table
 from w2s_vqa.prompt import LEVEL_INDEX
-from w2s_vqa.stages import finetune as finetune_lib
+from w2s_vqa import config as config_lib
+from w2s_vqa import finetune as finetune_lib
 
 # METHOD.md "Labels", as written: superior if d > 2 s_d; better if s_d < d <= 2 s_d; similar
 # if -s_d < d <= s_d; worse if -2 s_d < d <= -s_d; inferior if d <= -2 s_d.
@@ -417,12 +418,12 @@ def test_a_table_may_name_videos_without_their_extension(tmp_path):
 def test_a_rerun_may_change_only_the_safe_keys_and_the_number_of_splits():
     base = load_config(None, ["finetune.num_steps=2"])
     identity = {"checkpoint": "/w2s/checkpoints", "step": 2, "set": "kvq", "train_fraction": 0.8,
-                "config": finetune_lib.config_lib.as_json(base)}
+                "config": config_lib.as_json(base)}
 
     def differences(*overrides, **changed):
         now = load_config(None, ["finetune.num_steps=2", *overrides])
         return finetune_lib.run_differences(identity, {**identity, **changed,
-                                                      "config": finetune_lib.config_lib.as_json(now)})
+                                                      "config": config_lib.as_json(now)})
 
     assert differences("finetune.splits=4", "mesh.num_devices=1", "train.log_every=3", "evals.val.pairs='x'") == []
     # train.num_steps gives no split its steps while finetune.num_steps is set; it does at 0.

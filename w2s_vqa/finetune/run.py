@@ -1,0 +1,326 @@
+"""`finetune`: the splits of a fine-tuning run, each trained from the weak-to-strong
+checkpoint and scored before and after (the package docstring says what each file is).
+
+Multi-host: every process runs `finetune`; process 0 decodes the videos and writes
+tables, the others wait for it (the work directory must be on a shared file system, as a
+training run's is); training and scoring run on all processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import sys
+
+import ml_collections
+import numpy as np
+import pandas as pd
+
+from w2s_vqa import config as config_lib
+from w2s_vqa import workdir as workdir_lib
+from w2s_vqa.finetune.inputs import (MANIFEST_FILE, SPLIT_RESULT, STORE_DIR, TEST_PAIRS, TRAIN_PAIRS, FinetuneError,
+                                     base_config, check_counts, check_inputs, read_set, resolve_checkpoint,
+                                     split_config, split_dir)
+from w2s_vqa.finetune.record import check_run
+from w2s_vqa.finetune.results import (AFTER, BEFORE, FIGURES, MODELS, RESULTS_JSON, RESULTS_MD, markdown,
+                                      median_figures, text)
+from w2s_vqa.labels import mos_pairs as mos_pairs_lib
+from w2s_vqa.labels import origins
+from w2s_vqa.labels import pair_table
+from w2s_vqa.labels import sampling as pair_sampling
+from w2s_vqa.labels.build import pair_counts
+from w2s_vqa.score import evaluate as evaluate_lib
+from w2s_vqa.score.anchors import RULE as ANCHOR_RULE, DEFAULT_COVERAGE, AnchorError, AnchorSet, pick_anchors
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def _barrier(name: str) -> None:
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"w2s_vqa.finetune.{name}")
+
+
+def _agree(flag: bool) -> bool:
+    """Process 0's `flag` (a file it sees) on every process."""
+    import jax
+
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(int(flag), np.int32)))
+
+
+@dataclasses.dataclass
+class _Split:
+    index: int
+    directory: str
+    train_ids: list[str]
+    test_ids: list[str]
+    anchors: AnchorSet | None = None
+    done: bool = False
+
+
+def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | str | None, videos: str,
+             mos_table: str, set_name: str, workdir: str, anchors_k: int = 5, splits: int | None = None,
+             bootstrap: int = 1000, batch_size: int = 0, workers: int = 0, mode: str = "map",
+             progress: bool = True) -> dict:
+    """Fine-tune the weak-to-strong run `checkpoint` (its `step`: a number, "latest" or
+    "best") on the MOS-labeled set (`videos` folder, `mos_table` file,mos CSV, named
+    `set_name`) over `splits` random splits (default finetune.splits), in `workdir`: see
+    the module docstring for what each split does and writes.
+
+    config: this run's config (optimizer, steps, mesh, finetune.*: splits, train_fraction,
+    pairs_per_video, mos_std_fraction, num_steps, fresh_optimizer); the student and data
+    settings (inputs.base_config) are the checkpoint's. anchors_k: anchors per split (K); bootstrap:
+    resamples of the 95% intervals (0: none); batch_size: test videos per scoring call
+    (0: 8 rounded up to the batch's parts and the processes); workers: processes decoding
+    videos; mode: "map" or "paper" (score.thurstone).
+
+    Returns the results: {"set", "checkpoint", "step", "splits": [per split: train and
+    test videos, pairs, anchors, steps, and per model (BEFORE, AFTER) the FIGURES],
+    "median": {BEFORE: {...}, AFTER: {...}, "gain": median over splits of AFTER - BEFORE},
+    "splits_done", "splits_requested", "stopped": None or what stopped training}, also
+    written as W/results.json and results.md by process 0. A split whose training a signal
+    stops ends the run there ("stopped" says which); rerun to continue.
+
+    Raises config.ConfigError for finetune.* settings, `splits` or anchors_k out of range
+    (check_inputs, before any work); FinetuneError for a bad set name, too few videos for
+    a split (checked on the table before decoding and again on the videos that decoded), a
+    `stages` run's work directory, or another fine-tuning run's: W/finetune.json records
+    the checkpoint, the set and this run's config, and a rerun that changes any of them
+    but SAFE_KEYS (more splits among them) is refused naming every difference;
+    EvalError / AnchorError for a table or folder that does not fit (read_set); FileNotFoundError for a checkpoint folder without the step.
+    """
+    from w2s_vqa import prompt as prompt_lib
+    from w2s_vqa import sharding as sharding_lib
+    from w2s_vqa.models import config as model_config_lib
+    from w2s_vqa.store.format import ERRORS_FILE, VideoStore
+    from w2s_vqa.store.prepare import prepare
+
+    workdir = os.path.abspath(workdir)
+    ft = config.finetune
+    check_inputs(config, workdir, splits=splits, anchors_k=anchors_k)
+    splits = int(ft.splits if splits is None else splits)
+    table = read_set(videos, mos_table, set_name)
+    check_counts(len(table), float(ft.train_fraction), anchors_k, mos_table)
+    std_col = mos_pairs_lib.std_column(list(table.columns))
+    resolved, run_config = resolve_checkpoint(checkpoint, step)
+    base = base_config(config, run_config)
+    from w2s_vqa.train.checkpoint import checkpoint_directory
+
+    identity = {"checkpoint": os.path.abspath(checkpoint_directory(checkpoint)), "step": resolved, "set": set_name,
+                "table_sha256": workdir_lib.file_digest(mos_table), "seed": int(config.seed),
+                "train_fraction": float(ft.train_fraction), "pairs_per_video": float(ft.pairs_per_video),
+                "spread": f"column {std_col}" if std_col else f"mos_std_fraction {float(ft.mos_std_fraction):g}",
+                "anchors": int(anchors_k), "config": config_lib.as_json(base)}
+    os.makedirs(workdir, exist_ok=True)
+    check_run(workdir, identity, write=_process_index() == 0)
+    _barrier("run")
+
+    # The set's videos, decoded once as the weak-to-strong run's were.
+    store_dir = os.path.join(workdir, STORE_DIR)
+    if _process_index() == 0:
+        manifest = evaluate_lib.write_manifest(table, os.path.join(workdir, MANIFEST_FILE))
+        prepare(base, manifest, store_dir, workers=workers, distortions="", progress=progress)
+    _barrier("prepare")
+    store = VideoStore(store_dir)
+    held = set(store.index.loc[store.index["distortion"] == "", "id"].astype(str))
+    reasons = {}
+    errors_path = os.path.join(store_dir, ERRORS_FILE)
+    if os.path.exists(errors_path):
+        with open(errors_path) as f:
+            reasons = {e.get("id", ""): e.get("reason", "") for e in map(json.loads, filter(str.strip, f))}
+    skipped = [{"file": f, "path": p, "reason": reasons.get(f, "not in the store")}
+               for f, p in zip(table["file"], table["path"]) if f not in held]
+    table = table[table["id"].isin(held)].reset_index(drop=True)
+    check_counts(len(table), float(ft.train_fraction), anchors_k,
+                  f"{mos_table} ({len(skipped)} video(s) could not be decoded: {store_dir}/{ERRORS_FILE})")
+
+    # Splits, pairs and anchors: cheap, all made first.
+    by_id = table.set_index("id")
+    parts = mos_pairs_lib.split_by_video(table["id"].tolist(), train_fraction=float(ft.train_fraction),
+                                         splits=splits, seed=int(config.seed))
+    runs = []
+    for s, (train_ids, test_ids) in enumerate(parts):
+        run = _Split(s, split_dir(workdir, s), train_ids, test_ids)
+        run.done = _agree(os.path.exists(os.path.join(run.directory, SPLIT_RESULT)))
+        if not run.done:
+            _prepare_split(run, by_id, ft, std_col, store, anchors_k, seed=int(config.seed))
+        runs.append(run)
+    _barrier("pairs")
+
+    mesh = sharding_lib.mesh_from_config(base)
+    model_cfg = model_config_lib.student_config(base)
+    prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(model_config_lib.tokenizer_dir(base)),
+                                          video_token_id=model_cfg.video_token_index,
+                                          tokens_per_video=model_cfg.tokens_per_video)
+    from w2s_vqa.score.scorer import default_batch_size
+
+    batch_size = batch_size or default_batch_size(mesh)
+    score = dict(prompt=prompt, mesh=mesh, batch_size=batch_size, store=store, mode=mode, progress=progress)
+    say = _say if progress else (lambda text: None)
+
+    # Before: the weak-to-strong checkpoint on every split's test videos, loaded once.
+    from w2s_vqa.train import loop
+    from w2s_vqa.train.checkpoint import load_checkpoint_student
+
+    todo = [r for r in runs if not r.done and not _agree(os.path.exists(_scores_path(r, BEFORE)))]
+    if todo:
+        student, _, _ = load_checkpoint_student(checkpoint, resolved, mesh=mesh)
+        key = f"checkpoint:{os.path.abspath(checkpoint)}:step {resolved}"
+        for run in todo:
+            say(f"finetune split {run.index}: scoring {len(run.test_ids)} test videos with the weak-to-strong "
+                f"checkpoint (step {resolved})")
+            _score(run, BEFORE, student, key, **score)
+        del student
+        gc.collect()
+
+    results = _results(runs, workdir, set_name, checkpoint, resolved, splits, table, skipped, identity)
+    stopped = None
+    for run in runs:
+        if run.done:
+            continue
+        train_dir = os.path.join(run.directory, "train")
+        cfg = split_config(base, store=store_dir, train_pairs=os.path.join(run.directory, TRAIN_PAIRS),
+                           test_pairs=os.path.join(run.directory, TEST_PAIRS), checkpoint=checkpoint, step=resolved)
+        say(f"finetune split {run.index}: training {cfg.train.num_steps} steps on {len(run.train_ids)} videos "
+            f"from {checkpoint} step {resolved}")
+        trainer = loop.Trainer(cfg, train_dir)
+        info = trainer.run()
+        del trainer
+        gc.collect()
+        if info.stopped:
+            stopped = info.stopped
+            break
+        student, _, final = load_checkpoint_student(train_dir, info.steps, mesh=mesh)
+        _score(run, AFTER, student, f"checkpoint:{train_dir}:step {final}", parts=str(final), **score)
+        del student
+        gc.collect()
+        if _process_index() == 0:
+            _evaluate_split(run, table, set_name, bootstrap=bootstrap, seed=int(config.seed), steps=final)
+        run.done = True
+        results = _results(runs, workdir, set_name, checkpoint, resolved, splits, table, skipped, identity)
+        for done in (s for s in results["splits"] if s["split"] == run.index):  # process 0 reads them
+            say(f"finetune split {run.index}: test SRCC " + ", ".join(
+                f"{model} {text(done[model]['srcc'])}" for model in MODELS))
+    _barrier("done")
+    store.close()
+    results["stopped"] = stopped
+    return results
+
+
+def _say(text: str) -> None:
+    if _process_index() == 0:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _prepare_split(run: _Split, by_id: pd.DataFrame, ft, std_col: str | None, store, anchors_k: int, *,
+                   seed: int) -> None:
+    """The split's pair tables (written by process 0 when absent) and its anchors (picked
+    among the training videos; saved by process 0 when absent)."""
+    if _process_index() == 0:
+        os.makedirs(run.directory, exist_ok=True)
+    for name, ids, stream in ((TRAIN_PAIRS, run.train_ids, 1), (TEST_PAIRS, run.test_ids, 2)):
+        path = os.path.join(run.directory, name)
+        if _process_index() == 0 and not os.path.exists(path):
+            videos = by_id.loc[ids].reset_index()
+            pairs = mos_pairs_lib.mos_pairs(videos, pairs_per_video=float(ft.pairs_per_video),
+                                            rng=np.random.default_rng([seed, run.index, stream]), mos_std=std_col,
+                                            std_fraction=float(ft.mos_std_fraction))
+            pair_table.write_pairs(pair_sampling.random_swap(pairs, np.random.default_rng([seed, run.index,
+                                                                                          stream + 2])), path)
+    training = by_id.loc[run.train_ids].reset_index()[["id", "mos"]]
+    try:
+        picked = pick_anchors(training, anchors_k)
+    except AnchorError as e:
+        raise FinetuneError(f"split {run.index}: no anchors among its {len(run.train_ids)} training videos: {e}") \
+            from None
+    coverage = DEFAULT_COVERAGE
+    run.anchors = AnchorSet.from_store(store, picked["id"], picked["mos"],
+                                       rule=ANCHOR_RULE.format(lo=(1 - coverage) / 2, hi=(1 + coverage) / 2)
+                                       + f"; among split {run.index}'s training videos")
+    anchors_dir = os.path.join(run.directory, "anchors")
+    if _process_index() == 0 and not os.path.exists(os.path.join(anchors_dir, "anchors.json")):
+        run.anchors.save(anchors_dir)
+
+
+def _scores_path(run: _Split, model: str) -> str:
+    return os.path.join(run.directory, f"{model}_scores.csv")
+
+
+def _score(run: _Split, model: str, student, key: str, *, prompt, mesh, batch_size: int, store, mode: str,
+           progress: bool, parts: str = "") -> None:
+    """Score the split's test videos with `student` against its anchors into
+    W/split_NN/<model>_scores.csv (score.scorer; parts kept for resuming in
+    W/split_NN/<model>_parts/<parts>, one folder per student)."""
+    from w2s_vqa.score import batch as batch_lib
+    from w2s_vqa.score import scorer as scorer_lib
+
+    scorer = scorer_lib.Scorer(student, prompt, run.anchors, mesh, batch_size=batch_size)
+    table = batch_lib.score_store(scorer, store, mode=mode, ids=run.test_ids,
+                                  parts_dir=os.path.join(run.directory, f"{model}_parts", parts), student_key=key,
+                                  progress=progress).table
+    if _process_index() == 0:
+        path = _scores_path(run, model)
+        with workdir_lib.atomic_open(path) as f:
+            table.to_csv(f, index=False)
+    _barrier(f"scored-{run.index}-{model}")
+
+
+def _evaluate_split(run: _Split, table: pd.DataFrame, set_name: str, *, bootstrap: int, seed: int,
+                    steps: int) -> None:
+    """score.evaluate's figures of both models on the split's test videos: W/split_NN/eval
+    (tables, plots) and W/split_NN/result.json (written last)."""
+    test = table[table["id"].isin(run.test_ids)].reset_index(drop=True)
+    predictions = {}
+    for model in MODELS:
+        scores = pd.read_csv(_scores_path(run, model), dtype={"id": str}, keep_default_na=False, na_values=[""])
+        predictions[model] = {set_name: pd.DataFrame({"file": scores["id"].astype(str),
+                                                      "prediction": scores["score"].astype(np.float64)})}
+    tables = {set_name: test}
+    results = evaluate_lib.evaluate(predictions, tables, bootstrap=bootstrap, seed=seed)
+    evaluate_lib.write_report(results, predictions, tables, os.path.join(run.directory, "eval"))
+    pairs = pd.read_parquet(os.path.join(run.directory, TRAIN_PAIRS))
+    figures = {}
+    for model in MODELS:
+        entry = results["sets"][set_name]["models"][model]
+        figures[model] = {"videos": int(entry["videos"]), **{k: float(entry.get(k, float("nan"))) for k in FIGURES}}
+    with open(os.path.join(run.directory, "anchors", "anchors.json")) as f:
+        anchors = json.load(f)["anchors"]
+    workdir_lib.write_json(os.path.join(run.directory, SPLIT_RESULT), {
+        "split": run.index, "train_videos": len(run.train_ids), "test_videos": len(run.test_ids),
+        "train_pairs": len(pairs), "train_labels": pair_counts(pairs)["by_origin"].get(origins.MOS, {}),
+        "steps": int(steps),
+        "anchors": [{"id": a["id"], "mos": a["mos"]} for a in anchors], **figures,
+        "eval": os.path.join(run.directory, "eval", evaluate_lib.RESULTS_JSON)})
+
+
+def _results(runs, workdir, set_name, checkpoint, step, splits, table, skipped, identity) -> dict:
+    """Every finished split's result.json and their medians; written (process 0) as
+    W/results.json and W/results.md."""
+    per_split = []
+    for run in runs:
+        path = os.path.join(run.directory, SPLIT_RESULT)
+        if _process_index() == 0 and os.path.exists(path):
+            with open(path) as f:
+                per_split.append(json.load(f))
+    results = {"set": set_name, "checkpoint": os.path.abspath(checkpoint), "step": int(step),
+               "videos": int(len(table) + len(skipped)), "videos_used": int(len(table)), "skipped": list(skipped),
+               "settings": {k: v for k, v in identity.items() if k != "config"}, "splits_requested": int(splits),
+               "splits_done": len(per_split),
+               "splits": per_split, "median": median_figures(per_split), "workdir": workdir}
+    if _process_index() == 0:
+        workdir_lib.write_json(os.path.join(workdir, RESULTS_JSON), results)
+        workdir_lib.write_text(os.path.join(workdir, RESULTS_MD), markdown(results))
+    return results
