@@ -84,6 +84,11 @@ def test_prepare_computes_every_video_s_own_features(weights, clips, tmp_path):
     out = tmp_path / "store"
     report = prepare(_config(weights), str(clips), str(out), workers=2, progress=False)
     assert (report.records, report.errors) == (4, [])
+    # Four records of two used seconds each: eight chunks through the network, said in the summary.
+    assert report.motion.chunks == 8 and report.motion.seconds > 0
+    assert "motion: 8 SlowFast chunks in" in report.summary() and "chunks/s" in report.summary()
+    resumed = prepare(_config(weights), str(clips), str(out), workers=2, progress=False)
+    assert resumed.motion.chunks == 0 and "SlowFast chunks" not in resumed.summary()  # nothing computed again
     store = VideoStore(out)
     extractor = slowfast.Extractor(slowfast.load(weights), max_batch=3)
     for name in ("carphone", "bikes"):

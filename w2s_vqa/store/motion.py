@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 import numpy as np
 
 from w2s_vqa import video, workdir
 from w2s_vqa.store.format import StoreError
+from w2s_vqa.store.motion_batch import MotionThroughput
 from w2s_vqa.store.settings import Settings
 from w2s_vqa.store.sources import Source
 from w2s_vqa.video import motion as motion_lib
@@ -88,11 +90,16 @@ def _slowfast_extractor(path: str, digest: str, max_batch: int):
     # Worker processes share one accelerator: each takes the memory it uses, not the 75%
     # JAX reserves by default (unless the user says otherwise; read when the backend starts).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    from w2s_vqa.models import slowfast
+    from w2s_vqa.store.motion_batch import worker_extractor
 
     if workdir.file_digest(path) != digest:
         raise StoreError(f"{path}: data.slowfast_weights changed since this prepare run started")
-    return slowfast.Extractor(slowfast.load(path), max_batch=max_batch)
+    return worker_extractor(path, max_batch)
+
+
+# Chunks through the network in this process and the seconds they took: write_shard reports
+# each shard's share, prepare's summary their chunks per second.
+THROUGHPUT = MotionThroughput()
 
 
 def slowfast_motion(frames: np.ndarray, times: np.ndarray, seconds: float,
@@ -105,5 +112,7 @@ def slowfast_motion(frames: np.ndarray, times: np.ndarray, seconds: float,
     if used:
         extractor = _slowfast_extractor(settings.slowfast_weights, settings.slowfast_digest,
                                         settings.num_motion_chunks)
+        started = time.perf_counter()
         features[:used] = extractor(chunks[:used])
+        THROUGHPUT.add(MotionThroughput(used, time.perf_counter() - started, 1))
     return features, mask

@@ -29,6 +29,7 @@ import pandas as pd
 
 from w2s_vqa import video, workdir
 from w2s_vqa.store import motion as record_motion
+from w2s_vqa.store.motion_batch import MotionThroughput
 from w2s_vqa.store.format import (ERRORS_FILE, INDEX_COLUMNS, INDEX_DTYPES, INDEX_FILE, REPORT_FILE, STORE_FILE,
                                   STORE_VERSION, WRITER_OPTIONS, StoreError, encode_frames, encode_record,
                                   shard_done_path, shard_path)
@@ -164,6 +165,7 @@ class PrepareReport:
     shards: int = 0
     shards_resumed: int = 0  # finished by an earlier run and kept
     errors: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    motion: MotionThroughput = dataclasses.field(default_factory=MotionThroughput)  # this run's SlowFast chunks
 
     @property
     def skipped_by_reason(self) -> dict[str, int]:
@@ -177,6 +179,8 @@ class PrepareReport:
         lines += [f"  {count} x {reason}" for reason, count in reasons[:max_reasons]]
         if len(reasons) > max_reasons:
             lines.append(f"  ... {len(reasons) - max_reasons} more reasons (see {ERRORS_FILE})")
+        if self.motion.chunks:
+            lines.append(self.motion.summary())
         return "\n".join(lines)
 
 
@@ -319,6 +323,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
     temp = final + workdir.TEMP_SUFFIX  # ArrayRecordWriter writes to a path: its own rename, as workdir's
     rows, errors = [], []
     store_plan = task.plan
+    motion_before = dataclasses.replace(record_motion.THROUGHPUT)
     writer = ArrayRecordWriter(temp, WRITER_OPTIONS[store_plan.settings.frame_format])
     try:
         for source in task.sources:
@@ -335,6 +340,11 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
     os.replace(temp, final)
     result = {"shard": task.shard, "sources": [s.id for s in task.sources], "rows": rows, "errors": errors}
     workdir.write_json(shard_done_path(task.out_dir, task.shard), result, sort_keys=True)
+    # This run's motion-network time: reported, not kept in the shard's record (a shard's
+    # files depend on its task alone).
+    motion = record_motion.THROUGHPUT
+    result["motion"] = MotionThroughput(motion.chunks - motion_before.chunks, motion.seconds - motion_before.seconds,
+                                        motion.calls - motion_before.calls).to_json()
     return result
 
 
@@ -448,6 +458,8 @@ def _finish(out_dir: str, results: list[dict[str, Any]], *, num_sources: int) ->
         shards=len(results),
         errors=errors,
     )
+    for result in results:
+        report.motion.add(MotionThroughput.from_json(result.get("motion")))
     workdir.write_json(os.path.join(out_dir, REPORT_FILE), {
         "sources": report.sources, "videos_written": report.videos_written, "records": report.records,
         "variants": report.variants, "shards": report.shards, "skipped": len(errors),
