@@ -32,12 +32,16 @@ def saved_tensors(path):
     return out
 
 
-@pytest.mark.parametrize("tied,shard_bytes", [(False, hf.MAX_SHARD_BYTES), (True, 20_000)])
-def test_round_trip_is_bit_identical(tmp_path, tied, shard_bytes):
+# Scanned layers: each layer's tensor is stacked into its parameter on import, split on export.
+@pytest.mark.parametrize("tied,shard_bytes,scan", [(False, hf.MAX_SHARD_BYTES, False), (True, 20_000, False),
+                                                   (False, 20_000, True)])
+def test_round_trip_is_bit_identical(tmp_path, tied, shard_bytes, scan):
     base = config_lib.preset("tiny")
     cfg = base.replace(text=config_lib.TextConfig(**{**base.text.__dict__, "tie_word_embeddings": tied}))
     source = ref.save_hf(ref.hf_model(cfg), tmp_path / "hf")
-    ours = hf.load_student(source, num_frames=cfg.num_frames, num_motion_chunks=cfg.num_motion_chunks)
+    ours = hf.load_student(source, num_frames=cfg.num_frames, num_motion_chunks=cfg.num_motion_chunks,
+                           scan_layers=scan)
+    assert ours.cfg.scan_layers == scan and (ours.language_model.layers.mlp.up_proj.kernel.shape[0] == 2) == scan
     written = hf.save_student(ours, tmp_path / "out", tokenizer_dir=ref.TINY_TOKENIZER, max_shard_bytes=shard_bytes)
     if shard_bytes < hf.MAX_SHARD_BYTES:
         assert hf.WEIGHTS_INDEX in written and sum(n.endswith(".safetensors") for n in written) > 2
