@@ -121,9 +121,20 @@ def is_stacked(key: str) -> bool:
     return key.startswith(tuple(s + "." for s in STACKS)) and layer_of(key) is None
 
 
+def unrolled_names(keys, shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Parameter paths in the unrolled layout, in order: each stacked path becomes its
+    layers' paths (shapes[path][0] of them). For code that reads layers by index
+    ("vision_tower.layers.3."), such as the planner's per-layer FLOP count."""
+    out = []
+    for key in keys:
+        out.extend([layer_key(key, i) for i in range(shapes[key][0])] if is_stacked(key) else [key])
+    return out
+
+
 def stack_params(flat: Mapping[str, Any], stack: Callable = jnp.stack) -> dict[str, Any]:
-    """An unrolled {path: array} dict in the stacked layout (other paths unchanged).
-    Raises KeyError naming the first missing layer of a stack."""
+    """An unrolled {path: array} dict in the stacked layout (other paths unchanged); `stack`
+    joins a list of layers' values (a value with no array in it, such as optax's
+    MaskedNode, stays as it is). Raises KeyError naming the first missing layer of a stack."""
     out, layers = {}, {}
     for key, value in flat.items():
         found = layer_of(key)
@@ -135,16 +146,23 @@ def stack_params(flat: Mapping[str, Any], stack: Callable = jnp.stack) -> dict[s
         missing = [i for i in range(len(by_index)) if i not in by_index]
         if missing:
             raise KeyError(f"{layer_key(key, missing[0])}: missing, so {key} cannot be stacked")
-        out[key] = stack([by_index[i] for i in range(len(by_index))])
+        values = [by_index[i] for i in range(len(by_index))]
+        out[key] = stack(values) if jax.tree.leaves(values[0]) else values[0]
     return out
 
 
-def unstack_params(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """A stacked {path: array} dict in the unrolled layout (other paths unchanged)."""
+def unstack_params(flat: Mapping[str, Any], take: Callable = lambda value, i: value[i],
+                   num: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """A stacked {path: array} dict in the unrolled layout (other paths unchanged); `take`
+    gives layer i of a value (a value with no array in it stays as it is, for each layer
+    of `num[path]`)."""
     out = {}
     for key, value in flat.items():
         if is_stacked(key):
-            out.update({layer_key(key, i): value[i] for i in range(value.shape[0])})
+            if not jax.tree.leaves(value):
+                out.update({layer_key(key, i): value for i in range(num[key])})
+            else:
+                out.update({layer_key(key, i): take(value, i) for i in range(value.shape[0])})
         else:
             out[key] = value
     return out
@@ -164,3 +182,46 @@ def to_layout(flat: Mapping[str, Any], like, stack: Callable = jnp.stack) -> dic
     if have == want or "none" in (have, want):
         return dict(flat)
     return stack_params(flat, stack) if want == "stacked" else unstack_params(flat)
+
+
+def _param_dicts(tree):
+    """Every {parameter path: value} dict in a pytree of dicts, lists and (named) tuples."""
+    if isinstance(tree, Mapping):
+        if any(layer_of(k) or is_stacked(k) for k in tree):
+            yield tree
+        else:
+            for value in tree.values():
+                yield from _param_dicts(value)
+    elif isinstance(tree, (list, tuple)):
+        for value in tree:
+            yield from _param_dicts(value)
+
+
+def tree_layout(tree) -> str:
+    """layout_of the first parameter dict in `tree` (a train state or a part of it)."""
+    return next((layout_of(d) for d in _param_dicts(tree)), "none")
+
+
+def convert_tree(tree, layout: str, stack: Callable = jnp.stack, take: Callable = lambda value, i: value[i]):
+    """`tree` (a train state: parameter dicts, optax states holding dicts keyed like the
+    parameters) with every parameter dict in `layout` ("stacked" or "unrolled"). The
+    layers of a stacked entry with no array (optax's MaskedNode) are counted from the
+    entries of the same path that have one."""
+    sizes = {}
+    for d in _param_dicts(tree):
+        sizes.update({k: int(v.shape[0]) for k, v in d.items() if is_stacked(k) and jax.tree.leaves(v)})
+
+    def convert(node):
+        if isinstance(node, Mapping):
+            if any(layer_of(k) or is_stacked(k) for k in node):
+                if layout_of(node) == layout:
+                    return dict(node)
+                return stack_params(node, stack) if layout == "stacked" else unstack_params(node, take, sizes)
+            return {k: convert(v) for k, v in node.items()}
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            return type(node)(*[convert(v) for v in node])
+        if isinstance(node, (list, tuple)):
+            return type(node)(convert(v) for v in node)
+        return node
+
+    return convert(tree)
