@@ -48,7 +48,9 @@ def compile_point(config_path: str, target: str, overrides: list[str]) -> dict:
     estimate = result.get("estimate") or {}
     return {"compiled": result.get("compiled"), "fits": result.get("fits"), "status": result.get("status"),
             "compile_s": result.get("compile_s"), "plan_wall_s": wall,
-            "host_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30,
+            # ru_maxrss is in KiB on Linux; a plan that runs in its own child counts there.
+            "host_peak_gib": max(resource.getrusage(who).ru_maxrss for who in (
+                resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) * 1024 / 2**30,
             "device_memory": result.get("memory"), "bytes_accessed_per_device": flops.get("bytes_accessed_per_device"),
             "estimate": estimate}
 
