@@ -363,6 +363,12 @@ def save_student(model: student_lib.Student, out_dir: str, *, tokenizer_dir: str
     when complete, so `out_dir` may also be the source of the tokenizer (export over
     a Hugging Face directory), and a failed export leaves the old directory intact.
     Raises FileExistsError for a non-empty `out_dir` without `overwrite`.
+
+    Precision: every tensor is written float32, holding the values the student holds. A
+    run whose frozen groups were held in bfloat16 (model.frozen_in_compute_dtype) exports
+    those bfloat16 values widened exactly, not the float32 values it started from: the
+    values its trained groups were trained against (model.frozen_in_compute_dtype=False
+    keeps the source's float32 values through training and export).
     """
     from w2s_vqa import prompt
 
