@@ -15,7 +15,10 @@ def get_config(arg: str = "gpu"):
     c = defaults()
     c.model.preset = "llava-ov-0.5b"  # shapes; weights come from model.hf_dir when set
     c.model.dtype = "bfloat16"
-    c.model.remat = True
+    c.model.remat = "full"  # only each layer's input kept for the backward pass
+    # One layer body to compile per tower instead of one per layer (docs/2026-12-scan-layers.md);
+    # checkpoints of either layout resume, export and score.
+    c.model.scan_layers = True
     # cuDNN's fused attention on NVIDIA GPUs: XLA's materializes every frame's 729x729 scores,
     # which the fused kernel never writes (docs/2026-11-gpu-sessions.md); CPU runs keep XLA's.
     c.model.attention = "cudnn" if arg == "gpu" else "xla"

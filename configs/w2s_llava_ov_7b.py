@@ -39,7 +39,10 @@ def get_config(arg: str = "tpu"):
     c = defaults()
     c.model.preset = "llava-ov-7b"
     c.model.dtype = "bfloat16"
-    c.model.remat = True
+    c.model.remat = "full"  # only each layer's input kept for the backward pass
+    # One layer body to compile per tower instead of one per layer (docs/2026-12-scan-layers.md);
+    # checkpoints of either layout resume, export and score.
+    c.model.scan_layers = True
     c.model.attention = "cudnn" if arg == "gpu" else "xla"  # cuDNN's fused kernel on NVIDIA GPUs
 
     c.data.num_frames = 8  # 1 fps, 384x384

@@ -30,16 +30,18 @@ EVAL_KINDS = ("pairs",)  # "pairs": direction and five-way accuracy over a pair 
 
 # Keys a resumed run may change from the checkpoint's saved config (fnmatch patterns): how
 # long, how often to log, evaluate and save, what to keep, how data is read, the mesh and
-# the processes, and how attention and remat compute (the same numbers within float
-# tolerance). Any other difference (pair table, store, batch, seed, model, optimizer,
-# objective, augmentation) makes a different run: a resume refuses it unless allowed.
+# the processes, how attention, remat and the layer loop compute and how frozen weights are
+# held (the same numbers within float tolerance; a checkpoint converts to the layer layout).
+# Any other difference (pair table, store, batch, seed, model, optimizer, objective,
+# augmentation) makes a different run: a resume refuses it unless allowed.
 # train.num_steps re-times the schedules (warm-up, cosine, confidence ramp) to the new length.
 RESUME_SAFE_KEYS = (
     "train.num_steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.checkpoint_every",
     "train.keep_last", "train.keep_best", "train.async_checkpoint", "train.halt_after_step",
     "train.init_from", "train.init_step", "train.init_optimizer",  # read at step 0 only
     "evals.*", "data.worker_count", "data.read_threads", "mesh.*", "distributed.*",
-    "model.attention", "model.remat", "stages.*", "finetune.*", "curate.*",
+    "model.attention", "model.remat", "model.scan_layers", "model.frozen_in_compute_dtype", "stages.*",
+    "finetune.*", "curate.*",
 )
 
 
@@ -57,8 +59,17 @@ def defaults() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.preset = "tiny"  # w2s_vqa.models.config.PRESETS
     c.model.hf_dir = ""  # a Hugging Face LLaVA-OneVision directory to start from instead
-    c.model.dtype = "float32"  # compute dtype; parameters stay float32
-    c.model.remat = False  # rematerialize each layer in the backward pass
+    c.model.dtype = "float32"  # compute dtype; trainable parameters stay float32
+    # What each layer keeps for its backward pass: "none", "full" (recompute the layer),
+    # "minimal" (keep the projections' outputs), "save_dots" (keep every matmul's output),
+    # "minimal_offloaded" (minimal's, in host memory; TPU/GPU). True/False: "full"/"none".
+    c.model.remat = "none"
+    # Each tower's layers stacked and run by one lax.scan: one layer body to compile
+    # (checkpoints of either layout resume, export and score; w2s_vqa.models.stack).
+    c.model.scan_layers = False
+    # Parameters of learning-rate-0 groups (optim.groups) held in model.dtype, with no
+    # optimizer state; False keeps them float32 (w2s_vqa.train.step).
+    c.model.frozen_in_compute_dtype = True
     # "xla" anywhere, "cudnn" (fused flash attention; NVIDIA GPU, bf16), or "blocked"
     # (a few heads at a time, recomputed in the backward pass; CPU, one device)
     c.model.attention = "xla"
@@ -384,6 +395,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
             continue
         value = parse_value(text)
         old = node[leaf]
+        if isinstance(old, str) and isinstance(value, bool) and key.strip() == "model.remat":
+            value = text.strip()  # the deprecated boolean form, read by models.config.remat_policy
         if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         try:

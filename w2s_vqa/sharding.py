@@ -28,6 +28,9 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("vision_heads", "tensor"),
     ("kv_heads", "tensor"),
     ("vocab", "tensor"),
+    # The leading axis of scanned layers (models.stack): every step of the scan reads one
+    # layer whole, so the axis stays unsharded.
+    ("layers", None),
 )
 
 

@@ -20,7 +20,7 @@ from tests.convert import hf_reference as ref
 from w2s_vqa import prompt
 from w2s_vqa.models import config as config_lib
 from w2s_vqa.convert import hf
-from w2s_vqa.models import student
+from w2s_vqa.models import stack, student
 from w2s_vqa.convert.torch_scorer import TorchScorer
 
 
@@ -32,12 +32,16 @@ def saved_tensors(path):
     return out
 
 
-@pytest.mark.parametrize("tied,shard_bytes", [(False, hf.MAX_SHARD_BYTES), (True, 20_000)])
-def test_round_trip_is_bit_identical(tmp_path, tied, shard_bytes):
+# Scanned layers: each layer's tensor is stacked into its parameter on import, split on export.
+@pytest.mark.parametrize("tied,shard_bytes,scan", [(False, hf.MAX_SHARD_BYTES, False), (True, 20_000, False),
+                                                   (False, 20_000, True)])
+def test_round_trip_is_bit_identical(tmp_path, tied, shard_bytes, scan):
     base = config_lib.preset("tiny")
     cfg = base.replace(text=config_lib.TextConfig(**{**base.text.__dict__, "tie_word_embeddings": tied}))
     source = ref.save_hf(ref.hf_model(cfg), tmp_path / "hf")
-    ours = hf.load_student(source, num_frames=cfg.num_frames, num_motion_chunks=cfg.num_motion_chunks)
+    ours = hf.load_student(source, num_frames=cfg.num_frames, num_motion_chunks=cfg.num_motion_chunks,
+                           scan_layers=scan)
+    assert ours.cfg.scan_layers == scan and stack.layout_of(hf._flat_params(ours)) == ("stacked" if scan else "unrolled")
     written = hf.save_student(ours, tmp_path / "out", tokenizer_dir=ref.TINY_TOKENIZER, max_shard_bytes=shard_bytes)
     if shard_bytes < hf.MAX_SHARD_BYTES:
         assert hf.WEIGHTS_INDEX in written and sum(n.endswith(".safetensors") for n in written) > 2
@@ -133,6 +137,18 @@ def test_bad_checkpoint_reports_every_problem_at_once(sharded_checkpoint):
     assert f"mis-shaped tensor {victim}" in message
     assert "missing tensor" in message  # what the lost shard held is named too
     assert len(error.value.problems) >= 4
+
+
+def test_a_scanned_import_names_each_missing_layer_tensor(tmp_path):
+    path = tmp_path / "one"
+    hf.save_student(student.create(config_lib.preset("tiny")), path, tokenizer_dir=ref.TINY_TOKENIZER)
+    tensors = load_file(path / hf.WEIGHTS_FILE)
+    gone = "language_model.model.layers.1.mlp.up_proj.weight"
+    del tensors[gone]
+    save_file(tensors, path / hf.WEIGHTS_FILE, metadata={"format": "pt"})
+    with pytest.raises(hf.CheckpointError) as error:
+        hf.load_student(path, scan_layers=True)
+    assert error.value.problems == [f"missing tensor {gone} (ours: language_model.layers.1.mlp.up_proj.kernel)"]
 
 
 def test_hub_layout_names_load(tmp_path):

@@ -22,15 +22,17 @@ from w2s_vqa.models import student
 TOL = 1e-4
 
 
-def build(tmp_path, attention="xla", **changes):
-    """(transformers model, our student with the given attention kernel) with the same weights."""
+def build(tmp_path, attention="xla", scan_layers=False, **changes):
+    """(transformers model, our student with the given attention kernel and layer loop) with the
+    same weights."""
     text_changes = changes.pop("text", {})
     cfg = config_lib.preset("tiny", num_motion_chunks=0, **changes)
     if text_changes:
         cfg = cfg.replace(text=cfg.text.__class__(**{**cfg.text.__dict__, **text_changes}))
     torch_model = ref.hf_model(cfg)
     ours = hf.load_student(ref.save_hf(torch_model, tmp_path / "hf"), num_motion_chunks=0,
-                           num_frames=cfg.num_frames, attention=attention)
+                           num_frames=cfg.num_frames, attention=attention, scan_layers=scan_layers)
+    assert ours.cfg.scan_layers == scan_layers
     return cfg, torch_model, ours
 
 
@@ -38,9 +40,10 @@ def max_diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-@pytest.mark.parametrize("feature_layer", [-1, -2])
-def test_vision_tower_hidden_states(tmp_path, feature_layer):
-    cfg, torch_model, ours = build(tmp_path, vision_feature_layer=feature_layer)
+# Scanned layers: every hidden state read between scans of the stack (models.stack).
+@pytest.mark.parametrize("feature_layer, scan", [(-1, False), (-2, False), (-2, True)])
+def test_vision_tower_hidden_states(tmp_path, feature_layer, scan):
+    cfg, torch_model, ours = build(tmp_path, scan_layers=scan, vision_feature_layer=feature_layer)
     frames = ref.pixels(np.random.default_rng(0), 3, 1, 32, 32, 3)
     with torch.no_grad():
         out = torch_model.model.vision_tower(ref.to_torch_video(frames)[:, 0], output_hidden_states=True)
@@ -61,10 +64,11 @@ def test_projector_output(tmp_path):
     assert max_diff(theirs, ours.multi_modal_projector(jnp.asarray(x))) <= TOL
 
 
-@pytest.mark.parametrize("attention", ["xla", "blocked"])
-@pytest.mark.parametrize("tied", [False, True])
-def test_qwen2_logits_padded_batch(tmp_path, tied, attention):
-    cfg, torch_model, ours = build(tmp_path, attention, text={"tie_word_embeddings": tied})
+@pytest.mark.parametrize("attention, tied, scan", [("xla", False, False), ("xla", True, False),
+                                                   ("blocked", False, False), ("blocked", True, False),
+                                                   ("xla", False, True)])
+def test_qwen2_logits_padded_batch(tmp_path, tied, attention, scan):
+    cfg, torch_model, ours = build(tmp_path, attention, scan, text={"tie_word_embeddings": tied})
     assert (ours.lm_head is None) == tied
     rng = np.random.default_rng(2)
     ids = rng.integers(5, cfg.text.vocab_size, size=(3, 12))
@@ -93,9 +97,11 @@ def video_prompt(cfg, rng, batch, pad):
     return ids, mask
 
 
-@pytest.mark.parametrize("feature_layer, attention", [(-1, "xla"), (-2, "xla"), ((-2, -1), "xla"), (-2, "blocked")])
-def test_video_forward_logits(tmp_path, feature_layer, attention):
-    cfg, torch_model, ours = build(tmp_path, attention, vision_feature_layer=feature_layer)
+@pytest.mark.parametrize("feature_layer, attention, scan", [(-1, "xla", False), (-2, "xla", False),
+                                                            ((-2, -1), "xla", False), (-2, "blocked", False),
+                                                            ((-2, -1), "xla", True)])
+def test_video_forward_logits(tmp_path, feature_layer, attention, scan):
+    cfg, torch_model, ours = build(tmp_path, attention, scan, vision_feature_layer=feature_layer)
     rng = np.random.default_rng(3)
     ids, mask = video_prompt(cfg, rng, batch=2, pad=3)
     video = ref.pixels(rng, 2, 2, cfg.num_frames, 32, 32, 3)  # [B, videos, F, H, W, C]

@@ -1,9 +1,9 @@
-"""Hugging Face checkpoints in and out: one key-mapping table serves both.
+"""Hugging Face checkpoints in and out: one key-mapping table serves both
+(w2s_vqa.convert.hf_keys: RULES, KeyMap, the on-disk prefixes).
 
-Each row of `RULES` pairs a transformers parameter name with ours and names the
-transform between their layouts. Templates hold `{i}` (a layer index) and
-`{name:a|b}` (one of the alternatives); the same row matches a key on either
-side and formats its counterpart, so import and export cannot drift apart.
+A student with scanned layers (model.scan_layers) stacks each layer's tensor into its
+parameter's leading axis on import and splits it on export: the files are the same
+as an unrolled student's.
 
 Import builds the student abstractly (`nnx.eval_shape`), streams tensors one at
 a time from the safetensors files, and places each straight into its sharding
@@ -13,13 +13,11 @@ unexpected or mis-shaped key, and every config problem, is reported in one error
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import logging
 import os
-import re
 import shutil
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +25,13 @@ import numpy as np
 from flax import nnx
 
 from w2s_vqa.convert import export_files
+# The key table and its names, importable from here as they always were.
+from w2s_vqa.convert.hf_keys import (CONV, DISK_PREFIXES, HUB_PREFIXES, IDENTITY, LINEAR, MODEL_KEYS,  # noqa: F401
+                                     MOTION_KEYS, MOTION_RULES, RULES, KeyMap, Transform, canonical_name, disk_name)
 # The file names live in the JAX-free export_files, which the PyTorch scorer reads.
 from w2s_vqa.convert.export_files import (CONFIG_FILE, MOTION_FILE, SETTINGS_FILE, WEIGHTS_FILE,  # noqa: F401
                                           WEIGHTS_INDEX, read_settings)
+from w2s_vqa.models import stack
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.models.config import ConfigError, StudentConfig, hf_config_problems
 
@@ -51,143 +53,6 @@ class CheckpointError(ValueError):
     def __init__(self, path: str, problems: list[str]):
         self.path, self.problems = path, problems
         super().__init__(f"{path}: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
-
-
-@dataclasses.dataclass(frozen=True)
-class Transform:
-    """Layout change from the transformers tensor to ours (`load`) and back (`save`)."""
-
-    load: Callable[[Any], Any]
-    save: Callable[[Any], Any]
-    shape: Callable[[tuple], tuple]
-
-
-IDENTITY = Transform(lambda x: x, lambda x: x, lambda s: tuple(s))
-# torch Linear weight [out, in] <-> our kernel [in, out].
-LINEAR = Transform(lambda x: x.T, lambda x: x.T, lambda s: tuple(s)[::-1])
-# torch Conv2d weight [out, in, kh, kw] <-> our kernel [kh, kw, in, out].
-CONV = Transform(lambda x: x.transpose(2, 3, 1, 0), lambda x: x.transpose(3, 2, 0, 1),
-                 lambda s: (s[2], s[3], s[1], s[0]))
-
-_V = "model.vision_tower"
-_T = "model.language_model"
-_VISION_LINEAR = "self_attn.q_proj|self_attn.k_proj|self_attn.v_proj|self_attn.out_proj|mlp.fc1|mlp.fc2"
-_TEXT_LINEAR = ("self_attn.q_proj|self_attn.k_proj|self_attn.v_proj|self_attn.o_proj|"
-                "mlp.gate_proj|mlp.up_proj|mlp.down_proj")
-
-# (transformers name, our name, transform). One table for import and export.
-RULES: tuple[tuple[str, str, Transform], ...] = (
-    (f"{_V}.embeddings.patch_embedding.weight", "vision_tower.embeddings.patch_embedding.kernel", CONV),
-    (f"{_V}.embeddings.patch_embedding.bias", "vision_tower.embeddings.patch_embedding.bias", IDENTITY),
-    (f"{_V}.embeddings.position_embedding.weight", "vision_tower.embeddings.position_embedding", IDENTITY),
-    (f"{_V}.encoder.layers.{{i}}.{{m:{_VISION_LINEAR}}}.weight", "vision_tower.layers.{i}.{m}.kernel", LINEAR),
-    (f"{_V}.encoder.layers.{{i}}.{{m:{_VISION_LINEAR}}}.bias", "vision_tower.layers.{i}.{m}.bias", IDENTITY),
-    (f"{_V}.encoder.layers.{{i}}.{{n:layer_norm1|layer_norm2}}.weight", "vision_tower.layers.{i}.{n}.scale", IDENTITY),
-    (f"{_V}.encoder.layers.{{i}}.{{n:layer_norm1|layer_norm2}}.bias", "vision_tower.layers.{i}.{n}.bias", IDENTITY),
-    (f"{_V}.post_layernorm.weight", "vision_tower.post_layernorm.scale", IDENTITY),
-    (f"{_V}.post_layernorm.bias", "vision_tower.post_layernorm.bias", IDENTITY),
-    ("model.multi_modal_projector.{l:linear_1|linear_2}.weight", "multi_modal_projector.{l}.kernel", LINEAR),
-    ("model.multi_modal_projector.{l:linear_1|linear_2}.bias", "multi_modal_projector.{l}.bias", IDENTITY),
-    ("model.image_newline", "image_newline", IDENTITY),
-    (f"{_T}.embed_tokens.weight", "language_model.embed_tokens.embedding", IDENTITY),
-    (f"{_T}.layers.{{i}}.{{m:{_TEXT_LINEAR}}}.weight", "language_model.layers.{i}.{m}.kernel", LINEAR),
-    (f"{_T}.layers.{{i}}.{{m:self_attn.q_proj|self_attn.k_proj|self_attn.v_proj}}.bias",
-     "language_model.layers.{i}.{m}.bias", IDENTITY),
-    (f"{_T}.layers.{{i}}.{{n:input_layernorm|post_attention_layernorm}}.weight",
-     "language_model.layers.{i}.{n}.scale", IDENTITY),
-    (f"{_T}.norm.weight", "language_model.norm.scale", IDENTITY),
-    ("lm_head.weight", "lm_head.kernel", LINEAR),
-)
-
-# The motion projector lives in its own file, named like the multimodal projector.
-MOTION_RULES: tuple[tuple[str, str, Transform], ...] = (
-    ("{l:linear_1|linear_2}.weight", "motion_projector.{l}.kernel", LINEAR),
-    ("{l:linear_1|linear_2}.bias", "motion_projector.{l}.bias", IDENTITY),
-)
-
-# The table speaks transformers' in-memory names (`model.state_dict()`). On disk,
-# transformers 5 writes the older layout that the public hub checkpoints use,
-# except that the hub's SigLIP keys still hold `vision_model.`; both load here.
-# Export writes what transformers' own save_pretrained writes.
-DISK_PREFIXES = (
-    ("model.language_model.", "language_model.model."),
-    ("lm_head.", "language_model.lm_head."),
-    ("model.vision_tower.", "vision_tower."),
-    ("model.multi_modal_projector.", "multi_modal_projector."),
-    ("model.image_newline", "image_newline"),
-)
-HUB_PREFIXES = (("vision_tower.vision_model.", "model.vision_tower."),
-                ("model.vision_tower.vision_model.", "model.vision_tower."))
-
-
-_FIELD = re.compile(r"\{(\w+)(?::([^}]*))?\}")
-
-
-def _template_regex(template: str, alternatives: dict[str, str]) -> re.Pattern:
-    """`{i}` matches a layer index; `{name}` one of the alternatives given for it (on either side)."""
-    out, pos = [], 0
-    for m in _FIELD.finditer(template):
-        out.append(re.escape(template[pos:m.start()]))
-        name = m.group(1)
-        choices = alternatives.get(name)
-        body = r"\d+" if choices is None else "|".join(re.escape(a) for a in choices.split("|"))
-        out.append(f"(?P<{name}>{body})")
-        pos = m.end()
-    out.append(re.escape(template[pos:]))
-    return re.compile("".join(out) + r"\Z")
-
-
-def _template_format(template: str, groups: dict[str, str]) -> str:
-    return _FIELD.sub(lambda m: groups[m.group(1)], template)
-
-
-class KeyMap:
-    """Matches names on one side of a rules table and gives the other side's name."""
-
-    def __init__(self, rules):
-        self.rules = []
-        for hf_template, our_template, transform in rules:
-            alternatives = {m.group(1): m.group(2) for t in (hf_template, our_template)
-                            for m in _FIELD.finditer(t) if m.group(2)}
-            self.rules.append((_template_regex(hf_template, alternatives), hf_template,
-                               _template_regex(our_template, alternatives), our_template, transform))
-
-    def to_ours(self, hf_key: str) -> tuple[str, Transform] | None:
-        for hf_re, _, _, ours, transform in self.rules:
-            if m := hf_re.match(hf_key):
-                return _template_format(ours, m.groupdict()), transform
-        return None
-
-    def to_hf(self, our_key: str) -> tuple[str, Transform] | None:
-        for _, hf_template, our_re, _, transform in self.rules:
-            if m := our_re.match(our_key):
-                return _template_format(hf_template, m.groupdict()), transform
-        return None
-
-
-MODEL_KEYS = KeyMap(RULES)
-MOTION_KEYS = KeyMap(MOTION_RULES)
-
-
-def _swap_prefix(key: str, pairs) -> str:
-    for old, new in pairs:
-        if key.startswith(old):
-            return new + key[len(old):]
-    return key
-
-
-def canonical_name(disk_key: str) -> str:
-    """The in-memory transformers name of a tensor name found on disk (any layout)."""
-    for old, new in HUB_PREFIXES:
-        if disk_key.startswith(old):
-            return new + disk_key[len(old):]
-    if disk_key.startswith(("model.", "lm_head.")):
-        return disk_key
-    return _swap_prefix(disk_key, [(d, m) for m, d in DISK_PREFIXES])
-
-
-def disk_name(canonical: str) -> str:
-    return _swap_prefix(canonical, DISK_PREFIXES)
 
 
 def _path_str(path: tuple) -> str:
@@ -261,7 +126,8 @@ def _sharding_for(variable, mesh, rules):
 
 
 def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunks: int | None = None,
-                 dtype: str | None = None, remat: bool | None = None, attention: str | None = None,
+                 dtype: str | None = None, remat: str | bool | None = None, attention: str | None = None,
+                 scan_layers: bool | None = None,
                  mesh: jax.sharding.Mesh | None = None,
                  rules=None, seed: int = 0) -> student_lib.Student:
     """A Student with the weights of a Hugging Face LLaVA-OneVision directory.
@@ -293,7 +159,7 @@ def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunk
     ours = {k: v for k, v in dict(
         num_frames=num_frames if num_frames is not None else settings.get("num_frames"),
         num_motion_chunks=num_motion_chunks if num_motion_chunks is not None else settings.get("num_motion_chunks"),
-        dtype=dtype, remat=remat, attention=attention).items() if v is not None}
+        dtype=dtype, remat=remat, attention=attention, scan_layers=scan_layers).items() if v is not None}
     try:
         cfg = StudentConfig.from_hf_config(hf_config, strict=False, **ours)
     except (ConfigError, TypeError, ValueError) as e:
@@ -303,24 +169,36 @@ def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunk
     graphdef, abstract_state = nnx.split(abstract)
     wanted = _flat_params(abstract)
     loaded: dict[str, jax.Array] = {}
+    layers_loaded: dict[str, set[int]] = {}  # a stacked parameter's layers placed so far
     unused_head: list[str] = []
 
     def place(our_key: str, value, transform: Transform, source: str):
-        target = wanted.get(our_key)
-        if target is None:
+        target_key, index = our_key, None
+        if our_key not in wanted and (layer := stack.layer_of(our_key)) and layer[0] in wanted:
+            target_key, index = layer  # scanned layers: layer `index` of a stacked parameter
+        target = wanted.get(target_key)
+        if target is None or (index is not None and index >= target.shape[0]):
             problems.append(f"unexpected tensor {source} (maps to {our_key}, which this config does not have)")
             return
+        target_shape = tuple(target.shape) if index is None else tuple(target.shape[1:])
         shape = transform.shape(value.shape)
-        if shape != tuple(target.shape):
+        if shape != target_shape:
             problems.append(f"mis-shaped tensor {source}: {tuple(value.shape)}, this config expects "
-                            f"{_hf_shape(target.shape, transform)}")
+                            f"{_hf_shape(target_shape, transform)}")
             return
+        if index is not None:
+            layers_loaded.setdefault(target_key, set()).add(index)
         if problems:  # Keep checking, but stop moving data once the load is doomed.
-            loaded[our_key] = None
+            loaded[target_key] = None
             return
         array = transform.load(value).astype(jnp.float32)
         sharding = _sharding_for(target, mesh, rules)
-        loaded[our_key] = jax.device_put(array, sharding) if sharding is not None else array
+        if index is None:
+            loaded[target_key] = jax.device_put(array, sharding) if sharding is not None else array
+        else:  # written into the stack where it lies: one layer on the host at a time
+            if loaded.get(target_key) is None:
+                loaded[target_key] = _zeros(tuple(target.shape), sharding)()
+            loaded[target_key] = _set_layer(sharding)(loaded[target_key], array, index)
 
     for name, keys in weight_files(hf_dir, problems).items():
         with safe_open(os.path.join(hf_dir, name), framework="flax") as f:
@@ -360,7 +238,10 @@ def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunk
     if unused_head:
         _log.warning("%s: skipped %d tensors of SigLIP's pooling head (%s...), which LLaVA-OneVision never runs",
                      hf_dir, len(unused_head), unused_head[0])
-    for key in sorted(set(wanted) - set(loaded)):
+    absent = [key for key in wanted if key not in loaded]
+    absent += [stack.layer_key(key, i) for key in wanted if stack.is_stacked(key)
+               for i in range(wanted[key].shape[0]) if i not in layers_loaded.get(key, ())]
+    for key in sorted(absent):
         hf_key = (MOTION_KEYS if key.startswith("motion_projector.") else MODEL_KEYS).to_hf(key)
         name = hf_key[0] if key.startswith("motion_projector.") else disk_name(hf_key[0])
         problems.append(f"missing tensor {name} (ours: {key})")
@@ -375,6 +256,18 @@ def load_student(hf_dir: str, *, num_frames: int | None = None, num_motion_chunk
     return nnx.merge(graphdef, state)
 
 
+@functools.lru_cache(maxsize=None)
+def _zeros(shape: tuple[int, ...], sharding):
+    return jax.jit(lambda: jnp.zeros(shape, jnp.float32), out_shardings=sharding)
+
+
+@functools.lru_cache(maxsize=None)
+def _set_layer(sharding):
+    """(stack, layer, i) -> stack with `layer` at index i; the stack's buffer is reused."""
+    return jax.jit(lambda buf, x, i: jax.lax.dynamic_update_index_in_dim(buf, x, i, 0), donate_argnums=(0,),
+                   out_shardings=sharding)
+
+
 def _hf_shape(our_shape, transform: Transform) -> tuple:
     """The transformers-side shape of one of our parameters."""
     probe = np.empty(our_shape, np.bool_)
@@ -383,16 +276,19 @@ def _hf_shape(our_shape, transform: Transform) -> tuple:
 
 # ----------------------------------------------------------------------------- export
 def export_tensors(model: student_lib.Student) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(transformers tensors, motion projector tensors) of a student, as float32 numpy arrays."""
+    """(transformers tensors, motion projector tensors) of a student, as float32 numpy arrays
+    (parameters held in bfloat16 are widened exactly); a scanned student's stacked
+    parameters are written one tensor per layer, as an unrolled student's."""
     model_tensors, motion_tensors = {}, {}
-    for key, variable in _flat_params(model).items():
-        is_motion = key.startswith("motion_projector.")
-        mapped = (MOTION_KEYS if is_motion else MODEL_KEYS).to_hf(key)
-        if mapped is None:
-            raise KeyError(f"parameter {key} has no row in the key-mapping table")
-        value = np.asarray(jax.device_get(variable[...]), np.float32)
-        name = mapped[0] if is_motion else disk_name(mapped[0])
-        (motion_tensors if is_motion else model_tensors)[name] = np.ascontiguousarray(mapped[1].save(value))
+    for stacked_key, variable in _flat_params(model).items():
+        value = np.asarray(jax.device_get(variable[...]).astype(np.float32))
+        for key, layer_value in stack.unstack_params({stacked_key: value}).items():
+            is_motion = key.startswith("motion_projector.")
+            mapped = (MOTION_KEYS if is_motion else MODEL_KEYS).to_hf(key)
+            if mapped is None:
+                raise KeyError(f"parameter {key} has no row in the key-mapping table")
+            name = mapped[0] if is_motion else disk_name(mapped[0])
+            (motion_tensors if is_motion else model_tensors)[name] = np.ascontiguousarray(mapped[1].save(layer_value))
     return model_tensors, motion_tensors
 
 
@@ -472,6 +368,12 @@ def save_student(model: student_lib.Student, out_dir: str, *, tokenizer_dir: str
     when complete, so `out_dir` may also be the source of the tokenizer (export over
     a Hugging Face directory), and a failed export leaves the old directory intact.
     Raises FileExistsError for a non-empty `out_dir` without `overwrite`.
+
+    Precision: every tensor is written float32, holding the values the student holds. A
+    run whose frozen groups were held in bfloat16 (model.frozen_in_compute_dtype) exports
+    those bfloat16 values widened exactly, not the float32 values it started from: the
+    values its trained groups were trained against (model.frozen_in_compute_dtype=False
+    keeps the source's float32 values through training and export).
     """
     from w2s_vqa import prompt
 

@@ -9,6 +9,7 @@ video, motion chunks) are ours; they travel in `w2s_vqa.json` beside the export.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any, Sequence
 
@@ -18,6 +19,38 @@ from w2s_vqa.config import ConfigError  # noqa: F401 (callers catch it as models
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
 
 ATTENTION_KERNELS = ("xla", "cudnn", "blocked")
+# model.remat: what each layer keeps for its backward pass (the jax.checkpoint policies:
+# models.stack.REMAT_POLICIES). "minimal" keeps the projections' outputs, "save_dots" every
+# matmul's, "full" only the layer's input; "minimal_offloaded" moves "minimal"'s to host memory.
+REMAT_NAMES = ("none", "full", "minimal", "save_dots", "minimal_offloaded")
+_LEGACY_REMAT = {"true": "full", "false": "none"}
+_log = logging.getLogger(__name__)
+_WARNED: set[str] = set()
+
+
+class RematPolicy(str):
+    """A REMAT_NAMES name; false when it is "none", so `if cfg.remat:` still asks "are
+    layers rematerialized?" as it did when remat was a boolean."""
+
+    def __bool__(self) -> bool:
+        return str(self) != "none"
+
+
+def remat_policy(value) -> RematPolicy:
+    """The policy name of a `model.remat` value: one of REMAT_NAMES, or True / False (and
+    their strings, as `--set` gives them) read as "full" / "none" with one deprecation line.
+    Raises ConfigError naming the value otherwise."""
+    if isinstance(value, RematPolicy):
+        return value
+    key = str(value).strip().lower()
+    if key in _LEGACY_REMAT:
+        if key not in _WARNED:  # one line per run, however often a config is read
+            _WARNED.add(key)
+            _log.warning("model.remat=%s is deprecated: write model.remat=%r", value, _LEGACY_REMAT[key])
+        return RematPolicy(_LEGACY_REMAT[key])
+    if key not in REMAT_NAMES:
+        raise ConfigError(f"model.remat={value!r}: choose one of {', '.join(REMAT_NAMES)}")
+    return RematPolicy(key)
 HF_CONFIG_FILE = "config.json"  # a Hugging Face model directory's config
 # SigLIP's image processor: rescale by 1/255, then normalize every channel with mean 0.5,
 # std 0.5 (the student, the PyTorch scorer and an export's processor files all read these).
@@ -88,9 +121,13 @@ class StudentConfig:
     num_frames: int = 8
     num_motion_chunks: int = 10
     motion_dim: int = 256
-    # Compute: parameters stay float32; activations and matmuls run in `dtype`.
+    # Compute: trainable parameters stay float32 (frozen ones may be held in `dtype`:
+    # train.step); activations and matmuls run in `dtype`.
     dtype: str = "float32"
-    remat: bool = False
+    remat: str = "none"  # REMAT_NAMES; True / False still read as "full" / "none"
+    # Layers of each tower stacked on a leading axis and run by one lax.scan (models.stack):
+    # one layer body to compile instead of one per layer; parameter paths drop the index.
+    scan_layers: bool = False
     # Attention kernel: "xla" (plain batched matmuls; any backend, the parity reference),
     # "cudnn" (the fused flash kernel through jax.nn.dot_product_attention; NVIDIA
     # GPUs, bf16/fp16 compute only) or "blocked" (a few heads at a time with a
@@ -98,6 +135,7 @@ class StudentConfig:
     attention: str = "xla"
 
     def __post_init__(self):
+        object.__setattr__(self, "remat", remat_policy(self.remat))
         if self.attention not in ATTENTION_KERNELS:
             raise ConfigError(f"attention={self.attention!r}: choose one of {', '.join(ATTENTION_KERNELS)}")
         if self.attention == "cudnn" and self.dtype not in ("bfloat16", "float16"):
@@ -341,7 +379,7 @@ def student_config(config) -> StudentConfig:
     """The student a run config (w2s_vqa.config) describes: `model.preset`'s shapes, or those
     of the Hugging Face directory `model.hf_dir` (its config.json), with the run's video
     shape (data.num_frames, num_motion_chunks, motion_dim) and compute settings (model.dtype,
-    remat, attention).
+    remat, attention, scan_layers).
 
     Raises ValueError when data.image_size differs from the vision tower's input size,
     ConfigError for an unknown preset or an unsupported config.json, OSError when
@@ -352,7 +390,7 @@ def student_config(config) -> StudentConfig:
 
     m, d = config.model, config.data
     ours = dict(num_frames=d.num_frames, num_motion_chunks=d.num_motion_chunks, motion_dim=d.motion_dim,
-                dtype=m.dtype, remat=m.remat, attention=m.attention)
+                dtype=m.dtype, remat=m.remat, attention=m.attention, scan_layers=bool(m.get("scan_layers", False)))
     if m.hf_dir:
         from w2s_vqa.models import llava_qwen_config
 

@@ -16,9 +16,11 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 PARAM_DTYPE = jnp.float32
 INIT_STD = 0.02
+PROJ = "proj"  # the checkpoint name of every Linear's output
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -101,7 +103,8 @@ class Linear(nnx.Module):
         y = dense(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
-        return y
+        # What remat "minimal" keeps (models.stack.REMAT_POLICIES); a no-op elsewhere.
+        return checkpoint_name(y, PROJ)
 
 
 class LayerNorm(nnx.Module):

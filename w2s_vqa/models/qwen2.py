@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from w2s_vqa.models.config import TextConfig
+from w2s_vqa.models import stack
+from w2s_vqa.models.config import TextConfig, remat_policy
 from w2s_vqa.models.layers import (Embed, Linear, RMSNorm, activation, attention, blocked_attention, causal_attention,
                                     fused_attention)
 
@@ -141,14 +142,20 @@ class Qwen2DecoderLayer(nnx.Module):
 class Qwen2Model(nnx.Module):
     """Embeddings, decoder layers and the final norm (transformers' Qwen2Model)."""
 
-    def __init__(self, cfg: TextConfig, *, dtype=jnp.float32, remat: bool = False, attention: str = "xla",
-                 rngs: nnx.Rngs):
+    def __init__(self, cfg: TextConfig, *, dtype=jnp.float32, remat: str = "none", scan_layers: bool = False,
+                 attention: str = "xla", rngs: nnx.Rngs):
         self.cfg = cfg
-        self.remat = remat
+        self.remat = str(remat_policy(remat))
+        self.scan_layers = scan_layers
         self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, axes=("vocab", "embed"), dtype=dtype,
                                   std=cfg.initializer_range, rngs=rngs)
-        self.layers = nnx.List([Qwen2DecoderLayer(cfg, dtype=dtype, attention=attention, rngs=rngs)
-                                for _ in range(cfg.num_hidden_layers)])
+
+        def make_layer(layer_rngs):
+            return Qwen2DecoderLayer(cfg, dtype=dtype, attention=attention, rngs=layer_rngs)
+
+        # Scanned: one module, every parameter [num_layers, ...] (models.stack).
+        self.layers = (stack.stacked(make_layer, cfg.num_hidden_layers, rngs) if scan_layers else
+                       nnx.List([make_layer(rngs) for _ in range(cfg.num_hidden_layers)]))
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, axis_name="embed", dtype=dtype, rngs=rngs)
 
     def __call__(self, inputs_embeds: jax.Array, attention_mask: jax.Array | None = None,
@@ -162,36 +169,41 @@ class Qwen2Model(nnx.Module):
         if attention_mask is not None:
             mask = mask & attention_mask.astype(bool)[:, None, None, :]
         x = inputs_embeds
+        if self.scan_layers:
+            x, _ = stack.scan(self.layers, lambda lyr, h, _: (lyr(h, cos, sin, mask), None), x, remat=self.remat)
+            return self.norm(x)
         for layer in self.layers:
-            if self.remat:
-                x = nnx.remat(lambda lyr, h, c, s, m: lyr(h, c, s, m))(layer, x, cos, sin, mask)
-            else:
-                x = layer(x, cos, sin, mask)
+            x = stack.call(layer, lambda lyr, h: lyr(h, cos, sin, mask), x, remat=self.remat)
         return self.norm(x)
 
     # ----------------------------------------------------------------- a cached prompt prefix
-    def prefix_keys_values(self, inputs_embeds: jax.Array, attention_mask: jax.Array
-                           ) -> tuple[tuple[jax.Array, jax.Array], ...]:
-        """Every layer's keys and values [A, P, kv_heads, head_dim] of a prefix [A, P, D] at
-        positions 0..P-1, attention_mask [A, P] (0 = key hidden): what `after_prefix` needs
-        to continue it. Runs the layers as `__call__` does."""
+    def prefix_keys_values(self, inputs_embeds: jax.Array, attention_mask: jax.Array):
+        """(keys, values): every layer's keys and values [A, P, kv_heads, head_dim] of a prefix
+        [A, P, D] at positions 0..P-1, attention_mask [A, P] (0 = key hidden): what
+        `after_prefix` needs to continue it. Runs the layers as `__call__` does. Unrolled: a
+        tuple of one array per layer each; scanned: one array [layers, A, P, ...] each."""
         a, t, _ = inputs_embeds.shape
         positions = jnp.broadcast_to(jnp.arange(t), (a, t))
         cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
         mask = jnp.tril(jnp.ones((t, t), bool))[None, None] & attention_mask.astype(bool)[:, None, None, :]
+        def step(layer, x, _):
+            return layer(x, cos, sin, mask), layer.self_attn.keys_values(layer.input_layernorm(x), cos, sin)
+
+        if self.scan_layers:
+            return stack.scan(self.layers, step, inputs_embeds)[1]
         x, cache = inputs_embeds, []
         for layer in self.layers:
-            cache.append(layer.self_attn.keys_values(layer.input_layernorm(x), cos, sin))
-            x = layer(x, cos, sin, mask)
-        return tuple(cache)
+            x, kv = step(layer, x, None)
+            cache.append(kv)
+        return tuple(k for k, _ in cache), tuple(v for _, v in cache)
 
     def after_prefix(self, inputs_embeds: jax.Array, key_mask: jax.Array, cache, prefix_mask: jax.Array
                      ) -> jax.Array:
         """Final-normed hidden states [A, B, S, D] of continuations after cached prefixes.
 
         inputs_embeds [A, B, S, D] or [B, S, D] (the same continuation after every
-        prefix); key_mask [B, S] (0 = key hidden); cache: `prefix_keys_values` of A
-        prefixes of length P; prefix_mask [A, P]. Row (a, b) equals `__call__` on prefix a
+        prefix); key_mask [B, S] (0 = key hidden); cache: (keys, values), `prefix_keys_values`
+        of A prefixes of length P; prefix_mask [A, P]. Row (a, b) equals `__call__` on prefix a
         joined with continuation b, at the continuation's positions P..P+S-1.
         """
         num_prefixes, length = prefix_mask.shape
@@ -200,6 +212,14 @@ class Qwen2Model(nnx.Module):
         s = inputs_embeds.shape[2]
         cos, sin = rope_tables(length + jnp.arange(s)[None], self.cfg.head_dim, self.cfg.rope_theta)
         x, prefix_mask, key_mask = inputs_embeds, prefix_mask.astype(bool), key_mask.astype(bool)
-        for layer, (k, v) in zip(self.layers, cache):
-            x = layer.after_prefix(x, cos, sin, k, v, prefix_mask, key_mask)
+
+        def step(layer, x, kv):
+            return layer.after_prefix(x, cos, sin, kv[0], kv[1], prefix_mask, key_mask), None
+
+        if self.scan_layers:
+            x = stack.scan(self.layers, step, x, (jnp.asarray(cache[0]), jnp.asarray(cache[1])))[0]
+        else:
+            for layer, k, v in zip(self.layers, *cache):
+                x = step(layer, x, (k, v))[0]
         return self.norm(x)
+

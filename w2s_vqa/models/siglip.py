@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from w2s_vqa.models.config import VisionConfig
+from w2s_vqa.models import stack
+from w2s_vqa.models.config import VisionConfig, remat_policy
 from w2s_vqa.models.layers import (LayerNorm, Linear, activation, attention, blocked_attention, dense, fused_attention,
                                     param)
 
@@ -97,13 +98,19 @@ class SiglipEncoderLayer(nnx.Module):
 
 
 class SiglipVisionTower(nnx.Module):
-    def __init__(self, cfg: VisionConfig, *, dtype=jnp.float32, remat: bool = False, attention: str = "xla",
-                 rngs: nnx.Rngs):
+    def __init__(self, cfg: VisionConfig, *, dtype=jnp.float32, remat: str = "none", scan_layers: bool = False,
+                 attention: str = "xla", rngs: nnx.Rngs):
         self.cfg = cfg
-        self.remat = remat
+        self.remat = str(remat_policy(remat))
+        self.scan_layers = scan_layers
         self.embeddings = SiglipEmbeddings(cfg, dtype=dtype, rngs=rngs)
-        self.layers = nnx.List([SiglipEncoderLayer(cfg, dtype=dtype, attention=attention, rngs=rngs)
-                                for _ in range(cfg.num_hidden_layers)])
+
+        def make_layer(layer_rngs):
+            return SiglipEncoderLayer(cfg, dtype=dtype, attention=attention, rngs=layer_rngs)
+
+        # Scanned: one module, every parameter [num_hidden_layers, ...] (models.stack).
+        self.layers = (stack.stacked(make_layer, cfg.num_hidden_layers, rngs) if scan_layers else
+                       nnx.List([make_layer(rngs) for _ in range(cfg.num_hidden_layers)]))
         # Part of every SigLIP checkpoint; LLaVA-OneVision reads encoder hidden states
         # before it, so it only runs in `__call__` when the last state is requested.
         self.post_layernorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, axis_name="vision_embed",
@@ -117,12 +124,19 @@ class SiglipVisionTower(nnx.Module):
         x = self.embeddings(images)
         if 0 in wanted:
             wanted[0] = x
+        if self.scan_layers:  # one scan from each requested state to the next
+            done = 0
+            for i in sorted(i for i in wanted if i > 0):
+                x = stack.scan(self.layers, lambda lyr, h, _: (lyr(h), None), x, remat=self.remat, start=done,
+                               stop=i)[0]
+                wanted[i], done = x, i
+            return [wanted[i] for i in indices]
         for i, layer in enumerate(self.layers[: max(indices)], start=1):
-            x = nnx.remat(lambda lyr, h: lyr(h))(layer, x) if self.remat else layer(x)
+            x = stack.call(layer, lambda lyr, h: lyr(h), x, remat=self.remat)
             if i in wanted:
                 wanted[i] = x
         return [wanted[i] for i in indices]
 
     def __call__(self, images: jax.Array) -> jax.Array:
         """last_hidden_state: the post-layernormed output of the last layer."""
-        return self.post_layernorm(self.hidden_states(images, [len(self.layers)])[0])
+        return self.post_layernorm(self.hidden_states(images, [self.cfg.num_hidden_layers])[0])

@@ -31,6 +31,7 @@ from w2s_vqa.models.config import PIXEL_MEAN, PIXEL_STD, StudentConfig, check_fe
 from w2s_vqa.models.layers import Linear, activation, initial_value, param
 from w2s_vqa.models.qwen2 import Qwen2Model
 from w2s_vqa.models.siglip import SiglipVisionTower
+from w2s_vqa.models.stack import LAYER_AXIS
 
 # What Student.level_logits reads of a batch (w2s_vqa.pipeline gives their shapes and dtypes).
 MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "frame_mask", "motion", "motion_mask")
@@ -75,12 +76,13 @@ class Student(nnx.Module):
         self.dtype = dtype
         v, t = cfg.vision, cfg.text
         self.feature_indices = check_feature_layers(cfg.feature_layers, v.num_hidden_layers)
-        self.vision_tower = SiglipVisionTower(v, dtype=dtype, remat=cfg.remat, attention=cfg.attention, rngs=rngs)
+        towers = dict(dtype=dtype, remat=cfg.remat, scan_layers=cfg.scan_layers, attention=cfg.attention, rngs=rngs)
+        self.vision_tower = SiglipVisionTower(v, **towers)
         self.multi_modal_projector = Projector(
             v.hidden_size * len(self.feature_indices), t.hidden_size, act=cfg.projector_hidden_act,
             bias=cfg.multimodal_projector_bias, in_axis="vision_embed", dtype=dtype, std=t.initializer_range, rngs=rngs)
         self.image_newline = param(rngs, (t.hidden_size,), ("embed",), std=t.hidden_size**-0.5)
-        self.language_model = Qwen2Model(t, dtype=dtype, remat=cfg.remat, attention=cfg.attention, rngs=rngs)
+        self.language_model = Qwen2Model(t, **towers)
         self.lm_head = None if t.tie_word_embeddings else Linear(
             t.hidden_size, t.vocab_size, axes=("embed", "vocab"), bias=False, dtype=dtype, std=t.initializer_range,
             rngs=rngs)
@@ -240,8 +242,8 @@ class Student(nnx.Module):
         a = first_tokens.shape[0]
         ids = jnp.broadcast_to(jnp.asarray(prefix_ids)[None], (a, prefix_ids.shape[0]))
         embeds, keep = self.place_video_tokens(ids, self.language_model.embed_tokens(ids), first_tokens, first_valid)
-        layers = self.language_model.prefix_keys_values(embeds, keep)
-        return PrefixCache(keys=tuple(k for k, _ in layers), values=tuple(v for _, v in layers), mask=keep)
+        keys, values = self.language_model.prefix_keys_values(embeds, keep)
+        return PrefixCache(keys=keys, values=values, mask=keep)
 
     def level_logits_after_prefix(self, level_token_ids: Sequence[int], cache: PrefixCache, suffix_ids,
                                   second_tokens, second_valid) -> jax.Array:
@@ -256,14 +258,15 @@ class Student(nnx.Module):
         b = second_tokens.shape[0]
         ids = jnp.broadcast_to(jnp.asarray(suffix_ids)[None], (b, suffix_ids.shape[0]))
         embeds, keep = self.place_video_tokens(ids, self.language_model.embed_tokens(ids), second_tokens, second_valid)
-        hidden = self.language_model.after_prefix(embeds, keep, tuple(zip(cache.keys, cache.values)), cache.mask)
+        hidden = self.language_model.after_prefix(embeds, keep, (cache.keys, cache.values), cache.mask)
         return self.level_readout(level_token_ids, hidden[:, :, -1])
 
 
 class PrefixCache(NamedTuple):
     """Keys and values of the decoder over a prompt prefix (`Student.prefix_cache`), a pytree.
 
-    keys, values: one [A, P, kv_heads, head_dim] array per decoder layer (keys rotated);
+    keys, values: one [A, P, kv_heads, head_dim] array per decoder layer (keys rotated), or
+    with scanned layers one [layers, A, P, kv_heads, head_dim] array each;
     mask [A, P] bool: False on the placeholders of masked video slots.
     """
 
@@ -299,7 +302,8 @@ def create(cfg: StudentConfig, seed: int = 0, shardings: Mapping[str, jax.shardi
     at the 0.5b and 7b shapes, and its compile time grows with depth
     (docs/2026-11-gpu-sessions.md).
     Tensor i is drawn with `fold_in(key(seed), i)`, so a seed gives the same
-    student whatever the mesh.
+    student whatever the mesh (not across cfg.scan_layers, which numbers the tensors
+    otherwise); a stacked tensor's layers are drawn from splits of its key.
     """
     graphdef, state = nnx.split(create_abstract(cfg))
     root = jax.random.key(seed)
@@ -307,14 +311,18 @@ def create(cfg: StudentConfig, seed: int = 0, shardings: Mapping[str, jax.shardi
     for index, (path, variable) in enumerate(nnx.to_flat_state(state)):
         init, std = variable.get_metadata()["initializer"]
         sharding = (shardings or {}).get(".".join(str(p) for p in path))
-        flat.append((path, variable.replace(_drawer(tuple(variable.shape), init, std, sharding)(root, index))))
+        stacked = variable.get_metadata()["logical_axes"][:1] == (LAYER_AXIS,)
+        flat.append((path, variable.replace(_drawer(tuple(variable.shape), init, std, sharding, stacked)(root, index))))
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 
 @functools.lru_cache(maxsize=None)
-def _drawer(shape: tuple[int, ...], init: str, std: float, sharding):
+def _drawer(shape: tuple[int, ...], init: str, std: float, sharding, stacked: bool = False):
     def draw(root, index):
-        return initial_value(jax.random.fold_in(root, index), shape, init, std)
+        key = jax.random.fold_in(root, index)
+        if stacked:  # each layer drawn alone: fan-in and fan-out are a layer's, not the stack's
+            return jax.vmap(lambda k: initial_value(k, shape[1:], init, std))(jax.random.split(key, shape[0]))
+        return initial_value(key, shape, init, std)
 
     return jax.jit(draw, out_shardings=sharding)
 

@@ -27,10 +27,12 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from w2s_vqa import workdir as workdir_lib
+from w2s_vqa.models import stack
 
 ITEMS = ("state", "stream", "config")
 STEP_CHOICES = ("latest", "best")
@@ -114,7 +116,27 @@ class Checkpointer:
         """The state of `step` laid out as `abstract_state` says: each leaf a
         ShapeDtypeStruct with a sharding (restored into it, whatever devices wrote it) or
         without one (a numpy array in host memory). `partial`: `abstract_state` may leave
-        out parts of the saved state, which are not read (Orbax's partial restore)."""
+        out parts of the saved state, which are not read (Orbax's partial restore).
+
+        The layer layout (model.scan_layers, recorded in the saved config) may differ from
+        `abstract_state`'s: the saved layout is read, then its layer parameters, and the
+        optimizer moments keyed like them, are stacked or split (models.stack) and placed
+        as `abstract_state` says.
+        """
+        saved = self.saved_layout(step)
+        wanted = stack.tree_layout(abstract_state)
+        if "none" in (saved, wanted) or saved == wanted:
+            return self._restore_state(step, abstract_state, partial)
+        source = stack.convert_tree(abstract_state, saved, stack=_stacked_struct, take=_layer_struct)
+        state = stack.convert_tree(self._restore_state(step, source, partial), wanted)
+        return jax.tree.map(_place_like, state, abstract_state)
+
+    def saved_layout(self, step: int) -> str:
+        """"stacked" or "unrolled": the layer layout `step` was saved in (its config's
+        model.scan_layers; configs saved before the key were unrolled)."""
+        return "stacked" if self.restore_config(step).get("model", {}).get("scan_layers") else "unrolled"
+
+    def _restore_state(self, step: int, abstract_state: Any, partial: bool) -> Any:
         if partial:
             args = ocp.args.PyTreeRestore(item=abstract_state, partial_restore=True,
                                           restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))
@@ -138,6 +160,30 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _stacked_struct(layers):
+    """The ShapeDtypeStruct of a stack of layers' structs: a leading unsharded layer axis."""
+    first = layers[0]
+    sharding = first.sharding
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(None, *sharding.spec))
+    return jax.ShapeDtypeStruct((len(layers), *first.shape), first.dtype, sharding=sharding)
+
+
+def _layer_struct(struct, index):
+    """The ShapeDtypeStruct of one layer of a stacked struct (its layer axis dropped)."""
+    sharding = struct.sharding
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*sharding.spec[1:]))
+    return jax.ShapeDtypeStruct(tuple(struct.shape[1:]), struct.dtype, sharding=sharding)
+
+
+def _place_like(value, struct):
+    """`value` where `struct` (a ShapeDtypeStruct) says: its sharding, else host memory."""
+    value = value.astype(struct.dtype)
+    sharding = getattr(struct, "sharding", None)
+    return jax.device_put(value, sharding) if sharding is not None else np.asarray(value)
 
 
 def checkpoint_directory(path: str) -> str:
@@ -202,7 +248,8 @@ def load_checkpoint_student(path: str, step: int | str | None = None, *, mesh=No
     its checkpoints/ folder, `step` a number, "latest" (also None) or "best" (the saved
     step with the highest train.best_metric of the run).
 
-    Only the parameters are read (float32), into the shardings the run config's rules
+    Only the parameters are read (trainable float32, frozen as the run held them:
+    train.step's `frozen_dtype`), in the layer layout the run saved (model.scan_layers), into the shardings the run config's rules
     give on `mesh` (default: a one-device mesh on the first local device; `host_mesh()`
     for host memory), whatever devices, mesh and process count wrote them. Raises
     FileNotFoundError when the folder holds no checkpoint or not `step` (the message
@@ -251,7 +298,7 @@ def init_state_from(path: str, step: int | str | None, layout, mesh, *, keep_opt
 
     student, saved_config, saved_step = load_checkpoint_student(path, step, mesh=mesh)
     saved_layout = step_lib.state_layout(saved_config, mesh)
-    saved = saved_layout.codec.to_dict(student)
+    saved = stack.to_layout(saved_layout.codec.to_dict(student), layout.codec.keys)  # either layer layout
     theirs = {k: tuple(v.shape) for k, v in saved.items()}
     ours = dict(layout.codec.shapes)
     if theirs != ours:
@@ -259,10 +306,13 @@ def init_state_from(path: str, step: int | str | None, layout, mesh, *, keep_opt
         raise config_lib.ConfigError(
             f"train.init_from={path} (step {saved_step}): its student does not fit this run's model "
             f"({len(differ)} parameter(s) differ in name or shape, e.g. {', '.join(differ[:3])})")
-    params = {k: jax.device_put(v.astype(layout.codec.dtypes[k]), layout.param_shardings[k]) for k, v in saved.items()}
+    params = {k: jax.device_put(v.astype(jnp.float32), layout.param_shardings[k]) for k, v in saved.items()}
     if not keep_optimizer:
         return layout.init_state(params)
-    if tuple(saved_layout.trainable_keys) != tuple(layout.trainable_keys):
+    def stacked_names(keys):  # either layout's paths, by their stacked names
+        return {layer[0] if (layer := stack.layer_of(k)) else k for k in keys}
+
+    if stacked_names(saved_layout.trainable_keys) != stacked_names(layout.trainable_keys):
         raise config_lib.ConfigError(
             f"train.init_from={path}: train.init_optimizer needs the same trainable parameters, but the saved run "
             f"trains {len(saved_layout.trainable_keys)} and this one {len(layout.trainable_keys)} (optim.groups "

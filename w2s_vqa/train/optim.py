@@ -78,6 +78,25 @@ def is_frozen(path: str, cfg: OptimConfig) -> bool:
     return group_rates(cfg)[group_of(path, cfg.groups)] == 0.0
 
 
+def check_stacked_groups(shapes: dict[str, tuple[int, ...]], cfg: OptimConfig) -> None:
+    """Refuse groups that would give the layers of one stacked parameter (model.scan_layers,
+    w2s_vqa.models.stack) different rates: a stacked tensor has one rate. Each stacked path
+    must fall in the group of every one of its unrolled layer paths; raises ConfigError
+    naming the first pattern and parameter that split."""
+    from w2s_vqa.models import stack
+
+    for key, shape in shapes.items():
+        if not stack.is_stacked(key):
+            continue
+        group = group_of(key, cfg.groups)
+        for i in range(shape[0]):
+            layer = stack.layer_key(key, i)
+            if group_of(layer, cfg.groups) != group:
+                raise config_lib.ConfigError(
+                    f"optim.groups: {layer} falls in group {group_of(layer, cfg.groups)!r} but the stacked {key} "
+                    f"(model.scan_layers=True) in {group!r}; one rate per stack, or set model.scan_layers=False")
+
+
 def schedule(peak: float, total_steps: int, cfg: OptimConfig) -> optax.Schedule:
     warmup = max(1, int(round(cfg.warmup_fraction * total_steps)))
     return optax.warmup_cosine_decay_schedule(

@@ -22,8 +22,15 @@ shardings and the checkpoint all read the same names:
 
     step       int32 []                   updates done; replicated
     trainable  {path: float32 array}      what the optimizer updates
-    frozen     {path: float32 array}      learning rate 0: never differentiated
+    frozen     {path: array}              learning rate 0: never differentiated, no optimizer
+                                          state; held in model.dtype (bfloat16 halves what
+                                          each step reads of them) unless
+                                          model.frozen_in_compute_dtype is False
     opt_state  optax state of `trainable`; each moment sharded as its parameter
+
+With model.scan_layers the paths of layer parameters drop their index and the arrays
+gain a leading layer axis (w2s_vqa.models.stack); `ParamCodec.to_dict` takes a student
+of either layout.
 
 Parameter shardings come from each parameter's logical axes through the config's
 rules table (w2s_vqa.sharding); the batch's from the table's `batch` entry.
@@ -44,6 +51,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from w2s_vqa import sharding as sharding_lib
 from w2s_vqa.models import config as model_config_lib
+from w2s_vqa.models import stack as stack_lib
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.train import objective as objective_lib
 from w2s_vqa.train import optim as optim_lib
@@ -71,8 +79,11 @@ class ParamCodec:
         self.dtypes = {k: v.dtype for k, (_, v) in zip(self.keys, self.variables)}
 
     def to_dict(self, model: student_lib.Student) -> dict[str, jax.Array]:
-        flat = dict(nnx.to_flat_state(nnx.state(model)))
-        return {k: flat[path][...] for k, (path, _) in zip(self.keys, self.variables)}
+        """{path: array} of a student, in this codec's layer layout whatever the student's
+        (a layout change stacks or splits the layer parameters: a copy)."""
+        flat = {".".join(str(p) for p in path): v[...] for path, v in nnx.to_flat_state(nnx.state(model))}
+        flat = stack_lib.to_layout(flat, self.keys)
+        return {k: flat[k] for k in self.keys}
 
     def merge(self, params: dict[str, jax.Array]) -> student_lib.Student:
         state = nnx.from_flat_state([(path, var.replace(params[k])) for k, (path, var) in zip(self.keys, self.variables)])
@@ -89,10 +100,12 @@ class ParamCodec:
 
 
 # ----------------------------------------------------------------------------- state
-def state_from_params(params: dict[str, jax.Array], trainable_keys: Sequence[str], tx) -> dict[str, Any]:
-    """The initial train state of `params` (step 0, fresh optimizer state)."""
-    trainable = {k: params[k] for k in trainable_keys}
-    frozen = {k: v for k, v in params.items() if k not in trainable}
+def state_from_params(params: dict[str, jax.Array], trainable_keys: Sequence[str], tx,
+                      frozen_dtype=jnp.float32) -> dict[str, Any]:
+    """The initial train state of `params` (step 0, fresh optimizer state); the frozen
+    parameters cast to `frozen_dtype`, the trainable ones kept float32."""
+    trainable = {k: params[k].astype(jnp.float32) for k in trainable_keys}
+    frozen = {k: v.astype(frozen_dtype) for k, v in params.items() if k not in trainable}
     return {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "frozen": frozen,
             "opt_state": tx.init(trainable)}
 
@@ -122,6 +135,7 @@ class StateLayout:
 
     model_cfg: model_config_lib.StudentConfig
     codec: ParamCodec
+    frozen_dtype: Any  # what frozen parameters are held in (model.dtype, or float32)
     optim_cfg: optim_lib.OptimConfig
     tx: optax.GradientTransformation
     total_steps: int  # train.num_steps
@@ -134,7 +148,8 @@ class StateLayout:
     def init_state(self, params: dict[str, jax.Array]) -> dict[str, Any]:
         """The initial state of `params` (placed as `param_shardings`), in `shardings`.
         `params` is donated: its arrays become the state's."""
-        init = jax.jit(functools.partial(state_from_params, trainable_keys=self.trainable_keys, tx=self.tx),
+        init = jax.jit(functools.partial(state_from_params, trainable_keys=self.trainable_keys, tx=self.tx,
+                                         frozen_dtype=self.frozen_dtype),
                        out_shardings=self.shardings, donate_argnums=(0,))
         return init(params)
 
@@ -146,14 +161,16 @@ class StateLayout:
 def state_layout(config, mesh) -> StateLayout:
     """The train state of `config` on `mesh` (a Mesh or an AbstractMesh), abstract.
 
-    Raises ValueError when optim.groups freezes every parameter, and what
-    `models.config.student_config` and `OptimConfig.from_config` raise.
+    Raises ValueError when optim.groups freezes every parameter, ConfigError when a
+    group splits the layers of a stacked parameter (`optim.check_stacked_groups`), and
+    what `models.config.student_config` and `OptimConfig.from_config` raise.
     """
     model_cfg = model_config_lib.student_config(config)
     codec = ParamCodec(student_lib.create_abstract(model_cfg))
     rules = sharding_lib.rules_from_config(config)
     optim_cfg = optim_lib.OptimConfig.from_config(config)
     total_steps = int(config.train.num_steps)
+    optim_lib.check_stacked_groups(codec.shapes, optim_cfg)
     trainable_keys = tuple(k for k in codec.keys if not optim_lib.is_frozen(k, optim_cfg))
     if not trainable_keys:
         raise ValueError("every parameter is frozen: check optim.groups")
@@ -162,8 +179,9 @@ def state_layout(config, mesh) -> StateLayout:
 
     param_shardings = codec.shardings(mesh, rules)
     replicated = NamedSharding(mesh, PartitionSpec())
-    abstract = jax.eval_shape(functools.partial(state_from_params, trainable_keys=trainable_keys, tx=tx),
-                              codec.abstract())
+    frozen_dtype = frozen_dtype_of(config, model_cfg)
+    abstract = jax.eval_shape(functools.partial(state_from_params, trainable_keys=trainable_keys, tx=tx,
+                                                frozen_dtype=frozen_dtype), codec.abstract())
     shardings = {
         "step": replicated,
         "trainable": {k: param_shardings[k] for k in abstract["trainable"]},
@@ -171,9 +189,30 @@ def state_layout(config, mesh) -> StateLayout:
         "opt_state": opt_state_shardings(abstract["opt_state"], param_shardings, codec.shapes, replicated),
     }
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-    return StateLayout(model_cfg=model_cfg, codec=codec, optim_cfg=optim_cfg, tx=tx, total_steps=total_steps,
+    return StateLayout(model_cfg=model_cfg, codec=codec, frozen_dtype=frozen_dtype, optim_cfg=optim_cfg, tx=tx, total_steps=total_steps,
                        trainable_keys=trainable_keys, param_shardings=param_shardings, replicated=replicated,
                        shardings=shardings, abstract=abstract)
+
+
+def frozen_dtype_of(config, model_cfg) -> Any:
+    """The dtype frozen parameters are held in: model.dtype, or float32 when
+    model.frozen_in_compute_dtype is False (and for configs saved before the key, whose
+    checkpoints hold float32)."""
+    if not config.model.get("frozen_in_compute_dtype", False):
+        return jnp.dtype(jnp.float32)
+    return jnp.dtype(model_cfg.dtype)
+
+
+def switches(layout: StateLayout) -> dict[str, Any]:
+    """How the state and step of a layout run, for reports (the planner's, the compile
+    benchmark's): remat policy, scanned layers, the dtype frozen parameters are held in,
+    and the parameter bytes frozen and trainable (per replica, unsharded)."""
+    def nbytes(tree):
+        return int(sum(np.prod(s.shape) * np.dtype(s.dtype).itemsize for s in jax.tree.leaves(tree)))
+
+    return {"remat": str(layout.model_cfg.remat), "scan_layers": bool(layout.model_cfg.scan_layers),
+            "frozen_dtype": str(np.dtype(layout.frozen_dtype)), "frozen_bytes": nbytes(layout.abstract["frozen"]),
+            "trainable_bytes": nbytes(layout.abstract["trainable"])}
 
 
 # ----------------------------------------------------------------------------- batch
