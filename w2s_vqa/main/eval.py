@@ -106,6 +106,7 @@ def _score_set_function(args, config):
     from w2s_vqa import runtime
 
     runtime.tune_cpu_host()  # before anything starts JAX's backend
+    from w2s_vqa import multihost
     from w2s_vqa import prompt as prompt_lib
     from w2s_vqa import sharding
     from w2s_vqa.main.score import _default_batch, _student
@@ -113,10 +114,9 @@ def _score_set_function(args, config):
     from w2s_vqa.score import scorer as scorer_lib
     from w2s_vqa.score.anchors import AnchorSet
     from w2s_vqa.score.predict import default_batch_sharding
-    from w2s_vqa.train import loop
 
     anchors = AnchorSet.load(args.anchors)
-    loop.maybe_initialize_distributed(config)
+    multihost.initialize(config)
     mesh = sharding.mesh_from_config(config)
     student, tokenizer_dir, run_config, key = _student(args, mesh)
     anchors.check_student(student.cfg)

@@ -80,12 +80,12 @@ def run(args) -> int:
     import jax
     import pandas as pd
 
+    from w2s_vqa import multihost
     from w2s_vqa import prompt as prompt_lib
     from w2s_vqa import sharding
     from w2s_vqa.score import scorer as scorer_lib
     from w2s_vqa.score.anchors import AnchorSet
     from w2s_vqa.score.predict import default_batch_sharding
-    from w2s_vqa.train import loop
 
     anchors = AnchorSet.load(args.anchors)  # before any model work: a bad anchor set fails fast
     if not os.path.exists(args.inputs):
@@ -93,7 +93,7 @@ def run(args) -> int:
     if os.path.isdir(args.out):  # found now, not after the scoring
         raise IsADirectoryError(f"--out {args.out}: is a folder; name the CSV file to write, "
                                 f"e.g. {args.out}/scores.csv")
-    loop.maybe_initialize_distributed(config)
+    multihost.initialize(config)
     mesh = sharding.mesh_from_config(config)
     student, tokenizer_dir, run_config, key = _student(args, mesh)
     anchors.check_student(student.cfg)

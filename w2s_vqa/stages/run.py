@@ -30,6 +30,7 @@ import json
 import os
 
 from w2s_vqa import config as config_lib
+from w2s_vqa import multihost
 from w2s_vqa.labels import pairs as pair_tables
 
 RESULTS_JSON = "results.json"
@@ -128,8 +129,6 @@ def check_workdir(config, workdir: str, *, allow: bool | tuple[str, ...] = False
     workdir another verb owns (a `finetune` run's finetune.json); record the config on the
     first run (process 0). Without it a rerun with other settings would return the old
     stages' results, or mix old and new stages."""
-    import jax
-
     if os.path.exists(os.path.join(workdir, "finetune.json")):
         raise StagesError(f"{workdir}: holds a `w2s-vqa finetune` run (finetune.json); give stages another --workdir")
     path = os.path.join(workdir, RUN_FILE)
@@ -143,18 +142,9 @@ def check_workdir(config, workdir: str, *, allow: bool | tuple[str, ...] = False
             raise StagesError(f"{workdir}: its stages ran with another config: {'; '.join(changes)}. Rerun with the "
                               "saved values, use a new --workdir, or pass --allow-config-change KEY ...")
         return
-    if jax.process_index() == 0:
+    if multihost.is_first():
         os.makedirs(workdir, exist_ok=True)
         _write_json(path, {"config": config_lib.as_json(config)})
-
-
-def _barrier(name: str) -> None:
-    import jax
-
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"w2s_vqa.stages.{name}")
 
 
 def _write_json(path: str, value) -> None:
@@ -199,8 +189,6 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
     settings, RelabelError for unusable relabel inputs, and what training, scoring and
     mining raise.
     """
-    import jax
-
     from w2s_vqa import prompt as prompt_lib
     from w2s_vqa import sharding
     from w2s_vqa.models import config as model_config_lib
@@ -214,9 +202,9 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
     num_stages = int(config.stages.num_stages if num_stages is None else num_stages)
     check_config(config, num_stages)
     workdir = os.path.abspath(workdir)
-    first = jax.process_index() == 0
+    first = multihost.is_first()
     check_workdir(config, workdir, allow=allow_config_change)
-    _barrier("workdir")
+    multihost.barrier("stages.workdir")
     notes = relabel_lib.check_inputs(config) if num_stages > 1 else []
     anchors = anchors_lib.AnchorSet.load(config.stages.anchors) if config.stages.anchors else None
     mesh = sharding.mesh_from_config(config)
@@ -272,7 +260,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
                     temporary = next_pairs.replace(".parquet", ".tmp.parquet")
                     pair_tables.write_pairs(combined, temporary)
                     os.replace(temporary, next_pairs)
-                _barrier(f"pairs_{stage + 1}")
+                multihost.barrier(f"stages.pairs_{stage + 1}")
             with open(report_path) as f:
                 result.relabel = json.load(f)
         results.append(result)

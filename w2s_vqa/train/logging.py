@@ -9,13 +9,15 @@ from tqdm import tqdm
 
 from w2s_vqa import progress as progress_lib
 
+METRICS_FILE = "metrics.jsonl"  # in the workdir
+
 
 class MetricWriter:
     """Appends {"step": s, ...} lines to metrics.jsonl and scalars to TensorBoard (tensorboardX)."""
 
     def __init__(self, workdir: str, *, enabled: bool = True):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = os.path.join(workdir, METRICS_FILE)
         self._file = open(self.path, "a") if enabled else None
         self._tb = None
         if enabled:
@@ -42,5 +44,29 @@ def progress(total: int, initial: int, *, enabled: bool = True) -> tqdm:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    with open(os.path.join(workdir, METRICS_FILE)) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def trim_metrics(workdir: str, step: int) -> None:
+    """Drop metrics.jsonl rows past `step` (the checkpoint a run resumes from): a killed run
+    logged steps it will redo. Rewritten beside and swapped in, so a kill keeps one whole file."""
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            row_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+        if row_step <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) == len(lines) and all(a == b for a, b in zip(kept, lines)):
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
