@@ -12,7 +12,7 @@ from w2s_vqa import config as config_lib
 from w2s_vqa.config import ConfigError, defaults, load_config
 from w2s_vqa.models import config as model_config
 from w2s_vqa.models import student
-from w2s_vqa.train import loop, objective, optim
+from w2s_vqa.train import evals, objective, optim
 from w2s_vqa.train.step import ParamCodec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,13 +80,13 @@ def test_resume_differences_leave_out_safe_keys_and_keys_added_since():
 
 
 @pytest.mark.parametrize("cls,section", [(optim.OptimConfig, "optim"), (objective.ObjectiveConfig, "objective"),
-                                         (loop.EvalConfig, "evals.val")])
+                                         (evals.EvalConfig, "evals.val")])
 def test_option_dataclasses_take_every_value_from_the_config(cls, section):
     # defaults() is the one home of a default: a field default here could silently differ from it.
     assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                for f in dataclasses.fields(cls))
     config = defaults()
-    extra = {"name": "val"} if cls is loop.EvalConfig else {}
+    extra = {"name": "val"} if cls is evals.EvalConfig else {}
     built = config_lib.from_section(cls, config, section, **extra)
     node = config
     for part in section.split("."):
@@ -109,13 +109,13 @@ def test_the_optimizer_reads_the_configs_learning_rate():
 
 
 def test_evals_are_config_data_and_data_val_pairs_is_their_shorthand():
-    assert loop.evals_from_config(defaults()) == []  # the default "val" entry waits for a pair table
+    assert evals.evals_from_config(defaults()) == []  # the default "val" entry waits for a pair table
     config = load_config(None, ["data.val_pairs=/v.parquet", "train.eval_every=7", "train.eval_batches=3"])
     assert config.evals.val.pairs == "/v.parquet" and "val_pairs" not in config.data
     config.evals.held = config_lib.eval_entry(pairs="/h.parquet", every=2)
-    assert loop.evals_from_config(config) == [
-        loop.EvalConfig(name="held", kind="pairs", pairs="/h.parquet", every=2, batches=3),
-        loop.EvalConfig(name="val", kind="pairs", pairs="/v.parquet", every=7, batches=3)]
+    assert evals.evals_from_config(config) == [
+        evals.EvalConfig(name="held", kind="pairs", pairs="/h.parquet", every=2, batches=3),
+        evals.EvalConfig(name="val", kind="pairs", pairs="/v.parquet", every=7, batches=3)]
     # A config without the entry gets it from the shorthand; the long form needs it to exist.
     bare = defaults()
     del bare.evals["val"]
@@ -128,7 +128,7 @@ def test_evals_are_config_data_and_data_val_pairs_is_their_shorthand():
         bad = defaults()
         bad.evals[name] = config_lib.eval_entry(pairs="/x", **fields)
         with pytest.raises(ConfigError, match=message):
-            loop.evals_from_config(bad)
+            evals.evals_from_config(bad)
 
 
 @pytest.mark.parametrize("script,args,expected", [

@@ -2,8 +2,8 @@
 against the table of what each part may import.
 
     main, cli, demo, bench, stages, finetune  ->  train, score  ->  models, labels, store,
-    pipeline, convert, datasets  ->  video, prompt, config, sharding, runtime, progress, tables,
-    workdir
+    pipeline, convert, datasets, curate  ->  video, prompt, config, sharding, runtime, progress,
+    tables, workdir, multihost
 
 Inside a layer only the edges listed here: convert reads models' configs, the
 pipeline joins pair tables (labels) with the store, prepare (store) runs SlowFast
@@ -21,13 +21,14 @@ import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "w2s_vqa")
 
-BASE = {"video", "prompt", "config", "sharding", "runtime", "progress", "tables", "workdir"}
+BASE = {"video", "prompt", "config", "sharding", "runtime", "progress", "tables", "workdir", "multihost"}
 MIDDLE = {"models", "labels", "store", "pipeline", "convert", "datasets", "curate"}
 UPPER = {"train", "score"}
 # part -> the parts it may import (besides itself). A part is a top-level module or subpackage.
 ALLOWED = {
     "runtime": set(),
     "workdir": set(),  # run plumbing (atomic writes, digests, one run per directory): the bottom
+    "multihost": set(),  # joining processes, barriers, broadcasts, gathers: JAX alone
     "progress": set(),
     "tables": set(),  # reading user-made text tables
     "prompt": set(),
@@ -151,3 +152,23 @@ def test_modules_inside_a_package_import_their_siblings_not_its_face(path, modul
     own_face = module.rsplit(".", 1)[0]
     assert own_face not in face_imports(path, module), f"{module} imports from its package's face {own_face}"
 
+
+# Inside train: the planner's parts (hardware, cost model, the compiler's text) and the
+# trainer's guests (signals, fingerprints) sit below the planner and the loop: module ->
+# the train modules it may import.
+TRAIN_INSIDE = {
+    "w2s_vqa.train.hardware": set(),
+    "w2s_vqa.train.hlo_text": set(),
+    "w2s_vqa.train.cost_model": {"w2s_vqa.train.hardware"},
+    "w2s_vqa.train.signals": set(),
+    "w2s_vqa.train.fingerprint": set(),
+    "w2s_vqa.train.plan": {"w2s_vqa.train.hardware", "w2s_vqa.train.cost_model", "w2s_vqa.train.hlo_text",
+                           "w2s_vqa.train.step"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(TRAIN_INSIDE))
+def test_the_planners_and_trainers_parts_point_down(module):
+    path = os.path.join(PACKAGE, *module.split(".")[1:]) + ".py"
+    inside = {m for m in package_imports(path, module) if m.startswith("w2s_vqa.train.")}
+    assert inside <= TRAIN_INSIDE[module], f"{module} imports {sorted(inside - TRAIN_INSIDE[module])}"

@@ -19,7 +19,7 @@ from transformers import LlavaOnevisionForConditionalGeneration
 from tests.convert import hf_reference as ref
 from w2s_vqa import prompt
 from w2s_vqa.models import config as config_lib
-from w2s_vqa.convert import hf
+from w2s_vqa.convert import export_files, hf
 from w2s_vqa.models import stack, student
 from w2s_vqa.convert.torch_scorer import TorchScorer
 
@@ -44,7 +44,7 @@ def test_round_trip_is_bit_identical(tmp_path, tied, shard_bytes, scan):
     assert ours.cfg.scan_layers == scan and stack.layout_of(hf._flat_params(ours)) == ("stacked" if scan else "unrolled")
     written = hf.save_student(ours, tmp_path / "out", tokenizer_dir=ref.TINY_TOKENIZER, max_shard_bytes=shard_bytes)
     if shard_bytes < hf.MAX_SHARD_BYTES:
-        assert hf.WEIGHTS_INDEX in written and sum(n.endswith(".safetensors") for n in written) > 2
+        assert export_files.WEIGHTS_INDEX in written and sum(n.endswith(".safetensors") for n in written) > 2
 
     before, after = saved_tensors(source), saved_tensors(tmp_path / "out")
     assert sorted(before) == sorted(after)
@@ -117,7 +117,7 @@ def sharded_checkpoint(tmp_path):
 
 def test_bad_checkpoint_reports_every_problem_at_once(sharded_checkpoint):
     path = sharded_checkpoint
-    index = json.loads((path / hf.WEIGHTS_INDEX).read_text())
+    index = json.loads((path / export_files.WEIGHTS_INDEX).read_text())
     shards = sorted(set(index["weight_map"].values()))
     os.remove(path / shards[-1])  # a missing shard
     config = json.loads((path / "config.json").read_text())
@@ -142,10 +142,10 @@ def test_bad_checkpoint_reports_every_problem_at_once(sharded_checkpoint):
 def test_a_scanned_import_names_each_missing_layer_tensor(tmp_path):
     path = tmp_path / "one"
     hf.save_student(student.create(config_lib.preset("tiny")), path, tokenizer_dir=ref.TINY_TOKENIZER)
-    tensors = load_file(path / hf.WEIGHTS_FILE)
+    tensors = load_file(path / export_files.WEIGHTS_FILE)
     gone = "language_model.model.layers.1.mlp.up_proj.weight"
     del tensors[gone]
-    save_file(tensors, path / hf.WEIGHTS_FILE, metadata={"format": "pt"})
+    save_file(tensors, path / export_files.WEIGHTS_FILE, metadata={"format": "pt"})
     with pytest.raises(hf.CheckpointError) as error:
         hf.load_student(path, scan_layers=True)
     assert error.value.problems == [f"missing tensor {gone} (ours: language_model.layers.1.mlp.up_proj.kernel)"]
@@ -222,8 +222,8 @@ def test_a_truncated_weight_file_is_one_checkpoint_error_for_every_verb(tmp_path
     ours = student.create(config_lib.preset("tiny"))
     hf.save_student(ours, tmp_path / "ok", tokenizer_dir=ref.TINY_TOKENIZER)
     shutil.copytree(tmp_path / "ok", tmp_path / "broken")
-    data = (tmp_path / "ok" / hf.WEIGHTS_FILE).read_bytes()
-    (tmp_path / "broken" / hf.WEIGHTS_FILE).write_bytes(data[:1000])
+    data = (tmp_path / "ok" / export_files.WEIGHTS_FILE).read_bytes()
+    (tmp_path / "broken" / export_files.WEIGHTS_FILE).write_bytes(data[:1000])
     with pytest.raises(hf.CheckpointError, match="model.safetensors: not a readable safetensors file"):
         hf.load_student(tmp_path / "broken")
     capsys.readouterr()

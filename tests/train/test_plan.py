@@ -1,5 +1,6 @@
-"""Ahead-of-time plans: the real train step compiled for cpu:8 and (with libtpu) TPU slices,
-and sweeps over a grid of meshes."""
+"""Ahead-of-time plans (train.plan): the real train step compiled for cpu:8 and (with
+libtpu) TPU slices, its analytic figures against the compiler's, and sweeps over a grid of
+meshes."""
 
 import json
 import math
@@ -8,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from tests.train.conftest import independent_forward_flops
 from w2s_vqa.config import load_config
 from w2s_vqa.models import config as model_config
 from w2s_vqa.train import plan as plan_lib
@@ -30,32 +32,6 @@ def small_config(*overrides):
     """The `small` preset (real 384x384 frames and patch grid, shallow towers)."""
     shape = model_config.preset("small")
     return load_config(None, ["model.preset='small'", f"data.image_size={shape.vision.image_size}", *overrides])
-
-
-def independent_forward_flops(cfg, pairs, seq_len):
-    """Matmul FLOPs of one forward pass, written out per layer from the model's shapes, and
-    the part of them whose inputs (pixels, motion features) get no gradient."""
-    v, t = cfg.vision, cfg.text
-    n = (v.image_size // v.patch_size) ** 2
-    frames = pairs * 2 * cfg.num_frames
-    patches = 2 * n * v.patch_size ** 2 * 3 * v.hidden_size  # patch embedding
-    per_frame = patches
-    for _ in range(v.num_hidden_layers):
-        per_frame += 2 * n * v.hidden_size * v.hidden_size * 4  # q, k, v, out
-        per_frame += 2 * n * v.hidden_size * v.intermediate_size * 2  # fc1, fc2
-        per_frame += 2 * n * n * v.hidden_size * 2  # scores, values
-    per_frame += 2 * n * (v.hidden_size * t.hidden_size + t.hidden_size ** 2)  # projector
-    per_video = 2 * cfg.num_motion_chunks * (cfg.motion_dim * t.hidden_size + t.hidden_size ** 2)
-    kv = t.num_key_value_heads * (t.hidden_size // t.num_attention_heads)
-    # Causal attention in query blocks of 256 rows (models.qwen2): a query row sees the keys up
-    # to the end of its block.
-    keys_seen = sum(min(-(-(row + 1) // 256) * 256, seq_len) for row in range(seq_len))
-    per_pair = 0
-    for _ in range(t.num_hidden_layers):
-        per_pair += 2 * seq_len * (t.hidden_size * t.hidden_size * 2 + t.hidden_size * kv * 2)  # q, o; k, v
-        per_pair += 2 * seq_len * t.hidden_size * t.intermediate_size * 3  # gate, up, down
-        per_pair += 2 * keys_seen * t.hidden_size * 2  # scores, values
-    return frames * per_frame + pairs * 2 * per_video + pairs * per_pair, frames * patches + pairs * 2 * per_video
 
 
 # ----------------------------------------------------------------------------- cpu:8
@@ -121,37 +97,6 @@ def test_an_impossible_mesh_or_batch_is_refused_with_what_to_change():
         plan_lib.plan(load_config(None, ["mesh.shape=(3,-1,1)"]), "cpu:8", compile=False)
     with pytest.raises(plan_lib.PlanError, match=r"data.batch_size=4 does not split over the 8 batch shards"):
         plan_lib.plan(load_config(None, ["mesh.shape=(1,8,1)", "data.batch_size=4"]), "cpu:8", compile=False)
-    with pytest.raises(plan_lib.PlanError, match="unknown target 'v9-8'"):
-        plan_lib.parse_target("v9-8")
-
-
-def test_collectives_are_read_in_each_replica_group_spelling():
-    hlo = "\n".join([
-        "  %ag = f32[64,128]{1,0} all-gather(f32[8,128]{1,0} %p), replica_groups=[1,8]<=[8], dimensions={0}",
-        "  %ar = (f32[1024]{0}, bf16[512]{0}) all-reduce(%a, %b), replica_groups={{0,1},{2,3},{4,5},{6,7}}",
-        "  %ags = (bf16[4,256]{1,0}, bf16[16,256]{1,0}) all-gather-start(%x), replica_groups=mesh['axis_0'=4,"
-        "'axis_1'=2] {'axis_0'}, dimensions={0}",
-        "  %agd = bf16[16,256]{1,0} all-gather-done(%ags)",
-        "  %rs = f32[128]{0} reduce-scatter(%g), replica_groups=[2,4]<=[8], dimensions={0}",
-        "  %cp = (s32[10]{0}, s32[10]{0}, u32[], u32[]) collective-permute-start(%y), source_target_pairs={{0,1}}",
-    ])
-    got = plan_lib.collective_bytes(hlo, 8)
-    assert got["all-gather"]["count"] == 2
-    assert got["all-gather"]["moved"] == pytest.approx(64 * 128 * 4 * 7 / 8 + 16 * 256 * 2 * 3 / 4)
-    assert got["all-reduce"]["moved"] == pytest.approx(2 * (1024 * 4 + 512 * 2) * 1 / 2)
-    assert got["reduce-scatter"]["moved"] == pytest.approx(128 * 4 * 3)
-    assert got["collective-permute"]["moved"] == 40
-    assert got["total"]["count"] == 5
-
-
-def test_the_compilers_out_of_memory_figures_are_read_in_both_spellings():
-    gib = 2**30
-    assert plan_lib.oom_figures("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
-                                "temporaries (76.32G) exceeds available HBM (15.75G).") == (
-        pytest.approx(76.32 * gib), pytest.approx(15.75 * gib), "HLO temporaries")
-    assert plan_lib.oom_figures("Ran out of memory in memory space hbm. Used 110.97G of 95.74G hbm.")[:2] == (
-        pytest.approx(110.97 * gib), pytest.approx(95.74 * gib))
-    assert plan_lib.oom_figures("RESOURCE_EXHAUSTED: something else") is None
 
 
 @pytest.mark.slow
@@ -217,17 +162,6 @@ def test_the_7b_config_on_a_single_v5e_chip_does_not_fit():
     assert result["fits"] is False and not result["compiled"]
     assert result["status"].startswith("does not fit: the parameters, optimizer state and batch alone need")
     assert result["analytic"]["parameters"] > 16e9  # 8 B float32 parameters on one 16 GB chip
-
-
-def test_named_slices_follow_the_cloud_tables():
-    assert plan_lib.tpu_topology("v5p-64").libtpu_name == "v5:2x4x4"
-    assert plan_lib.tpu_topology("v5p-64").num_chips == 32 and plan_lib.tpu_topology("v5p-64").hosts == 8
-    assert plan_lib.tpu_topology("v5litepod-8").libtpu_name == "v5e:2x4"
-    assert plan_lib.tpu_topology("v6e-64").hosts == 16
-    assert plan_lib.tpu_topology("v4:2x2x2").num_chips == 8
-    assert math.isclose(plan_lib.CHIPS["v6e"].peak_flops, 918e12)
-    assert np.all([r["chips"] * 2 == int(r["name"].split("-")[1]) for r in plan_lib.topology_table()
-                   if r["chip"] in ("v4", "v5p")])
 
 
 def test_the_plan_verb_prints_a_table_and_one_json_line_and_names_bad_input(capsys):

@@ -23,6 +23,7 @@ from w2s_vqa import config as config_lib
 from w2s_vqa import pipeline
 from w2s_vqa.train import loop
 from w2s_vqa.train.checkpoint import Checkpointer, resolve_step
+from w2s_vqa.train.fingerprint import data_fingerprints
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 40
@@ -235,25 +236,10 @@ def test_a_lost_process_ends_the_others_and_all_resume_elsewhere(pool, reference
     np.testing.assert_allclose(losses(workdir), reference[0], rtol=1e-5)
 
 
-def test_stop_signals_are_flags_and_a_second_ctrl_c_is_at_once():
-    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    stop = loop.StopSignals(multiprocess=False)
-    try:
-        assert not stop.reached(1)
-        signal.raise_signal(signal.SIGTERM)
-        assert stop.received == "SIGTERM" and stop.reached(2)
-        stop.received = "SIGINT"
-        with pytest.raises(KeyboardInterrupt):
-            signal.raise_signal(signal.SIGINT)
-    finally:
-        stop.restore()
-    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
-
-
 def _fake_checkpoint(trainer, step, metrics=None):
     """A saved step with this trainer's config and stream; its state is a stand-in
     (the checks here read only config, stream and metrics)."""
-    stream = {"next_batch": step, **loop.data_fingerprints(trainer.config)}
+    stream = {"next_batch": step, **data_fingerprints(trainer.config)}
     trainer.checkpointer.save(step, {"x": np.zeros(2, np.float32)}, stream, config_lib.as_json(trainer.config), metrics)
     trainer.checkpointer.wait()
 
@@ -268,7 +254,7 @@ def test_a_resume_with_another_config_is_refused_in_one_line(pool, tmp_path):
     safe = train_config(pool, "train.num_steps=77", "mesh.shape=(2,2,2)", "data.worker_count=3",
                         "train.checkpoint_every=9", "distributed.heartbeat_timeout_seconds=5", f"data.pairs='{moved}'")
     trainer = loop.Trainer(safe, workdir)
-    trainer.check_resume(5, loop.data_fingerprints(safe))
+    trainer.check_resume(5, data_fingerprints(safe))
 
     # Another learning rate and seed, and a pair table whose content changed at the same path.
     saved = train_config(pool, "data.batch_size=16", "optim.learning_rate=1e-3", "seed=3", f"data.pairs='{moved}'")
@@ -280,7 +266,7 @@ def test_a_resume_with_another_config_is_refused_in_one_line(pool, tmp_path):
     config = train_config(pool, "data.batch_size=16", "optim.learning_rate=2e-3", "seed=4", f"data.pairs='{moved}'")
     trainer = loop.Trainer(config, tmp_path / "run2")
     with pytest.raises(loop.ConfigChangedError) as error:
-        trainer.check_resume(5, loop.data_fingerprints(config))
+        trainer.check_resume(5, data_fingerprints(config))
     message = str(error.value)
     assert "\n" not in message and "step 5 was saved with another config" in message
     assert "optim.learning_rate: 0.001 -> 0.002" in message and "seed: 3 -> 4" in message
@@ -289,7 +275,7 @@ def test_a_resume_with_another_config_is_refused_in_one_line(pool, tmp_path):
     # Allowed by name (fnmatch patterns), or all at once.
     for allow in (("optim.*", "seed", "data.pairs"), True):
         loop.Trainer(config, tmp_path / "run2", allow_config_change=allow).check_resume(
-            5, loop.data_fingerprints(config))
+            5, data_fingerprints(config))
 
 
 def test_best_and_latest_steps(pool, tmp_path):
@@ -309,13 +295,3 @@ def test_best_and_latest_steps(pool, tmp_path):
         resolve_step(checkpointer, "best", "val/ce")
     with pytest.raises(ValueError, match="give a step number, 'latest' or 'best'"):
         resolve_step(checkpointer, "newest", metric)
-
-
-def test_distributed_timeouts_reach_jax(monkeypatch):
-    calls = []
-    monkeypatch.setattr(loop.jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
-    config = config_lib.load_config(None, ["distributed.coordinator_address='10.0.0.1:1234'",
-                                           "distributed.num_processes=2", "distributed.heartbeat_timeout_seconds=7"])
-    loop.maybe_initialize_distributed(config)
-    assert calls[0]["heartbeat_timeout_seconds"] == 7 and calls[0]["initialization_timeout"] == 300
-    assert calls[0]["shutdown_timeout_seconds"] == 300 and calls[0]["coordinator_address"] == "10.0.0.1:1234"

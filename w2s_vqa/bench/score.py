@@ -11,8 +11,8 @@ times as many pairs) per jitted call. The anchors' own work (their tokens, prefi
 K x K matrix), done once per run, is timed apart and left out of the rate. Each repeat
 times both paths back to back (interleaved), after one untimed warm-up call each; the
 figures are medians with the spread over repeats. Model FLOPs of each path (matmuls
-only, as common.student_forward_flops counts them, causal attention as its lower
-triangle) and this machine's matmul peak, measured in the same run, give each path's
+only, train.cost_model's count: causal attention over the (query, key) pairs its kernel
+computes) and this machine's matmul peak, measured in the same run, give each path's
 utilization. Last line: one JSON object.
 """
 
@@ -27,25 +27,20 @@ import numpy as np
 from w2s_vqa.bench import common
 from w2s_vqa.models import config as config_lib
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
+from w2s_vqa.train import cost_model
 
 
 def scoring_flops(cfg, anchors: int, videos: int, prefix: int, suffix: int) -> float:
     """Matmul FLOPs the scoring path spends on `videos` test videos against `anchors`
     anchors: one video's tokens each, then per pair the decoder on the `suffix` tokens
     after a `prefix`-token cached prefix (the prefix's keys are attended, not recomputed)."""
-    per_video = common.student_forward_flops(cfg, 1, 0) / 2  # one video's tokens: vision, projector, motion
-    t = cfg.text
-    h, kv = t.hidden_size, t.num_key_value_heads * t.head_dim
-    layer = 2 * suffix * (h * h + 2 * h * kv + h * h + 3 * h * t.intermediate_size)
-    attention = 2 * 2 * suffix * (prefix + suffix / 2) * h  # every prefix key, the continuation's causally
-    return float(videos * per_video + videos * anchors * t.num_hidden_layers * (layer + attention))
+    per_video = cost_model.forward_flops(cfg, 1, 0)["total"] / 2  # one video's tokens: vision, projectors
+    return float(videos * per_video + cost_model.decoder_flops(cfg, videos * anchors, suffix, prefix=prefix))
 
 
 def naive_flops(cfg, pairs: int, length: int) -> float:
-    """common.student_forward_flops with the decoder's attention counted causally (the
-    lower triangle, which causal_attention computes), as `scoring_flops` counts it."""
-    t = cfg.text
-    return common.student_forward_flops(cfg, pairs, length) - pairs * t.num_hidden_layers * 2 * length**2 * t.hidden_size
+    """Matmul FLOPs of `pairs` full forward passes of `length` tokens (train.cost_model)."""
+    return cost_model.forward_flops(cfg, pairs, length)["total"]
 
 
 def main(argv=None) -> dict:

@@ -7,8 +7,9 @@ save_pretrained directory), same inputs, float32. The loss is the mean of P over
 the pairs, so both sides run the vision tower, the projector and pooling, the
 decoder and the level readout, and back. Motion tokens are left out (transformers
 has no motion branch). Prints both medians, the ratio PyTorch/ours (above 1:
-ours is faster), and each side's model FLOPs utilization against this
-machine's matmul peak, measured here in the same run; then each tower alone, single
+ours is faster), and each side's model FLOPs utilization (train.cost_model.step_flops'
+model FLOPs, forward and backward) against this machine's matmul peak, measured here in
+the same run; then each tower alone, single
 kernels, and one vision layer's attention and MLP, both sides, to show where the
 difference lies.
 """
@@ -24,6 +25,7 @@ from w2s_vqa import prompt
 from w2s_vqa.bench import common
 from w2s_vqa.models import config as config_lib
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
+from w2s_vqa.train import cost_model
 
 
 def main(argv=None) -> dict:
@@ -100,7 +102,8 @@ def main(argv=None) -> dict:
     torch_s, torch_all = common.median_seconds(run_torch, repeats=args.repeats)
     jax_peak, torch_peak = common.jax_matmul_peak(), common.torch_matmul_peak()
     peak = max(jax_peak, torch_peak)
-    flops = 3 * common.student_forward_flops(cfg, args.pairs, pp.length)
+    # Model FLOPs (train.cost_model, the plan's count): every weight trained, pixels not differentiated.
+    flops = cost_model.step_flops(cfg.replace(attention=args.attention), None, (), args.pairs, pp.length)["model"]
     figures = {
         "benchmark": "student_forward_backward",
         "preset": args.preset,

@@ -6,8 +6,9 @@
 
 The whole jitted train step (forward, backward, AdamW update, metrics) of a
 full fine-tuning run, on a synthetic batch of the real shapes, over every local
-device (mesh (1, -1, 1)). MFU = counted matmul FLOPs per step (3x the forward) /
-step time / this device's matmul peak, which the benchmark measures itself.
+device (mesh (1, -1, 1)). MFU = model FLOPs per step (train.cost_model.step_flops:
+forward and backward matmuls, recomputation left out, as a plan counts them) / step time /
+this device's matmul peak, which the benchmark measures itself.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from w2s_vqa.bench import common
 from w2s_vqa.models import config as config_lib
+from w2s_vqa.train import cost_model
 
 
 def measure(preset: str, pairs: int, dtype: str, repeats: int, attention: str = "xla", remat: bool = False) -> dict:
@@ -70,7 +72,8 @@ def measure(preset: str, pairs: int, dtype: str, repeats: int, attention: str = 
         first_s = time.perf_counter() - start
         print(f"{preset}: first step (compilation included) {first_s:.1f} s", flush=True)
         seconds, times = common.median_seconds(run, repeats=repeats, warmup=1)
-        flops = 3 * common.student_forward_flops(cfg, pairs, trainer.prompt.length)
+        flops = cost_model.step_flops(cfg, trainer.layout.trainable_keys, trainer.layout.codec.keys, pairs,
+                                      trainer.prompt.length)["model"]
     return {"preset": preset, "dtype": dtype, "attention": attention, "remat": remat, "pairs_per_step": pairs,
             "sequence_length": trainer.prompt.length, "init_s": init_s, "first_step_s": first_s,
             "step_s": seconds, "step_times_s": times, "pairs_per_s": pairs / seconds,
@@ -85,7 +88,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--attention", default=None, choices=config_lib.ATTENTION_KERNELS,
                         help="default: blocked on CPU, xla elsewhere")
-    parser.add_argument("--remat", action="store_true", help="rematerialize each layer (counted FLOPs stay 3x forward)")
+    parser.add_argument("--remat", action="store_true",
+                        help="rematerialize each layer (model FLOPs leave the recomputation out)")
     args = parser.parse_args(argv)
 
     from w2s_vqa import runtime

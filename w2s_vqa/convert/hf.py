@@ -25,9 +25,7 @@ import numpy as np
 from flax import nnx
 
 from w2s_vqa.convert import export_files
-# The key table and its names, importable from here as they always were.
-from w2s_vqa.convert.hf_keys import (CONV, DISK_PREFIXES, HUB_PREFIXES, IDENTITY, LINEAR, MODEL_KEYS,  # noqa: F401
-                                     MOTION_KEYS, MOTION_RULES, RULES, KeyMap, Transform, canonical_name, disk_name)
+from w2s_vqa.convert.hf_keys import IDENTITY, MODEL_KEYS, MOTION_KEYS, Transform, canonical_name, disk_name
 # The file names live in the JAX-free export_files, which the PyTorch scorer reads.
 from w2s_vqa.convert.export_files import (CONFIG_FILE, MOTION_FILE, SETTINGS_FILE, WEIGHTS_FILE,  # noqa: F401
                                           WEIGHTS_INDEX, read_settings)

@@ -10,7 +10,6 @@ as the tiny one in the tests.
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 

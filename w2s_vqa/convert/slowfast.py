@@ -7,7 +7,7 @@ the file w2s_vqa.models.slowfast.load reads: the fast pathway's tensors under
 our names, convolution kernels in channels-last DHWIO layout, BatchNorm
 tensors unchanged (they are folded when the file is loaded).
 
-`RULES` is the one key-mapping table (the templates of w2s_vqa.convert.hf.KeyMap:
+`RULES` is the one key-mapping table (the templates of w2s_vqa.convert.hf_keys.KeyMap:
 `{i}` an index, `{name:a|b}` one of the alternatives): it converts a checkpoint
 (`fast_pathway_tensors`) and gives back pytorchvideo's names (`to_pytorchvideo`).
 The slow pathway, the lateral (fast -> slow) connections, the classification
@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from w2s_vqa import workdir as workdir_lib
-from w2s_vqa.convert.hf import IDENTITY, KeyMap, Transform
+from w2s_vqa.convert.hf_keys import IDENTITY, KeyMap, Transform
 from w2s_vqa.models import slowfast
 from w2s_vqa.models.slowfast import WeightsError
 

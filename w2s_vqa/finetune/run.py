@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from w2s_vqa import config as config_lib
+from w2s_vqa import multihost
 from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.finetune.inputs import (MANIFEST_FILE, SPLIT_RESULT, STORE_DIR, TEST_PAIRS, TRAIN_PAIRS, FinetuneError,
                                      base_config, check_counts, check_inputs, read_set, resolve_checkpoint,
@@ -33,32 +34,6 @@ from w2s_vqa.labels import sampling as pair_sampling
 from w2s_vqa.labels.build import pair_counts
 from w2s_vqa.score import evaluate as evaluate_lib
 from w2s_vqa.score.anchors import RULE as ANCHOR_RULE, DEFAULT_COVERAGE, AnchorError, AnchorSet, pick_anchors
-
-
-def _process_index() -> int:
-    import jax
-
-    return jax.process_index()
-
-
-def _barrier(name: str) -> None:
-    import jax
-
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"w2s_vqa.finetune.{name}")
-
-
-def _agree(flag: bool) -> bool:
-    """Process 0's `flag` (a file it sees) on every process."""
-    import jax
-
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
-
-    return bool(multihost_utils.broadcast_one_to_all(np.asarray(int(flag), np.int32)))
 
 
 @dataclasses.dataclass
@@ -125,15 +100,15 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
                 "spread": f"column {std_col}" if std_col else f"mos_std_fraction {float(ft.mos_std_fraction):g}",
                 "anchors": int(anchors_k), "config": config_lib.as_json(base)}
     os.makedirs(workdir, exist_ok=True)
-    check_run(workdir, identity, write=_process_index() == 0)
-    _barrier("run")
+    check_run(workdir, identity, write=multihost.is_first())
+    multihost.barrier("finetune.run")
 
     # The set's videos, decoded once as the weak-to-strong run's were.
     store_dir = os.path.join(workdir, STORE_DIR)
-    if _process_index() == 0:
+    if multihost.is_first():
         manifest = evaluate_lib.write_manifest(table, os.path.join(workdir, MANIFEST_FILE))
         prepare(base, manifest, store_dir, workers=workers, distortions="", progress=progress)
-    _barrier("prepare")
+    multihost.barrier("finetune.prepare")
     store = VideoStore(store_dir)
     held = set(store.index.loc[store.index["distortion"] == "", "id"].astype(str))
     reasons = {}
@@ -154,11 +129,11 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     runs = []
     for s, (train_ids, test_ids) in enumerate(parts):
         run = _Split(s, split_dir(workdir, s), train_ids, test_ids)
-        run.done = _agree(os.path.exists(os.path.join(run.directory, SPLIT_RESULT)))
+        run.done = bool(multihost.broadcast(os.path.exists(os.path.join(run.directory, SPLIT_RESULT))))
         if not run.done:
             _prepare_split(run, by_id, ft, std_col, store, anchors_k, seed=int(config.seed))
         runs.append(run)
-    _barrier("pairs")
+    multihost.barrier("finetune.pairs")
 
     mesh = sharding_lib.mesh_from_config(base)
     model_cfg = model_config_lib.student_config(base)
@@ -175,7 +150,7 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     from w2s_vqa.train import loop
     from w2s_vqa.train.checkpoint import load_checkpoint_student
 
-    todo = [r for r in runs if not r.done and not _agree(os.path.exists(_scores_path(r, BEFORE)))]
+    todo = [r for r in runs if not r.done and not bool(multihost.broadcast(os.path.exists(_scores_path(r, BEFORE))))]
     if todo:
         student, _, _ = load_checkpoint_student(checkpoint, resolved, mesh=mesh)
         key = f"checkpoint:{os.path.abspath(checkpoint)}:step {resolved}"
@@ -207,21 +182,21 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
         _score(run, AFTER, student, f"checkpoint:{train_dir}:step {final}", parts=str(final), **score)
         del student
         gc.collect()
-        if _process_index() == 0:
+        if multihost.is_first():
             _evaluate_split(run, table, set_name, bootstrap=bootstrap, seed=int(config.seed), steps=final)
         run.done = True
         results = _results(runs, workdir, set_name, checkpoint, resolved, splits, table, skipped, identity)
         for done in (s for s in results["splits"] if s["split"] == run.index):  # process 0 reads them
             say(f"finetune split {run.index}: test SRCC " + ", ".join(
                 f"{model} {text(done[model]['srcc'])}" for model in MODELS))
-    _barrier("done")
+    multihost.barrier("finetune.done")
     store.close()
     results["stopped"] = stopped
     return results
 
 
 def _say(text: str) -> None:
-    if _process_index() == 0:
+    if multihost.is_first():
         print(text, file=sys.stderr, flush=True)
 
 
@@ -229,11 +204,11 @@ def _prepare_split(run: _Split, by_id: pd.DataFrame, ft, std_col: str | None, st
                    seed: int) -> None:
     """The split's pair tables (written by process 0 when absent) and its anchors (picked
     among the training videos; saved by process 0 when absent)."""
-    if _process_index() == 0:
+    if multihost.is_first():
         os.makedirs(run.directory, exist_ok=True)
     for name, ids, stream in ((TRAIN_PAIRS, run.train_ids, 1), (TEST_PAIRS, run.test_ids, 2)):
         path = os.path.join(run.directory, name)
-        if _process_index() == 0 and not os.path.exists(path):
+        if multihost.is_first() and not os.path.exists(path):
             videos = by_id.loc[ids].reset_index()
             pairs = mos_pairs_lib.mos_pairs(videos, pairs_per_video=float(ft.pairs_per_video),
                                             rng=np.random.default_rng([seed, run.index, stream]), mos_std=std_col,
@@ -251,7 +226,7 @@ def _prepare_split(run: _Split, by_id: pd.DataFrame, ft, std_col: str | None, st
                                        rule=ANCHOR_RULE.format(lo=(1 - coverage) / 2, hi=(1 + coverage) / 2)
                                        + f"; among split {run.index}'s training videos")
     anchors_dir = os.path.join(run.directory, "anchors")
-    if _process_index() == 0 and not os.path.exists(os.path.join(anchors_dir, "anchors.json")):
+    if multihost.is_first() and not os.path.exists(os.path.join(anchors_dir, "anchors.json")):
         run.anchors.save(anchors_dir)
 
 
@@ -271,11 +246,11 @@ def _score(run: _Split, model: str, student, key: str, *, prompt, mesh, batch_si
     table = batch_lib.score_store(scorer, store, mode=mode, ids=run.test_ids,
                                   parts_dir=os.path.join(run.directory, f"{model}_parts", parts), student_key=key,
                                   progress=progress).table
-    if _process_index() == 0:
+    if multihost.is_first():
         path = _scores_path(run, model)
         with workdir_lib.atomic_open(path) as f:
             table.to_csv(f, index=False)
-    _barrier(f"scored-{run.index}-{model}")
+    multihost.barrier(f"finetune.scored-{run.index}-{model}")
 
 
 def _evaluate_split(run: _Split, table: pd.DataFrame, set_name: str, *, bootstrap: int, seed: int,
@@ -312,7 +287,7 @@ def _results(runs, workdir, set_name, checkpoint, step, splits, table, skipped, 
     per_split = []
     for run in runs:
         path = os.path.join(run.directory, SPLIT_RESULT)
-        if _process_index() == 0 and os.path.exists(path):
+        if multihost.is_first() and os.path.exists(path):
             with open(path) as f:
                 per_split.append(json.load(f))
     results = {"set": set_name, "checkpoint": os.path.abspath(checkpoint), "step": int(step),
@@ -320,7 +295,7 @@ def _results(runs, workdir, set_name, checkpoint, step, splits, table, skipped, 
                "settings": {k: v for k, v in identity.items() if k != "config"}, "splits_requested": int(splits),
                "splits_done": len(per_split),
                "splits": per_split, "median": median_figures(per_split), "workdir": workdir}
-    if _process_index() == 0:
+    if multihost.is_first():
         workdir_lib.write_json(os.path.join(workdir, RESULTS_JSON), results)
         workdir_lib.write_text(os.path.join(workdir, RESULTS_MD), markdown(results))
     return results

@@ -106,15 +106,15 @@ def _score_set_function(args, config):
     from w2s_vqa import runtime
 
     runtime.tune_cpu_host()  # before anything starts JAX's backend
+    from w2s_vqa import multihost
     from w2s_vqa import sharding
     from w2s_vqa.score import evaluate
     from w2s_vqa.score.anchors import AnchorSet
     from w2s_vqa.score.scorer import Scorer
     from w2s_vqa.score.student_source import load_for_scoring
-    from w2s_vqa.train import loop
 
     anchors = AnchorSet.load(args.anchors)
-    loop.maybe_initialize_distributed(config)
+    multihost.initialize(config)
     mesh = sharding.mesh_from_config(config)
     loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf, step=args.step, mesh=mesh, config=config)
     anchors.check_student(loaded.student.cfg, loaded.settings)

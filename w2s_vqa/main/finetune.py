@@ -63,14 +63,14 @@ def run(args) -> int:
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     import jax
 
-    from w2s_vqa import finetune
-    from w2s_vqa.train import loop
+    from w2s_vqa import finetune, multihost
+    from w2s_vqa.train import signals
 
     # Settings, the work directory, the set's table and folder fail here, before JAX's
     # processes join or a checkpoint is read.
     finetune.check_inputs(config, os.path.abspath(args.workdir), splits=args.splits, anchors_k=args.anchors)
     finetune.read_set(args.videos, args.mos, args.name)
-    loop.maybe_initialize_distributed(config)
+    multihost.initialize(config)
     results = finetune.finetune(config, checkpoint=args.checkpoint, step=args.step, videos=args.videos,
                                 mos_table=args.mos, set_name=args.name, workdir=args.workdir,
                                 anchors_k=args.anchors, splits=args.splits, bootstrap=args.bootstrap,
@@ -99,4 +99,4 @@ def run(args) -> int:
         # Strict JSON: a figure no split has yet (stopped before the first) is null, not NaN.
         print(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v
                           for k, v in summary.items()}, allow_nan=False))
-    return loop.STOP_EXIT_STATUS.get(stopped, 143) if stopped else 0
+    return signals.exit_status(stopped)

@@ -9,8 +9,6 @@ import sys
 
 from w2s_vqa.main.common import add_config_arguments, load_config
 
-GIB = 2**30
-
 
 def add_arguments(parser) -> None:
     add_config_arguments(parser)
@@ -29,11 +27,11 @@ def prepare_environment(target_text: str) -> None:
     """Before JAX starts: compile-only targets run on the CPU backend, cpu:N with N devices."""
     if "jax" in sys.modules:
         return
-    from w2s_vqa.train import plan as plan_lib
+    from w2s_vqa.train import hardware
 
-    target = plan_lib.parse_target(target_text)
-    env = plan_lib.environment_for(target)
-    for key in ("JAX_PLATFORMS", "XLA_FLAGS", *plan_lib.LIBTPU_QUIET_ENV):
+    target = hardware.parse_target(target_text)
+    env = hardware.environment_for(target)
+    for key in ("JAX_PLATFORMS", "XLA_FLAGS", *hardware.LIBTPU_QUIET_ENV):
         if key in env:
             os.environ[key] = env[key]
 
@@ -108,15 +106,15 @@ def format_plan(result: dict) -> str:
 
 
 def format_topologies() -> str:
-    from w2s_vqa.train import plan as plan_lib
+    from w2s_vqa.train import hardware
 
-    rows = plan_lib.topology_table()
+    rows = hardware.topology_table()
     lines = ["name        chip  topology    chips  hosts  HBM GiB/chip  bf16 TFLOP/s  HBM GB/s  ICI GB/s (bidir.)"]
     for r in rows:
         lines.append(f"{r['name']:<11} {r['chip']:<5} {r['topology']:<11} {r['chips']:>5}  {r['hosts']:>5}  "
                      f"{r['hbm_gib_per_chip']:>12.1f}  {r['peak_bf16_tflops']:>12.0f}  {r['hbm_gbps']:>8.0f}  "
                      f"{r['ici_gbps_bidirectional']:>8.0f}")
-    lines.append("sources: " + "; ".join(f"{c.kind}: {c.source}" for c in plan_lib.CHIPS.values()))
+    lines.append("sources: " + "; ".join(f"{c.kind}: {c.source}" for c in hardware.CHIPS.values()))
     return "\n".join(lines)
 
 

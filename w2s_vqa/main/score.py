@@ -47,11 +47,11 @@ def run(args) -> int:
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     import jax
 
+    from w2s_vqa import multihost
     from w2s_vqa import sharding
     from w2s_vqa.score import batch as batch_lib
     from w2s_vqa.score.anchors import AnchorSet
     from w2s_vqa.score.student_source import load_for_scoring
-    from w2s_vqa.train import loop
 
     anchors = AnchorSet.load(args.anchors)  # before any model work: a bad anchor set fails fast
     if not os.path.exists(args.inputs):
@@ -59,7 +59,7 @@ def run(args) -> int:
     if os.path.isdir(args.out):  # found now, not after the scoring
         raise IsADirectoryError(f"--out {args.out}: is a folder; name the CSV file to write, "
                                 f"e.g. {args.out}/scores.csv")
-    loop.maybe_initialize_distributed(config)
+    multihost.initialize(config)
     mesh = sharding.mesh_from_config(config)
     loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf, step=args.step, mesh=mesh, config=config)
     anchors.check_student(loaded.student.cfg, loaded.settings)

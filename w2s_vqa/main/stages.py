@@ -36,8 +36,8 @@ def run(args) -> int:
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     import jax
 
+    from w2s_vqa import multihost
     from w2s_vqa.stages import run as stages_lib
-    from w2s_vqa.train import loop
 
     num_stages = int(config.stages.num_stages if args.stages is None else args.stages)
     stages_lib.check_config(config, num_stages)
@@ -46,7 +46,7 @@ def run(args) -> int:
 
         for note in relabel.check_inputs(config):
             print(f"w2s-vqa stages: warning: {note}", file=sys.stderr)
-    loop.maybe_initialize_distributed(config)
+    multihost.initialize(config)
     allow = args.allow_config_change
     allow = False if allow is None else (tuple(allow) or True)
     summary = stages_lib.run_stages(config, args.workdir, num_stages=args.stages, allow_config_change=allow)

@@ -29,9 +29,10 @@ def run(args) -> int:
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     import jax
 
+    from w2s_vqa import multihost
     from w2s_vqa.train import loop
 
-    loop.maybe_initialize_distributed(config)
+    multihost.initialize(config)
     allow = args.allow_config_change
     allow = False if allow is None else (tuple(allow) or True)
     info = loop.Trainer(config, args.workdir, allow_config_change=allow).run()

@@ -32,6 +32,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from w2s_vqa import multihost
 from w2s_vqa import prompt as prompt_lib
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.score.anchors import VIDEO_ARRAYS, AnchorSet
@@ -99,7 +100,7 @@ def prepare_inputs(inputs: str, work_dir: str, anchors: AnchorSet, config=None, 
     if jax.process_index() == 0:
         report = prepare(config, inputs, store_dir, workers=workers, progress=progress)
         skipped = report.errors
-    _barrier("prepare")
+    multihost.barrier("score.prepare")
     if jax.process_index() != 0:
         skipped = _read_errors(store_dir)
     return VideoStore(store_dir), skipped
@@ -113,22 +114,6 @@ def _read_errors(store_dir: str) -> list[dict[str, str]]:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def _barrier(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"w2s_vqa.score.{name}")
-
-
-def _agree(flags: np.ndarray) -> np.ndarray:
-    """Process 0's `flags` on every process (which shards are done, read from its disk)."""
-    if jax.process_count() == 1:
-        return flags
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.broadcast_one_to_all(flags.astype(np.int32))).astype(bool)
 
 
 def _identity(student_key: str, anchors: AnchorSet, store_path: str, prompt: prompt_lib.PairPrompt) -> dict[str, Any]:
@@ -197,10 +182,10 @@ def score_store(scorer: Scorer, store: VideoStore | str, *, mode: str = "map", i
     shards = sorted(index["shard"].unique().tolist())
     if parts_dir:
         _check_run(parts_dir, _identity(student_key, scorer.anchors, store.path, scorer.prompt))
-        _barrier("run")
+        multihost.barrier("score.run")
     done = np.asarray([bool(parts_dir) and os.path.exists(os.path.join(parts_dir, PART_FILE.format(s)))
                        for s in shards])
-    done = _agree(done)
+    done = multihost.broadcast(done)
 
     from w2s_vqa import progress as progress_lib
 
@@ -228,7 +213,7 @@ def score_store(scorer: Scorer, store: VideoStore | str, *, mode: str = "map", i
 
             logits[rows] = scorer.level_logits(load, len(rows), on_batch=bar.update)
             # Every process loads other rows: which of them failed is gathered.
-            shard_failed = _gather_failed(shard_failed)
+            shard_failed = {k: v for part in multihost.gather_json(shard_failed) for k, v in part.items()}
             failed.update(shard_failed)
             scored_now += len(rows)
             if part and jax.process_index() == 0:
@@ -270,22 +255,6 @@ def _load_videos(store: VideoStore, ids: Sequence[str], failed: dict[str, str]) 
         for k in VIDEO_ARRAYS:
             arrays[k].append(np.asarray((record or good)[k]))
     return {k: np.stack(v) for k, v in arrays.items()}
-
-
-def _gather_failed(failed: dict[str, str]) -> dict[str, str]:
-    if jax.process_count() == 1:
-        return dict(failed)
-    from jax.experimental import multihost_utils
-
-    # Fixed-size exchange: every process sends its JSON, padded to the longest.
-    text = json.dumps(failed).encode()
-    length = int(np.max(multihost_utils.process_allgather(np.asarray([len(text)], np.int32))))
-    buffer = np.zeros((length,), np.uint8)
-    buffer[:len(text)] = np.frombuffer(text, np.uint8)
-    merged: dict[str, str] = {}
-    for row in np.asarray(multihost_utils.process_allgather(buffer)).reshape(jax.process_count(), length):
-        merged.update(json.loads(bytes(row).rstrip(b"\0").decode() or "{}"))
-    return merged
 
 
 def score_videos(student: student_lib.Student, prompt: prompt_lib.PairPrompt, anchors: AnchorSet, videos,

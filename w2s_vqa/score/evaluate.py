@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from w2s_vqa import multihost
 from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.score import metrics
 from w2s_vqa.score.anchors import read_mos_table
@@ -464,16 +465,11 @@ def tfds_eval_sets(names: Sequence[str], manual_dir: str, *, data_dir: str | Non
             "row": np.arange(1, len(chosen) + 1), "path": chosen["path"]})))
             for name, (root, chosen) in roots.items()]
     config = datasets.config_for(settings or {}, subset)
-    import jax
-
-    if jax.process_index() == 0:
+    if multihost.is_first():
         for name in names:
             datasets.build(name, manual_dir, config, data_dir=data_dir, slowfast_weights=slowfast_weights,
                            workers=workers)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("w2s_vqa.score.tfds_build")
+    multihost.barrier("score.tfds_build")
     sets = [EvalSet(name, roots[name], "", datasets.TfdsVideoSource(name, config, data_dir=data_dir))
             for name in names]
     wanted = Settings.from_json(settings)

@@ -30,6 +30,7 @@ import json
 import os
 
 from w2s_vqa import config as config_lib
+from w2s_vqa import multihost
 from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.labels import pair_table
 from w2s_vqa.store.settings import Settings
@@ -136,26 +137,16 @@ def check_workdir(config, workdir: str, *, allow: bool | tuple[str, ...] = False
     workdir another verb owns (a `finetune` run's finetune.json); record the config on the
     first run (process 0). Without it a rerun with other settings would return the old
     stages' results, or mix old and new stages."""
-    import jax
-
     if os.path.exists(os.path.join(workdir, workdir_lib.FINETUNE_FILE)):
         raise StagesError(f"{workdir}: holds a `w2s-vqa finetune` run ({workdir_lib.FINETUNE_FILE}); give stages "
                           "another --workdir")
     allowed = SAFE_KEYS + (() if allow is True else tuple(allow or ()))
     record = workdir_lib.RunRecord(os.path.join(workdir, RUN_FILE), differences=lambda saved, now: (
         [] if allow is True else config_lib.config_differences(saved["config"], now["config"], allowed=allowed)))
-    record.check({"config": config_lib.as_json(config)}, write=jax.process_index() == 0, error=StagesError,
+    record.check({"config": config_lib.as_json(config)}, write=multihost.is_first(), error=StagesError,
                  message="{dir}: its stages ran with another config: {changes}. Rerun with the saved values, use a "
                          "new --workdir, or pass --allow-config-change KEY ...")
 
-
-def _barrier(name: str) -> None:
-    import jax
-
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"w2s_vqa.stages.{name}")
 
 
 def _finished(stage_workdir: str, num_steps: int) -> bool:
@@ -194,8 +185,6 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
     settings, RelabelError for unusable relabel inputs, and what training, scoring and
     mining raise.
     """
-    import jax
-
     from w2s_vqa import sharding
     from w2s_vqa.score import anchors as anchors_lib
     from w2s_vqa.score import scorer as scorer_lib
@@ -207,9 +196,9 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
     num_stages = int(config.stages.num_stages if num_stages is None else num_stages)
     check_config(config, num_stages)
     workdir = os.path.abspath(workdir)
-    first = jax.process_index() == 0
+    first = multihost.is_first()
     check_workdir(config, workdir, allow=allow_config_change)
-    _barrier("workdir")
+    multihost.barrier("stages.workdir")
     notes = relabel_lib.check_inputs(config) if num_stages > 1 else []
     anchors = anchors_lib.AnchorSet.load(config.stages.anchors) if config.stages.anchors else None
     mesh = sharding.mesh_from_config(config)
@@ -263,7 +252,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
                     temporary = next_pairs.replace(".parquet", ".tmp.parquet")
                     pair_table.write_pairs(combined, temporary)
                     os.replace(temporary, next_pairs)
-                _barrier(f"pairs_{stage + 1}")
+                multihost.barrier(f"stages.pairs_{stage + 1}")
             with open(report_path) as f:
                 result.relabel = json.load(f)
         results.append(result)

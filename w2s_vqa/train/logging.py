@@ -11,6 +11,7 @@ from w2s_vqa import progress as progress_lib
 from w2s_vqa import workdir as workdir_lib
 
 
+
 class MetricWriter:
     """Appends {"step": s, ...} lines to metrics.jsonl and scalars to TensorBoard (tensorboardX)."""
 
@@ -45,3 +46,27 @@ def progress(total: int, initial: int, *, enabled: bool = True) -> tqdm:
 def read_metrics(workdir: str) -> list[dict]:
     with open(os.path.join(workdir, workdir_lib.METRICS_FILE)) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def trim_metrics(workdir: str, step: int) -> None:
+    """Drop metrics.jsonl rows past `step` (the checkpoint a run resumes from): a killed run
+    logged steps it will redo. Rewritten beside and swapped in, so a kill keeps one whole file."""
+    path = os.path.join(workdir, workdir_lib.METRICS_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            row_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+        if row_step <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) == len(lines) and all(a == b for a, b in zip(kept, lines)):
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)

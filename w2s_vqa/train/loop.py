@@ -6,7 +6,9 @@
     lines, TensorBoard), Orbax checkpoints
 
 The step is train/step.py's; the loop owns what it does not: the data, the
-checkpoints, the logs, the evaluations and the signals.
+checkpoints, the logs and the evaluations (their config: train/evals.py; the signals
+that stop a run: train/signals.py; the data's fingerprints a resume compares:
+train/fingerprint.py).
 
 Resuming: the latest checkpoint in the workdir is restored into this run's mesh, on any
 device count, mesh shape or process count, and the data stream continues at the saved
@@ -14,22 +16,15 @@ batch with any worker or process count. Its saved config must match this run's e
 for config.RESUME_SAFE_KEYS (or what `allow_config_change` allows); the pair table and
 the store are compared by content (SHA-256), so either may move to another path.
 Stopping: SIGINT (Ctrl-C) and SIGTERM (preemption) finish the step under way, save it
-and end the run with RunInfo.stopped naming the signal; in a multi-process run the
-processes agree on the step through JAX's preemption sync point, whichever of them got
-the signal. A second SIGINT stops at once without saving.
+and end the run with RunInfo.stopped naming the signal (train/signals.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import hashlib
-import json
 import math
 import os
-import signal
-import sys
-import threading
 import time
 from typing import Any
 
@@ -45,9 +40,12 @@ from w2s_vqa.models import config as model_config_lib
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.score import predict as predict_lib
 from w2s_vqa.train import objective as objective_lib
+from w2s_vqa.train import signals
 from w2s_vqa.train import step as step_lib
 from w2s_vqa.train.checkpoint import Checkpointer
-from w2s_vqa.train.step import MODEL_INPUTS, TARGETS, ParamCodec
+from w2s_vqa.train.evals import EvalConfig, evals_from_config, make_eval_step
+from w2s_vqa.train.fingerprint import data_fingerprints
+from w2s_vqa.train.step import MODEL_INPUTS, TARGETS
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -56,86 +54,6 @@ class NonFiniteLossError(FloatingPointError):
 
 class ConfigChangedError(config_lib.ConfigError):
     """A resume whose config differs from the checkpoint's in keys not safe to change."""
-
-
-# Exit status of a run stopped by a signal, as a shell reports a process that signal ended:
-# `train && export` stops, and a job controller sees an unfinished run.
-STOP_EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143}
-
-
-# ----------------------------------------------------------------------------- config
-def maybe_initialize_distributed(config) -> None:
-    """jax.distributed.initialize from the config, or from the environment on TPU pods / SLURM.
-
-    The timeouts (seconds) come from distributed.initialization_timeout,
-    heartbeat_timeout_seconds and shutdown_timeout_seconds: a process that never joins ends
-    the others after initialization_timeout; one that dies (kill -9, lost host) makes JAX's
-    coordination service end every other process within the heartbeat timeout (at once
-    when the coordinator, process 0, is the one lost), rather than leaving them waiting in
-    a collective. Either way the others exit with status 134 (SIGABRT) and JAX's line
-    "... another task died ...". Complete checkpoints stay intact; rerun every process to
-    resume. Each process first says on stderr whom it joins and these bounds.
-    """
-    dist = config.get("distributed", ml_collections.ConfigDict())
-    if (dist.get("coordinator_address") or dist.get("auto")) and dist.get("cpu_collectives"):
-        # CPU-only multi-process runs (tests, laptops) need a collectives backend.
-        jax.config.update("jax_cpu_collectives_implementation", dist.cpu_collectives)
-    timeouts = {key: int(dist[key]) for key in ("initialization_timeout", "heartbeat_timeout_seconds",
-                                                "shutdown_timeout_seconds") if key in dist}
-    if dist.get("coordinator_address") or dist.get("auto", False):
-        # Said before joining: if a peer never comes or dies, JAX's abort follows this line in the log.
-        who = (f"process {dist.process_id} of {dist.num_processes} joining {dist.coordinator_address}"
-               if dist.get("coordinator_address") else "joining the TPU / SLURM job's processes")
-        bounds = (f": every process must join within {timeouts['initialization_timeout']} s; one silent for "
-                  f"{timeouts['heartbeat_timeout_seconds']} s (lost) ends the others"
-                  if {"initialization_timeout", "heartbeat_timeout_seconds"} <= set(timeouts) else "")
-        print(f"w2s-vqa: {who}{bounds}", file=sys.stderr, flush=True)
-    if dist.get("coordinator_address"):
-        jax.distributed.initialize(
-            coordinator_address=dist.coordinator_address, num_processes=dist.num_processes,
-            process_id=dist.process_id, local_device_ids=list(dist.local_device_ids) or None, **timeouts)
-    elif dist.get("auto", False):
-        jax.distributed.initialize(**timeouts)  # Cloud TPU and SLURM publish the topology in the environment.
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """One entry of config.evals (w2s_vqa.config.eval_entry), resolved: `every` 0 is
-    train.eval_every and `batches` 0 is train.eval_batches."""
-
-    name: str  # its metrics log as "<name>/<metric>"
-    kind: str  # config.EVAL_KINDS
-    pairs: str  # pair table path
-    every: int  # steps between evaluations; 0 = never
-    batches: int  # global batches (a seeded random subset of the pairs); 0 = the whole table
-
-
-def evals_from_config(config) -> list[EvalConfig]:
-    """config.evals in name order, leaving out entries whose `pairs` is "".
-
-    Raises ConfigError naming the entry: unknown or missing keys, an unknown kind, a
-    name that holds "/" or is "train" (the running training metrics' prefix).
-    """
-    entries = []
-    for name in config.get("evals", ml_collections.ConfigDict()).keys():
-        entry = config_lib.from_section(EvalConfig, config, f"evals.{name}", name=name)
-        if entry.kind not in config_lib.EVAL_KINDS:
-            raise config_lib.ConfigError(f"evals.{name}.kind={entry.kind!r}: choose one of {config_lib.EVAL_KINDS}")
-        if "/" in name or name == "train":
-            raise config_lib.ConfigError(f"evals.{name}: an evaluation's name may not hold '/' or be 'train'")
-        if entry.every < 0 or entry.batches < 0:
-            raise config_lib.ConfigError(f"evals.{name}: every and batches must be >= 0")
-        if entry.pairs:
-            entries.append(dataclasses.replace(entry, pairs=str(entry.pairs),
-                                               every=int(entry.every or config.train.eval_every),
-                                               batches=int(entry.batches or config.train.eval_batches)))
-    return entries
-
-
-def make_eval_step(codec: ParamCodec, level_ids):
-    """step(state, batch) -> [B, 5] float32 level logits per pair (score.predict.make_forward
-    over the training state); the metrics are taken on the host (score.metrics)."""
-    return predict_lib.make_forward(lambda state: codec.merge({**state["frozen"], **state["trainable"]}), level_ids)
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -156,96 +74,7 @@ class RunInfo:
     @property
     def exit_status(self) -> int:
         """0 for a run that reached train.num_steps, STOP_EXIT_STATUS of its signal otherwise."""
-        return STOP_EXIT_STATUS.get(self.stopped, 143) if self.stopped else 0
-
-
-def data_fingerprints(config) -> dict[str, str]:
-    """SHA-256 of the pair table file (data.pairs) and of the store's index.parquet and
-    store.json (data.store): what a resume compares, so either may move to another path
-    but not change. "" for a path that is not a file / store."""
-    def digest(paths):
-        h = hashlib.sha256()
-        for path in paths:
-            if not os.path.isfile(path):
-                return ""
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-        return h.hexdigest()
-
-    store = str(config.data.store)
-    return {"pairs_sha256": digest([str(config.data.pairs)]),
-            "store_sha256": digest([os.path.join(store, "index.parquet"), os.path.join(store, "store.json")])}
-
-
-def trim_metrics(workdir: str, step: int) -> None:
-    """Drop metrics.jsonl rows past `step` (the checkpoint a run resumes from): a killed run
-    logged steps it will redo. Rewritten beside and swapped in, so a kill keeps one whole file."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = f.readlines()
-    kept = []
-    for line in lines:
-        try:
-            row_step = json.loads(line)["step"]
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a kill
-        if row_step <= step:
-            kept.append(line if line.endswith("\n") else line + "\n")
-    if len(kept) == len(lines) and all(a == b for a, b in zip(kept, lines)):
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
-
-
-class StopSignals:
-    """SIGINT and SIGTERM ask the run to stop after the step under way (installed from the
-    main thread only). Single process: a flag. Several processes: SIGTERM is left to JAX's
-    preemption notifier, SIGINT is passed on to it, and `reached(step)` is JAX's preemption
-    sync point, true at the same step on every process. A second SIGINT raises
-    KeyboardInterrupt at once."""
-
-    def __init__(self, *, multiprocess: bool):
-        self.received: str | None = None
-        self.sync = multiprocess and bool(jax.config.jax_enable_preemption_service)
-        self._previous = {}
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in (signal.SIGINT,) if self.sync else (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame):  # noqa: ARG002
-        name = signal.Signals(signum).name
-        if signum == signal.SIGINT and self.received == "SIGINT":
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        if self.received is None:
-            self.received = name
-            # Any verb that trains (train, stages, finetune, demo) prints this: no verb name.
-            print(f"w2s-vqa: {name}: stopping after this step with a checkpoint"
-                  f"{' (Ctrl-C again: stop at once, unsaved)' if signum == signal.SIGINT else ''}",
-                  file=sys.stderr, flush=True)
-        if self.sync and signum == signal.SIGINT:
-            signal.raise_signal(signal.SIGTERM)  # JAX's notifier tells every process
-
-    def reached(self, step: int) -> bool:
-        if self.sync:
-            from jax.experimental import multihost_utils
-
-            return multihost_utils.reached_preemption_sync_point(step)
-        return self.received is not None
-
-    @property
-    def name(self) -> str:
-        return self.received or "signal to another process"
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        return signals.exit_status(self.stopped)
 
 
 class Trainer:
@@ -405,7 +234,7 @@ class Trainer:
     def run(self, *, until: int | None = None) -> RunInfo:
         """Train to train.num_steps from the latest checkpoint in the workdir (or from step
         0), evaluating config.evals as they fall due and saving every
-        train.checkpoint_every steps, at the end, and on SIGINT / SIGTERM (StopSignals).
+        train.checkpoint_every steps, at the end, and on SIGINT / SIGTERM (signals.StopSignals).
         `until` stops after that step as a signal would (saved; RunInfo.stopped "until"):
         drills and tests of resuming, on the schedules of the whole run.
 
@@ -414,7 +243,7 @@ class Trainer:
         non-finite loss (nothing saved for that step).
         """
         from w2s_vqa import pipeline
-        from w2s_vqa.train.logging import MetricWriter, progress
+        from w2s_vqa.train.logging import MetricWriter, progress, trim_metrics
 
         config, t0 = self.config, time.time()
         train_step = self.train_step.step
@@ -422,7 +251,7 @@ class Trainer:
         pipeline.check_store_fits(config.data.store, config.data)
         fingerprints = data_fingerprints(config)
         config_json = config_lib.as_json(config)
-        stop = StopSignals(multiprocess=jax.process_count() > 1)
+        stop = signals.StopSignals(multiprocess=jax.process_count() > 1)
         iterator = writer = bar = None
         stopped = None
         try:

@@ -24,9 +24,10 @@ from typing import Any, Sequence
 
 from w2s_vqa import progress
 from w2s_vqa.config import ConfigError, load_config
+from w2s_vqa.train import hardware
 from w2s_vqa.train import plan as plan_lib
+from w2s_vqa.train.hardware import GIB
 
-GIB = 2**30
 POINTS_FILE = "points.jsonl"
 OUTPUTS = ("sweep.md", "sweep.csv", "sweep.json", "sweep.png")
 
@@ -104,7 +105,7 @@ def run_sweep(config_file: str | None, base_overrides: Sequence[str], target: st
     sweep at once (ConfigError); a point whose plan fails (a mesh the target cannot form,
     a batch the mesh cannot split, a timeout) becomes a row with its error.
     """
-    parsed = plan_lib.parse_target(target)
+    parsed = hardware.parse_target(target)
     configs = [load_config(config_file, [*base_overrides, *(f"{k}={v}" for k, v in point.items())])
                for point in points]
     os.makedirs(out_dir, exist_ok=True)
@@ -123,7 +124,7 @@ def run_sweep(config_file: str | None, base_overrides: Sequence[str], target: st
             try:
                 result, error = plan_lib.plan_in_subprocess(config, parsed, prompt_length=prompt_length,
                                                             timeout=timeout), None
-            except plan_lib.PlanError as e:
+            except hardware.PlanError as e:
                 result, error = None, str(e)
             except subprocess.TimeoutExpired:
                 result, error = None, f"compilation took longer than {timeout:g} s"
