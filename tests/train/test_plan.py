@@ -108,7 +108,7 @@ def test_a_sweep_over_a_2x2_grid_writes_three_tables_and_a_plot(tmp_path, monkey
     assert [r["error"] for r in records] == [None] * 4
     assert [r["plan"]["mesh"] for r in records][1:3] == [{"data": 1, "fsdp": 8, "tensor": 1},
                                                          {"data": 2, "fsdp": 4, "tensor": 1}]
-    assert [r["plan"]["model"]["remat"] for r in records] == [True, False, True, False]
+    assert [r["plan"]["model"]["remat"] for r in records] == ["full", "none", "full", "none"]
     # Rematerialization recomputes the forward pass: more FLOPs, fewer bytes kept.
     assert records[0]["plan"]["flops"]["compiler_per_device"] > records[1]["plan"]["flops"]["compiler_per_device"]
     for name in sweep_lib.OUTPUTS:

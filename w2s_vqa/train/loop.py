@@ -128,7 +128,7 @@ class Trainer:
             model = hf.load_student(self.config.model.hf_dir, num_frames=self.model_cfg.num_frames,
                                     num_motion_chunks=self.model_cfg.num_motion_chunks, dtype=self.model_cfg.dtype,
                                     remat=self.model_cfg.remat, attention=self.model_cfg.attention,
-                                    mesh=self.mesh, rules=self.rules,
+                                    scan_layers=self.model_cfg.scan_layers, mesh=self.mesh, rules=self.rules,
                                     seed=self.config.seed)
             return self.codec.to_dict(model)
         return self.codec.to_dict(student_lib.create(self.model_cfg, self.config.seed, self.param_shardings))

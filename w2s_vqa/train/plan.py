@@ -45,6 +45,7 @@ import sys
 import time
 from typing import Any
 
+from w2s_vqa.models import stack
 from w2s_vqa.train import cost_model, hlo_text
 from w2s_vqa.train.hardware import GIB, PlanError, Target, device_chip, devices_for, environment_for, parse_target
 
@@ -179,7 +180,11 @@ def plan(config, target: Target | str, *, prompt_length: int | None = None, comp
     pairs = int(config.data.batch_size)
     local_pairs = pairs // step_lib.batch_shards(ts.batch_sharding)
     layout = ts.layout
-    flops = cost_model.step_flops(model_cfg, layout.trainable_keys, layout.codec.keys, pairs, length)
+    # The cost model reads layers by index ("decoder.layers.3."): a scanned layout's stacked
+    # paths are counted as the layers they hold.
+    trainable_names = stack.unrolled_names(layout.trainable_keys, layout.codec.shapes)
+    all_names = stack.unrolled_names(layout.codec.keys, layout.codec.shapes)
+    flops = cost_model.step_flops(model_cfg, trainable_names, all_names, pairs, length)
     n_dev = mesh.devices.size
     parameters_global = sum(math.prod(s) for s in layout.codec.shapes.values())
     trainable_global = sum(math.prod(layout.codec.shapes[k]) for k in layout.trainable_keys)
@@ -188,7 +193,7 @@ def plan(config, target: Target | str, *, prompt_length: int | None = None, comp
         "devices": n_dev, "mesh": {k: int(v) for k, v in mesh.shape.items()},
         "hosts": target.topology.hosts if target.topology else 1,
         "model": {"preset": config.model.preset, "hf_dir": config.model.hf_dir, "dtype": model_cfg.dtype,
-                  "remat": bool(model_cfg.remat), "attention": model_cfg.attention,
+                  **step_lib.switches(layout), "attention": model_cfg.attention,
                   "parameters": parameters_global, "trainable_parameters": trainable_global},
         "batch_size": pairs, "pairs_per_device": local_pairs, "prompt_length": length,
         "prompt_length_source": length_source,
@@ -196,7 +201,7 @@ def plan(config, target: Target | str, *, prompt_length: int | None = None, comp
         "analytic": {"parameters": state["parameters"], "optimizer": state["optimizer"], "batch": batch_bytes,
                      "arguments": state["parameters"] + state["optimizer"] + batch_bytes,
                      "activations_estimate": cost_model.activation_bytes(
-                         model_cfg, layout.trainable_keys, layout.codec.keys, local_pairs, length)},
+                         model_cfg, trainable_names, all_names, local_pairs, length)},
         "flops": {"analytic_step": flops["total"], "analytic_model": flops["model"],
                   "analytic_per_device": flops["total"] / n_dev, "analytic_model_per_device": flops["model"] / n_dev},
         "memory": {"capacity": capacity},
