@@ -1,7 +1,7 @@
 """Dependencies point down (DESIGN.md): every import of a package module, read with ast,
 against the table of what each part may import.
 
-    main, cli, demo, bench, stages  ->  train, score  ->  models, labels, store,
+    main, cli, demo, bench, stages, report  ->  train, score  ->  models, labels, store,
     pipeline, convert, datasets  ->  video, prompt, config, sharding, runtime, progress, tables
 
 Inside a layer only the edges listed here: convert reads models' configs, the
@@ -38,9 +38,11 @@ ALLOWED = {
     "train": BASE | MIDDLE | {"score"},  # training validates through score.predict
     "score": BASE | MIDDLE,
     "stages": BASE | MIDDLE | UPPER,
-    "demo": BASE | MIDDLE | UPPER | {"stages"},  # the demo runs `stages`
+    "demo": BASE | MIDDLE | UPPER | {"stages", "report"},  # the demo runs `stages` and writes its report
+    # reads runs by their files; frames through the store's reader, the paper's rows from score.evaluate
+    "report": BASE | {"store", "score"},
     "bench": BASE | MIDDLE | UPPER,
-    "main": BASE | MIDDLE | UPPER | {"demo", "stages", "bench"},
+    "main": BASE | MIDDLE | UPPER | {"demo", "stages", "bench", "report"},
     "cli": {"runtime"},  # reaches w2s_vqa.main through importlib, by verb name; keeps JAX off an idle libtpu
 }
 

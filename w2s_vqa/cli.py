@@ -31,6 +31,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "SRCC/PLCC/KRCC of the student and teachers on labeled sets: tables, JSON, plots"),
     "stages": ("stages", "weak-to-strong stages: train, relabel the pool (hard cases, gMAD), train again; resumable"),
     "finetune": ("finetune", "fine-tune a student on a MOS-labeled set over random splits by video: median SRCC/PLCC"),
+    "report": ("report", "one HTML page of a run: stage table, curves, evaluation plots, gMAD and misranked pairs with frames"),
 }
 
 
