@@ -213,3 +213,29 @@ def test_a_score_table_gives_its_distribution_and_extremes(tmp_path):
     for video_id, score in listed:
         assert score == pytest.approx(table.set_index("id").loc[video_id, "score"], **EXACT)
     assert runs.read_run(str(tmp_path / "scores.csv")).store is None
+
+
+def test_a_finetune_run_shows_its_splits_and_medians(tmp_path, eval_run):
+    """finetune's on-disk layout (w2s_vqa.stages.finetune's docstring): finetune.json,
+    results.json with the splits, split_NN/eval (here a copy of a real eval output)."""
+    work = tmp_path / "ft"
+    (work / "split_00").mkdir(parents=True)
+    shutil.copytree(eval_run, work / "split_00" / "eval")
+    (work / "finetune.json").write_text(json.dumps({"config": {"data": {"store": ""}}}))
+    splits = [{"split": i, "train_videos": 40, "test_videos": 10, "train_pairs": 300, "steps": 20,
+               "w2s": {"srcc": 0.5 + i / 10, "plcc": 0.55}, "finetuned": {"srcc": 0.7 + i / 20, "plcc": 0.72}}
+              for i in range(3)]
+    (work / "results.json").write_text(json.dumps({
+        "set": "konvid_1k", "checkpoint": "/x", "step": 4, "videos_used": 50, "splits_done": 3, "splits_requested": 3,
+        "splits": splits, "median": {"w2s": {"srcc": 0.6}, "finetuned": {"srcc": 0.75}, "gain": {"srcc": 0.15}}}))
+    result = build_report(str(work), str(tmp_path / "r"))
+    assert result["kind"] == "finetune" and result["sections"]["stage_table"] and result["sections"]["evaluation"]
+    page = read_page(result["index"])
+    for split in splits:
+        row = next(e for e in page.find("tr") if e["attrs"].get("data-split") == str(split["split"]))
+        start = page.elements.index(row)
+        values = {e["attrs"]["data-key"]: float(e["attrs"]["data-value"])
+                  for e in page.elements[start + 1:start + 12] if "data-key" in e["attrs"]}
+        assert values["before/srcc"] == pytest.approx(split["w2s"]["srcc"], **EXACT)
+        assert values["after/srcc"] == pytest.approx(split["finetuned"]["srcc"], **EXACT)
+    _images_exist_and_decode(result["index"])

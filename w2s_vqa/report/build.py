@@ -132,6 +132,21 @@ def stage_changes(run: runs_lib.Run) -> list[dict]:
     return out
 
 
+def finetune_table(run: runs_lib.Run) -> dict | None:
+    """A finetune run's splits (results.json "splits") and their medians: SRCC / PLCC of the
+    weak-to-strong checkpoint ("w2s") and of the fine-tuned student ("finetuned")."""
+    if run.kind != "finetune" or not run.results:
+        return None
+    rows = [{"split": s.get("split"), "train_videos": s.get("train_videos"), "test_videos": s.get("test_videos"),
+             "train_pairs": s.get("train_pairs"), "steps": s.get("steps"),
+             "before": s.get("w2s") or {}, "after": s.get("finetuned") or {}} for s in run.results.get("splits", [])]
+    median = run.results.get("median") or {}
+    return {"rows": rows, "median": {"before": median.get("w2s") or {}, "after": median.get("finetuned") or {},
+                                     "gain": median.get("gain") or {}},
+            "set": run.results.get("set"), "done": run.results.get("splits_done"),
+            "requested": run.results.get("splits_requested")}
+
+
 def curves(run: runs_lib.Run, out_dir: str) -> str | None:
     series = [(f"{'split' if run.kind == 'finetune' else 'stage'} {s.number}", s.metrics)
               for s in run.stages if s.metrics is not None and len(s.metrics)]
@@ -280,6 +295,7 @@ def build_report(path: str, out_dir: str | None = None, *, per_group: int = 8, s
                 galleries.append({"stage": stage.number, **g})
         context = {
             "run": run, "overview": overview(run), "table": stage_table(run) if run.kind != "finetune" else None,
+            "finetune": finetune_table(run),
             "changes": stage_changes(run) if run.kind in ("stages", "demo") else [],
             "curves": curves(run, out_dir), "origins": origin_accuracy(run),
             "evaluations": evaluations(run, out_dir), "galleries": galleries,
@@ -302,7 +318,7 @@ def build_report(path: str, out_dir: str | None = None, *, per_group: int = 8, s
     os.replace(index + ".tmp", index)
     images = sum(len(files) for sub in (IMAGES_DIR, frames_lib.FRAMES_DIR)
                  for _, _, files in os.walk(os.path.join(out_dir, sub)))
-    sections = {"overview": True, "stage_table": context["table"] is not None, "curves": bool(context["curves"]),
+    sections = {"overview": True, "stage_table": context["table"] is not None or context["finetune"] is not None, "curves": bool(context["curves"]),
                 "evaluation": bool(context["evaluations"] or context["origins"] or context["demo"]),
                 "gallery": bool(galleries), "scores": bool(context["scores"])}
     return {"index": index, "kind": run.kind, "sections": sections, "images": images,
