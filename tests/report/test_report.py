@@ -198,6 +198,13 @@ def test_the_verb_prints_the_page_and_one_json_line(eval_run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli.main(["report", str(tmp_path / "empty")]) == 2
     assert "no run found" in capsys.readouterr().err
+    # A rerun replaces its own report; a folder of other pictures is refused, not emptied.
+    assert cli.main(["report", str(eval_run), "--out", str(tmp_path / "r")]) == 0
+    (tmp_path / "mine" / "img").mkdir(parents=True)
+    (tmp_path / "mine" / "img" / "holiday.png").write_bytes(b"x")
+    assert cli.main(["report", str(eval_run), "--out", str(tmp_path / "mine")]) == 2
+    assert "give --out an empty or new folder" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "img" / "holiday.png").exists()
 
 
 def test_a_score_table_gives_its_distribution_and_extremes(tmp_path):

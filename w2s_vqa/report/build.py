@@ -266,6 +266,26 @@ def overview(run: runs_lib.Run) -> dict:
 
 
 # ------------------------------------------------------------------------ the page
+GENERATOR = '<meta name="generator" content="w2s-vqa report">'
+
+
+def _clear_previous(out_dir: str) -> None:
+    """Remove the pictures of an earlier report in out_dir (a rerun leaves no stale one); refuse
+    a folder whose img/ or frames/ this module did not write (ReportError naming it)."""
+    ours = False
+    index = os.path.join(out_dir, INDEX_FILE)
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8", errors="replace") as f:
+            ours = GENERATOR in f.read(4096)
+    subs = [os.path.join(out_dir, sub) for sub in (IMAGES_DIR, frames_lib.FRAMES_DIR)]
+    if not ours and any(os.path.exists(p) for p in subs + [index]):
+        raise runs_lib.ReportError(f"{out_dir}: holds files a report did not write (index.html, img/ or frames/); "
+                                   "give --out an empty or new folder")
+    os.makedirs(out_dir, exist_ok=True)
+    for path in subs:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def build_report(path: str, out_dir: str | None = None, *, per_group: int = 8, seed: int = 0,
                  store: str | None = None, frames: int = 4) -> dict:
     """Write out_dir/index.html (default: `default_out(path)`) for the run at `path`, with its
@@ -280,9 +300,7 @@ def build_report(path: str, out_dir: str | None = None, *, per_group: int = 8, s
     out_dir = os.path.abspath(out_dir or default_out(path))
     if store:
         run.store = store
-    os.makedirs(out_dir, exist_ok=True)
-    for sub in (IMAGES_DIR, frames_lib.FRAMES_DIR):  # a rerun leaves no stale picture behind
-        shutil.rmtree(os.path.join(out_dir, sub), ignore_errors=True)
+    _clear_previous(out_dir)
     strips = frames_lib.FrameStrips(run.store, out_dir, frames=frames)
     try:
         teachers = gallery_lib.read_teachers(run.teachers)
