@@ -308,7 +308,8 @@ def build_report(path: str, out_dir: str | None = None, *, per_group: int = 8, s
         for stage in run.stages:
             if run.kind == "finetune":
                 continue
-            g = gallery_lib.stage_gallery(stage, strips, teachers, per_group=per_group, seed=seed)
+            g = gallery_lib.stage_gallery(stage, strips, teachers, per_group=per_group, seed=seed,
+                                          lower_is_better=run.lower_is_better)
             if g:
                 galleries.append({"stage": stage.number, **g})
         context = {

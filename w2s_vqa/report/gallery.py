@@ -112,7 +112,7 @@ def _number(value) -> float | None:
 
 
 def cards(rows: pd.DataFrame, rule: str, strips, student: pd.Series, teachers: dict[str, pd.Series],
-          student_name: str) -> list[dict]:
+          student_name: str, lower_is_better=()) -> list[dict]:
     """One dict per pair, what the template shows (ids, strips, both models' scores, gaps, label, rule)."""
     teacher = _teacher_of(rule)
     teacher_scores = teachers.get(teacher) if teacher else None
@@ -125,7 +125,7 @@ def cards(rows: pd.DataFrame, rule: str, strips, student: pd.Series, teachers: d
                 "origin": str(getattr(row, "origin", "")), "rule": rule, "student": student_name,
                 "student_first": s1, "student_second": s2,
                 "student_gap": None if s1 is None or s2 is None else s2 - s1,
-                "teacher": teacher, "teacher_first": None, "teacher_second": None, "teacher_gap": None}
+                "teacher": teacher, "teacher_lower": teacher in set(lower_is_better), "teacher_first": None, "teacher_second": None, "teacher_gap": None}
         if teacher_scores is not None:
             t1, t2 = _number(teacher_scores.get(first)), _number(teacher_scores.get(second))
             card.update(teacher_first=t1, teacher_second=t2, teacher_gap=None if t1 is None or t2 is None else t2 - t1)
@@ -133,10 +133,12 @@ def cards(rows: pd.DataFrame, rule: str, strips, student: pd.Series, teachers: d
     return out
 
 
-def stage_gallery(stage, strips, teachers: pd.DataFrame, *, per_group: int = 8, seed: int = 0) -> dict | None:
+def stage_gallery(stage, strips, teachers: pd.DataFrame, *, per_group: int = 8, seed: int = 0,
+                  lower_is_better=()) -> dict | None:
     """The gallery of one stage (runs.Stage): {"groups": [{rule, title, count, cards}],
     "summary": {rule: count}, "pairs": rows of the new table, "notes"}; None when the stage
-    picked no pairs and has no training table."""
+    picked no pairs and has no training table. `lower_is_better`: teachers whose scores the
+    run turned around (stages.lower_is_better); their cards say so."""
     rng = np.random.default_rng([seed, int(stage.number)])
     student = pd.Series(dtype=np.float64)
     if stage.scores:
@@ -156,7 +158,7 @@ def stage_gallery(stage, strips, teachers: pd.DataFrame, *, per_group: int = 8, 
             summary[rule] = int(counts[rule])
             rows = pick(new[rules == rule], rule, per_group, rng, student, by_teacher)
             groups.append({"rule": rule, "title": describe_rule(rule), "count": int(counts[rule]),
-                           "cards": cards(rows, rule, strips, student, by_teacher, name)})
+                           "cards": cards(rows, rule, strips, student, by_teacher, name, lower_is_better)})
     if stage.pairs and os.path.exists(str(stage.pairs)):
         try:
             trained = read_table(str(stage.pairs))

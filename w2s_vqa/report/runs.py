@@ -24,8 +24,6 @@ import glob
 import json
 import os
 import re
-from typing import Any
-
 import pandas as pd
 
 KINDS = ("demo", "finetune", "stages", "eval", "train", "scores")
@@ -261,8 +259,3 @@ def _read_scores_file(path: str) -> Run:
     store = os.path.join(work, "store")
     run.store = store if os.path.isdir(store) else None
     return run
-
-
-def as_text(value: Any) -> str:
-    """A config value as the report prints it."""
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
