@@ -62,8 +62,9 @@ def stage_table(run: runs_lib.Run) -> dict | None:
     stages = run.stages
     if not stages:
         return None
-    val_keys = sorted({k for s in stages for k in s.val if k.endswith("direction_accuracy")
-                       or k.endswith("five_way_accuracy")}, key=lambda k: (not k.split("/")[1:2] == ["all"], k))
+    # Over all pairs here; per origin in `origin_accuracy`'s table.
+    val_keys = sorted({k for s in stages for k in s.val if k.count("/") == 2 and k.split("/")[1] == "all"
+                       and k.endswith(("direction_accuracy", "five_way_accuracy"))})
     sets = list(dict.fromkeys(n for s in stages if s.eval for n in s.eval.get("sets", {})))
     groups = list(dict.fromkeys(g for s in stages if s.eval for g in s.eval.get("overall", {}).get("student", {})))
     rows = []
