@@ -27,6 +27,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
     # w2s_vqa.workdir: paths through etils.epath (local files as os does, gs:// once routed there).
     "etils[epath]==1.15.0",
+    "jinja2==3.1.6",  # `w2s-vqa report`'s HTML templates (autoescaped)
 ]
 
 # transformers is the parity reference: one exact version. torch must be the
@@ -51,7 +52,7 @@ setup(
     version="0.1.0",
     description="Weak-to-strong video quality assessment: a Flax LLaVA-OneVision student trained on pairwise ranking",
     packages=find_packages(include=["w2s_vqa", "w2s_vqa.*"]),
-    package_data={"w2s_vqa": ["assets/*/*", "datasets/lists/*"]},
+    package_data={"w2s_vqa": ["assets/*/*", "datasets/lists/*", "report/templates/*"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={

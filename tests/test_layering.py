@@ -1,9 +1,9 @@
 """Dependencies point down (DESIGN.md): every import of a package module, read with ast,
 against the table of what each part may import.
 
-    main, cli, demo, bench, stages, finetune  ->  train, score  ->  models, labels, store,
-    pipeline, convert, datasets, curate  ->  video, prompt, config, sharding, runtime, progress,
-    tables, workdir, multihost
+    main, cli, demo, bench, stages, finetune, report  ->  train, score  ->  models, labels,
+    store, pipeline, convert, datasets, curate  ->  video, prompt, config, sharding, runtime,
+    progress, tables, workdir, multihost
 
 Inside a layer only the edges listed here: convert reads models' configs, the
 pipeline joins pair tables (labels) with the store, prepare (store) runs SlowFast
@@ -46,9 +46,11 @@ ALLOWED = {
     "score": BASE | MIDDLE,
     "stages": BASE | MIDDLE | UPPER,
     "finetune": BASE | MIDDLE | UPPER,  # fine-tuning trains (train) and scores (score); beside stages, not in it
-    "demo": BASE | MIDDLE | UPPER | {"stages"},  # the demo runs `stages`
+    "demo": BASE | MIDDLE | UPPER | {"stages", "report"},  # the demo runs `stages` and writes its report
+    # reads runs by their files; frames through the store's reader, the paper's rows from score.evaluate
+    "report": BASE | {"store", "score"},
     "bench": BASE | MIDDLE | UPPER,
-    "main": BASE | MIDDLE | UPPER | {"demo", "stages", "finetune", "bench"},
+    "main": BASE | MIDDLE | UPPER | {"demo", "stages", "finetune", "bench", "report"},
     "cli": {"runtime"},  # reaches w2s_vqa.main through importlib, by verb name; keeps JAX off an idle libtpu
 }
 # module -> parts it may import besides its part's row. score.student_source loads a student

@@ -33,6 +33,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "finetune": ("finetune", "fine-tune a student on a MOS-labeled set over random splits by video: median SRCC/PLCC"),
     "curate-metrics": ("curate_metrics", "nine quality-related metrics of every video of a folder, manifest or store"),
     "curate": ("curate", "pick K pool videos whose metric histograms match a reference set's (mixed-integer program)"),
+    "report": ("report", "one HTML page of a run: stage table, curves, evaluation plots, gMAD and misranked pairs with frames"),
 }
 
 

@@ -9,6 +9,7 @@
       -> for stage 1, stage 2 and every weak teacher: direction accuracy on held-out
          pairs of the trained kinds and of the withheld kinds, and the scoring SRCC
       -> export the last stage's student to a Hugging Face directory
+      -> summary.json (the figures) and the run's page, report/index.html (`w2s-vqa report`)
 
 Withheld kinds and sources. Every variant made by a WITHHELD simulator is left out of
 every pair table the stages train on (stage 1's teacher and synthetic pairs, and the
@@ -39,6 +40,7 @@ The last printed line is one JSON object with every figure.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -61,6 +63,7 @@ NUM_STAGES = 2
 WITHHELD = ("brighten", "stutter")
 STAGES_DIR = "stages"
 SCORING_DIR = "scoring"
+SUMMARY_FILE = "summary.json"  # the figures of the last printed line, which `w2s-vqa report` shows
 GROUPS = ("trained", "withheld")
 
 
@@ -204,7 +207,19 @@ def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None 
         "data": os.path.dirname(paths["store"]),
         "anchors": files["anchors"],
     }
+    summary["report"] = write_report(out_dir, summary)
     return summary
+
+
+def write_report(out_dir: str, summary: dict) -> str:
+    """out_dir/summary.json, then the run's page (w2s_vqa.report) in out_dir/report; returns its index.html."""
+    from w2s_vqa import report
+
+    path = os.path.join(out_dir, SUMMARY_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return report.build_report(out_dir)["index"]
 
 
 def _stage_figures(config, stage_workdir: str, pairs: dict, index, inputs: dict, store_path: str,
@@ -287,4 +302,6 @@ def format_summary(summary: dict) -> str:
     lines.append(f"data {summary['data_seconds']:.0f} s, evaluation {summary['evaluation_seconds']:.0f} s, "
                  f"total {summary['wall_seconds']:.0f} s")
     lines.append(f"stages table: {summary['results']}\nexport:       {summary['export']}")
+    if summary.get("report"):
+        lines.append(f"report:       open {summary['report']}")
     return "\n".join(lines)
