@@ -6,6 +6,7 @@ import json
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from tests.train.conftest import train_config
@@ -51,6 +52,17 @@ def test_frozen_groups_do_not_move(pool, tmp_path):
     moved = [k for k, v in state["trainable"].items() if not np.array_equal(np.asarray(v), initial[k])]
     assert any(k.startswith("multi_modal_projector.") for k in moved)
     assert any(k.startswith("vision_tower.") for k in moved)
+    # Each logged step names the rate its update used: optax's warm-up-cosine schedule at the
+    # step before, per trained group; the frozen group has none; `learning_rate` is the highest.
+    cfg = trainer.optim_cfg
+    for row in (r for r in read_metrics(tmp_path / "frozen") if "loss" in r):
+        want = {name: float(optax.warmup_cosine_decay_schedule(
+            0.0, rate, max(1, round(cfg.warmup_fraction * 2)), max(2, max(1, round(cfg.warmup_fraction * 2)) + 1),
+            rate * cfg.min_lr_ratio)(row["step"] - 1)) for name, rate in (("projector", 1e-2), ("default", cfg.learning_rate))}
+        assert row["learning_rate/projector"] == pytest.approx(want["projector"], rel=1e-6)
+        assert row["learning_rate/default"] == pytest.approx(want["default"], rel=1e-6)
+        assert row["learning_rate"] == pytest.approx(max(want.values()), rel=1e-6)
+        assert not any("language_model" in k for k in row if k.startswith("learning_rate/"))
 
 
 def test_checkpoint_exports_to_transformers_with_the_same_preference(pool, tmp_path):

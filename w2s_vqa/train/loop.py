@@ -40,6 +40,7 @@ from w2s_vqa.models import config as model_config_lib
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.score import predict as predict_lib
 from w2s_vqa.train import objective as objective_lib
+from w2s_vqa.train import optim as optim_lib
 from w2s_vqa.train import signals
 from w2s_vqa.train import step as step_lib
 from w2s_vqa.train.checkpoint import Checkpointer
@@ -295,6 +296,8 @@ class Trainer:
                     last_metrics.update({f"train/{k}": v for k, v in objective_lib.summarize_metrics(sums).items()})
                     last_metrics.update(step_seconds=elapsed / window_steps,
                                         pairs_per_second=window_steps * config.data.batch_size / elapsed)
+                    # The rate the update of this step used (the schedule at the step before it).
+                    last_metrics.update(optim_lib.learning_rates(self.optim_cfg, self.total_steps, step - 1))
                     writer.write(step, last_metrics)
                     bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", step_s=f"{last_metrics['step_seconds']:.2f}",
                                     pairs_s=f"{last_metrics['pairs_per_second']:.1f}", refresh=False)

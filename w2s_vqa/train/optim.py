@@ -104,6 +104,20 @@ def schedule(peak: float, total_steps: int, cfg: OptimConfig) -> optax.Schedule:
         end_value=peak * cfg.min_lr_ratio)
 
 
+def learning_rates(cfg: OptimConfig, total_steps: int, step: int) -> dict[str, float]:
+    """The learning rate of every trained group at training step `step` (0-based) of a run of
+    `total_steps`, as the optimizer's schedules give it: {"learning_rate": the highest group's, "learning_rate/<group>":
+    each group's}. With gradient accumulation the schedule advances once per update."""
+    every = max(1, cfg.accumulate_steps)
+    updates = max(1, total_steps // every)  # the schedule's length, as train.step builds the optimizer
+    rates = {name: float(schedule(rate, updates, cfg)(step // every)) for name, rate in group_rates(cfg).items()
+             if rate > 0}
+    if not rates:
+        return {}
+    peak_group = max(group_rates(cfg), key=lambda name: group_rates(cfg)[name])
+    return {"learning_rate": rates[peak_group], **{f"learning_rate/{name}": lr for name, lr in rates.items()}}
+
+
 def make_optimizer(cfg: OptimConfig, total_steps: int, labels) -> optax.GradientTransformation:
     """AdamW per group over the trainable parameters; `labels` is a pytree of group names
     matching the trainable parameter tree (see `group_of`)."""
