@@ -43,14 +43,29 @@ RESUME_SAFE_KEYS = (
 )
 
 
+MESH_AXES = ("data", "fsdp", "tensor")  # w2s_vqa.sharding builds meshes over these
+
+# logical name -> mesh axis (or tuple of axes). FSDP shards the model dimension;
+# tensor parallelism shards heads, MLP width and vocabulary.
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("vision_embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("vision_mlp", "tensor"),
+    ("heads", "tensor"),
+    ("vision_heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("vocab", "tensor"),
+)
+
+
 class ConfigError(ValueError):
     """A config (file, --set override or section) the code cannot use; the message names the key."""
 
 
 def defaults() -> ml_collections.ConfigDict:
     """Every config key with its default: the tiny CPU run. Config files start here."""
-    from w2s_vqa.sharding import DEFAULT_RULES
-
     c = ml_collections.ConfigDict()
     c.seed = 0
 
