@@ -19,7 +19,11 @@ import ml_collections
 
 T = TypeVar("T")
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny_cpu.py")
+# The shipped configs: the repository's configs/ folder, which the package carries as
+# w2s_vqa/configs (a link in the repository, package data once installed), so that
+# `--config NAME` finds them from any directory.
+SHIPPED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+DEFAULT_CONFIG = os.path.join(SHIPPED_CONFIGS, "tiny_cpu.py")
 
 # `--set data.val_pairs=X` (the key before config.evals existed) is shorthand for
 # `--set evals.val.pairs=X`; the entry "val" is added if the config has none.
@@ -304,32 +308,78 @@ def from_section(cls: type[T], config: ml_collections.ConfigDict, section: str, 
     return cls(**values)
 
 
+def shipped_configs() -> list[str]:
+    """The names of the shipped configs (`--config NAME` from anywhere), sorted."""
+    if not os.path.isdir(SHIPPED_CONFIGS):
+        return []
+    return sorted(n[:-3] for n in os.listdir(SHIPPED_CONFIGS) if n.endswith(".py") and not n.startswith("_"))
+
+
+def resolve_config_path(path: str) -> str:
+    """The config file `path` names (without its ":arg").
+
+    A path that exists is taken as given. Else a shipped config: by its name
+    (`w2s_llava_ov_7b`, `tiny_cpu.py`) or by the repository-relative path README uses
+    (`configs/tiny_cpu.py`, from a directory other than the clone). Raises ConfigError
+    naming the shipped configs and their folder otherwise.
+    """
+    if os.path.exists(path):
+        return path
+    folder, name = os.path.split(path)
+    name = name if name.endswith(".py") else f"{name}.py"
+    shipped = os.path.join(SHIPPED_CONFIGS, name)
+    if os.path.isfile(shipped) and (not folder or (not os.path.isabs(path)
+                                                   and os.path.basename(os.path.normpath(folder)) == "configs")):
+        return shipped
+    names = shipped_configs()
+    known = (f"; the shipped configs, found by name from any directory: {', '.join(names)} (in {SHIPPED_CONFIGS}), "
+             f"e.g. --config {'tiny_cpu' if 'tiny_cpu' in names else names[0]}" if names else "")
+    raise ConfigError(f"{path}: no such config file{known}")
+
+
+def _one_line(error: BaseException, path: str, what: str) -> str:
+    """`FILE:LINE: WHAT failed: Type: message` on one line, LINE the deepest line of `path`
+    in the traceback (none where the failure is not on a line of the file)."""
+    import traceback
+
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if os.path.abspath(frame.filename) == os.path.abspath(path)]
+    where = f"{path}:{lines[-1]}" if lines else path
+    return f"{where}: {what} failed: {type(error).__name__}: {' '.join(str(error).split())}"
+
+
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
-    # `path` may end in ":arg", passed to get_config(arg) (e.g. configs/w2s_llava_ov_7b.py:gpu).
-    """Run `path`'s get_config() (default: configs/tiny_cpu.py, or `defaults()` where the
-    package is installed without the repository) and apply `key.sub=value` overrides."""
+    # `path` may end in ":arg", passed to get_config(arg) (e.g. w2s_llava_ov_7b:gpu).
+    """Run `path`'s get_config() and apply `key.sub=value` overrides.
+
+    `path`: a config file, or a shipped config by name (resolve_config_path), either
+    with an optional ":arg"; default the shipped tiny_cpu, or `defaults()` where the
+    package has no shipped configs. Raises ConfigError in one line naming the file (and
+    the line, for a file that fails to import or to build its config) and the problem.
+    """
     if path is None and not os.path.exists(DEFAULT_CONFIG):
         config = defaults()
         apply_overrides(config, overrides)
         return config
     path = path or DEFAULT_CONFIG
     path, _, arg = path.partition(":")  # big_vision's "file.py:arg" form
-    if not os.path.exists(path):
-        raise ConfigError(f"{path}: no such config file")
+    path = resolve_config_path(path)
     spec = importlib.util.spec_from_file_location(f"w2s_vqa_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
         raise ConfigError(f"{path}:{e.lineno}: not valid Python: {e.msg}") from e
+    except Exception as e:  # noqa: BLE001  (a config is a program: any failure is the file's, said in one line)
+        raise ConfigError(_one_line(e, path, "importing the config file")) from e
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: defines no get_config()")
     try:
         config = module.get_config(arg) if arg else module.get_config()
-    except (KeyError, TypeError, ValueError) as e:
-        # A wrong-typed value (ConfigDict refuses it) or an argument the file does not know.
+    except Exception as e:  # noqa: BLE001
+        # A wrong-typed value (ConfigDict refuses it), an argument the file does not know, a bug.
         what = f"get_config({arg!r})" if arg else "get_config()"
-        raise ConfigError(f"{path}: {what} failed: {type(e).__name__}: {e}") from e
+        raise ConfigError(_one_line(e, path, what)) from e
     check_known_keys(config, source=path)
     apply_overrides(config, overrides)
     return config
