@@ -234,3 +234,19 @@ def test_ctrl_c_outside_training_is_one_line_and_status_130(monkeypatch, capsys)
     assert cli.main(["anchors", "--store", "s", "--mos", "m.csv", "--k", "2", "--out", "o"]) == 130
     assert capsys.readouterr().err == ("w2s-vqa anchors: interrupted; what is finished is kept: run the same "
                                        "command again to resume\n")
+
+
+def test_keys_of_names_take_a_list_or_commas_and_hold_commas(tmp_path):
+    assert config_lib.NAME_LIST_KEYS == ("data.augment", "stages.lower_is_better", "stages.eval_tfds")
+    config = load_config(None, ["stages.lower_is_better=['niqe', 'brisque']", "stages.eval_tfds=('konvid_1k',)"])
+    assert config.stages.lower_is_better == "niqe,brisque" and config.stages.eval_tfds == "konvid_1k"
+    assert load_config(None, ["stages.lower_is_better=niqe,brisque"]).stages.lower_is_better == "niqe,brisque"
+    assert load_config(None, ["data.augment=True"]).data.augment is True  # pipeline.parse_augment: every one
+    listed = tmp_path / "listed.py"
+    listed.write_text("from w2s_vqa.config import defaults\n\ndef get_config():\n    c = defaults()\n"
+                      "    c.stages.lower_is_better = ['niqe']\n    c.data.augment = ('views', 'swap')\n    return c\n")
+    config = load_config(str(listed))
+    assert config.stages.lower_is_better == "niqe" and config.data.augment == "views,swap"
+    with pytest.raises(ConfigError, match=r"^stages.lower_is_better: expected names, comma-separated \('a,b'\) or a "
+                                          r"list \(\['a', 'b'\]\), got 3$"):
+        load_config(None, ["stages.lower_is_better=3"])

@@ -68,6 +68,37 @@ class ConfigError(ValueError):
     """A config (file, --set override or section) the code cannot use; the message names the key."""
 
 
+# Keys that hold a list of names. Each takes them comma-separated ("niqe,brisque") or as a
+# list or tuple (["niqe", "brisque"], in a config file or --set), and holds the
+# comma-separated string once the config is read (`normalize_name_lists`).
+NAME_LIST_KEYS = ("data.augment", "stages.lower_is_better", "stages.eval_tfds")
+
+
+def _names(default: str):
+    """A NAME_LIST_KEYS field: any type may be assigned (ConfigDict otherwise refuses a
+    list where the default is a string); `normalize_name_lists` checks and joins it."""
+    return ml_collections.FieldReference(default, field_type=object)
+
+
+def normalize_name_lists(config: ml_collections.ConfigDict) -> None:
+    """Each NAME_LIST_KEYS value given as a list or tuple of names joined into the
+    comma-separated string the code reads; a bool is left for data.augment (True: every
+    augmentation). Raises ConfigError naming the key for any other value."""
+    for key in NAME_LIST_KEYS:
+        *parents, leaf = key.split(".")
+        node = config
+        for name in parents:
+            node = node.get(name) if node is not None else None
+        if node is None or leaf not in node:
+            continue
+        value = node[leaf]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            node[leaf] = ",".join(v.strip() for v in value)
+        elif not isinstance(value, str) and not (key == "data.augment" and isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected names, comma-separated ('a,b') or a list (['a', 'b']), got "
+                              f"{value!r}")
+
+
 def defaults() -> ml_collections.ConfigDict:
     """Every config key with its default: the tiny CPU run. Config files start here."""
     c = ml_collections.ConfigDict()
@@ -128,7 +159,7 @@ def defaults() -> ml_collections.ConfigDict:
     #   channels  one of the 6 orders of the RGB channels
     #   swap      the two videos in either order, the label mirrored
     # The tiny demo's 76 training sources (cut from 3 clips) are otherwise memorized.
-    c.data.augment = "views"
+    c.data.augment = _names("views")
 
     # The paper's objective (METHOD.md "Objective").
     c.objective = ml_collections.ConfigDict()
@@ -211,7 +242,7 @@ def defaults() -> ml_collections.ConfigDict:
     # A file of video ids (one per line, or a CSV with an `id` column) to relabel; "" = every
     # video of a training-side source (stages.val_fraction) in data.store
     c.stages.pool_ids = ""
-    c.stages.lower_is_better = ""  # teachers (comma-separated) whose scores fall as quality rises
+    c.stages.lower_is_better = _names("")  # teachers whose scores fall as quality rises
     # New pairs per stage after the first, and of them the misranked synthetic pairs per
     # family: the paper's 100k and 5k, on 500k stage-1 pairs, scaled to the demo's stage-1 table.
     c.stages.new_pairs = 2_000
@@ -232,7 +263,7 @@ def defaults() -> ml_collections.ConfigDict:
     # and/or the TFDS evaluation sets (w2s_vqa.datasets; "konvid_1k,live_vqc"), built from
     # their manual downloads in stages.manual_dir (one folder per set) into stages.data_dir
     # ("" = TFDS's default), the paper's lists
-    c.stages.eval_tfds = ""
+    c.stages.eval_tfds = _names("")
     c.stages.manual_dir = ""
     c.stages.data_dir = ""
     c.stages.eval_subset = "paper"  # "paper" (the paper's exact lists) or "full" (every video of the release)
@@ -360,6 +391,7 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
     if path is None and not os.path.exists(DEFAULT_CONFIG):
         config = defaults()
         apply_overrides(config, overrides)
+        normalize_name_lists(config)
         return config
     path = path or DEFAULT_CONFIG
     path, _, arg = path.partition(":")  # big_vision's "file.py:arg" form
@@ -382,6 +414,7 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         raise ConfigError(_one_line(e, path, what)) from e
     check_known_keys(config, source=path)
     apply_overrides(config, overrides)
+    normalize_name_lists(config)
     return config
 
 
