@@ -160,7 +160,12 @@ def test_a_problem_report_states_the_row_convention_counts_all_and_shows_a_few()
     report.add("nothing", 0, [])
     assert report.total == 3
     assert report.message() == ("t.csv: 3 problem(s) in the table (rows are data rows counted from 1, the header "
-                                "not counted):\n  - bad value (3): row 1; row 2; ... and 1 more\n    Fix the values.")
+                                "not counted): bad value (3), e.g. row 1\n"
+                                "  - bad value (3): row 1; row 2; ... and 1 more\n    Fix the values.")
+    # The first line stands alone: every kind with its count and first example.
+    report.add("empty id", 1, ["row 7"])
+    first = report.message().splitlines()[0]
+    assert first.endswith("not counted): bad value (3), e.g. row 1; empty id (1), e.g. row 7")
 
 
 def test_collect_notes_keeps_table_warnings_and_lets_others_through():

@@ -92,7 +92,9 @@ class ProblemReport:
 
     Each kind keeps its full count but only the first `max_examples` examples, which
     keeps the message readable when a whole column is broken. The message's first
-    line names the source and states the row convention (ROW_CONVENTION).
+    line stands alone (a log or `grep` may show only it): the source, the count, the row
+    convention (ROW_CONVENTION) and each kind with its count and first example; the lines
+    below list every kind's examples and fixes.
     """
 
     def __init__(self, source: str, what: str, max_examples: int = MAX_EXAMPLES):
@@ -121,8 +123,11 @@ class ProblemReport:
         return sum(count for _, count, _, _ in self._kinds)
 
     def message(self, verb: str = "problem(s) in") -> str:
-        """'SOURCE: N problem(s) in the WHAT (rows ...):' and one line per kind."""
-        lines = [f"{self.source}: {self.total} {verb} the {self.what} ({ROW_CONVENTION}):"]
+        """'SOURCE: N problem(s) in the WHAT (rows ...): KIND (n), e.g. EXAMPLE; ...' on the
+        first line, then one line per kind with its examples (and one with its fix)."""
+        summary = "; ".join(f"{kind} ({count})" + (f", e.g. {shown[0]}" if shown else "")
+                            for kind, count, shown, _ in self._kinds)
+        lines = [f"{self.source}: {self.total} {verb} the {self.what} ({ROW_CONVENTION}): {summary}"]
         for kind, count, shown, fix in self._kinds:
             more = f"; ... and {count - len(shown)} more" if count > len(shown) else ""
             lines.append(f"  - {kind} ({count}): " + "; ".join(shown) + more)
