@@ -24,6 +24,8 @@ from w2s_vqa.tables import ProblemReport, read_csv, read_jsonl
 # (the decoder decides); these only break ties between files that share a name.
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp",
                     ".y4m", ".m2ts", ".mts", ".mxf", ".ogv", ".gif", ".vob", ".f4v", ".dv", ".nut", ".ivf", ".m2v")
+# A manifest's columns, found in any case ("Path", "ID").
+MANIFEST_COLUMNS = ("path", "id", "source_id", "motion")
 # Problems named in one error before the rest are only counted.
 _MAX_EXAMPLES = 5
 
@@ -116,9 +118,9 @@ def read_manifest(path: str, *, require_motion: bool = False) -> list[Source]:
     try:
         if lower.endswith(".csv"):
             # Only empty cells are missing: an id such as "NA" stays an id.
-            table = read_csv(path, what="manifest", error=StoreError)
+            table = read_csv(path, what="manifest", error=StoreError, columns=MANIFEST_COLUMNS)
         else:
-            table, rows = read_jsonl(path, what="manifest", error=StoreError)
+            table, rows = read_jsonl(path, what="manifest", error=StoreError, columns=MANIFEST_COLUMNS)
     except OSError as e:
         raise StoreError(f"{path}: cannot read manifest: {e}") from e
     if "path" not in table.columns:
