@@ -11,7 +11,6 @@ import sys
 import zipfile
 
 import numpy as np
-import pytest
 
 from w2s_vqa import video
 

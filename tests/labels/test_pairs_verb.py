@@ -171,3 +171,15 @@ def test_a_side_left_with_no_pair_is_said(pool, capsys, tmp_path):
     code, out, err = run_pairs(capsys, root, tmp_path, "--val-fraction", "1")
     assert code == 0 and err.count("warning") == 1 and "train: no source went to train" in err
     assert json.loads(out.strip().splitlines()[-1])["train_pairs"] == 0
+
+
+def test_the_closing_json_line_keeps_non_ascii_paths_as_they_are(pool, capsys, tmp_path):
+    from w2s_vqa.main.common import json_line
+
+    assert json_line({"path": "/données/été.mp4"}) == '{"path": "/données/été.mp4"}'
+    root, _ = pool
+    out = tmp_path / "sortie_été_視頻"
+    code, printed, _ = run_pairs(capsys, root, out)
+    last = printed.strip().splitlines()[-1]
+    assert code == 0 and f'"summary": "{out / "pairs.json"}"' in last and "\\u" not in last
+    assert json.loads(last)["summary"] == str(out / "pairs.json")

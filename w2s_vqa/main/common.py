@@ -22,6 +22,14 @@ def load_config(args: argparse.Namespace):
     return load(args.config, args.overrides)
 
 
+def json_line(summary) -> str:
+    """A verb's closing JSON line: paths and ids as they are (UTF-8), not as \\u escapes,
+    so that a path with non-ASCII letters can be found by the text a user knows."""
+    import json
+
+    return json.dumps(summary, ensure_ascii=False)
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (argparse names the option and exits 2 otherwise)."""
     try:

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config
 
 TRAIN_FILE = "pairs_train.parquet"
 VAL_FILE = "pairs_val.parquet"
@@ -123,6 +123,6 @@ def run(args) -> int:
 
     for name, path in paths.items():
         print(f"{name + ':':<9}{path}")
-    print(json.dumps({"train_pairs": len(train), "val_pairs": len(val), "notes": len(notes),
+    print(json_line({"train_pairs": len(train), "val_pairs": len(val), "notes": len(notes),
                       "summary": paths["summary"]}))
     return 0
