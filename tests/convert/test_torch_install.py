@@ -11,6 +11,7 @@ import sys
 import zipfile
 
 import numpy as np
+import pytest
 
 from w2s_vqa import video
 
@@ -53,9 +54,13 @@ json.dump({"ids": table["id"].tolist(), "scores": table["score"].tolist(),
 """
 
 
-def _build_wheel(tmp_path) -> str:
+@pytest.fixture(scope="module")
+def wheel_site(tmp_path_factory) -> str:
     """The wheel of torch_scorer/ built from a copy of this checkout (the build writes into its
     source folder); its files unpacked into a folder, whose path is returned."""
+    pytest.importorskip("setuptools", reason="building the wheel without build isolation (no package index in "
+                                             "the tests) needs setuptools in the test environment")
+    tmp_path = tmp_path_factory.mktemp("torch_wheel")
     source = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
     shutil.copytree(os.path.join(REPO, "w2s_vqa"), source / "w2s_vqa", ignore=ignore)
@@ -88,8 +93,8 @@ def _environment(tmp_path) -> str:
     return str(folder)
 
 
-def test_the_wheel_lists_no_jax_package_and_holds_its_modules(tmp_path):
-    site = _build_wheel(tmp_path)
+def test_the_wheel_lists_no_jax_package_and_holds_its_modules(wheel_site):
+    site = wheel_site
     (info,) = [d for d in os.listdir(site) if d.endswith(".dist-info")]
     assert info.startswith("w2s_vqa_torch-")
     with open(os.path.join(site, info, "METADATA")) as f:
@@ -103,12 +108,12 @@ def test_the_wheel_lists_no_jax_package_and_holds_its_modules(tmp_path):
     assert not os.path.exists(os.path.join(site, "w2s_vqa", "sharding.py"))  # the JAX side stays out
 
 
-def test_torch_scorer_scores_from_the_wheel_alone_without_jax(tmp_path):
+def test_torch_scorer_scores_from_the_wheel_alone_without_jax(tmp_path, wheel_site):
     from w2s_vqa.convert import hf
     from w2s_vqa.models import config as model_config
     from w2s_vqa.models import student as student_lib
 
-    site = _build_wheel(tmp_path)
+    site = wheel_site
     model = student_lib.create(model_config.preset("tiny"), seed=5)
     hf.save_student(model, str(tmp_path / "export"), tokenizer_dir=model_config.TINY_TOKENIZER)
     rng = np.random.default_rng(0)
