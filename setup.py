@@ -52,7 +52,9 @@ setup(
     version="0.1.0",
     description="Weak-to-strong video quality assessment: a Flax LLaVA-OneVision student trained on pairwise ranking",
     packages=find_packages(include=["w2s_vqa", "w2s_vqa.*"]),
-    package_data={"w2s_vqa": ["assets/*/*", "datasets/lists/*", "report/templates/*"]},
+    # configs/*.py: the shipped configs (w2s_vqa/configs links to the repository's configs/),
+    # found by name from any directory (`--config tiny_cpu`, w2s_vqa.config.resolve_config_path).
+    package_data={"w2s_vqa": ["assets/*/*", "datasets/lists/*", "configs/*.py", "report/templates/*"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={

@@ -158,9 +158,9 @@ def test_a_config_file_with_an_unknown_or_wrong_typed_key_is_refused_by_name(tmp
     wrong = tmp_path / "wrong.py"
     wrong.write_text("from w2s_vqa.config import defaults\n\ndef get_config():\n"
                      "    c = defaults()\n    c.train.num_steps = 'ten'\n    return c\n")
-    with pytest.raises(ConfigError, match=r"wrong.py: get_config\(\) failed: TypeError"):
+    with pytest.raises(ConfigError, match=r"wrong.py:5: get_config\(\) failed: TypeError"):
         load_config(str(wrong))
-    with pytest.raises(ConfigError, match=r"w2s_llava_ov_7b.py: get_config\('cpu'\) failed: KeyError"):
+    with pytest.raises(ConfigError, match=r"w2s_llava_ov_7b.py:\d+: get_config\('cpu'\) failed: KeyError"):
         load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "w2s_llava_ov_7b.py") + ":cpu")
 
 
@@ -176,6 +176,54 @@ def test_a_config_file_missing_a_key_or_not_python_is_named(tmp_path):
         load_config(str(broken))
 
 
+def test_a_config_file_that_fails_to_import_is_one_line_naming_file_line_and_exception(tmp_path, capsys):
+    from w2s_vqa import cli
+
+    cases = {"name.py": ("import os\n\nx = undefined_name\n", 3, "NameError: name 'undefined_name' is not defined"),
+             "module.py": ("\nimport no_such_module_here\n", 2,
+                           "ModuleNotFoundError: No module named 'no_such_module_here'"),
+             "multi.py": ("def get_config():\n    raise RuntimeError('first\\nsecond')\n", 2,
+                          "RuntimeError: first second")}
+    for name, (text, line, tail) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError) as error:
+            load_config(str(tmp_path / name))
+        message = str(error.value)
+        assert message.startswith(f"{tmp_path / name}:{line}: ") and message.endswith(tail), message
+        assert "\n" not in message
+    # Through the command line: one line on stderr, status 2, no traceback.
+    assert cli.main(["pairs", "--config", str(tmp_path / "name.py"), "--store", "s", "--out", "o",
+                     "--teachers", "t.csv"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"w2s-vqa pairs: error: {tmp_path / 'name.py'}:3: importing "
+                                                   "the config file failed: NameError"), err
+
+
+def test_shipped_configs_resolve_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config_lib.shipped_configs() == ["llava_ov_0_5b", "tiny_cpu", "w2s_llava_ov_7b"]
+    assert tuple(load_config("w2s_llava_ov_7b:tpu").mesh.shape) == (-1, 1, 2)  # the name and its argument
+    assert tuple(load_config("w2s_llava_ov_7b.py:gpu").mesh.shape) == (1, 8, 1)
+    # README's repository-relative path, from a directory that has no configs/ of its own.
+    assert load_config("configs/tiny_cpu.py").model.preset == "tiny"
+    assert config_lib.resolve_config_path("configs/llava_ov_0_5b.py") == os.path.join(
+        config_lib.SHIPPED_CONFIGS, "llava_ov_0_5b.py")
+    assert os.path.samefile(config_lib.SHIPPED_CONFIGS, repo("configs"))  # the repository's folder itself
+    # A file that exists is taken as given, before any shipped config of that name.
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny_cpu.py").write_text(
+        "from w2s_vqa.config import defaults\n\ndef get_config():\n    c = defaults()\n    c.seed = 41\n"
+        "    return c\n")
+    assert load_config("configs/tiny_cpu.py").seed == 41 and load_config("tiny_cpu").seed == 0
+    # Anything else: the error names the shipped configs and where they are.
+    for missing in ("tiny_gpu", "elsewhere/tiny_cpu.py", str(tmp_path / "no" / "configs" / "tiny_cpu.py")):
+        with pytest.raises(ConfigError) as error:
+            load_config(missing)
+        assert str(error.value) == (f"{missing}: no such config file; the shipped configs, found by name from any "
+                                    f"directory: llava_ov_0_5b, tiny_cpu, w2s_llava_ov_7b (in "
+                                    f"{config_lib.SHIPPED_CONFIGS}), e.g. --config tiny_cpu")
+
+
 def test_ctrl_c_outside_training_is_one_line_and_status_130(monkeypatch, capsys):
     from w2s_vqa import cli
     from w2s_vqa.main import anchors
@@ -187,3 +235,19 @@ def test_ctrl_c_outside_training_is_one_line_and_status_130(monkeypatch, capsys)
     assert cli.main(["anchors", "--store", "s", "--mos", "m.csv", "--k", "2", "--out", "o"]) == 130
     assert capsys.readouterr().err == ("w2s-vqa anchors: interrupted; what is finished is kept: run the same "
                                        "command again to resume\n")
+
+
+def test_keys_of_names_take_a_list_or_commas_and_hold_commas(tmp_path):
+    assert config_lib.NAME_LIST_KEYS == ("data.augment", "stages.lower_is_better", "stages.eval_tfds")
+    config = load_config(None, ["stages.lower_is_better=['niqe', 'brisque']", "stages.eval_tfds=('konvid_1k',)"])
+    assert config.stages.lower_is_better == "niqe,brisque" and config.stages.eval_tfds == "konvid_1k"
+    assert load_config(None, ["stages.lower_is_better=niqe,brisque"]).stages.lower_is_better == "niqe,brisque"
+    assert load_config(None, ["data.augment=True"]).data.augment is True  # pipeline.parse_augment: every one
+    listed = tmp_path / "listed.py"
+    listed.write_text("from w2s_vqa.config import defaults\n\ndef get_config():\n    c = defaults()\n"
+                      "    c.stages.lower_is_better = ['niqe']\n    c.data.augment = ('views', 'swap')\n    return c\n")
+    config = load_config(str(listed))
+    assert config.stages.lower_is_better == "niqe" and config.data.augment == "views,swap"
+    with pytest.raises(ConfigError, match=r"^stages.lower_is_better: expected names, comma-separated \('a,b'\) or a "
+                                          r"list \(\['a', 'b'\]\), got 3$"):
+        load_config(None, ["stages.lower_is_better=3"])

@@ -32,8 +32,8 @@ ALLOWED = {
     "progress": set(),
     "tables": set(),  # reading user-made text tables
     "prompt": set(),
-    "sharding": set(),
-    "config": {"sharding"},
+    "config": set(),  # free of JAX: the PyTorch-only install reads its defaults
+    "sharding": {"config"},  # the default rules table is a config default
     "video": set(),
     "models": BASE,  # never train/ or convert/
     "store": BASE | {"models"},  # prepare runs the frozen SlowFast motion network (models.slowfast)

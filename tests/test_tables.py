@@ -160,7 +160,12 @@ def test_a_problem_report_states_the_row_convention_counts_all_and_shows_a_few()
     report.add("nothing", 0, [])
     assert report.total == 3
     assert report.message() == ("t.csv: 3 problem(s) in the table (rows are data rows counted from 1, the header "
-                                "not counted):\n  - bad value (3): row 1; row 2; ... and 1 more\n    Fix the values.")
+                                "not counted): bad value (3), e.g. row 1\n"
+                                "  - bad value (3): row 1; row 2; ... and 1 more\n    Fix the values.")
+    # The first line stands alone: every kind with its count and first example.
+    report.add("empty id", 1, ["row 7"])
+    first = report.message().splitlines()[0]
+    assert first.endswith("not counted): bad value (3), e.g. row 1; empty id (1), e.g. row 7")
 
 
 def test_collect_notes_keeps_table_warnings_and_lets_others_through():
@@ -180,3 +185,33 @@ def test_json_lines_end_at_newlines_only(tmp_path):
     path.write_text(jsonl_text([{"video_id": "a\u2028b", "teacher": "t", "score": 1.0},
                                 {"video_id": "c", "teacher": "t", "score": 2.0}]), encoding="utf-8")
     assert read_teacher_table(path)["video_id"].tolist() == ["a\u2028b", "c"]
+
+
+def test_the_columns_a_reader_knows_are_found_in_any_case_where_unambiguous(tmp_path):
+    from w2s_vqa.tables import fold_columns, read_csv, read_jsonl
+
+    (tmp_path / "t.csv").write_text("File, MOS ,Std\na.mp4,3.5,0.2\n")
+    table = read_csv(tmp_path / "t.csv", what="MOS table", error=ValueError, columns=("file", "mos"))
+    assert list(table.columns) == ["file", "mos", "Std"] and table["mos"].tolist() == ["3.5"]
+    (tmp_path / "t.jsonl").write_text('{"PATH": "a.mp4", "Id": "a"}\n')
+    table, rows = read_jsonl(tmp_path / "t.jsonl", what="manifest", error=ValueError, columns=("path", "id"))
+    assert list(table.columns) == ["path", "id"] and rows == [1]
+    # Ambiguous or already present: left as the table has it, for the table's own check to name.
+    both = pd.DataFrame(columns=["MOS", "Mos"])
+    assert list(fold_columns(both, ["mos"]).columns) == ["MOS", "Mos"]
+    present = pd.DataFrame(columns=["mos", "MOS"])
+    assert list(fold_columns(present, ["mos"]).columns) == ["mos", "MOS"]
+    # Without `columns` nothing is renamed.
+    assert list(read_csv(tmp_path / "t.csv", what="t", error=ValueError).columns) == ["File", " MOS ", "Std"]
+
+
+def test_a_manifest_and_a_teacher_table_with_capital_headers_are_read(tmp_path):
+    from w2s_vqa.labels.teachers import read_teacher_table
+    from w2s_vqa.store.sources import read_manifest
+
+    (tmp_path / "m.csv").write_text("Path,ID\nclips/a.mp4,first\n")
+    (source,) = read_manifest(str(tmp_path / "m.csv"))
+    assert (source.id, source.path) == ("first", str(tmp_path / "clips" / "a.mp4"))
+    (tmp_path / "t.csv").write_text("Video_ID,Teacher,Score\na,dover,0.5\nb,dover,0.25\n")
+    table = read_teacher_table(str(tmp_path / "t.csv"))
+    assert table["video_id"].tolist() == ["a", "b"] and table["score"].tolist() == pytest.approx([0.5, 0.25])

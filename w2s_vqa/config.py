@@ -19,7 +19,11 @@ import ml_collections
 
 T = TypeVar("T")
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny_cpu.py")
+# The shipped configs: the repository's configs/ folder, which the package carries as
+# w2s_vqa/configs (a link in the repository, package data once installed), so that
+# `--config NAME` finds them from any directory.
+SHIPPED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+DEFAULT_CONFIG = os.path.join(SHIPPED_CONFIGS, "tiny_cpu.py")
 
 # `--set data.val_pairs=X` (the key before config.evals existed) is shorthand for
 # `--set evals.val.pairs=X`; the entry "val" is added if the config has none.
@@ -45,14 +49,63 @@ RESUME_SAFE_KEYS = (
 )
 
 
+MESH_AXES = ("data", "fsdp", "tensor")  # w2s_vqa.sharding builds meshes over these
+
+# logical name -> mesh axis (or tuple of axes). FSDP shards the model dimension;
+# tensor parallelism shards heads, MLP width and vocabulary.
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("vision_embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("vision_mlp", "tensor"),
+    ("heads", "tensor"),
+    ("vision_heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("vocab", "tensor"),
+    # The leading axis of scanned layers (models.stack): every step of the scan reads one
+    # layer whole, so the axis stays unsharded.
+    ("layers", None),
+)
+
+
 class ConfigError(ValueError):
     """A config (file, --set override or section) the code cannot use; the message names the key."""
 
 
+# Keys that hold a list of names. Each takes them comma-separated ("niqe,brisque") or as a
+# list or tuple (["niqe", "brisque"], in a config file or --set), and holds the
+# comma-separated string once the config is read (`normalize_name_lists`).
+NAME_LIST_KEYS = ("data.augment", "stages.lower_is_better", "stages.eval_tfds")
+
+
+def _names(default: str):
+    """A NAME_LIST_KEYS field: any type may be assigned (ConfigDict otherwise refuses a
+    list where the default is a string); `normalize_name_lists` checks and joins it."""
+    return ml_collections.FieldReference(default, field_type=object)
+
+
+def normalize_name_lists(config: ml_collections.ConfigDict) -> None:
+    """Each NAME_LIST_KEYS value given as a list or tuple of names joined into the
+    comma-separated string the code reads; a bool is left for data.augment (True: every
+    augmentation). Raises ConfigError naming the key for any other value."""
+    for key in NAME_LIST_KEYS:
+        *parents, leaf = key.split(".")
+        node = config
+        for name in parents:
+            node = node.get(name) if node is not None else None
+        if node is None or leaf not in node:
+            continue
+        value = node[leaf]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            node[leaf] = ",".join(v.strip() for v in value)
+        elif not isinstance(value, str) and not (key == "data.augment" and isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected names, comma-separated ('a,b') or a list (['a', 'b']), got "
+                              f"{value!r}")
+
+
 def defaults() -> ml_collections.ConfigDict:
     """Every config key with its default: the tiny CPU run. Config files start here."""
-    from w2s_vqa.sharding import DEFAULT_RULES
-
     c = ml_collections.ConfigDict()
     c.seed = 0
 
@@ -124,7 +177,7 @@ def defaults() -> ml_collections.ConfigDict:
     #   channels  one of the 6 orders of the RGB channels
     #   swap      the two videos in either order, the label mirrored
     # The tiny demo's 76 training sources (cut from 3 clips) are otherwise memorized.
-    c.data.augment = "views"
+    c.data.augment = _names("views")
 
     # The paper's objective (METHOD.md "Objective").
     c.objective = ml_collections.ConfigDict()
@@ -207,7 +260,7 @@ def defaults() -> ml_collections.ConfigDict:
     # A file of video ids (one per line, or a CSV with an `id` column) to relabel; "" = every
     # video of a training-side source (stages.val_fraction) in data.store
     c.stages.pool_ids = ""
-    c.stages.lower_is_better = ""  # teachers (comma-separated) whose scores fall as quality rises
+    c.stages.lower_is_better = _names("")  # teachers whose scores fall as quality rises
     # New pairs per stage after the first, and of them the misranked synthetic pairs per
     # family: the paper's 100k and 5k, on 500k stage-1 pairs, scaled to the demo's stage-1 table.
     c.stages.new_pairs = 2_000
@@ -228,7 +281,7 @@ def defaults() -> ml_collections.ConfigDict:
     # and/or the TFDS evaluation sets (w2s_vqa.datasets; "konvid_1k,live_vqc"), built from
     # their manual downloads in stages.manual_dir (one folder per set) into stages.data_dir
     # ("" = TFDS's default), the paper's lists
-    c.stages.eval_tfds = ""
+    c.stages.eval_tfds = _names("")
     c.stages.manual_dir = ""
     c.stages.data_dir = ""
     c.stages.eval_subset = "paper"  # "paper" (the paper's exact lists) or "full" (every video of the release)
@@ -304,34 +357,82 @@ def from_section(cls: type[T], config: ml_collections.ConfigDict, section: str, 
     return cls(**values)
 
 
+def shipped_configs() -> list[str]:
+    """The names of the shipped configs (`--config NAME` from anywhere), sorted."""
+    if not os.path.isdir(SHIPPED_CONFIGS):
+        return []
+    return sorted(n[:-3] for n in os.listdir(SHIPPED_CONFIGS) if n.endswith(".py") and not n.startswith("_"))
+
+
+def resolve_config_path(path: str) -> str:
+    """The config file `path` names (without its ":arg").
+
+    A path that exists is taken as given. Else a shipped config: by its name
+    (`w2s_llava_ov_7b`, `tiny_cpu.py`) or by the repository-relative path README uses
+    (`configs/tiny_cpu.py`, from a directory other than the clone). Raises ConfigError
+    naming the shipped configs and their folder otherwise.
+    """
+    if os.path.exists(path):
+        return path
+    folder, name = os.path.split(path)
+    name = name if name.endswith(".py") else f"{name}.py"
+    shipped = os.path.join(SHIPPED_CONFIGS, name)
+    if os.path.isfile(shipped) and (not folder or (not os.path.isabs(path)
+                                                   and os.path.basename(os.path.normpath(folder)) == "configs")):
+        return shipped
+    names = shipped_configs()
+    known = (f"; the shipped configs, found by name from any directory: {', '.join(names)} (in {SHIPPED_CONFIGS}), "
+             f"e.g. --config {'tiny_cpu' if 'tiny_cpu' in names else names[0]}" if names else "")
+    raise ConfigError(f"{path}: no such config file{known}")
+
+
+def _one_line(error: BaseException, path: str, what: str) -> str:
+    """`FILE:LINE: WHAT failed: Type: message` on one line, LINE the deepest line of `path`
+    in the traceback (none where the failure is not on a line of the file)."""
+    import traceback
+
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if os.path.abspath(frame.filename) == os.path.abspath(path)]
+    where = f"{path}:{lines[-1]}" if lines else path
+    return f"{where}: {what} failed: {type(error).__name__}: {' '.join(str(error).split())}"
+
+
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
-    # `path` may end in ":arg", passed to get_config(arg) (e.g. configs/w2s_llava_ov_7b.py:gpu).
-    """Run `path`'s get_config() (default: configs/tiny_cpu.py, or `defaults()` where the
-    package is installed without the repository) and apply `key.sub=value` overrides."""
+    # `path` may end in ":arg", passed to get_config(arg) (e.g. w2s_llava_ov_7b:gpu).
+    """Run `path`'s get_config() and apply `key.sub=value` overrides.
+
+    `path`: a config file, or a shipped config by name (resolve_config_path), either
+    with an optional ":arg"; default the shipped tiny_cpu, or `defaults()` where the
+    package has no shipped configs. Raises ConfigError in one line naming the file (and
+    the line, for a file that fails to import or to build its config) and the problem.
+    """
     if path is None and not os.path.exists(DEFAULT_CONFIG):
         config = defaults()
         apply_overrides(config, overrides)
+        normalize_name_lists(config)
         return config
     path = path or DEFAULT_CONFIG
     path, _, arg = path.partition(":")  # big_vision's "file.py:arg" form
-    if not os.path.exists(path):
-        raise ConfigError(f"{path}: no such config file")
+    path = resolve_config_path(path)
     spec = importlib.util.spec_from_file_location(f"w2s_vqa_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
         raise ConfigError(f"{path}:{e.lineno}: not valid Python: {e.msg}") from e
+    except Exception as e:  # noqa: BLE001  (a config is a program: any failure is the file's, said in one line)
+        raise ConfigError(_one_line(e, path, "importing the config file")) from e
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: defines no get_config()")
     try:
         config = module.get_config(arg) if arg else module.get_config()
-    except (KeyError, TypeError, ValueError) as e:
-        # A wrong-typed value (ConfigDict refuses it) or an argument the file does not know.
+    except Exception as e:  # noqa: BLE001
+        # A wrong-typed value (ConfigDict refuses it), an argument the file does not know, a bug.
         what = f"get_config({arg!r})" if arg else "get_config()"
-        raise ConfigError(f"{path}: {what} failed: {type(e).__name__}: {e}") from e
+        raise ConfigError(_one_line(e, path, what)) from e
     check_known_keys(config, source=path)
     apply_overrides(config, overrides)
+    normalize_name_lists(config)
     return config
 
 

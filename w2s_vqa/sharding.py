@@ -14,24 +14,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-MESH_AXES = ("data", "fsdp", "tensor")
-
-# logical name -> mesh axis (or tuple of axes). FSDP shards the model dimension;
-# tensor parallelism shards heads, MLP width and vocabulary.
-DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("embed", "fsdp"),
-    ("vision_embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("vision_mlp", "tensor"),
-    ("heads", "tensor"),
-    ("vision_heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("vocab", "tensor"),
-    # The leading axis of scanned layers (models.stack): every step of the scan reads one
-    # layer whole, so the axis stays unsharded.
-    ("layers", None),
-)
+# The mesh axes and the default rules table live in w2s_vqa.config: they are config
+# defaults, and config stays free of JAX so that the PyTorch side can read its defaults.
+from w2s_vqa.config import DEFAULT_RULES, MESH_AXES
 
 
 def make_mesh(shape: Sequence[int] | dict[str, int], devices=None) -> Mesh:

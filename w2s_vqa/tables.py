@@ -92,7 +92,9 @@ class ProblemReport:
 
     Each kind keeps its full count but only the first `max_examples` examples, which
     keeps the message readable when a whole column is broken. The message's first
-    line names the source and states the row convention (ROW_CONVENTION).
+    line stands alone (a log or `grep` may show only it): the source, the count, the row
+    convention (ROW_CONVENTION) and each kind with its count and first example; the lines
+    below list every kind's examples and fixes.
     """
 
     def __init__(self, source: str, what: str, max_examples: int = MAX_EXAMPLES):
@@ -121,8 +123,11 @@ class ProblemReport:
         return sum(count for _, count, _, _ in self._kinds)
 
     def message(self, verb: str = "problem(s) in") -> str:
-        """'SOURCE: N problem(s) in the WHAT (rows ...):' and one line per kind."""
-        lines = [f"{self.source}: {self.total} {verb} the {self.what} ({ROW_CONVENTION}):"]
+        """'SOURCE: N problem(s) in the WHAT (rows ...): KIND (n), e.g. EXAMPLE; ...' on the
+        first line, then one line per kind with its examples (and one with its fix)."""
+        summary = "; ".join(f"{kind} ({count})" + (f", e.g. {shown[0]}" if shown else "")
+                            for kind, count, shown, _ in self._kinds)
+        lines = [f"{self.source}: {self.total} {verb} the {self.what} ({ROW_CONVENTION}): {summary}"]
         for kind, count, shown, fix in self._kinds:
             more = f"; ... and {count - len(shown)} more" if count > len(shown) else ""
             lines.append(f"  - {kind} ({count}): " + "; ".join(shown) + more)
@@ -191,7 +196,25 @@ def _place(data: bytes, offset: int, header: bool) -> str:
     return f"in row {line}"
 
 
-def read_csv(path: str | os.PathLike, *, what: str, error: type[Exception]) -> pd.DataFrame:
+def fold_columns(table: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """`table` with each header cell that names one of `columns` but for case and the
+    spaces around it ("MOS", " Path ") renamed to that spelling. Unambiguous only: a
+    column whose name is already present, or that two header cells fold to ("mos" and
+    "MOS", "Mos" and "MOS"), is left as the table has it, so that the table's own check
+    names what it found."""
+    header = [str(c) for c in table.columns]
+    renames = {}
+    for name in columns:
+        if name in header:
+            continue
+        matches = [c for c in header if c.strip().casefold() == name.casefold()]
+        if len(matches) == 1:
+            renames[matches[0]] = name
+    return table.rename(columns=renames) if renames else table
+
+
+def read_csv(path: str | os.PathLike, *, what: str, error: type[Exception],
+             columns: Iterable[str] = ()) -> pd.DataFrame:
     """A CSV table as text: every column a string, only an empty cell missing (NaN).
 
     Text throughout, so that ids keep leading zeros, a video id such as "NA" stays an
@@ -209,6 +232,8 @@ def read_csv(path: str | os.PathLike, *, what: str, error: type[Exception]) -> p
     take the extra cells of such rows for an index and shift every value one column
     to the right without a word, which is what an unquoted decimal comma, "0,35",
     does to a ','-separated row.)
+
+    `columns`: the names the table's reader looks for, found in any case (`fold_columns`).
     """
     path = os.fspath(path)
     text = read_text(path, what=what, error=error, header=True)
@@ -230,7 +255,7 @@ def read_csv(path: str | os.PathLike, *, what: str, error: type[Exception]) -> p
     rows = [record[:width] + [""] * (width - len(record)) for record in records[1:]]
     table = pd.DataFrame(rows, columns=header, dtype="str") if rows else pd.DataFrame(
         {name: pd.Series([], dtype="str") for name in header})
-    return table.mask(table == "")
+    return fold_columns(table.mask(table == ""), columns)
 
 
 def _check_row_widths(records: list[list[str]], *, source: str, what: str, error: type[Exception]) -> None:
@@ -289,13 +314,15 @@ def _cells(line: str, separator: str) -> list[str]:
         return [line]
 
 
-def read_jsonl(path: str | os.PathLike, *, what: str, error: type[Exception]) -> tuple[pd.DataFrame, list[int]]:
+def read_jsonl(path: str | os.PathLike, *, what: str, error: type[Exception],
+               columns: Iterable[str] = ()) -> tuple[pd.DataFrame, list[int]]:
     """A JSON-lines table (one object per line) and each record's row number (its line).
 
     Parsed by the json module, so NaN and Infinity, which Python's json writes, reach
     the table's own checks as floats rather than failing here. Blank lines are skipped.
     Decoding as `read_text`. Lines that are not one JSON object are all listed in one
     `error`. A file without records gives an empty frame (the table's checks name it).
+    `columns`: as `read_csv`'s, keys found in any case.
     """
     path = os.fspath(path)
     text = read_text(path, what=what, error=error, header=False)
@@ -318,4 +345,4 @@ def read_jsonl(path: str | os.PathLike, *, what: str, error: type[Exception]) ->
     problems = ProblemReport(path, what)
     problems.add("lines that are not one JSON object", len(bad), bad)
     problems.raise_if_any(error)
-    return pd.DataFrame.from_records(records), rows
+    return fold_columns(pd.DataFrame.from_records(records), columns), rows

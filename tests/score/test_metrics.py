@@ -72,8 +72,10 @@ def test_by_origin_by_hand():
     table.loc[6, metrics.P_COLUMN] = np.nan
     m = metrics.by_origin(table)
     assert list(m) == [f"{name}/{k}" for name in ("all", "teacher", "spatial", "compression", "student")
-                       for k in ("direction_accuracy", "five_way_accuracy", "pairs")]
+                       for k in ("direction_accuracy", "direction_pairs", "five_way_accuracy", "pairs")]
     assert m["all/direction_accuracy"] == pytest.approx(2 / 4)  # the similar pair is left out
+    # The counts each figure rests on: 4 directional pairs of the 5 kept; the spatial one is 1 pair.
+    assert m["all/direction_pairs"] == 4.0 and m["spatial/direction_pairs"] == 1.0 and m["spatial/pairs"] == 2.0
     assert m["all/five_way_accuracy"] == pytest.approx(2 / 5) and m["all/pairs"] == 5.0
     # Ratios of counts: compared with a tolerance, as every computed float.
     assert m["teacher/direction_accuracy"] == pytest.approx(1.0) and m["teacher/pairs"] == 1.0
@@ -208,12 +210,107 @@ def test_the_logistic_fit_recovers_a_known_logistic():
 def test_the_fit_falls_back_to_a_line_where_a_logistic_cannot_be_fitted():
     x, mos = np.array([1.0, 2.0, 4.0, 3.0]), np.array([10.0, 25.0, 35.0, 40.0])
     fit = metrics.fit_logistic(x, mos)  # 4 videos: no degree of freedom left for 4 parameters
-    assert fit.kind == "linear"
+    assert fit.kind == "linear" and not fit.is_step(x)
     np.testing.assert_allclose(fit.params, np.polyfit(x, mos, 1))
-    assert metrics.plcc_fitted(x, mos) == pytest.approx(metrics.plcc(x, mos))
-    line = np.polyval(np.polyfit(x, mos, 1), x)
-    assert metrics.rmse_fitted(x, mos) == pytest.approx(np.sqrt(np.mean((line - mos) ** 2)))
-    assert np.isnan(metrics.plcc_fitted([1, 1, 1, 1, 1], [1, 2, 3, 4, 5]))
+    # The figures after the fit rest on at least MIN_VIDEOS_FITTED videos: NaN on 4.
+    assert np.isnan(metrics.plcc_fitted(x, mos)) and np.isnan(metrics.rmse_fitted(x, mos))
+    # From MIN_VIDEOS_FITTED videos on, a line's fitted PLCC is the raw one's magnitude and RMSE the line's.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=metrics.MIN_VIDEOS_FITTED)
+    mos = 2 * x + rng.normal(size=len(x))
+    line = metrics.MosFit("linear", tuple(np.polyfit(x, mos, 1)))
+    assert np.sqrt(np.mean((line(x) - mos) ** 2)) >= metrics.rmse_fitted(x, mos) - 1e-9  # the logistic fits better
+    assert np.isnan(metrics.plcc_fitted(np.ones(25), np.arange(25.0)))
+
+
+def _unrelated(n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=n), rng.normal(50, 10, size=n)
+
+
+def test_a_logistic_fit_that_is_a_step_is_named_and_its_figures_left_out():
+    # Two groups of scores, MOS split unevenly between them: the least-squares logistic
+    # jumps once between the groups; the scores' widest gap is 1/15 of their range.
+    x = np.r_[np.linspace(0.0, 0.6, 10), np.linspace(0.6 + 1 / 15, 1.0, 14)]
+    mos = np.r_[np.full(10, 30.0), np.full(14, 70.0)] + np.tile([0.5, -0.5], 12)
+    fit = metrics.fit_logistic(x, mos)
+    assert fit.kind == "logistic" and fit.is_step(x)
+    m = metrics.mos_metrics(x, mos, bootstrap=0)
+    assert np.isnan(m["plcc_fitted"]) and np.isnan(m["rmse_fitted"]) and m["fit"]["step"]
+    assert m["notes"] == ["the logistic fit is a step (one jump between neighbouring videos makes most of its "
+                          "range): PLCC and RMSE after the fit are left out (NaN)"]
+    assert m["plcc"] == pytest.approx(scipy_pearson(x, mos))  # the raw figure stands
+    # A known logistic over spread scores is no step; nor is a predictor on its lower tail.
+    x = np.linspace(0, 100, 60)
+    assert not metrics.MosFit("logistic", (85.0, 15.0, 55.0, 9.0)).is_step(x)
+    assert not metrics.MosFit("logistic", (2000.0, -5.0, 800.0, 100.0)).is_step(x)
+    assert metrics.MosFit("logistic", (85.0, 15.0, 55.0, 0.01)).is_step(x)
+
+
+def scipy_pearson(x, y):
+    import scipy.stats
+
+    return scipy.stats.pearsonr(x, y).statistic
+
+
+@pytest.mark.parametrize("n", [4, 8, 19])
+def test_small_sets_report_their_count_and_leave_out_fitted_figures_and_intervals(n, recwarn):
+    x, mos = _unrelated(n, seed=n)
+    m = metrics.mos_metrics(x, mos, bootstrap=50, what="tiny_set, student")
+    assert m["videos"] == n
+    assert m["srcc"] == pytest.approx(metrics.srcc(x, mos)) and m["plcc"] == pytest.approx(scipy_pearson(x, mos))
+    assert np.isnan(m["plcc_fitted"]) and np.isnan(m["rmse_fitted"])
+    assert all(np.isnan(m[f"{name}_ci"]).all() for name in metrics.STATISTICS)
+    assert m["notes"][0].startswith(f"{n} videos, fewer than 20: PLCC and RMSE after the logistic fit and the "
+                                    f"bootstrap intervals are left out (NaN)")
+    # Said in the figures (NaN) and the notes; a warning is kept for the libraries' troubles.
+    assert not [w for w in recwarn if issubclass(w.category, metrics.MetricsWarning)]
+    # At MIN_VIDEOS_BOOTSTRAP videos of related scores: every figure and interval is there, no note.
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=metrics.MIN_VIDEOS_BOOTSTRAP)
+    mos = 3 * x + rng.normal(size=len(x))
+    m = metrics.mos_metrics(x, mos, bootstrap=50)
+    assert m["notes"] == [] and np.isfinite(m["plcc_fitted"]) and np.isfinite(m["srcc_ci"]).all()
+    assert m["plcc_fitted"] >= m["plcc"] - 0.05  # a monotone map on related scores: about the raw figure or above
+
+
+def test_library_warnings_are_caught_and_said_once_in_our_words():
+    import warnings
+
+    # Scores differing only near float precision: scipy warns on every resample; we say it once.
+    rng = np.random.default_rng(0)
+    x = 5.0 + rng.normal(size=30) * 1e-14
+    mos = rng.normal(50, 10, size=30)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = metrics.mos_metrics(x, mos, bootstrap=100, what="kvq, student")
+    assert [w.category for w in caught] == [metrics.MetricsWarning]
+    assert str(caught[0].message).startswith("kvq, student: the scores or the MOS are nearly constant")
+    assert "nearly constant" in str(caught[0].message) and "NearConstantInputWarning" not in str(caught[0].message)
+    assert any("nearly constant" in note for note in m["notes"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics.plcc(x, mos)
+    assert [w.category for w in caught] == [metrics.MetricsWarning]
+    # The verbs' note collector gathers it as a note (MetricsWarning is a TableWarning).
+    from w2s_vqa.tables import collect_notes
+
+    with collect_notes() as notes:
+        metrics.plcc(x, mos)
+    assert len(notes) == 1 and notes[0].startswith("the scores or the MOS are nearly constant")
+
+
+def test_teacher_direction_summary_counts_the_pairs_each_teacher_rests_on():
+    pairs = pd.DataFrame({"first_id": ["a", "b", "a"], "second_id": ["b", "c", "c"],
+                          "label": [BETTER, BETTER, WORSE],
+                          "origin": ["teacher"] * 3})
+    scores = pd.DataFrame({"video_id": ["a", "b", "c", "a", "b"], "teacher": ["t1"] * 3 + ["t2"] * 2,
+                           "score": [1.0, 2.0, 3.0, 5.0, 4.0]})
+    summary = metrics.teacher_direction_summary(pairs, scores)
+    # t1: a<b right, b<c right, a>c wrong (c is better by its scores); t2 scored a and b only: wrong on a->b.
+    assert summary["t1"] == {"accuracy": pytest.approx(2 / 3), "pairs": 3}
+    assert summary["t2"] == {"accuracy": pytest.approx(0.0), "pairs": 1}
+    assert metrics.teacher_direction_accuracy(pairs, scores) == {"t1": pytest.approx(2 / 3), "t2": pytest.approx(0.0)}
 
 
 def test_bootstrap_intervals_agree_with_scipy_and_skip_undefined_resamples():

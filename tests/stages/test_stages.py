@@ -160,3 +160,14 @@ def test_a_workdir_refuses_another_config_and_a_teacher_table_of_other_videos(po
     with pytest.raises(relabel.RelabelError, match="scores none of the .* pool videos"):
         stages_lib.run_stages(other, str(tmp_path / "w"), num_stages=2, progress=False)
     assert not (tmp_path / "w" / "stage_1").exists()  # refused before stage 1 trained
+
+
+def test_the_stage_table_says_the_pairs_each_validation_accuracy_rests_on():
+    summary = {"stages": [
+        {"stage": 1, "steps": 10, "stopped": "", "val": {"val/all/direction_accuracy": 0.0,
+                                                         "val/all/direction_pairs": 1.0}},
+        {"stage": 2, "steps": 10, "stopped": "", "val": {"val/all/direction_accuracy": 0.75,
+                                                         "val/all/direction_pairs": 12.0}},
+        {"stage": 3, "steps": 10, "stopped": "", "val": {}}]}
+    rows = stages_lib.markdown(summary).splitlines()[2:]
+    assert [row.split(" | ")[3].rstrip(" |") for row in rows] == ["0.000 (1 pair)", "0.750 (12 pairs)", "-"]

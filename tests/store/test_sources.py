@@ -89,8 +89,20 @@ def test_manifest_rows_with_one_id_are_refused(tmp_path):
 
 def test_unusable_manifests_are_refused_with_file_and_row(tmp_path):
     (tmp_path / "m.txt").write_text("path\nx.mp4\n")
-    with pytest.raises(StoreError, match="must be .csv or .jsonl"):
+    how = ("give a folder that holds the video(s) (one of its own for a single video) or a manifest listing them: "
+           "a .csv with a 'path' column, or .jsonl")
+    with pytest.raises(StoreError) as error:
         find_sources(str(tmp_path / "m.txt"))
+    assert str(error.value) == (f"{tmp_path / 'm.txt'}: not a manifest (a manifest is .csv or .jsonl; this file is "
+                                f".txt); {how}")
+    # A single video, an image or a workbook given as the inputs: named as what it is.
+    for name, what in (("a.mp4", "a single video"), ("clip.MOV", "a single video"), ("still.jpg", "a single image"),
+                       ("scores.xlsx", "a spreadsheet workbook, not a manifest (save it as 'CSV UTF-8')")):
+        (tmp_path / name).write_bytes(b"\x00" * 16)
+        with pytest.raises(StoreError) as error:
+            find_sources(str(tmp_path / name))
+        assert str(error.value).startswith(f"{tmp_path / name}: {what}") and str(error.value).endswith(how)
+        assert "\n" not in str(error.value)
     pd.DataFrame({"file": ["x.mp4"]}).to_csv(tmp_path / "nopath.csv", index=False)
     with pytest.raises(StoreError, match="needs a 'path' column"):
         find_sources(str(tmp_path / "nopath.csv"))

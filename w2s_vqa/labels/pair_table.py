@@ -207,10 +207,10 @@ def read_pairs(path: str | os.PathLike, *, known_ids: Collection[str] | None = N
         table = pd.read_parquet(path)
     elif kind == "csv":
         # Text, only empty cells missing: a video id such as "NA" stays an id.
-        table = read_csv(path, what="pair table", error=PairTableError)
+        table = read_csv(path, what="pair table", error=PairTableError, columns=tuple(_DTYPES))
     else:
         # The json module, not pandas: NaN and Infinity reach the checks, floats stay exact.
-        table, rows = read_jsonl(path, what="pair table", error=PairTableError)
+        table, rows = read_jsonl(path, what="pair table", error=PairTableError, columns=tuple(_DTYPES))
         for column in (c for c in text_columns if c in table.columns):
             table[column] = table[column].astype(object).map(_as_text)
     validate_pair_table(table, path, known_ids=known_ids, rows=rows)

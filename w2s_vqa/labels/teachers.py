@@ -273,13 +273,13 @@ def _read_raw(path: str) -> tuple[pd.DataFrame, np.ndarray]:
     if suffix in _CSV_SUFFIXES:
         # Strings throughout: ids keep leading zeros and bad scores stay visible as text;
         # only an empty cell is missing, so a video id such as "NA" stays an id.
-        raw = read_csv(path, what=what, error=TeacherTableError)
+        raw = read_csv(path, what=what, error=TeacherTableError, columns=TEACHER_COLUMNS)
     elif suffix in _PARQUET_SUFFIXES:
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such {what}")
         raw = pd.read_parquet(path)
     elif suffix in _JSONL_SUFFIXES:
-        raw, rows = read_jsonl(path, what=what, error=TeacherTableError)
+        raw, rows = read_jsonl(path, what=what, error=TeacherTableError, columns=TEACHER_COLUMNS)
         return raw, np.asarray(rows, dtype=np.int64)
     else:
         raise TeacherTableError(

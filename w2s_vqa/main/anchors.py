@@ -8,8 +8,8 @@ why); their ids, MOS and student inputs go into DIR (anchors.json, videos.npz), 
 
 from __future__ import annotations
 
-import json
 import os
+from w2s_vqa.main.common import json_line
 
 
 def add_arguments(parser) -> None:
@@ -37,6 +37,6 @@ def run(args) -> int:
     for anchor_id, mos in zip(anchors.ids, anchors.mos):
         print(f"  {mos:10.4f}  {anchor_id}")
     print(f"anchors: {out} ({', '.join(written)})")
-    print(json.dumps({"anchors": out, "k": len(anchors), "ids": list(anchors.ids),
+    print(json_line({"anchors": out, "k": len(anchors), "ids": list(anchors.ids),
                       "mos": [float(m) for m in anchors.mos], "store": anchors.store}))
     return 0

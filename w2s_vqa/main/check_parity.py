@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from w2s_vqa.main.common import json_line
 
 
 def _positive(text: str) -> int:
@@ -39,5 +39,5 @@ def run(args) -> int:
     report.update(tolerance=args.tolerance, kl_tolerance=args.kl_tolerance, ok=ok)
     print(f"max abs logit difference {report['max_abs_logit_diff']:.3g} (tolerance {args.tolerance:g}), "
           f"level KL {report['level_kl']:.3g} (tolerance {args.kl_tolerance:g}): {'OK' if ok else 'FAILED'}")
-    print(json.dumps(report))
+    print(json_line(report))
     return 0 if ok else 1

@@ -7,7 +7,10 @@ import argparse
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--config and --set, which every verb that reads a config takes."""
-    parser.add_argument("--config", default=None, help="config file with get_config() (default: configs/tiny_cpu.py)")
+    parser.add_argument("--config", default=None,
+                        help="a config file with get_config(), or a shipped config by name from any directory "
+                             "(tiny_cpu, llava_ov_0_5b, w2s_llava_ov_7b); FILE:ARG or NAME:ARG passes ARG to "
+                             "get_config, e.g. w2s_llava_ov_7b:tpu (default: tiny_cpu)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set data.num_frames=8 (repeatable)")
 
@@ -17,6 +20,14 @@ def load_config(args: argparse.Namespace):
     from w2s_vqa.config import load_config as load
 
     return load(args.config, args.overrides)
+
+
+def json_line(summary) -> str:
+    """A verb's closing JSON line: paths and ids as they are (UTF-8), not as \\u escapes,
+    so that a path with non-ASCII letters can be found by the text a user knows."""
+    import json
+
+    return json.dumps(summary, ensure_ascii=False)
 
 
 def non_negative_int(text: str) -> int:

@@ -8,7 +8,7 @@ which `prepare` reads with `--set data.motion_features=slowfast
 
 from __future__ import annotations
 
-import json
+from w2s_vqa.main.common import json_line
 
 
 def add_arguments(parser) -> None:
@@ -29,5 +29,5 @@ def run(args) -> int:
     print(f"wrote {result['out']}: the fast pathway's {result['tensors']} tensors ({result['parameters']} numbers); "
           f"skipped {result['skipped']} tensors the 256-d feature never reads (slow pathway, lateral "
           "connections, head, BatchNorm counters)")
-    print(json.dumps(result))
+    print(json_line(result))
     return 0

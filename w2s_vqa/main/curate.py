@@ -8,10 +8,9 @@ and OUT/reference_metrics (resumable).
 
 from __future__ import annotations
 
-import json
 import os
 
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config
 
 
 def add_arguments(parser) -> None:
@@ -81,7 +80,7 @@ def run(args) -> int:
         print(f"curate: {summary['dropped_missing_metrics']} pool video(s) left out for a missing metric")
     for name, path in paths.items():
         print(f"{name}: {path}")
-    print(json.dumps({"verb": "curate", **{k: summary[k] for k in ("k", "pool_videos", "cells", "status", "gap",
+    print(json_line({"verb": "curate", **{k: summary[k] for k in ("k", "pool_videos", "cells", "status", "gap",
                                                                   "mean_l1", "mean_l1_random")},
                       "selection": paths["selection"]}, ensure_ascii=False))
     return 0

@@ -6,10 +6,9 @@ per video) and skipped.csv; a rerun resumes (w2s_vqa.curate.extract).
 
 from __future__ import annotations
 
-import json
 import os
 
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config
 
 
 def add_arguments(parser) -> None:
@@ -49,6 +48,6 @@ def run(args) -> int:
     print(report.summary())
     print(f"metrics: {report.table}")
     print(f"skipped videos: {os.path.join(args.out, SKIPPED_FILE)}")
-    print(json.dumps({"verb": "curate-metrics", "videos": report.videos, "measured": report.measured,
+    print(json_line({"verb": "curate-metrics", "videos": report.videos, "measured": report.measured,
                       "skipped": len(report.skipped), "table": report.table}, ensure_ascii=False))
     return 0 if report.measured else 2

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config
 
 
 def add_arguments(parser) -> None:
@@ -23,5 +21,5 @@ def run(args) -> int:
     stages = int(config.stages.num_stages if args.stages is None else args.stages)
     summary = demo_run.run_demo(config, args.out, workers=args.workers, num_sources=args.sources, num_stages=stages)
     print(demo_run.format_summary(summary))
-    print(json.dumps(summary))
+    print(json_line(summary))
     return int(summary.get("exit_status", 0))

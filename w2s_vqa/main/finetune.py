@@ -18,11 +18,10 @@ is one JSON object (figures not yet known are null).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
-from w2s_vqa.main.common import add_config_arguments, load_config, non_negative_int
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config, non_negative_int
 
 
 def add_arguments(parser) -> None:
@@ -97,6 +96,6 @@ def run(args) -> int:
             "w2s_srcc": median[finetune.BEFORE]["srcc"], "w2s_plcc": median[finetune.BEFORE]["plcc"],
             "skipped": len(results["skipped"])}
         # Strict JSON: a figure no split has yet (stopped before the first) is null, not NaN.
-        print(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v
+        print(json_line({k: None if isinstance(v, float) and not math.isfinite(v) else v
                           for k, v in summary.items()}, allow_nan=False))
     return signals.exit_status(stopped)

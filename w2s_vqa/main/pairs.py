@@ -15,7 +15,7 @@ import os
 import sys
 
 from w2s_vqa import workdir as workdir_lib
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config
 
 TRAIN_FILE = workdir_lib.TRAIN_PAIRS_FILE
 VAL_FILE = "pairs_val.parquet"
@@ -50,6 +50,24 @@ def add_arguments(parser) -> None:
                         help="seed of the teacher-pair draw and the order swaps (default: the config's seed)")
 
 
+def no_pairs_reason(store, fused, teachers_path) -> str:
+    """Why a store and a teacher table give no pair at all, in one line, with what makes pairs."""
+    index = store.index
+    sources = index["source_id"].astype(str).nunique()
+    variants = int((index["level"].to_numpy() > 0).sum())
+    why = [f"{len(index)} video(s) of {sources} source(s) in {store.path}"]
+    why.append(f"{variants} distorted variant(s)" + (
+        "" if variants else " (synthetic pairs need them: run prepare with data.distortions, e.g. "
+                            "--set data.distortions='blur:1,3')"))
+    if teachers_path is None:
+        why.append("no --teachers table (teacher pairs need one scoring at least 2 videos of one side)")
+    else:
+        scored = 0 if fused is None else len(fused)
+        why.append(f"the teacher table {teachers_path} scores {scored} of the store's videos (teacher pairs need "
+                   f"at least 2 of one side)")
+    return "no pair to write, nothing written: " + "; ".join(why)
+
+
 def run(args) -> int:
     from w2s_vqa.labels import build, pair_table, teachers
     from w2s_vqa.labels import sampling as pair_sampling
@@ -70,7 +88,13 @@ def run(args) -> int:
     train, val, notes = build.build_pair_tables(
         store.index, fused, pairs_per_video=args.pairs_per_video, teacher_weight=args.teacher_weight,
         val_fraction=args.val_fraction, seed=seed)
-    notes = tuple(table_notes) + tuple(notes)
+    if not len(train) and not len(val):  # refused before anything is written
+        raise ValueError(no_pairs_reason(store, fused, args.teachers))
+    notes = tuple(table_notes) + tuple(notes) + tuple(
+        f"{side}: 0 pairs written ({reason})" for side, table, reason in (
+            ("train", train, "training has nothing to learn from; see the notes above"),
+            ("val", val, "training will report no validation figure"))
+        if not len(table) and not any(n.startswith(f"{side}:") for n in notes))
     for note in notes:
         print(f"w2s-vqa pairs: warning: {note}", file=sys.stderr)
 
@@ -98,6 +122,6 @@ def run(args) -> int:
 
     for name, path in paths.items():
         print(f"{name + ':':<9}{path}")
-    print(json.dumps({"train_pairs": len(train), "val_pairs": len(val), "notes": len(notes),
+    print(json_line({"train_pairs": len(train), "val_pairs": len(val), "notes": len(notes),
                       "summary": paths["summary"]}))
     return 0

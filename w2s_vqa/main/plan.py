@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config
 
 
 def add_arguments(parser) -> None:
@@ -134,6 +134,6 @@ def run(args) -> int:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
         print(f"plan: {os.path.abspath(args.out)}")
-    print(json.dumps(result))
+    print(json_line(result))
     # 1 when it does not fit, so a launch script can stop on it; the plan is printed either way.
     return 1 if result["fits"] is False else 0

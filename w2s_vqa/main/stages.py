@@ -12,10 +12,9 @@ same command after a kill continues where it stopped (w2s_vqa.stages.run).
 
 from __future__ import annotations
 
-import json
 import sys
 
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config
 
 
 def add_arguments(parser) -> None:
@@ -56,7 +55,7 @@ def run(args) -> int:
             print(f"stopped in stage {summary['stopped']}; run the same command again to resume (--workdir "
                   f"{args.workdir})")
         print(f"table:   {summary['markdown']}\nresults: {summary['results']}")
-        print(json.dumps({"workdir": summary["workdir"], "stopped": summary["stopped"],
+        print(json_line({"workdir": summary["workdir"], "stopped": summary["stopped"],
                           "stages": [{k: s[k] for k in ("stage", "steps", "pairs", "val")} for s in summary["stages"]],
                           "results": summary["results"]}))
     return summary["exit_status"]

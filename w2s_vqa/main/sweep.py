@@ -3,10 +3,9 @@ config overrides, each in a fresh process; tables (markdown, CSV, JSON) and a pl
 
 from __future__ import annotations
 
-import json
 import os
 
-from w2s_vqa.main.common import add_config_arguments
+from w2s_vqa.main.common import add_config_arguments, json_line
 
 
 def add_arguments(parser) -> None:
@@ -40,6 +39,6 @@ def run(args) -> int:
     for name in sweep_lib.OUTPUTS:
         print(f"{name[len('sweep.'):]:<4} {os.path.abspath(os.path.join(args.out, name))}")
     summary = sweep_lib.summary(records)
-    print(json.dumps({**summary, "out": os.path.abspath(args.out)}))
+    print(json_line({**summary, "out": os.path.abspath(args.out)}))
     # 1 when no point could be planned at all (every row an error), as prepare's empty run.
     return 1 if summary["errors"] == summary["points"] else 0

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from w2s_vqa import workdir as workdir_lib
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config
 
 
 def add_arguments(parser) -> None:
@@ -50,7 +49,7 @@ def run(args) -> int:
             print(f"trained {info.steps} steps in {info.wall_seconds:.1f} s"
                   f"{f' (resumed from step {info.resumed_from})' if info.resumed_from is not None else ''}; "
                   f"checkpoints in {info.checkpoint_dir}, metrics in {metrics}")
-        print(json.dumps({"steps": info.steps, "resumed_from": info.resumed_from, "stopped": info.stopped,
+        print(json_line({"steps": info.steps, "resumed_from": info.resumed_from, "stopped": info.stopped,
                           "saved_step": info.saved_step, "wall_seconds": info.wall_seconds,
                           "checkpoints": info.checkpoint_dir, **info.last_metrics, **info.last_eval}))
     return info.exit_status

@@ -24,6 +24,16 @@ Q-Align report it; `plcc_fitted` and `rmse_fitted` come after the field's
 report them. `bootstrap_interval` gives 95% percentile bootstrap intervals,
 `mos_metrics` all of them for one set, and `weighted_overall` / `overall_by_group` the
 paper's in-domain and out-of-distribution "overall" (means weighted by video count).
+
+Small sets. Every report carries the count it rests on (`mos_metrics`' "videos",
+`by_origin`'s "<name>/pairs" and "<name>/direction_pairs", `teacher_direction_summary`'s
+"pairs"). Below MIN_VIDEOS_FITTED videos the logistic-fitted figures (PLCC and RMSE
+after the fit) are NaN, and below MIN_VIDEOS_BOOTSTRAP the bootstrap intervals are
+[NaN, NaN]; so is a fitted figure whose logistic is a step (`MosFit.is_step`), whatever
+the count. `mos_metrics` says why in its "notes". Warnings of numpy and scipy (a nearly
+constant input, a poorly conditioned line) are caught and said once per call in our
+words, as a `MetricsWarning` (a tables.TableWarning, so a verb's notes list it), and
+stand in `mos_metrics`' notes too.
 """
 
 from __future__ import annotations
@@ -40,12 +50,83 @@ import scipy.stats
 
 from w2s_vqa.labels import origins as origins_lib
 from w2s_vqa.prompt import LEVEL_INDEX, LEVELS, SECOND_BETTER, SECOND_WORSE
+from w2s_vqa.tables import TableWarning
 
 # The levels of a decisive pair: the strong words, a level gap above 1 for synthetic pairs.
 DECISIVE: tuple[int, ...] = (LEVEL_INDEX["superior"], LEVEL_INDEX["inferior"])
 # Columns of a prediction table (predict.predict_pairs): P(second better) and the level logits.
 P_COLUMN = "p"
 LOGIT_COLUMNS: tuple[str, ...] = tuple(f"logit_{word}" for word in LEVELS)
+
+# The fewest videos for the figures after the 4-parameter logistic fit: five per parameter.
+# Fewer let the fit bend through the points (often into a step), raising PLCC above what the
+# scores earn: on 8 videos of unrelated scores a fitted PLCC of 0.9 is common.
+MIN_VIDEOS_FITTED = 20
+# The fewest videos for a percentile bootstrap interval of a correlation: below it the
+# resamples repeat so few distinct videos that the interval's coverage falls well short of
+# its nominal 95% (Efron and Tibshirani 1993, ch. 13; the percentile method's known bias on small n).
+MIN_VIDEOS_BOOTSTRAP = 20
+
+
+class MetricsWarning(TableWarning):
+    """A figure computed, with a caveat said in our words: a library's warning (a nearly
+    constant input, a poorly conditioned fit) or a figure left out on a small set."""
+
+
+# Library warnings in our words, by category name; any other says its category and message.
+_SAID = {
+    "NearConstantInputWarning": "the scores or the MOS are nearly constant (their differences are near float "
+                                "precision), so the correlations are unreliable",
+    "ConstantInputWarning": "the scores or the MOS are constant, so the correlations are undefined",
+    "RankWarning": "the scores are nearly constant, so the fallback line from scores to MOS is poorly "
+                   "conditioned",
+    "OptimizeWarning": "the logistic fit's parameter covariance could not be estimated (the fit itself stands)",
+}
+
+
+class _Caught:
+    """Collects every warning raised inside (numpy's, scipy's, ours from inner calls) as
+    distinct sentences in our words, in order: `.said`."""
+
+    def __enter__(self) -> "_Caught":
+        self._context = warnings.catch_warnings(record=True)
+        self._records = self._context.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._context.__exit__(*exc)
+        self.said: list[str] = []
+        for record in self._records:
+            name = record.category.__name__
+            if issubclass(record.category, MetricsWarning):
+                sentences = str(record.message).split("; ")
+            elif name in _SAID:
+                sentences = [_SAID[name]]
+            else:
+                sentences = [f"{name} from {record.filename.rsplit('/', 1)[-1]}: "
+                             f"{' '.join(str(record.message).split())}"]
+            self.said += [s for s in sentences if s not in self.said]
+
+
+def _say(said: Sequence[str], what: str = "") -> None:
+    """One MetricsWarning holding every sentence of `said` (none when empty)."""
+    if said:
+        warnings.warn(f"{what + ': ' if what else ''}{'; '.join(said)}", MetricsWarning, stacklevel=3)
+
+
+def _speaks_once(function: Callable) -> Callable:
+    """Library warnings inside `function` said once, in our words (a MetricsWarning)."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        with _Caught() as caught:
+            result = function(*args, **kwargs)
+        _say(caught.said)
+        return result
+
+    return wrapped
 
 
 def _labels(labels) -> np.ndarray:
@@ -128,7 +209,8 @@ def by_origin(predictions: pd.DataFrame) -> dict[str, float]:
     not predicted (P NaN) are left out. Keys, for "all" then each entry of
     labels.origins.ORIGINS that has a pair ("student:<stage>" origins pool under
     "student"): "<name>/direction_accuracy" (absent when the name has no directional
-    pair), "<name>/five_way_accuracy", "<name>/pairs" (a float count).
+    pair), "<name>/direction_pairs" (the count it rests on, a float), "<name>/five_way_accuracy",
+    "<name>/pairs" (the count five-way accuracy rests on, a float).
     """
     missing = [c for c in ("label", "origin", "weight", P_COLUMN, *LOGIT_COLUMNS) if c not in predictions.columns]
     if missing:
@@ -145,33 +227,45 @@ def by_origin(predictions: pd.DataFrame) -> dict[str, float]:
             continue
         if (counted & select).any():
             out[f"{name}/direction_accuracy"] = float((correct & select).sum() / (counted & select).sum())
+        out[f"{name}/direction_pairs"] = float((counted & select).sum())
         out[f"{name}/five_way_accuracy"] = float(five_way[select].mean())
         out[f"{name}/pairs"] = float(select.sum())
     return out
 
 
-def teacher_direction_accuracy(pairs: pd.DataFrame, scores: pd.DataFrame, *, origins: Iterable[str] | None = None,
-                               decisive_only: bool = False) -> dict[str, float]:
-    """Per teacher, the direction accuracy of its scores on a pair table: {teacher: accuracy}.
+def teacher_direction_summary(pairs: pd.DataFrame, scores: pd.DataFrame, *, origins: Iterable[str] | None = None,
+                              decisive_only: bool = False) -> dict[str, dict[str, float]]:
+    """Per teacher, the direction accuracy of its scores on a pair table and the pairs it
+    rests on: {teacher: {"accuracy": float, "pairs": int}}.
 
     pairs: a pair table (first_id, second_id, label, origin); scores: a long teacher
     table (video_id, teacher, score; higher = better), as labels.teachers reads it. A
     teacher's preference for a pair is its score of the second video minus that of the
     first, with centre 0: a tie is wrong, and a pair with a video the teacher did not
-    score is left out. `origins` keeps pairs of those origins only; `decisive_only` as
-    in `direction_outcomes`. A teacher left with no pair gets NaN.
+    score is left out (so teachers may rest on different counts). `origins` keeps pairs
+    of those origins only; `decisive_only` as in `direction_outcomes`. A teacher left
+    with no pair gets accuracy NaN and pairs 0.
     """
     if origins is not None:
         pairs = pairs[pairs["origin"].isin(list(origins))]
     wide = scores.pivot(index="video_id", columns="teacher", values="score")
-    accuracy = {}
+    out = {}
     for teacher in wide.columns:
         column = wide[teacher].astype(np.float64)
         difference = (column.reindex(pairs["second_id"].astype(str)).to_numpy()
                       - column.reindex(pairs["first_id"].astype(str)).to_numpy())
-        accuracy[str(teacher)] = direction_accuracy(pairs["label"].to_numpy(), difference, center=0.0,
-                                                    decisive_only=decisive_only)
-    return accuracy
+        counted, correct = direction_outcomes(pairs["label"].to_numpy(), difference, center=0.0,
+                                              decisive_only=decisive_only)
+        out[str(teacher)] = {"accuracy": float(correct.sum() / counted.sum()) if counted.any() else float("nan"),
+                             "pairs": int(counted.sum())}
+    return out
+
+
+def teacher_direction_accuracy(pairs: pd.DataFrame, scores: pd.DataFrame, *, origins: Iterable[str] | None = None,
+                               decisive_only: bool = False) -> dict[str, float]:
+    """{teacher: accuracy}: `teacher_direction_summary` without the counts."""
+    return {teacher: summary["accuracy"] for teacher, summary in teacher_direction_summary(
+        pairs, scores, origins=origins, decisive_only=decisive_only).items()}
 
 
 # ----------------------------------------------------------------------------- scores against MOS
@@ -193,6 +287,7 @@ def _constant(x: np.ndarray, y: np.ndarray) -> bool:
     return bool(np.ptp(x) == 0 or np.ptp(y) == 0)
 
 
+@_speaks_once
 def srcc(predicted, mos) -> float:
     """Spearman rank-order correlation of predicted scores with MOS (scipy.stats.spearmanr;
     ties take their average rank). [N] each, finite, N >= 2; NaN when either is constant."""
@@ -200,6 +295,7 @@ def srcc(predicted, mos) -> float:
     return float("nan") if _constant(x, y) else float(scipy.stats.spearmanr(x, y).statistic)
 
 
+@_speaks_once
 def plcc(predicted, mos) -> float:
     """Pearson linear correlation of predicted scores with MOS (scipy.stats.pearsonr).
 
@@ -212,6 +308,7 @@ def plcc(predicted, mos) -> float:
     return float("nan") if _constant(x, y) else float(scipy.stats.pearsonr(x, y).statistic)
 
 
+@_speaks_once
 def krcc(predicted, mos) -> float:
     """Kendall rank correlation (tau-b) of predicted scores with MOS (scipy.stats.kendalltau).
     [N] each, finite, N >= 2; NaN when either is constant."""
@@ -262,7 +359,28 @@ class MosFit:
         slope, intercept = self.params
         return slope * x + intercept
 
+    def is_step(self, x) -> bool:
+        """Whether this map is a step on the scores x [N]: one jump between neighbouring
+        videos (sorted by score) makes at least STEP_SHARE of the fitted range, and more
+        than twice the share of the scores' own range that their widest gap makes. The map
+        then sorts the videos into two groups instead of following the scores (a flexible
+        fit on few or unrelated scores); a line never is."""
+        if self.kind != "logistic":
+            return False
+        x = np.sort(np.asarray(x, np.float64))
+        mapped = self(x)
+        span, x_span = np.ptp(mapped), np.ptp(x)
+        if span == 0 or x_span == 0:
+            return False
+        share = float(np.max(np.abs(np.diff(mapped))) / span)
+        return share >= STEP_SHARE and share > 2 * float(np.max(np.diff(x)) / x_span)
 
+
+# The share of the fitted range one jump between neighbouring videos takes for `MosFit.is_step`.
+STEP_SHARE = 0.5
+
+
+@_speaks_once
 def fit_logistic(predicted, mos) -> MosFit:
     """Least-squares fit of `logistic_4` from predicted scores to MOS (scipy.optimize.curve_fit).
 
@@ -292,20 +410,41 @@ def fit_logistic(predicted, mos) -> MosFit:
     return MosFit("linear", (float(slope), float(intercept)))
 
 
+def _fitted_problem(x: np.ndarray, fit: MosFit) -> str:
+    """Why the figures after `fit` are left out on the scores x ("" when they stand)."""
+    if len(x) < MIN_VIDEOS_FITTED:
+        return (f"{len(x)} videos, fewer than {MIN_VIDEOS_FITTED}: PLCC and RMSE after the logistic fit are left "
+                f"out (NaN), since 4 parameters fitted to so few videos raise PLCC above what the scores earn")
+    if fit.is_step(x):
+        return ("the logistic fit is a step (one jump between neighbouring videos makes most of its range): "
+                "PLCC and RMSE after the fit are left out (NaN)")
+    return ""
+
+
+@_speaks_once
 def plcc_fitted(predicted, mos) -> float:
     """PLCC of MOS with the predicted scores mapped by `fit_logistic`, as the VQEG procedure
     (and MinimalisticVQA's and Compare2Score's tables) reports it. NaN when either side is
-    constant or the fitted map is."""
+    constant or the fitted map is, for fewer than MIN_VIDEOS_FITTED videos, and for a fit
+    that is a step (`MosFit.is_step`)."""
     x, y = _finite_pair(predicted, mos)
-    mapped = fit_logistic(x, y)(x)
+    fit = fit_logistic(x, y)
+    if _fitted_problem(x, fit):
+        return float("nan")
+    mapped = fit(x)
     return float("nan") if _constant(mapped, y) else float(scipy.stats.pearsonr(mapped, y).statistic)
 
 
+@_speaks_once
 def rmse_fitted(predicted, mos) -> float:
     """Root mean squared error, in MOS units, between MOS and the predicted scores mapped by
-    `fit_logistic`: sqrt(mean((f(x) - MOS)^2)) (VQEG phase II)."""
+    `fit_logistic`: sqrt(mean((f(x) - MOS)^2)) (VQEG phase II). NaN where `plcc_fitted` is
+    left out for the count or a step."""
     x, y = _finite_pair(predicted, mos)
-    return float(np.sqrt(np.mean((fit_logistic(x, y)(x) - y) ** 2)))
+    fit = fit_logistic(x, y)
+    if _fitted_problem(x, fit):
+        return float("nan")
+    return float(np.sqrt(np.mean((fit(x) - y) ** 2)))
 
 
 # ----------------------------------------------------------------------------- bootstrap intervals
@@ -313,6 +452,7 @@ STATISTICS: dict[str, Callable] = {"srcc": srcc, "krcc": krcc, "plcc": plcc, "pl
                                    "rmse_fitted": rmse_fitted}
 
 
+@_speaks_once
 def bootstrap_interval(statistic: Callable | str, predicted, mos, *, confidence: float = 0.95,
                        resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
     """(low, high): the percentile bootstrap interval of `statistic(predicted, mos)`.
@@ -327,6 +467,8 @@ def bootstrap_interval(statistic: Callable | str, predicted, mos, *, confidence:
     left out, where scipy's interval would become NaN. `statistic` is a function
     (predicted [N], mos [N]) -> float or a name in STATISTICS. Seeded: the same
     inputs and seed give the same interval. (NaN, NaN) when no resample is defined.
+    No count is refused here; `mos_metrics` leaves intervals out below
+    MIN_VIDEOS_BOOTSTRAP. Library warnings of all resamples are said once.
     ValueError for inputs `srcc` refuses, confidence outside (0, 1), resamples < 1.
     """
     function = STATISTICS[statistic] if isinstance(statistic, str) else statistic
@@ -348,26 +490,48 @@ def bootstrap_interval(statistic: Callable | str, predicted, mos, *, confidence:
     return float(low), float(high)
 
 
-def mos_metrics(predicted, mos, *, bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+def mos_metrics(predicted, mos, *, bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
+                what: str = "") -> dict:
     """Every figure of predicted scores against MOS, for one evaluation set.
 
     predicted, mos: [N] finite floats, N >= 2. Returns {"videos": N, "srcc", "krcc",
     "plcc" (raw, as the paper reports it), "plcc_fitted", "rmse_fitted" (after
-    `fit_logistic`; RMSE in MOS units), "fit": {"kind", "params"}} and, unless
-    `bootstrap` is 0, "<statistic>_ci": [low, high] for each of the five statistics
-    (`bootstrap_interval` with `bootstrap` resamples, `confidence`, `seed`).
+    `fit_logistic`; RMSE in MOS units; NaN below MIN_VIDEOS_FITTED videos or for a step
+    fit), "fit": {"kind", "params", "step"}, "notes": [sentences: what was left out and
+    why, and library warnings in our words]} and, unless `bootstrap` is 0,
+    "<statistic>_ci": [low, high] for each of the five statistics (`bootstrap_interval`
+    with `bootstrap` resamples, `confidence`, `seed`; [NaN, NaN] below
+    MIN_VIDEOS_BOOTSTRAP videos). Library warnings are also said once as a MetricsWarning,
+    beginning with `what` (e.g. "konvid_1k, student").
     """
-    x, y = _finite_pair(predicted, mos)
-    fit = fit_logistic(x, y)
-    mapped = fit(x)
-    fitted_plcc = float("nan") if _constant(mapped, y) else float(scipy.stats.pearsonr(mapped, y).statistic)
-    out: dict = {"videos": int(len(x)), **correlations(x, y), "plcc_fitted": fitted_plcc,
-                 "rmse_fitted": float(np.sqrt(np.mean((mapped - y) ** 2))),
-                 "fit": {"kind": fit.kind, "params": list(fit.params)}}
-    if bootstrap:
-        for name in STATISTICS:
-            out[f"{name}_ci"] = list(bootstrap_interval(name, x, y, confidence=confidence, resamples=bootstrap,
-                                                        seed=seed))
+    with _Caught() as caught:
+        x, y = _finite_pair(predicted, mos)
+        fit = fit_logistic(x, y)
+        mapped = fit(x)
+        problem = _fitted_problem(x, fit)
+        fitted_plcc = float("nan") if problem or _constant(mapped, y) else \
+            float(scipy.stats.pearsonr(mapped, y).statistic)
+        out: dict = {"videos": int(len(x)), **correlations(x, y), "plcc_fitted": fitted_plcc,
+                     "rmse_fitted": float("nan") if problem else float(np.sqrt(np.mean((mapped - y) ** 2))),
+                     "fit": {"kind": fit.kind, "params": list(fit.params), "step": fit.is_step(x)}}
+        small = bool(bootstrap) and len(x) < MIN_VIDEOS_BOOTSTRAP
+        if small and len(x) < MIN_VIDEOS_FITTED:  # one sentence for both
+            problem = (f"{len(x)} videos, fewer than {max(MIN_VIDEOS_FITTED, MIN_VIDEOS_BOOTSTRAP)}: PLCC and "
+                       f"RMSE after the logistic fit and the bootstrap intervals are left out (NaN), since on so "
+                       f"few videos a 4-parameter fit raises PLCC above what the scores earn and an interval "
+                       f"claims more certainty than the videos hold")
+        elif small:
+            problem = "; ".join(filter(None, [problem, (
+                f"{len(x)} videos, fewer than {MIN_VIDEOS_BOOTSTRAP}: the bootstrap intervals are left out (NaN), "
+                f"since on so few videos an interval claims more certainty than the videos hold")]))
+        notes = problem.split("; ") if problem else []
+        if bootstrap:
+            for name in STATISTICS:
+                out[f"{name}_ci"] = [float("nan")] * 2 if small else list(bootstrap_interval(
+                    name, x, y, confidence=confidence, resamples=bootstrap, seed=seed))
+    library = [s for s in caught.said if s not in notes]
+    out["notes"] = notes + library
+    _say(library, what)  # what was left out shows in the figures themselves (NaN) and the notes
     return out
 
 

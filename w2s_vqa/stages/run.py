@@ -300,6 +300,14 @@ def _evaluate(config, stage_config_, here, student, prompt, mesh, key, *, write:
     return evaluate.run_eval(sets, out, score_set=score_set, bootstrap=0, write=write)["results"]
 
 
+def _with_pairs(val: dict, key: str) -> str:
+    """A validation accuracy with the pairs it rests on ("0.750 (12 pairs)"), "-" when absent."""
+    if key not in val:
+        return "-"
+    pairs = val.get(key.replace("direction_accuracy", "direction_pairs"))
+    return f"{val[key]:.3f}" + (f" ({int(pairs)} pair{'s' if int(pairs) != 1 else ''})" if pairs is not None else "")
+
+
 def markdown(summary: dict) -> str:
     """One table, a row per stage: steps, its last validation figures and each evaluated
     set's SRCC / PLCC (with the in-domain and OOD overall where the sets give one)."""
@@ -317,7 +325,7 @@ def markdown(summary: dict) -> str:
         if previous and previous.get("relabel"):
             new = str(previous["relabel"].get("pairs", "-"))
         row = [str(s["stage"]), str(s["steps"]) + (f" (stopped: {s['stopped']})" if s["stopped"] else ""),
-               new or "stage 1 table", *(f"{s['val'][k]:.3f}" if k in s["val"] else "-" for k in val_keys)]
+               new or "stage 1 table", *(_with_pairs(s["val"], k) for k in val_keys)]
         for n in set_names:
             f = (s.get("eval") or {}).get("sets", {}).get(n, {}).get("models", {}).get("student", {})
             row.append(f"{f['srcc']:.3f} / {f['plcc']:.3f}" if "srcc" in f else "-")

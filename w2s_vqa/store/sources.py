@@ -24,6 +24,8 @@ from w2s_vqa.tables import ProblemReport, read_csv, read_jsonl
 # (the decoder decides); these only break ties between files that share a name.
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp",
                     ".y4m", ".m2ts", ".mts", ".mxf", ".ogv", ".gif", ".vob", ".f4v", ".dv", ".nut", ".ivf", ".m2v")
+# A manifest's columns, found in any case ("Path", "ID").
+MANIFEST_COLUMNS = ("path", "id", "source_id", "motion")
 # Problems named in one error before the rest are only counted.
 _MAX_EXAMPLES = 5
 
@@ -111,14 +113,14 @@ def read_manifest(path: str, *, require_motion: bool = False) -> list[Source]:
     """
     lower = path.lower()
     if not lower.endswith((".csv", ".jsonl")):
-        raise StoreError(f"{path}: a manifest must be .csv or .jsonl")
+        raise StoreError(not_a_manifest(path))
     rows = None
     try:
         if lower.endswith(".csv"):
             # Only empty cells are missing: an id such as "NA" stays an id.
-            table = read_csv(path, what="manifest", error=StoreError)
+            table = read_csv(path, what="manifest", error=StoreError, columns=MANIFEST_COLUMNS)
         else:
-            table, rows = read_jsonl(path, what="manifest", error=StoreError)
+            table, rows = read_jsonl(path, what="manifest", error=StoreError, columns=MANIFEST_COLUMNS)
     except OSError as e:
         raise StoreError(f"{path}: cannot read manifest: {e}") from e
     if "path" not in table.columns:
@@ -160,6 +162,27 @@ def read_manifest(path: str, *, require_motion: bool = False) -> list[Source]:
             "is the id): give each row its own.", unless_all_of=[s.id for s in sources])
     problems.raise_if_any(StoreError)
     return sources
+
+
+# Still-image files, named as such when given where a manifest is expected.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic")
+_HOW_TO_GIVE = ("give a folder that holds the video(s) (one of its own for a single video) or a manifest listing "
+                "them: a .csv with a 'path' column, or .jsonl")
+
+
+def not_a_manifest(path: str) -> str:
+    """The one-line refusal of a file given where a folder or a manifest is expected, saying
+    what the file seems to be (by its extension) and how to give inputs instead."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension in VIDEO_EXTENSIONS:
+        what = "a single video, not a folder or a manifest"
+    elif extension in IMAGE_EXTENSIONS:
+        what = "a single image, not a folder or a manifest"
+    elif extension in (".xlsx", ".xls", ".ods"):
+        what = "a spreadsheet workbook, not a manifest (save it as 'CSV UTF-8')"
+    else:
+        what = f"not a manifest (a manifest is .csv or .jsonl; this file is {extension or 'without extension'})"
+    return f"{path}: {what}; {_HOW_TO_GIVE}"
 
 
 def _shared(problems: ProblemReport, column: str, values: list[str], rows: list[int],

@@ -38,6 +38,28 @@ ITEMS = ("state", "stream", "config")
 STEP_CHOICES = ("latest", "best")
 
 
+# Orbax's absl warning on a save without metrics while a best metric is tracked. Saves of
+# steps that were not evaluated (the last step, checkpoint_every between eval_every) have
+# none by design: BestN keeps only steps that do, so the warning would be noise on every run.
+UNSCORED_SAVE_WARNING = "Requested `tracked_metric`; did not provide metrics."
+
+
+class _UnscoredSaveFilter:
+    """Drops UNSCORED_SAVE_WARNING only; every other absl record passes."""
+
+    def filter(self, record) -> bool:
+        return record.getMessage() != UNSCORED_SAVE_WARNING
+
+
+def _quiet_unscored_saves() -> None:
+    """Installs _UnscoredSaveFilter on the "absl" logger (Orbax logs through absl), once."""
+    import logging
+
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _UnscoredSaveFilter) for f in logger.filters):
+        logger.addFilter(_UnscoredSaveFilter())
+
+
 class Checkpointer:
     """One run's checkpoints folder.
 
@@ -73,6 +95,8 @@ class Checkpointer:
             cleanup_tmp_directories=not read_only,
         )
         self.manager = ocp.CheckpointManager(self.directory, item_names=ITEMS, options=options)
+        if best_metric:
+            _quiet_unscored_saves()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

@@ -124,6 +124,7 @@ def summarize_metrics(sums: dict) -> dict[str, float]:
         direction = float(sums[f"{name}/direction_count"])
         if direction:
             out[f"{name}/direction_accuracy"] = float(sums[f"{name}/direction_correct"]) / direction
+        out[f"{name}/direction_pairs"] = direction  # the count each figure rests on (score.metrics.by_origin)
         out[f"{name}/five_way_accuracy"] = float(sums[f"{name}/five_way_correct"]) / count
         out[f"{name}/pairs"] = count
     return out
