@@ -82,5 +82,5 @@ def run(args) -> int:
         print(f"{name}: {path}")
     print(json_line({"verb": "curate", **{k: summary[k] for k in ("k", "pool_videos", "cells", "status", "gap",
                                                                   "mean_l1", "mean_l1_random")},
-                      "selection": paths["selection"]}, ensure_ascii=False))
+                      "selection": paths["selection"]}))
     return 0

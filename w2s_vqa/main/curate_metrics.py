@@ -49,5 +49,5 @@ def run(args) -> int:
     print(f"metrics: {report.table}")
     print(f"skipped videos: {os.path.join(args.out, SKIPPED_FILE)}")
     print(json_line({"verb": "curate-metrics", "videos": report.videos, "measured": report.measured,
-                      "skipped": len(report.skipped), "table": report.table}, ensure_ascii=False))
+                      "skipped": len(report.skipped), "table": report.table}))
     return 0 if report.measured else 2

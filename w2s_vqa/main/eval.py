@@ -33,11 +33,10 @@ the paper's own overall figures beside them (score.evaluate.PAPER_OVERALL).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from w2s_vqa.main.common import add_config_arguments, load_config, non_negative_int
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config, non_negative_int
 
 
 def add_arguments(parser) -> None:
@@ -183,5 +182,5 @@ def run(args) -> int:
                "overall": {m: {g: {k: o[k] for k in ("srcc", "plcc")} for g, o in groups.items()}
                            for m, groups in results["overall"].items()},
                "skipped": results["skipped"]}
-    print(json.dumps(summary))
+    print(json_line(summary))
     return 0

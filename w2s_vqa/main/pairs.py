@@ -10,7 +10,6 @@ skipped scores and every teacher that ranks videos against the others
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 

@@ -8,9 +8,8 @@ random draws use the config's `seed`.
 
 from __future__ import annotations
 
-import json
 
-from w2s_vqa.main.common import add_config_arguments, load_config, non_negative_int
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config, non_negative_int
 
 
 def add_arguments(parser) -> None:
@@ -36,5 +35,5 @@ def run(args) -> int:
     for note in result["notes"]:
         print(f"  note: {note}")
     print(f"report: {result['index']}")
-    print(json.dumps({**result, "seconds": round(result["seconds"], 3)}))
+    print(json_line({**result, "seconds": round(result["seconds"], 3)}))
     return 0

@@ -10,12 +10,11 @@ resume a killed run: finished store shards are kept and not scored again.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from w2s_vqa import workdir as workdir_lib
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config
 
 
 def add_arguments(parser) -> None:
@@ -88,7 +87,7 @@ def run(args) -> int:
             print(f"  ... {len(skipped) - 10} more in {skipped_path}")
         print(f"scores:  {out}")
         print(f"skipped: {skipped_path}")
-        print(json.dumps({"scores": out, "videos": len(table), "skipped": len(skipped), "scored_now": now,
+        print(json_line({"scores": out, "videos": len(table), "skipped": len(skipped), "scored_now": now,
                           "mode": args.mode, "anchors": os.path.abspath(anchors.path), "seconds": round(seconds, 3),
                           "videos_per_second": round(rate, 4), "skipped_list": skipped_path, "work": work}))
     if not len(table):

@@ -303,7 +303,7 @@ def read_mos_table(path: str, store: VideoStore | None = None) -> pd.DataFrame:
     row whose MOS is not a finite number, every video named twice, and (with `store`)
     every video the store does not hold or matches twice.
     """
-    table = read_csv(path, what="MOS table", error=AnchorError)
+    table = read_csv(path, what="MOS table", error=AnchorError, columns=VIDEO_COLUMNS + (MOS_COLUMN,))
     column = next((c for c in VIDEO_COLUMNS if c in table.columns), None)
     if column is None or MOS_COLUMN not in table.columns:
         raise AnchorError(f"{path}: a MOS table needs a video column ({' or '.join(VIDEO_COLUMNS)}) and "
