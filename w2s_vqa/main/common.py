@@ -13,10 +13,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(args: argparse.Namespace):
-    """The config that --config and --set name."""
+    """The config that --config and --set name; its runtime.* keys are applied (JAX's
+    persistent compilation cache: w2s_vqa.runtime.configure_compilation_cache)."""
+    from w2s_vqa import runtime
     from w2s_vqa.config import load_config as load
 
-    return load(args.config, args.overrides)
+    config = load(args.config, args.overrides)
+    runtime.configure_compilation_cache_from(config)
+    return config
 
 
 def non_negative_int(text: str) -> int:
