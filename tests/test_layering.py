@@ -2,7 +2,7 @@
 against the table of what each part may import.
 
     main, cli, demo, bench, stages  ->  train, score  ->  models, labels, store,
-    pipeline, convert, datasets  ->  video, prompt, config, sharding, runtime, progress, tables
+    pipeline, convert, datasets  ->  video, prompt, config, sharding, runtime, progress, tables, hub
 
 Inside a layer only the edges listed here: convert reads models' configs, the
 pipeline joins pair tables (labels) with the store, prepare (store) runs SlowFast
@@ -18,12 +18,13 @@ import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "w2s_vqa")
 
-BASE = {"video", "prompt", "config", "sharding", "runtime", "progress", "tables"}
+BASE = {"video", "prompt", "config", "sharding", "runtime", "progress", "tables", "hub"}
 MIDDLE = {"models", "labels", "store", "pipeline", "convert", "datasets", "curate"}
 UPPER = {"train", "score"}
 # part -> the parts it may import (besides itself). A part is a top-level module or subpackage.
 ALLOWED = {
     "runtime": set(),
+    "hub": set(),  # Hugging Face hub ids -> local snapshot directories
     "progress": set(),
     "tables": set(),  # reading user-made text tables
     "prompt": set(),

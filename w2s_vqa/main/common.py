@@ -23,6 +23,19 @@ def load_config(args: argparse.Namespace):
     return config
 
 
+def resolve_model_dirs(config) -> None:
+    """model.hf_dir and model.tokenizer given as Hugging Face hub ids (org/name[@revision])
+    become their local snapshot directories, downloaded or found in the cache (w2s_vqa.hub);
+    directories stay as they are. In place, before anything reads them."""
+    from w2s_vqa import hub
+
+    for key in ("hf_dir", "tokenizer"):
+        value = str(config.model.get(key, "") or "")
+        resolved = hub.resolve(value, what=f"model.{key}")
+        if resolved != value:
+            config.model[key] = resolved
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (argparse names the option and exits 2 otherwise)."""
     try:

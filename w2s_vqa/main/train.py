@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, load_config, resolve_model_dirs
 
 
 def add_arguments(parser) -> None:
@@ -21,6 +21,7 @@ def run(args) -> int:
     from w2s_vqa import runtime
 
     config = load_config(args)
+    resolve_model_dirs(config)  # hub ids -> local snapshots, before anything reads them
     from w2s_vqa import pipeline
 
     # Before the trainer starts compiling and its checkpointer's threads: unset inputs are one line.
