@@ -44,6 +44,7 @@ ALLOWED = {
     "demo": BASE | MIDDLE | UPPER | {"stages"},  # the demo runs `stages`
     "bench": BASE | MIDDLE | UPPER,
     "main": BASE | MIDDLE | UPPER | {"demo", "stages", "bench"},
+    "launch": set(),  # runs where the package is not installed: the standard library only
     "cli": {"runtime"},  # reaches w2s_vqa.main through importlib, by verb name; keeps JAX off an idle libtpu
 }
 
