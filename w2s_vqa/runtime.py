@@ -193,7 +193,7 @@ def cache_events() -> CacheEvents:
 
 
 def configure_compilation_cache(directory: str = AUTO_CACHE_DIR, *, min_compile_seconds: float = 1.0,
-                                min_entry_bytes: int = 0, max_bytes: int = -1) -> str | None:
+                                min_entry_bytes: int = 0, max_bytes: int = 16 << 30) -> str | None:
     """Turn on JAX's persistent compilation cache (runtime.* config keys) and return its
     directory, or None where it is off. Call before the first compilation (every verb
     passes through w2s_vqa.cli and main.common.load_config, which call it).
@@ -207,8 +207,9 @@ def configure_compilation_cache(directory: str = AUTO_CACHE_DIR, *, min_compile_
                          jax_persistent_cache_min_compile_time_secs, seconds).
     min_entry_bytes      smaller executables are not written (bytes; 0 = JAX's choice).
     max_bytes            a local cache's size bound: least recently used entries are deleted
-                         past it (JAX's jax_compilation_cache_max_size; -1 = no bound). A
-                         gs:// cache is unbounded (JAX's eviction locks a local file).
+                         past it (JAX's jax_compilation_cache_max_size; -1 = no bound;
+                         default 16 GiB, as the config's). A gs:// cache is unbounded
+                         (JAX's eviction locks a local file).
 
     Only process 0 writes entries (JAX's rule, against contention on object stores); every
     process reads. Also installs `cache_events`, which the train verb reports from.
@@ -247,4 +248,4 @@ def configure_compilation_cache_from(config) -> str | None:
         str(section.get("compilation_cache_dir", AUTO_CACHE_DIR)),
         min_compile_seconds=float(section.get("compilation_cache_min_compile_seconds", 1.0)),
         min_entry_bytes=int(section.get("compilation_cache_min_entry_bytes", 0)),
-        max_bytes=int(section.get("compilation_cache_max_bytes", -1)))
+        max_bytes=int(section.get("compilation_cache_max_bytes", 16 << 30)))

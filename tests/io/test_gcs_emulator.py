@@ -40,3 +40,36 @@ def test_orbax_saves_and_restores_a_checkpoint_on_the_emulator(gcs):
     objects = fsspec.filesystem("gs").find(f"{directory}/3")
     assert any("/d/" in name for name in objects), objects
     assert not os.path.exists("gs:") and not os.path.exists(os.path.join(os.getcwd(), "gs:"))
+
+
+CACHE_PROBE = """
+import sys
+import jax, jax.numpy as jnp
+from w2s_vqa import runtime
+assert runtime.configure_compilation_cache(sys.argv[1], min_compile_seconds=0) == sys.argv[1]
+jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).block_until_ready()
+print(sorted(set(runtime.cache_events().hits)), sorted(set(runtime.cache_events().misses)))
+"""
+
+
+def test_the_compilation_cache_on_a_gs_url_serves_a_second_process(gcs):
+    """runtime.compilation_cache_dir=gs://...: JAX writes through etils.epath, and a fresh
+    process loads the program from the bucket (JAX's cache-hit log record)."""
+    import subprocess
+    import sys
+
+    from etils import epath
+
+    url = f"{gcs}/jax_cache"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    runs = [subprocess.run([sys.executable, "-c", CACHE_PROBE, url], cwd=repo, env=env, capture_output=True,
+                           text=True, timeout=300) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    first_hits, first_misses = runs[0].stdout.strip().splitlines()[-1].split("] [")
+    assert "jit__lambda" in first_misses and "jit__lambda" not in first_hits
+    second_hits = runs[1].stdout.strip().splitlines()[-1].split("] [")[0]
+    assert "jit__lambda" in second_hits
+    assert any(p.name.startswith("jit__lambda-") for p in epath.Path(url).iterdir())
