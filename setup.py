@@ -28,6 +28,7 @@ INSTALL_REQUIRES = [
     # w2s_vqa.workdir: paths through etils.epath (local files as os does, gs:// once routed there).
     "etils[epath]==1.15.0",
     "jinja2==3.1.6",  # `w2s-vqa report`'s HTML templates (autoescaped)
+    "huggingface_hub>=1.0",  # model.hf_dir / --hf as hub ids (w2s_vqa.hub)
 ]
 
 # transformers is the parity reference: one exact version. torch must be the
@@ -41,6 +42,10 @@ PYTORCHVIDEO_REQUIRES = ["pytorchvideo==0.1.5"]
 # the test extra holds it too (it brings protobuf 6, which grain and orbax accept). Dataflow
 # and gs:// stores need apache-beam[gcp], s3:// stores apache-beam[aws], of this version.
 BEAM_REQUIRES = ["apache-beam==2.77.0"]
+
+# A GCS emulator on 127.0.0.1 for the tests of gs:// paths (tests/conftest.py's gcs fixture), and
+# gcsfs, which etils.epath reads gs:// through (also what a run needs for gs:// workdirs).
+GCS_TEST_REQUIRES = ["gcp-storage-emulator==2026.7.19", "gcsfs==2026.10.1"]
 
 # The evaluation sets as TFDS builders (w2s_vqa.datasets), without TensorFlow: tensorflow-datasets
 # builds and reads ArrayRecord files with numpy; etils' epath needs importlib_resources; YouTube-UGC's
@@ -59,7 +64,9 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "torch": TORCH_REQUIRES,
-        "test": TORCH_REQUIRES + BEAM_REQUIRES + PYTORCHVIDEO_REQUIRES + ["pytest>=8", "pytest-xdist>=3.6"],
+        "test": (TORCH_REQUIRES + BEAM_REQUIRES + PYTORCHVIDEO_REQUIRES + GCS_TEST_REQUIRES
+                 + ["pytest>=8", "pytest-xdist>=3.6"]),
+        "gcs": ["gcsfs==2026.10.1"],
         "beam": BEAM_REQUIRES,
         "tfds": TFDS_REQUIRES,
         # Compile-only TPU devices for `w2s-vqa plan`: the libtpu release that pairs with jax 0.10.2.

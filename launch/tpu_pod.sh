@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
-# A multi-host TPU VM run: the same command on every worker of the slice; each
-# process calls jax.distributed.initialize() from the TPU environment
-# (distributed.auto=True) and feeds its own slice of every global batch.
-#   launch/tpu_pod.sh [--dry-run] TPU_NAME ZONE CONFIG WORKDIR [--set key=value ...]
-# WORKDIR must be a file system path every worker sees (e.g. a gcsfuse mount of a
-# bucket): checkpoints, with the data stream's position, go there.
+# Any verb on every worker of a TPU VM slice (w2s_vqa/launch.py, `tpu` route): packs this
+# checkout, copies it to each worker, installs it there with requirements.lock as
+# constraints, runs `w2s-vqa VERB ARGS --set distributed.auto=True` on all workers at once,
+# one log per worker under logs/TPU_NAME/<time>/ (here, on this machine).
+#   launch/tpu_pod.sh [--dry-run] [--accelerator-type v5p-64] [--no-install] [--env K=V] \
+#       TPU_NAME ZONE VERB [ARGS...]
+# e.g. launch/tpu_pod.sh my-v5p us-east5-a train --config configs/w2s_llava_ov_7b.py:tpu \
+#          --workdir gs://BUCKET/runs/w2s-7b --set data.store=/mnt/store ...
+# Give the run's --workdir as a gs:// URL: every worker writes the same checkpoints there,
+# and the same command run again (after a preemption, on a new slice) resumes from it.
+# Only the Python standard library runs here: the package need not be installed locally.
 set -euo pipefail
-dry=""
-if [[ "${1:-}" == "--dry-run" ]]; then dry=echo; shift; fi
-if [[ $# -lt 4 ]]; then
-  echo "usage: $0 [--dry-run] TPU_NAME ZONE CONFIG WORKDIR [--set key=value ...]" >&2; exit 2
-fi
-tpu=$1; zone=$2; config=$3; workdir=$4; shift 4
-remote="cd ~/w2s-vqa && .venv/bin/w2s-vqa train --config $config --workdir $workdir --set distributed.auto=True"
-for arg in "$@"; do remote+=" $(printf '%q' "$arg")"; done
-$dry gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone" --worker=all --command "$remote"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" exec "${PYTHON:-python3}" -m w2s_vqa.launch tpu "$@"

@@ -133,10 +133,12 @@ def test_evals_are_config_data_and_data_val_pairs_is_their_shorthand():
 
 @pytest.mark.parametrize("script,args,expected", [
     ("launch/local.sh", ["configs/tiny_cpu.py", "runs/t"], "w2s-vqa train --config configs/tiny_cpu.py --workdir runs/t"),
-    ("launch/tpu_pod.sh", ["v5p-64", "us-east5-a", "configs/w2s_llava_ov_7b.py:tpu", "/mnt/run", "--set", "data.store=/s"],
-     "tpu-vm ssh v5p-64 --zone us-east5-a --worker=all --command cd ~/w2s-vqa && .venv/bin/w2s-vqa train "
-     "--config configs/w2s_llava_ov_7b.py:tpu --workdir /mnt/run --set distributed.auto=True --set data.store=/s"),
-    ("launch/gpu_slurm.sh", ["2", "configs/w2s_llava_ov_7b.py:gpu", "/shared/run"],
+    ("launch/tpu_pod.sh", ["--workers", "2", "--no-install", "--logs", "L", "my-v5p", "us-east5-a", "train",
+                           "--config", "configs/w2s_llava_ov_7b.py:tpu", "--workdir", "gs://b/run", "--set",
+                           "data.store=/s"],
+     "tpu-vm ssh my-v5p --zone us-east5-a --worker=1 --command 'cd ~/w2s-vqa/src && ~/w2s-vqa/.venv/bin/w2s-vqa train "
+     "--config configs/w2s_llava_ov_7b.py:tpu --workdir gs://b/run --set data.store=/s --set distributed.auto=True'"),
+    ("launch/gpu_slurm.sh", ["2", "train", "--config", "configs/w2s_llava_ov_7b.py:gpu", "--workdir", "/shared/run"],
      "sbatch --nodes 2 --ntasks-per-node 1 --gpus-per-node 8"),
 ])
 def test_launch_scripts_dry_run(script, args, expected):

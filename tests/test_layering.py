@@ -3,7 +3,7 @@ against the table of what each part may import.
 
     main, cli, demo, bench, stages, finetune, report  ->  train, score  ->  models, labels,
     store, pipeline, convert, datasets, curate  ->  video, prompt, config, sharding, runtime,
-    progress, tables, workdir, multihost
+    progress, tables, workdir, multihost, hub
 
 Inside a layer only the edges listed here: convert reads models' configs, the
 pipeline joins pair tables (labels) with the store, prepare (store) runs SlowFast
@@ -21,7 +21,7 @@ import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "w2s_vqa")
 
-BASE = {"video", "prompt", "config", "sharding", "runtime", "progress", "tables", "workdir", "multihost"}
+BASE = {"video", "prompt", "config", "sharding", "runtime", "progress", "tables", "workdir", "multihost", "hub"}
 MIDDLE = {"models", "labels", "store", "pipeline", "convert", "datasets", "curate"}
 UPPER = {"train", "score"}
 # part -> the parts it may import (besides itself). A part is a top-level module or subpackage.
@@ -29,6 +29,7 @@ ALLOWED = {
     "runtime": set(),
     "workdir": set(),  # run plumbing (atomic writes, digests, one run per directory): the bottom
     "multihost": set(),  # joining processes, barriers, broadcasts, gathers: JAX alone
+    "hub": set(),  # Hugging Face hub ids -> local snapshot directories
     "progress": set(),
     "tables": set(),  # reading user-made text tables
     "prompt": set(),
@@ -51,6 +52,7 @@ ALLOWED = {
     "report": BASE | {"store", "score"},
     "bench": BASE | MIDDLE | UPPER,
     "main": BASE | MIDDLE | UPPER | {"demo", "stages", "finetune", "bench", "report"},
+    "launch": set(),  # runs where the package is not installed: the standard library only
     "cli": {"runtime"},  # reaches w2s_vqa.main through importlib, by verb name; keeps JAX off an idle libtpu
 }
 # module -> parts it may import besides its part's row. score.student_source loads a student

@@ -108,3 +108,36 @@ def test_verbs_print_no_libtpu_start_up_errors_on_a_host_without_tpu_chips(tmp_p
                            str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "TPU_WORKER_HOSTNAMES" not in done.stderr and "TPU accelerator type" not in done.stderr
+
+
+def test_config_verbs_set_the_compilation_cache_but_compile_only_verbs_leave_it(tmp_path):
+    """runtime.compilation_cache_dir reaches JAX through main.common.load_config; plan and
+    sweep (TPU executables JAX could not load back) leave JAX's setting as it was."""
+    import argparse
+
+    import jax
+
+    from w2s_vqa import runtime
+    from w2s_vqa.main import common
+
+    before = {key: getattr(jax.config, key) for key in (
+        "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes", "jax_compilation_cache_max_size")}
+    overrides = [f"runtime.compilation_cache_dir='{tmp_path / 'cache'}'",
+                 "runtime.compilation_cache_min_compile_seconds=2.5"]
+    try:
+        common.load_config(argparse.Namespace(verb="plan", config=None, overrides=overrides))
+        assert jax.config.jax_compilation_cache_dir == before["jax_compilation_cache_dir"]
+        common.load_config(argparse.Namespace(verb="train", config=None, overrides=overrides))
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 2.5
+        assert jax.config.jax_compilation_cache_max_size == 16 << 30  # the config's bound, on a local folder
+        assert runtime.configure_compilation_cache("gs://bucket/cache") == "gs://bucket/cache"
+        assert jax.config.jax_compilation_cache_max_size == -1  # no eviction on an object store
+        assert runtime.configure_compilation_cache("") is None and jax.config.jax_compilation_cache_dir is None
+    finally:
+        from jax._src import compilation_cache
+
+        for key, value in before.items():
+            jax.config.update(key, value)
+        compilation_cache.reset_cache()

@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     from w2s_vqa import runtime
 
     runtime.skip_tpu_plugin_without_chips()  # before any verb starts a JAX backend
+    # Before any verb compiles; a verb that reads a config applies its runtime.* keys (main.common).
+    if args.verb not in runtime.COMPILE_ONLY_VERBS:
+        runtime.configure_compilation_cache()
     try:
         return int(modules[args.verb].run(args) or 0)
     except KeyboardInterrupt:

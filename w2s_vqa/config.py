@@ -45,7 +45,7 @@ RESUME_SAFE_KEYS = (
     "train.init_from", "train.init_step", "train.init_optimizer",  # read at step 0 only
     "evals.*", "data.worker_count", "data.read_threads", "mesh.*", "distributed.*",
     "model.attention", "model.remat", "model.scan_layers", "model.frozen_in_compute_dtype", "stages.*",
-    "finetune.*", "curate.*",
+    "finetune.*", "curate.*", "runtime.*",
 )
 
 
@@ -220,6 +220,19 @@ def defaults() -> ml_collections.ConfigDict:
     c.distributed.initialization_timeout = 300
     c.distributed.heartbeat_timeout_seconds = 100
     c.distributed.shutdown_timeout_seconds = 300
+
+    # Process-wide settings (w2s_vqa.runtime), applied before the first compilation.
+    c.runtime = ml_collections.ConfigDict()
+    # JAX's persistent compilation cache: a restarted run (after a preemption, a rerun, the
+    # next stage) loads its compiled programs instead of compiling them again. "auto": JAX's
+    # own JAX_COMPILATION_CACHE_DIR where set, else $XDG_CACHE_HOME/w2s-vqa/jax
+    # (~/.cache/w2s-vqa/jax); "" = off; else a directory or a gs:// URL (shared by a pod's
+    # hosts; only process 0 writes). A cache is trusted code: no directory others may write.
+    c.runtime.compilation_cache_dir = "auto"
+    c.runtime.compilation_cache_min_compile_seconds = 1.0  # faster-compiling programs are not kept (JAX's default)
+    c.runtime.compilation_cache_min_entry_bytes = 0  # smaller executables are not kept; 0 = JAX's choice
+    # A local cache's bound: least recently used entries go past it; -1 = none (a gs:// cache has none).
+    c.runtime.compilation_cache_max_bytes = 16 << 30
 
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = 6000  # the demo's stage 1, within its time budget on 2 CPU cores (docs/2026-11-stages.md)

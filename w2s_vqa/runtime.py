@@ -1,10 +1,12 @@
-"""Process-wide settings for running the student's computations on CPU hosts."""
+"""Process-wide settings: the student's computations on CPU hosts, and JAX's persistent
+compilation cache (runtime.* config keys)."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import importlib.metadata
+import logging
 import sys
 
 # mallopt parameters, from glibc's <malloc.h>.
@@ -120,3 +122,130 @@ def tune_cpu_host() -> bool:
 
     jax.config.update("jax_cpu_enable_async_dispatch", False)
     return reuse_freed_memory()
+
+
+# ----------------------------------------------------------------------------- compilation cache
+# runtime.compilation_cache_dir's default: JAX's own setting where one is made (the
+# JAX_COMPILATION_CACHE_DIR environment variable, or jax.config.update earlier in the
+# process), else `user_cache_dir()`.
+AUTO_CACHE_DIR = "auto"
+# JAX's loggers for persistent-cache events (jax/_src/compiler.py logs these at DEBUG).
+_COMPILER_LOGGER = "jax._src.compiler"
+# Verbs that compile for devices this host lacks (compile-only TPU topologies): JAX writes
+# those executables to its cache but cannot load them back ("PjRtCompiler must be
+# constructed with a Client"), so for them the cache stays off.
+COMPILE_ONLY_VERBS = ("plan", "sweep")
+_HIT = "Persistent compilation cache hit for "
+_MISS = "PERSISTENT COMPILATION CACHE MISS for "
+_NOT_WRITTEN = "Not writing persistent cache entry for "
+
+
+def user_cache_dir() -> str:
+    """$XDG_CACHE_HOME/w2s-vqa/jax, or ~/.cache/w2s-vqa/jax (the XDG base directory default)."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "w2s-vqa", "jax")
+
+
+class CacheEvents(logging.Filter):
+    """What JAX's persistent compilation cache did in this process, read from the DEBUG
+    records of `jax._src.compiler` ("Persistent compilation cache hit for 'jit_step' ...",
+    "PERSISTENT COMPILATION CACHE MISS ...", "Not writing persistent cache entry ...").
+
+    Installed as a filter on that logger, whose level it lowers to DEBUG so the records
+    are made; records below the logger's former effective level are dropped here, so no
+    handler prints more than before. hits / misses / not_written: program names
+    (jit_<function>) in the order JAX met them.
+    """
+
+    def __init__(self, previous_level: int):
+        super().__init__()
+        self.previous_level = previous_level
+        self.hits: list[str] = []
+        self.misses: list[str] = []
+        self.not_written: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        for prefix, names in ((_HIT, self.hits), (_MISS, self.misses), (_NOT_WRITTEN, self.not_written)):
+            if message.startswith(prefix) and record.args:
+                names.append(str(record.args[0]))
+        return record.levelno >= self.previous_level
+
+    def summary(self) -> dict:
+        """{"hits": [...], "misses": [...], "not_written": [...]} (program names)."""
+        return {"hits": list(self.hits), "misses": list(self.misses), "not_written": list(self.not_written)}
+
+
+_cache_events: CacheEvents | None = None
+
+
+def cache_events() -> CacheEvents:
+    """This process's CacheEvents, installed on first use (idempotent)."""
+    global _cache_events
+    if _cache_events is None:
+        logger = logging.getLogger(_COMPILER_LOGGER)
+        _cache_events = CacheEvents(logger.getEffectiveLevel())
+        logger.addFilter(_cache_events)
+        logger.setLevel(logging.DEBUG)
+    return _cache_events
+
+
+def configure_compilation_cache(directory: str = AUTO_CACHE_DIR, *, min_compile_seconds: float = 1.0,
+                                min_entry_bytes: int = 0, max_bytes: int = 16 << 30) -> str | None:
+    """Turn on JAX's persistent compilation cache (runtime.* config keys) and return its
+    directory, or None where it is off. Call before the first compilation (every verb
+    passes through w2s_vqa.cli and main.common.load_config, which call it).
+
+    directory            "auto" (`AUTO_CACHE_DIR`): JAX's own setting where one is made
+                         (JAX_COMPILATION_CACHE_DIR, or an earlier jax.config.update in this
+                         process; then the thresholds are JAX's too), else `user_cache_dir()`;
+                         "" turns the cache off; else a local path or a gs:// URL (JAX reads
+                         and writes it through etils.epath, so gcsfs must be installed).
+    min_compile_seconds  programs that compiled faster are not written (JAX's
+                         jax_persistent_cache_min_compile_time_secs, seconds).
+    min_entry_bytes      smaller executables are not written (bytes; 0 = JAX's choice).
+    max_bytes            a local cache's size bound: least recently used entries are deleted
+                         past it (JAX's jax_compilation_cache_max_size; -1 = no bound;
+                         default 16 GiB, as the config's). A gs:// cache is unbounded
+                         (JAX's eviction locks a local file).
+
+    Only process 0 writes entries (JAX's rule, against contention on object stores); every
+    process reads. Also installs `cache_events`, which the train verb reports from.
+    A cache is trusted code: point it only at a directory no one else writes (JAX's
+    warning in compilation_cache.set_cache_dir).
+    """
+    import os
+
+    import jax
+    from jax._src import compilation_cache
+
+    cache_events()
+    current = jax.config.jax_compilation_cache_dir
+    if directory == AUTO_CACHE_DIR:
+        if current:
+            return current
+        directory = user_cache_dir()
+    if directory and "://" not in directory:
+        directory = os.path.abspath(os.path.expanduser(directory))
+    settings = {"jax_compilation_cache_dir": directory or None,
+                "jax_persistent_cache_min_compile_time_secs": float(min_compile_seconds),
+                "jax_persistent_cache_min_entry_size_bytes": int(min_entry_bytes),
+                "jax_compilation_cache_max_size": int(max_bytes) if directory and "://" not in directory else -1}
+    if all(getattr(jax.config, key) == value for key, value in settings.items()):
+        return directory or None
+    for key, value in settings.items():
+        jax.config.update(key, value)
+    compilation_cache.reset_cache()  # JAX opens its cache once per process: reopen it at the new settings
+    return directory or None
+
+
+def configure_compilation_cache_from(config) -> str | None:
+    """`configure_compilation_cache` with a config's runtime.* keys (defaults where absent)."""
+    section = config.get("runtime", None) or {}
+    return configure_compilation_cache(
+        str(section.get("compilation_cache_dir", AUTO_CACHE_DIR)),
+        min_compile_seconds=float(section.get("compilation_cache_min_compile_seconds", 1.0)),
+        min_entry_bytes=int(section.get("compilation_cache_min_entry_bytes", 0)),
+        max_bytes=int(section.get("compilation_cache_max_bytes", 16 << 30)))

@@ -17,7 +17,7 @@ def _positive(text: str) -> int:
 def add_arguments(parser) -> None:
     from w2s_vqa.convert import parity
 
-    parser.add_argument("--hf", required=True, help="Hugging Face LLaVA-OneVision directory (ours or transformers')")
+    parser.add_argument("--hf", required=True, help="Hugging Face LLaVA-OneVision directory (ours or transformers'), or hub id org/name[@revision]")
     parser.add_argument("--pairs", type=_positive, default=2, help="random video pairs to run (at least 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-frames", type=int, default=None,
@@ -31,7 +31,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from w2s_vqa import hub
     from w2s_vqa.convert import parity
+
+    args.hf = hub.resolve(args.hf, what="--hf")  # a hub id org/name[@revision] -> its local snapshot
 
     report = parity.check_parity(args.hf, pairs=args.pairs, seed=args.seed, num_frames=args.num_frames,
                                   num_motion_chunks=args.num_motion_chunks)

@@ -16,10 +16,28 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(args: argparse.Namespace):
-    """The config that --config and --set name."""
+    """The config that --config and --set name; its runtime.* keys are applied (JAX's
+    persistent compilation cache: w2s_vqa.runtime.configure_compilation_cache)."""
+    from w2s_vqa import runtime
     from w2s_vqa.config import load_config as load
 
-    return load(args.config, args.overrides)
+    config = load(args.config, args.overrides)
+    if getattr(args, "verb", None) not in runtime.COMPILE_ONLY_VERBS:
+        runtime.configure_compilation_cache_from(config)
+    return config
+
+
+def resolve_model_dirs(config) -> None:
+    """model.hf_dir and model.tokenizer given as Hugging Face hub ids (org/name[@revision])
+    become their local snapshot directories, downloaded or found in the cache (w2s_vqa.hub);
+    directories stay as they are. In place, before anything reads them."""
+    from w2s_vqa import hub
+
+    for key in ("hf_dir", "tokenizer"):
+        value = str(config.model.get(key, "") or "")
+        resolved = hub.resolve(value, what=f"model.{key}")
+        if resolved != value:
+            config.model[key] = resolved
 
 
 def json_line(summary) -> str:

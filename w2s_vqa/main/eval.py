@@ -115,7 +115,9 @@ def _score_set_function(args, config):
     anchors = AnchorSet.load(args.anchors)
     multihost.initialize(config)
     mesh = sharding.mesh_from_config(config)
-    loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf, step=args.step, mesh=mesh, config=config)
+    from w2s_vqa import hub
+
+    loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf and hub.resolve(args.hf, what="--hf"), step=args.step, mesh=mesh, config=config)
     anchors.check_student(loaded.student.cfg, loaded.settings)
     # One Scorer for every set: the anchors' tokens and matrix, and the compiled step, once.
     scorer = Scorer(loaded.student, loaded.prompt, anchors, mesh, batch_size=args.batch_size or None)

@@ -22,7 +22,7 @@ from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
 def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a training run's workdir (or its checkpoints/ folder)")
-    source.add_argument("--hf", help="Hugging Face LLaVA-OneVision directory to start from")
+    source.add_argument("--hf", help="Hugging Face LLaVA-OneVision directory, or hub id org/name[@revision], to start from")
     source.add_argument("--preset", choices=sorted(config_lib.PRESETS), help="random weights of a preset")
     parser.add_argument("--out", required=True, help="directory to write (must be empty or absent)")
     parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
@@ -37,7 +37,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from w2s_vqa import hub
     from w2s_vqa.models import student
+
+    # Hugging Face hub ids (org/name[@revision]) become their local snapshot directories.
+    if args.hf:
+        args.hf = hub.resolve(args.hf, what="--hf")
+    if args.tokenizer:
+        args.tokenizer = hub.resolve(args.tokenizer, what="--tokenizer")
 
     ours_video = {k: v for k, v in dict(num_frames=args.num_frames,
                                         num_motion_chunks=args.num_motion_chunks).items() if v is not None}

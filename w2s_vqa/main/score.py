@@ -60,7 +60,9 @@ def run(args) -> int:
                                 f"e.g. {args.out}/scores.csv")
     multihost.initialize(config)
     mesh = sharding.mesh_from_config(config)
-    loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf, step=args.step, mesh=mesh, config=config)
+    from w2s_vqa import hub
+
+    loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf and hub.resolve(args.hf, what="--hf"), step=args.step, mesh=mesh, config=config)
     anchors.check_student(loaded.student.cfg, loaded.settings)
     out = os.path.abspath(args.out)
     work = args.work or (out[:-4] if out.lower().endswith(".csv") else out) + ".work"

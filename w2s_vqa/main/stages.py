@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from w2s_vqa.main.common import add_config_arguments, json_line, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config, resolve_model_dirs
 
 
 def add_arguments(parser) -> None:
@@ -32,6 +32,7 @@ def run(args) -> int:
     from w2s_vqa import runtime
 
     config = load_config(args)
+    resolve_model_dirs(config)  # hub ids -> local snapshots, before anything reads them
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     import jax
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from w2s_vqa import workdir as workdir_lib
-from w2s_vqa.main.common import add_config_arguments, json_line, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config, resolve_model_dirs
 
 
 def add_arguments(parser) -> None:
@@ -21,6 +21,7 @@ def run(args) -> int:
     from w2s_vqa import runtime
 
     config = load_config(args)
+    resolve_model_dirs(config)  # hub ids -> local snapshots, before anything reads them
     from w2s_vqa import pipeline
 
     # Before the trainer starts compiling and its checkpointer's threads: unset inputs are one line.
@@ -36,6 +37,8 @@ def run(args) -> int:
     allow = False if allow is None else (tuple(allow) or True)
     info = loop.Trainer(config, args.workdir, allow_config_change=allow).run()
     if jax.process_index() == 0:
+        cache = compilation_cache_report(jax.config.jax_compilation_cache_dir)
+        print(cache["line"])
         metrics = os.path.join(info.workdir, workdir_lib.METRICS_FILE)
         if info.stopped:
             saved = (f"checkpoint saved: step {info.saved_step} in {info.checkpoint_dir}" if info.saved_step is not None
@@ -51,5 +54,41 @@ def run(args) -> int:
                   f"checkpoints in {info.checkpoint_dir}, metrics in {metrics}")
         print(json_line({"steps": info.steps, "resumed_from": info.resumed_from, "stopped": info.stopped,
                           "saved_step": info.saved_step, "wall_seconds": info.wall_seconds,
-                          "checkpoints": info.checkpoint_dir, **info.last_metrics, **info.last_eval}))
+                          "checkpoints": info.checkpoint_dir, "compilation_cache": cache["json"],
+                          **info.last_metrics, **info.last_eval}))
     return info.exit_status
+
+
+# The jitted train step's program name, as JAX logs it: jit_ + the function's name
+# (w2s_vqa.train.step.make_train_step's `step`).
+TRAIN_STEP_PROGRAM = "jit_step"
+
+
+def compilation_cache_report(directory: str | None) -> dict:
+    """Whether this process's train step came from JAX's persistent compilation cache
+    (w2s_vqa.runtime.cache_events): {"line": one line for the log, "json": {"dir", "step",
+    "hits", "misses", "not_written"}}, "step" one of "cache" (loaded), "compiled" (compiled
+    and written for the next launch), "compiled, not kept" (under runtime.compilation_cache_min_*),
+    "off" (no cache) or "unknown" (no train step compiled in this process: nothing to train)."""
+    from w2s_vqa import runtime
+
+    events = runtime.cache_events().summary()
+    if not directory:
+        step = "off"
+    elif TRAIN_STEP_PROGRAM in events["hits"]:
+        step = "cache"
+    elif TRAIN_STEP_PROGRAM in events["not_written"]:
+        step = "compiled, not kept"
+    elif TRAIN_STEP_PROGRAM in events["misses"]:
+        step = "compiled"
+    else:
+        step = "unknown"
+    where = {"off": "no compilation cache (runtime.compilation_cache_dir is \"\")",
+             "cache": f"train step loaded from the compilation cache {directory}",
+             "compiled": f"train step compiled and written to the compilation cache {directory}",
+             "compiled, not kept": (f"train step compiled, not written to the compilation cache {directory} "
+                                    "(under runtime.compilation_cache_min_compile_seconds or _min_entry_bytes)"),
+             "unknown": f"no train step compiled (compilation cache {directory})"}[step]
+    others = len(events["hits"]) - (step == "cache")
+    line = where + (f"; {others} other programs loaded from it" if others > 0 else "")
+    return {"line": line, "json": {"dir": directory, "step": step, **events}}
