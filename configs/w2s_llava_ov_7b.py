@@ -1,4 +1,4 @@
-"""The paper's stage-1 run: LLaVA-OneVision-Chat 7B, the authors' regime (METHOD.md).
+"""The paper's stage-1 run: LLaVA-OneVision-Chat 7B, the authors' regime (docs/method.md).
 
     w2s-vqa convert-slowfast --checkpoint SLOWFAST_8x8_R50.pyth --out slowfast_r50.safetensors
     w2s-vqa prepare --config configs/w2s_llava_ov_7b.py --inputs videos/ --out store \\
@@ -73,7 +73,7 @@ def get_config(arg: str = "tpu"):
     c.train.checkpoint_every = 1000
     c.train.keep_last = 3
 
-    # Stages 2 and 3 (METHOD.md): 100k new pairs each, 5k misranked synthetic pairs per family
+    # Stages 2 and 3 (docs/method.md): 100k new pairs each, 5k misranked synthetic pairs per family
     # and 85k gMAD pairs, one epoch of the new pairs; `w2s-vqa stages --stages 3`.
     c.stages.num_stages = 3
     c.stages.new_pairs = 100_000

@@ -1,4 +1,4 @@
-"""Dependencies point down (DESIGN.md): every import of a package module, read with ast,
+"""Dependencies point down (docs/design-decisions.md): every import of a package module, read with ast,
 against the table of what each part may import.
 
     main, cli, demo, bench, stages, finetune, report  ->  train, score  ->  models, labels,
@@ -96,7 +96,7 @@ def modules():
 
 def test_every_part_is_in_the_table():
     parts = {part_of(module) for _, module in modules()} - {""}
-    assert parts <= set(ALLOWED), f"add {sorted(parts - set(ALLOWED))} to ALLOWED (and to DESIGN.md's layers)"
+    assert parts <= set(ALLOWED), f"add {sorted(parts - set(ALLOWED))} to ALLOWED (and to docs/design-decisions.md's layers)"
 
 
 @pytest.mark.parametrize("path,module", sorted(modules()), ids=lambda v: v if "." in v and "/" not in v else "")

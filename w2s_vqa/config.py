@@ -179,7 +179,7 @@ def defaults() -> ml_collections.ConfigDict:
     # The tiny demo's 76 training sources (cut from 3 clips) are otherwise memorized.
     c.data.augment = _names("views")
 
-    # The paper's objective (METHOD.md "Objective").
+    # The paper's objective (docs/method.md "Objective").
     c.objective = ml_collections.ConfigDict()
     c.objective.confidence = True
     c.objective.warmup_fraction = 0.1
@@ -262,7 +262,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.evals = ml_collections.ConfigDict()
     c.evals[SHORTHAND_EVAL] = eval_entry()
 
-    # Weak-to-strong stages (`w2s-vqa stages`, w2s_vqa.stages; METHOD.md "Iterative
+    # Weak-to-strong stages (`w2s-vqa stages`, w2s_vqa.stages; docs/method.md "Iterative
     # weak-to-strong stages"): stage 1 trains on data.pairs; the stage-k student then scores
     # the pool (data.store) against stages.anchors and labels the hard cases that become
     # stage k+1's new pairs, added to the earlier tables.

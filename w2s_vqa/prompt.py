@@ -4,7 +4,7 @@ One definition for the whole project: the data pipeline tokenizes with it, the
 student reads its answer with it, the objective, the metrics and the labels use
 its order, each level's direction (DIRECTION, SECOND_BETTER, SECOND_WORSE) and the
 level of a swapped pair (MIRROR).
-Text follows METHOD.md ("Student"): the Qwen chat template, the system prompt
+Text follows docs/method.md ("Student"): the Qwen chat template, the system prompt
 "You are a helpful assistant.", and the answer "The quality of the second video
 is {level} to the first video.". The student is asked for the next token after
 "The quality of the second video is"; the logits of the five level tokens at

@@ -1,5 +1,5 @@
 """MOS fine-tuning (`w2s-vqa finetune`): splits by video never share a video; MOS pairs are
-labelled by the five-way rule (re-implemented here from METHOD.md) at its boundaries; the
+labelled by the five-way rule (re-implemented here from docs/method.md) at its boundaries; the
 median over splits is what is reported; a tiny end-to-end run starts every split from a
 weak-to-strong checkpoint trained here, resumes, and refuses bad inputs naming the file or row."""
 
@@ -19,7 +19,7 @@ from w2s_vqa.prompt import LEVEL_INDEX
 from w2s_vqa import config as config_lib
 from w2s_vqa import finetune as finetune_lib
 
-# METHOD.md "Labels", as written: superior if d > 2 s_d; better if s_d < d <= 2 s_d; similar
+# docs/method.md "Labels", as written: superior if d > 2 s_d; better if s_d < d <= 2 s_d; similar
 # if -s_d < d <= s_d; worse if -2 s_d < d <= -s_d; inferior if d <= -2 s_d.
 def _rule(d, s_d):
     if d > 2 * s_d:

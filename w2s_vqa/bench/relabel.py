@@ -42,7 +42,7 @@ DISTORTIONS = (("blur", "spatial"), ("stutter", "temporal"), ("h264", "compressi
 LEVELS_PER_SIMULATOR = 3
 VIDEOS_PER_SOURCE = 1 + len(DISTORTIONS) * LEVELS_PER_SIMULATOR
 TEACHERS = ("teacher_a", "teacher_b", "teacher_c")
-# The paper's stage 2 and 3 (METHOD.md): 100k new pairs, 5k synthetic per family; xi = 10
+# The paper's stage 2 and 3 (docs/method.md): 100k new pairs, 5k synthetic per family; xi = 10
 # is the config's default (the paper gives no value).
 PAPER = dict(new_pairs=100_000, synthetic_per_kind=5_000, gmad_levels=10, misranked="direction")
 STORE_CLIPS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")

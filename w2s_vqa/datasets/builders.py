@@ -111,7 +111,7 @@ def _tiny_settings() -> dict[str, Any]:
 
 
 def _paper_settings() -> dict[str, Any]:
-    """The paper's inputs (METHOD.md "Student"): 1 fps at 384x384, 8 frames and 10 SlowFast
+    """The paper's inputs (docs/method.md "Student"): 1 fps at 384x384, 8 frames and 10 SlowFast
     motion chunks of 256 dimensions, JPEG frames, as configs/w2s_llava_ov_7b.py sets data.*."""
     return {**_tiny_settings(), "num_frames": 8, "image_size": 384, "num_motion_chunks": 10, "motion_dim": 256,
             "motion_features": "slowfast", "frame_format": "jpeg"}

@@ -1,6 +1,6 @@
 """Pairs within one MOS-labeled set, and random splits of a set by video: MOS fine-tuning.
 
-METHOD.md ("Metrics in practice", MOS fine-tuning, Compare2Score's recipe, from which
+docs/method.md ("Metrics in practice", MOS fine-tuning, Compare2Score's recipe, from which
 the paper's label rule comes): pairs of videos of one labeled set, labelled by the
 five-way rule (rules.five_way_labels) with d = MOS_second - MOS_first and
 s_d = sqrt(s_first^2 + s_second^2), s a video's MOS standard deviation; the field
@@ -13,7 +13,7 @@ Where s comes from:
                   LIVE-YT-HFR publishes one (its subject_MOS.csv: MOS and standard
                   deviation per video); the KoNViD-1k and YouTube-UGC releases carry SD
                   columns beside MOS in some versions (check the download); LSVQ and
-                  LIVE-VQC publish MOS only. The tables in ../shared/eval_sets hold
+                  LIVE-VQC publish MOS only. The tables in w2s_vqa/datasets/lists hold
                   file,mos only.
     a constant    otherwise: std_fraction x (max - min) of the MOS of the videos given,
                   the same s for every video (config finetune.mos_std_fraction). A

@@ -1,6 +1,6 @@
 """Weak teachers' scores: read a score table, check it, and fuse it per video.
 
-Several existing quality models (the weak teachers, METHOD.md "Labels") score the pool
+Several existing quality models (the weak teachers, docs/method.md "Labels") score the pool
 of unlabeled videos ahead of time. Their scores arrive as one table, in long form
 (`video_id, teacher, score`, one row per score) or wide form (`video_id` plus one
 numeric column per teacher). Both become the long form here, which `fuse` reduces to
@@ -258,7 +258,7 @@ def wide_scores(scores: pd.DataFrame, *, normalize: str | None = None,
 
     Scores are oriented (`orient`: the `lower_is_better` teachers negated) and
     normalized as `fuse` does. Per-teacher scores matter beyond the mean: gMAD
-    (METHOD.md, stages 2 and 3) looks for pairs one particular teacher cannot tell apart.
+    (docs/method.md, stages 2 and 3) looks for pairs one particular teacher cannot tell apart.
     """
     table = (normalize_scores(orient(scores, lower_is_better), normalize)
              .pivot(index="video_id", columns="teacher", values="score"))

@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
                         help="video store holding the labeled videos (`w2s-vqa prepare`)")
     parser.add_argument("--mos", required=True, metavar="TABLE",
                         help="CSV with a video column (file, id or video_id: store id, file name, or file name "
-                             "without extension) and 'mos', e.g. ../shared/eval_sets/konvid_1k.csv")
+                             "without extension) and 'mos', e.g. w2s_vqa/datasets/lists/konvid_1k.csv")
     parser.add_argument("--k", type=int, default=5, help="number of anchors (default 5, as the paper)")
     parser.add_argument("--coverage", type=float, default=DEFAULT_COVERAGE,
                         help=f"share of the table's videos the anchors' MOS targets span (default {DEFAULT_COVERAGE})")

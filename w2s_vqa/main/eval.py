@@ -4,7 +4,7 @@
         --eval-set konvid_1k /data/KoNViD_1k_videos eval_sets/konvid_1k.csv \\
         --eval-set kvq /data/KVQ eval_sets/kvq.csv [--teachers dover.csv] --out eval/
 
-Each set is a folder of videos and a `file,mos` table (../shared/eval_sets/*.csv); its
+Each set is a folder of videos and a `file,mos` table (w2s_vqa/datasets/lists/*.csv); its
 videos are scored against the anchor set A as `w2s-vqa score` scores them, and a teacher
 table's scores of the same files sit beside the student's. Without a student, only the
 teacher tables are evaluated. Writes OUT/results.md, results.json, predictions.csv,

@@ -3,7 +3,7 @@
     w2s-vqa finetune --checkpoint W2S_RUN [--step latest|best|N] --videos FOLDER --mos TABLE \\
         --name SET --workdir W [--splits N] [--anchors K] [--config C] [--set key=value]
 
-The set is a folder of videos and a `file,mos` table (../shared/eval_sets/*.csv; `file` names
+The set is a folder of videos and a `file,mos` table (w2s_vqa/datasets/lists/*.csv; `file` names
 a video relative to the folder, with or without its extension; an optional `mos_std`, `std`
 or `sd` column gives each video's standard deviation of ratings). Each of N random
 splits by video (finetune.splits, default the field's 10; finetune.train_fraction 0.8)

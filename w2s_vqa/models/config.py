@@ -116,7 +116,7 @@ class StudentConfig:
     vision_feature_select_strategy: str = "full"
     image_token_index: int = 151646
     video_token_index: int = 151647
-    # Ours (METHOD.md "Student"): frames per video at 1 fps, one motion token per
+    # Ours (docs/method.md "Student"): frames per video at 1 fps, one motion token per
     # one-second chunk, each chunk a 256-d SlowFast fast-pathway feature.
     num_frames: int = 8
     num_motion_chunks: int = 10

@@ -1,6 +1,6 @@
 """Building blocks shared by the towers: parameters carry logical axis names.
 
-Every parameter is an `nnx.Param` with `logical_axes` metadata (DESIGN.md,
+Every parameter is an `nnx.Param` with `logical_axes` metadata (docs/design-decisions.md,
 Conventions); `w2s_vqa.sharding` maps those names to mesh axes through one
 rules table. Parameters are stored in float32; each block computes in the dtype
 it is given (bf16 compute with fp32 master weights), and normalizations and

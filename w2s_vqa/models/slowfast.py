@@ -2,7 +2,7 @@
 
 The motion branch reads, per one-second chunk (32 frames at 224x224, normalized
 with mean 0.45 and std 0.225), one 256-d feature of a frozen SlowFast-R50
-trained on Kinetics-400 (METHOD.md, "Motion branch"). The authors compute it
+trained on Kinetics-400 (docs/method.md, "Motion branch"). The authors compute it
 with pytorchvideo's `slowfast_r50` (`create_slowfast(model_depth=50)`): they
 run `blocks[0..4]` on [slow, fast] inputs, then average the fast tensor with
 `blocks[5].pool[1]` (AvgPool3d over its whole 32x7x7 extent) and the head's

@@ -3,7 +3,7 @@
 Per video (transformers' `LlavaOnevisionModel.get_video_features`): every frame
 through SigLIP, hidden states of `vision_feature_layer`, the projector, 2x
 bilinear pooling of the patch grid, frames concatenated, one image-newline
-vector. Then ours (METHOD.md "Motion branch"): one token per one-second motion
+vector. Then ours (docs/method.md "Motion branch"): one token per one-second motion
 chunk, Linear(256->H) - GELU - Linear(H->H). Those `tokens_per_video` vectors
 replace, in order, the `video_token_index` placeholders of each sample.
 

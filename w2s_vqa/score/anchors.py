@@ -1,6 +1,6 @@
 """Anchor sets: K videos of known MOS that every scored video is compared with.
 
-METHOD.md "Scoring a single video": the paper compares each test video with K = 5 anchors
+docs/method.md "Scoring a single video": the paper compares each test video with K = 5 anchors
 from LSVQ (MOS 39.56, 50.23, 60.62, 69.43, 78.03); those videos are not public in full,
 so users pick their own from a labeled set (`pick_anchors`, `w2s-vqa anchors`).
 
@@ -45,7 +45,7 @@ VERSION = 1
 VIDEO_ARRAYS = ("frames", "frame_mask", "motion", "motion_mask")
 # Default share of a MOS table's videos that the anchors' targets span (pick_anchors).
 DEFAULT_COVERAGE = 0.95
-# MOS table columns: the video, then its score (../shared/eval_sets/*.csv use file,mos).
+# MOS table columns: the video, then its score (w2s_vqa/datasets/lists/*.csv use file,mos).
 VIDEO_COLUMNS = ("file", "id", "video_id")
 MOS_COLUMN = "mos"
 
@@ -294,7 +294,7 @@ def validate(ids, mos, videos, *, where: str = "anchor set") -> None:
 # ---------------------------------------------------------------------------- MOS tables
 def read_mos_table(path: str, store: VideoStore | None = None) -> pd.DataFrame:
     """A MOS table (CSV: a video column `file`, `id` or `video_id`, and `mos`; the format of
-    ../shared/eval_sets/*.csv) as a DataFrame with columns id (str), mos (float64), row (int,
+    w2s_vqa/datasets/lists/*.csv) as a DataFrame with columns id (str), mos (float64), row (int,
     data rows from 1), in file order.
 
     With `store`, each video is matched to a store id: the id itself, or the name

@@ -1,7 +1,7 @@
 """Evaluation on labeled sets: the student's scores, and any teacher's, against human MOS.
 
 A labeled set is a folder of videos plus a MOS table (`file,mos`, the format of
-../shared/eval_sets/*.csv: `file` names a video relative to the folder). For each set:
+w2s_vqa/datasets/lists/*.csv: `file` names a video relative to the folder). For each set:
 
     student    every video scored against an anchor set (score.scorer: decoded as
                `w2s-vqa prepare` decodes, compared with the anchors, Thurstone scores);
@@ -214,8 +214,8 @@ def markdown(results: Mapping) -> str:
 
 # The paper's overall SRCC / PLCC (means over its sets weighted by video count: in-domain over
 # LSVQ-test, LSVQ-1080p, KoNViD-1k, LIVE-VQC, YouTube-UGC; out-of-distribution over LIVE-YT-Gaming,
-# CGVDS, LIVE-YT-HFR, Waterloo-IVC-4K, KVQ). Source: ../shared/METHOD.md, "Evaluation sets and
-# headline numbers", from the paper (arXiv 2505.03631). METHOD.md gives no per-set rows, so the
+# CGVDS, LIVE-YT-HFR, Waterloo-IVC-4K, KVQ). Source: docs/method.md, "Evaluation sets and
+# headline numbers", from the paper (arXiv 2505.03631). docs/method.md gives no per-set rows, so the
 # table shows none for these models.
 PAPER_OVERALL: dict[str, dict[str, tuple[float, float]]] = {
     "final student (stage 3)": {"in_domain": (0.865, 0.872), "out_of_distribution": (0.745, 0.789)},
@@ -224,7 +224,7 @@ PAPER_OVERALL: dict[str, dict[str, tuple[float, float]]] = {
     "FAST-VQA": {"in_domain": (0.838, 0.849), "out_of_distribution": (0.486, 0.512)},
     "MinimalisticVQA(IX)": {"in_domain": (0.849, 0.859), "out_of_distribution": (0.574, 0.622)},
 }
-PAPER_SOURCE = "METHOD.md 'Evaluation sets and headline numbers' (arXiv 2505.03631); overall rows only"
+PAPER_SOURCE = "docs/method.md 'Evaluation sets and headline numbers' (arXiv 2505.03631); overall rows only"
 
 
 def paper_table(results: Mapping) -> list[str]:

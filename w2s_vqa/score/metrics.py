@@ -536,7 +536,7 @@ def mos_metrics(predicted, mos, *, bootstrap: int = 1000, confidence: float = 0.
 
 
 # ----------------------------------------------------------------------------- the paper's "overall"
-# The paper's evaluation sets (METHOD.md "Evaluation sets"; ../shared/eval_sets/*.csv by
+# The paper's evaluation sets (docs/method.md "Evaluation sets"; w2s_vqa/datasets/lists/*.csv by
 # these names) and the videos it evaluated of each.
 IN_DOMAIN_SETS: dict[str, int] = {"lsvq_test": 7182, "lsvq_1080p": 3573, "konvid_1k": 1200, "live_vqc": 585,
                                   "youtube_ugc": 1020}

@@ -1,6 +1,6 @@
 """Thurstone Case V scores from the student's preferences against anchor videos, batched in JAX.
 
-The method (METHOD.md "Scoring a single video"; Thurstone 1927, Case V, as the MAP
+The method (docs/method.md "Scoring a single video"; Thurstone 1927, Case V, as the MAP
 estimate of Tsukida and Gupta, "How to analyze paired comparison data", UWEE TR 2011,
 section 3.3, which the authors' code follows). For one test video and K anchors, n = K + 1
 objects; index K (the last) is the test video.

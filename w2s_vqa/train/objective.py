@@ -1,4 +1,4 @@
-"""The pairwise ranking objective and its metrics (METHOD.md "Objective").
+"""The pairwise ranking objective and its metrics (docs/method.md "Objective").
 
 L = (1 - lambda) * CE + lambda * L_conf, with L_conf the mean entropy of the
 predicted five-level distribution. lambda = a * min(1, t / T_w): it ramps up over

@@ -5,7 +5,7 @@ matching group wins, unmatched parameters use the base rate, and a rate of 0
 freezes the group: frozen parameters are not differentiated at all (the train
 step splits them off), so a frozen 7B decoder costs no gradient memory.
 
-The paper's regime (METHOD.md "Objective"): decoder frozen, vision tower 2e-6,
+The paper's regime (docs/method.md "Objective"): decoder frozen, vision tower 2e-6,
 projectors 1e-5, expressed as
     groups = (("^language_model\\.|^lm_head\\.", 0.0), ("^vision_tower\\.", 2e-6), ("projector", 1e-5))
 Full fine-tuning is `groups = ()` with the base rate.

@@ -3,8 +3,8 @@
 Each :class:`Simulator` degrades uint8 RGB frames ``[T, H, W, 3]`` at one of
 its severity levels (1 = mildest) and returns frames of the same shape. The
 pair builder turns two levels of one source video into a preference label
-(METHOD.md, "Labels"), so what matters is that a higher level is reliably
-worse. Level values follow METHOD.md ("Synthetic distortion simulators");
+(docs/method.md, "Labels"), so what matters is that a higher level is reliably
+worse. Level values follow docs/method.md ("Synthetic distortion simulators");
 those of blur, noise, darken and brighten are KADID-10k's. Where a value
 needs interpreting, or the paper gives none, the choice is documented on
 the simulator below.
@@ -93,7 +93,7 @@ def _blur(frames: np.ndarray, sigma: float, fps: float, rng: np.random.Generator
 
     Borders repeat the edge pixel. At sigma 0.1 the kernel truncates to a
     single tap, so level 1 leaves frames untouched; the value is kept as
-    METHOD.md gives it.
+    docs/method.md gives it.
     """
     return _per_frame(frames, lambda frame: ndimage.gaussian_filter(frame, sigma=(sigma, sigma, 0), mode="nearest"))
 
@@ -101,7 +101,7 @@ def _blur(frames: np.ndarray, sigma: float, fps: float, rng: np.random.Generator
 def _noise(frames: np.ndarray, variance: float, fps: float, rng: np.random.Generator) -> np.ndarray:
     """Additive white Gaussian noise of ``variance`` on [0, 1] pixels, independent per pixel and channel.
 
-    METHOD.md's "sigma" values are KADID-10k's white-noise levels, which are
+    docs/method.md's "sigma" values are KADID-10k's white-noise levels, which are
     variances: the public Python port of KADID's code (ARNIQA's
     ``white_noise``) draws ``randn * sqrt(v)``. Read as standard deviations
     they would be at most 2.6 grey levels, mostly rounded away in uint8; as
@@ -184,7 +184,7 @@ def _stutter(frames: np.ndarray, probability: float, fps: float, rng: np.random.
 def _h264(frames: np.ndarray, crf: float, fps: float, rng: np.random.Generator) -> np.ndarray:
     """libx264, preset "fast", constant rate factor ``crf``.
 
-    METHOD.md's last level, CRF 63, is outside 8-bit x264's range (0-51):
+    docs/method.md's last level, CRF 63, is outside 8-bit x264's range (0-51):
     x264 silently clamps it to 51 (checked: CRF 63 and 51 give byte-identical
     streams), so the authors' level 4 was in effect CRF 51, and that is the
     value stored here. One encoder thread: x264's threaded rate control made the

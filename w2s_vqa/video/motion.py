@@ -1,6 +1,6 @@
 """Built-in motion features: frame-difference statistics per one-second chunk.
 
-The student takes one motion token per one-second chunk (METHOD.md, "Student").
+The student takes one motion token per one-second chunk (docs/method.md, "Student").
 The paper's tokens are SlowFast features, which need a pretrained network; a
 user brings them precomputed (`data.motion_features = "precomputed"`). Those
 describe the source video only, so distorted variants made by `prepare` would
@@ -129,7 +129,7 @@ def frame_statistics(
     return features, mask
 
 
-# The chunks of the authors' SlowFast features (METHOD.md, "Motion branch").
+# The chunks of the authors' SlowFast features (docs/method.md, "Motion branch").
 SLOWFAST_FRAMES = 32
 SLOWFAST_SIZE = 224
 # The authors resize with torchvision's Resize([224, 224]) on PIL images, which is
