@@ -208,15 +208,15 @@ def built(clips, tmp_path_factory):
 
 # ----------------------------------------------------------------------------- the builders
 def test_the_builders_are_registered_under_the_papers_set_names():
-    from w2s_vqa.score import metrics
+    from w2s_vqa.score import overall as overall_lib
 
-    names = [n for group in metrics.SET_GROUPS.values() for n in group]
+    names = [n for group in overall_lib.SET_GROUPS.values() for n in group]
     assert sorted(datasets.NAMES) == sorted(names)
     for name in names:
         assert tfds.builder_cls(name) is datasets.BUILDERS[name]
         assert name in datasets.BUILDERS[name].MANUAL_DOWNLOAD_INSTRUCTIONS or True
-        assert len(datasets.paper_list(name)) == metrics.SET_GROUPS[
-            "in_domain" if name in metrics.IN_DOMAIN_SETS else "out_of_distribution"][name]
+        assert len(datasets.paper_list(name)) == overall_lib.SET_GROUPS[
+            "in_domain" if name in overall_lib.IN_DOMAIN_SETS else "out_of_distribution"][name]
     # The shipped lists are the shared ones, byte for byte, where the shared folder is beside the checkout.
     shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "eval_sets")
     if os.path.isdir(shared):

@@ -11,7 +11,8 @@ import pytest
 import scipy.stats
 
 from w2s_vqa import cli, video
-from w2s_vqa.score import evaluate, metrics
+from w2s_vqa.score import evaluate
+from w2s_vqa.score import overall as overall_lib
 
 
 def _clips(folder, count, seed=0):
@@ -159,7 +160,7 @@ def test_the_set_names_of_the_paper_are_its_eval_lists():
     shared = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "eval_sets")
     if not os.path.isdir(shared):
         pytest.skip("../shared/eval_sets is not beside this checkout")
-    for name, count in {**metrics.IN_DOMAIN_SETS, **metrics.OUT_OF_DISTRIBUTION_SETS}.items():
+    for name, count in {**overall_lib.IN_DOMAIN_SETS, **overall_lib.OUT_OF_DISTRIBUTION_SETS}.items():
         assert len(pd.read_csv(os.path.join(shared, f"{name}.csv"))) == count, name
 
 

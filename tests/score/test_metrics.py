@@ -11,7 +11,8 @@ import pytest
 from w2s_vqa.labels.pair_table import make_pair_table
 from w2s_vqa.labels.rules import BETTER, INFERIOR, SIMILAR, SUPERIOR, WORSE
 from w2s_vqa.prompt import LEVELS
-from w2s_vqa.score import metrics
+from w2s_vqa.score import metric_warnings, metrics
+from w2s_vqa.score import overall as overall_lib
 from w2s_vqa.train import objective
 
 
@@ -264,7 +265,7 @@ def test_small_sets_report_their_count_and_leave_out_fitted_figures_and_interval
     assert m["notes"][0].startswith(f"{n} videos, fewer than 20: PLCC and RMSE after the logistic fit and the "
                                     f"bootstrap intervals are left out (NaN)")
     # Said in the figures (NaN) and the notes; a warning is kept for the libraries' troubles.
-    assert not [w for w in recwarn if issubclass(w.category, metrics.MetricsWarning)]
+    assert not [w for w in recwarn if issubclass(w.category, metric_warnings.MetricsWarning)]
     # At MIN_VIDEOS_BOOTSTRAP videos of related scores: every figure and interval is there, no note.
     rng = np.random.default_rng(n)
     x = rng.normal(size=metrics.MIN_VIDEOS_BOOTSTRAP)
@@ -284,14 +285,14 @@ def test_library_warnings_are_caught_and_said_once_in_our_words():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         m = metrics.mos_metrics(x, mos, bootstrap=100, what="kvq, student")
-    assert [w.category for w in caught] == [metrics.MetricsWarning]
+    assert [w.category for w in caught] == [metric_warnings.MetricsWarning]
     assert str(caught[0].message).startswith("kvq, student: the scores or the MOS are nearly constant")
     assert "nearly constant" in str(caught[0].message) and "NearConstantInputWarning" not in str(caught[0].message)
     assert any("nearly constant" in note for note in m["notes"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics.plcc(x, mos)
-    assert [w.category for w in caught] == [metrics.MetricsWarning]
+    assert [w.category for w in caught] == [metric_warnings.MetricsWarning]
     # The verbs' note collector gathers it as a note (MetricsWarning is a TableWarning).
     from w2s_vqa.tables import collect_notes
 
@@ -352,14 +353,14 @@ def test_the_weighted_overall_by_hand():
     per_set = {"konvid_1k": {"videos": 100, "srcc": 0.9, "plcc": 0.8},
                "live_vqc": {"videos": 300, "srcc": 0.5, "plcc": 0.6},
                "kvq": {"videos": 50, "srcc": 0.2, "plcc": float("nan")}}
-    overall = metrics.weighted_overall(per_set, ["konvid_1k", "live_vqc", "lsvq_test"], ["srcc", "plcc"])
+    overall = overall_lib.weighted_overall(per_set, ["konvid_1k", "live_vqc", "lsvq_test"], ["srcc", "plcc"])
     assert overall == {"sets": ["konvid_1k", "live_vqc"], "missing": ["lsvq_test"], "videos": 400,
                        "srcc": pytest.approx((0.9 * 100 + 0.5 * 300) / 400),
                        "plcc": pytest.approx((0.8 * 100 + 0.6 * 300) / 400)}
-    groups = metrics.overall_by_group(per_set, metrics=["srcc", "plcc"])
+    groups = overall_lib.overall_by_group(per_set, metrics=["srcc", "plcc"])
     assert set(groups) == {"in_domain", "out_of_distribution"}
     # A weighted mean (sum of products over a sum): rounding may differ by CPU, so a tolerance.
     assert groups["out_of_distribution"]["srcc"] == pytest.approx(0.2) and np.isnan(groups["out_of_distribution"]["plcc"])
-    assert metrics.weighted_overall(per_set, ["cgvds"]) is None
+    assert overall_lib.weighted_overall(per_set, ["cgvds"]) is None
     # The paper's overall: its counts over all ten sets.
-    assert sum(metrics.IN_DOMAIN_SETS.values()) == 13560 and sum(metrics.OUT_OF_DISTRIBUTION_SETS.values()) == 5563
+    assert sum(overall_lib.IN_DOMAIN_SETS.values()) == 13560 and sum(overall_lib.OUT_OF_DISTRIBUTION_SETS.values()) == 5563

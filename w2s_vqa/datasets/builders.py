@@ -1,7 +1,7 @@
 """The ten evaluation sets as tensorflow-datasets builders (manual download, ArrayRecord).
 
 One `tfds.core.GeneratorBasedBuilder` per set, registered under the names
-score.metrics.SET_GROUPS uses (lsvq_test, lsvq_1080p, konvid_1k, live_vqc, youtube_ugc;
+score.overall.SET_GROUPS uses (lsvq_test, lsvq_1080p, konvid_1k, live_vqc, youtube_ugc;
 live_yt_gaming, cgvds, live_yt_hfr, waterloo_ivc_4k, kvq), so `tfds.builder("konvid_1k")`
 finds them once `w2s_vqa.datasets` is imported. Neither building nor reading imports
 TensorFlow (tests/test_datasets.py checks sys.modules).

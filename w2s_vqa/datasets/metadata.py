@@ -265,7 +265,7 @@ def _files_by_name(root: str) -> dict[str, str]:
 # ----------------------------------------------------------------------------- the sets
 @dataclasses.dataclass(frozen=True)
 class SetSpec:
-    """One evaluation set: its name (metrics.SET_GROUPS'), title, where it is obtained
+    """One evaluation set: its name (score.overall.SET_GROUPS'), title, where it is obtained
     (`source`), the layout expected under its manual folder (`layout`), its metadata
     reader, and how sure we are of that layout: "confirmed" (checked against the file
     or the release's own code), "documented" (as the release and widespread loaders

@@ -88,10 +88,11 @@ def stage_table(run: runs_lib.Run) -> dict | None:
 def _paper_rows(sets: list[str], groups: list[str]) -> dict | None:
     """The paper's overall rows (score.evaluate.PAPER_OVERALL) when a set is one of the paper's."""
     try:
-        from w2s_vqa.score import evaluate, metrics
+        from w2s_vqa.score import evaluate
+        from w2s_vqa.score import overall as overall_lib
     except ImportError:
         return None
-    paper_sets = {n for names in metrics.SET_GROUPS.values() for n in names}
+    paper_sets = {n for names in overall_lib.SET_GROUPS.values() for n in names}
     if not set(sets) & paper_sets or not groups:
         return None
     return {"rows": {m: {g: f.get(g) for g in groups} for m, f in evaluate.PAPER_OVERALL.items()},

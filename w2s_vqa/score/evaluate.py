@@ -13,7 +13,7 @@ w2s_vqa/datasets/lists/*.csv: `file` names a video relative to the folder). For 
                SRCC, KRCC, PLCC raw (as the paper reports), PLCC and RMSE after the
                4-parameter logistic, 95% bootstrap intervals; per model the paper's
                in-domain and out-of-distribution "overall" (means weighted by the videos
-               evaluated) over the sets named as the paper's (metrics.SET_GROUPS)
+               evaluated) over the sets named as the paper's (overall_lib.SET_GROUPS)
 
 `write_report` writes results.json (every figure), results.md (the tables), one scatter
 plot per set (prediction against MOS, one panel per model, with the fitted logistic
@@ -34,6 +34,7 @@ import pandas as pd
 from w2s_vqa import multihost
 from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.score import metrics
+from w2s_vqa.score import overall as overall_lib
 from w2s_vqa.score.anchors import read_mos_table
 from w2s_vqa.store.settings import Settings
 from w2s_vqa.tables import TableWarning
@@ -54,7 +55,7 @@ class EvalError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class EvalSet:
-    """A labeled set: `name` (one of metrics.SET_GROUPS' names to count in the paper's
+    """A labeled set: `name` (one of overall_lib.SET_GROUPS' names to count in the paper's
     overall, e.g. konvid_1k), `folder` of videos, `table` (file,mos CSV).
 
     `source`, when given, holds the set's labels and videos instead of `table` and the
@@ -141,7 +142,7 @@ def evaluate(predictions: Mapping[str, Mapping[str, pd.DataFrame]], tables: Mapp
     table}. A model is evaluated on the rows of each set it predicted (at least 2; fewer
     are reported as too few). Returns {"sets": {set: {"videos": table rows, "models":
     {model: metrics.mos_metrics(...) + {"missing": rows not predicted}}}}, "overall":
-    {model: metrics.overall_by_group(...)}}.
+    {model: overall_lib.overall_by_group(...)}}.
     """
     results: dict = {"sets": {}, "overall": {}}
     for set_name, table in tables.items():
@@ -162,7 +163,7 @@ def evaluate(predictions: Mapping[str, Mapping[str, pd.DataFrame]], tables: Mapp
     for model in predictions:
         per_set = {s: e["models"][model] for s, e in results["sets"].items()
                    if model in e["models"] and "srcc" in e["models"][model]}
-        overall = metrics.overall_by_group(per_set)
+        overall = overall_lib.overall_by_group(per_set)
         if overall:
             results["overall"][model] = overall
     return results
@@ -229,10 +230,10 @@ PAPER_SOURCE = "docs/method.md 'Evaluation sets and headline numbers' (arXiv 250
 
 def paper_table(results: Mapping) -> list[str]:
     """The paper-style table as markdown lines: per model evaluated, SRCC / PLCC on each of the
-    paper's sets present (metrics.SET_GROUPS order) and the in-domain and out-of-distribution
+    paper's sets present (overall_lib.SET_GROUPS order) and the in-domain and out-of-distribution
     overall (weighted by videos evaluated), then PAPER_OVERALL's rows beside them. No lines
     when no set is named as one of the paper's."""
-    order = [name for names in metrics.SET_GROUPS.values() for name in names if name in results["sets"]]
+    order = [name for names in overall_lib.SET_GROUPS.values() for name in names if name in results["sets"]]
     if not order:
         return []
 
@@ -241,7 +242,7 @@ def paper_table(results: Mapping) -> list[str]:
             return "-"
         return f"{_figure(figures['srcc'])} / {_figure(figures['plcc'])}"
 
-    groups = list(metrics.SET_GROUPS)
+    groups = list(overall_lib.SET_GROUPS)
     lines = ["", "## Paper-style table (SRCC / PLCC; overall = mean weighted by videos)", "",
              "| model | " + " | ".join(order) + " | " + " | ".join(f"{g.replace('_', '-')} overall" for g in groups)
              + " |", "|---|" + "---|" * (len(order) + len(groups))]
@@ -254,7 +255,7 @@ def paper_table(results: Mapping) -> list[str]:
     for model, figures in PAPER_OVERALL.items():
         cells = ["-"] * len(order) + [" / ".join(f"{v:.3f}" for v in figures[g]) for g in groups]
         lines.append(f"| {model} (paper) | " + " | ".join(cells) + " |")
-    counts = ", ".join(f"{n} {c}" for names in metrics.SET_GROUPS.values() for n, c in names.items())
+    counts = ", ".join(f"{n} {c}" for names in overall_lib.SET_GROUPS.values() for n, c in names.items())
     lines += ["", f"Paper rows: {PAPER_SOURCE}; on the paper's lists ({counts} videos)."]
     return lines
 

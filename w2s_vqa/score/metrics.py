@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,7 @@ import scipy.stats
 
 from w2s_vqa.labels import origins as origins_lib
 from w2s_vqa.prompt import LEVEL_INDEX, LEVELS, SECOND_BETTER, SECOND_WORSE
-from w2s_vqa.tables import TableWarning
+from w2s_vqa.score.metric_warnings import Caught, say, speaks_once
 
 # The levels of a decisive pair: the strong words, a level gap above 1 for synthetic pairs.
 DECISIVE: tuple[int, ...] = (LEVEL_INDEX["superior"], LEVEL_INDEX["inferior"])
@@ -66,67 +66,6 @@ MIN_VIDEOS_FITTED = 20
 # resamples repeat so few distinct videos that the interval's coverage falls well short of
 # its nominal 95% (Efron and Tibshirani 1993, ch. 13; the percentile method's known bias on small n).
 MIN_VIDEOS_BOOTSTRAP = 20
-
-
-class MetricsWarning(TableWarning):
-    """A figure computed, with a caveat said in our words: a library's warning (a nearly
-    constant input, a poorly conditioned fit) or a figure left out on a small set."""
-
-
-# Library warnings in our words, by category name; any other says its category and message.
-_SAID = {
-    "NearConstantInputWarning": "the scores or the MOS are nearly constant (their differences are near float "
-                                "precision), so the correlations are unreliable",
-    "ConstantInputWarning": "the scores or the MOS are constant, so the correlations are undefined",
-    "RankWarning": "the scores are nearly constant, so the fallback line from scores to MOS is poorly "
-                   "conditioned",
-    "OptimizeWarning": "the logistic fit's parameter covariance could not be estimated (the fit itself stands)",
-}
-
-
-class _Caught:
-    """Collects every warning raised inside (numpy's, scipy's, ours from inner calls) as
-    distinct sentences in our words, in order: `.said`."""
-
-    def __enter__(self) -> "_Caught":
-        self._context = warnings.catch_warnings(record=True)
-        self._records = self._context.__enter__()
-        warnings.simplefilter("always")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._context.__exit__(*exc)
-        self.said: list[str] = []
-        for record in self._records:
-            name = record.category.__name__
-            if issubclass(record.category, MetricsWarning):
-                sentences = str(record.message).split("; ")
-            elif name in _SAID:
-                sentences = [_SAID[name]]
-            else:
-                sentences = [f"{name} from {record.filename.rsplit('/', 1)[-1]}: "
-                             f"{' '.join(str(record.message).split())}"]
-            self.said += [s for s in sentences if s not in self.said]
-
-
-def _say(said: Sequence[str], what: str = "") -> None:
-    """One MetricsWarning holding every sentence of `said` (none when empty)."""
-    if said:
-        warnings.warn(f"{what + ': ' if what else ''}{'; '.join(said)}", MetricsWarning, stacklevel=3)
-
-
-def _speaks_once(function: Callable) -> Callable:
-    """Library warnings inside `function` said once, in our words (a MetricsWarning)."""
-    import functools
-
-    @functools.wraps(function)
-    def wrapped(*args, **kwargs):
-        with _Caught() as caught:
-            result = function(*args, **kwargs)
-        _say(caught.said)
-        return result
-
-    return wrapped
 
 
 def _labels(labels) -> np.ndarray:
@@ -287,7 +226,7 @@ def _constant(x: np.ndarray, y: np.ndarray) -> bool:
     return bool(np.ptp(x) == 0 or np.ptp(y) == 0)
 
 
-@_speaks_once
+@speaks_once
 def srcc(predicted, mos) -> float:
     """Spearman rank-order correlation of predicted scores with MOS (scipy.stats.spearmanr;
     ties take their average rank). [N] each, finite, N >= 2; NaN when either is constant."""
@@ -295,7 +234,7 @@ def srcc(predicted, mos) -> float:
     return float("nan") if _constant(x, y) else float(scipy.stats.spearmanr(x, y).statistic)
 
 
-@_speaks_once
+@speaks_once
 def plcc(predicted, mos) -> float:
     """Pearson linear correlation of predicted scores with MOS (scipy.stats.pearsonr).
 
@@ -308,7 +247,7 @@ def plcc(predicted, mos) -> float:
     return float("nan") if _constant(x, y) else float(scipy.stats.pearsonr(x, y).statistic)
 
 
-@_speaks_once
+@speaks_once
 def krcc(predicted, mos) -> float:
     """Kendall rank correlation (tau-b) of predicted scores with MOS (scipy.stats.kendalltau).
     [N] each, finite, N >= 2; NaN when either is constant."""
@@ -380,7 +319,7 @@ class MosFit:
 STEP_SHARE = 0.5
 
 
-@_speaks_once
+@speaks_once
 def fit_logistic(predicted, mos) -> MosFit:
     """Least-squares fit of `logistic_4` from predicted scores to MOS (scipy.optimize.curve_fit).
 
@@ -421,7 +360,7 @@ def _fitted_problem(x: np.ndarray, fit: MosFit) -> str:
     return ""
 
 
-@_speaks_once
+@speaks_once
 def plcc_fitted(predicted, mos) -> float:
     """PLCC of MOS with the predicted scores mapped by `fit_logistic`, as the VQEG procedure
     (and MinimalisticVQA's and Compare2Score's tables) reports it. NaN when either side is
@@ -435,7 +374,7 @@ def plcc_fitted(predicted, mos) -> float:
     return float("nan") if _constant(mapped, y) else float(scipy.stats.pearsonr(mapped, y).statistic)
 
 
-@_speaks_once
+@speaks_once
 def rmse_fitted(predicted, mos) -> float:
     """Root mean squared error, in MOS units, between MOS and the predicted scores mapped by
     `fit_logistic`: sqrt(mean((f(x) - MOS)^2)) (VQEG phase II). NaN where `plcc_fitted` is
@@ -452,7 +391,7 @@ STATISTICS: dict[str, Callable] = {"srcc": srcc, "krcc": krcc, "plcc": plcc, "pl
                                    "rmse_fitted": rmse_fitted}
 
 
-@_speaks_once
+@speaks_once
 def bootstrap_interval(statistic: Callable | str, predicted, mos, *, confidence: float = 0.95,
                        resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
     """(low, high): the percentile bootstrap interval of `statistic(predicted, mos)`.
@@ -504,7 +443,7 @@ def mos_metrics(predicted, mos, *, bootstrap: int = 1000, confidence: float = 0.
     MIN_VIDEOS_BOOTSTRAP videos). Library warnings are also said once as a MetricsWarning,
     beginning with `what` (e.g. "konvid_1k, student").
     """
-    with _Caught() as caught:
+    with Caught() as caught:
         x, y = _finite_pair(predicted, mos)
         fit = fit_logistic(x, y)
         mapped = fit(x)
@@ -531,50 +470,5 @@ def mos_metrics(predicted, mos, *, bootstrap: int = 1000, confidence: float = 0.
                     name, x, y, confidence=confidence, resamples=bootstrap, seed=seed))
     library = [s for s in caught.said if s not in notes]
     out["notes"] = notes + library
-    _say(library, what)  # what was left out shows in the figures themselves (NaN) and the notes
-    return out
-
-
-# ----------------------------------------------------------------------------- the paper's "overall"
-# The paper's evaluation sets (docs/method.md "Evaluation sets"; w2s_vqa/datasets/lists/*.csv by
-# these names) and the videos it evaluated of each.
-IN_DOMAIN_SETS: dict[str, int] = {"lsvq_test": 7182, "lsvq_1080p": 3573, "konvid_1k": 1200, "live_vqc": 585,
-                                  "youtube_ugc": 1020}
-OUT_OF_DISTRIBUTION_SETS: dict[str, int] = {"live_yt_gaming": 600, "cgvds": 357, "live_yt_hfr": 480,
-                                            "waterloo_ivc_4k": 1200, "kvq": 2926}
-SET_GROUPS: dict[str, dict[str, int]] = {"in_domain": IN_DOMAIN_SETS, "out_of_distribution": OUT_OF_DISTRIBUTION_SETS}
-OVERALL_METRICS = ("srcc", "krcc", "plcc", "plcc_fitted")
-
-
-def weighted_overall(per_set: Mapping[str, Mapping], names: Sequence[str],
-                     metrics: Sequence[str] = OVERALL_METRICS) -> dict | None:
-    """The paper's "overall": each metric's mean over the sets `names`, weighted by video count.
-
-    per_set: {set name: {"videos": count, metric: value, ...}} (e.g. `mos_metrics`
-    results); sets of `names` absent from it are left out and listed, so a group of
-    which the user has 2 of 5 sets gets the overall of those 2, marked so. Weights are
-    the videos each set was evaluated on (the paper's counts when a set is complete).
-    Returns {"sets": [present], "missing": [absent], "videos": total, metric: mean}
-    (a metric NaN on some present set is NaN), or None when no set of `names` is present.
-    """
-    present = [n for n in names if n in per_set]
-    if not present:
-        return None
-    weights = np.asarray([float(per_set[n]["videos"]) for n in present])
-    out: dict = {"sets": present, "missing": [n for n in names if n not in per_set], "videos": int(weights.sum())}
-    for metric in metrics:
-        values = np.asarray([float(per_set[n][metric]) for n in present])
-        out[metric] = float(np.sum(values * weights) / weights.sum())
-    return out
-
-
-def overall_by_group(per_set: Mapping[str, Mapping], groups: Mapping[str, Sequence[str]] = SET_GROUPS,
-                     metrics: Sequence[str] = OVERALL_METRICS) -> dict[str, dict]:
-    """{group: `weighted_overall`} for each group (default: the paper's in-domain and
-    out-of-distribution sets) with at least one set in `per_set`."""
-    out = {}
-    for group, names in groups.items():
-        result = weighted_overall(per_set, list(names), metrics)
-        if result is not None:
-            out[group] = result
+    say(library, what)  # what was left out shows in the figures themselves (NaN) and the notes
     return out
