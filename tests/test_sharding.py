@@ -23,10 +23,16 @@ LAYER = "language_model.layers.0."
 VISION = "vision_tower.layers.0."
 
 
+def codec_of(scan_layers: bool):
+    config = load_config(os.path.join(REPO, "configs", "w2s_llava_ov_7b.py") + ":gpu",
+                         [f"model.scan_layers={scan_layers}"])
+    return ParamCodec(student.create_abstract(model_config.student_config(config))), sharding.rules_from_config(config)
+
+
 @pytest.fixture(scope="module")
 def seven_b():
-    config = load_config(os.path.join(REPO, "configs", "w2s_llava_ov_7b.py") + ":gpu")
-    return ParamCodec(student.create_abstract(model_config.student_config(config))), sharding.rules_from_config(config)
+    """The 7B config's student with its layers unrolled (per-layer paths, as EXPECTED names them)."""
+    return codec_of(False)
 
 
 def mesh(shape) -> AbstractMesh:
@@ -115,3 +121,14 @@ def test_a_mesh_axis_serves_one_dimension_of_a_tensor(seven_b):
     shardings = codec.shardings(mesh((1, 2, 4)), both)
     assert shardings[LAYER + "mlp.up_proj.kernel"].spec == P("fsdp", "tensor")
     assert shardings[LAYER + "mlp.down_proj.kernel"].spec == P(("fsdp", "tensor"), None)
+
+
+@pytest.mark.parametrize("shape", sorted(EXPECTED))
+def test_scanned_layers_shard_as_their_layers_with_the_layer_axis_whole(seven_b, shape):
+    # The shipped config scans: each stacked tensor's spec is its layers' spec behind an
+    # unsharded leading `layers` axis (the rules table's ("layers", None)).
+    codec, rules = codec_of(True)
+    unrolled = seven_b[0].shardings(mesh(shape), seven_b[1])
+    stacked = codec.shardings(mesh(shape), rules)
+    for key in (k for k in EXPECTED[shape] if ".layers.0." in k):
+        assert stacked[key.replace(".layers.0.", ".layers.")].spec == P(None, *unrolled[key].spec), key
