@@ -20,6 +20,7 @@ from typing import Sequence
 
 import apache_beam as beam
 
+from w2s_vqa import workdir
 from w2s_vqa.curate import extract
 from w2s_vqa.curate.metrics import MetricSettings
 from w2s_vqa.store.beam import PipelineFailed, pipeline_options
@@ -37,7 +38,7 @@ class _MeasurePart(beam.DoFn):
     def process(self, part: int):
         path = extract.part_path(self.out, part)
         if not os.path.exists(path):
-            extract.write_json(path, extract.measure_part(self.parts[part], self.settings))
+            workdir.write_json(path, extract.measure_part(self.parts[part], self.settings), indent=None)
         yield part
 
 

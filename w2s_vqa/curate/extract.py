@@ -3,7 +3,7 @@
 Inputs are what ``prepare`` reads (a folder, a CSV/JSONL manifest) or a built video store
 (its pristine sources, by the paths its index recorded). The work is cut into parts of
 ``part_size`` videos; each finished part is one JSON file in ``OUT/parts/``, written whole
-(temporary file, then rename), so a killed run resumes where it stopped and a rerun with
+(w2s_vqa.workdir), so a killed run resumes where it stopped and a rerun with
 other settings is refused. Videos that do not decode are skipped, counted and listed in
 ``OUT/skipped.csv`` with the reason; they never stop the run.
 
@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from w2s_vqa import progress as progress_lib
-from w2s_vqa import video
+from w2s_vqa import video, workdir
 from w2s_vqa.curate.metrics import METRICS, MetricSettings, video_metrics
 from w2s_vqa.store.format import INDEX_FILE, STORE_FILE, StoreError
 from w2s_vqa.store.sources import Source, find_sources
@@ -89,29 +89,10 @@ def measure_part(sources: Sequence[Source], settings: MetricSettings) -> dict[st
     return {"rows": rows, "skipped": skipped}
 
 
-def write_json(path: str, obj: Any) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f)
-    os.replace(path + ".tmp", path)
-
-
 def _record(sources: Sequence[Source], settings: MetricSettings, part_size: int) -> dict[str, Any]:
     digest = hashlib.sha256("\n".join(f"{s.id}\t{s.path}" for s in sources).encode()).hexdigest()
     return {"settings": dataclasses.asdict(settings), "part_size": part_size, "inputs_sha256": digest,
             "videos": len(sources)}
-
-
-def _check_record(out: str, record: dict[str, Any]) -> None:
-    path = os.path.join(out, RECORD_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            existing = json.load(f)
-        if existing != record:
-            differing = sorted(k for k in set(existing) | set(record) if existing.get(k) != record.get(k))
-            raise ValueError(f"{out}: holds metrics made with other settings or inputs (differing: "
-                             f"{', '.join(differing)}); use another --out or delete it")
-    else:
-        write_json(path, record)
 
 
 def part_path(out: str, part: int) -> str:
@@ -125,7 +106,9 @@ def plan(inputs: str, out: str, settings: MetricSettings, part_size: int) -> tup
         raise ValueError(f"part_size must be at least 1, got {part_size}")
     sources = pool_sources(inputs)
     os.makedirs(os.path.join(out, PARTS_DIR), exist_ok=True)
-    _check_record(out, _record(sources, settings, part_size))
+    workdir.RunRecord(os.path.join(out, RECORD_FILE)).check(
+        _record(sources, settings, part_size), error=ValueError,
+        message="{dir}: holds metrics made with other settings or inputs ({changes}); use another --out or delete it")
     return sources, [sources[i: i + part_size] for i in range(0, len(sources), part_size)]
 
 
@@ -147,7 +130,7 @@ def compute_metrics(inputs: str, out: str, *, settings: MetricSettings = MetricS
     todo = [i for i in range(len(parts)) if i not in results]
 
     def finish(i: int, result: dict[str, Any]) -> None:
-        write_json(part_path(out, i), result)
+        workdir.write_json(part_path(out, i), result, indent=None)
         results[i] = result
 
     with progress_lib.bar(total=len(sources), initial=sum(len(parts[i]) for i in results), unit="video",
@@ -169,9 +152,10 @@ def compute_metrics(inputs: str, out: str, *, settings: MetricSettings = MetricS
     skipped = [row for i in range(len(parts)) for row in results[i]["skipped"]]
     table = pd.DataFrame(rows, columns=list(ID_COLUMNS) + list(METRICS))
     table_path = os.path.join(out, TABLE_FILE)
-    table.to_parquet(table_path + ".tmp", index=False)
-    os.replace(table_path + ".tmp", table_path)
-    pd.DataFrame(skipped, columns=["id", "path", "reason"]).to_csv(os.path.join(out, SKIPPED_FILE), index=False)
+    with workdir.atomic_open(table_path, "wb") as f:
+        table.to_parquet(f, index=False)
+    with workdir.atomic_open(os.path.join(out, SKIPPED_FILE)) as f:
+        pd.DataFrame(skipped, columns=["id", "path", "reason"]).to_csv(f, index=False)
     return MetricsReport(table=table_path, videos=len(sources), measured=len(rows), skipped=skipped,
                          parts_resumed=resumed)
 

@@ -9,11 +9,11 @@ Layout of ``OUT``::
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
+from w2s_vqa import workdir
 from w2s_vqa.curate.select import Selection
 
 SELECTION_FILE = "selection.csv"
@@ -66,9 +66,9 @@ def plot(selection: Selection, path: str) -> None:
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png", dpi=90)
+    with workdir.atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=90)
     plt.close(fig)
-    os.replace(path + ".tmp.png", path)
 
 
 def write(selection: Selection, out: str) -> dict[str, str]:
@@ -78,10 +78,8 @@ def write(selection: Selection, out: str) -> dict[str, str]:
              "figure": os.path.join(out, FIGURE_FILE)}
     chosen = selection.pool.iloc[selection.chosen]
     columns = [c for c in ("id", "path", "source_id") if c in chosen.columns]
-    chosen[columns].to_csv(paths["selection"] + ".tmp", index=False)
-    os.replace(paths["selection"] + ".tmp", paths["selection"])
-    with open(paths["report"] + ".tmp", "w") as f:
-        json.dump(summary(selection), f, indent=1)
-    os.replace(paths["report"] + ".tmp", paths["report"])
+    with workdir.atomic_open(paths["selection"]) as f:
+        chosen[columns].to_csv(f, index=False)
+    workdir.write_json(paths["report"], summary(selection))
     plot(selection, paths["figure"])
     return paths

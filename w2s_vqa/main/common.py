@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,3 +58,20 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is below 0")
     return value
+
+
+# The runners `prepare --runner` and `curate-metrics --runner` take, spelled out rather than read
+# from w2s_vqa.store.beam: that module imports Beam, which a verb's --help must not need.
+BEAM_RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner")
+
+
+def add_beam_arguments(parser: argparse.ArgumentParser, runner_help: str) -> None:
+    """--workers, --runner and --beam-option, which the verbs that can run on Apache Beam take."""
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="worker processes (default: all CPUs; 0 or 1: this process); with --runner "
+                             "DirectRunner, its direct_num_workers")
+    parser.add_argument("--runner", default=None, metavar="RUNNER", choices=BEAM_RUNNERS,
+                        help=f"{runner_help} ({', '.join(BEAM_RUNNERS)}; needs pip install 'w2s-vqa[beam]')")
+    parser.add_argument("--beam-option", dest="beam_options", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Beam pipeline option, e.g. project=my-project, region=us-central1, "
+                             "temp_location=gs://b/tmp, flink_master=host:8081 (KEY alone for a flag; repeatable)")

@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import os
 
-from w2s_vqa.main.common import add_config_arguments, json_line, load_config
+from w2s_vqa.main.common import add_beam_arguments, add_config_arguments, json_line, load_config
 
 
 def add_arguments(parser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--inputs", required=True, metavar="PATH", help="folder, manifest or video store")
     parser.add_argument("--out", required=True, metavar="DIR", help="metrics.parquet and skipped.csv go here")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                        help="worker processes, one part of videos each at a time (default: all CPUs); "
-                             "with --runner DirectRunner, its direct_num_workers")
-    parser.add_argument("--runner", default=None, metavar="RUNNER",
-                        choices=("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner"),
-                        help="measure as an Apache Beam pipeline on this runner, as `prepare --runner` "
-                             "(needs pip install 'w2s-vqa[beam]'; --out and the videos on a file system "
-                             "every worker mounts)")
-    parser.add_argument("--beam-option", dest="beam_options", action="append", default=[], metavar="KEY=VALUE",
-                        help="a Beam pipeline option, as for `prepare` (repeatable)")
-
+    add_beam_arguments(parser, "measure as an Apache Beam pipeline on this runner, as `prepare --runner` "
+                               "(--out and the videos on a file system every worker mounts)")
 
 def run(args) -> int:
     from w2s_vqa.curate.extract import SKIPPED_FILE, MetricSettings, compute_metrics

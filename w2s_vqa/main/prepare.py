@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_beam_arguments, add_config_arguments, load_config
 
 
 def add_arguments(parser) -> None:
@@ -17,19 +17,8 @@ def add_arguments(parser) -> None:
                         help="folder of videos (searched recursively) or a CSV/JSONL manifest with a 'path' "
                              "column and optional 'id', 'source_id', 'motion' (.npy [chunks, motion_dim])")
     parser.add_argument("--out", required=True, metavar="DIR", help="store directory; rerun to resume a killed run")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                        help="worker processes, one shard each at a time (default: all CPUs; 0 or 1: this process); "
-                             "with --runner DirectRunner, its direct_num_workers")
-    # The names are spelled out rather than read from w2s_vqa.store.beam: that module imports Beam.
-    parser.add_argument("--runner", default=None, metavar="RUNNER",
-                        choices=("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner"),
-                        help="run as an Apache Beam pipeline on this runner (DirectRunner, DataflowRunner, "
-                             "FlinkRunner, SparkRunner, PortableRunner; needs pip install 'w2s-vqa[beam]'); "
-                             "--out may then be any path Beam's FileSystems writes (gs://, s3://, ...)")
-    parser.add_argument("--beam-option", dest="beam_options", action="append", default=[], metavar="KEY=VALUE",
-                        help="a Beam pipeline option, e.g. project=my-project, region=us-central1, "
-                             "temp_location=gs://b/tmp, flink_master=host:8081 (KEY alone for a flag; repeatable)")
-
+    add_beam_arguments(parser, "run as an Apache Beam pipeline on this runner; --out may then be any path "
+                               "Beam's FileSystems writes (gs://, s3://, ...)")
 
 def run(args) -> int:
     from w2s_vqa.store.format import ERRORS_FILE, INDEX_FILE, StoreError
