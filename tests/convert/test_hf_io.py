@@ -54,6 +54,12 @@ def test_round_trip_is_bit_identical(tmp_path, tied, shard_bytes, scan):
 
     model, info = LlavaOnevisionForConditionalGeneration.from_pretrained(tmp_path / "out", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    # Every file of the export, weights included, gets the mode the umask gives a new file:
+    # colleagues on a shared disk can read the weights (safetensors alone writes 0600).
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir() if p.is_file()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
 
 
 def test_export_refuses_non_empty_directory(tmp_path):

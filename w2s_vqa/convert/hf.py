@@ -294,6 +294,11 @@ def _save_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
     from safetensors.numpy import save_file
 
     save_file(tensors, path, metadata={"format": "pt"})
+    # safetensors creates its files 0600; weights are shared like every other file of an
+    # export, so they get the mode the user's umask gives a new file (0644 under 022).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _write_weights(tensors: dict[str, np.ndarray], out_dir: str, max_shard_bytes: int) -> list[str]:
