@@ -175,3 +175,13 @@ def test_the_plan_verb_prints_a_table_and_one_json_line_and_names_bad_input(caps
     assert "v5p-64      v5p   v5:2x4x4       32      8" in capsys.readouterr().out
     assert cli.main(["plan", "--topology", "v9-8"]) == 2
     assert "w2s-vqa plan: error: unknown target 'v9-8'" in capsys.readouterr().err
+
+
+def test_the_sweep_does_not_rank_points_its_estimate_cannot_tell_apart():
+    # A roofline estimate within 10% of the fastest is a tie: both are marked, fastest first;
+    # a faster point that does not fit and a clearly slower one are not.
+    rows = [{"fits": True, "est_step_ms": 104.0}, {"fits": True, "est_step_ms": 100.0},
+            {"fits": True, "est_step_ms": 150.0}, {"fits": False, "est_step_ms": 60.0}, {"fits": None}]
+    assert sweep_lib.mark_fastest(rows) == [1, 0]
+    assert [r["fastest_fitting"] for r in rows] == [True, True, False, False, False]
+    assert sweep_lib.mark_fastest([{"fits": False, "est_step_ms": 1.0}]) == []

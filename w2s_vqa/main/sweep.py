@@ -29,9 +29,7 @@ def run(args) -> int:
     records = sweep_lib.run_sweep(args.config, args.overrides, args.topology, points, args.out,
                                   timeout=args.timeout, prompt_length=args.prompt_length)
     rows = [sweep_lib.row_of(r) for r in records]
-    best = sweep_lib.fastest_fitting(rows)
-    for i, row in enumerate(rows):
-        row["fastest_fitting"] = i == best
+    sweep_lib.mark_fastest(rows)
     keys = [k for k, _ in grids]
     columns = keys + ["fits", "memory_gib", "capacity_gib", "est_step_ms", "est_mfu", "compile_s", "fastest_fitting",
                       "status"]

@@ -169,10 +169,28 @@ def row_of(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+# A roofline estimate leaves out overlap, kernel choice and launch costs: points whose
+# estimates lie within this fraction of the fastest are not told apart, only listed together.
+ESTIMATE_TIES = 0.10
+
+
 def fastest_fitting(rows: Sequence[dict[str, Any]]) -> int | None:
     """Index of the row that fits with the lowest estimated step time (None if no row has both)."""
     candidates = [(r["est_step_ms"], i) for i, r in enumerate(rows) if r.get("fits") and r.get("est_step_ms")]
     return min(candidates)[1] if candidates else None
+
+
+def mark_fastest(rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Set each row's `fastest_fitting`: True for the points that fit whose estimated step time
+    lies within ESTIMATE_TIES of the fastest one's (the estimate cannot order them), else
+    False. Returns their indices, fastest first."""
+    best = fastest_fitting(rows)
+    limit = None if best is None else rows[best]["est_step_ms"] * (1 + ESTIMATE_TIES)
+    tied = sorted((r["est_step_ms"], i) for i, r in enumerate(rows)
+                  if limit is not None and r.get("fits") and r.get("est_step_ms") and r["est_step_ms"] <= limit)
+    for i, row in enumerate(rows):
+        row["fastest_fitting"] = any(i == j for _, j in tied)
+    return [i for _, i in tied]
 
 
 def _cell(value) -> str:
@@ -194,9 +212,7 @@ def write_outputs(records: Sequence[dict[str, Any]], out_dir: str, *, target: st
                   base_overrides: Sequence[str]) -> dict[str, str]:
     """sweep.md, sweep.csv, sweep.json and sweep.png in `out_dir`; returns their paths."""
     rows = [row_of(r) for r in records]
-    best = fastest_fitting(rows)
-    for i, row in enumerate(rows):
-        row["fastest_fitting"] = i == best
+    mark_fastest(rows)
     grid_keys = list(records[0]["point"]) if records else []
     columns = grid_keys + [c for c in ("fits", "memory_gib", "capacity_gib", "margin_gib", "parameters_gib",
                                        "optimizer_gib", "activations_estimate_gib", "temp_gib", "tflops_per_device",
@@ -205,7 +221,8 @@ def write_outputs(records: Sequence[dict[str, Any]], out_dir: str, *, target: st
     paths = {name: os.path.join(out_dir, name) for name in OUTPUTS}
     header = (f"Sweep of `w2s-vqa plan` on {target}, config {config_file or 'default'}"
               f"{' with ' + ' '.join(f'--set {o}' for o in base_overrides) if base_overrides else ''}. "
-              "Sizes in GiB per device; est_step_ms and est_mfu are a roofline estimate, not a measurement.")
+              "Sizes in GiB per device; est_step_ms and est_mfu are a roofline estimate, not a measurement: "
+              f"fastest_fitting marks every point that fits within {ESTIMATE_TIES:.0%} of the fastest estimate.")
     with open(paths["sweep.md"], "w") as f:
         f.write(header + "\n\n" + markdown(rows, columns) + "\n")
     with open(paths["sweep.csv"], "w", newline="") as f:
@@ -266,11 +283,12 @@ def plot(rows: Sequence[dict[str, Any]], grid_keys: Sequence[str], path: str, *,
         ax2.set_ylim(bottom=0)
         handles.append(line)
         names.append("estimated step time")
-        best = fastest_fitting(rows)
-        if best is not None:
-            (star,) = ax2.plot([best], [steps[best]], "*", color="gold", markeredgecolor="black", markersize=16)
+        tied = mark_fastest([dict(r) for r in rows])
+        if tied:
+            (star,) = ax2.plot(tied, [steps[i] for i in tied], "*", color="gold", markeredgecolor="black",
+                               markersize=16)
             handles.append(star)
-            names.append("fastest that fits")
+            names.append(f"fits, within {ESTIMATE_TIES:.0%} of the fastest estimate")
     ax.legend(handles, names, fontsize=8, loc="best", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -280,9 +298,9 @@ def plot(rows: Sequence[dict[str, Any]], grid_keys: Sequence[str], path: str, *,
 def summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Counts for the verb's JSON line: points, fitting, failing, the fastest that fits."""
     rows = [row_of(r) for r in records]
-    best = fastest_fitting(rows)
+    tied = mark_fastest(rows)
     return {"points": len(rows), "fit": sum(1 for r in rows if r.get("fits")),
             "do_not_fit": sum(1 for r in rows if r.get("fits") is False),
             "errors": sum(1 for r in rows if r.get("fits") is None),
-            "fastest_fitting": rows[best] if best is not None else None}
+            "fastest_fitting": [rows[i] for i in tied]}
 
