@@ -18,10 +18,13 @@ from setuptools import setup
 # __init__.py comes with its modules). A module added to that import surface belongs here;
 # the test above fails otherwise.
 MODULES = [
-    "w2s_vqa.config",  # the defaults of the decoding caps (ml_collections, no JAX)
+    "w2s_vqa.config.schema",  # the defaults of the decoding caps (ml_collections, no JAX)
+    "w2s_vqa.config.files",  # the config package's face imports it
     "w2s_vqa.prompt",
     "w2s_vqa.models.config",
     "w2s_vqa.models.tiny_tokenizer",
+    "w2s_vqa.models.llava_qwen_config",
+    "w2s_vqa.store.settings",
     "w2s_vqa.video.decode",
     "w2s_vqa.video.encode",
     "w2s_vqa.video.frames",

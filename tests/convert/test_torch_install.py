@@ -38,7 +38,7 @@ scorer = TorchScorer(export)
 inputs = [scorer.video_inputs(p) for p in anchor_paths]
 os.makedirs(anchors_dir)
 np.savez(os.path.join(anchors_dir, "videos.npz"), **{k: np.stack([i[k] for i in inputs]) for k in ARRAYS})
-json.dump({"version": 1, "settings": scorer.input_settings,
+json.dump({"version": 1, "settings": scorer.input_settings.to_json(),
            "anchors": [{"id": f"a{n}", "mos": 30.0 + 20 * n} for n in range(3)]},
           open(os.path.join(anchors_dir, "anchors.json"), "w"))
 table = scorer.score(test_paths, anchors_dir)
@@ -46,7 +46,7 @@ table = scorer.score(test_paths, anchors_dir)
 bare = {k: scorer.input_settings[k] for k in ("num_frames", "image_size", "num_motion_chunks", "motion_dim")}
 capped = video_inputs(test_paths[0], {**bare, "motion_features": "frame_stats"})
 json.dump({"ids": table["id"].tolist(), "scores": table["score"].tolist(),
-           "skipped": [s["id"] for s in table.attrs["skipped"]], "frames": list(capped["frames"].shape),
+           "skipped": [s["id"] for s in scorer.skipped], "frames": list(capped["frames"].shape),
            "loaded": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED),
            "outside": sorted(m for m, v in sys.modules.items() if m.startswith("w2s_vqa")
                              and getattr(v, "__file__", None) and not v.__file__.startswith(SITE))},

@@ -73,7 +73,7 @@ def _figures(table, logits):
     """Trainer.evaluate's figures from their definitions, over the pairs of `table` (weight > 0)
     with their level logits [N, 5]: per origin group, the share of directional pairs whose P
     falls on the label's side of 0.5, the share whose largest logit is the label, the pair
-    count; and the weighted mean cross-entropy of the labels."""
+    count (and the directional pairs'); and the weighted mean cross-entropy of the labels."""
     labels, weights = table["label"].to_numpy(), table["weight"].to_numpy()
     group = table["origin"].str.split(":").str[0].to_numpy()
     q = np.exp(logits - logits.max(-1, keepdims=True))
@@ -87,6 +87,7 @@ def _figures(table, logits):
         right = np.where(labels < 2, p > 0.5, p < 0.5)
         if directional.any():
             want[f"val/{name}/direction_accuracy"] = right[directional].mean()
+        want[f"val/{name}/direction_pairs"] = float(directional.sum())  # the count the accuracy rests on
         want[f"val/{name}/five_way_accuracy"] = (logits.argmax(-1) == labels)[select].mean()
         want[f"val/{name}/pairs"] = float(select.sum())
     log_q = logits - logits.max(-1, keepdims=True)

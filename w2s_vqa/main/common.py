@@ -41,12 +41,13 @@ def resolve_model_dirs(config) -> None:
             config.model[key] = resolved
 
 
-def json_line(summary) -> str:
+def json_line(summary, *, allow_nan: bool = True) -> str:
     """A verb's closing JSON line: paths and ids as they are (UTF-8), not as \\u escapes,
-    so that a path with non-ASCII letters can be found by the text a user knows."""
+    so that a path with non-ASCII letters can be found by the text a user knows.
+    `allow_nan=False` raises ValueError for a NaN or infinity (strict JSON)."""
     import json
 
-    return json.dumps(summary, ensure_ascii=False)
+    return json.dumps(summary, ensure_ascii=False, allow_nan=allow_nan)
 
 
 def non_negative_int(text: str) -> int:
