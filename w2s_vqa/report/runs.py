@@ -132,7 +132,7 @@ def read_stage(number: int, workdir: str, entry: dict | None = None) -> Stage:
         stage.steps = stage.checkpoints[-1]
     stage.val = dict(entry.get("val") or {})
     if not stage.val and stage.metrics is not None:  # the last logged value of every validation key
-        for key in (k for k in stage.metrics.columns if "/" in k and not k.startswith("train/")):
+        for key in (k for k in stage.metrics.columns if "/" in k and not k.startswith(("train/", "learning_rate/"))):
             values = stage.metrics[key].dropna()
             if len(values):
                 stage.val[key] = float(values.iloc[-1])

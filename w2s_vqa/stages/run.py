@@ -169,7 +169,8 @@ def _last_validation(stage_workdir: str) -> dict:
     last: dict = {}
     if os.path.exists(os.path.join(stage_workdir, workdir_lib.METRICS_FILE)):
         for row in read_metrics(stage_workdir):
-            last.update({k: v for k, v in row.items() if k.count("/") >= 1 and not k.startswith("train/")})
+            last.update({k: v for k, v in row.items()
+                         if k.count("/") >= 1 and not k.startswith(("train/", "learning_rate/"))})
     return last
 
 
