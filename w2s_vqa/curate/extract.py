@@ -85,7 +85,8 @@ def measure_part(sources: Sequence[Source], settings: MetricSettings) -> dict[st
         except (video.VideoError, OSError, ValueError) as e:
             skipped.append({"id": source.id, "path": source.path, "reason": str(e).replace(f"{source.path}: ", "")})
             continue
-        rows.append({"id": source.id, "source_id": source.source_id, "path": source.path, **values})
+        # Absolute: the selection made from this table is a manifest read from another folder.
+        rows.append({"id": source.id, "source_id": source.source_id, "path": os.path.abspath(source.path), **values})
     return {"rows": rows, "skipped": skipped}
 
 
@@ -104,6 +105,10 @@ def plan(inputs: str, out: str, settings: MetricSettings, part_size: int) -> tup
     """The sources of ``inputs`` and their parts; creates ``out`` and records (or checks) the run's settings."""
     if part_size < 1:
         raise ValueError(f"part_size must be at least 1, got {part_size}")
+    inside = os.path.realpath(out)
+    if os.path.isdir(inputs) and (inside + os.sep).startswith(os.path.realpath(inputs) + os.sep):
+        raise ValueError(f"--out {out} lies inside the inputs {inputs}: its files would be measured as videos "
+                         "on the next run; choose a folder outside it")
     sources = pool_sources(inputs)
     os.makedirs(os.path.join(out, PARTS_DIR), exist_ok=True)
     workdir.RunRecord(os.path.join(out, RECORD_FILE)).check(

@@ -151,10 +151,13 @@ def _work_size(info: video.VideoInfo, work_height: int) -> tuple[int, int] | Non
 def video_metrics(path: str | os.PathLike, settings: MetricSettings = MetricSettings()) -> dict[str, float]:
     """Every column of :data:`METRICS` for the video at ``path`` (module docstring for each).
 
-    Raises :class:`w2s_vqa.video.VideoError` for a file that does not decode.
+    Raises :class:`w2s_vqa.video.VideoError` for a file that does not decode and for a still
+    image (a one-frame stream).
     """
     path = os.fspath(path)
     info = video.probe(path)
+    if info.num_frames <= 1:  # a JPEG or PNG decodes as a one-frame stream: no motion, no frame rate
+        raise video.VideoError(path, "a still image (one frame), not a video")
     frames, times, _ = video.decode_frames(path, max_seconds=settings.max_seconds,
                                            size=_work_size(info, settings.work_height))
     # The first frame of each second, and its successor in the stream for TI.

@@ -261,9 +261,10 @@ def select(pool: pd.DataFrame, reference: pd.DataFrame, metrics: Sequence[str], 
     if "id" not in pool.columns:
         raise CurateError("the pool table has no 'id' column")
     ids = pool["id"].astype(str)
-    unknown = sorted(set(map(str, keep)) - set(ids)) + sorted(set(map(str, drop)) - set(ids))
-    if unknown:
-        raise CurateError(f"{len(unknown)} must-keep/must-drop id(s) are not in the pool: {', '.join(unknown[:5])}")
+    for name, listed in (("must-keep (--keep)", keep), ("must-drop (--drop)", drop)):
+        unknown = sorted(set(map(str, listed)) - set(ids))
+        if unknown:
+            raise CurateError(f"{len(unknown)} {name} id(s) are not in the pool: {', '.join(unknown[:5])}")
     both = sorted(set(map(str, keep)) & set(map(str, drop)))
     if both:
         raise CurateError(f"{len(both)} id(s) are both must-keep and must-drop: {', '.join(both[:5])}")

@@ -10,7 +10,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--config and --set, which every verb that reads a config takes."""
     parser.add_argument("--config", default=None,
                         help="a config file with get_config(), or a shipped config by name from any directory "
-                             "(tiny_cpu, llava_ov_0_5b, w2s_llava_ov_7b); FILE:ARG or NAME:ARG passes ARG to "
+                             "(the configs/ folder: tiny_cpu, llava_ov_0_5b, w2s_llava_ov_7b, w2s_released, ...); "
+                             "FILE:ARG or NAME:ARG passes ARG to "
                              "get_config, e.g. w2s_llava_ov_7b:tpu (default: tiny_cpu)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set data.num_frames=8 (repeatable)")

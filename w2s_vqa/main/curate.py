@@ -34,11 +34,14 @@ def add_arguments(parser) -> None:
                         help="processes for measuring videos (default: all CPUs)")
 
 
-def _ids(path: str | None) -> list[str]:
+def _ids(path: str | None, option: str) -> list[str]:
     if path is None:
         return []
-    with open(path, encoding="utf-8-sig") as f:
-        return [line.strip() for line in f if line.strip()]
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise OSError(f"{option} {path}: {e.strerror}") from None
 
 
 def _weights(text: str) -> dict[str, float]:
@@ -69,8 +72,8 @@ def run(args) -> int:
     for name, path in (("pool", args.pool), ("reference", args.reference)):
         tables[name] = extract.read_or_measure(path, os.path.join(args.out, f"{name}_metrics"), metrics,
                                                settings=measure, workers=args.workers, what=f"--{name}")
-    chosen = select.select(tables["pool"], tables["reference"], metrics, settings, keep=_ids(args.keep),
-                           drop=_ids(args.drop))
+    chosen = select.select(tables["pool"], tables["reference"], metrics, settings, keep=_ids(args.keep, "--keep"),
+                           drop=_ids(args.drop, "--drop"))
     paths = report.write(chosen, args.out)
     summary = report.summary(chosen)
     print(f"curate: chose {summary['k']} of {summary['pool_videos']} videos over {summary['cells']} cells "
