@@ -77,3 +77,16 @@ def add_beam_arguments(parser: argparse.ArgumentParser, runner_help: str) -> Non
     parser.add_argument("--beam-option", dest="beam_options", action="append", default=[], metavar="KEY=VALUE",
                         help="a Beam pipeline option, e.g. project=my-project, region=us-central1, "
                              "temp_location=gs://b/tmp, flink_master=host:8081 (KEY alone for a flag; repeatable)")
+
+
+def beam_function(module: str, name: str, runner: str):
+    """`name` of the module `module`, which imports Apache Beam: OSError naming the extra to
+    install when Beam is missing (any other missing module is not ours to explain)."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("apache_beam"):
+            raise
+        raise OSError(f"--runner {runner} needs Apache Beam: pip install 'w2s-vqa[beam]' ({e})") from e

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from w2s_vqa.main.common import add_beam_arguments, add_config_arguments, json_line, load_config
+from w2s_vqa.main.common import add_beam_arguments, add_config_arguments, beam_function, json_line, load_config
 
 
 def add_arguments(parser) -> None:
@@ -28,12 +28,7 @@ def run(args) -> int:
             raise ValueError("--beam-option needs --runner")
         report = compute_metrics(args.inputs, args.out, settings=settings, workers=args.workers)
     else:
-        try:
-            from w2s_vqa.curate.beam import compute_metrics_beam
-        except ModuleNotFoundError as e:
-            if not (e.name or "").startswith("apache_beam"):
-                raise
-            raise OSError(f"--runner {args.runner} needs Apache Beam: pip install 'w2s-vqa[beam]' ({e})") from e
+        compute_metrics_beam = beam_function("w2s_vqa.curate.beam", "compute_metrics_beam", args.runner)
         report = compute_metrics_beam(args.inputs, args.out, runner=args.runner, beam_options=args.beam_options,
                                       settings=settings, workers=args.workers)
     print(report.summary())

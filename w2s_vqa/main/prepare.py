@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from w2s_vqa.main.common import add_beam_arguments, add_config_arguments, load_config
+from w2s_vqa.main.common import add_beam_arguments, add_config_arguments, beam_function, load_config
 
 
 def add_arguments(parser) -> None:
@@ -32,12 +32,7 @@ def run(args) -> int:
         report = prepare(config, args.inputs, args.out, workers=args.workers)
         out = os.path.abspath(args.out)
     else:
-        try:
-            from w2s_vqa.store.beam import prepare_beam
-        except ModuleNotFoundError as e:
-            if not (e.name or "").startswith("apache_beam"):
-                raise
-            raise OSError(f"--runner {args.runner} needs Apache Beam: pip install 'w2s-vqa[beam]' ({e})") from e
+        prepare_beam = beam_function("w2s_vqa.store.beam", "prepare_beam", args.runner)
         report = prepare_beam(config, args.inputs, args.out, runner=args.runner, beam_options=args.beam_options,
                               workers=args.workers)
         out = args.out if "://" in args.out else os.path.abspath(args.out)
