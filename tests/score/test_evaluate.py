@@ -69,7 +69,8 @@ def test_eval_writes_tables_json_and_plots_with_scipys_figures(labeled, tmp_path
                      "--eval-set", "kvq", str(root / "videos"), kvq,
                      "--teachers", str(tmp_path / "teachers.csv"), "--out", str(out), "--bootstrap", "50"])
     assert code == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
     results = json.loads((out / "results.json").read_text())
     assert summary["results"] == str(out / "results.json")
 
@@ -78,11 +79,27 @@ def test_eval_writes_tables_json_and_plots_with_scipys_figures(labeled, tmp_path
     assert skipped[["set", "file"]].values.tolist() == [["konvid_1k", "broken.mp4"]]
     assert results["skipped"] == {"konvid_1k": 1, "kvq": 0}
     student = results["sets"]["konvid_1k"]["models"]["student"]
-    assert (student["videos"], student["missing"]) == (4, 1)
+    # The student scored 4 of 5, but dover lacks v3: every model is compared on the 3 all scored.
+    assert (student["videos"], student["scored"], student["missing"]) == (3, 4, 1)
+    assert results["sets"]["konvid_1k"]["compared_on"] == 3
+    assert results["sets"]["konvid_1k"]["lacking"] == {"dover": {"count": 1, "first": ["v3.mp4"]}}
+    assert results["sets"]["kvq"]["lacking"] == {} and results["sets"]["kvq"]["compared_on"] == 3
+    assert summary["compared_on"] == {"konvid_1k": 3, "kvq": 3} and summary["subsets"] is False
+    assert summary["sets"]["konvid_1k"]["student"]["scored"] == 4
+    # Said once each on stderr, in our words, naming the set and the models: what dover lacks, and the
+    # small-set note shared by the three models of each set.
+    notes = [line for line in captured.err.splitlines() if line.startswith("w2s-vqa eval: note: ")]
+    assert notes.count("w2s-vqa eval: note: set konvid_1k: dover lacks 1 (v3.mp4) of the videos another model "
+                       "scored; every model is evaluated on the 3 videos all of them scored") == 1
+    small = [n for n in notes if n.startswith("w2s-vqa eval: note: set kvq (student, dover, qalign): 3 videos, "
+                                              "fewer than 20")]
+    assert len(small) == 1, captured.err
+    assert "Notes:" not in captured.out  # said on stderr, not twice
 
-    # Every figure is scipy's on the predictions written beside it.
+    # Every figure is scipy's on the predictions written beside it (the rows compared).
     predictions = pd.read_csv(out / "predictions.csv")
-    for (set_name, model), rows in predictions.groupby(["set", "model"]):
+    assert set(predictions.loc[~predictions["compared"], "file"]) == {"v3.mp4"}
+    for (set_name, model), rows in predictions[predictions["compared"]].groupby(["set", "model"]):
         figures = results["sets"][set_name]["models"][model]
         x, y = rows["prediction"].to_numpy(), rows["mos"].to_numpy()
         assert figures["videos"] == len(rows)
@@ -108,7 +125,9 @@ def test_eval_writes_tables_json_and_plots_with_scipys_figures(labeled, tmp_path
         assert overall["out_of_distribution"]["plcc"] == pytest.approx(results["sets"]["kvq"]["models"][model]["plcc"])
 
     table = (out / "results.md").read_text()
-    assert "| konvid_1k | student | 4 of 5 |" in table and "| kvq | qalign | 3 of 3 |" in table
+    assert "| konvid_1k | student | 3 of 5 (4 scored) |" in table and "| kvq | qalign | 3 of 3 |" in table
+    assert "- set konvid_1k: dover lacks 1 (v3.mp4) of the videos another model scored; every model is " \
+           "evaluated on the 3 videos all of them scored" in table
     from PIL import Image
 
     for name in ("konvid_1k", "kvq"):
@@ -196,3 +215,53 @@ def test_a_teacher_table_naming_none_of_a_sets_videos_is_warned_and_counted(tmp_
                      str(tmp_path / "none")])
     assert code == 2 and f"w2s-vqa eval: error: {teachers}: the teacher table names none" in capsys.readouterr().err
     assert not (tmp_path / "none" / "results.json").exists()
+
+
+def test_models_are_compared_on_the_videos_all_of_them_scored_unless_subsets_are_allowed(tmp_path, capsys):
+    """A teacher table covering 13 of 19 videos: by default both teachers are evaluated on those
+    13 (scipy's figures on them), the table says n per model, and one note names the count and
+    the first missing ids; --allow-subsets evaluates each on its own videos and says so."""
+    rng = np.random.default_rng(5)
+    files = [f"clip{i:02d}.mp4" for i in range(19)]
+    mos = rng.uniform(1, 5, 19)
+    table = _table(tmp_path / "set.csv", list(zip(files, mos)))
+    full = mos + rng.normal(0, 0.8, 19)
+    partial = mos + rng.normal(0, 0.5, 19)
+    covered = [i for i in range(19) if i not in (1, 4, 6, 9, 12, 17)]  # 13 of 19
+    pd.concat([pd.DataFrame({"video_id": [f"clip{i:02d}" for i in range(19)], "teacher": "full", "score": full}),
+               pd.DataFrame({"video_id": [f"clip{i:02d}" for i in covered], "teacher": "partial",
+                             "score": partial[covered]})]).to_csv(tmp_path / "teachers.csv", index=False)
+    argv = ["eval", "--eval-set", "kvq", "nowhere", table, "--teachers", str(tmp_path / "teachers.csv"),
+            "--bootstrap", "0"]
+
+    assert cli.main(argv + ["--out", str(tmp_path / "common")]) == 0
+    captured = capsys.readouterr()
+    results = json.loads((tmp_path / "common" / "results.json").read_text())
+    entry = results["sets"]["kvq"]
+    assert entry["compared_on"] == 13
+    assert entry["lacking"] == {"partial": {"count": 6, "first": ["clip01.mp4", "clip04.mp4", "clip06.mp4",
+                                                                  "clip09.mp4", "clip12.mp4"]}}
+    for model, scores in (("full", full), ("partial", partial)):
+        figures = entry["models"][model]
+        assert figures["videos"] == 13
+        # The same 13 videos for both: scipy's SRCC on them (a tolerance: float sums differ across CPUs).
+        assert figures["srcc"] == pytest.approx(scipy.stats.spearmanr(scores[covered], mos[covered]).statistic)
+        assert figures["plcc"] == pytest.approx(scipy.stats.pearsonr(scores[covered], mos[covered]).statistic)
+    assert (entry["models"]["full"]["scored"], entry["models"]["partial"]["scored"]) == (19, 13)
+    assert "| kvq | full | 13 of 19 (19 scored) |" in captured.out and "| kvq | partial | 13 of 19 |" in captured.out
+    lacking = [line for line in captured.err.splitlines() if "lacks" in line]
+    assert lacking == ["w2s-vqa eval: note: set kvq: partial lacks 6 (clip01.mp4, clip04.mp4, clip06.mp4, "
+                       "clip09.mp4, clip12.mp4 and 1 more) of the videos another model scored; every model is "
+                       "evaluated on the 13 videos all of them scored"]
+    # The out-of-distribution overall rests on the 13 compared videos.
+    assert results["overall"]["full"]["out_of_distribution"]["videos"] == 13
+
+    assert cli.main(argv + ["--allow-subsets", "--out", str(tmp_path / "own")]) == 0
+    captured = capsys.readouterr()
+    entry = json.loads((tmp_path / "own" / "results.json").read_text())["sets"]["kvq"]
+    assert (entry["models"]["full"]["videos"], entry["models"]["partial"]["videos"]) == (19, 13)
+    assert entry["models"]["full"]["srcc"] == pytest.approx(scipy.stats.spearmanr(full, mos).statistic)
+    assert json.loads(captured.out.strip().splitlines()[-1])["subsets"] is True
+    assert "each model is evaluated on its own videos (subsets allowed), so the figures of models with " \
+           "different counts are not comparable" in captured.err
+    assert "| kvq | full | 19 of 19 |" in captured.out

@@ -7,7 +7,10 @@
 Each set is a folder of videos and a `file,mos` table (w2s_vqa/datasets/lists/*.csv); its
 videos are scored against the anchor set A as `w2s-vqa score` scores them, and a teacher
 table's scores of the same files sit beside the student's. Without a student, only the
-teacher tables are evaluated. Writes OUT/results.md, results.json, predictions.csv,
+teacher tables are evaluated. Every model of a set is evaluated on the videos all of them
+scored (the table says how many, per model and set, and a note names what each model
+lacks: its count and first ids); `--allow-subsets` evaluates each on its own videos
+instead, figures then not comparable side by side. Writes OUT/results.md, results.json, predictions.csv,
 skipped.csv and OUT/plots/<set>.png; decoded videos and finished shards stay in OUT/work,
 so a rerun resumes. Sets named as the paper's (lsvq_test, lsvq_1080p, konvid_1k, live_vqc,
 youtube_ugc; live_yt_gaming, cgvds, live_yt_hfr, waterloo_ivc_4k, kvq) enter its in-domain
@@ -64,6 +67,9 @@ def add_arguments(parser) -> None:
                              "student (repeatable)")
     parser.add_argument("--lower-is-better", default="", metavar="T1,T2",
                         help="teachers whose scores fall as quality rises (NIQE, BRISQUE): negated first")
+    parser.add_argument("--allow-subsets", action="store_true",
+                        help="evaluate each model on the videos it scored, even where another model of the set "
+                             "scored others (default: every model on the videos all of them scored)")
     parser.add_argument("--out", required=True, metavar="DIR", help="where the tables, plots and work go")
     parser.add_argument("--mode", choices=("map", "paper"), default="map",
                         help="the student's scores: map (default, the anchors' MOS scale) or paper (0-100)")
@@ -165,13 +171,16 @@ def run(args) -> int:
     with collect_notes() as notes:  # sets none of whose videos a teacher table names
         out = evaluate.run_eval(sets, os.path.abspath(args.out), score_set=score_set, teacher_scores=teacher_scores,
                                 bootstrap=args.bootstrap, seed=args.seed, write=first,
-                                teacher_source=", ".join(args.teachers))
+                                teacher_source=", ".join(args.teachers), subsets=args.allow_subsets)
     if not first:
         return 0
     for note in notes:
         print(f"w2s-vqa eval: warning: {note}", file=sys.stderr)
     results, paths = out["results"], out["paths"]
-    print(evaluate.markdown(results), end="")
+    for entry in results["sets"].values():  # once each: the figures' caveats and what each model lacks
+        for note in entry["notes"]:
+            print(f"w2s-vqa eval: note: {note}", file=sys.stderr)
+    print(evaluate.markdown(results, notes=False), end="")
     for entry in out["skipped"][:10]:
         print(f"skipped {entry['set']}/{entry['file']}: {entry['reason']}")
     if len(out["skipped"]) > 10:
@@ -179,8 +188,10 @@ def run(args) -> int:
     print(f"tables:  {paths['markdown']}\nresults: {paths['json']}\n"
           f"plots:   {os.path.dirname(paths['plots'][sets[0].name])}")
     summary = {"out": os.path.abspath(args.out), "results": paths["json"], **(student or {}),
-               "sets": {s: {m: {k: f.get(k) for k in ("videos", "srcc", "plcc", "plcc_fitted", "krcc")}
+               "sets": {s: {m: {k: f.get(k) for k in ("videos", "scored", "srcc", "plcc", "plcc_fitted", "krcc")}
                             for m, f in e["models"].items()} for s, e in results["sets"].items()},
+               "compared_on": {s: e["compared_on"] for s, e in results["sets"].items()},
+               "subsets": bool(args.allow_subsets),
                "overall": {m: {g: {k: o[k] for k in ("srcc", "plcc")} for g, o in groups.items()}
                            for m, groups in results["overall"].items()},
                "skipped": results["skipped"]}

@@ -9,7 +9,11 @@ w2s_vqa/datasets/lists/*.csv: `file` names a video relative to the folder). For 
     teachers   a user's score tables (DOVER, Q-Align, ...; labels.teachers' long or wide
                format), matched to the set's rows by video id: the table's `file`, that
                name without its extension, or either without its folders
-    metrics    per model and set, on the videos that model scored (metrics.mos_metrics):
+    compared   per set, every model on the videos all of its models scored (the student's
+               skipped files and a teacher table's gaps shrink it for every model, and
+               the set's notes name what each model lacks), or with `subsets` each
+               model on its own videos
+    metrics    per model and set, on those videos (metrics.mos_metrics):
                SRCC, KRCC, PLCC raw (as the paper reports), PLCC and RMSE after the
                4-parameter logistic, 95% bootstrap intervals; per model the paper's
                in-domain and out-of-distribution "overall" (means weighted by the videos
@@ -36,6 +40,7 @@ from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.score import metrics
 from w2s_vqa.score import overall as overall_lib
 from w2s_vqa.score.anchors import read_mos_table
+from w2s_vqa.score.metric_warnings import MetricsWarning
 from w2s_vqa.store.settings import Settings
 from w2s_vqa.tables import TableWarning
 
@@ -134,31 +139,89 @@ def teacher_predictions(scores: pd.DataFrame, table: pd.DataFrame) -> dict[str, 
     return out
 
 
+# Ids named in a note on the videos a model lacks before the rest are only counted.
+MAX_LACKING_NAMED = 5
+
+
+def _scored(table: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFrame:
+    """The set's rows (file, mos, prediction) that `predicted` scores with a finite number, in table order."""
+    merged = table[["file", "mos"]].merge(predicted, on="file", how="inner")
+    return merged[np.isfinite(merged["prediction"].to_numpy(np.float64))].reset_index(drop=True)
+
+
+def _lacking_note(set_name: str, lacking: Mapping[str, Mapping], compared_on: int, subsets: bool) -> str:
+    """One sentence: which models lack which videos the others scored, and what was compared."""
+    parts = []
+    for model, entry in lacking.items():
+        named = ", ".join(entry["first"]) + (f" and {entry['count'] - len(entry['first'])} more"
+                                             if entry["count"] > len(entry["first"]) else "")
+        parts.append(f"{model} lacks {entry['count']} ({named})")
+    if subsets:
+        how = ("each model is evaluated on its own videos (subsets allowed), so the figures of models with "
+               "different counts are not comparable")
+    else:
+        how = f"every model is evaluated on the {compared_on} videos all of them scored"
+    return f"set {set_name}: {'; '.join(parts)} of the videos another model scored; {how}"
+
+
 def evaluate(predictions: Mapping[str, Mapping[str, pd.DataFrame]], tables: Mapping[str, pd.DataFrame], *,
-             bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+             bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0, subsets: bool = False) -> dict:
     """Every figure of every model on every set.
 
     predictions: {model: {set: DataFrame(file, prediction)}}; tables: {set: read_eval_set
-    table}. A model is evaluated on the rows of each set it predicted (at least 2; fewer
-    are reported as too few). Returns {"sets": {set: {"videos": table rows, "models":
-    {model: metrics.mos_metrics(...) + {"missing": rows not predicted}}}}, "overall":
-    {model: overall_lib.overall_by_group(...)}}.
+    table}. The models of a set are those with an entry for it. A model's scored videos
+    are the set's rows it predicts with a finite number. By default every model of a set
+    is evaluated on the videos all of them scored (their intersection), so that the
+    figures side by side rest on the same videos; `subsets` True evaluates each on its own
+    scored videos instead. Fewer than 2 videos are reported as too few (an "error").
+
+    Returns {"sets": {set: {"videos": table rows, "compared_on": videos every model
+    scored (the intersection), "subsets": `subsets`, "lacking": {model: {"count", "first"
+    (the first MAX_LACKING_NAMED ids, table order)}: the videos another model of the set
+    scored that this one did not}, "notes": [sentences, each said once for the models it
+    concerns: the lacking videos, and mos_metrics' notes (figures left out on a small set,
+    library warnings) grouped by text], "models": {model: metrics.mos_metrics(...) +
+    {"scored": its scored videos, "missing": table rows it did not score}}}}, "overall":
+    {model: overall_lib.overall_by_group(...)}} ("videos" of a model: the videos its
+    figures rest on). mos_metrics' own warnings are not raised again: they stand in the
+    set's notes, which `eval` prints.
     """
     results: dict = {"sets": {}, "overall": {}}
     for set_name, table in tables.items():
-        entry = {"videos": int(len(table)), "models": {}}
-        for model, by_set in predictions.items():
-            if set_name not in by_set:
+        scored = {model: _scored(table, by_set[set_name]) for model, by_set in predictions.items()
+                  if set_name in by_set}
+        own = {model: set(rows["file"]) for model, rows in scored.items()}
+        common = set.intersection(*own.values()) if own else set()
+        union = set.union(*own.values()) if own else set()
+        lacking = {}
+        for model, files in own.items():
+            gone = [f for f in table["file"] if f in union and f not in files]
+            if gone:
+                lacking[model] = {"count": len(gone), "first": [str(f) for f in gone[:MAX_LACKING_NAMED]]}
+        entry = {"videos": int(len(table)), "compared_on": int(len(common)), "subsets": bool(subsets),
+                 "lacking": lacking, "notes": [], "models": {}}
+        if lacking:
+            entry["notes"].append(_lacking_note(set_name, lacking, len(common), subsets))
+        grouped: dict[str, list[str]] = {}
+        for model, rows in scored.items():
+            used = rows if subsets else rows[rows["file"].isin(common)]
+            counts = {"scored": int(len(rows)), "missing": int(len(table) - len(rows))}
+            if len(used) < 2:
+                why = "fewer than 2 videos scored" if subsets or len(rows) < 2 else \
+                    "fewer than 2 videos scored by every model"
+                entry["models"][model] = {"videos": int(len(used)), **counts, "error": why}
                 continue
-            merged = table[["file", "mos"]].merge(by_set[set_name], on="file", how="inner")
-            merged = merged[np.isfinite(merged["prediction"].to_numpy(np.float64))]
-            if len(merged) < 2:
-                entry["models"][model] = {"videos": int(len(merged)), "missing": int(len(table) - len(merged)),
-                                          "error": "fewer than 2 videos scored"}
-                continue
-            figures = metrics.mos_metrics(merged["prediction"], merged["mos"], bootstrap=bootstrap,
-                                          confidence=confidence, seed=seed)
-            entry["models"][model] = {**figures, "missing": int(len(table) - len(merged))}
+            with warnings.catch_warnings(record=True) as said:  # their sentences are in the figures' notes
+                warnings.simplefilter("always", MetricsWarning)
+                figures = metrics.mos_metrics(used["prediction"], used["mos"], bootstrap=bootstrap,
+                                              confidence=confidence, seed=seed, what=f"{set_name}, {model}")
+            for record in said:
+                if not issubclass(record.category, MetricsWarning):
+                    warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+            for note in figures["notes"]:
+                grouped.setdefault(note, []).append(model)
+            entry["models"][model] = {**figures, **counts}
+        entry["notes"] += [f"set {set_name} ({', '.join(models)}): {note}" for note, models in grouped.items()]
         results["sets"][set_name] = entry
     for model in predictions:
         per_set = {s: e["models"][model] for s, e in results["sets"].items()
@@ -182,9 +245,17 @@ def _with_interval(figures: Mapping, name: str) -> str:
     return text
 
 
-def markdown(results: Mapping) -> str:
-    """results.md: a per-set table (every model's figures, 95% intervals in brackets) and
-    the paper's overall per model."""
+def _count(f: Mapping, entry: Mapping) -> str:
+    """"n of N" (the videos the figures rest on, of the set's), and the model's own count where it differs."""
+    scored = f.get("scored", f["videos"])
+    return f"{f['videos']} of {entry['videos']}" + (f" ({scored} scored)" if scored != f["videos"] else "")
+
+
+def markdown(results: Mapping, *, notes: bool = True) -> str:
+    """results.md: a per-set table (every model's figures, 95% intervals in brackets; the
+    videos column says how many videos each figure rests on, of the set's, and the model's
+    own count where it differs), the sets' notes (unless `notes` is False: the verb says
+    them on stderr) and the paper's overall per model."""
     lines = ["## Per set", "",
              "| set | model | videos | SRCC | KRCC | PLCC | PLCC (logistic) | RMSE (logistic) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -195,11 +266,14 @@ def markdown(results: Mapping) -> str:
                              "teacher table |||||")
         for model, f in entry["models"].items():
             if "srcc" not in f:
-                lines.append(f"| {set_name} | {model} | {f['videos']} of {entry['videos']} | {f['error']} |||||")
+                lines.append(f"| {set_name} | {model} | {_count(f, entry)} | {f['error']} |||||")
                 continue
-            lines.append(f"| {set_name} | {model} | {f['videos']} of {entry['videos']} | "
+            lines.append(f"| {set_name} | {model} | {_count(f, entry)} | "
                          + " | ".join(_with_interval(f, n) for n in ("srcc", "krcc", "plcc", "plcc_fitted",
                                                                      "rmse_fitted")) + " |")
+    said = [note for entry in results["sets"].values() for note in entry.get("notes", [])]
+    if notes and said:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in said]
     if results["overall"]:
         lines += ["", "## Overall (means over sets weighted by videos evaluated, as the paper's)", "",
                   "| model | group | sets | videos | SRCC | KRCC | PLCC | PLCC (logistic) |",
@@ -267,10 +341,13 @@ def plot_set(set_name: str, table: pd.DataFrame, predictions: Mapping[str, pd.Da
     from matplotlib.figure import Figure  # the object interface: no pyplot state, Agg by savefig
 
     models = [m for m in predictions if "fit" in results["sets"][set_name]["models"].get(m, {})]
+    compared = _compared_files(table, predictions, results["sets"][set_name])
     figure = Figure(figsize=(4.2 * max(1, len(models)), 4.0), layout="constrained")
     axes = figure.subplots(1, max(1, len(models)), squeeze=False)[0]
     for axis, model in zip(axes, models):
-        merged = table[["file", "mos"]].merge(predictions[model], on="file", how="inner")
+        merged = _scored(table, predictions[model])
+        if compared is not None:
+            merged = merged[merged["file"].isin(compared)]
         x, y = merged["prediction"].to_numpy(np.float64), merged["mos"].to_numpy(np.float64)
         f = results["sets"][set_name]["models"][model]
         axis.scatter(x, y, s=8 if len(x) > 200 else 20, alpha=0.6, edgecolors="none")
@@ -287,10 +364,19 @@ def plot_set(set_name: str, table: pd.DataFrame, predictions: Mapping[str, pd.Da
     return path
 
 
+def _compared_files(table: pd.DataFrame, predictions: Mapping[str, pd.DataFrame], entry: Mapping) -> set | None:
+    """The files every model of a set scored (what `evaluate` compared them on), or None
+    when each model was evaluated on its own (`subsets`)."""
+    if entry.get("subsets", False) or not predictions:
+        return None
+    return set.intersection(*(set(_scored(table, p)["file"]) for p in predictions.values()))
+
+
 def write_report(results: Mapping, predictions: Mapping[str, Mapping[str, pd.DataFrame]],
                  tables: Mapping[str, pd.DataFrame], out_dir: str,
                  skipped: Sequence[Mapping] = ()) -> dict[str, str]:
-    """Write results.json, results.md, predictions.csv (set, model, file, prediction, mos),
+    """Write results.json, results.md, predictions.csv (set, model, file, prediction, mos,
+    compared: whether the row is among the videos the model's figures rest on),
     skipped.csv (set, file, path, reason) and plots/<set>.png into `out_dir`; returns
     {"json", "markdown", "predictions", "skipped", "plots": {set: path}}."""
     os.makedirs(out_dir, exist_ok=True)
@@ -299,9 +385,15 @@ def write_report(results: Mapping, predictions: Mapping[str, Mapping[str, pd.Dat
     workdir_lib.write_json(paths["json"], results)
     with open(paths["markdown"], "w") as f:
         f.write(markdown(results))
-    rows = [by_set[s].merge(tables[s][["file", "mos"]], on="file", how="left").assign(set=s, model=m)
-            for m, by_set in predictions.items() for s in by_set if s in tables]
-    columns = ["set", "model", "file", "prediction", "mos"]
+    rows = []
+    for s in tables:
+        present = {m: by_set[s] for m, by_set in predictions.items() if s in by_set}
+        compared = _compared_files(tables[s], present, results["sets"][s])
+        for m, predicted in present.items():
+            used = set(_scored(tables[s], predicted)["file"])
+            rows.append(predicted.merge(tables[s][["file", "mos"]], on="file", how="left").assign(
+                set=s, model=m, compared=lambda d: d["file"].isin(used if compared is None else used & compared)))
+    columns = ["set", "model", "file", "prediction", "mos", "compared"]
     (pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)).to_csv(
         paths["predictions"], index=False)
     pd.DataFrame(list(skipped), columns=["set", "file", "path", "reason"]).to_csv(paths["skipped"], index=False)
@@ -316,7 +408,7 @@ ScoreSet = Callable[[EvalSet, pd.DataFrame], tuple[pd.DataFrame, list[dict]]]
 
 def run_eval(sets: Sequence[EvalSet], out_dir: str, *, score_set: ScoreSet | None = None,
              teacher_scores: pd.DataFrame | None = None, bootstrap: int = 1000, seed: int = 0,
-             write: bool = True, teacher_source: str = "") -> dict:
+             write: bool = True, teacher_source: str = "", subsets: bool = False) -> dict:
     """Evaluate the student (`score_set`) and the teachers (`teacher_scores`) on `sets`.
 
     score_set(eval_set, table) -> (DataFrame(file, prediction), skipped [{file, path,
@@ -325,7 +417,8 @@ def run_eval(sets: Sequence[EvalSet], out_dir: str, *, score_set: ScoreSet | Non
     long teacher table (labels.teachers.read_teacher_table); `teacher_source` names the
     file(s) it was read from, for messages. Every set's table is read and checked before
     anything is scored, so a bad table costs no scoring time. `write` False computes
-    without writing (the other processes of a multi-host run).
+    without writing (the other processes of a multi-host run). `subsets`: as `evaluate`
+    (False: every model of a set on the videos all of them scored).
 
     results["sets"][set]["teacher_videos"] gives, per teacher, how many of the set's videos
     its rows matched (`teacher_predictions`). A set none of whose videos any teacher row
@@ -358,7 +451,7 @@ def run_eval(sets: Sequence[EvalSet], out_dir: str, *, score_set: ScoreSet | Non
     for set_name, found in teacher_found.items():
         for teacher, scored in found.items():
             predictions.setdefault(teacher, {})[set_name] = scored
-    results = evaluate(predictions, tables, bootstrap=bootstrap, seed=seed)
+    results = evaluate(predictions, tables, bootstrap=bootstrap, seed=seed, subsets=subsets)
     if teacher_scores is not None:
         teachers = sorted(set(teacher_scores["teacher"].astype(str)))
         for set_name, found in teacher_found.items():
