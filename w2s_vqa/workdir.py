@@ -157,6 +157,8 @@ class RunRecord:
         self.path = os.fspath(record_path)
         self.allowed = tuple(allowed)
         self._differences = differences or (lambda saved, now: flat_differences(saved, now, allowed=self.allowed))
+        # The differences of the last `check` that replaced the record (nothing finished under it).
+        self.replaced: list[str] = []
 
     def read(self) -> dict | None:
         """The saved record, or None when the directory has none yet."""
@@ -174,17 +176,27 @@ class RunRecord:
     def check(self, record: dict, *, write: bool = True,
               message: str = "{dir}: holds another run: {changes}. Rerun with its settings, choose another "
                              "directory, or delete it",
-              sep: str = "; ", error: type[Exception] = RunError) -> dict | None:
+              sep: str = "; ", error: type[Exception] = RunError, finished: bool = True) -> dict | None:
         """Refuse a directory whose record differs from `record`: raise `error` with
         `message` ({dir}: the directory, {changes}: every difference joined by `sep`), or,
         when it has none, save `record` if `write` (False on processes other than 0).
+        `finished` False says no unit of work finished under the saved record (a run
+        refused, or stopped, before its first): a differing record is then replaced by
+        `record` (saved if `write`) instead of refused, and `self.replaced` lists the
+        differences, for the caller to say so and to drop what the earlier settings made.
         Returns the saved record (None when there was none)."""
+        self.replaced = []
         saved = self.read()
         if saved is None:
             if write:
                 self.write(record)
             return None
         changed = self.differences(saved, record)
+        if changed and not finished:
+            self.replaced = list(changed)
+            if write:
+                self.write(record)
+            return saved
         if changed:
             raise error(message.format(dir=os.path.dirname(self.path) or ".", changes=sep.join(changed)))
         return saved

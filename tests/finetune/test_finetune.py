@@ -360,8 +360,25 @@ def test_bad_inputs_fail_naming_the_file_or_row(tmp_path, capsys):
     err = _error(capsys, args([("v0.mp4", 3.0), ("v1.mp4", 2.0), ("v2.mp4", 1.0)]))
     assert "3 video(s)" in err and "at least 5 training videos" in err
     err = _error(capsys, args([("v0.mp4", 3.0), ("v1.mp4", 2.0), ("v2.mp4", 1.0), ("v3.mp4", 0.5)], "--anchors",
-                              "2", "--set", "finetune.train_fraction=0.5"))
+                              "2", "--set", "finetune.train_fraction=0.5", "--set", "data.batch_size=1"))
     assert "no_run" in err  # the table is fine; the checkpoint is not
+    # 8 videos, 6 of them training, 1 pair per video: 6 pairs a split, fewer than one global batch of 16.
+    # Refused from the table alone, before the checkpoint is read or anything decoded (the files are not videos).
+    for i in range(4, 8):
+        (folder / f"v{i}.mp4").write_bytes(b"never decoded")
+    eight = [(f"v{i}.mp4", float(i)) for i in range(8)]
+    err = _error(capsys, args(eight, "--anchors", "2", "--set", "finetune.train_fraction=0.75", "--set",
+                              "finetune.pairs_per_video=1.0", "--set", "data.batch_size=16"))
+    assert "8 video(s) give each split 6 training videos and 6 MOS pairs (finetune.pairs_per_video=1), fewer " \
+           "than one global batch of data.batch_size=16; lower data.batch_size to at most 6" in err, err
+    assert len(err.strip().splitlines()) == 1 and str(tmp_path / "set.csv") in err
+    # With pairs_per_video 10, every distinct pair (15 of 6 videos), still fewer than 16.
+    err = _error(capsys, args(eight, "--anchors", "2", "--set", "finetune.train_fraction=0.75", "--set",
+                              "finetune.pairs_per_video=10.0", "--set", "data.batch_size=16"))
+    assert "6 training videos and 15 MOS pairs" in err
+    err = _error(capsys, args(eight, "--anchors", "2", "--set", "finetune.train_fraction=0.75", "--set",
+                              "finetune.pairs_per_video=1.0", "--set", "data.batch_size=4"))
+    assert "no_run" in err  # 6 pairs feed a batch of 4: the checkpoint is what is wrong
     err = _error(capsys, args([("v0.mp4", 3.0)], "--name", "a/b"))
     assert "--name 'a/b'" in err
 
@@ -459,3 +476,47 @@ def test_the_last_line_is_strict_json_when_stopped_before_any_split(tmp_path, ca
     last = capsys.readouterr().out.strip().splitlines()[-1]
     summary = json.loads(last, parse_constant=lambda name: pytest.fail(f"{name} in {last}"))
     assert summary["srcc"] is None and summary["w2s_plcc"] is None and summary["stopped"] == "SIGINT"
+
+
+@pytest.mark.slow
+def test_a_workdir_that_finished_nothing_takes_a_changed_setting(finetuned, tmp_path, capsys):
+    """The fresh-user trial: a set whose broken files leave, after decoding, fewer MOS pairs than
+    one global batch is refused then (its table alone had enough); the rerun with a smaller
+    data.batch_size in the same work directory is accepted, since no split finished, and keeps
+    the decoded store; once a split has finished, a changed setting is refused again."""
+    import shutil
+
+    root = finetuned
+    folder = tmp_path / "videos"
+    shutil.copytree(root / "videos", folder)
+    for name in ("broken1.mp4", "broken2.mp4"):
+        (folder / name).write_bytes(b"not a video")
+    table = pd.read_csv(root / "set.csv")
+    table = pd.concat([table, pd.DataFrame({"file": ["broken1.mp4", "broken2.mp4"], "mos": [50.0, 40.0]})])
+    table.to_csv(tmp_path / "set.csv", index=False)
+    workdir = tmp_path / "ft"
+
+    def args(*extra):
+        argv = _finetune_args(root, workdir, "--splits", "1", "--set", "finetune.pairs_per_video=0.4", *extra)
+        return [str(folder) if a == str(root / "videos") else str(tmp_path / "set.csv")
+                if a == str(root / "set.csv") else a for a in argv]
+
+    # 14 rows: 10 training videos, 4 pairs, one batch of 4. 12 decode: 8 training videos, 3 pairs.
+    err = _error(capsys, args())
+    assert "(2 video(s) could not be decoded" in err and "8 training videos and 3 MOS pairs" in err, err
+    assert "data.batch_size=4" in err
+    recorded = json.loads((workdir / "finetune.json").read_text())
+    assert recorded["config"]["data"]["batch_size"] == 4
+    shards = {p: p.stat().st_mtime_ns for p in (workdir / "store").iterdir() if p.name.startswith("shard")}
+    assert shards
+
+    assert cli.main(args("--set", "data.batch_size=2")) == 0
+    captured = capsys.readouterr()
+    assert "its earlier run finished no split, so it takes this run's settings (data.batch_size: 4 -> 2)" \
+        in captured.err, captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["splits"] == 1
+    assert json.loads((workdir / "finetune.json").read_text())["config"]["data"]["batch_size"] == 2
+    assert {p: p.stat().st_mtime_ns for p in shards} == shards  # decoded once
+
+    err = _error(capsys, args("--set", "data.batch_size=1"))
+    assert "holds another fine-tuning run" in err and "data.batch_size: 2 -> 1" in err

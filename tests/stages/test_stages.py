@@ -171,3 +171,20 @@ def test_the_stage_table_says_the_pairs_each_validation_accuracy_rests_on():
         {"stage": 3, "steps": 10, "stopped": "", "val": {}}]}
     rows = stages_lib.markdown(summary).splitlines()[2:]
     assert [row.split(" | ")[3].rstrip(" |") for row in rows] == ["0.000 (1 pair)", "0.750 (12 pairs)", "-"]
+
+
+def test_a_workdir_where_no_stage_saved_a_step_takes_another_config(tmp_path, capsys):
+    """stages.json refuses another config once a stage has saved a step; before that (a run
+    refused or stopped early), the new config is recorded and said on stderr."""
+    from w2s_vqa.config import load_config
+
+    workdir = tmp_path / "w"
+    first, second = load_config(None, ["stages.new_pairs=10"]), load_config(None, ["stages.new_pairs=20"])
+    stages_lib.check_workdir(first, str(workdir))
+    stages_lib.check_workdir(second, str(workdir))
+    assert "no stage of its earlier run saved a step, so it takes this run's config (stages.new_pairs: 10 -> 20)" \
+        in capsys.readouterr().err
+    assert json.loads((workdir / "stages.json").read_text())["config"]["stages"]["new_pairs"] == 20
+    (workdir / "stage_1" / "checkpoints" / "3").mkdir(parents=True)  # stage 1 saved step 3
+    with pytest.raises(stages_lib.StagesError, match=r"another config: stages.new_pairs: 20 -> 10"):
+        stages_lib.check_workdir(first, str(workdir))

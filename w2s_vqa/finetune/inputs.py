@@ -234,7 +234,22 @@ def split_config(base: ml_collections.ConfigDict, *, store: str, train_pairs: st
     return c
 
 
-def check_counts(n: int, train_fraction: float, anchors_k: int, where: str) -> None:
+def train_pairs_per_split(n_train: int, pairs_per_video: float) -> int:
+    """The MOS pairs a split's `n_train` training videos give: round(n_train x
+    pairs_per_video) distinct pairs, or every distinct pair when there are fewer
+    (labels.mos_pairs.mos_pairs, sampling.sample_teacher_pairs with allow_fewer)."""
+    return min(round(n_train * pairs_per_video), n_train * (n_train - 1) // 2)
+
+
+def check_counts(n: int, train_fraction: float, anchors_k: int, where: str, *, pairs_per_video: float | None = None,
+                 batch_size: int | None = None) -> None:
+    """Refuse a set of `n` videos that cannot make a split: FinetuneError naming `where`
+    when round(train_fraction x n) training videos (labels.mos_pairs.split_by_video's
+    count) are fewer than max(2, anchors_k) or the test videos fewer than
+    MIN_TEST_VIDEOS, and, with `pairs_per_video` and `batch_size` (data.batch_size: the
+    global batch), when the training pairs of a split (`train_pairs_per_split`) are
+    fewer than one global batch, which training cannot be fed from. Counts only: called
+    on the table before anything is decoded, and again on the videos that decoded."""
     n_train = min(max(int(round(train_fraction * n)), 1), max(n - 1, 1))
     n_test = n - n_train
     if n_train < max(2, anchors_k) or n_test < MIN_TEST_VIDEOS:
@@ -242,3 +257,12 @@ def check_counts(n: int, train_fraction: float, anchors_k: int, where: str) -> N
             f"{where}: {n} video(s) split by finetune.train_fraction={train_fraction:g} give {n_train} training and "
             f"{n_test} test video(s); a split needs at least {max(2, anchors_k)} training videos ({anchors_k} "
             f"anchors) and {MIN_TEST_VIDEOS} test videos")
+    if pairs_per_video is None or batch_size is None:
+        return
+    pairs = train_pairs_per_split(n_train, pairs_per_video)
+    if pairs < batch_size:
+        raise FinetuneError(
+            f"{where}: {n} video(s) give each split {n_train} training videos and {pairs} MOS pairs "
+            f"(finetune.pairs_per_video={pairs_per_video:g}), fewer than one global batch of data.batch_size="
+            f"{batch_size}; lower data.batch_size to at most {pairs} (a multiple of the mesh's batch parts) or raise "
+            "finetune.pairs_per_video")

@@ -7,12 +7,14 @@ them but SAFE_KEYS is refused, naming every difference.
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import sys
 
 from w2s_vqa import config as config_lib
 from w2s_vqa import workdir as workdir_lib
-from w2s_vqa.finetune.inputs import FinetuneError
+from w2s_vqa.finetune.inputs import SPLIT_RESULT, FinetuneError
 
 # Config keys a rerun in the same work directory may change (finetune.json keeps the rest): those
 # a training run may change on resume (config.RESUME_SAFE_KEYS) but the fine-tuning settings,
@@ -61,18 +63,43 @@ def run_differences(saved: dict, identity: dict) -> list[str]:
     return [changes[k] for k in sorted(changes)]
 
 
+def finished_work(workdir: str) -> list[str]:
+    """What a fine-tuning work directory holds that a change of settings would throw away:
+    each split's result.json and each split's training run with a saved step
+    (split_NN/train/checkpoints/<step>), as paths relative to `workdir`. The store, the
+    pair tables, the anchors and the "before" scores are made again in minutes."""
+    held = []
+    for split in sorted(glob.glob(os.path.join(workdir, "split_[0-9]*"))):
+        if os.path.exists(os.path.join(split, SPLIT_RESULT)):
+            held.append(os.path.relpath(os.path.join(split, SPLIT_RESULT), workdir))
+        steps = os.path.join(split, "train", workdir_lib.CHECKPOINT_DIR)
+        if os.path.isdir(steps) and any(name.isdigit() for name in os.listdir(steps)):
+            held.append(os.path.relpath(steps, workdir))
+    return held
+
+
 def check_run(workdir: str, identity: dict, *, write: bool) -> None:
     """A work directory serves one fine-tuning run (W/finetune.json): refuse another one,
     naming every difference (run_differences) in one line; record this one on the first
-    run (`write`: on process 0). A record without a config (written before the config was
-    recorded) gets this run's, with a warning: its finished splits cannot be checked
-    against it."""
+    run (`write`: on process 0). A work directory where no split has finished or saved a
+    training step (`finished_work`: an earlier run refused or stopped before that) takes
+    the new settings instead, says so on stderr, and its split folders, made with the
+    earlier settings, are removed (process 0) to be made again; the decoded store stays.
+    A record without a config (written before the config was recorded) gets this run's,
+    with a warning: its finished splits cannot be checked against it."""
     record = workdir_lib.RunRecord(os.path.join(workdir, workdir_lib.FINETUNE_FILE), allowed=SAFE_KEYS,
                                    differences=run_differences)
-    saved = record.check(identity, write=write, error=FinetuneError, message=(
+    saved = record.check(identity, write=write, error=FinetuneError, finished=bool(finished_work(workdir)), message=(
         "{dir}: holds another fine-tuning run, made with other settings: {changes}. Rerun with its settings (only "
         "--splits / finetune.splits and the keys a training run may change on resume may differ), choose another "
         "--workdir, or delete it"))
+    if record.replaced:
+        if write:
+            for split in glob.glob(os.path.join(workdir, "split_[0-9]*")):
+                shutil.rmtree(split)
+            print(f"note: {workdir}: its earlier run finished no split, so it takes this run's settings "
+                  f"({'; '.join(record.replaced)}); its split folders are made again", file=sys.stderr, flush=True)
+        return
     if saved is not None and "config" not in saved and write:
         print(f"warning: {record.path} recorded no config (written by an earlier version); recording this run's: "
               "its finished splits are not checked against it", file=sys.stderr, flush=True)

@@ -88,10 +88,14 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     check_inputs(config, workdir, splits=splits, anchors_k=anchors_k)
     splits = int(ft.splits if splits is None else splits)
     table = read_set(videos, mos_table, set_name)
-    check_counts(len(table), float(ft.train_fraction), anchors_k, mos_table)
+    counts = dict(pairs_per_video=float(ft.pairs_per_video), batch_size=int(config.data.batch_size))
+    check_counts(len(table), float(ft.train_fraction), anchors_k, mos_table, **counts)
     std_col = mos_pairs_lib.std_column(list(table.columns))
     resolved, run_config = resolve_checkpoint(checkpoint, step)
     base = base_config(config, run_config)
+    # The mesh, and whether the global batch divides over it: before anything is decoded or recorded.
+    mesh = sharding_lib.mesh_from_config(base)
+    check_batch(base, mesh)
     from w2s_vqa.train.checkpoint import checkpoint_directory
 
     identity = {"checkpoint": os.path.abspath(checkpoint_directory(checkpoint)), "step": resolved, "set": set_name,
@@ -120,7 +124,7 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
                for f, p in zip(table["file"], table["path"]) if f not in held]
     table = table[table["id"].isin(held)].reset_index(drop=True)
     check_counts(len(table), float(ft.train_fraction), anchors_k,
-                  f"{mos_table} ({len(skipped)} video(s) could not be decoded: {store_dir}/{ERRORS_FILE})")
+                 f"{mos_table} ({len(skipped)} video(s) could not be decoded: {store_dir}/{ERRORS_FILE})", **counts)
 
     # Splits, pairs and anchors: cheap, all made first.
     by_id = table.set_index("id")
@@ -135,7 +139,6 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
         runs.append(run)
     multihost.barrier("finetune.pairs")
 
-    mesh = sharding_lib.mesh_from_config(base)
     model_cfg = model_config_lib.student_config(base)
     prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(model_config_lib.tokenizer_dir(base)),
                                           video_token_id=model_cfg.video_token_index,
@@ -193,6 +196,21 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     store.close()
     results["stopped"] = stopped
     return results
+
+
+def check_batch(config: ml_collections.ConfigDict, mesh) -> None:
+    """Refuse (config.ConfigError) a data.batch_size that does not divide over the batch's
+    mesh axes and the processes, as the Trainer would refuse it, but before any work."""
+    import jax
+
+    from w2s_vqa.train import step as step_lib
+
+    global_batch = int(config.data.batch_size)
+    shards = step_lib.batch_shards(step_lib.batch_sharding(config, mesh))
+    if global_batch < 1 or global_batch % shards or global_batch % jax.process_count():
+        raise config_lib.ConfigError(
+            f"data.batch_size = {global_batch}: the global batch must be a positive multiple of the batch's mesh "
+            f"parts ({shards}) and of the processes ({jax.process_count()})")
 
 
 def _say(text: str) -> None:

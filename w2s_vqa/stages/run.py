@@ -26,8 +26,10 @@ process 0 writes the tables, and all wait for it before reading them.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
+import sys
 
 from w2s_vqa import config as config_lib
 from w2s_vqa import multihost
@@ -136,7 +138,10 @@ def check_workdir(config, workdir: str, *, allow: bool | tuple[str, ...] = False
     SAFE_KEYS, plus `allow` patterns, True for any), naming every difference, and a
     workdir another verb owns (a `finetune` run's finetune.json); record the config on the
     first run (process 0). Without it a rerun with other settings would return the old
-    stages' results, or mix old and new stages."""
+    stages' results, or mix old and new stages. A workdir where no stage has saved a
+    training step (`_saved_steps`: an earlier run refused or stopped before that) takes
+    the new config instead, with a line on stderr: nothing made with the old one is kept
+    there but the record."""
     if os.path.exists(os.path.join(workdir, workdir_lib.FINETUNE_FILE)):
         raise StagesError(f"{workdir}: holds a `w2s-vqa finetune` run ({workdir_lib.FINETUNE_FILE}); give stages "
                           "another --workdir")
@@ -144,8 +149,22 @@ def check_workdir(config, workdir: str, *, allow: bool | tuple[str, ...] = False
     record = workdir_lib.RunRecord(os.path.join(workdir, RUN_FILE), differences=lambda saved, now: (
         [] if allow is True else config_lib.config_differences(saved["config"], now["config"], allowed=allowed)))
     record.check({"config": config_lib.as_json(config)}, write=multihost.is_first(), error=StagesError,
+                 finished=bool(_saved_steps(workdir)),
                  message="{dir}: its stages ran with another config: {changes}. Rerun with the saved values, use a "
                          "new --workdir, or pass --allow-config-change KEY ...")
+    if record.replaced and multihost.is_first():
+        print(f"note: {workdir}: no stage of its earlier run saved a step, so it takes this run's config "
+              f"({'; '.join(record.replaced)})", file=sys.stderr, flush=True)
+
+
+def _saved_steps(workdir: str) -> list[str]:
+    """The stage checkpoint folders of `workdir` that hold a saved step (stage_k/checkpoints/<step>)."""
+    held = []
+    for stage in sorted(glob.glob(os.path.join(workdir, STAGE_DIR.format("[0-9]*")))):
+        steps = os.path.join(stage, workdir_lib.CHECKPOINT_DIR)
+        if os.path.isdir(steps) and any(name.isdigit() for name in os.listdir(steps)):
+            held.append(steps)
+    return held
 
 
 
