@@ -20,3 +20,74 @@ def test_a_url_output_is_refused_in_one_line(argv, tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "writes to local paths only" in err and argv[-1] in err, err
     assert os.listdir(tmp_path) == []
+
+
+def _clips(folder, count):
+    """`count` 1 s clips of noise, 32x32 at 8 fps, written with PyAV."""
+    import numpy as np
+
+    from w2s_vqa import video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        video.write_video(str(folder / f"c{i}.mp4"), rng.integers(0, 256, (8, 32, 32, 3), np.uint8), 8.0)
+
+
+TINY_STORE = ["--set", "data.num_frames=2", "--set", "data.image_size=32", "--set", "data.num_motion_chunks=1",
+              "--set", "data.distortions=''", "--set", "data.sources_per_shard=2"]
+
+
+def test_prepare_and_export_end_with_one_json_line(tmp_path, capsys):
+    import json
+
+    _clips(tmp_path / "clips", 3)
+    (tmp_path / "clips" / "broken.mp4").write_bytes(b"not a video")
+    store = tmp_path / "store"
+    assert cli.main(["prepare", "--inputs", str(tmp_path / "clips"), "--out", str(store), "--workers", "0",
+                     *TINY_STORE]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["store"] == str(store) and (summary["videos"], summary["skipped"], summary["sources"]) == (3, 1, 4)
+    assert summary["decoded_earlier"] == 0 and summary["shards"] == 2
+    # A rerun keeps both shards: the 4 files (the broken one included) were decoded by the earlier run.
+    assert cli.main(["prepare", "--inputs", str(tmp_path / "clips"), "--out", str(store), "--workers", "0",
+                     *TINY_STORE]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (again["shards_resumed"], again["decoded_earlier"], again["videos"]) == (2, 4, 3)
+
+    assert cli.main(["export", "--preset", "tiny", "--out", str(tmp_path / "export")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["out"] == str(tmp_path / "export") and summary["preset"] == "tiny"
+    assert {"config.json", "model.safetensors"} <= set(summary["files"])
+    assert set(summary["files"]) <= {p.name for p in (tmp_path / "export").iterdir()}
+
+
+@pytest.mark.parametrize("verb", ["prepare", "score"])
+def test_an_output_inside_the_folder_of_videos_is_refused_in_one_line(verb, tmp_path, capsys):
+    """Every file of an input folder is an input: a store, a score table or its work folder
+    left there would be read by the next run of that folder. Refused before anything is read."""
+    _clips(tmp_path / "clips", 1)
+    if verb == "prepare":
+        argv = ["prepare", "--inputs", str(tmp_path / "clips"), "--out", str(tmp_path / "clips" / "store")]
+    else:  # a real anchor set (read first); the student is never read: the refusal comes before it
+        from w2s_vqa.config import load_config
+        from w2s_vqa.score.anchors import AnchorSet
+        from w2s_vqa.store import prepare as prepare_lib
+
+        config = load_config(None, [s for s in TINY_STORE if s != "--set"])
+        _clips(tmp_path / "anchor_clips", 2)
+        prepare_lib.prepare(config, str(tmp_path / "anchor_clips"), str(tmp_path / "anchor_store"), workers=0,
+                            progress=False)
+        AnchorSet.from_store(str(tmp_path / "anchor_store"), ["c0", "c1"], [60.0, 40.0]).save(
+            str(tmp_path / "anchors"))
+        argv = ["score", "--hf", str(tmp_path / "never_read"), "--anchors", str(tmp_path / "anchors"),
+                "--inputs", str(tmp_path / "clips"), "--out", str(tmp_path / "clips" / "scores.csv")]
+    before = sorted(os.listdir(tmp_path / "clips"))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "inside the folder of videos --inputs" in err and argv[-1] in err, err
+    assert f"e.g. {tmp_path / os.path.basename(argv[-1])}" in err
+    assert sorted(os.listdir(tmp_path / "clips")) == before
+    if verb == "score":  # the work folder alone inside it is refused too, naming --work
+        assert cli.main(argv[:-1] + [str(tmp_path / "scores.csv"), "--work", str(tmp_path / "clips" / "w")]) == 2
+        assert "--work " in capsys.readouterr().err

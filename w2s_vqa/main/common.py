@@ -90,3 +90,27 @@ def beam_function(module: str, name: str, runner: str):
         if not (e.name or "").startswith("apache_beam"):
             raise
         raise OSError(f"--runner {runner} needs Apache Beam: pip install 'w2s-vqa[beam]' ({e})") from e
+
+
+def refuse_outputs_inside(inputs: str, outputs: dict[str, str]) -> None:
+    """Refuse outputs written inside the folder of videos a verb reads.
+
+    A folder's every file is an input (store.sources.find_sources: what is not a video is
+    skipped and listed), so a score table, a skipped list, a work folder or a store left
+    inside it would be read as inputs by the next run of that folder, whose store would no
+    longer fit its inputs. `inputs`: the --inputs path (nothing is checked unless it is a
+    folder); `outputs`: {option as the user gave it, e.g. "--out": path}. Raises
+    ValueError, one line naming the option, the path and the folder.
+    """
+    if not os.path.isdir(inputs):
+        return
+    folder = os.path.realpath(inputs)
+    for option, path in outputs.items():
+        if not path:
+            continue
+        where = os.path.realpath(path)
+        if os.path.commonpath([folder, where]) == folder:
+            outside = os.path.join(os.path.dirname(folder), os.path.basename(where))
+            raise ValueError(f"{option} {path}: inside the folder of videos --inputs {inputs}, whose every file the "
+                             f"next run of that folder would read as an input; write it outside the folder "
+                             f"(e.g. {outside})")

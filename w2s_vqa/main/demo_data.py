@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from w2s_vqa.main.common import add_config_arguments, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config
 
 
 def add_arguments(parser) -> None:
@@ -30,4 +30,5 @@ def run(args) -> int:
     print(pool.format_summary(summary))
     for name, path in summary["paths"].items():
         print(f"{name + ':':<13}{path}")
+    print(json_line({"out": os.path.abspath(args.out), **summary["paths"], "counts": summary["counts"]}))
     return 0

@@ -4,7 +4,8 @@ The source is a training checkpoint (`--checkpoint WORKDIR [--step N|latest|best
 latest step by default; `best` is the step with the highest train.best_metric, read
 into host memory whatever devices wrote it), a Hugging Face directory (`--hf`, e.g. to add our
 motion projector and settings to a public checkpoint) or a preset with random
-weights (`--preset`, for trying the tools on the tiny configuration).
+weights (`--preset`, for trying the tools on the tiny configuration). The last line is one
+JSON object: the directory, the files written and the source.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 from w2s_vqa import prompt
 from w2s_vqa.models import config as config_lib
 from w2s_vqa.convert import hf, llava_next
+from w2s_vqa.main.common import json_line
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
 
 
@@ -83,4 +85,8 @@ def run(args) -> int:
     missing = hf.missing_tokenizer_files(source_tokenizer)
     if missing:
         print(f"not in {source_tokenizer}, so not exported: {', '.join(missing)}")
+    source = {"checkpoint": os.path.abspath(args.checkpoint)} if args.checkpoint else \
+        {"hf": args.hf} if args.hf else {"preset": args.preset}
+    print(json_line({"out": os.path.abspath(args.out), "files": list(written), **source, **extra,
+                     "tokenizer_missing": list(missing)}))
     return 0

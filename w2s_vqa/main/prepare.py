@@ -1,14 +1,18 @@
 """`w2s-vqa prepare --inputs PATH --out DIR [--runner RUNNER]`: build (or resume) a video store.
 
 Without --runner, this host's process pool (w2s_vqa.store.prepare); with it, the same
-store as an Apache Beam pipeline (w2s_vqa.store.beam, imported only then).
+store as an Apache Beam pipeline (w2s_vqa.store.beam, imported only then). A store
+inside the folder of videos it is made from is refused (its files would be read as inputs
+next time). The last line is one JSON object: the store, its counts and where the skipped
+list is.
 """
 
 from __future__ import annotations
 
 import os
 
-from w2s_vqa.main.common import add_beam_arguments, add_config_arguments, beam_function, load_config
+from w2s_vqa.main.common import (add_beam_arguments, add_config_arguments, beam_function, json_line, load_config,
+                                 refuse_outputs_inside)
 
 
 def add_arguments(parser) -> None:
@@ -24,6 +28,8 @@ def run(args) -> int:
     from w2s_vqa.store.format import ERRORS_FILE, INDEX_FILE, StoreError
 
     config = load_config(args)
+    if "://" not in args.out:
+        refuse_outputs_inside(args.inputs, {"--out": args.out})
     if args.runner is None:
         if args.beam_options:
             raise ValueError("--beam-option needs --runner")
@@ -42,4 +48,10 @@ def run(args) -> int:
     print(f"skipped videos: {os.path.join(out, ERRORS_FILE)}")
     if report.records == 0:
         raise StoreError(f"{out}: no video could be written; see {ERRORS_FILE}")
+    print(json_line({"store": out, "index": os.path.join(out, INDEX_FILE),
+                     "skipped_list": os.path.join(out, ERRORS_FILE), "sources": report.sources,
+                     "videos": report.videos_written, "records": report.records, "variants": report.variants,
+                     "skipped": len(report.errors), "shards": report.shards, "shards_resumed": report.shards_resumed,
+                     # The process pool counts the videos of kept shards; Beam counts only the shards.
+                     "decoded_earlier": report.sources_resumed if args.runner is None else None}))
     return 0

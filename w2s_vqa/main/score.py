@@ -14,7 +14,7 @@ import os
 import sys
 
 from w2s_vqa import workdir as workdir_lib
-from w2s_vqa.main.common import add_config_arguments, json_line, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config, refuse_outputs_inside
 
 
 def add_arguments(parser) -> None:
@@ -58,14 +58,17 @@ def run(args) -> int:
     if os.path.isdir(args.out):  # found now, not after the scoring
         raise IsADirectoryError(f"--out {args.out}: is a folder; name the CSV file to write, "
                                 f"e.g. {args.out}/scores.csv")
+    out = os.path.abspath(args.out)
+    stem = out[:-4] if out.lower().endswith(".csv") else out
+    work = args.work or stem + ".work"
+    if not batch_lib.is_store(args.inputs):  # a store is read by its index, not listed
+        refuse_outputs_inside(args.inputs, {"--out": args.out, "--work": work})
     multihost.initialize(config)
     mesh = sharding.mesh_from_config(config)
     from w2s_vqa import hub
 
     loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf and hub.resolve(args.hf, what="--hf"), step=args.step, mesh=mesh, config=config)
     anchors.check_student(loaded.student.cfg, loaded.settings)
-    out = os.path.abspath(args.out)
-    work = args.work or (out[:-4] if out.lower().endswith(".csv") else out) + ".work"
     result = batch_lib.score_videos(loaded.student, loaded.prompt, anchors, args.inputs, mesh,
                                     batch_size=args.batch_size or None, mode=args.mode,
                                     work_dir=work, config=loaded.run_config or config, student_key=loaded.key,
@@ -81,7 +84,9 @@ def run(args) -> int:
             anchors.save_matrix(loaded.key, result.anchor_logits)
         seconds, now = result.seconds, result.scored_now
         rate = now / seconds if seconds > 0 and now else 0.0
-        print(f"scored {len(table)} videos ({now} now, {len(table) - now} from an earlier run) against "
+        decoded = (f"; decoded {result.decoded_now} now, {result.decoded_earlier} by an earlier run"
+                   if result.decoded_now or result.decoded_earlier else "")  # a store is not decoded
+        print(f"scored {len(table)} videos ({now} now, {len(table) - now} from an earlier run{decoded}) against "
               f"{len(anchors)} anchors, mode {args.mode}; skipped {len(skipped)}; {rate:.2f} videos/s")
         for entry in skipped[:10]:
             print(f"  skipped {entry['path'] or entry['id']}: {entry['reason']}")
@@ -90,6 +95,7 @@ def run(args) -> int:
         print(f"scores:  {out}")
         print(f"skipped: {skipped_path}")
         print(json_line({"scores": out, "videos": len(table), "skipped": len(skipped), "scored_now": now,
+                          "decoded_now": result.decoded_now, "decoded_earlier": result.decoded_earlier,
                           "mode": args.mode, "anchors": os.path.abspath(anchors.path), "seconds": round(seconds, 3),
                           "videos_per_second": round(rate, 4), "skipped_list": skipped_path, "work": work}))
     if not len(table):

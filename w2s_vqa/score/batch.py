@@ -59,6 +59,9 @@ class ScoreResult:
     seconds: wall time of the scoring in seconds, loading included.
     scored_now: videos scored in this call; the rest of the table came from the parts
     of an earlier run.
+    decoded_now, decoded_earlier: of a folder or manifest, the input files decoded in this
+    call and those whose store shard an earlier run had finished (kept, not decoded again;
+    broken files included in both); 0 and 0 for a store or arrays, which are not decoded.
     """
 
     table: pd.DataFrame
@@ -66,6 +69,8 @@ class ScoreResult:
     anchor_logits: np.ndarray
     seconds: float
     scored_now: int
+    decoded_now: int = 0
+    decoded_earlier: int = 0
 
     def skipped_table(self) -> pd.DataFrame:
         """`skipped` as a table with SKIPPED_COLUMNS (no rows when nothing was skipped)."""
@@ -88,6 +93,13 @@ def prepare_inputs(inputs: str, work_dir: str, anchors: AnchorSet, config=None, 
     reason} for videos that could not be decoded. Raises StoreError for unusable inputs
     (w2s_vqa.store.prepare.prepare).
     """
+    store, skipped, _ = _prepare_counted(inputs, work_dir, anchors, config, workers=workers, progress=progress)
+    return store, skipped
+
+
+def _prepare_counted(inputs: str, work_dir: str, anchors: AnchorSet, config=None, *, workers: int = 0,
+                     progress: bool = False) -> tuple[VideoStore, list[dict[str, str]], tuple[int, int]]:
+    """`prepare_inputs`, and (files decoded now, files an earlier run decoded) on every process."""
     from w2s_vqa.config import defaults
     from w2s_vqa.store.prepare import prepare
 
@@ -97,13 +109,16 @@ def prepare_inputs(inputs: str, work_dir: str, anchors: AnchorSet, config=None, 
             config.data[key] = value
     config.data.distortions = ""
     store_dir = os.path.join(work_dir, "store")
+    counts = np.zeros(2, np.int64)
     if jax.process_index() == 0:
         report = prepare(config, inputs, store_dir, workers=workers, progress=progress)
         skipped = report.errors
+        counts[:] = (report.sources - report.sources_resumed, report.sources_resumed)
     multihost.barrier("score.prepare")
+    counts = multihost.broadcast(counts)
     if jax.process_index() != 0:
         skipped = _read_errors(store_dir)
-    return VideoStore(store_dir), skipped
+    return VideoStore(store_dir), skipped, (int(counts[0]), int(counts[1]))
 
 
 def _read_errors(store_dir: str) -> list[dict[str, str]]:
@@ -294,11 +309,12 @@ def score_videos(student: student_lib.Student, prompt: prompt_lib.PairPrompt, an
         os.makedirs(work_dir, exist_ok=True)
     with (tempfile.TemporaryDirectory(prefix="w2s-vqa-score-") if not work_dir
           else contextlib.nullcontext(work_dir)) as where:
-        store, skipped = prepare_inputs(os.fspath(videos), where, anchors, config, workers=workers,
-                                        progress=progress)
+        store, skipped, (decoded_now, decoded_earlier) = _prepare_counted(
+            os.fspath(videos), where, anchors, config, workers=workers, progress=progress)
         parts = os.path.join(where, "parts") if work_dir else None
         result = score_store(scorer, store, mode=mode, parts_dir=parts, student_key=student_key, progress=progress)
         store.close()
     undecoded = [{k: str(e.get(k) or "") for k in SKIPPED_COLUMNS} for e in skipped]
-    return dataclasses.replace(result, skipped=undecoded + result.skipped)
+    return dataclasses.replace(result, skipped=undecoded + result.skipped, decoded_now=decoded_now,
+                               decoded_earlier=decoded_earlier)
 
