@@ -239,3 +239,27 @@ def test_a_truncated_weight_file_is_one_checkpoint_error_for_every_verb(tmp_path
         assert cli.main(verb) == 2
     err = capsys.readouterr().err
     assert err.count("not a readable safetensors file") == 2 and "no such directory" in err
+
+
+def test_a_checkpoint_with_many_problems_is_one_line_through_the_verb(tmp_path, capsys):
+    """Every problem stays in `.problems`; the message is one line naming the directory, the
+    count, the first hf.MAX_PROBLEMS_NAMED problems and how many more (the CLI prints it whole)."""
+    from w2s_vqa import cli
+
+    path = tmp_path / "one"
+    hf.save_student(student.create(config_lib.preset("tiny")), path, tokenizer_dir=ref.TINY_TOKENIZER)
+    tensors = load_file(path / export_files.WEIGHTS_FILE)
+    gone = sorted(k for k in tensors if k.startswith("language_model."))
+    assert len(gone) > hf.MAX_PROBLEMS_NAMED
+    save_file({k: v for k, v in tensors.items() if k not in gone}, path / export_files.WEIGHTS_FILE,
+              metadata={"format": "pt"})
+    with pytest.raises(hf.CheckpointError) as error:
+        hf.load_student(path)
+    assert len(error.value.problems) == len(gone)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{path}: {len(gone)} problem(s): missing tensor ")
+    assert message.endswith(f"; and {len(gone) - hf.MAX_PROBLEMS_NAMED} more")
+    assert message.count("missing tensor") == hf.MAX_PROBLEMS_NAMED
+    assert cli.main(["export", "--hf", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"w2s-vqa export: error: {path}: {len(gone)} problem(s)")

@@ -209,7 +209,7 @@ def test_converter_reports_a_broken_checkpoint_in_one_error(reference, tmp_path)
     with pytest.raises(slowfast.WeightsError) as info:
         convert_lib.convert(path, tmp_path / "out.safetensors")
     message = str(info.value)
-    assert str(path) in message and "4 problem(s)" in message
+    assert str(path) in message and "4 problem(s)" in message and "\n" not in message  # one line
     assert "missing tensor blocks.2.multipathway_blocks.1.res_blocks.3.branch2.conv_b.weight" in message
     assert "mis-shaped tensor blocks.3.multipathway_blocks.1.res_blocks.0.branch2.norm_a.running_var: [5]" in message
     assert "res_blocks.9.branch2.conv_a.weight (maps to stage1.9.conv_a.kernel" in message

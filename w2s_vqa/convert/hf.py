@@ -45,12 +45,20 @@ UNUSED_VISION_HEAD = "model.vision_tower.head."
 _log = logging.getLogger(__name__)
 
 
+# Problems a CheckpointError names in its message before the rest are only counted.
+MAX_PROBLEMS_NAMED = 20
+
+
 class CheckpointError(ValueError):
     """A checkpoint directory that does not fit the student; lists every problem."""
 
     def __init__(self, path: str, problems: list[str]):
         self.path, self.problems = path, problems
-        super().__init__(f"{path}: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+        # One line (a log or `grep` shows it whole): each problem's own line breaks folded, the
+        # first MAX_PROBLEMS_NAMED named and the rest counted; `problems` keeps every one.
+        named = "; ".join(" ".join(str(p).split()) for p in problems[:MAX_PROBLEMS_NAMED])
+        more = f"; and {len(problems) - MAX_PROBLEMS_NAMED} more" if len(problems) > MAX_PROBLEMS_NAMED else ""
+        super().__init__(f"{path}: {len(problems)} problem(s): {named}{more}")
 
 
 def _path_str(path: tuple) -> str:

@@ -101,12 +101,20 @@ def default_lowering(platform: str | None = None) -> str:
     return "taps" if (platform or jax.default_backend()) == "cpu" else "stacked"
 
 
+# Problems a WeightsError names in its message before the rest are only counted.
+MAX_PROBLEMS_NAMED = 20
+
+
 class WeightsError(ValueError):
     """A SlowFast weights file that does not fit the fast pathway; lists every problem."""
 
     def __init__(self, path: str, problems: list[str]):
         self.path, self.problems = path, problems
-        super().__init__(f"{path}: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+        # One line (a log or `grep` shows it whole): each problem's own line breaks folded, the
+        # first MAX_PROBLEMS_NAMED named and the rest counted; `problems` keeps every one.
+        named = "; ".join(" ".join(str(p).split()) for p in problems[:MAX_PROBLEMS_NAMED])
+        more = f"; and {len(problems) - MAX_PROBLEMS_NAMED} more" if len(problems) > MAX_PROBLEMS_NAMED else ""
+        super().__init__(f"{path}: {len(problems)} problem(s): {named}{more}")
 
 
 class ConvBN(nnx.Module):
