@@ -52,6 +52,21 @@ def test_a_run_record_refuses_another_run_naming_every_difference(tmp_path):
     assert record.check({**first, "added_later": 1}) == first
 
 
+def test_a_run_record_that_finished_nothing_takes_the_new_settings(tmp_path):
+    record = workdir.RunRecord(tmp_path / "run.json")
+    first = {"data": {"batch_size": 16}, "seed": 0}
+    record.check(first)
+    now = {"data": {"batch_size": 4}, "seed": 0}
+    assert record.check(now, finished=False) == first
+    assert record.replaced == ["data.batch_size: 16 -> 4"] and record.read() == now
+    assert record.check(now, finished=True) == now and record.replaced == []
+    with pytest.raises(workdir.RunError, match=r"data.batch_size: 4 -> 16"):
+        record.check(first)  # something finished under the new settings: refused
+    assert record.read() == now
+    # Another process (write=False) takes it too, writing nothing.
+    assert record.check(first, write=False, finished=False) == now and record.read() == now
+
+
 def test_a_run_record_written_by_another_process_only(tmp_path):
     record = workdir.RunRecord(tmp_path / "r.json")
     assert record.check({"x": 1}, write=False) is None
