@@ -91,3 +91,5 @@ def test_the_verb_reruns_on_a_finished_pool_reusing_it(built, capsys):
     assert rerun["seconds"]["prepare"] < summary["seconds"]["prepare"]
     printed = capsys.readouterr().out
     assert "sharpness" in printed and str(out / demo.SUMMARY_FILE) in printed
+    last = json.loads(printed.strip().splitlines()[-1])  # one JSON line last, as every verb
+    assert last["out"] == str(out) and last["counts"] == rerun["counts"]
