@@ -85,6 +85,7 @@ def test_the_score_verb_skips_broken_videos_and_resumes(model, anchors, pool, on
     first = capsys.readouterr().out
     summary = json.loads(first.strip().splitlines()[-1])
     assert summary["videos"] == 2 and summary["skipped"] == 1 and summary["scored_now"] == 2
+    assert (summary["decoded_now"], summary["decoded_earlier"]) == (3, 0)  # the broken file was tried too
     table = pd.read_csv(tmp_path / "scores.csv", keep_default_na=False)
     assert table["id"].tolist() == ["bikes", "carphone_pristine"]
     skipped = pd.read_csv(tmp_path / "scores.skipped.csv")
@@ -98,6 +99,17 @@ def test_the_score_verb_skips_broken_videos_and_resumes(model, anchors, pool, on
     assert cli.main(command) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["scored_now"] == 0 and again["videos"] == 2
+    assert (again["decoded_now"], again["decoded_earlier"]) == (0, 3)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "scores.csv", keep_default_na=False), table)
+    # A run killed after decoding, before its scores were kept: the rerun scores again and says
+    # the videos were decoded by the earlier run (not "0 from an earlier run" alone).
+    for part in (tmp_path / "scores.work" / "parts").glob("shard-*.npz"):
+        part.unlink()
+    assert cli.main(command) == 0
+    printed = capsys.readouterr().out
+    resumed = json.loads(printed.strip().splitlines()[-1])
+    assert (resumed["scored_now"], resumed["decoded_now"], resumed["decoded_earlier"]) == (2, 0, 3)
+    assert "scored 2 videos (2 now, 0 from an earlier run; decoded 0 now, 3 by an earlier run)" in printed
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "scores.csv", keep_default_na=False), table)
     # Another student cannot resume this work directory.
     other = student_lib.create(student.cfg, seed=9)
