@@ -62,13 +62,20 @@ def test_prepare_and_export_end_with_one_json_line(tmp_path, capsys):
     assert set(summary["files"]) <= {p.name for p in (tmp_path / "export").iterdir()}
 
 
-@pytest.mark.parametrize("verb", ["prepare", "score"])
+@pytest.mark.parametrize("verb", ["prepare", "score", "curate-metrics", "curate --pool", "curate --reference"])
 def test_an_output_inside_the_folder_of_videos_is_refused_in_one_line(verb, tmp_path, capsys):
-    """Every file of an input folder is an input: a store, a score table or its work folder
-    left there would be read by the next run of that folder. Refused before anything is read."""
+    """Every file of an input folder is an input: a store, a score table, its work folder or a
+    metrics folder left there would be read by the next run of that folder. Refused before
+    anything is read or measured."""
     _clips(tmp_path / "clips", 1)
-    if verb == "prepare":
-        argv = ["prepare", "--inputs", str(tmp_path / "clips"), "--out", str(tmp_path / "clips" / "store")]
+    option = "--inputs"
+    if verb in ("prepare", "curate-metrics"):
+        argv = [verb, "--inputs", str(tmp_path / "clips"), "--out", str(tmp_path / "clips" / "out")]
+    elif verb.startswith("curate"):  # the other set is a folder of videos outside: never measured
+        _clips(tmp_path / "other", 1)
+        option = verb.split()[1]
+        sets = {"--pool": str(tmp_path / "other"), "--reference": str(tmp_path / "other"), option: str(tmp_path / "clips")}
+        argv = ["curate", *[x for kv in sets.items() for x in kv], "--k", "1", "--out", str(tmp_path / "clips" / "sel")]
     else:  # a real anchor set (read first); the student is never read: the refusal comes before it
         from w2s_vqa.config import load_config
         from w2s_vqa.score.anchors import AnchorSet
@@ -85,9 +92,27 @@ def test_an_output_inside_the_folder_of_videos_is_refused_in_one_line(verb, tmp_
     before = sorted(os.listdir(tmp_path / "clips"))
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "inside the folder of videos --inputs" in err and argv[-1] in err, err
-    assert f"e.g. {tmp_path / os.path.basename(argv[-1])}" in err
+    assert err.count("\n") == 1 and f"inside the folder of videos {option} {tmp_path / 'clips'}" in err, err
+    assert argv[-1] in err and f"e.g. {tmp_path / os.path.basename(argv[-1])}" in err, err
     assert sorted(os.listdir(tmp_path / "clips")) == before
+    if verb.startswith("curate "):
+        assert sorted(os.listdir(tmp_path / "other")) == ["c0.mp4"]
     if verb == "score":  # the work folder alone inside it is refused too, naming --work
         assert cli.main(argv[:-1] + [str(tmp_path / "scores.csv"), "--work", str(tmp_path / "clips" / "w")]) == 2
         assert "--work " in capsys.readouterr().err
+
+
+def test_a_url_is_never_inside_a_local_folder_and_urls_compare_as_text(tmp_path, monkeypatch):
+    """A URL output is not a path under the working directory (os.path.realpath would make
+    gs://b/x one: ./gs:/b/x), and a URL folder of videos refuses URLs under it alone."""
+    from w2s_vqa.main.common import refuse_outputs_inside
+
+    monkeypatch.chdir(tmp_path)
+    refuse_outputs_inside(".", {"--out": "gs://bucket/store", "--work": "s3://bucket/work"})
+    refuse_outputs_inside("gs://bucket/videos", {"--out": str(tmp_path / "videos" / "store")})
+    refuse_outputs_inside("gs://bucket/videos", {"--out": "gs://bucket/videos_store", "--work": "s3://bucket/videos/w"})
+    with pytest.raises(ValueError, match=r"^--out gs://bucket/videos/./store: inside the folder of videos --inputs "
+                                         r"gs://bucket/videos/, .*\(e.g. gs://bucket/store\)$"):
+        refuse_outputs_inside("gs://bucket/videos/", {"--out": "gs://bucket/videos/./store"})
+    with pytest.raises(ValueError, match=r"^--out GS://bucket/videos: inside"):  # the folder itself
+        refuse_outputs_inside("gs://bucket/videos", {"--out": "GS://bucket/videos"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import posixpath
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,25 +93,48 @@ def beam_function(module: str, name: str, runner: str):
         raise OSError(f"--runner {runner} needs Apache Beam: pip install 'w2s-vqa[beam]' ({e})") from e
 
 
-def refuse_outputs_inside(inputs: str, outputs: dict[str, str]) -> None:
+def _url(path: str) -> tuple[str, str] | None:
+    """(scheme, normalized path) of a URL such as gs://bucket/videos; None for a local path."""
+    scheme, sep, rest = path.partition("://")
+    return (scheme.lower(), posixpath.normpath("/" + rest)) if sep else None
+
+
+def is_store(path: str) -> bool:
+    """Whether `path` is a local video store (`w2s-vqa prepare`'s folder, read by its index,
+    not listed): it holds the store's store.json."""
+    from w2s_vqa.store.format import STORE_FILE
+
+    return _url(path) is None and os.path.isfile(os.path.join(path, STORE_FILE))
+
+
+def refuse_outputs_inside(inputs: str, outputs: dict[str, str], *, option: str = "--inputs") -> None:
     """Refuse outputs written inside the folder of videos a verb reads.
 
     A folder's every file is an input (store.sources.find_sources: what is not a video is
     skipped and listed), so a score table, a skipped list, a work folder or a store left
     inside it would be read as inputs by the next run of that folder, whose store would no
-    longer fit its inputs. `inputs`: the --inputs path (nothing is checked unless it is a
-    folder); `outputs`: {option as the user gave it, e.g. "--out": path}. Raises
-    ValueError, one line naming the option, the path and the folder.
+    longer fit its inputs. `inputs`: the path the verb's `option` (--inputs, --pool, ...)
+    gave (a local one is checked only when it is a folder); `outputs`: {option as the user gave it, e.g. "--out": path}. A URL
+    (gs://...) is compared with URLs alone, as text: it is never inside a local folder, and
+    nothing under a URL that names a file can be written. Raises ValueError, one line
+    naming the option, the path and the folder.
     """
-    if not os.path.isdir(inputs):
+    remote = _url(inputs)
+    if remote is None and not os.path.isdir(inputs):
         return
-    folder = os.path.realpath(inputs)
-    for option, path in outputs.items():
+    folder = os.path.realpath(inputs) if remote is None else remote[1]
+    for output, path in outputs.items():
         if not path:
             continue
-        where = os.path.realpath(path)
-        if os.path.commonpath([folder, where]) == folder:
-            outside = os.path.join(os.path.dirname(folder), os.path.basename(where))
-            raise ValueError(f"{option} {path}: inside the folder of videos --inputs {inputs}, whose every file the "
+        target = _url(path)
+        if (target is None) != (remote is None) or (target and target[0] != remote[0]):
+            continue  # a local path and a URL, or two schemes: never one inside the other
+        where = os.path.realpath(path) if target is None else target[1]
+        paths = os.path if target is None else posixpath
+        if paths.commonpath([folder, where]) == folder:
+            outside = paths.join(paths.dirname(folder), paths.basename(where))
+            if remote is not None:
+                outside = f"{remote[0]}://{outside.lstrip('/')}"
+            raise ValueError(f"{output} {path}: inside the folder of videos {option} {inputs}, whose every file the "
                              f"next run of that folder would read as an input; write it outside the folder "
                              f"(e.g. {outside})")

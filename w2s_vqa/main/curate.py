@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from w2s_vqa.main.common import add_config_arguments, json_line, load_config
+from w2s_vqa.main.common import add_config_arguments, is_store, json_line, load_config, refuse_outputs_inside
 
 
 def add_arguments(parser) -> None:
@@ -62,6 +62,9 @@ def run(args) -> int:
     from w2s_vqa.curate.metrics import METRICS
 
     config = load_config(args)
+    for option, path in (("--pool", args.pool), ("--reference", args.reference)):
+        if not is_store(path):  # both refused before either is measured; a store is read by its index
+            refuse_outputs_inside(path, {"--out": args.out}, option=option)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] or list(METRICS)
     settings = select.SelectionSettings(
         k=args.k, bins=config.curate.bins, binning=config.curate.binning, weights=_weights(args.weights),

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from w2s_vqa.main.common import add_beam_arguments, add_config_arguments, beam_function, json_line, load_config
+from w2s_vqa.main.common import (add_beam_arguments, add_config_arguments, beam_function, is_store, json_line,
+                                 load_config, refuse_outputs_inside)
 
 
 def add_arguments(parser) -> None:
@@ -22,6 +23,8 @@ def run(args) -> int:
     from w2s_vqa.curate.extract import SKIPPED_FILE, MetricSettings, compute_metrics
 
     config = load_config(args)
+    if not is_store(args.inputs):  # a store is read by its index, not listed
+        refuse_outputs_inside(args.inputs, {"--out": args.out})
     settings = MetricSettings(work_height=config.curate.work_height, max_seconds=config.curate.max_seconds or None)
     if args.runner is None:
         if args.beam_options:

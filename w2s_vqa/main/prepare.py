@@ -28,8 +28,7 @@ def run(args) -> int:
     from w2s_vqa.store.format import ERRORS_FILE, INDEX_FILE, StoreError
 
     config = load_config(args)
-    if "://" not in args.out:
-        refuse_outputs_inside(args.inputs, {"--out": args.out})
+    refuse_outputs_inside(args.inputs, {"--out": args.out})
     if args.runner is None:
         if args.beam_options:
             raise ValueError("--beam-option needs --runner")
