@@ -94,5 +94,6 @@ def test_beam_writes_the_table_the_process_pool_writes(pool, tmp_path):
 
 def test_an_output_inside_the_inputs_is_refused(pool, tmp_path):
     done = w2s("curate-metrics", "--inputs", str(pool), "--out", str(pool / "metrics"), *FAST, cwd=tmp_path)
-    assert done.returncode == 2 and "lies inside the inputs" in done.stderr
+    assert done.returncode == 2 and "inside the folder of videos --inputs" in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
     assert not (pool / "metrics").exists()
