@@ -520,3 +520,40 @@ def test_a_workdir_that_finished_nothing_takes_a_changed_setting(finetuned, tmp_
 
     err = _error(capsys, args("--set", "data.batch_size=1"))
     assert "holds another fine-tuning run" in err and "data.batch_size: 2 -> 1" in err
+
+
+def test_a_batch_the_mesh_does_not_divide_is_refused_before_any_decoding(finetuned, tmp_path):
+    """On 8 host devices a mesh.shape of (4, 2, 1) splits the batch in 8 (the mesh.rules
+    "batch" entry: data x fsdp), so data.batch_size=6 cannot be placed: `w2s-vqa finetune`
+    refuses it in one line naming the keys, before the work directory (the decoded store,
+    finetune.json) is made. The set itself is fine: 12 videos give 8 training videos and
+    32 pairs, more than a batch, so the count check passes and the mesh check is the one met."""
+    import subprocess
+    import sys
+
+    workdir = tmp_path / "ft"
+    argv = _finetune_args(finetuned, workdir, "--set", "mesh.shape=(4,2,1)", "--set", "mesh.num_devices=8",
+                          "--set", "data.batch_size=6")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "w2s_vqa.cli", *argv], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    err = done.stderr.strip()
+    assert done.returncode == 2 and "\n" not in err, done.stderr
+    assert "data.batch_size = 6" in err and "mesh parts (8: mesh axes data=4 x fsdp=2 of mesh.shape (4, 2, 1)" in err
+    assert "of the processes (1)" in err and err.endswith("e.g. data.batch_size=8"), err
+    assert not workdir.exists()  # nothing decoded, nothing recorded
+    # The check itself, on this process's 8 host devices (tests/conftest.py): multiples of 8 pass.
+    from w2s_vqa import sharding
+    from w2s_vqa.finetune.run import check_batch
+
+    config = load_config(None, ["mesh.shape=(4,2,1)", "mesh.num_devices=8"])
+    mesh = sharding.mesh_from_config(config)
+    for batch, fits in ((8, True), (16, True), (12, False), (0, False)):
+        config.data.batch_size = batch
+        if fits:
+            check_batch(config, mesh)
+        else:
+            with pytest.raises(config_lib.ConfigError, match=f"^data.batch_size = {batch}: .*data.batch_size="
+                                                             f"{max(8, -(-batch // 8) * 8)}$"):
+                check_batch(config, mesh)

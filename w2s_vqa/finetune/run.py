@@ -199,18 +199,30 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
 
 
 def check_batch(config: ml_collections.ConfigDict, mesh) -> None:
-    """Refuse (config.ConfigError) a data.batch_size that does not divide over the batch's
-    mesh axes and the processes, as the Trainer would refuse it, but before any work."""
+    """Refuse (config.ConfigError, one line naming data.batch_size, the mesh axes that split
+    the batch, mesh.shape and the processes, and the nearest batch size that fits) a
+    data.batch_size that does not divide over the batch's mesh axes and the processes, as
+    the Trainer would refuse it, but before any work."""
+    import math
+
     import jax
 
     from w2s_vqa.train import step as step_lib
 
     global_batch = int(config.data.batch_size)
-    shards = step_lib.batch_shards(step_lib.batch_sharding(config, mesh))
-    if global_batch < 1 or global_batch % shards or global_batch % jax.process_count():
+    sharding = step_lib.batch_sharding(config, mesh)
+    shards = step_lib.batch_shards(sharding)
+    processes = jax.process_count()
+    if global_batch < 1 or global_batch % shards or global_batch % processes:
+        entry = sharding.spec[0] if len(sharding.spec) else None
+        axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+        split = " x ".join(f"{a}={mesh.shape[a]}" for a in axes) or "none"
+        unit = math.lcm(shards, processes)
+        fits = unit * max(1, math.ceil(global_batch / unit))
         raise config_lib.ConfigError(
             f"data.batch_size = {global_batch}: the global batch must be a positive multiple of the batch's mesh "
-            f"parts ({shards}) and of the processes ({jax.process_count()})")
+            f"parts ({shards}: mesh axes {split} of mesh.shape {tuple(mesh.shape.values())}, the mesh.rules "
+            f"'batch' entry) and of the processes ({processes}); e.g. data.batch_size={fits}")
 
 
 def _say(text: str) -> None:
