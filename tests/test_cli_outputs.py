@@ -46,8 +46,12 @@ def test_prepare_and_export_end_with_one_json_line(tmp_path, capsys):
     store = tmp_path / "store"
     assert cli.main(["prepare", "--inputs", str(tmp_path / "clips"), "--out", str(store), "--workers", "0",
                      *TINY_STORE]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
     assert summary["store"] == str(store) and (summary["videos"], summary["skipped"], summary["sources"]) == (3, 1, 4)
+    # The skip summary names the file skipped, beside its reason.
+    assert [line for line in out.splitlines() if " x VideoError: cannot open" in line][0].endswith(
+        str(tmp_path / "clips" / "broken.mp4")), out
     assert summary["decoded_earlier"] == 0 and summary["shards"] == 2
     # A rerun keeps both shards: the 4 files (the broken one included) were decoded by the earlier run.
     assert cli.main(["prepare", "--inputs", str(tmp_path / "clips"), "--out", str(store), "--workers", "0",

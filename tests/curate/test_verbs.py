@@ -45,6 +45,8 @@ def test_metrics_then_curate(pool, tmp_path):
     assert sorted(skipped.index) == ["notes", "thumbnail"] and "cannot open" in skipped["notes"]
     assert "still image" in skipped["thumbnail"]
     assert json.loads(done.stdout.strip().splitlines()[-1])["skipped"] == 2
+    assert (f"2 skipped (1 a still image (one frame), not a video: {pool / 'thumbnail.jpg'}; 1 cannot open: "
+            f"{pool / 'notes.txt'})") in done.stdout, done.stdout
 
     # A rerun resumes every part; other settings in the same folder are refused.
     again = w2s("curate-metrics", "--inputs", str(pool), "--out", str(tmp_path / "m"), *FAST, cwd=tmp_path)

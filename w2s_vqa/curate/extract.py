@@ -51,11 +51,12 @@ class MetricsReport:
     parts_resumed: int
 
     def summary(self) -> str:
-        reasons: dict[str, int] = {}
+        from w2s_vqa.store.prepare import named_files
+
+        reasons: dict[str, list[str]] = {}
         for row in self.skipped:
-            key = row["reason"].split(":")[0]
-            reasons[key] = reasons.get(key, 0) + 1
-        by_reason = "; ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none"
+            reasons.setdefault(row["reason"].split(":")[0], []).append(row.get("path") or row.get("id", ""))
+        by_reason = "; ".join(f"{len(p)} {r}: {named_files(p)}" for r, p in sorted(reasons.items())) or "none"
         return (f"metrics: {self.measured} of {self.videos} videos measured, {len(self.skipped)} skipped "
                 f"({by_reason}), {self.parts_resumed} part(s) from an earlier run")
 

@@ -176,13 +176,23 @@ class PrepareReport:
         lines = [f"{self.videos_written}/{self.sources} videos written, {self.variants} variants, "
                  f"{self.records} records in {self.shards} shards ({self.shards_resumed} kept from an earlier run)",
                  f"skipped: {len(self.errors)}"]
+        files: dict[str, list[str]] = collections.defaultdict(list)
+        for e in self.errors:
+            files[e["reason"]].append(e.get("path") or e.get("id", ""))
         reasons = list(self.skipped_by_reason.items())
-        lines += [f"  {count} x {reason}" for reason, count in reasons[:max_reasons]]
+        lines += [f"  {count} x {reason}: {named_files(files[reason])}" for reason, count in reasons[:max_reasons]]
         if len(reasons) > max_reasons:
             lines.append(f"  ... {len(reasons) - max_reasons} more reasons (see {ERRORS_FILE})")
         if self.motion.chunks:
             lines.append(self.motion.summary())
         return "\n".join(lines)
+
+
+def named_files(paths: Sequence[str], limit: int = 3) -> str:
+    """The first `limit` of `paths` and how many more, for a one-line skip summary:
+    "a.mp4, b.mp4, c.mp4 and 4 more"."""
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    return ", ".join(paths[:limit]) + more
 
 
 def variant_id(video_id: str, distortion: str, level: int) -> str:
