@@ -158,6 +158,10 @@ def test_a_sets_standard_deviation_column_is_read_row_by_row(tmp_path):
     assert table[["id", "mos", "sd", "row"]].values.tolist() == [["sub/a.mp4", 2.5, 0.7, 1], ["b.mp4", 4.0, 0.25, 2]]
     assert table["path"].tolist() == [str(tmp_path / "videos" / "sub" / "a.mp4"), str(tmp_path / "videos" / "b.mp4")]
     assert mos_pairs_lib.std_column(list(table.columns)) == "sd"
+    # Headers in capitals, as the sets' own files write them (KoNViD-1k: MOS, SD), are the same columns.
+    (tmp_path / "caps.csv").write_text("File,MOS,SD\nsub/a.mp4,2.5,0.7\nb.mp4,4.0,0.25\n")
+    table = finetune_lib.read_set(str(tmp_path / "videos"), str(tmp_path / "caps.csv"), "kvq")
+    assert table[["id", "mos", "sd"]].values.tolist() == [["sub/a.mp4", 2.5, 0.7], ["b.mp4", 4.0, 0.25]]
 
 
 # ----------------------------------------------------------------------------- the median

@@ -118,7 +118,8 @@ def read_set(videos: str, mos_table: str, name: str) -> pd.DataFrame:
     table = evaluate_lib.read_eval_set(evaluate_lib.EvalSet(name, videos, mos_table), check_files=False)
     table["path"] = _locate(table, videos, mos_table)
     table.insert(0, "id", table["file"])
-    raw = read_csv(mos_table, what="MOS table", error=FinetuneError)
+    # "SD", "Std" as well as "sd": a header in capitals is the same column, not a missing one.
+    raw = read_csv(mos_table, what="MOS table", error=FinetuneError, columns=mos_pairs_lib.MOS_STD_COLUMNS)
     column = mos_pairs_lib.std_column(list(raw.columns))
     if column is not None:
         values = raw[column].astype(object).where(raw[column].notna(), "")
