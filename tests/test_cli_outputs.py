@@ -120,3 +120,23 @@ def test_a_url_is_never_inside_a_local_folder_and_urls_compare_as_text(tmp_path,
         refuse_outputs_inside("gs://bucket/videos/", {"--out": "gs://bucket/videos/./store"})
     with pytest.raises(ValueError, match=r"^--out GS://bucket/videos: inside"):  # the folder itself
         refuse_outputs_inside("gs://bucket/videos", {"--out": "GS://bucket/videos"})
+
+
+def test_evals_json_line_is_strict_json_with_null_for_a_figure_not_computed(tmp_path, capsys):
+    """On 4 videos the logistic-fitted PLCC is not computed (too few for the fit): the JSON
+    line says null, not NaN, which strict parsers (jq, JavaScript) refuse."""
+    import json
+
+    (tmp_path / "set.csv").write_text("File,MOS\nv0.mp4,80\nv1.mp4,60\nv2.mp4,40\nv3.mp4,20\n")
+    (tmp_path / "t.csv").write_text("video_id,teacher,score\nv0,dover,0.9\nv1,dover,0.7\nv2,dover,0.75\n"
+                                    "v3,dover,0.1\n")
+    assert cli.main(["eval", "--eval-set", "mine", str(tmp_path / "videos"), str(tmp_path / "set.csv"), "--teachers",
+                     str(tmp_path / "t.csv"), "--out", str(tmp_path / "ev"), "--bootstrap", "0"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+
+    def refuse(constant):
+        raise ValueError(f"{constant} in the JSON line")
+
+    figures = json.loads(line, parse_constant=refuse)["sets"]["mine"]["dover"]
+    assert figures["plcc_fitted"] is None and figures["videos"] == 4
+    assert figures["srcc"] == pytest.approx(0.8, abs=1e-12)  # ranks 4,2,3,1 against 4,3,2,1: 1 - 6*2/60

@@ -52,6 +52,21 @@ def json_line(summary, *, allow_nan: bool = True) -> str:
     return json.dumps(summary, ensure_ascii=False, allow_nan=allow_nan)
 
 
+def finite(value):
+    """`value` with every NaN or infinite float, at any depth of dicts, lists and tuples,
+    made None: a figure that could not be computed (a logistic fit omitted on few videos, a
+    split not run) is null in a strict JSON line, which parsers other than Python's accept."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (argparse names the option and exits 2 otherwise)."""
     try:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 import sys
 
-from w2s_vqa.main.common import add_config_arguments, json_line, load_config, non_negative_int
+from w2s_vqa.main.common import add_config_arguments, finite, json_line, load_config, non_negative_int
 
 
 def add_arguments(parser) -> None:
@@ -195,5 +195,5 @@ def run(args) -> int:
                "overall": {m: {g: {k: o[k] for k in ("srcc", "plcc")} for g, o in groups.items()}
                            for m, groups in results["overall"].items()},
                "skipped": results["skipped"]}
-    print(json_line(summary))
+    print(json_line(finite(summary), allow_nan=False))  # strict JSON: a figure not computed is null
     return 0
