@@ -49,4 +49,17 @@ def get_config(arg: str = ""):
     c.data.distortions = ""  # scoring: the videos as they are
     c.data.augment = ""
     c.data.batch_size = 8
+
+    # Fine-tuning it (`finetune --hf`) or continuing its stages trains as the authors' released
+    # trainer did (docs/2026-12-released-model.md): the language model's cross-entropy over the
+    # answer sentence, no confidence term, the language model frozen, the vision tower at 2e-6 and
+    # the projectors at 1e-5, 3% warm-up. --set objective.kind=paper for the paper's loss.
+    c.objective.kind = "released"
+    c.optim.learning_rate = 1e-5
+    c.optim.warmup_fraction = 0.03
+    c.optim.groups = (
+        ("^language_model\\.|^lm_head\\.", 0.0),
+        ("^vision_tower\\.", 2e-6),
+        ("projector|^image_newline$", 1e-5),  # multimodal and motion projectors
+    )
     return c
