@@ -104,7 +104,7 @@ def run(args) -> int:
         median = results["median"]
         summary = {
             "workdir": workdir, "results": os.path.join(workdir, finetune.RESULTS_JSON), "set": results["set"],
-            "checkpoint": results["checkpoint"], "step": results["step"], "hf": results["hf"],
+            "checkpoint": results["checkpoint"], "step": results["step"], "hf": results.get("hf"),
             "splits": results["splits_done"],
             "splits_requested": results["splits_requested"], "stopped": stopped,
             "srcc": median[finetune.AFTER]["srcc"], "plcc": median[finetune.AFTER]["plcc"],
