@@ -9,6 +9,12 @@
         --inputs my_videos/ --out scores.csv --set data.slowfast_weights=slowfast_r50.safetensors
         [--mode paper]
 
+Fine-tune it on a MOS set (random splits, scored before and after), with the released
+trainer's loss and learning rates (below):
+
+    w2s-vqa finetune --config configs/w2s_released.py --hf w2s_stage3 --videos my_set/ \\
+        --mos my_set.csv --name my_set --workdir ft --set data.slowfast_weights=slowfast_r50.safetensors
+
 The directory is the authors' LLaVA-NeXT `llava_qwen` checkpoint, read as it is
 (convert/llava_next.py); `w2s-vqa export --hf w2s_stage3 --out DIR` writes it for plain
 transformers. What this config sets, from the authors' inference (github.com/clh124/W2S-VQA,
