@@ -113,7 +113,7 @@ def test_the_released_loss_is_the_authors_labels_under_torch_cross_entropy(quest
         one = {k: v[b:b + 1] for k, v in batch.items()}
         logits = model(ids[None].astype(np.int32), np.ones((1, len(ids)), np.int32), one["pixel_values"],
                        one["motion"], one["frame_mask"], one["motion_mask"])
-        logits = torch.from_numpy(np.asarray(logits, np.float32)[0])
+        logits = torch.from_numpy(np.array(logits, np.float32)[0])  # a writable copy
         per_pair.append(torch.nn.functional.cross_entropy(logits[:-1], torch.from_numpy(want[1:]),
                                                           ignore_index=IGNORE_INDEX).item())
         # The same tokens and the same targets as ours.
