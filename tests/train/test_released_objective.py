@@ -14,7 +14,6 @@ from w2s_vqa.models import config as model_config
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.train import loop
 from w2s_vqa.train import objective as objective_lib
-from w2s_vqa.train import prompts as prompts_lib
 from w2s_vqa.train import step as step_lib
 from w2s_vqa.train.logging import read_metrics
 
