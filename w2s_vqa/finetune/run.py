@@ -60,8 +60,9 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str | None, step:
 
     config: this run's config (optimizer, steps, mesh, finetune.*: splits, train_fraction,
     pairs_per_video, mos_std_fraction, num_steps, fresh_optimizer); the student and data
-    settings (inputs.base_config) are the checkpoint's; with `hf_dir` they are this config's,
-    model.hf_dir set to it (and the data settings of its w2s_vqa.json, if any). anchors_k: anchors per split (K); bootstrap:
+    settings (inputs.base_config) are the checkpoint's; with `hf_dir` they are this config's
+    with model.hf_dir set to it (and the data settings of its w2s_vqa.json, if any:
+    inputs.hf_base_config). anchors_k: anchors per split (K); bootstrap:
     resamples of the 95% intervals (0: none); batch_size: test videos per scoring call
     (0: 8 rounded up to the batch's parts and the processes); workers: processes decoding
     videos; mode: "map" or "paper" (score.thurstone).

@@ -5,7 +5,8 @@
       (ShapeDtypeStructs with their shardings, by jax.eval_shape) -> jit(step)
 
 Nothing here allocates parameters, reads a work directory or a checkpoint, or loads
-a tokenizer (the five level token ids are an argument), so the step an ahead-of-time
+a tokenizer (the five level token ids, and for objective.kind "released" the answer
+sentence's, are arguments), so the step an ahead-of-time
 compiler lowers is the very one the training loop runs:
 
     ts = build_train_step(config, mesh, level_ids)
