@@ -9,6 +9,12 @@
         --inputs my_videos/ --out scores.csv --set data.slowfast_weights=slowfast_r50.safetensors
         [--mode paper]
 
+Fine-tune it on a MOS set (random splits, scored before and after), with the released
+trainer's loss and learning rates (below):
+
+    w2s-vqa finetune --config configs/w2s_released.py --hf w2s_stage3 --videos my_set/ \\
+        --mos my_set.csv --name my_set --workdir ft --set data.slowfast_weights=slowfast_r50.safetensors
+
 The directory is the authors' LLaVA-NeXT `llava_qwen` checkpoint, read as it is
 (convert/llava_next.py); `w2s-vqa export --hf w2s_stage3 --out DIR` writes it for plain
 transformers. What this config sets, from the authors' inference (github.com/clh124/W2S-VQA,
@@ -49,4 +55,17 @@ def get_config(arg: str = ""):
     c.data.distortions = ""  # scoring: the videos as they are
     c.data.augment = ""
     c.data.batch_size = 8
+
+    # Fine-tuning it (`finetune --hf`) or continuing its stages trains as the authors' released
+    # trainer did (docs/2026-12-released-model.md): the language model's cross-entropy over the
+    # answer sentence, no confidence term, the language model frozen, the vision tower at 2e-6 and
+    # the projectors at 1e-5, 3% warm-up. --set objective.kind=paper for the paper's loss.
+    c.objective.kind = "released"
+    c.optim.learning_rate = 1e-5
+    c.optim.warmup_fraction = 0.03
+    c.optim.groups = (
+        ("^language_model\\.|^lm_head\\.", 0.0),
+        ("^vision_tower\\.", 2e-6),
+        ("projector|^image_newline$", 1e-5),  # multimodal and motion projectors
+    )
     return c

@@ -159,6 +159,67 @@ def build_pair_prompt(tokenizer, *, video_token_id: int, tokens_per_video: int,
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class AnswerSentence:
+    """The tokens the released trainer's loss predicts for a pair prompt (objective.kind =
+    "released"; train.objective.sentence_objective).
+
+    The sequence is the prompt's `prompt_length` tokens, the pair's level token, then
+    `suffix_ids` (" to the first video.<|im_end|>\n"): `length` tokens. The loss predicts
+    the token at each of `target_positions` (indices into that sequence, each >= 1) from
+    the position before it.
+    """
+
+    prompt_length: int
+    suffix_ids: tuple[int, ...]
+    target_positions: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return self.prompt_length + 1 + len(self.suffix_ids)
+
+
+def answer_sentence(tokenizer, pair: PairPrompt, question: str = QUESTION) -> AnswerSentence:
+    """The answer sentence after `pair` (built by build_pair_prompt with `question`) and
+    its targets, as the authors' trainer makes labels (github.com/clh124/W2S-VQA, commit
+    2c7ca75, llava/train/train.py `preprocess_qwen`): every token of the assistant turn
+    ("<|im_start|>assistant\n" + ANSWER_TEMPLATE + "<|im_end|>\n", their training answers'
+    sentence, example.json), and wherever it stands the "\n", "<|im_start|>" and
+    "<|im_end|>" tokens (their `unmask_tokens_idx` = [198, im_start, im_end]; 198 is
+    Qwen2's "\n", read here from the tokenizer). Video tokens are never targets.
+
+    Raises PromptError when the tokenizer lacks those tokens, when `pair` does not end with
+    the question's answer prefix, or when the sentence tokenized whole differs from the
+    prompt, the level token and the suffix tokenized apart (the loss would then train
+    other tokens than the authors').
+    """
+    special = {name: tokenizer.token_to_id(name) for name in ("<|im_start|>", "<|im_end|>")}
+    newline = tokenizer.encode("\n", add_special_tokens=False).ids
+    if None in special.values() or len(newline) != 1:
+        raise PromptError(f"the answer sentence's loss needs single tokens for '\\n' (got {newline}) and "
+                          f"<|im_start|>, <|im_end|> (got {special})")
+    tail = chat_text(question).split(VIDEO_PLACEHOLDER)[-1]
+    tail_ids = tokenizer.encode(tail, add_special_tokens=False).ids
+    ids = [int(t) for t in pair.input_ids]
+    if ids[len(ids) - len(tail_ids):] != tail_ids:
+        raise PromptError("the pair prompt does not end with the question's text and the answer prefix "
+                          f"{ANSWER_PREFIX!r}: built with another question?")
+    suffix_text = ANSWER_TEMPLATE.split("{level}")[1] + RELEASED_AFTER_ANSWER
+    suffix = tokenizer.encode(suffix_text, add_special_tokens=False).ids
+    for word, level_id in zip(LEVELS, pair.level_token_ids):
+        whole = tokenizer.encode(tail + " " + word + suffix_text, add_special_tokens=False).ids
+        if whole != tail_ids + [level_id] + suffix:
+            raise PromptError(f"the answer sentence with {word!r} tokenizes differently whole ({whole[-12:]}) "
+                              f"than in parts ({(tail_ids + [level_id] + suffix)[-12:]})")
+    unmask = {newline[0], *special.values()}
+    assistant = max(i for i, t in enumerate(ids) if t == special["<|im_start|>"])
+    n = len(ids)
+    positions = [t for t in range(1, n) if t >= assistant or ids[t] in unmask]
+    positions += range(n, n + 1 + len(suffix))
+    return AnswerSentence(prompt_length=n, suffix_ids=tuple(int(t) for t in suffix),
+                          target_positions=tuple(positions))
+
+
 def preference(level_logits, alpha: Sequence[float] = ALPHA):
     """P(second video better than first) = sum_k alpha_k softmax(level_logits)_k.
 

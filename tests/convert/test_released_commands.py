@@ -80,3 +80,69 @@ def test_score_videos_with_the_papers_model_in_the_readme_commands(tmp_path, cap
     assert ((tables["paper"]["score"] >= 0) & (tables["paper"]["score"] <= 100)).all()
     # map: on the anchors' MOS scale, with a 95% interval around each score.
     assert (tables["map"]["low"] <= tables["map"]["score"]).all() and (tables["map"]["score"] <= tables["map"]["high"]).all()
+
+
+ONE_DEVICE = ["mesh.shape=(1,1,1)", "mesh.num_devices=1", "train.log_every=1", "train.eval_every=0",
+              "train.async_checkpoint=False"]
+
+
+def test_training_asks_the_released_model_the_prompt_scoring_asks(tmp_path):
+    from w2s_vqa import prompt as prompt_lib
+    from w2s_vqa.config import load_config
+    from w2s_vqa.score.student_source import load_for_scoring
+    from w2s_vqa.train import loop
+
+    stage3 = ref.write_released(tmp_path / "w2s_stage3")
+    tokenizer = prompt_lib.load_tokenizer(stage3)
+    # model.prompt "released" (the preset's), and "" (the directory's own: its llava_qwen config).
+    for choice in ("released", ""):
+        config = load_config(CONFIG, [f"model.hf_dir={stage3}", f"model.prompt='{choice}'", "data.image_size=32",
+                                      "data.batch_size=2", *ONE_DEVICE])
+        trainer = loop.Trainer(config, str(tmp_path / f"run_{choice or 'own'}"))
+        scoring = load_for_scoring(hf_dir=stage3, config=config).prompt
+        np.testing.assert_array_equal(trainer.prompt.input_ids, scoring.input_ids)
+        # ... and that prompt is the authors' question, not the project's.
+        released = prompt_lib.build_pair_prompt(tokenizer, video_token_id=scoring.video_token_id,
+                                                tokens_per_video=scoring.tokens_per_video,
+                                                question=prompt_lib.RELEASED_QUESTION)
+        np.testing.assert_array_equal(trainer.prompt.input_ids, released.input_ids)
+        assert trainer.train_step.obj_cfg.kind == "released"
+
+
+def test_finetune_the_papers_model_on_a_mos_set_in_one_command(tmp_path, capsys):
+    from safetensors.numpy import load_file
+
+    from w2s_vqa.train.checkpoint import load_checkpoint_student
+    from w2s_vqa.train.logging import read_metrics
+
+    stage3 = ref.write_released(tmp_path / "w2s_stage3")
+    weights = _slowfast_weights(tmp_path / "slowfast_r50.safetensors")
+    videos = _clips(tmp_path / "my_set", 8, seed=3)
+    pd.DataFrame({"file": [f"v{i}.mp4" for i in range(8)], "mos": [80.0 - 6 * i for i in range(8)]}).to_csv(
+        tmp_path / "my_set.csv", index=False)
+    workdir = tmp_path / "ft"
+    sets = [f"data.slowfast_weights={weights}", "data.image_size=32", "data.batch_size=2", "finetune.num_steps=2",
+            "finetune.train_fraction=0.6", *ONE_DEVICE]
+    # w2s-vqa finetune --config configs/w2s_released.py --hf w2s_stage3 --videos my_set/ --mos my_set.csv ...
+    assert cli.main(["finetune", "--config", CONFIG, "--hf", stage3, "--videos", videos, "--mos",
+                     str(tmp_path / "my_set.csv"), "--name", "konvid_1k", "--workdir", str(workdir), "--splits", "1",
+                     "--anchors", "3", "--bootstrap", "0", *[a for s in sets for a in ("--set", s)]]) == 0
+    summary = _last_json(capsys)
+    assert summary["hf"] == os.path.abspath(stage3) and summary["checkpoint"] is None
+    assert summary["splits"] == 1 and np.isfinite(summary["srcc"]) and np.isfinite(summary["w2s_srcc"])
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["hf"] == os.path.abspath(stage3) and results["splits"][0]["steps"] == 2
+
+    # The split trained from the released weights with the released trainer's loss.
+    train_dir = workdir / "split_00" / "train"
+    rows = [r for r in read_metrics(train_dir) if "loss" in r]
+    assert len(rows) == 2 and all("sentence_ce" in r and np.isfinite(r["loss"]) for r in rows)
+    student, _, _ = load_checkpoint_student(str(train_dir), 2)
+    stored = load_file(os.path.join(stage3, "model.safetensors"))
+    # The frozen language model is the released one (held in model.dtype bfloat16: one rounding,
+    # 2^-8 relative); the motion projector moved from it.
+    np.testing.assert_allclose(np.asarray(student.language_model.embed_tokens.embedding[...], np.float32),
+                               stored["model.embed_tokens.weight"], rtol=2.0 ** -8)
+    kernel = np.asarray(student.motion_projector.linear_1.kernel[...], np.float32)
+    released = stored["model.slowfast_projector.0.weight"].T
+    assert kernel.shape == released.shape and not np.allclose(kernel, released, rtol=0, atol=1e-7)

@@ -170,6 +170,10 @@ def defaults() -> ml_collections.ConfigDict:
 
     # The paper's objective (docs/method.md "Objective").
     c.objective = ml_collections.ConfigDict()
+    # "paper": the five-way level cross-entropy plus the confidence term below; "released":
+    # the authors' released trainer's loss, the language model's token cross-entropy over
+    # the whole answer sentence, no confidence term (the confidence keys are then unread).
+    c.objective.kind = "paper"
     c.objective.confidence = True
     c.objective.warmup_fraction = 0.1
     c.objective.temperature_start = 0.5

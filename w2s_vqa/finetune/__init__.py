@@ -43,7 +43,7 @@ splits' pairs, anchors, training and scoring), `results` (figures, medians, resu
 
 from w2s_vqa.finetune.inputs import (MANIFEST_FILE, MIN_TEST_VIDEOS, SPLIT_RESULT, STORE_DIR, TEST_PAIRS,
                                      TRAIN_PAIRS, FinetuneError, base_config, check_inputs, read_set,
-                                     resolve_checkpoint, split_config, split_dir)
+                                     hf_base_config, resolve_checkpoint, split_config, split_dir)
 from w2s_vqa.finetune.record import SAFE_KEYS, run_differences
 from w2s_vqa.finetune.results import (AFTER, BEFORE, FIGURES, MODELS, RESULTS_JSON, RESULTS_MD, markdown,
                                       median_figures)
@@ -52,4 +52,4 @@ from w2s_vqa.finetune.run import finetune
 __all__ = ["AFTER", "BEFORE", "FIGURES", "MANIFEST_FILE", "MIN_TEST_VIDEOS", "MODELS", "RESULTS_JSON", "RESULTS_MD",
            "SAFE_KEYS", "SPLIT_RESULT", "STORE_DIR", "TEST_PAIRS", "TRAIN_PAIRS", "FinetuneError", "base_config",
            "check_inputs", "finetune", "markdown", "median_figures", "read_set", "resolve_checkpoint",
-           "run_differences", "split_config", "split_dir"]
+           "run_differences", "split_config", "split_dir", "hf_base_config"]

@@ -215,10 +215,30 @@ def base_config(config: ml_collections.ConfigDict, run_config: ml_collections.Co
     return config
 
 
+def hf_base_config(config: ml_collections.ConfigDict, hf_dir: str) -> ml_collections.ConfigDict:
+    """This run's config with model.hf_dir = `hf_dir` (a Hugging Face, export or released
+    llava_qwen directory: the student to fine-tune), the input settings its w2s_vqa.json
+    records (an export's; none for the authors' released directory, whose inputs the config
+    gives: configs/w2s_released.py), and no variants (data.distortions ""). Raises
+    FileNotFoundError for a missing directory, ValueError for a bad w2s_vqa.json."""
+    from w2s_vqa.convert import export_files
+
+    if not os.path.isdir(hf_dir):
+        raise FileNotFoundError(f"{hf_dir}: no such model directory (--hf names a Hugging Face, export or "
+                                "released llava_qwen directory)")
+    config = config.copy_and_resolve_references()
+    config.model.hf_dir = os.path.abspath(hf_dir)
+    recorded = export_files.read_settings(hf_dir)
+    if recorded:
+        Settings.from_json(recorded).apply_to(config)
+    config.data.distortions = ""
+    return config
+
+
 def split_config(base: ml_collections.ConfigDict, *, store: str, train_pairs: str, test_pairs: str,
-                 checkpoint: str, step: int) -> ml_collections.ConfigDict:
+                 checkpoint: str | None, step: int | None) -> ml_collections.ConfigDict:
     """The Trainer config of one split: its pairs on the set's store, starting from the
-    weak-to-strong checkpoint's parameters, finetune.num_steps (or train.num_steps) steps,
+    weak-to-strong checkpoint's parameters (checkpoint None: from base's model.hf_dir), finetune.num_steps (or train.num_steps) steps,
     the test pairs as the only evaluation ("val": the run's own evaluations name another
     store's videos). No checkpoint is kept or chosen for its test-pair figures
     (train.best_metric ""): what is evaluated is the split's last step."""
@@ -229,9 +249,10 @@ def split_config(base: ml_collections.ConfigDict, *, store: str, train_pairs: st
     c.evals[config_lib.SHORTHAND_EVAL] = config_lib.eval_entry(pairs=test_pairs)
     c.train.best_metric = ""
     c.train.num_steps = int(c.finetune.num_steps or c.train.num_steps)
-    c.train.init_from = os.path.abspath(checkpoint)
-    c.train.init_step = str(int(step))
-    c.train.init_optimizer = not bool(c.finetune.fresh_optimizer)
+    if checkpoint is not None:
+        c.train.init_from = os.path.abspath(checkpoint)
+        c.train.init_step = str(int(step))
+        c.train.init_optimizer = not bool(c.finetune.fresh_optimizer)
     return c
 
 

@@ -27,7 +27,7 @@ SAFE_KEYS = tuple(k for k in config_lib.RESUME_SAFE_KEYS if k != "finetune.*") +
     "finetune.splits", "data.store", "data.pairs", "train.best_metric", "train.num_steps", "finetune.num_steps",
     "seed", "finetune.train_fraction", "finetune.pairs_per_video", "finetune.mos_std_fraction")
 # The run's identity keys as a message names them: the option or config key that sets each.
-IDENTITY_NAMES = {"checkpoint": "--checkpoint", "step": "--step", "set": "--name",
+IDENTITY_NAMES = {"checkpoint": "--checkpoint", "step": "--step", "hf": "--hf", "set": "--name",
                   "table_sha256": "--mos (the table's sha256)", "seed": "seed",
                   "train_fraction": "finetune.train_fraction", "pairs_per_video": "finetune.pairs_per_video",
                   "spread": "MOS spread (a mos_std column, or finetune.mos_std_fraction)", "anchors": "--anchors"}

@@ -40,15 +40,22 @@ def text(value) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.3f}"
 
 
+def _start(results: dict) -> str:
+    """The student fine-tuning started from: a checkpoint and step, or a model directory."""
+    if results.get("hf"):
+        return results["hf"]
+    return f"{results['checkpoint']} step {results['step']}"
+
+
 def markdown(results: dict) -> str:
     """results.md: the medians (the headline) and one row per split."""
     median = results["median"]
     lines = [f"## MOS fine-tuning on {results['set']}: median over {results['splits_done']} of "
              f"{results['splits_requested']} splits", "",
-             f"From {results['checkpoint']} step {results['step']}; {results['videos_used']} of {results['videos']} "
+             f"From {_start(results)}; {results['videos_used']} of {results['videos']} "
              "videos; test videos scored against anchors among each split's training videos.", "",
              "| model | SRCC | PLCC | KRCC | PLCC (logistic) |", "|---|---|---|---|---|"]
-    names = {BEFORE: "weak-to-strong checkpoint (before)", AFTER: "fine-tuned (after)",
+    names = {BEFORE: "weak-to-strong checkpoint (before)" if not results.get("hf") else "the model as given (before)", AFTER: "fine-tuned (after)",
              "gain": "gain (median of per-split gains)"}
     for row in (BEFORE, AFTER, "gain"):
         lines.append(f"| {names[row]} | " + " | ".join(text(median[row][k]) for k in FIGURES) + " |")

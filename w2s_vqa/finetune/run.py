@@ -22,8 +22,8 @@ from w2s_vqa import config as config_lib
 from w2s_vqa import multihost
 from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.finetune.inputs import (MANIFEST_FILE, SPLIT_RESULT, STORE_DIR, TEST_PAIRS, TRAIN_PAIRS, FinetuneError,
-                                     base_config, check_counts, check_inputs, read_set, resolve_checkpoint,
-                                     split_config, split_dir)
+                                     base_config, check_counts, check_inputs, hf_base_config, read_set,
+                                     resolve_checkpoint, split_config, split_dir)
 from w2s_vqa.finetune.record import check_run
 from w2s_vqa.finetune.results import (AFTER, BEFORE, FIGURES, MODELS, RESULTS_JSON, RESULTS_MD, markdown,
                                       median_figures, text)
@@ -34,6 +34,7 @@ from w2s_vqa.labels import sampling as pair_sampling
 from w2s_vqa.labels.build import pair_counts
 from w2s_vqa.score import evaluate as evaluate_lib
 from w2s_vqa.score.anchors import RULE as ANCHOR_RULE, DEFAULT_COVERAGE, AnchorError, AnchorSet, pick_anchors
+from w2s_vqa.train import prompts as prompts_lib
 
 
 @dataclasses.dataclass
@@ -46,18 +47,22 @@ class _Split:
     done: bool = False
 
 
-def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | str | None, videos: str,
+def finetune(config: ml_collections.ConfigDict, *, checkpoint: str | None, step: int | str | None, videos: str,
              mos_table: str, set_name: str, workdir: str, anchors_k: int = 5, splits: int | None = None,
              bootstrap: int = 1000, batch_size: int = 0, workers: int = 0, mode: str = "map",
-             progress: bool = True) -> dict:
+             progress: bool = True, hf_dir: str | None = None) -> dict:
     """Fine-tune the weak-to-strong run `checkpoint` (its `step`: a number, "latest" or
-    "best") on the MOS-labeled set (`videos` folder, `mos_table` file,mos CSV, named
+    "best"), or the student of `hf_dir` (exactly one of the two: a Hugging Face, export or
+    the authors' released llava_qwen directory, as score --hf reads it; `step` unused), on
+    the MOS-labeled set (`videos` folder, `mos_table` file,mos CSV, named
     `set_name`) over `splits` random splits (default finetune.splits), in `workdir`: see
     the module docstring for what each split does and writes.
 
     config: this run's config (optimizer, steps, mesh, finetune.*: splits, train_fraction,
     pairs_per_video, mos_std_fraction, num_steps, fresh_optimizer); the student and data
-    settings (inputs.base_config) are the checkpoint's. anchors_k: anchors per split (K); bootstrap:
+    settings (inputs.base_config) are the checkpoint's; with `hf_dir` they are this config's
+    with model.hf_dir set to it (and the data settings of its w2s_vqa.json, if any:
+    inputs.hf_base_config). anchors_k: anchors per split (K); bootstrap:
     resamples of the 95% intervals (0: none); batch_size: test videos per scoring call
     (0: 8 rounded up to the batch's parts and the processes); workers: processes decoding
     videos; mode: "map" or "paper" (score.thurstone).
@@ -76,6 +81,7 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     the checkpoint, the set and this run's config, and a rerun that changes any of them
     but SAFE_KEYS (more splits among them) is refused naming every difference;
     EvalError / AnchorError for a table or folder that does not fit (read_set); FileNotFoundError for a checkpoint folder without the step.
+    ValueError unless exactly one of `checkpoint` and `hf_dir` is given.
     """
     from w2s_vqa import prompt as prompt_lib
     from w2s_vqa import sharding as sharding_lib
@@ -91,14 +97,24 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     counts = dict(pairs_per_video=float(ft.pairs_per_video), batch_size=int(config.data.batch_size))
     check_counts(len(table), float(ft.train_fraction), anchors_k, mos_table, **counts)
     std_col = mos_pairs_lib.std_column(list(table.columns))
-    resolved, run_config = resolve_checkpoint(checkpoint, step)
-    base = base_config(config, run_config)
+    if (checkpoint is None) == (hf_dir is None):
+        raise ValueError(f"finetune starts from a checkpoint or an hf_dir, exactly one (got checkpoint={checkpoint!r}, "
+                         f"hf_dir={hf_dir!r})")
+    if hf_dir is not None:
+        resolved, base = None, hf_base_config(config, hf_dir)
+        source = {"checkpoint": None, "step": None, "hf": os.path.abspath(hf_dir)}
+        started = source
+    else:
+        from w2s_vqa.train.checkpoint import checkpoint_directory
+
+        resolved, run_config = resolve_checkpoint(checkpoint, step)
+        base = base_config(config, run_config)
+        source = {"checkpoint": os.path.abspath(checkpoint_directory(checkpoint)), "step": resolved, "hf": None}
+        started = {"checkpoint": os.path.abspath(checkpoint), "step": int(resolved), "hf": None}
     # The mesh, and whether the global batch divides over it: before anything is decoded or recorded.
     mesh = sharding_lib.mesh_from_config(base)
     check_batch(base, mesh)
-    from w2s_vqa.train.checkpoint import checkpoint_directory
-
-    identity = {"checkpoint": os.path.abspath(checkpoint_directory(checkpoint)), "step": resolved, "set": set_name,
+    identity = {**source, "set": set_name,
                 "table_sha256": workdir_lib.file_digest(mos_table), "seed": int(config.seed),
                 "train_fraction": float(ft.train_fraction), "pairs_per_video": float(ft.pairs_per_video),
                 "spread": f"column {std_col}" if std_col else f"mos_std_fraction {float(ft.mos_std_fraction):g}",
@@ -140,9 +156,11 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     multihost.barrier("finetune.pairs")
 
     model_cfg = model_config_lib.student_config(base)
+    # The question the student was trained with: the training splits ask it too (train.prompts).
     prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(model_config_lib.tokenizer_dir(base)),
                                           video_token_id=model_cfg.video_token_index,
-                                          tokens_per_video=model_cfg.tokens_per_video)
+                                          tokens_per_video=model_cfg.tokens_per_video,
+                                          question=prompts_lib.question(base))
     from w2s_vqa.score.scorer import default_batch_size
 
     batch_size = batch_size or default_batch_size(mesh)
@@ -154,17 +172,24 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     from w2s_vqa.train.checkpoint import load_checkpoint_student
 
     todo = [r for r in runs if not r.done and not bool(multihost.broadcast(os.path.exists(_scores_path(r, BEFORE))))]
+    start = f"{hf_dir}" if hf_dir is not None else f"{checkpoint} step {resolved}"
     if todo:
-        student, _, _ = load_checkpoint_student(checkpoint, resolved, mesh=mesh)
-        key = f"checkpoint:{os.path.abspath(checkpoint)}:step {resolved}"
+        if hf_dir is not None:
+            from w2s_vqa.score.student_source import load_for_scoring
+
+            loaded = load_for_scoring(hf_dir=hf_dir, mesh=mesh, config=base)
+            student, key = loaded.student, loaded.key
+        else:
+            student, _, _ = load_checkpoint_student(checkpoint, resolved, mesh=mesh)
+            key = f"checkpoint:{os.path.abspath(checkpoint)}:step {resolved}"
         for run in todo:
-            say(f"finetune split {run.index}: scoring {len(run.test_ids)} test videos with the weak-to-strong "
-                f"checkpoint (step {resolved})")
+            say(f"finetune split {run.index}: scoring {len(run.test_ids)} test videos with the student to start "
+                f"from ({start})")
             _score(run, BEFORE, student, key, **score)
         del student
         gc.collect()
 
-    results = _results(runs, workdir, set_name, checkpoint, resolved, splits, table, skipped, identity)
+    results = _results(runs, workdir, set_name, started, splits, table, skipped, identity)
     stopped = None
     for run in runs:
         if run.done:
@@ -173,7 +198,7 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
         cfg = split_config(base, store=store_dir, train_pairs=os.path.join(run.directory, TRAIN_PAIRS),
                            test_pairs=os.path.join(run.directory, TEST_PAIRS), checkpoint=checkpoint, step=resolved)
         say(f"finetune split {run.index}: training {cfg.train.num_steps} steps on {len(run.train_ids)} videos "
-            f"from {checkpoint} step {resolved}")
+            f"from {start}")
         trainer = loop.Trainer(cfg, train_dir)
         info = trainer.run()
         del trainer
@@ -188,7 +213,7 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
         if multihost.is_first():
             _evaluate_split(run, table, set_name, bootstrap=bootstrap, seed=int(config.seed), steps=final)
         run.done = True
-        results = _results(runs, workdir, set_name, checkpoint, resolved, splits, table, skipped, identity)
+        results = _results(runs, workdir, set_name, started, splits, table, skipped, identity)
         for done in (s for s in results["splits"] if s["split"] == run.index):  # process 0 reads them
             say(f"finetune split {run.index}: test SRCC " + ", ".join(
                 f"{model} {text(done[model]['srcc'])}" for model in MODELS))
@@ -311,7 +336,7 @@ def _evaluate_split(run: _Split, table: pd.DataFrame, set_name: str, *, bootstra
         "eval": os.path.join(run.directory, "eval", evaluate_lib.RESULTS_JSON)})
 
 
-def _results(runs, workdir, set_name, checkpoint, step, splits, table, skipped, identity) -> dict:
+def _results(runs, workdir, set_name, source, splits, table, skipped, identity) -> dict:
     """Every finished split's result.json and their medians; written (process 0) as
     W/results.json and W/results.md."""
     per_split = []
@@ -320,7 +345,8 @@ def _results(runs, workdir, set_name, checkpoint, step, splits, table, skipped, 
         if multihost.is_first() and os.path.exists(path):
             with open(path) as f:
                 per_split.append(json.load(f))
-    results = {"set": set_name, "checkpoint": os.path.abspath(checkpoint), "step": int(step),
+    # source: "checkpoint" and "step", or "hf" (the others None).
+    results = {"set": set_name, **source,
                "videos": int(len(table) + len(skipped)), "videos_used": int(len(table)), "skipped": list(skipped),
                "settings": {k: v for k, v in identity.items() if k != "config"}, "splits_requested": int(splits),
                "splits_done": len(per_split),

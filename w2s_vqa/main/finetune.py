@@ -1,7 +1,11 @@
 """`w2s-vqa finetune`: a weak-to-strong student fine-tuned on one MOS-labeled set, over random splits.
 
-    w2s-vqa finetune --checkpoint W2S_RUN [--step latest|best|N] --videos FOLDER --mos TABLE \\
+    w2s-vqa finetune (--checkpoint W2S_RUN [--step latest|best|N] | --hf DIR) --videos FOLDER --mos TABLE \\
         --name SET --workdir W [--splits N] [--anchors K] [--config C] [--set key=value]
+
+--hf starts from a model directory instead of a training run: a Hugging Face or export
+directory, or the authors' released llava_qwen checkpoint (with configs/w2s_released.py,
+which gives its inputs, prompt and, with objective.kind "released", its loss), or a hub id.
 
 The set is a folder of videos and a `file,mos` table (w2s_vqa/datasets/lists/*.csv; `file` names
 a video relative to the folder, with or without its extension; an optional `mos_std`, `std`
@@ -28,8 +32,12 @@ def add_arguments(parser) -> None:
     from w2s_vqa.train.checkpoint import parse_step
 
     add_config_arguments(parser)
-    parser.add_argument("--checkpoint", required=True, metavar="W2S_RUN",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="W2S_RUN",
                         help="the weak-to-strong run's workdir (or its checkpoints/ folder) to start from")
+    source.add_argument("--hf", metavar="DIR",
+                        help="or a model directory to start from: Hugging Face, export or the authors' released "
+                             "llava_qwen checkpoint, or a hub id")
     parser.add_argument("--step", type=parse_step, default="latest",
                         help="its step: latest (default), best (its train.best_metric) or a number")
     parser.add_argument("--videos", required=True, metavar="FOLDER", help="the set's folder of videos")
@@ -71,7 +79,12 @@ def run(args) -> int:
     finetune.check_inputs(config, os.path.abspath(args.workdir), splits=args.splits, anchors_k=args.anchors)
     finetune.read_set(args.videos, args.mos, args.name)
     multihost.initialize(config)
-    results = finetune.finetune(config, checkpoint=args.checkpoint, step=args.step, videos=args.videos,
+    hf_dir = None
+    if args.hf:
+        from w2s_vqa import hub
+
+        hf_dir = hub.resolve(args.hf, what="--hf")
+    results = finetune.finetune(config, checkpoint=args.checkpoint, hf_dir=hf_dir, step=args.step, videos=args.videos,
                                 mos_table=args.mos, set_name=args.name, workdir=args.workdir,
                                 anchors_k=args.anchors, splits=args.splits, bootstrap=args.bootstrap,
                                 batch_size=args.batch_size, workers=args.workers, mode=args.mode, progress=True)
@@ -91,7 +104,8 @@ def run(args) -> int:
         median = results["median"]
         summary = {
             "workdir": workdir, "results": os.path.join(workdir, finetune.RESULTS_JSON), "set": results["set"],
-            "checkpoint": results["checkpoint"], "step": results["step"], "splits": results["splits_done"],
+            "checkpoint": results["checkpoint"], "step": results["step"], "hf": results.get("hf"),
+            "splits": results["splits_done"],
             "splits_requested": results["splits_requested"], "stopped": stopped,
             "srcc": median[finetune.AFTER]["srcc"], "plcc": median[finetune.AFTER]["plcc"],
             "w2s_srcc": median[finetune.BEFORE]["srcc"], "w2s_plcc": median[finetune.BEFORE]["plcc"],

@@ -33,7 +33,6 @@ import ml_collections
 import numpy as np
 
 from w2s_vqa import config as config_lib
-from w2s_vqa import prompt as prompt_lib
 from w2s_vqa import sharding as sharding_lib
 from w2s_vqa.convert import hf
 from w2s_vqa.models import config as model_config_lib
@@ -41,6 +40,7 @@ from w2s_vqa.models import student as student_lib
 from w2s_vqa.score import predict as predict_lib
 from w2s_vqa.train import objective as objective_lib
 from w2s_vqa.train import optim as optim_lib
+from w2s_vqa.train import prompts as prompts_lib
 from w2s_vqa.train import signals
 from w2s_vqa.train import step as step_lib
 from w2s_vqa.train.checkpoint import Checkpointer
@@ -93,11 +93,12 @@ class Trainer:
         self.rules = sharding_lib.rules_from_config(config)
         self.evals = evals_from_config(config)
         model_cfg = model_config_lib.student_config(config)
-        tok = prompt_lib.load_tokenizer(model_config_lib.tokenizer_dir(config))
-        self.prompt = prompt_lib.build_pair_prompt(tok, video_token_id=model_cfg.video_token_index,
-                                                   tokens_per_video=model_cfg.tokens_per_video)
-        # The jitted step and the state it takes, from the config and the level ids alone.
-        self.train_step = step_lib.build_train_step(config, self.mesh, self.prompt.level_token_ids)
+        # The question the model was trained with (an imported released model's is the authors').
+        training = prompts_lib.training_prompt(config, model_cfg)
+        self.prompt = training.pair
+        # The jitted step and the state it takes, from the config and the prompt's token ids alone.
+        self.train_step = step_lib.build_train_step(config, self.mesh, self.prompt.level_token_ids,
+                                                    training.sentence)
         self.layout = self.train_step.layout
         self.model_cfg, self.codec, self.tx = self.layout.model_cfg, self.layout.codec, self.layout.tx
         self.optim_cfg, self.obj_cfg = self.layout.optim_cfg, self.train_step.obj_cfg

@@ -8,6 +8,16 @@ falls linearly from 0.5 to 0.1 over the warm-up. Per-pair weights scale each
 pair's contribution. The soft variant replaces the one-hot label by a
 five-way target distribution (w2s_vqa.labels.rules.soft_five_way_targets).
 
+objective.kind = "released" is the loss of the authors' released trainer instead
+(github.com/clh124/W2S-VQA, commit 2c7ca75: llava/train/train.py `preprocess_qwen` makes
+the labels, transformers 4.44's Qwen2ForCausalLM.forward the loss): the language model's
+next-token cross-entropy over the answer sentence "The quality of the second video is
+{level} to the first video.<|im_end|>\n" with the assistant turn's header, and over every
+"\n", "<|im_start|>" and "<|im_end|>" token of the prompt (their `unmask_tokens_idx`);
+the mean over one pair's target tokens, then the weighted mean over pairs (their
+per-device batch is one pair). No confidence term. Which tokens are targets:
+prompt.answer_sentence.
+
 Pure functions of arrays: the train step and the tests call them alike.
 """
 
@@ -25,6 +35,11 @@ from w2s_vqa.labels.origins import ORIGINS
 from w2s_vqa.prompt import SECOND_BETTER, SECOND_WORSE, preference
 
 
+# objective.kind: what each value trains with.
+KINDS = {"paper": "five-way level cross-entropy plus the confidence term, docs/method.md",
+         "released": "the released trainer's token cross-entropy over the answer sentence"}
+
+
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
     """The config's `objective` section, field for field; no defaults here: see
@@ -35,10 +50,22 @@ class ObjectiveConfig:
     temperature_start: float
     temperature_end: float
     soft_targets: bool  # cross-entropy against `batch["target"]` instead of one-hot labels
+    kind: str  # a key of KINDS
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise config_lib.ConfigError(f"objective.kind={self.kind!r}: choose one of " + ", ".join(
+                f"{k!r} ({what})" for k, what in KINDS.items()))
+        if self.kind == "released" and self.soft_targets:
+            raise config_lib.ConfigError("objective.soft_targets=True needs objective.kind='paper': the released "
+                                         "trainer's loss reads one answer sentence per pair, not a distribution")
 
     @classmethod
     def from_config(cls, config, **changes) -> "ObjectiveConfig":
-        """From `config.objective`; ConfigError names unknown or missing keys."""
+        """From `config.objective`; ConfigError names unknown or missing keys, an unknown
+        `kind`, and soft targets with the released loss."""
+        if "kind" not in config.get("objective", {}):
+            changes.setdefault("kind", "paper")  # a config saved before the key
         return config_lib.from_section(cls, config, "objective", **changes)
 
 
@@ -85,6 +112,26 @@ def objective(level_logits, batch: dict, step, total_steps: int, cfg: ObjectiveC
         lam = jnp.zeros((), jnp.float32)
     loss = (1.0 - lam) * ce + lam * conf
     return loss, {"loss": loss, "ce": ce, "confidence": conf, "lambda": lam}
+
+
+def sentence_objective(token_logits: jax.Array, target_ids: jax.Array, level_logits: jax.Array, batch: dict):
+    """(loss, aux): the released trainer's loss, and the paper's terms for logging.
+
+    token_logits [B, K, V]: the vocabulary logits at the K positions before the K target
+    tokens target_ids [B, K] int (prompt.answer_sentence's `target_positions`, the
+    sequence shifted by one as Qwen2ForCausalLM shifts it); level_logits [B, 5]: the level
+    tokens' logits at the answer position. loss = sum_b w_b mean_k(-log softmax(token_logits)
+    [b, k, target_ids[b, k]]) / sum_b w_b, w = batch["weight"] (0 drops a pair). aux has
+    the keys of `objective`: "loss", "ce" and "confidence" (the five-way cross-entropy and
+    mean entropy of level_logits, unused by the loss: figures to compare with the paper's
+    runs), "lambda" 0, and "sentence_ce" (= loss).
+    """
+    log_p = jax.nn.log_softmax(token_logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(log_p, target_ids[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    loss = _weighted_mean(jnp.mean(nll, axis=-1), batch["weight"].astype(jnp.float32))
+    terms = loss_terms(level_logits, batch["label"], batch["weight"])
+    return loss, {"loss": loss, "ce": terms["ce"], "confidence": terms["confidence"],
+                  "lambda": jnp.zeros((), jnp.float32), "sentence_ce": loss}
 
 
 def pair_metrics(level_logits: jax.Array, labels: jax.Array, origins: jax.Array, weights: jax.Array) -> dict:

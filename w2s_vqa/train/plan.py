@@ -61,9 +61,11 @@ def format_bytes(value: float) -> str:
 # ----------------------------------------------------------------------------- the prompt
 
 
-def prompt_shape(config, model_cfg) -> tuple[int, tuple[int, ...], str]:
-    """(prompt length L, the five level token ids, where L came from), as the training
-    loop builds the prompt: the tokenizer of `models.config.tokenizer_dir(config)`.
+def prompt_shape(config, model_cfg) -> tuple[int, tuple[int, ...], str, object]:
+    """(prompt length L, the five level token ids, where L came from, the answer sentence
+    of objective.kind "released" or None), as the training loop builds the prompt
+    (train.prompts.training_prompt): the tokenizer of `models.config.tokenizer_dir(config)`
+    and the model's question.
 
     When that tokenizer is not on this machine (model.hf_dir names a pod's path), the
     length is estimated with the tiny tokenizer shipped for the presets: its text
@@ -74,6 +76,7 @@ def prompt_shape(config, model_cfg) -> tuple[int, tuple[int, ...], str]:
     """
     from w2s_vqa import prompt as prompt_lib
     from w2s_vqa.models import config as model_config_lib
+    from w2s_vqa.train import prompts as prompts_lib
 
     directory = model_config_lib.tokenizer_dir(config)
     source = f"tokenizer {directory}"
@@ -83,9 +86,16 @@ def prompt_shape(config, model_cfg) -> tuple[int, tuple[int, ...], str]:
         tokenizer = prompt_lib.load_tokenizer(model_config_lib.TINY_TOKENIZER)
         source = (f"estimate: {directory} has no tokenizer.json here; text tokens of the tiny tokenizer "
                   "plus the video tokens")
-    pair = prompt_lib.build_pair_prompt(tokenizer, video_token_id=model_cfg.video_token_index,
-                                        tokens_per_video=model_cfg.tokens_per_video)
-    return pair.length, pair.level_token_ids, source
+    training = prompts_lib.training_prompt(config, model_cfg, tokenizer)
+    return training.pair.length, training.pair.level_token_ids, source, training.sentence
+
+
+def _sentence_at(sentence, length: int):
+    """`sentence` (prompt.AnswerSentence) moved to a prompt of `length` tokens: the same
+    targets counted from the prompt's end (a given prompt length has no tokens to read)."""
+    shift = length - sentence.prompt_length
+    return dataclasses.replace(sentence, prompt_length=length, target_positions=tuple(
+        t + shift for t in sentence.target_positions if t + shift >= 1))
 
 
 
@@ -158,9 +168,11 @@ def plan(config, target: Target | str, *, prompt_length: int | None = None, comp
 
     model_cfg = model_config_lib.student_config(config)
     if prompt_length is None:
-        length, level_ids, length_source = prompt_shape(config, model_cfg)
+        length, level_ids, length_source, sentence = prompt_shape(config, model_cfg)
     else:
         length, level_ids, length_source = int(prompt_length), (0, 1, 2, 3, 4), "given"
+        sentence = prompt_shape(config, model_cfg)[3]
+        sentence = None if sentence is None else _sentence_at(sentence, length)
         length_needed = 2 * model_cfg.tokens_per_video + 1
         if length < length_needed:
             raise PlanError(f"prompt length {length}: the two videos alone take {length_needed - 1} tokens")
@@ -172,7 +184,7 @@ def plan(config, target: Target | str, *, prompt_length: int | None = None, comp
             from None
     chip, capacity = device_chip(target, devices)
 
-    ts = step_lib.build_train_step(config, mesh, level_ids)
+    ts = step_lib.build_train_step(config, mesh, level_ids, sentence)
     _check_mesh(config, mesh, ts.batch_sharding)
     batch = step_lib.abstract_batch(config, length, ts.batch_sharding)
     state = cost_model.state_bytes(ts.abstract_state)

@@ -5,7 +5,8 @@
       (ShapeDtypeStructs with their shardings, by jax.eval_shape) -> jit(step)
 
 Nothing here allocates parameters, reads a work directory or a checkpoint, or loads
-a tokenizer (the five level token ids are an argument), so the step an ahead-of-time
+a tokenizer (the five level token ids, and for objective.kind "released" the answer
+sentence's, are arguments), so the step an ahead-of-time
 compiler lowers is the very one the training loop runs:
 
     ts = build_train_step(config, mesh, level_ids)
@@ -49,6 +50,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from w2s_vqa import prompt as prompt_lib
 from w2s_vqa import sharding as sharding_lib
 from w2s_vqa.models import config as model_config_lib
 from w2s_vqa.models import stack as stack_lib
@@ -254,18 +256,56 @@ def abstract_batch(config, prompt_length: int, sharding: NamedSharding | None = 
 
 
 # ----------------------------------------------------------------------------- step
+def sentence_logits(model: student_lib.Student, batch: dict, level_ids: Sequence[int],
+                    sentence: prompt_lib.AnswerSentence) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(token_logits [B, K, V], target_ids [B, K] int32, level_logits [B, 5] float32) of the
+    released trainer's loss (objective.sentence_objective).
+
+    Each pair's sequence is the prompt (the batch's first `sentence.prompt_length` tokens,
+    identical in every row: w2s_vqa.pipeline), its label's level token and the sentence's
+    suffix, so the answer tokens take the rotary positions they had in the authors'
+    training. Vocabulary logits are built at the K positions before the targets only.
+    """
+    n = sentence.prompt_length
+    if batch["input_ids"].shape[1] < n:
+        raise ValueError(f"the batch's prompts have {batch['input_ids'].shape[1]} tokens, fewer than the "
+                         f"{n} of the prompt the answer sentence was built for")
+    ids = batch["input_ids"][:, :n]
+    b, answer = ids.shape[0], 1 + len(sentence.suffix_ids)
+    level = jnp.asarray(level_ids, ids.dtype)[batch["label"]]
+    suffix = jnp.broadcast_to(jnp.asarray(sentence.suffix_ids, ids.dtype), (b, answer - 1))
+    ext_ids = jnp.concatenate([ids, level[:, None], suffix], axis=1)
+    mask = batch["attention_mask"][:, :n]
+    ext_mask = jnp.concatenate([mask, jnp.ones((b, answer), mask.dtype)], axis=1)
+    hidden = model.hidden_states(ext_ids, ext_mask, batch["pixel_values"], batch["motion"], batch["frame_mask"],
+                                 batch["motion_mask"])
+    positions = np.asarray(sentence.target_positions)
+    token_logits = model.logits(hidden[:, positions - 1])
+    level_logits = model.level_readout(level_ids, hidden[:, n - 1])
+    return token_logits, ext_ids[:, positions], level_logits
+
+
 def make_train_step(codec: ParamCodec, tx, obj_cfg: objective_lib.ObjectiveConfig, total_steps: int,
-                    level_ids: Sequence[int]):
+                    level_ids: Sequence[int], sentence: prompt_lib.AnswerSentence | None = None):
     """(state, batch) -> (state, metrics): one optimizer update on one global batch.
 
-    metrics: the objective's terms ("loss", "ce", "confidence", "lambda"), "grad_norm" and
-    `objective.pair_metrics` sums ("all/direction_correct", ...), all scalars.
+    metrics: the objective's terms ("loss", "ce", "confidence", "lambda"; with
+    objective.kind "released" also "sentence_ce"), "grad_norm" and `objective.pair_metrics`
+    sums ("all/direction_correct", ...), all scalars. `sentence` (prompt.answer_sentence)
+    is required by objective.kind "released" (ValueError without it).
     """
+    if obj_cfg.kind == "released" and sentence is None:
+        raise ValueError("objective.kind='released' needs the answer sentence's tokens (prompt.answer_sentence)")
+
     def step(state, batch):
         def loss_fn(trainable):
             model = codec.merge({**state["frozen"], **trainable})
-            logits = model.level_logits(level_ids, **{k: batch[k] for k in MODEL_INPUTS})
-            loss, aux = objective_lib.objective(logits, batch, state["step"], total_steps, obj_cfg)
+            if obj_cfg.kind == "released":
+                token_logits, targets, logits = sentence_logits(model, batch, level_ids, sentence)
+                loss, aux = objective_lib.sentence_objective(token_logits, targets, logits, batch)
+            else:
+                logits = model.level_logits(level_ids, **{k: batch[k] for k in MODEL_INPUTS})
+                loss, aux = objective_lib.objective(logits, batch, state["step"], total_steps, obj_cfg)
             return loss, (aux, logits)
 
         (_, (aux, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["trainable"])
@@ -299,9 +339,12 @@ class TrainStep:
         return self.layout.abstract
 
 
-def build_train_step(config, mesh, level_ids: Sequence[int]) -> TrainStep:
+def build_train_step(config, mesh, level_ids: Sequence[int],
+                     sentence: prompt_lib.AnswerSentence | None = None) -> TrainStep:
     """The train step of `config` on `mesh` (a Mesh or an AbstractMesh); `level_ids` are the
-    five level words' token ids in prompt.LEVELS order (`prompt.level_token_ids`).
+    five level words' token ids in prompt.LEVELS order (`prompt.level_token_ids`);
+    `sentence` (prompt.answer_sentence) the answer's tokens, which objective.kind
+    "released" needs (ValueError without it) and "paper" ignores.
 
     `step.lower(abstract_state, abstract_batch(config, L)).compile()` compiles it with no
     array allocated.
@@ -309,7 +352,8 @@ def build_train_step(config, mesh, level_ids: Sequence[int]) -> TrainStep:
     layout = state_layout(config, mesh)
     obj_cfg = objective_lib.ObjectiveConfig.from_config(config)
     batch = batch_sharding(config, mesh)
-    fn = make_train_step(layout.codec, layout.tx, obj_cfg, layout.total_steps, tuple(int(i) for i in level_ids))
+    fn = make_train_step(layout.codec, layout.tx, obj_cfg, layout.total_steps, tuple(int(i) for i in level_ids),
+                         sentence)
     step = jax.jit(fn, in_shardings=(layout.shardings, batch), out_shardings=(layout.shardings, layout.replicated),
                    donate_argnums=(0,))
     return TrainStep(step=step, layout=layout, obj_cfg=obj_cfg, batch_sharding=batch)
