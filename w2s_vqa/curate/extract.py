@@ -56,8 +56,10 @@ class MetricsReport:
             key = row["reason"].split(":")[0]
             reasons[key] = reasons.get(key, 0) + 1
         by_reason = "; ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none"
+        where = f"; each with its reason in {os.path.join(os.path.dirname(self.table), SKIPPED_FILE)}" \
+            if self.skipped else ""
         return (f"metrics: {self.measured} of {self.videos} videos measured, {len(self.skipped)} skipped "
-                f"({by_reason}), {self.parts_resumed} part(s) from an earlier run")
+                f"({by_reason}{where}), {self.parts_resumed} part(s) from an earlier run")
 
 
 def pool_sources(inputs: str) -> list[Source]:

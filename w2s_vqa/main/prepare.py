@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from w2s_vqa.main.common import add_beam_arguments, add_config_arguments, beam_function, load_config
+from w2s_vqa.main.common import add_beam_arguments, add_config_arguments, beam_function, json_line, load_config
 
 
 def add_arguments(parser) -> None:
@@ -42,4 +42,7 @@ def run(args) -> int:
     print(f"skipped videos: {os.path.join(out, ERRORS_FILE)}")
     if report.records == 0:
         raise StoreError(f"{out}: no video could be written; see {ERRORS_FILE}")
+    print(json_line({"verb": "prepare", "store": out, "videos": report.videos_written, "images": report.images,
+                      "records": report.records, "skipped": len(report.errors),
+                      "skipped_list": os.path.join(out, ERRORS_FILE) if "://" not in out else f"{out}/{ERRORS_FILE}"}))
     return 0
