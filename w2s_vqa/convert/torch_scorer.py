@@ -17,6 +17,7 @@ Needs the `torch` extra (torch and transformers).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -44,7 +45,40 @@ ANCHORS_VERSION = 1
 
 
 class SkippedVideosWarning(UserWarning):
-    """Some video files could not be decoded and were left out of a score table."""
+    """Some files were left out of a score table (undecodable, or still images with
+    images="skip"); one line says how many and that `TorchScores.skipped` lists them."""
+
+
+# TorchScores.skipped's columns; TorchScores.table's columns before the P columns.
+SKIPPED_COLUMNS = ("id", "path", "reason")
+TABLE_COLUMNS = ("id", "path", "kind", "score", "stderr", "low", "high", "latent")
+IMAGES_CHOICES = ("skip", "score")
+
+
+@dataclasses.dataclass
+class TorchScores:
+    """What `TorchScorer.score` returns.
+
+    table: one row per file scored, in input order: id, path, kind ("video", or "image"
+    for a still image scored with images="score"), score, stderr, low, high, latent
+    (float64; stderr, low, high NaN in mode "paper"), then p_vs_<anchor id> per anchor.
+    skipped: one row per file left out, in input order: id, path, reason (strings); the
+    reason of a still image left out by images="skip" is w2s_vqa.video.IMAGE_REASON, any
+    other names why the file could not be decoded. No rows when nothing was skipped.
+    """
+
+    table: pd.DataFrame
+    skipped: pd.DataFrame
+
+    @property
+    def images_scored(self) -> int:
+        """Still images in the table (kind "image")."""
+        return int((self.table["kind"] == video_lib.IMAGE).sum())
+
+    @property
+    def images_skipped(self) -> int:
+        """Still images left out (images="skip")."""
+        return int(self.skipped["reason"].map(video_lib.is_image_reason).sum()) if len(self.skipped) else 0
 
 
 class TorchScorer:
@@ -55,14 +89,11 @@ class TorchScorer:
     motion_projector.safetensors (a plain Hugging Face checkpoint) has no motion
     tokens. Raises FileNotFoundError for a missing config.json or tokenizer.json,
     ValueError for motion chunks asked of a directory without a motion projector.
-
-    `skipped`: the files the last `score` call left out, {id, path, reason} each.
     """
 
     def __init__(self, hf_dir: str, *, num_frames: int | None = None, num_motion_chunks: int | None = None,
                  dtype: torch.dtype = torch.float32, device: str = "cpu", attn_implementation: str = "eager"):
         self.hf_dir = os.fspath(hf_dir)
-        self.skipped: list[dict[str, str]] = []
         # What w2s_vqa.json records (store.settings.Settings); nothing for a plain HF directory.
         self.settings = Settings.from_json(_read_json(os.path.join(self.hf_dir, SETTINGS_FILE), missing_ok=True))
         config_json = _read_json(os.path.join(self.hf_dir, HF_CONFIG_FILE), missing_ok=False)
@@ -192,23 +223,28 @@ class TorchScorer:
 
     def score(self, paths: Sequence[str], anchors: "str | Anchors", *, mode: str = "map",
               ids: Sequence[str] | None = None, features: Sequence[np.ndarray] | None = None,
-              batch_size: int = 8) -> pd.DataFrame:
+              batch_size: int = 8, images: str = "skip") -> TorchScores:
         """Scores of video files against an anchor directory, as `w2s-vqa score` gives them.
 
         The anchors must have been made as the student reads videos (every setting both
         record: `Anchors.check_fits`); each video is decoded so, compared with every anchor (anchor first, the video
         second) and scored by convert.anchor_scores (mode "map": the MOS scale with a
-        standard error and 95% interval; "paper": the authors' 0-100). Returns one row per
-        decoded video: id (default: the file name without extension), path, score, stderr,
-        low, high, latent, then p_vs_<anchor id> per anchor. Files that could not be
-        decoded are left out: `self.skipped` lists them afterwards ({id, path, reason}
-        per file, [] when none; reset by each call), and a SkippedVideosWarning says how
-        many, in one line.
+        standard error and 95% interval; "paper": the authors' 0-100). ids default to the
+        file names without extension.
+        Still images (a JPEG, PNG, any one-frame stream: w2s_vqa.video.is_still_image):
+        `images="skip"` (default, as `w2s-vqa score`) leaves them out, listed with
+        IMAGE_REASON; "score" scores them by the paper's rule for images, one frame and
+        all-zero motion features (docs/method.md; convert.video_inputs), kind "image".
+        Returns a TorchScores: `table`, one row per file scored, and `skipped`, the files
+        left out with the reason of each (undecodable, or still images); when any was
+        left out, one SkippedVideosWarning line says how many of each and where the list is.
         `features`: per video its own per-second motion features [seconds, D], needed when
         the anchors were made with motion_features "precomputed" (e.g. SlowFast).
-        Raises ValueError for an anchor directory that does not fit the student, or
-        precomputed motion without `features`.
+        Raises ValueError for an anchor directory that does not fit the student,
+        precomputed motion without `features`, or `images` not "skip" or "score".
         """
+        if images not in IMAGES_CHOICES:
+            raise ValueError(f"images={images!r}: expected one of {', '.join(IMAGES_CHOICES)}")
         anchors = anchors if isinstance(anchors, Anchors) else Anchors.load(anchors)
         anchors.check_fits(self)
         settings = self.input_settings.merged(anchors.settings)
@@ -225,20 +261,33 @@ class TorchScorer:
             except (video_lib.VideoError, OSError) as e:  # a broken video costs itself only
                 skipped.append({"id": video_id, "path": os.fspath(path), "reason": f"{type(e).__name__}: {e}"})
                 continue
+            if inputs["media"] == video_lib.IMAGE and images == "skip":
+                skipped.append({"id": video_id, "path": os.fspath(path), "reason": video_lib.IMAGE_REASON})
+                continue
             test_logits = self._pair_logits(anchor_videos, [inputs] * len(anchor_videos), batch_size)
             result = anchor_scores.score(anchor_logits, test_logits, anchors.mos, mode=mode)
-            rows.append({"id": video_id, "path": os.fspath(path),
+            rows.append({"id": video_id, "path": os.fspath(path), "kind": inputs["media"],
                          **{k: result[k] for k in ("score", "stderr", "low", "high", "latent")},
                          **{f"p_vs_{a}": float(p) for a, p in zip(anchors.ids, result["p"])}})
-        table = pd.DataFrame(rows, columns=["id", "path", "score", "stderr", "low", "high", "latent",
-                                            *(f"p_vs_{a}" for a in anchors.ids)])
-        self.skipped = skipped
+        out = TorchScores(pd.DataFrame(rows, columns=[*TABLE_COLUMNS, *(f"p_vs_{a}" for a in anchors.ids)]),
+                          pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)))
         if skipped:
-            first = skipped[0]
-            warnings.warn(f"TorchScorer.score: skipped {len(skipped)} of {len(paths)} videos that could not be "
-                          f"decoded (first: {first['path']}: {first['reason']}); TorchScorer.skipped lists them",
-                          SkippedVideosWarning, stacklevel=2)
-        return table
+            warnings.warn(_skipped_line(out, len(paths)), SkippedVideosWarning, stacklevel=2)
+        return out
+
+
+def _skipped_line(scores: TorchScores, total: int) -> str:
+    """One line: how many files `score` left out, of which kind, the first failure, and where the list is."""
+    still = scores.images_skipped
+    failed = scores.skipped[~scores.skipped["reason"].map(video_lib.is_image_reason)]
+    parts = []
+    if len(failed):
+        first = failed.iloc[0]
+        parts.append(f"{len(failed)} that could not be decoded (first: {first['path']}: {first['reason']})")
+    if still:
+        parts.append(f"{still} still image(s) (images='score' scores them: one frame, zero motion)")
+    return (f"TorchScorer.score: skipped {len(scores.skipped)} of {total} files: {'; '.join(parts)}; "
+            "the result's .skipped lists each with its reason")
 
 
 class Anchors:

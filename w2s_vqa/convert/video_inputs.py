@@ -18,6 +18,10 @@ video):
                                     video.chunk_choice ("precomputed")
     frame_format "jpeg"             each valid frame through JPEG at jpeg_quality with
                                     4:4:4 chroma and back (PIL), as the store keeps it
+    a still image                   (video.is_still_image: a JPEG, PNG, any one-frame
+                                    stream) one frame by the same sampling rule, and
+                                    all-zero motion features unless motion_features is
+                                    "none" (video.motion.still_image_motion, docs/method.md)
 
 Settings (store.settings.Settings, or a record of its fields) come from an anchor
 directory's anchors.json "settings" or an export's w2s_vqa.json
@@ -51,9 +55,10 @@ def _cap(value, data_key: str):
 
 
 def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
-                 features: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                 features: np.ndarray | None = None) -> dict[str, Any]:
     """The student's inputs for one video file: {"frames": uint8 [F, S, S, 3], "frame_mask":
-    bool [F], "motion": float32 [M, D], "motion_mask": bool [M]}.
+    bool [F], "motion": float32 [M, D], "motion_mask": bool [M], "media": "video" or "image"
+    (a still image, video.is_still_image, made by the paper's rule: module docstring)}.
 
     settings: a Settings or a record of its fields (Settings.from_json) holding the
     REQUIRED ones; frame_format defaults to "raw", jpeg_quality to 95, the decoding caps
@@ -83,7 +88,8 @@ def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
         decoded, times, info = video.decode_frames(path, max_seconds=limit, size=shape)
         seconds = info.duration if limit is None else min(info.duration, limit)
         frames, frame_mask = video.sample_array(decoded, times, seconds, count, size)
-        motion, motion_mask = motion_lib.frame_statistics(decoded, times, seconds, chunks, dim)
+        if not video.is_still_image(info):  # a still image's motion is set below
+            motion, motion_mask = motion_lib.frame_statistics(decoded, times, seconds, chunks, dim)
     elif kind in ("none", "precomputed"):
         frames, frame_mask, info = video.sample_frames(path, count, size)
         if kind == "precomputed":
@@ -97,10 +103,12 @@ def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
             motion[: len(chosen)], motion_mask[: len(chosen)] = chosen, True
     else:
         raise ValueError(f"motion_features={kind!r}: expected frame_stats, none or precomputed")
+    if video.is_still_image(info) and kind != "none":  # as store.prepare makes a still image's record
+        motion, motion_mask = motion_lib.still_image_motion(chunks, dim)
     if (settings.frame_format or "raw") == "jpeg":
         frames = _jpeg_round_trip(frames, frame_mask, settings.jpeg_quality or 95)
     return {"frames": frames, "frame_mask": np.asarray(frame_mask, bool), "motion": motion,
-            "motion_mask": np.asarray(motion_mask, bool)}
+            "motion_mask": np.asarray(motion_mask, bool), "media": video.media_kind(info)}
 
 
 def _jpeg_round_trip(frames: np.ndarray, mask: np.ndarray, quality: int) -> np.ndarray:

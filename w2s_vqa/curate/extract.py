@@ -57,8 +57,10 @@ class MetricsReport:
         for row in self.skipped:
             reasons.setdefault(row["reason"].split(":")[0], []).append(row.get("path") or row.get("id", ""))
         by_reason = "; ".join(f"{len(p)} {r}: {named_files(p)}" for r, p in sorted(reasons.items())) or "none"
+        where = f"; each with its reason in {os.path.join(os.path.dirname(self.table), SKIPPED_FILE)}" \
+            if self.skipped else ""
         return (f"metrics: {self.measured} of {self.videos} videos measured, {len(self.skipped)} skipped "
-                f"({by_reason}), {self.parts_resumed} part(s) from an earlier run")
+                f"({by_reason}{where}), {self.parts_resumed} part(s) from an earlier run")
 
 
 def pool_sources(inputs: str) -> list[Source]:

@@ -305,7 +305,8 @@ class EvalSetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                           "mos_std": float(row["mos_std"]), "paper_mos": float(row["paper_mos"]),
                           "fps": float(meta["fps"]), "duration": float(meta["duration"]),
                           "width": int(record["width"]), "height": int(record["height"]),
-                          "rotation": int(record["rotation"]), "valid_frames": int(record["valid_frames"])})
+                          "rotation": int(record["rotation"]), "valid_frames": int(record["valid_frames"]),
+                          "media": str(record.get("media", "video"))})
             yield len(index) - 1, example
         bar.close()
         if not index:

@@ -5,7 +5,7 @@ read videos through one interface, the one `w2s_vqa.store.format.VideoStore` has
 
     index            DataFrame, one row per video: id, source_id, distortion, kind, level,
                      shard, position, fps, duration, valid_frames, width, height, rotation,
-                     path (+ here: video, mos, mos_std, paper_mos)
+                     media, path (+ here: video, mos, mos_std, paper_mos)
     ids, len, in     the ids in index order
     unknown_ids(ids) the ids not held
     get(id)          {frames uint8 [F,S,S,3], frame_mask bool [F], motion float32 [M,D],
@@ -79,6 +79,7 @@ class TfdsVideoSource(IdIndex):
             "width": np.asarray([r["width"] for r in rows], np.int32),
             "height": np.asarray([r["height"] for r in rows], np.int32),
             "rotation": np.asarray([r["rotation"] for r in rows], np.int32),
+            "media": [r.get("media", "video") for r in rows],  # sets built before the field: "video"
             "path": [r["path"] for r in rows], "video": [r["video"] for r in rows],
             "mos": np.asarray([r["mos"] for r in rows], np.float64),
             "mos_std": np.asarray([r["mos_std"] for r in rows], np.float64),

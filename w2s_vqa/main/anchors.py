@@ -28,15 +28,21 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from w2s_vqa.score.anchors import build_anchor_set
+    import sys
 
-    anchors = build_anchor_set(args.store, args.mos, args.k, coverage=args.coverage)
+    from w2s_vqa.score.anchors import build_anchor_set
+    from w2s_vqa.tables import collect_notes
+
+    with collect_notes() as notes:  # still images left out of the candidates
+        anchors = build_anchor_set(args.store, args.mos, args.k, coverage=args.coverage)
+    for note in notes:
+        print(f"w2s-vqa anchors: warning: {note}", file=sys.stderr)
     written = anchors.save(args.out, overwrite=args.overwrite)
     out = os.path.abspath(args.out)
     print(f"{len(anchors)} anchors ({anchors.rule}):")
     for anchor_id, mos in zip(anchors.ids, anchors.mos):
         print(f"  {mos:10.4f}  {anchor_id}")
     print(f"anchors: {out} ({', '.join(written)})")
-    print(json_line({"anchors": out, "k": len(anchors), "ids": list(anchors.ids),
+    print(json_line({"anchors": out, "k": len(anchors), "ids": list(anchors.ids), "notes": notes,
                       "mos": [float(m) for m in anchors.mos], "store": anchors.store}))
     return 0

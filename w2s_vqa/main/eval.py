@@ -16,6 +16,11 @@ so a rerun resumes. Sets named as the paper's (lsvq_test, lsvq_1080p, konvid_1k,
 youtube_ugc; live_yt_gaming, cgvds, live_yt_hfr, waterloo_ivc_4k, kvq) enter its in-domain
 and out-of-distribution overall.
 
+Still images in a set (a JPEG or PNG, any one-frame stream) are handled as `score` handles
+them: left out by default (`--images skip`), listed in skipped.csv with the reason and
+counted per set; `--images score` scores them as the paper does images (one frame, zero
+motion, docs/method.md). results.json's "images" gives both counts per set.
+
 A set is `--eval-set NAME FOLDER TABLE`, not `--set NAME=FOLDER:TABLE`: every verb that
 reads a config already takes `--set key=value`, and a colon may be part of a path.
 
@@ -78,6 +83,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     parser.add_argument("--batch-size", type=int, default=0, help="test videos per global batch (as `score`)")
     parser.add_argument("--workers", type=int, default=0, metavar="N", help="processes decoding videos")
+    parser.add_argument("--images", choices=("skip", "score"), default="skip",
+                        help="still images in a set (JPEG, PNG, any one-frame stream): skip (default) leaves them "
+                             "out and lists them in skipped.csv; score scores them as images (one frame, zero motion)")
 
 
 def _teacher_scores(args):
@@ -130,13 +138,15 @@ def _score_set_function(args, config):
     work_root = os.path.join(os.path.abspath(args.out), "work")
     # Folder sets are decoded into work/<set>/store; TFDS sets (--sets) are scored from their records.
     score_set = evaluate.student_score_set(scorer, work_root, loaded.run_config or config, mode=args.mode,
-                                           student_key=loaded.key, workers=args.workers, progress=True)
+                                           student_key=loaded.key, workers=args.workers, progress=True,
+                                           images=args.images)
     return score_set, {"student": loaded.key, "anchors": os.path.abspath(args.anchors), "mode": args.mode}
 
 
 def run(args) -> int:
     from w2s_vqa.score import evaluate
     from w2s_vqa.tables import collect_notes
+    from w2s_vqa.video import is_image_reason
 
     config = load_config(args)
     names = [n.strip() for n in args.sets.split(",") if n.strip()]
@@ -181,10 +191,19 @@ def run(args) -> int:
         for note in entry["notes"]:
             print(f"w2s-vqa eval: note: {note}", file=sys.stderr)
     print(evaluate.markdown(results, notes=False), end="")
-    for entry in out["skipped"][:10]:
+    images = results.get("images", {})
+    images_skipped = sum(n["skipped"] for n in images.values())
+    images_scored = sum(n["scored"] for n in images.values())
+    failed = [e for e in out["skipped"] if not is_image_reason(e["reason"])]
+    print(f"skipped {len(out['skipped'])} ({len(failed)} unreadable, {images_skipped} still images), each with "
+          f"its reason, in {paths['skipped']}; still images scored: {images_scored}")
+    if images_skipped:
+        print(f"left out {images_skipped} still image(s) (one-frame files such as JPEG or PNG); --images score "
+              "scores them as images (one frame, zero motion)")
+    for entry in failed[:10]:
         print(f"skipped {entry['set']}/{entry['file']}: {entry['reason']}")
-    if len(out["skipped"]) > 10:
-        print(f"... {len(out['skipped']) - 10} more in {paths['skipped']}")
+    if len(failed) > 10:
+        print(f"... {len(failed) - 10} more in {paths['skipped']}")
     print(f"tables:  {paths['markdown']}\nresults: {paths['json']}\n"
           f"plots:   {os.path.dirname(paths['plots'][sets[0].name])}")
     summary = {"out": os.path.abspath(args.out), "results": paths["json"], **(student or {}),
@@ -194,6 +213,6 @@ def run(args) -> int:
                "subsets": bool(args.allow_subsets),
                "overall": {m: {g: {k: o[k] for k in ("srcc", "plcc")} for g, o in groups.items()}
                            for m, groups in results["overall"].items()},
-               "skipped": results["skipped"]}
+               "skipped": results["skipped"], "images": images, "skipped_list": paths["skipped"]}
     print(json_line(finite(summary), allow_nan=False))  # strict JSON: a figure not computed is null
     return 0

@@ -49,8 +49,9 @@ def run(args) -> int:
         raise StoreError(f"{out}: no video could be written; see {ERRORS_FILE}")
     print(json_line({"store": out, "index": os.path.join(out, INDEX_FILE),
                      "skipped_list": os.path.join(out, ERRORS_FILE), "sources": report.sources,
-                     "videos": report.videos_written, "records": report.records, "variants": report.variants,
-                     "skipped": len(report.errors), "shards": report.shards, "shards_resumed": report.shards_resumed,
+                     "videos": report.videos_written, "images": report.images, "records": report.records,
+                     "variants": report.variants, "skipped": len(report.errors), "shards": report.shards,
+                     "shards_resumed": report.shards_resumed,
                      # The process pool counts the videos of kept shards; Beam counts only the shards.
                      "decoded_earlier": report.sources_resumed if args.runner is None else None}))
     return 0

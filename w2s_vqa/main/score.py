@@ -6,6 +6,12 @@ Thurstone score (w2s_vqa.score.thurstone; `--mode map` on the anchors' MOS scale
 manifest, decoded as `prepare` decodes them with the anchors' settings, or a store.
 Intermediate results go to `--work` (default: beside --out); rerun the same command to
 resume a killed run: finished store shards are kept and not scored again.
+
+Still images among the inputs (a JPEG or PNG, any one-frame stream) are told apart from
+videos: by default (`--images skip`) they are left out, listed in the .skipped.csv with
+the reason and counted in one line, so that thumbnails never enter an SRCC unseen;
+`--images score` scores them by the paper's rule for images, one frame and all-zero
+motion features (docs/method.md, "Student"), with kind "image" in the table.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=0,
                         help="test videos per global batch (default: 8 rounded up to a multiple of the mesh's "
                              "batch parts and of the process count)")
+    parser.add_argument("--images", choices=("skip", "score"), default="skip",
+                        help="still images among the inputs (JPEG, PNG, any one-frame stream): skip (default) leaves "
+                             "them out and lists them in the .skipped.csv; score scores them as the paper does "
+                             "images, one frame and zero motion, with kind 'image' in the table")
     parser.add_argument("--workers", type=int, default=0, metavar="N",
                         help="processes decoding a folder or manifest (default 0: this process)")
 
@@ -72,7 +82,7 @@ def run(args) -> int:
     result = batch_lib.score_videos(loaded.student, loaded.prompt, anchors, args.inputs, mesh,
                                     batch_size=args.batch_size or None, mode=args.mode,
                                     work_dir=work, config=loaded.run_config or config, student_key=loaded.key,
-                                    workers=args.workers, progress=True)
+                                    workers=args.workers, progress=True, images=args.images)
     table, skipped = result.table, result.skipped
     skipped_path = (out[:-4] if out.lower().endswith(".csv") else out) + ".skipped.csv"
     if jax.process_index() == 0:
@@ -86,15 +96,25 @@ def run(args) -> int:
         rate = now / seconds if seconds > 0 and now else 0.0
         decoded = (f"; decoded {result.decoded_now} now, {result.decoded_earlier} by an earlier run"
                    if result.decoded_now or result.decoded_earlier else "")  # a store is not decoded
-        print(f"scored {len(table)} videos ({now} now, {len(table) - now} from an earlier run{decoded}) against "
-              f"{len(anchors)} anchors, mode {args.mode}; skipped {len(skipped)}; {rate:.2f} videos/s")
-        for entry in skipped[:10]:
+        images, images_skipped = result.images_scored, result.images_skipped
+        failed = [e for e in skipped if not batch_lib.is_image_reason(e["reason"])]
+        print(f"scored {len(table) - images} videos and {images} still images ({now} now, {len(table) - now} from "
+              f"an earlier run{decoded}) against {len(anchors)} anchors, mode {args.mode}; skipped {len(skipped)} "
+              f"({len(failed)} unreadable, {images_skipped} still images); {rate:.2f} videos/s")
+        if skipped:
+            print(f"skipped {len(skipped)}, each with its reason, in {skipped_path}")
+        if images_skipped:
+            print(f"left out {images_skipped} still image(s) (one-frame files such as JPEG or PNG); "
+                  f"--images score scores them as images (one frame, zero motion)")
+        for entry in failed[:10]:
             print(f"  skipped {entry['path'] or entry['id']}: {entry['reason']}")
-        if len(skipped) > 10:
-            print(f"  ... {len(skipped) - 10} more in {skipped_path}")
+        if len(failed) > 10:
+            print(f"  ... {len(failed) - 10} more in {skipped_path}")
         print(f"scores:  {out}")
         print(f"skipped: {skipped_path}")
-        print(json_line({"scores": out, "videos": len(table), "skipped": len(skipped), "scored_now": now,
+        print(json_line({"scores": out, "videos": len(table) - images, "images": images,
+                          "images_skipped": images_skipped, "images_mode": args.images,
+                          "skipped": len(skipped), "scored_now": now,
                           "decoded_now": result.decoded_now, "decoded_earlier": result.decoded_earlier,
                           "mode": args.mode, "anchors": os.path.abspath(anchors.path), "seconds": round(seconds, 3),
                           "videos_per_second": round(rate, 4), "skipped_list": skipped_path, "work": work}))

@@ -28,14 +28,16 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
 
 from w2s_vqa import workdir
-from w2s_vqa.store.format import VideoStore
+from w2s_vqa.store.format import VideoStore, media_of
 from w2s_vqa.store.settings import Settings
-from w2s_vqa.tables import ProblemReport, read_csv
+from w2s_vqa.tables import ProblemReport, TableWarning, read_csv
+from w2s_vqa.video.decode import IMAGE
 
 ANCHORS_FILE = "anchors.json"
 VIDEOS_FILE = "videos.npz"
@@ -414,9 +416,21 @@ RULE = ("K evenly spaced MOS targets from the {lo:g} to the {hi:g} quantile of t
 
 def build_anchor_set(store: VideoStore | str, mos_table_path: str, k: int, *,
                      coverage: float = DEFAULT_COVERAGE) -> AnchorSet:
-    """Read a MOS table against a store, pick K anchors (`pick_anchors`), and read their videos."""
+    """Read a MOS table against a store, pick K anchors (`pick_anchors`), and read their videos.
+
+    The store's still images (index media "image", w2s_vqa.video.is_still_image) are not
+    candidates: an anchor places videos on a video scale. Leaving any out is said in one
+    `tables.TableWarning` naming how many and the first few (`w2s-vqa anchors` prints it)."""
     store = store if isinstance(store, VideoStore) else VideoStore(store)
     table = read_mos_table(mos_table_path, store)
+    media = dict(zip(store.index["id"].astype(str), media_of(store.index)))
+    still = table["id"].map(media).eq(IMAGE).to_numpy()
+    if still.any():
+        names = table["id"][still].tolist()
+        warnings.warn(f"{mos_table_path}: left out {len(names)} still image(s) of the store {store.path} from the "
+                      f"anchor candidates ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): anchors are "
+                      "videos", TableWarning, stacklevel=2)
+        table = table[~still].reset_index(drop=True)
     picked = pick_anchors(table, k, coverage=coverage)
     rule = RULE.format(lo=(1 - coverage) / 2, hi=(1 + coverage) / 2)
     return AnchorSet.from_store(store, picked["id"], picked["mos"], rule=rule)

@@ -13,6 +13,13 @@ the store and the prompt, and another run is refused (ScoreError). A video whose
 cannot be read or whose file cannot be decoded costs itself only: it is left out of the
 table and listed in `ScoreResult.skipped`.
 
+Still images (a JPEG or PNG among the videos, any one-frame stream: w2s_vqa.video.is_still_image;
+the store's index says media "image") are told apart: `images="skip"` (the default) leaves
+them out of the table and lists each in `skipped` with IMAGE_REASON, so that thumbnails in
+a dataset folder never enter an SRCC unseen; `images="score"` scores them by the paper's
+rule for images, one frame and all-zero motion features (docs/method.md, "Student"; the
+store made them so, store.prepare), with kind "image" in the table.
+
 Multi-host: every process runs the same calls and returns the same result; process 0
 writes the parts and decodes folders; which shards are done is read on process 0 and
 broadcast, and which videos failed is gathered from every process.
@@ -37,13 +44,24 @@ from w2s_vqa import prompt as prompt_lib
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.score.anchors import VIDEO_ARRAYS, AnchorSet
 from w2s_vqa.score.scorer import Scorer, ScoreError, score_table
-from w2s_vqa.store.format import STORE_FILE, VideoStore
+from w2s_vqa.store.format import STORE_FILE, VideoStore, media_of
+from w2s_vqa.video.decode import IMAGE, IMAGE_REASON, is_image_reason
 
 # Files of a scoring work directory (resuming): the run's identity and one part per store shard.
 RUN_FILE = "run.json"
 PART_FILE = "shard-{:05d}.npz"
 # Columns of a list of skipped videos (ScoreResult.skipped, `w2s-vqa score`'s .skipped.csv).
 SKIPPED_COLUMNS = ("id", "path", "reason")
+# What becomes of still images: left out and listed (the default), or scored as images.
+IMAGES_CHOICES = ("skip", "score")
+DEFAULT_IMAGES = "skip"
+
+
+def check_images(images: str) -> str:
+    """`images` if it is one of IMAGES_CHOICES; ScoreError otherwise."""
+    if images not in IMAGES_CHOICES:
+        raise ScoreError(f"images={images!r}: expected one of {', '.join(IMAGES_CHOICES)}")
+    return images
 
 
 @dataclasses.dataclass
@@ -51,9 +69,11 @@ class ScoreResult:
     """What scoring a batch of videos gives; every process gets the same.
 
     table: `score.scorer.score_table`'s table, one row per video scored, in input order
-    (id, path when known, score, stderr, low, high, latent, p_vs_<anchor id>).
+    (id, path when known, kind "video" or "image", score, stderr, low, high, latent,
+    p_vs_<anchor id>).
     skipped: one {id, path, reason} (strings; path "" when unknown) per video left out
-    because its file could not be decoded or its record read.
+    because its file could not be decoded or its record read, or because it is a still
+    image and images="skip" (reason IMAGE_REASON).
     anchor_logits: float32 [K, K, 5], the anchors' level logits ([i, j]: anchor i first,
     anchor j second), as `Scorer.anchor_logits`.
     seconds: wall time of the scoring in seconds, loading included.
@@ -75,6 +95,16 @@ class ScoreResult:
     def skipped_table(self) -> pd.DataFrame:
         """`skipped` as a table with SKIPPED_COLUMNS (no rows when nothing was skipped)."""
         return pd.DataFrame(self.skipped, columns=list(SKIPPED_COLUMNS))
+
+    @property
+    def images_scored(self) -> int:
+        """Still images in the table (kind "image")."""
+        return int((self.table["kind"] == "image").sum()) if "kind" in self.table else 0
+
+    @property
+    def images_skipped(self) -> int:
+        """Still images left out (images="skip"), among `skipped`."""
+        return sum(1 for e in self.skipped if is_image_reason(e.get("reason", "")))
 
 
 def is_store(path: str) -> bool:
@@ -160,7 +190,8 @@ def _write_atomic(path: str, write, binary: bool = False) -> None:
 
 
 def score_store(scorer: Scorer, store: VideoStore | str, *, mode: str = "map", ids: Sequence[str] | None = None,
-                parts_dir: str | None = None, student_key: str = "", progress: bool = False) -> ScoreResult:
+                parts_dir: str | None = None, student_key: str = "", progress: bool = False,
+                images: str = DEFAULT_IMAGES) -> ScoreResult:
     """Score the videos of a store (`ids`, default all of its index, in index order): a
     VideoStore, its directory, or another reader with its API (a built TFDS evaluation set,
     w2s_vqa.datasets.TfdsVideoSource).
@@ -169,13 +200,17 @@ def score_store(scorer: Scorer, store: VideoStore | str, *, mode: str = "map", i
     saved there when done (shard-NNNNN.npz, by process 0) and a rerun loads them instead
     of scoring them again: a killed run loses at most the shard in progress. parts_dir
     serves one run (RUN_FILE: `student_key`, the anchors' digest, the store); ScoreError
-    for another's. A video whose record cannot be read is skipped.
+    for another's. A video whose record cannot be read is skipped. `images`: "skip" leaves
+    the store's still images (index media "image", `format.media_of`) out before any
+    scoring, "score" scores them (module docstring).
 
-    Returns a ScoreResult: its table (with the index's `path`) in index order, its
-    skipped list the videos whose record could not be read. Every process returns it.
-    Raises ScoreError for a store whose videos are not made like the anchors', ids the
-    store lacks, or a parts_dir of another run.
+    Returns a ScoreResult: its table (with the index's `path`, and `kind` from its media)
+    in index order, its skipped list the videos whose record could not be read, then the
+    still images left out. Every process returns it. Raises ScoreError for a store whose
+    videos are not made like the anchors', ids the store lacks, a parts_dir of another
+    run, or an unknown `images`.
     """
+    check_images(images)
     # A store directory, or any reader with VideoStore's API (w2s_vqa.datasets.TfdsVideoSource).
     store = VideoStore(store) if isinstance(store, (str, os.PathLike)) else store
     if store.num_frames != scorer.anchors.videos["frames"].shape[1] or store.image_size != \
@@ -194,6 +229,9 @@ def score_store(scorer: Scorer, store: VideoStore | str, *, mode: str = "map", i
                              f"({len(unknown)} unknown)")
         index = index.set_index("id").loc[wanted].reset_index()
     index = index.reset_index(drop=True)
+    index["media"] = media_of(index).to_numpy()
+    left_out = index[index["media"] == IMAGE] if images == "skip" else index.iloc[:0]
+    index = index.drop(left_out.index).reset_index(drop=True)
     shards = sorted(index["shard"].unique().tolist())
     if parts_dir:
         _check_run(parts_dir, _identity(student_key, scorer.anchors, store.path, scorer.prompt))
@@ -241,9 +279,11 @@ def score_store(scorer: Scorer, store: VideoStore | str, *, mode: str = "map", i
     kept = index[keep]
     paths = kept["path"].fillna("").astype(str).tolist() if "path" in kept else None
     table = score_table(kept["id"].astype(str).tolist(), logits[keep], scorer.anchors, scorer.anchor_logits,
-                        mode=mode, paths=paths)
+                        mode=mode, paths=paths, kinds=kept["media"].tolist())
     path_of = dict(zip(index["id"].astype(str), index["path"].fillna("").astype(str))) if "path" in index else {}
     skipped = [{"id": i, "path": path_of.get(i, ""), "reason": r} for i, r in sorted(failed.items())]
+    skipped += [{"id": str(i), "path": str(p) if isinstance(p, str) else "", "reason": IMAGE_REASON}
+                for i, p in zip(left_out["id"], left_out["path"] if "path" in left_out else [""] * len(left_out))]
     return ScoreResult(table, skipped, scorer.anchor_logits, seconds, scored_now)
 
 
@@ -275,21 +315,25 @@ def _load_videos(store: VideoStore, ids: Sequence[str], failed: dict[str, str]) 
 def score_videos(student: student_lib.Student, prompt: prompt_lib.PairPrompt, anchors: AnchorSet, videos,
                  mesh: jax.sharding.Mesh, *, batch_size: int | None = None, mode: str = "map",
                  work_dir: str | None = None, config=None, student_key: str = "", workers: int = 0,
-                 progress: bool = False) -> ScoreResult:
+                 progress: bool = False, images: str = DEFAULT_IMAGES) -> ScoreResult:
     """Scores of videos against an anchor set: one row per video, in input order.
 
     videos: a VideoStore or store directory; a folder of videos or a CSV/JSONL manifest
     (decoded as `w2s-vqa prepare` does, with the anchors' settings: `prepare_inputs`, into
-    work_dir/store); or VIDEO_ARRAYS in memory with N rows each plus "ids" (N strings).
+    work_dir/store); or VIDEO_ARRAYS in memory with N rows each plus "ids" (N strings) and
+    optionally "media" (N of "video" / "image"; default all "video"), scored as given.
+    images: "skip" (default) or "score" still images (module docstring).
     work_dir: with it, store shards and scored parts (work_dir/parts) are kept and a
     rerun resumes; without it, a folder or manifest is prepared in a temporary directory
     that is removed afterwards. config: data.* settings for `prepare_inputs`. Other
     arguments: `Scorer` and `score_store`.
 
     Returns a ScoreResult whose table has one row per video scored, in input order, and
-    whose skipped list holds the videos that could not be decoded (first) or read.
+    whose skipped list holds the videos that could not be decoded (first) or read, then
+    the still images left out.
     Raises ScoreError (`Scorer`, `score_store`) and StoreError (`prepare_inputs`).
     """
+    check_images(images)
     if work_dir and not isinstance(videos, Mapping):  # another run's work directory fails before any compiling
         store_path = (videos.path if isinstance(videos, VideoStore) else os.fspath(videos)) if (
             isinstance(videos, VideoStore) or is_store(os.fspath(videos))) else os.path.join(work_dir, "store")
@@ -300,11 +344,13 @@ def score_videos(student: student_lib.Student, prompt: prompt_lib.PairPrompt, an
     if isinstance(videos, Mapping):
         start = time.perf_counter()
         logits = scorer.level_logits_of(videos)
-        table = score_table(list(videos["ids"]), logits, anchors, scorer.anchor_logits, mode=mode)
+        table = score_table(list(videos["ids"]), logits, anchors, scorer.anchor_logits, mode=mode,
+                            kinds=list(videos["media"]) if "media" in videos else None)
         return ScoreResult(table, [], scorer.anchor_logits, time.perf_counter() - start, len(table))
     if isinstance(videos, VideoStore) or is_store(os.fspath(videos)):
         parts = os.path.join(work_dir, "parts") if work_dir else None
-        return score_store(scorer, videos, mode=mode, parts_dir=parts, student_key=student_key, progress=progress)
+        return score_store(scorer, videos, mode=mode, parts_dir=parts, student_key=student_key, progress=progress,
+                           images=images)
     if work_dir:
         os.makedirs(work_dir, exist_ok=True)
     with (tempfile.TemporaryDirectory(prefix="w2s-vqa-score-") if not work_dir
@@ -312,7 +358,8 @@ def score_videos(student: student_lib.Student, prompt: prompt_lib.PairPrompt, an
         store, skipped, (decoded_now, decoded_earlier) = _prepare_counted(
             os.fspath(videos), where, anchors, config, workers=workers, progress=progress)
         parts = os.path.join(where, "parts") if work_dir else None
-        result = score_store(scorer, store, mode=mode, parts_dir=parts, student_key=student_key, progress=progress)
+        result = score_store(scorer, store, mode=mode, parts_dir=parts, student_key=student_key, progress=progress,
+                             images=images)
         store.close()
     undecoded = [{k: str(e.get(k) or "") for k in SKIPPED_COLUMNS} for e in skipped]
     return dataclasses.replace(result, skipped=undecoded + result.skipped, decoded_now=decoded_now,

@@ -43,6 +43,7 @@ from w2s_vqa.score.anchors import read_mos_table
 from w2s_vqa.score.metric_warnings import MetricsWarning
 from w2s_vqa.store.settings import Settings
 from w2s_vqa.tables import TableWarning
+from w2s_vqa.video.decode import IMAGE, is_image_reason
 
 STUDENT = "student"
 RESULTS_JSON = workdir_lib.RESULTS_JSON
@@ -426,6 +427,9 @@ def run_eval(sets: Sequence[EvalSet], out_dir: str, *, score_set: ScoreSet | Non
     as a warning); when that holds for every set and there is no student, EvalError
     naming the table: there would be nothing to report.
 
+    results["images"][set] = {"scored", "skipped"}: the set's still images the student
+    scored and left out (student_score_set's `images`).
+
     Returns {"results", "paths" (empty unless written), "skipped"}. Raises EvalError for
     repeated set names, nothing to evaluate, and as `read_eval_set` does.
     """
@@ -458,6 +462,12 @@ def run_eval(sets: Sequence[EvalSet], out_dir: str, *, score_set: ScoreSet | Non
             results["sets"][set_name]["teacher_videos"] = {t: int(len(found[t])) if t in found else 0
                                                            for t in teachers}
     results["skipped"] = {s.name: sum(1 for e in skipped if e["set"] == s.name) for s in sets}
+    # Still images per set: scored (the student's predictions' "kind") and left out (images="skip").
+    student_rows = predictions.get(STUDENT, {})
+    results["images"] = {s.name: {
+        "scored": int((student_rows[s.name]["kind"] == IMAGE).sum()) if "kind" in student_rows.get(s.name, ()) else 0,
+        "skipped": sum(1 for e in skipped if e["set"] == s.name and is_image_reason(e.get("reason", "")))}
+        for s in sets}
     paths = write_report(results, predictions, tables, out_dir, skipped) if write else {}
     return {"results": results, "paths": paths, "skipped": skipped}
 
@@ -490,12 +500,14 @@ def _match_teachers(teacher_scores: pd.DataFrame, tables: Mapping[str, pd.DataFr
 
 
 def student_score_set(scorer, work_root: str, config=None, *, mode: str = "map", student_key: str = "",
-                      workers: int = 0, progress: bool = True) -> ScoreSet:
+                      workers: int = 0, progress: bool = True, images: str = "skip") -> ScoreSet:
     """The ScoreSet of a student (`run_eval`'s score_set): each set's videos decoded into
     work_root/<set>/store as the scorer's anchors were (batch.prepare_inputs), scored
     against them (batch.score_store, shard by shard into work_root/<set>/parts, so a rerun
     resumes), `mode` "map" or "paper". `config` gives the rest of data.* (a run config;
-    default config.defaults()). `eval` and `stages` evaluate through it."""
+    default config.defaults()). `images`: a set's still images are skipped (listed with
+    video.IMAGE_REASON) or scored as images, as `score` does (batch.score_store); the
+    predictions carry a `kind` column. `eval` and `stages` evaluate through it."""
     from w2s_vqa.score import batch as batch_lib
 
     def score_set(eval_set: EvalSet, table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
@@ -507,12 +519,13 @@ def student_score_set(scorer, work_root: str, config=None, *, mode: str = "map",
             store, lost = batch_lib.prepare_inputs(manifest, work, scorer.anchors, config, workers=workers,
                                                    progress=progress)
         result = batch_lib.score_store(scorer, store, mode=mode, parts_dir=os.path.join(work, "parts"),
-                                       student_key=student_key, progress=progress)
+                                       student_key=student_key, progress=progress, images=images)
         if eval_set.source is None:
             store.close()
         skipped = [{"file": e.get("id", ""), "path": e.get("path", ""), "reason": e.get("reason", "")}
                    for e in list(lost) + result.skipped]
-        return pd.DataFrame({"file": result.table["id"].astype(str), "prediction": result.table["score"]}), skipped
+        return pd.DataFrame({"file": result.table["id"].astype(str), "prediction": result.table["score"],
+                             "kind": result.table["kind"]}), skipped
 
     return score_set
 

@@ -46,7 +46,7 @@ from w2s_vqa.score import thurstone
 from w2s_vqa.score.anchors import VIDEO_ARRAYS, AnchorSet
 from w2s_vqa.score.predict import batch_parts, default_batch_sharding
 
-# Columns of a score table, in order: id, [path,] SCORE_COLUMNS, then one P column per anchor.
+# Columns of a score table, in order: id, [path,] kind, SCORE_COLUMNS, then one P column per anchor.
 SCORE_COLUMNS = ("score", "stderr", "low", "high", "latent")
 P_PREFIX = "p_vs_"
 # Test videos per global batch, before rounding up to what the mesh and the processes divide.
@@ -63,19 +63,21 @@ def p_column(anchor_id: str) -> str:
 
 
 def score_table(ids: Sequence[str], test_logits, anchors: AnchorSet, anchor_logits, *, mode: str = "map",
-                paths: Sequence[str] | None = None) -> pd.DataFrame:
+                paths: Sequence[str] | None = None, kinds: Sequence[str] | None = None) -> pd.DataFrame:
     """The score table of N videos from their level logits (thurstone.scores).
 
     ids: N video ids; test_logits [N, K, 5] ([t, k]: anchor k first, video t second);
     anchor_logits [K, K, 5] ([i, j]: anchor i first, anchor j second); paths: N source
-    paths, or None. Columns: id, path (when given), score, stderr, low, high, latent
-    (float64; stderr, low and high are NaN in `paper` mode), then p_vs_<anchor id> per
-    anchor (float64, P at temperature 1).
+    paths, or None; kinds: N of "video" / "image" (a still image, w2s_vqa.video.is_still_image),
+    default every one "video". Columns: id, path (when given), kind, score, stderr, low,
+    high, latent (float64; stderr, low and high are NaN in `paper` mode), then
+    p_vs_<anchor id> per anchor (float64, P at temperature 1).
     """
     result = thurstone.scores(anchor_logits, test_logits, anchors.mos, mode=mode)
     table = pd.DataFrame({"id": [str(i) for i in ids]})
     if paths is not None:
         table["path"] = [str(p) for p in paths]
+    table["kind"] = [str(k) for k in kinds] if kinds is not None else "video"
     for column in SCORE_COLUMNS:
         table[column] = getattr(result, column)
     for k, anchor_id in enumerate(anchors.ids):

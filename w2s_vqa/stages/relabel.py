@@ -153,8 +153,10 @@ def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_di
     with tables.collect_notes() as table_notes:  # said once by check_inputs; kept in the report
         teachers = read_teachers(str(s.teachers), str(s.lower_is_better))
     teachers = teachers[teachers["video_id"].isin(set(ids))]
+    # images="score": a still image the pool store holds is training data the student labels
+    # like any other (kind "image" in scores.csv), not a figure to keep out of an SRCC.
     scored = batch_lib.score_store(scorer, store, ids=ids, parts_dir=os.path.join(out_dir, PARTS_DIR),
-                                   student_key=student_key, progress=progress)
+                                   student_key=student_key, progress=progress, images="score")
     scores = scored.table
     pool = index[index["id"].astype(str).isin(set(ids))]
     by_pairs = str(s.misranked_by) == "pairs"

@@ -332,5 +332,6 @@ def _read_report(out_dir: str) -> prepare_lib.PrepareReport:
     errors = [json.loads(line) for line in _read_text(_join(out_dir, ERRORS_FILE)).splitlines() if line]
     return prepare_lib.PrepareReport(out_dir=out_dir, sources=counts["sources"],
                                      videos_written=counts["videos_written"], records=counts["records"],
-                                     variants=counts["variants"], shards=counts["shards"], errors=errors)
+                                     variants=counts["variants"], images=counts.get("images", 0),
+                                     shards=counts["shards"], errors=errors)
 

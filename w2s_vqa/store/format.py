@@ -52,10 +52,21 @@ REPORT_FILE = "report.json"
 # width x height is the source's displayed size in pixels (after its display rotation), rotation
 # the clockwise turn in degrees (0, 90, 180, 270) that made its frames upright
 # (w2s_vqa.video.VideoInfo); fps is the nominal frame rate, duration the video stream's own, in seconds.
+# media is "video" or "image" (a still image, w2s_vqa.video.is_still_image: one frame, zero motion);
+# `media_of` reads it, "video" for an index written before the column.
 INDEX_COLUMNS = ("id", "source_id", "distortion", "kind", "level", "shard", "position", "fps", "duration",
-                 "valid_frames", "width", "height", "rotation", "path")
+                 "valid_frames", "width", "height", "rotation", "media", "path")
 INDEX_DTYPES = {"level": "int32", "shard": "int32", "position": "int64", "valid_frames": "int32",
                 "width": "int32", "height": "int32", "rotation": "int32", "fps": "float64", "duration": "float64"}
+
+def media_of(index: pd.DataFrame) -> pd.Series:
+    """The index's media column ("video" or "image", strings), aligned with `index`; every
+    row "video" for an index without it (a store prepared before still images were told
+    apart: its images were made as one-frame videos)."""
+    if "media" in index:
+        return index["media"].fillna("video").astype(str)
+    return pd.Series("video", index=index.index, dtype=object)
+
 
 # Random access wants no readahead: a record is read whole, then the reader seeks elsewhere.
 _READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:0"

