@@ -112,7 +112,7 @@ def test_the_score_verb_skips_broken_videos_and_resumes(model, anchors, pool, on
     printed = capsys.readouterr().out
     resumed = json.loads(printed.strip().splitlines()[-1])
     assert (resumed["scored_now"], resumed["decoded_now"], resumed["decoded_earlier"]) == (2, 0, 3)
-    assert "scored 2 videos (2 now, 0 from an earlier run; decoded 0 now, 3 by an earlier run)" in printed
+    assert "scored 2 videos and 0 still images (2 now, 0 from an earlier run; decoded 0 now, 3 by an earlier run)" in printed
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "scores.csv", keep_default_na=False), table)
     # Another student cannot resume this work directory.
     other = student_lib.create(student.cfg, seed=9)
