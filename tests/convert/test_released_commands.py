@@ -146,3 +146,86 @@ def test_finetune_the_papers_model_on_a_mos_set_in_one_command(tmp_path, capsys)
     kernel = np.asarray(student.motion_projector.linear_1.kernel[...], np.float32)
     released = stored["model.slowfast_projector.0.weight"].T
     assert kernel.shape == released.shape and not np.allclose(kernel, released, rtol=0, atol=1e-7)
+
+
+def test_continue_the_papers_model_stages_on_a_pool_in_one_command(tmp_path, capsys, monkeypatch):
+    from safetensors.numpy import load_file
+
+    from w2s_vqa import prompt as prompt_lib
+    from w2s_vqa.labels import pair_table
+    from w2s_vqa.labels import sampling as pair_sampling
+    from w2s_vqa.labels import weak_teachers
+    from w2s_vqa.score import scorer as scorer_lib
+    from w2s_vqa.score.anchors import AnchorSet
+    from w2s_vqa.stages import run as stages_lib
+    from w2s_vqa.store.format import VideoStore
+    from w2s_vqa.train.checkpoint import load_checkpoint_student
+    from w2s_vqa.train.logging import read_metrics
+
+    stage3 = ref.write_released(tmp_path / "w2s_stage3")
+    weights = _slowfast_weights(tmp_path / "slowfast_r50.safetensors")
+    data = [f"data.slowfast_weights={weights}", "data.image_size=32"]
+    # The pool: three sources, each pristine and resized at two levels (the synthetic pairs
+    # stage 1 trains on and stage 2's misranked pairs are drawn from), with the weak
+    # teachers' scores (gMAD pairs) and two anchors of the pool.
+    assert cli.main(["prepare", "--config", CONFIG, "--inputs", _clips(tmp_path / "pool", 3, seed=4), "--out",
+                     str(tmp_path / "pool_store"), "--workers", "0", "--set", "data.distortions='resize:1,3'",
+                     *[a for s in data for a in ("--set", s)]]) == 0
+    with VideoStore(tmp_path / "pool_store") as store:
+        index = store.index
+        weak_teachers.score_store(store).to_csv(tmp_path / "teachers.csv", index=False)
+        worst = index[index["level"] == index["level"].max()]["id"].iloc[0]
+        pristine = index[index["level"] == 0]["id"].iloc[-1]
+        AnchorSet.from_store(store, [worst, pristine], [30.0, 70.0]).save(str(tmp_path / "anchors"))
+    table = pair_sampling.random_swap(pair_sampling.synthetic_pairs(index), np.random.default_rng(0))
+    pair_table.write_pairs(pair_table.make_pair_table(list(table.first_id), list(table.second_id), list(table.label),
+                                                      origin="spatial", stage=1), tmp_path / "stage1_pairs.parquet")
+
+    # Every pair prompt the run builds (stage 1's and stage 2's training, the stage-1 student
+    # scoring the pool), and the prompt the relabeling scorer is given, are recorded.
+    built, relabeling = [], []
+    build = prompt_lib.build_pair_prompt
+    monkeypatch.setattr(prompt_lib, "build_pair_prompt", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+
+    class RecordingScorer(scorer_lib.Scorer):
+        def __init__(self, student, prompt, *args, **kwargs):
+            relabeling.append(prompt)
+            super().__init__(student, prompt, *args, **kwargs)
+
+    monkeypatch.setattr(scorer_lib, "Scorer", RecordingScorer)
+    capsys.readouterr()
+    workdir = tmp_path / "w2s"
+    sets = [*data, "data.batch_size=2", "data.distortions='resize:1,3'",
+            f"data.store={tmp_path / 'pool_store'}", f"data.pairs={tmp_path / 'stage1_pairs.parquet'}",
+            f"stages.anchors={tmp_path / 'anchors'}", f"stages.teachers={tmp_path / 'teachers.csv'}",
+            "train.num_steps=2", "stages.num_steps=1", "stages.val_fraction=0.0", "stages.new_pairs=4",
+            "stages.synthetic_per_kind=1", "stages.gmad_levels=2", *ONE_DEVICE]
+    # w2s-vqa stages --config configs/w2s_released.py --hf w2s_stage3 --workdir w2s --stages 2 --set data.store=...
+    assert cli.main(["stages", "--config", CONFIG, "--hf", stage3, "--workdir", str(workdir), "--stages", "2",
+                     *[a for s in sets for a in ("--set", s)]]) == 0
+    summary = _last_json(capsys)
+    assert summary["stopped"] is None and [s["stage"] for s in summary["stages"]] == [1, 2]
+    assert [s["steps"] for s in summary["stages"]] == [2, 1]
+    results = json.loads((workdir / stages_lib.RESULTS_JSON).read_text())
+    assert results["stages"][0]["relabel"]["pairs"] > 0 and results["stages"][0]["relabel"]["scored"] == len(index)
+
+    # Both stages started from the released weights: their frozen language model is the
+    # released one (held in model.dtype bfloat16: one rounding, 2^-8 relative), and they
+    # trained with the released trainer's loss.
+    stored = load_file(os.path.join(stage3, "model.safetensors"))
+    for stage in (1, 2):
+        student, run_config, _ = load_checkpoint_student(stages_lib.stage_dir(workdir, stage), "latest")
+        assert run_config.model.hf_dir == stage3
+        np.testing.assert_allclose(np.asarray(student.language_model.embed_tokens.embedding[...], np.float32),
+                                   stored["model.embed_tokens.weight"], rtol=2.0 ** -8, err_msg=f"stage {stage}")
+        rows = [r for r in read_metrics(stages_lib.stage_dir(workdir, stage)) if "loss" in r]
+        assert rows and all("sentence_ce" in r and np.isfinite(r["loss"]) for r in rows)
+
+    # Stage 2's pairs were labelled by the stage-1 student asked the authors' question, and
+    # no prompt of the run asked anything else.
+    tokenizer = prompt_lib.load_tokenizer(stage3)
+    released = build(tokenizer, video_token_id=relabeling[0].video_token_id,
+                     tokens_per_video=relabeling[0].tokens_per_video, question=prompt_lib.RELEASED_QUESTION)
+    assert len(relabeling) == 1 and len(built) >= 3
+    for prompt in relabeling + built:
+        np.testing.assert_array_equal(prompt.input_ids, released.input_ids)

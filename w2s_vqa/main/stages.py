@@ -8,6 +8,12 @@ Stage 1 trains on data.pairs; the stage-k student scores the pool (data.store) a
 stages.anchors and labels stage k+1's hard cases (misranked synthetic pairs, gMAD pairs
 against each teacher of stages.teachers); stage k+1 trains from stage k. Rerunning the
 same command after a kill continues where it stopped (w2s_vqa.stages.run).
+
+--hf DIR starts stage 1 from a model directory (it sets model.hf_dir, as `finetune --hf` and
+`score --hf` name theirs): a Hugging Face or export directory, the authors' released
+llava_qwen checkpoint (with configs/w2s_released.py: its inputs, its question, and with
+objective.kind "released" its trainer's loss), or a hub id. Every stage's student is asked
+the question its training asked (train.prompts), relabeling included.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from w2s_vqa.main.common import add_config_arguments, json_line, load_config, re
 
 def add_arguments(parser) -> None:
     add_config_arguments(parser)
+    parser.add_argument("--hf", metavar="DIR", default=None,
+                        help="stage 1 starts from this model directory (sets model.hf_dir): Hugging Face, export "
+                             "or the authors' released llava_qwen checkpoint, or a hub id")
     parser.add_argument("--workdir", required=True, help="W/stage_k per stage, W/results.md at the end; rerun resumes")
     parser.add_argument("--stages", type=int, default=None, metavar="N",
                         help="how many stages (default stages.num_stages: 2 on the tiny default, 3 in the paper's "
@@ -32,6 +41,8 @@ def run(args) -> int:
     from w2s_vqa import runtime
 
     config = load_config(args)
+    if args.hf:
+        config.model.hf_dir = args.hf
     resolve_model_dirs(config)  # hub ids -> local snapshots, before anything reads them
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     import jax

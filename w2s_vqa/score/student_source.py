@@ -22,6 +22,7 @@ import jax
 import ml_collections
 
 from w2s_vqa import prompt as prompt_lib
+from w2s_vqa.convert import export_files
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.store.settings import Settings
 
@@ -55,11 +56,13 @@ def load_for_scoring(*, checkpoint: str | None = None, hf_dir: str | None = None
     `step` a number, "latest" or None for the latest, or "best") and `hf_dir` (read by
     convert.hf.load_student; `step` must be None). The parameters are placed on `mesh`
     as the run config's rules (a checkpoint) or the student's own rules (a directory)
-    say; default: one device. `config` (the verb's run config, or None) chooses the
-    prompt's question (convert.export_files.prompt_question with model.prompt: the
-    config's choice, else the directory's own, else the project's) and gives the video
-    shape (data.num_frames, data.num_motion_chunks) of the authors' released checkpoint,
-    which records none; without it, prompt.QUESTION and the directory's own shape.
+    say; default: one device. The prompt's question is convert.export_files.prompt_question
+    of the tokenizer directory with the first model.prompt set of `config` (the verb's run
+    config, or None) and of a checkpoint's run config, so a checkpoint is asked what it
+    was trained with (train.prompts); else the directory's own (an export's w2s_vqa.json,
+    the authors' question for their released layout), else prompt.QUESTION. `config` also
+    gives the video shape (data.num_frames, data.num_motion_chunks) of the authors'
+    released checkpoint, which records none; without it, the directory's own shape.
     Raises ValueError when not exactly one source is
     given, FileNotFoundError for a missing checkpoint, step or directory file, and what
     train.checkpoint.load_checkpoint_student, convert.hf.load_student and
@@ -91,14 +94,14 @@ def load_for_scoring(*, checkpoint: str | None = None, hf_dir: str | None = None
                         for name in os.listdir(hf_dir) if name.endswith(".safetensors"))
         key = f"hf:{os.path.abspath(hf_dir)}:{stamps}"
         tokenizer_dir = hf_dir
-        from w2s_vqa.convert import export_files
-
         settings = Settings.from_json(export_files.read_settings(hf_dir))
-    question = prompt_lib.QUESTION
-    if config is not None:
-        from w2s_vqa.convert import export_files
 
-        question = export_files.prompt_question(tokenizer_dir, config.model.prompt)
+    # The verb's choice, else the one the checkpoint trained with (train.prompts asks the same
+    # of its run config): a stage's student relabels the pool with the question it learnt.
+    choice = str(config.model.get("prompt", "") or "") if config is not None else ""
+    if not choice and run_config is not None:
+        choice = str(run_config.model.get("prompt", "") or "")
+    question = export_files.prompt_question(tokenizer_dir, choice)
     prompt = prompt_lib.build_pair_prompt(prompt_lib.load_tokenizer(tokenizer_dir),
                                           video_token_id=student.cfg.video_token_index,
                                           tokens_per_video=student.cfg.tokens_per_video, question=question)
