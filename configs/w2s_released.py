@@ -15,6 +15,14 @@ trainer's loss and learning rates (below):
     w2s-vqa finetune --config configs/w2s_released.py --hf w2s_stage3 --videos my_set/ \\
         --mos my_set.csv --name my_set --workdir ft --set data.slowfast_weights=slowfast_r50.safetensors
 
+Continue its weak-to-strong stages on a pool (a store `prepare` made with this config and
+data.distortions, its `pairs` table, anchors and teacher scores); stage 1 trains from it:
+
+    w2s-vqa stages --config configs/w2s_released.py --hf w2s_stage3 --workdir w2s --stages 2 \\
+        --set data.store=pool_store --set data.pairs=pairs/pairs_train.parquet \\
+        --set stages.anchors=anchors --set stages.teachers=teachers.csv \\
+        --set data.slowfast_weights=slowfast_r50.safetensors
+
 The directory is the authors' LLaVA-NeXT `llava_qwen` checkpoint, read as it is
 (convert/llava_next.py); `w2s-vqa export --hf w2s_stage3 --out DIR` writes it for plain
 transformers. What this config sets, from the authors' inference (github.com/clh124/W2S-VQA,

@@ -1,5 +1,6 @@
 """README's "Score videos with the paper's model", run end to end on a tiny stand-in of the
-released checkpoint (tests/convert/llava_qwen_reference.py) with configs/w2s_released.py.
+released checkpoint (tests/convert/llava_qwen_reference.py) with configs/w2s_released.py,
+and its one-command "fine-tune it on your MOS set" and "continue its stages on your pool".
 
 Two steps are stood in for, nothing else: the download (the stand-in directory is what
 `huggingface-cli download` leaves, in the authors' layout) and `convert-slowfast` (random
@@ -195,7 +196,7 @@ def test_continue_the_papers_model_stages_on_a_pool_in_one_command(tmp_path, cap
     monkeypatch.setattr(scorer_lib, "Scorer", RecordingScorer)
     capsys.readouterr()
     workdir = tmp_path / "w2s"
-    sets = [*data, "data.batch_size=2", "data.distortions='resize:1,3'",
+    sets = [*data, "data.batch_size=2",
             f"data.store={tmp_path / 'pool_store'}", f"data.pairs={tmp_path / 'stage1_pairs.parquet'}",
             f"stages.anchors={tmp_path / 'anchors'}", f"stages.teachers={tmp_path / 'teachers.csv'}",
             "train.num_steps=2", "stages.num_steps=1", "stages.val_fraction=0.0", "stages.new_pairs=4",
