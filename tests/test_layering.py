@@ -29,7 +29,7 @@ ALLOWED = {
     "runtime": set(),
     "workdir": set(),  # run plumbing (atomic writes, digests, one run per directory): the bottom
     "multihost": set(),  # joining processes, barriers, broadcasts, gathers: JAX alone
-    "hub": set(),  # Hugging Face hub ids -> local snapshot directories
+    "hub": {"workdir"},  # Hugging Face hub ids and bucket directories -> local directories
     "progress": set(),
     "tables": set(),  # reading user-made text tables
     "prompt": set(),
