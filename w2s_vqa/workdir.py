@@ -132,6 +132,23 @@ def listdir(value: PathLike) -> list[str]:
     return sorted(child.name for child in p.iterdir()) if p.is_dir() else []
 
 
+def stamp(value: PathLike) -> int:
+    """What changes when `value` is written again: a local file's or folder's modification
+    time (ns); for an object store URL, the checksum fsspec gives of the object, or of a
+    folder's Orbax step record (_CHECKPOINT_METADATA, written last in a step; folders
+    themselves have no time there); 0 when there is neither."""
+    text = os.fspath(value)
+    if is_local(text):
+        return os.stat(text).st_mtime_ns if os.path.exists(text) else 0
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(absolute(text))
+    for candidate in (root, root.rstrip("/") + "/_CHECKPOINT_METADATA"):
+        if fs.isfile(candidate):
+            return int(fs.checksum(candidate))
+    return 0
+
+
 def refuse_url(value: PathLike, what: str, why: str) -> None:
     """ValueError, one line, when `value` is a URL: `what` (e.g. "data.store") cannot be
     one, because `why`."""

@@ -54,10 +54,19 @@ def empty_cwd(tmp_path):
     assert sorted(os.listdir(cwd)) == [], "a verb wrote into the working directory"
 
 
-def test_train_into_a_bucket_then_continue_there(gcs, pool, empty_cwd):  # noqa: F811
+@pytest.fixture(scope="module")
+def bucket_run(gcs, pool, tmp_path_factory):  # noqa: F811
+    """A 2-step `train` run whose workdir is gs://.../train_run (from a fresh, empty cwd)."""
+    cwd = tmp_path_factory.mktemp("cwd")
     run = f"{gcs}/train_run"
-    first = last_json(cli(empty_cwd, "train", "--workdir", run, *with_sets(*train_sets(pool, 2))))
+    first = last_json(cli(cwd, "train", "--workdir", run, *with_sets(*train_sets(pool, 2))))
     assert first["steps"] == 2 and first["resumed_from"] is None and first["checkpoints"] == f"{run}/checkpoints"
+    assert os.listdir(cwd) == []
+    return run
+
+
+def test_train_into_a_bucket_then_continue_there(bucket_run, pool, empty_cwd):  # noqa: F811
+    run = bucket_run
     second = last_json(cli(empty_cwd, "train", "--workdir", run, *with_sets(*train_sets(pool, 4))))
     assert second["steps"] == 4 and second["resumed_from"] == 2
     root = epath.Path(run)
@@ -75,3 +84,106 @@ def test_train_into_a_bucket_then_continue_there(gcs, pool, empty_cwd):  # noqa:
         assert checkpointer.restore_config(4)["train"]["num_steps"] == 4
     finally:
         checkpointer.close()
+
+
+@pytest.fixture(scope="module")
+def anchors(pool, tmp_path_factory):  # noqa: F811
+    """Two anchors of the pool, of stand-in MOS (the demo's), as `w2s-vqa anchors` makes them."""
+    import numpy as np
+
+    from w2s_vqa.demo.run import standin_mos
+    from w2s_vqa.score.anchors import AnchorSet
+    from w2s_vqa.store.format import VideoStore
+
+    out = tmp_path_factory.mktemp("anchors") / "anchors"
+    with VideoStore(pool / "store") as store:
+        mos = standin_mos(store.index)
+        pick = [int(np.argmin(mos)), int(np.argmax(mos))]
+        AnchorSet.from_store(store, store.index["id"].iloc[pick], mos[pick]).save(str(out))
+    return out
+
+
+def test_export_to_a_bucket_then_score_from_it(bucket_run, gcs, pool, anchors, empty_cwd, tmp_path):  # noqa: F811
+    out = f"{gcs}/exports/run"
+    env = {"W2S_VQA_REMOTE_CACHE": str(tmp_path / "remote_cache")}
+    done = cli(empty_cwd, "export", "--checkpoint", bucket_run, "--step", "2", "--out", out, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"exported to {out}:" in done.stdout
+    names = sorted(p.name for p in epath.Path(out).iterdir())
+    assert {"config.json", "w2s_vqa.json", "tokenizer.json"} <= set(names), names
+    assert json.loads((epath.Path(out) / "w2s_vqa.json").read_text())["checkpoint"] == bucket_run
+    # A second export into the same bucket folder is refused without --overwrite, as a local one is.
+    again = cli(empty_cwd, "export", "--checkpoint", bucket_run, "--out", out, env=env)
+    assert again.returncode == 2 and f"{out}: not empty; pass --overwrite" in again.stderr
+
+    scores = tmp_path / "scores.csv"
+    summary = last_json(cli(empty_cwd, "score", "--hf", out, "--anchors", str(anchors), "--inputs",
+                            str(pool / "store"), "--out", str(scores), "--set", "mesh.shape=(1,1,1)",
+                            "--set", "mesh.num_devices=1", env=env))
+    assert summary["videos"] == 8 and summary["skipped"] == 0
+    import pandas as pd
+
+    table = pd.read_csv(scores)
+    assert len(table) == 8 and table["score"].notna().all()
+    # The local copy the scorer read: the exported files, under the cache named, not the cwd.
+    copies = [d for d in os.listdir(tmp_path / "remote_cache") if not d.startswith(".")]
+    assert len(copies) == 1 and "config.json" in os.listdir(tmp_path / "remote_cache" / copies[0])
+
+
+def test_a_store_in_a_bucket_is_refused_in_one_line(gcs, empty_cwd):
+    from w2s_vqa.store.format import StoreError, VideoStore
+
+    with pytest.raises(StoreError, match=r"^gs://.*: a video store is ArrayRecord files, read by seeking in files on a "
+                                         r"file system; give a local disk or a mounted bucket \(gcsfuse, NFS\), not a "
+                                         r"URL$"):
+        VideoStore(f"{gcs}/pool/store")
+    done = cli(empty_cwd, "train", "--workdir", f"{gcs}/refused", "--set", f"data.store={gcs}/pool/store",
+               "--set", "data.pairs=/nonexistent.parquet")
+    assert done.returncode == 2
+    # gcsfs warns that the emulator has no credentials to read a bucket's type with; the rest is the one line.
+    lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("WARNING:gcsfs:")]
+    assert lines == [f"w2s-vqa train: error: {gcs}/pool/store: a video store is ArrayRecord files, read by seeking in "
+                     "files on a file system; give a local disk or a mounted bucket (gcsfuse, NFS), not a URL"], lines
+
+
+def test_a_url_without_an_installed_file_system_names_the_package(tmp_path):
+    from w2s_vqa import workdir
+
+    with pytest.raises(OSError, match=r"^s3://b/run: s3:// URLs need a file system package: pip install s3fs$"):
+        workdir.absolute("s3://b/run")
+    with pytest.raises(OSError, match=r"^ftp2://h/x: no file system serves ftp2:// URLs here"):
+        workdir.path("ftp2://h/x")
+    assert workdir.absolute("rel/dir") == os.path.abspath("rel/dir")  # local paths as os.path always made them
+
+
+def test_verbs_that_write_locally_refuse_a_url_in_one_line(empty_cwd):
+    done = cli(empty_cwd, "anchors", "--store", "/nonexistent", "--mos", "/nonexistent.csv", "--out", "gs://b/anchors")
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("w2s-vqa anchors: error: --out gs://b/anchors: `w2s-vqa anchors` writes to local "
+                                   "paths only; give a local folder or a mounted bucket (e.g. gcsfuse)")
+
+
+# os.path.abspath on a value that may be a URL makes gs://b/x the local folder "gs:/b/x". Where the
+# package still calls it, the value is local by construction: each entry says why.
+ABSPATH_ALLOWED = {
+    "config/schema.py": "the package's own configs/ folder (__file__)",
+    "config/files.py": "a config file's path against a traceback frame's, both local Python files",
+    "launch.py": "the repository's folder (__file__)",
+    "runtime.py": "a local compilation cache folder (URLs are returned before it)",
+    "workdir.py": "absolute(): the local branch, after the URL test",
+}
+
+
+def test_os_path_abspath_only_where_the_path_is_local():
+    package = os.path.join(REPO, "w2s_vqa")
+    found = {}
+    for folder, _, files in os.walk(package):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as f:
+                    lines = [i + 1 for i, line in enumerate(f) if re.search(r"os\.path\.abspath\(", line)]
+                if lines:
+                    found[os.path.relpath(path, package)] = lines
+    unexpected = {k: v for k, v in found.items() if k not in ABSPATH_ALLOWED}
+    assert not unexpected, f"os.path.abspath on paths that may be URLs (use w2s_vqa.workdir.absolute): {unexpected}"

@@ -385,7 +385,7 @@ def save_student(model: student_lib.Student, out_dir: str, *, tokenizer_dir: str
         return _save_student_to_url(model, workdir_lib.absolute(out_dir), tokenizer_dir=tokenizer_dir,
                                     overwrite=overwrite, max_shard_bytes=max_shard_bytes,
                                     extra_settings=extra_settings, data=data)
-    out_dir = os.path.abspath(os.fspath(out_dir))
+    out_dir = workdir_lib.absolute(os.fspath(out_dir))
     tokenizer_dir = os.fspath(tokenizer_dir)
     tokenizer = prompt.load_tokenizer(tokenizer_dir)  # Fails before anything is written.
     level_ids = prompt.level_token_ids(tokenizer)

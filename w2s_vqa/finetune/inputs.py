@@ -228,7 +228,7 @@ def split_config(base: ml_collections.ConfigDict, *, store: str, train_pairs: st
     c.evals[config_lib.SHORTHAND_EVAL] = config_lib.eval_entry(pairs=test_pairs)
     c.train.best_metric = ""
     c.train.num_steps = int(c.finetune.num_steps or c.train.num_steps)
-    c.train.init_from = os.path.abspath(checkpoint)
+    c.train.init_from = workdir_lib.absolute(checkpoint)
     c.train.init_step = str(int(step))
     c.train.init_optimizer = not bool(c.finetune.fresh_optimizer)
     return c

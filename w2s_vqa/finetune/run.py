@@ -83,7 +83,7 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     from w2s_vqa.store.format import ERRORS_FILE, VideoStore
     from w2s_vqa.store.prepare import prepare
 
-    workdir = os.path.abspath(workdir)
+    workdir = workdir_lib.absolute(workdir)
     ft = config.finetune
     check_inputs(config, workdir, splits=splits, anchors_k=anchors_k)
     splits = int(ft.splits if splits is None else splits)
@@ -94,7 +94,7 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     base = base_config(config, run_config)
     from w2s_vqa.train.checkpoint import checkpoint_directory
 
-    identity = {"checkpoint": os.path.abspath(checkpoint_directory(checkpoint)), "step": resolved, "set": set_name,
+    identity = {"checkpoint": workdir_lib.absolute(checkpoint_directory(checkpoint)), "step": resolved, "set": set_name,
                 "table_sha256": workdir_lib.file_digest(mos_table), "seed": int(config.seed),
                 "train_fraction": float(ft.train_fraction), "pairs_per_video": float(ft.pairs_per_video),
                 "spread": f"column {std_col}" if std_col else f"mos_std_fraction {float(ft.mos_std_fraction):g}",
@@ -153,7 +153,7 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str, step: int | 
     todo = [r for r in runs if not r.done and not bool(multihost.broadcast(os.path.exists(_scores_path(r, BEFORE))))]
     if todo:
         student, _, _ = load_checkpoint_student(checkpoint, resolved, mesh=mesh)
-        key = f"checkpoint:{os.path.abspath(checkpoint)}:step {resolved}"
+        key = f"checkpoint:{workdir_lib.absolute(checkpoint)}:step {resolved}"
         for run in todo:
             say(f"finetune split {run.index}: scoring {len(run.test_ids)} test videos with the weak-to-strong "
                 f"checkpoint (step {resolved})")
@@ -290,7 +290,7 @@ def _results(runs, workdir, set_name, checkpoint, step, splits, table, skipped, 
         if multihost.is_first() and os.path.exists(path):
             with open(path) as f:
                 per_split.append(json.load(f))
-    results = {"set": set_name, "checkpoint": os.path.abspath(checkpoint), "step": int(step),
+    results = {"set": set_name, "checkpoint": workdir_lib.absolute(checkpoint), "step": int(step),
                "videos": int(len(table) + len(skipped)), "videos_used": int(len(table)), "skipped": list(skipped),
                "settings": {k: v for k, v in identity.items() if k != "config"}, "splits_requested": int(splits),
                "splits_done": len(per_split),

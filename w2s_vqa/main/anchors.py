@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from w2s_vqa.main.common import json_line
+from w2s_vqa import workdir as workdir_lib
 
 
 def add_arguments(parser) -> None:
@@ -32,7 +33,7 @@ def run(args) -> int:
 
     anchors = build_anchor_set(args.store, args.mos, args.k, coverage=args.coverage)
     written = anchors.save(args.out, overwrite=args.overwrite)
-    out = os.path.abspath(args.out)
+    out = workdir_lib.absolute(args.out)
     print(f"{len(anchors)} anchors ({anchors.rule}):")
     for anchor_id, mos in zip(anchors.ids, anchors.mos):
         print(f"  {mos:10.4f}  {anchor_id}")

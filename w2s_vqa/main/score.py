@@ -64,7 +64,7 @@ def run(args) -> int:
 
     loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf and hub.resolve(args.hf, what="--hf"), step=args.step, mesh=mesh, config=config)
     anchors.check_student(loaded.student.cfg, loaded.settings)
-    out = os.path.abspath(args.out)
+    out = workdir_lib.absolute(args.out)
     work = args.work or (out[:-4] if out.lower().endswith(".csv") else out) + ".work"
     result = batch_lib.score_videos(loaded.student, loaded.prompt, anchors, args.inputs, mesh,
                                     batch_size=args.batch_size or None, mode=args.mode,
@@ -90,7 +90,7 @@ def run(args) -> int:
         print(f"scores:  {out}")
         print(f"skipped: {skipped_path}")
         print(json_line({"scores": out, "videos": len(table), "skipped": len(skipped), "scored_now": now,
-                          "mode": args.mode, "anchors": os.path.abspath(anchors.path), "seconds": round(seconds, 3),
+                          "mode": args.mode, "anchors": workdir_lib.absolute(anchors.path), "seconds": round(seconds, 3),
                           "videos_per_second": round(rate, 4), "skipped_list": skipped_path, "work": work}))
     if not len(table):
         print(f"w2s-vqa score: no video could be scored; see {skipped_path}", file=sys.stderr)

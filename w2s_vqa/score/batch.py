@@ -38,6 +38,7 @@ from w2s_vqa.models import student as student_lib
 from w2s_vqa.score.anchors import VIDEO_ARRAYS, AnchorSet
 from w2s_vqa.score.scorer import Scorer, ScoreError, score_table
 from w2s_vqa.store.format import STORE_FILE, VideoStore
+from w2s_vqa import workdir as workdir_lib
 
 # Files of a scoring work directory (resuming): the run's identity and one part per store shard.
 RUN_FILE = "run.json"
@@ -118,7 +119,7 @@ def _read_errors(store_dir: str) -> list[dict[str, str]]:
 
 def _identity(student_key: str, anchors: AnchorSet, store_path: str, prompt: prompt_lib.PairPrompt) -> dict[str, Any]:
     """What a work directory's parts depend on."""
-    return {"student": student_key, "anchors": anchors.digest(), "store": os.path.abspath(store_path),
+    return {"student": student_key, "anchors": anchors.digest(), "store": workdir_lib.absolute(store_path),
             "prompt": [int(i) for i in prompt.input_ids]}
 
 

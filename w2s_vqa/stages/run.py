@@ -67,7 +67,7 @@ class StageResult:
 
 
 def stage_dir(workdir: str, stage: int) -> str:
-    return os.path.join(os.path.abspath(workdir), STAGE_DIR.format(stage))
+    return os.path.join(workdir_lib.absolute(workdir), STAGE_DIR.format(stage))
 
 
 def stage_config(config, workdir: str, stage: int):
@@ -196,7 +196,7 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
 
     num_stages = int(config.stages.num_stages if num_stages is None else num_stages)
     check_config(config, num_stages)
-    workdir = os.path.abspath(workdir)
+    workdir = workdir_lib.absolute(workdir)
     first = multihost.is_first()
     check_workdir(config, workdir, allow=allow_config_change)
     multihost.barrier("stages.workdir")
