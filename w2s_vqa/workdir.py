@@ -149,6 +149,18 @@ def stamp(value: PathLike) -> int:
     return 0
 
 
+def read_parquet(source: PathLike, **kwargs):
+    """pandas.read_parquet of a local file, or of an object read through etils.epath: a
+    URL given to pandas goes to pyarrow's own file systems, whose GCS client looks for
+    credentials and endpoints of its own (it hangs on a host without them)."""
+    import pandas as pd
+
+    if is_local(source):
+        return pd.read_parquet(source, **kwargs)
+    with path(source).open("rb") as f:
+        return pd.read_parquet(f, **kwargs)
+
+
 def refuse_url(value: PathLike, what: str, why: str) -> None:
     """ValueError, one line, when `value` is a URL: `what` (e.g. "data.store") cannot be
     one, because `why`."""

@@ -22,12 +22,23 @@ from tests.train.conftest import pool  # noqa: F401  (the session's small real s
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def cli(cwd, *args, env=None, timeout=600) -> subprocess.CompletedProcess:
-    """`w2s-vqa ARGS` in a fresh process (this checkout's package) run in `cwd`."""
-    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
+def cli(cwd, *args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """`w2s-vqa ARGS` in a fresh process (this checkout's package) run in `cwd`. Past `timeout`
+    seconds the process is sent SIGABRT, so that faulthandler prints where each thread
+    waits, and the test fails with that."""
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "PYTHONFAULTHANDLER": "1",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "w2s_vqa.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    command = [sys.executable, "-m", "w2s_vqa.cli", *args]
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        out, err = process.communicate()
+        pytest.fail(f"w2s-vqa {args[0]} ran past {timeout} s:\n{err[-6000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 def last_json(done: subprocess.CompletedProcess) -> dict:
@@ -187,3 +198,39 @@ def test_os_path_abspath_only_where_the_path_is_local():
                     found[os.path.relpath(path, package)] = lines
     unexpected = {k: v for k, v in found.items() if k not in ABSPATH_ALLOWED}
     assert not unexpected, f"os.path.abspath on paths that may be URLs (use w2s_vqa.workdir.absolute): {unexpected}"
+
+
+def test_two_stages_in_a_bucket_workdir_then_a_rerun_finds_them_done(gcs, pool, anchors, empty_cwd, tmp_path):  # noqa: F811
+    """`stages --stages 2` with W = gs://...: stage 1 trains into W/stage_1, relabeling scores the
+    pool into W/stage_1/relabel, stage 2 trains on W/stage_2/pairs_train.parquet from stage 1's
+    checkpoint in the bucket; the same command again finds every step done there."""
+    from w2s_vqa.labels import weak_teachers
+    from w2s_vqa.store.format import VideoStore
+
+    with VideoStore(pool / "store") as store:
+        weak_teachers.score_store(store).to_csv(tmp_path / "teachers.csv", index=False)
+    run = f"{gcs}/stages_run"
+    sets = with_sets(*train_sets(pool, 2), "stages.num_steps=2", "train.checkpoint_every=2", "stages.val_fraction=0.0",
+                     "stages.new_pairs=6", "stages.synthetic_per_kind=2", "stages.gmad_levels=2",
+                     f"stages.anchors={anchors}", f"stages.teachers={tmp_path / 'teachers.csv'}")
+    summary = last_json(cli(empty_cwd, "stages", "--workdir", run, "--stages", "2", *sets))
+    assert summary["workdir"] == run and summary["stopped"] is None
+    assert [(s["stage"], s["steps"]) for s in summary["stages"]] == [(1, 2), (2, 2)]
+    assert summary["stages"][1]["pairs"] == f"{run}/stage_2/pairs_train.parquet"
+    root = epath.Path(run)
+    for name in ("stages.json", "results.json", "results.md", "stage_1/relabel/report.json",
+                 "stage_1/relabel/new_pairs.parquet", "stage_2/pairs_train.parquet", "stage_2/metrics.jsonl"):
+        assert (root / name).exists(), name
+    assert sorted(p.name for p in (root / "stage_2" / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+    import pandas as pd
+
+    from w2s_vqa.labels import pair_table
+
+    pairs = pair_table.read_pairs(f"{run}/stage_2/pairs_train.parquet")
+    stage_1 = pd.read_parquet(pool / "pairs.parquet")
+    report = json.loads((root / "stage_1/relabel/report.json").read_text())
+    assert len(pairs) == len(stage_1) + report["pairs"] and report["pairs"] > 0
+    again = last_json(cli(empty_cwd, "stages", "--workdir", run, "--stages", "2", *sets))
+    assert again["stopped"] is None
+    results = json.loads((root / "results.json").read_text())
+    assert [s["trained_now"] for s in results["stages"]] == [False, False]  # both found finished in the bucket
