@@ -53,7 +53,13 @@ def _refuse_url_outputs(args: argparse.Namespace) -> None:
     otherwise become a local folder named "gs:"."""
     for option in ("out", "workdir"):
         value = getattr(args, option, None)
-        if option in URL_OUTPUTS.get(args.verb, ()) or (args.verb == "prepare" and getattr(args, "runner", None)):
+        if args.verb == "prepare" and getattr(args, "runner", None):
+            continue
+        if option in URL_OUTPUTS.get(args.verb, ()):
+            if isinstance(value, str):
+                from w2s_vqa import workdir  # etils.epath, no JAX
+
+                workdir.check_url(value)  # a scheme without its file system: one line naming the package
             continue
         if isinstance(value, str) and _URL.match(value):
             raise ValueError(f"--{option} {value}: `w2s-vqa {args.verb}` writes to local paths only; give a local "
