@@ -27,7 +27,7 @@ GCS_BUCKET = "w2s-vqa-test"  # the bucket the gcs fixture creates
 
 @pytest.fixture(scope="session")
 def gcs():
-    """A GCS emulator (gcp-storage-emulator, in memory) on 127.0.0.1 at a free port, in a
+    """A GCS emulator (gcp-storage-emulator, in memory, tests/io/gcs_emulator.py) on 127.0.0.1 at a free port, in a
     process of its own, with the bucket GCS_BUCKET; yields "gs://GCS_BUCKET".
 
     While it runs, STORAGE_EMULATOR_HOST (read by gcsfs, hence etils.epath, and by
@@ -43,9 +43,15 @@ def gcs():
     with socket.socket() as s:  # a port free now; the emulator binds it next
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+    # tests/io/gcs_emulator.py: the emulator with the generation headers tensorstore reads. Its
+    # log goes to a file: a pipe nobody reads fills up and stops the server mid-request.
+    import tempfile
+
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen([sys.executable, "-m", "tests.io.gcs_emulator", "start", "--host", "127.0.0.1",
                                "--port", str(port), "--in-memory", "--default-bucket", GCS_BUCKET, "--quiet"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=log,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -55,7 +61,9 @@ def gcs():
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
-                pytest.fail(f"the GCS emulator did not start on {url}: {server.communicate()[1].decode()[-2000:]}")
+                server.wait()
+                log.seek(0)
+                pytest.fail(f"the GCS emulator did not start on {url}: {log.read().decode()[-2000:]}")
             time.sleep(0.2)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("STORAGE_EMULATOR_HOST", url)
@@ -70,3 +78,4 @@ def gcs():
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+            log.close()

@@ -29,7 +29,7 @@ ALLOWED = {
     "runtime": set(),
     "workdir": set(),  # run plumbing (atomic writes, digests, one run per directory): the bottom
     "multihost": set(),  # joining processes, barriers, broadcasts, gathers: JAX alone
-    "hub": set(),  # Hugging Face hub ids -> local snapshot directories
+    "hub": {"workdir"},  # Hugging Face hub ids and bucket directories -> local directories
     "progress": set(),
     "tables": set(),  # reading user-made text tables
     "prompt": set(),
@@ -53,7 +53,7 @@ ALLOWED = {
     "bench": BASE | MIDDLE | UPPER,
     "main": BASE | MIDDLE | UPPER | {"demo", "stages", "finetune", "bench", "report"},
     "launch": set(),  # runs where the package is not installed: the standard library only
-    "cli": {"runtime"},  # reaches w2s_vqa.main through importlib, by verb name; keeps JAX off an idle libtpu
+    "cli": {"runtime", "workdir"},  # reaches w2s_vqa.main through importlib, by verb name; keeps JAX off an idle libtpu
 }
 # module -> parts it may import besides its part's row. score.student_source loads a student
 # for scoring from a training checkpoint (train.checkpoint.load_checkpoint_student); train

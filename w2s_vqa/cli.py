@@ -42,13 +42,26 @@ VERBS: dict[str, tuple[str, str]] = {
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+# The verbs whose --out / --workdir may be a URL (gs://..., through w2s_vqa.workdir / etils.epath
+# and Orbax): docs/2026-12-cloud-storage.md. `prepare --runner` writes through Beam's FileSystems.
+URL_OUTPUTS = {"train": ("workdir",), "export": ("out",), "stages": ("workdir",)}
+
+
 def _refuse_url_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before any work, an output folder given as a URL: the verbs write their outputs
-    through local paths (a bucket mounted with gcsfuse works), and a URL would otherwise become
-    a local folder named "gs:". `prepare --runner` writes through Beam's FileSystems, which take URLs."""
+    """Refuse, before any work, an output folder given as a URL to a verb that writes it
+    through local paths only (a bucket mounted with gcsfuse works), where a URL would
+    otherwise become a local folder named "gs:"."""
     for option in ("out", "workdir"):
         value = getattr(args, option, None)
-        if isinstance(value, str) and _URL.match(value) and not (args.verb == "prepare" and getattr(args, "runner", None)):
+        if args.verb == "prepare" and getattr(args, "runner", None):
+            continue
+        if option in URL_OUTPUTS.get(args.verb, ()):
+            if isinstance(value, str):
+                from w2s_vqa import workdir  # etils.epath, no JAX
+
+                workdir.check_url(value)  # a scheme without its file system: one line naming the package
+            continue
+        if isinstance(value, str) and _URL.match(value):
             raise ValueError(f"--{option} {value}: `w2s-vqa {args.verb}` writes to local paths only; give a local "
                              "folder or a mounted bucket (e.g. gcsfuse)")
 

@@ -4,8 +4,11 @@
 directory or a hub id. `resolve` turns a hub id into the local
 snapshot directory that `huggingface_hub.snapshot_download` fills (HF_HOME / HF_HUB_CACHE
 say where, HF_HUB_OFFLINE=1 reads the cache only, HF_TOKEN or `hf auth login` open private
-and gated repos), fetching only the files the student reads (`ALLOW_PATTERNS`). A local
-directory, a path that exists, and a URL (gs://...) are returned unchanged.
+and gated repos), fetching only the files the student reads (`ALLOW_PATTERNS`). A bucket
+directory (gs://..., any URL etils.epath serves) is copied, the same files only, to a local
+cache (`remote_cache_dir()`; w2s_vqa.workdir.local_copy: downloaded again only when an
+object changed), because transformers' tokenizer and safetensors read local files. A local
+directory or a path that exists is returned unchanged.
 
 Several processes: every process resolves for itself, before jax.distributed joins them.
 On a pod each host keeps its own cache (its boot disk, or a shared HF_HOME), and the
@@ -53,6 +56,8 @@ def resolve(value: str, *, what: str = "model directory") -> str:
     the cache lacks the snapshot; ImportError naming the package when huggingface_hub is
     not installed.
     """
+    if value and "://" in value:
+        return _bucket_copy(value, what)
     parsed = parse_hub_id(value)
     if parsed is None:
         return value
@@ -76,3 +81,30 @@ def resolve(value: str, *, what: str = "model directory") -> str:
         raise ValueError(f"{what}: {value!r} is not a local directory, and the Hugging Face cache "
                          f"{constants.HF_HUB_CACHE} holds no complete snapshot of {name} ({offline}): "
                          f"download it on a machine with network or give a directory") from None
+
+
+def remote_cache_dir() -> str:
+    """Where bucket model directories are copied: $W2S_VQA_REMOTE_CACHE, else
+    $XDG_CACHE_HOME/w2s-vqa/models (~/.cache/w2s-vqa/models by the XDG default)."""
+    if os.environ.get("W2S_VQA_REMOTE_CACHE"):
+        return os.environ["W2S_VQA_REMOTE_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "w2s-vqa", "models")
+
+
+def _bucket_copy(url: str, what: str) -> str:
+    """The local copy of the model directory `url` (workdir.local_copy). The processes of a
+    host share the copy: a file lock (filelock, which huggingface_hub brings) lets one
+    download while the others wait, then find it complete. Raises FileNotFoundError naming
+    `what` when `url` holds no model file, OSError when no file system serves its scheme."""
+    import filelock
+
+    from w2s_vqa import workdir
+
+    root = remote_cache_dir()
+    os.makedirs(root, exist_ok=True)
+    with filelock.FileLock(os.path.join(root, ".lock")):
+        try:
+            return workdir.local_copy(url, root, patterns=ALLOW_PATTERNS)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{what}: {e}") from None

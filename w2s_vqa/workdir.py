@@ -12,6 +12,12 @@ Atomic writes, by kind of path:
 - an object store (gs://, s3://): rename is a copy there, not atomic. The final object
   is written directly: an object appears whole when its upload completes and readers
   see the previous version until then, which is what the rename gives locally.
+  A directory of several objects (an export) is uploaded with one object written last
+  (`upload_dir`'s `last`), whose presence says the others are complete.
+
+A URL whose scheme has no file system installed here is refused in one line naming the
+package to install (`check_url`); `absolute` is what a verb records of a path it was
+given: a local path made absolute, a URL as it is.
 
 Nothing here imports JAX or the package's other modules (the bottom layer).
 """
@@ -43,14 +49,185 @@ TEMP_SUFFIX = ".tmp"
 PathLike = str | os.PathLike
 
 
+# The URL schemes etils.epath serves (through fsspec), and the package each needs.
+FILESYSTEM_PACKAGES = {"gs": "gcsfs", "s3": "s3fs", "az": "adlfs", "hf": "huggingface_hub"}
+
+
 def path(value: PathLike) -> epath.Path:
-    """`value` as an epath.Path: a local path, or an object store URL (gs://...)."""
+    """`value` as an epath.Path: a local path, or an object store URL (gs://...). Raises
+    OSError, one line, for a URL no installed file system serves (`check_url`)."""
+    check_url(value)
     return epath.Path(value)
 
 
 def is_local(value: PathLike) -> bool:
     """Whether `value` names a file on a local (or mounted) file system, not a URL."""
     return "://" not in os.fspath(value)
+
+
+def scheme(value: PathLike) -> str | None:
+    """The URL scheme of `value` ("gs" for gs://b/x), None for a local path."""
+    text = os.fspath(value)
+    return text.split("://", 1)[0].lower() if "://" in text else None
+
+
+_checked: set[str] = set()
+
+
+def check_url(value: PathLike) -> None:
+    """Nothing for a local path or a URL whose file system is installed; OSError, one line,
+    naming the package to install (gs:// -> gcsfs, s3:// -> s3fs, ...) or the schemes
+    served, otherwise."""
+    name = scheme(value)
+    if name is None or name in _checked:
+        return
+    package = FILESYSTEM_PACKAGES.get(name)
+    if package is None:
+        raise OSError(f"{os.fspath(value)}: no file system serves {name}:// URLs here (served: "
+                      f"{', '.join(s + '://' for s in FILESYSTEM_PACKAGES)}, through etils.epath and fsspec)")
+    import fsspec
+
+    try:
+        fsspec.get_filesystem_class(name)
+    except (ImportError, ValueError):
+        raise OSError(f"{os.fspath(value)}: {name}:// URLs need a file system package: pip install {package}") from None
+    _checked.add(name)
+
+
+def absolute(value: PathLike) -> str:
+    """`value` as a verb records it: a local path made absolute (os.path.abspath), a URL
+    as given (checked by `check_url`, without a trailing "/")."""
+    text = os.fspath(value)
+    if is_local(text):
+        return os.path.abspath(text)
+    check_url(text)
+    return text.rstrip("/") if not text.endswith("://") else text
+
+
+def join(base: PathLike, *parts: str) -> str:
+    """`base`/`parts` as a string: os.path.join for a local path, "/" for a URL."""
+    text = os.fspath(base)
+    if is_local(text):
+        return os.path.join(text, *parts)
+    return "/".join([text.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def isdir(value: PathLike) -> bool:
+    """Whether `value` is a directory (on an object store: a prefix holding objects)."""
+    return path(value).is_dir()
+
+
+def makedirs(value: PathLike) -> None:
+    """Create the directory `value` and its parents (on an object store: nothing to
+    create; an object's "folders" exist as its name's prefix)."""
+    if is_local(value):
+        os.makedirs(os.fspath(value), exist_ok=True)
+    else:
+        check_url(value)
+
+
+def listdir(value: PathLike) -> list[str]:
+    """The names in directory `value`, sorted ([] for one that does not exist)."""
+    p = path(value)
+    return sorted(child.name for child in p.iterdir()) if p.is_dir() else []
+
+
+def stamp(value: PathLike) -> int:
+    """What changes when `value` is written again: a local file's or folder's modification
+    time (ns); for an object store URL, the checksum fsspec gives of the object, or of a
+    folder's Orbax step record (_CHECKPOINT_METADATA, written last in a step; folders
+    themselves have no time there); 0 when there is neither."""
+    text = os.fspath(value)
+    if is_local(text):
+        return os.stat(text).st_mtime_ns if os.path.exists(text) else 0
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(absolute(text))
+    for candidate in (root, root.rstrip("/") + "/_CHECKPOINT_METADATA"):
+        if fs.isfile(candidate):
+            return int(fs.checksum(candidate))
+    return 0
+
+
+def read_parquet(source: PathLike, **kwargs):
+    """pandas.read_parquet of a local file, or of an object read through etils.epath: a
+    URL given to pandas goes to pyarrow's own file systems, whose GCS client looks for
+    credentials and endpoints of its own (it hangs on a host without them)."""
+    import pandas as pd
+
+    if is_local(source):
+        return pd.read_parquet(source, **kwargs)
+    with path(source).open("rb") as f:
+        return pd.read_parquet(f, **kwargs)
+
+
+def refuse_url(value: PathLike, what: str, why: str) -> None:
+    """ValueError, one line, when `value` is a URL: `what` (e.g. "data.store") cannot be
+    one, because `why`."""
+    if not is_local(value):
+        raise ValueError(f"{what} {os.fspath(value)}: {why}")
+
+
+def upload_dir(local_dir: PathLike, url: PathLike, *, last: str | None = None) -> list[str]:
+    """Copy the files of `local_dir` (recursively) to the directory `url`, the file named
+    `last` (relative to `local_dir`) after all the others, so that a reader that finds
+    `last` finds the whole directory. Returns the names copied, relative, sorted."""
+    root = os.fspath(local_dir)
+    names = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files)
+    order = [n for n in names if n != last] + ([last] if last in names else [])
+    for name in order:
+        target = path(join(url, *name.split(os.sep)))
+        with open(os.path.join(root, name), "rb") as source, target.open("wb") as f:
+            while chunk := source.read(1 << 24):
+                f.write(chunk)
+    return names
+
+
+def remove_tree(value: PathLike) -> None:
+    """Delete the directory `value` and everything in it (nothing when it does not exist)."""
+    p = path(value)
+    if p.exists():
+        p.rmtree()
+
+
+def local_copy(url: PathLike, cache_root: PathLike, *, patterns: tuple[str, ...] = ("*",)) -> str:
+    """A local directory holding the files of the directory `url` whose names match an
+    fnmatch pattern (its top level only): for libraries that read local files (transformers'
+    tokenizer, safetensors). Kept under `cache_root`, in a folder named by the URL's digest,
+    with a record of each object's checksum (fsspec's): a later call downloads again only
+    when an object changed, so the copy keeps its file times (and what is keyed on them).
+    Raises FileNotFoundError when `url` holds no matching file."""
+    import fsspec
+
+    text = absolute(url)
+    fs, root = fsspec.core.url_to_fs(text)
+    entries = {os.path.basename(e["name"].rstrip("/")): e for e in fs.ls(root, detail=True)
+               if e.get("type") == "file"} if fs.isdir(root) else {}
+    wanted = {n: e for n, e in entries.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+    if not wanted:
+        raise FileNotFoundError(f"{text}: no such directory, or it holds no model file ({', '.join(patterns)})")
+    sums = {n: str(fs.checksum(e["name"])) for n, e in sorted(wanted.items())}
+    target = os.path.join(os.fspath(cache_root), hashlib.sha256(text.encode()).hexdigest()[:16])
+    record = os.path.join(target, ".source.json")
+    if os.path.exists(record) and read_json(record) == {"url": text, "checksums": sums}:
+        return target
+    staging = f"{target}.staging-{os.getpid()}"
+    import shutil
+
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    try:
+        for name, entry in wanted.items():
+            fs.get_file(entry["name"], os.path.join(staging, name))
+        write_json(os.path.join(staging, ".source.json"), {"url": text, "checksums": sums})
+        old = f"{target}.old-{os.getpid()}"
+        if os.path.exists(target):
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _temp(value: PathLike) -> str:

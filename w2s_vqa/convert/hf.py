@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.convert import export_files
 from w2s_vqa.convert.hf_keys import IDENTITY, MODEL_KEYS, MOTION_KEYS, Transform, canonical_name, disk_name
 # The file names live in the JAX-free export_files, which the PyTorch scorer reads.
@@ -75,7 +76,6 @@ def weight_files(hf_dir: str, problems: list[str]) -> dict[str, list[str]]:
     whose header cannot be read (truncated, not safetensors), are problems."""
     index_path = os.path.join(hf_dir, WEIGHTS_INDEX)
     single = os.path.join(hf_dir, WEIGHTS_FILE)
-    from safetensors import safe_open
 
     if os.path.exists(index_path):
         with open(index_path) as f:
@@ -388,7 +388,11 @@ def save_student(model: student_lib.Student, out_dir: str, *, tokenizer_dir: str
     """
     from w2s_vqa import prompt
 
-    out_dir = os.path.abspath(os.fspath(out_dir))
+    if not workdir_lib.is_local(out_dir):
+        return _save_student_to_url(model, workdir_lib.absolute(out_dir), tokenizer_dir=tokenizer_dir,
+                                    overwrite=overwrite, max_shard_bytes=max_shard_bytes,
+                                    extra_settings=extra_settings, data=data)
+    out_dir = workdir_lib.absolute(os.fspath(out_dir))
     tokenizer_dir = os.fspath(tokenizer_dir)
     tokenizer = prompt.load_tokenizer(tokenizer_dir)  # Fails before anything is written.
     level_ids = prompt.level_token_ids(tokenizer)
@@ -407,6 +411,27 @@ def save_student(model: student_lib.Student, out_dir: str, *, tokenizer_dir: str
         _swap_in(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
+def _save_student_to_url(model, url: str, *, overwrite: bool, **kwargs) -> list[str]:
+    """save_student into a bucket directory (gs://...): the export is written to a local
+    temporary directory, then uploaded with config.json last (workdir.upload_dir): an
+    object store has no directory rename, and a directory without config.json is no model
+    directory to a reader, so a reader never takes a half-uploaded export for one. With
+    `overwrite`, the old objects are deleted first (config.json first, for the same reason)."""
+    import tempfile
+
+    if workdir_lib.listdir(url):
+        if not overwrite:
+            raise FileExistsError(f"{url}: not empty; pass --overwrite to replace its contents")
+        old_config = workdir_lib.path(workdir_lib.join(url, CONFIG_FILE))
+        if old_config.exists():
+            old_config.unlink()
+        workdir_lib.remove_tree(url)
+    with tempfile.TemporaryDirectory(prefix="w2s_vqa_export_") as local:
+        written = save_student(model, os.path.join(local, "export"), overwrite=False, **kwargs)
+        workdir_lib.upload_dir(os.path.join(local, "export"), url, last=CONFIG_FILE)
     return written
 
 

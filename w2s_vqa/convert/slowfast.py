@@ -183,10 +183,10 @@ def convert(checkpoint: str | os.PathLike, out: str | os.PathLike, *, trust_pick
         raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
     state = read_checkpoint(checkpoint, trust_pickle=trust_pickle)
     tensors = fast_pathway_tensors(state, checkpoint)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    os.makedirs(os.path.dirname(workdir_lib.absolute(out)), exist_ok=True)
     workdir_lib.write_bytes(out, save(tensors, metadata={"format": "w2s_vqa.slowfast_fast_pathway",
                                                          "source": os.path.basename(checkpoint),
                                                          "batch_norm_eps": repr(slowfast.BN_EPS)}))
-    return {"out": os.path.abspath(out), "tensors": len(tensors),
+    return {"out": workdir_lib.absolute(out), "tensors": len(tensors),
             "parameters": int(sum(t.size for t in tensors.values())),
             "skipped": sum(1 for key in state if _unused(key) is not None)}

@@ -32,6 +32,7 @@ from w2s_vqa import video, workdir
 from w2s_vqa.curate.metrics import METRICS, MetricSettings, video_metrics
 from w2s_vqa.store.format import INDEX_FILE, STORE_FILE, StoreError
 from w2s_vqa.store.sources import Source, find_sources
+from w2s_vqa import workdir as workdir_lib
 
 RECORD_FILE = "curate_metrics.json"
 TABLE_FILE = "metrics.parquet"
@@ -89,7 +90,7 @@ def measure_part(sources: Sequence[Source], settings: MetricSettings) -> dict[st
             skipped.append({"id": source.id, "path": source.path, "reason": str(e).replace(f"{source.path}: ", "")})
             continue
         # Absolute: the selection made from this table is a manifest read from another folder.
-        rows.append({"id": source.id, "source_id": source.source_id, "path": os.path.abspath(source.path), **values})
+        rows.append({"id": source.id, "source_id": source.source_id, "path": workdir_lib.absolute(source.path), **values})
     return {"rows": rows, "skipped": skipped}
 
 

@@ -64,6 +64,7 @@ from w2s_vqa.datasets import metadata as metadata_lib
 from w2s_vqa.datasets.metadata import SETS
 from w2s_vqa.datasets.official_table import MetadataError
 from w2s_vqa.store.settings import CONFIG_FIELDS, Settings
+from w2s_vqa import workdir as workdir_lib
 
 VERSION = tfds.core.Version("1.0.0")
 SPLIT = "test"
@@ -313,7 +314,7 @@ class EvalSetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             reasons = "; ".join(f"{s['video']}: {s['reason']}" for s in skipped[:5])
             raise DatasetError(f"{self.name}: none of the {len(skipped)} videos in {root} could be decoded ({reasons})")
         self.info.metadata.update({
-            "set": self.name, "subset": self.builder_config.subset, "manual_root": os.path.abspath(root),
+            "set": self.name, "subset": self.builder_config.subset, "manual_root": workdir_lib.absolute(root),
             "settings": settings.to_json(), "index": index, "skipped": skipped,
             "source_digest": metadata_lib.selection_digest(chosen),
         })

@@ -37,6 +37,7 @@ from w2s_vqa.datasets.official_table import (MetadataError, MissingVideosError, 
                                              find_column, loose_name, parse_numbers, problem_report, read_table,
                                              require_file, with_extension)
 from w2s_vqa.tables import read_csv
+from w2s_vqa import workdir as workdir_lib
 
 # The lists shipped in the package: the paper's exact subsets (lists/README.md).
 LISTS_PACKAGE = "w2s_vqa.datasets"
@@ -400,7 +401,7 @@ def select(name: str, root: str, subset: str) -> pd.DataFrame:
     else:
         chosen = official.copy()
         chosen["paper_mos"] = np.nan
-    chosen["path"] = [os.path.join(os.path.abspath(root), *v.split("/")) for v in chosen["video"]]
+    chosen["path"] = [os.path.join(workdir_lib.absolute(root), *v.split("/")) for v in chosen["video"]]
     missing = [k for k, p in zip(chosen["key"], chosen["path"]) if not os.path.isfile(p)]
     if missing:
         where = {k: v for k, v in zip(chosen["key"], chosen["video"])}

@@ -68,7 +68,6 @@ pairs and demo.json are rebuilt (seconds).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -255,7 +254,7 @@ def build_demo(config, out_dir: str, *, workers: int = 1, num_sources: int | Non
     `num_sources` draws that many of the planned sources (all by default);
     `distortions` overrides `demo_distortions(config)`; `workers` is prepare's.
     """
-    out_dir = os.path.abspath(out_dir)
+    out_dir = workdir_lib.absolute(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     spec = demo_distortions(config) if distortions is None else distortions
     paths = {name: os.path.join(out_dir, file) for name, file in (

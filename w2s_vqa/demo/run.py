@@ -138,7 +138,7 @@ def run_demo(config, out_dir: str, *, workers: int = 2, num_sources: int | None 
 
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     start = time.time()
-    out_dir = os.path.abspath(out_dir)
+    out_dir = workdir_lib.absolute(out_dir)
     data = demo_data.build_demo(config, os.path.join(out_dir, "data"), workers=workers, num_sources=num_sources)
     paths = data["paths"]
     with VideoStore(paths["store"]) as store:

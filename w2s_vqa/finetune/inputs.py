@@ -227,7 +227,7 @@ def hf_base_config(config: ml_collections.ConfigDict, hf_dir: str) -> ml_collect
         raise FileNotFoundError(f"{hf_dir}: no such model directory (--hf names a Hugging Face, export or "
                                 "released llava_qwen directory)")
     config = config.copy_and_resolve_references()
-    config.model.hf_dir = os.path.abspath(hf_dir)
+    config.model.hf_dir = workdir_lib.absolute(hf_dir)
     recorded = export_files.read_settings(hf_dir)
     if recorded:
         Settings.from_json(recorded).apply_to(config)
@@ -250,7 +250,7 @@ def split_config(base: ml_collections.ConfigDict, *, store: str, train_pairs: st
     c.train.best_metric = ""
     c.train.num_steps = int(c.finetune.num_steps or c.train.num_steps)
     if checkpoint is not None:
-        c.train.init_from = os.path.abspath(checkpoint)
+        c.train.init_from = workdir_lib.absolute(checkpoint)
         c.train.init_step = str(int(step))
         c.train.init_optimizer = not bool(c.finetune.fresh_optimizer)
     return c

@@ -89,7 +89,7 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str | None, step:
     from w2s_vqa.store.format import ERRORS_FILE, VideoStore
     from w2s_vqa.store.prepare import prepare
 
-    workdir = os.path.abspath(workdir)
+    workdir = workdir_lib.absolute(workdir)
     ft = config.finetune
     check_inputs(config, workdir, splits=splits, anchors_k=anchors_k)
     splits = int(ft.splits if splits is None else splits)
@@ -102,15 +102,15 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str | None, step:
                          f"hf_dir={hf_dir!r})")
     if hf_dir is not None:
         resolved, base = None, hf_base_config(config, hf_dir)
-        source = {"checkpoint": None, "step": None, "hf": os.path.abspath(hf_dir)}
+        source = {"checkpoint": None, "step": None, "hf": workdir_lib.absolute(hf_dir)}
         started = source
     else:
         from w2s_vqa.train.checkpoint import checkpoint_directory
 
         resolved, run_config = resolve_checkpoint(checkpoint, step)
         base = base_config(config, run_config)
-        source = {"checkpoint": os.path.abspath(checkpoint_directory(checkpoint)), "step": resolved, "hf": None}
-        started = {"checkpoint": os.path.abspath(checkpoint), "step": int(resolved), "hf": None}
+        source = {"checkpoint": workdir_lib.absolute(checkpoint_directory(checkpoint)), "step": resolved, "hf": None}
+        started = {"checkpoint": workdir_lib.absolute(checkpoint), "step": int(resolved), "hf": None}
     # The mesh, and whether the global batch divides over it: before anything is decoded or recorded.
     mesh = sharding_lib.mesh_from_config(base)
     check_batch(base, mesh)
@@ -181,7 +181,7 @@ def finetune(config: ml_collections.ConfigDict, *, checkpoint: str | None, step:
             student, key = loaded.student, loaded.key
         else:
             student, _, _ = load_checkpoint_student(checkpoint, resolved, mesh=mesh)
-            key = f"checkpoint:{os.path.abspath(checkpoint)}:step {resolved}"
+            key = f"checkpoint:{workdir_lib.absolute(checkpoint)}:step {resolved}"
         for run in todo:
             say(f"finetune split {run.index}: scoring {len(run.test_ids)} test videos with the student to start "
                 f"from ({start})")

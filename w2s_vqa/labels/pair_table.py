@@ -28,6 +28,7 @@ from typing import Collection, Sequence
 import numpy as np
 import pandas as pd
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.labels import origins
 from w2s_vqa.prompt import LEVELS
 from w2s_vqa.tables import MAX_EXAMPLES, ProblemReport, read_csv, read_jsonl
@@ -174,6 +175,16 @@ def write_pairs(pairs: pd.DataFrame, path: str | os.PathLike) -> None:
     validate_pair_table(pairs)
     table = canonical(pairs)
     kind = _format(path)
+    if not workdir_lib.is_local(path):  # an object store: the final object written whole (w2s_vqa.workdir)
+        with workdir_lib.atomic_open(path, "wb" if kind == "parquet" else "w") as f:
+            if kind == "parquet":
+                table.to_parquet(f, index=False)
+            elif kind == "csv":
+                table.to_csv(f, index=False)
+            else:
+                records = table.astype(object).where(table.notna(), None).to_dict("records")
+                f.writelines(json.dumps(record) + "\n" for record in records)
+        return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     if kind == "parquet":
         table.to_parquet(path, index=False)
@@ -199,12 +210,15 @@ def read_pairs(path: str | os.PathLike, *, known_ids: Collection[str] | None = N
     if not path.strip():
         raise PairTableError("no pair table given (the path is empty)")
     kind = _format(path)
-    if not os.path.exists(path):
+    if not workdir_lib.exists(path):
         raise FileNotFoundError(f"{path}: no such pair table")
+    if kind != "parquet":  # text tables are read through w2s_vqa.tables, from local files
+        workdir_lib.refuse_url(path, "pair table", "CSV and JSON-lines tables are read from local files; "
+                                                   "give a local path or a Parquet table")
     text_columns = {c: str for c, t in _DTYPES.items() if t == "str"}
     rows = None
     if kind == "parquet":
-        table = pd.read_parquet(path)
+        table = workdir_lib.read_parquet(path)
     elif kind == "csv":
         # Text, only empty cells missing: a video id such as "NA" stays an id.
         table = read_csv(path, what="pair table", error=PairTableError, columns=tuple(_DTYPES))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from w2s_vqa.main.common import json_line
+from w2s_vqa import workdir as workdir_lib
 
 
 def add_arguments(parser) -> None:
@@ -38,7 +39,7 @@ def run(args) -> int:
     for note in notes:
         print(f"w2s-vqa anchors: warning: {note}", file=sys.stderr)
     written = anchors.save(args.out, overwrite=args.overwrite)
-    out = os.path.abspath(args.out)
+    out = workdir_lib.absolute(args.out)
     print(f"{len(anchors)} anchors ({anchors.rule}):")
     for anchor_id, mos in zip(anchors.ids, anchors.mos):
         print(f"  {mos:10.4f}  {anchor_id}")

@@ -45,6 +45,7 @@ import os
 import sys
 
 from w2s_vqa.main.common import add_config_arguments, finite, json_line, load_config, non_negative_int
+from w2s_vqa import workdir as workdir_lib
 
 
 def add_arguments(parser) -> None:
@@ -135,12 +136,12 @@ def _score_set_function(args, config):
     anchors.check_student(loaded.student.cfg, loaded.settings)
     # One Scorer for every set: the anchors' tokens and matrix, and the compiled step, once.
     scorer = Scorer(loaded.student, loaded.prompt, anchors, mesh, batch_size=args.batch_size or None)
-    work_root = os.path.join(os.path.abspath(args.out), "work")
+    work_root = os.path.join(workdir_lib.absolute(args.out), "work")
     # Folder sets are decoded into work/<set>/store; TFDS sets (--sets) are scored from their records.
     score_set = evaluate.student_score_set(scorer, work_root, loaded.run_config or config, mode=args.mode,
                                            student_key=loaded.key, workers=args.workers, progress=True,
                                            images=args.images)
-    return score_set, {"student": loaded.key, "anchors": os.path.abspath(args.anchors), "mode": args.mode}
+    return score_set, {"student": loaded.key, "anchors": workdir_lib.absolute(args.anchors), "mode": args.mode}
 
 
 def run(args) -> int:
@@ -179,7 +180,7 @@ def run(args) -> int:
 
         first = jax.process_index() == 0
     with collect_notes() as notes:  # sets none of whose videos a teacher table names
-        out = evaluate.run_eval(sets, os.path.abspath(args.out), score_set=score_set, teacher_scores=teacher_scores,
+        out = evaluate.run_eval(sets, workdir_lib.absolute(args.out), score_set=score_set, teacher_scores=teacher_scores,
                                 bootstrap=args.bootstrap, seed=args.seed, write=first,
                                 teacher_source=", ".join(args.teachers), subsets=args.allow_subsets)
     if not first:
@@ -206,7 +207,7 @@ def run(args) -> int:
         print(f"... {len(failed) - 10} more in {paths['skipped']}")
     print(f"tables:  {paths['markdown']}\nresults: {paths['json']}\n"
           f"plots:   {os.path.dirname(paths['plots'][sets[0].name])}")
-    summary = {"out": os.path.abspath(args.out), "results": paths["json"], **(student or {}),
+    summary = {"out": workdir_lib.absolute(args.out), "results": paths["json"], **(student or {}),
                "sets": {s: {m: {k: f.get(k) for k in ("videos", "scored", "srcc", "plcc", "plcc_fitted", "krcc")}
                             for m, f in e["models"].items()} for s, e in results["sets"].items()},
                "compared_on": {s: e["compared_on"] for s, e in results["sets"].items()},

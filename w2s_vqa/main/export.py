@@ -15,6 +15,7 @@ import shutil
 import tempfile
 
 from w2s_vqa import prompt
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.models import config as config_lib
 from w2s_vqa.convert import hf, llava_next
 from w2s_vqa.main.common import json_line
@@ -26,7 +27,8 @@ def add_arguments(parser) -> None:
     source.add_argument("--checkpoint", help="a training run's workdir (or its checkpoints/ folder)")
     source.add_argument("--hf", help="Hugging Face LLaVA-OneVision directory, or hub id org/name[@revision], to start from")
     source.add_argument("--preset", choices=sorted(config_lib.PRESETS), help="random weights of a preset")
-    parser.add_argument("--out", required=True, help="directory to write (must be empty or absent)")
+    parser.add_argument("--out", required=True, help="directory to write (must be empty or absent); a bucket URL "
+                        "(gs://...) is uploaded, config.json last")
     parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
     parser.add_argument("--tokenizer", default=None,
                         help="directory with tokenizer.json (default: the source's, or the tiny tokenizer)")
@@ -58,7 +60,7 @@ def run(args) -> int:
             raise ValueError("--num-frames and --num-motion-chunks come from the checkpoint's config")
         model, run_config, step = load_checkpoint_student(args.checkpoint, args.step, mesh=host_mesh())
         tokenizer = args.tokenizer or config_lib.tokenizer_dir(run_config)
-        extra = {"checkpoint": os.path.abspath(args.checkpoint), "step": step}
+        extra = {"checkpoint": workdir_lib.absolute(args.checkpoint), "step": step}
     elif args.hf:
         model = hf.load_student(args.hf, seed=args.seed, **ours_video)
         tokenizer = args.tokenizer or args.hf
@@ -81,7 +83,7 @@ def run(args) -> int:
     finally:
         if staging:
             shutil.rmtree(staging, ignore_errors=True)
-    print(f"exported to {os.path.abspath(args.out)}: {', '.join(written)}")
+    print(f"exported to {workdir_lib.absolute(args.out)}: {', '.join(written)}")
     missing = hf.missing_tokenizer_files(source_tokenizer)
     if missing:
         print(f"not in {source_tokenizer}, so not exported: {', '.join(missing)}")

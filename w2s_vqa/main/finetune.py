@@ -26,6 +26,7 @@ import math
 import os
 
 from w2s_vqa.main.common import add_config_arguments, json_line, load_config, non_negative_int, resolve_model_dirs
+from w2s_vqa import workdir as workdir_lib
 
 
 def add_arguments(parser) -> None:
@@ -76,7 +77,7 @@ def run(args) -> int:
 
     # Settings, the work directory, the set's table and folder fail here, before JAX's
     # processes join or a checkpoint is read.
-    finetune.check_inputs(config, os.path.abspath(args.workdir), splits=args.splits, anchors_k=args.anchors)
+    finetune.check_inputs(config, workdir_lib.absolute(args.workdir), splits=args.splits, anchors_k=args.anchors)
     finetune.read_set(args.videos, args.mos, args.name)
     multihost.initialize(config)
     hf_dir = None

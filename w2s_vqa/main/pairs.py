@@ -97,7 +97,7 @@ def run(args) -> int:
     for note in notes:
         print(f"w2s-vqa pairs: warning: {note}", file=sys.stderr)
 
-    out = os.path.abspath(args.out)
+    out = workdir_lib.absolute(args.out)
     paths = {"train": os.path.join(out, TRAIN_FILE), "val": os.path.join(out, VAL_FILE),
              "summary": os.path.join(out, SUMMARY_FILE)}
     pair_table.write_pairs(train, paths["train"])
@@ -105,8 +105,8 @@ def run(args) -> int:
     in_val = pair_sampling.validation_sources(store.index["source_id"].astype(str).unique(),
                                               val_fraction=args.val_fraction)
     summary = {
-        "store": os.path.abspath(args.store),
-        "teachers": None if args.teachers is None else os.path.abspath(args.teachers),
+        "store": workdir_lib.absolute(args.store),
+        "teachers": None if args.teachers is None else workdir_lib.absolute(args.teachers),
         "settings": {"val_fraction": args.val_fraction, "pairs_per_video": args.pairs_per_video,
                      "teacher_weight": args.teacher_weight, "normalize": normalize,
                      "lower_is_better": lower_is_better, "seed": seed},

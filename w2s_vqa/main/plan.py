@@ -8,6 +8,7 @@ import os
 import sys
 
 from w2s_vqa.main.common import add_config_arguments, json_line, load_config
+from w2s_vqa import workdir as workdir_lib
 
 
 def add_arguments(parser) -> None:
@@ -133,7 +134,7 @@ def run(args) -> int:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
-        print(f"plan: {os.path.abspath(args.out)}")
+        print(f"plan: {workdir_lib.absolute(args.out)}")
     print(json_line(result))
     # 1 when it does not fit, so a launch script can stop on it; the plan is printed either way.
     return 1 if result["fits"] is False else 0

@@ -13,6 +13,7 @@ import os
 
 from w2s_vqa.main.common import (add_beam_arguments, add_config_arguments, beam_function, json_line, load_config,
                                  refuse_outputs_inside)
+from w2s_vqa import workdir as workdir_lib
 
 
 def add_arguments(parser) -> None:
@@ -35,12 +36,12 @@ def run(args) -> int:
         from w2s_vqa.store.prepare import prepare
 
         report = prepare(config, args.inputs, args.out, workers=args.workers)
-        out = os.path.abspath(args.out)
+        out = workdir_lib.absolute(args.out)
     else:
         prepare_beam = beam_function("w2s_vqa.store.beam", "prepare_beam", args.runner)
         report = prepare_beam(config, args.inputs, args.out, runner=args.runner, beam_options=args.beam_options,
                               workers=args.workers)
-        out = args.out if "://" in args.out else os.path.abspath(args.out)
+        out = args.out if "://" in args.out else workdir_lib.absolute(args.out)
     print(report.summary())
     print(f"store: {out}")
     print(f"index: {os.path.join(out, INDEX_FILE)}")

@@ -68,7 +68,7 @@ def run(args) -> int:
     if os.path.isdir(args.out):  # found now, not after the scoring
         raise IsADirectoryError(f"--out {args.out}: is a folder; name the CSV file to write, "
                                 f"e.g. {args.out}/scores.csv")
-    out = os.path.abspath(args.out)
+    out = workdir_lib.absolute(args.out)
     stem = out[:-4] if out.lower().endswith(".csv") else out
     work = args.work or stem + ".work"
     if not batch_lib.is_store(args.inputs):  # a store is read by its index, not listed
@@ -116,7 +116,7 @@ def run(args) -> int:
                           "images_skipped": images_skipped, "images_mode": args.images,
                           "skipped": len(skipped), "scored_now": now,
                           "decoded_now": result.decoded_now, "decoded_earlier": result.decoded_earlier,
-                          "mode": args.mode, "anchors": os.path.abspath(anchors.path), "seconds": round(seconds, 3),
+                          "mode": args.mode, "anchors": workdir_lib.absolute(anchors.path), "seconds": round(seconds, 3),
                           "videos_per_second": round(rate, 4), "skipped_list": skipped_path, "work": work}))
     if not len(table):
         print(f"w2s-vqa score: no video could be scored; see {skipped_path}", file=sys.stderr)

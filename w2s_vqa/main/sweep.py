@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from w2s_vqa.main.common import add_config_arguments, json_line
+from w2s_vqa import workdir as workdir_lib
 
 
 def add_arguments(parser) -> None:
@@ -35,8 +36,8 @@ def run(args) -> int:
                       "status"]
     print(sweep_lib.markdown(rows, [c for c in columns if any(c in r for r in rows)]))
     for name in sweep_lib.OUTPUTS:
-        print(f"{name[len('sweep.'):]:<4} {os.path.abspath(os.path.join(args.out, name))}")
+        print(f"{name[len('sweep.'):]:<4} {workdir_lib.absolute(os.path.join(args.out, name))}")
     summary = sweep_lib.summary(records)
-    print(json_line({**summary, "out": os.path.abspath(args.out)}))
+    print(json_line({**summary, "out": workdir_lib.absolute(args.out)}))
     # 1 when no point could be planned at all (every row an error), as prepare's empty run.
     return 1 if summary["errors"] == summary["points"] else 0

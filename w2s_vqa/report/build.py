@@ -15,6 +15,7 @@ from w2s_vqa.report import frames as frames_lib
 from w2s_vqa.report import gallery as gallery_lib
 from w2s_vqa.report import plots
 from w2s_vqa.report import runs as runs_lib
+from w2s_vqa import workdir as workdir_lib
 
 INDEX_FILE = "index.html"
 IMAGES_DIR = "img"
@@ -23,7 +24,7 @@ REPORT_DIR = "report"
 
 def default_out(path: str) -> str:
     """WORKDIR/report for a workdir; beside a score table, <table>.report."""
-    path = os.path.abspath(path)
+    path = workdir_lib.absolute(path)
     if os.path.isfile(path):
         return (path[:-4] if path.lower().endswith(".csv") else path) + ".report"
     return os.path.join(path, REPORT_DIR)
@@ -299,7 +300,7 @@ def build_report(path: str, out_dir: str | None = None, *, per_group: int = 8, s
 
     start = time.time()
     run = runs_lib.read_run(path)
-    out_dir = os.path.abspath(out_dir or default_out(path))
+    out_dir = workdir_lib.absolute(out_dir or default_out(path))
     if store:
         run.store = store
     _clear_previous(out_dir)

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from w2s_vqa import workdir as workdir_lib
 
 # Panels of the training curves: (title, candidate columns of metrics.jsonl, first found wins per
 # line; "{split}" is train and val).
@@ -78,6 +79,6 @@ def score_histogram(scores: np.ndarray, path: str, *, title: str, label: str = "
 
 
 def _save(figure, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    os.makedirs(os.path.dirname(workdir_lib.absolute(path)), exist_ok=True)
     figure.savefig(path, dpi=90)
     return path

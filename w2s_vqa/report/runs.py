@@ -25,6 +25,7 @@ import json
 import os
 import re
 import pandas as pd
+from w2s_vqa import workdir as workdir_lib
 
 KINDS = ("demo", "finetune", "stages", "eval", "train", "scores")
 
@@ -182,7 +183,7 @@ def read_stages(path: str, kind: str = "stages") -> Run:
 def read_run(path: str) -> Run:
     """The run at `path` (a workdir of any verb, or a score table). Raises ReportError
     naming the path and what was looked for when it holds none."""
-    path = os.path.abspath(os.fspath(path))
+    path = workdir_lib.absolute(os.fspath(path))
     if not os.path.exists(path):
         raise ReportError(f"{path}: no such file or folder")
     if os.path.isfile(path):

@@ -106,7 +106,7 @@ class AnchorSet:
         return cls(ids=tuple(ids), mos=mos[order], videos=videos,
                    settings=store.settings,
                    source_ids=tuple(rows["source_id"].astype(str)), paths=tuple(rows["path"].fillna("").astype(str)),
-                   store=os.path.abspath(store.path), rule=rule)
+                   store=workdir.absolute(store.path), rule=rule)
 
     # ------------------------------------------------------------------ the directory
     def save(self, directory: str, *, overwrite: bool = False) -> list[str]:

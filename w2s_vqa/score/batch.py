@@ -41,6 +41,7 @@ import pandas as pd
 
 from w2s_vqa import multihost
 from w2s_vqa import prompt as prompt_lib
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.score.anchors import VIDEO_ARRAYS, AnchorSet
 from w2s_vqa.score.scorer import Scorer, ScoreError, score_table
@@ -163,30 +164,27 @@ def _read_errors(store_dir: str) -> list[dict[str, str]]:
 
 def _identity(student_key: str, anchors: AnchorSet, store_path: str, prompt: prompt_lib.PairPrompt) -> dict[str, Any]:
     """What a work directory's parts depend on."""
-    return {"student": student_key, "anchors": anchors.digest(), "store": os.path.abspath(store_path),
+    return {"student": student_key, "anchors": anchors.digest(), "store": workdir_lib.absolute(store_path),
             "prompt": [int(i) for i in prompt.input_ids]}
 
 
 def _check_run(parts_dir: str, identity: dict[str, Any]) -> None:
     """A work directory serves one run: the same student, anchors and store."""
-    path = os.path.join(parts_dir, RUN_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            existing = json.load(f)
+    path = workdir_lib.join(parts_dir, RUN_FILE)
+    if workdir_lib.exists(path):
+        existing = workdir_lib.read_json(path)
         if existing != identity:
             changed = sorted(k for k in set(existing) | set(identity) if existing.get(k) != identity.get(k))
             raise ScoreError(f"{parts_dir}: holds the scores of another run (differs in: {', '.join(changed)}); "
                              "choose another work directory or delete it")
     elif jax.process_index() == 0:
-        os.makedirs(parts_dir, exist_ok=True)
+        workdir_lib.makedirs(parts_dir)
         _write_atomic(path, lambda f: f.write(json.dumps(identity, indent=1, sort_keys=True)))
 
 
 def _write_atomic(path: str, write, binary: bool = False) -> None:
-    temp = path + ".tmp"
-    with open(temp, "wb" if binary else "w") as f:
+    with workdir_lib.atomic_open(path, "wb" if binary else "w") as f:  # a local file or an object (gs://)
         write(f)
-    os.replace(temp, path)
 
 
 def score_store(scorer: Scorer, store: VideoStore | str, *, mode: str = "map", ids: Sequence[str] | None = None,
@@ -236,7 +234,7 @@ def score_store(scorer: Scorer, store: VideoStore | str, *, mode: str = "map", i
     if parts_dir:
         _check_run(parts_dir, _identity(student_key, scorer.anchors, store.path, scorer.prompt))
         multihost.barrier("score.run")
-    done = np.asarray([bool(parts_dir) and os.path.exists(os.path.join(parts_dir, PART_FILE.format(s)))
+    done = np.asarray([bool(parts_dir) and workdir_lib.exists(workdir_lib.join(parts_dir, PART_FILE.format(s)))
                        for s in shards])
     done = multihost.broadcast(done)
 
@@ -251,9 +249,9 @@ def score_store(scorer: Scorer, store: VideoStore | str, *, mode: str = "map", i
         for shard, is_done in zip(shards, done):
             rows = np.flatnonzero(index["shard"].to_numpy() == shard)
             shard_ids = index["id"].iloc[rows].astype(str).tolist()
-            part = os.path.join(parts_dir, PART_FILE.format(shard)) if parts_dir else None
+            part = workdir_lib.join(parts_dir, PART_FILE.format(shard)) if parts_dir else None
             if is_done:
-                with np.load(part, allow_pickle=False) as data:
+                with workdir_lib.path(part).open("rb") as f, np.load(f, allow_pickle=False) as data:
                     if data["ids"].tolist() == shard_ids:
                         logits[rows] = data["logits"]
                         failed.update(zip(data["failed_ids"].tolist(), data["failed_reasons"].tolist()))

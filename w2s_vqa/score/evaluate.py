@@ -90,7 +90,7 @@ def read_eval_set(eval_set: EvalSet, *, check_files: bool = True) -> pd.DataFram
     if not os.path.isfile(eval_set.table):
         raise EvalError(f"{eval_set.table}: no such MOS table (set {eval_set.name})")
     table = read_mos_table(eval_set.table).rename(columns={"id": "file"})
-    folder = os.path.abspath(eval_set.folder)
+    folder = workdir_lib.absolute(eval_set.folder)
     table["path"] = [os.path.join(folder, *f.split("/")) for f in table["file"]]
     if check_files:
         if not os.path.isdir(folder):
@@ -107,7 +107,7 @@ def read_eval_set(eval_set: EvalSet, *, check_files: bool = True) -> pd.DataFram
 
 def write_manifest(table: pd.DataFrame, path: str) -> str:
     """A prepare manifest (path, id) of a set's videos, ids = the table's `file`; returns `path`."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    os.makedirs(os.path.dirname(workdir_lib.absolute(path)), exist_ok=True)
     table[["path", "file"]].rename(columns={"file": "id"}).to_csv(path, index=False)
     return path
 
@@ -360,7 +360,7 @@ def plot_set(set_name: str, table: pd.DataFrame, predictions: Mapping[str, pd.Da
         axis.set_ylabel(mos_label)
         axis.legend(loc="lower right", fontsize=8)
     figure.suptitle(title or f"{set_name} ({len(table)} videos)")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    os.makedirs(os.path.dirname(workdir_lib.absolute(path)), exist_ok=True)
     figure.savefig(path, dpi=100)
     return path
 

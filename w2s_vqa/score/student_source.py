@@ -22,6 +22,7 @@ import jax
 import ml_collections
 
 from w2s_vqa import prompt as prompt_lib
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.convert import export_files
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.store.settings import Settings
@@ -76,9 +77,9 @@ def load_for_scoring(*, checkpoint: str | None = None, hf_dir: str | None = None
         from w2s_vqa.train.checkpoint import checkpoint_directory, load_checkpoint_student
 
         student, run_config, step = load_checkpoint_student(checkpoint, step, mesh=mesh)
-        saved = os.path.join(checkpoint_directory(checkpoint), str(step))
-        stamp = os.stat(saved).st_mtime_ns if os.path.exists(saved) else 0  # a run retrained in place differs
-        key = f"checkpoint:{os.path.abspath(checkpoint)}:step {step}:{stamp}"
+        saved = workdir_lib.join(checkpoint_directory(checkpoint), str(step))
+        stamp = workdir_lib.stamp(saved)  # a run retrained in place differs
+        key = f"checkpoint:{workdir_lib.absolute(checkpoint)}:step {step}:{stamp}"
         tokenizer_dir = model_config_lib.tokenizer_dir(run_config)
         settings = Settings.from_json(run_config.data)
     else:
@@ -92,7 +93,7 @@ def load_for_scoring(*, checkpoint: str | None = None, hf_dir: str | None = None
         student, run_config = hf.load_student(hf_dir, mesh=mesh, **shape), None
         stamps = sorted((name, os.stat(os.path.join(hf_dir, name)).st_mtime_ns)
                         for name in os.listdir(hf_dir) if name.endswith(".safetensors"))
-        key = f"hf:{os.path.abspath(hf_dir)}:{stamps}"
+        key = f"hf:{workdir_lib.absolute(hf_dir)}:{stamps}"
         tokenizer_dir = hf_dir
         settings = Settings.from_json(export_files.read_settings(hf_dir))
 

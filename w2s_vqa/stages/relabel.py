@@ -113,15 +113,15 @@ def predict_candidates(student, scorer, store, pool: pd.DataFrame, *, path: str,
 
     from w2s_vqa.score import predict
 
-    if os.path.exists(path):
-        return pd.read_parquet(path)
+    if workdir_lib.exists(path):
+        return workdir_lib.read_parquet(path)  # a local file or an object (etils.epath)
     candidates = misranked.synthetic_candidates(pool)
     if not len(candidates):
         return candidates.assign(p=pd.Series([], dtype=np.float64))
     predicted = predict.predict_pairs(student, candidates, store, scorer.prompt, scorer.mesh, batch_size=batch_size,
                                       batch_sharding=scorer.batch_sharding, progress=progress)
     if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        workdir_lib.makedirs(os.path.dirname(path))
         with workdir_lib.atomic_open(path, "wb") as f:
             predicted.to_parquet(f, index=False)
     return predicted
@@ -177,7 +177,7 @@ def relabel(scorer, store, config, *, stage: int, previous: pd.DataFrame, out_di
               "scoring_seconds": float(scored.seconds), **report}
     report["notes"] = list(table_notes) + list(report.get("notes", []))
     if jax.process_index() == 0:
-        os.makedirs(out_dir, exist_ok=True)
+        workdir_lib.makedirs(out_dir)
         with workdir_lib.atomic_open(os.path.join(out_dir, SCORES_FILE)) as f:
             scores.to_csv(f, index=False)
         pair_table.write_pairs(new, os.path.join(out_dir, NEW_PAIRS_FILE))

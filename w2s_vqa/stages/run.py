@@ -69,7 +69,7 @@ class StageResult:
 
 
 def stage_dir(workdir: str, stage: int) -> str:
-    return os.path.join(os.path.abspath(workdir), STAGE_DIR.format(stage))
+    return workdir_lib.join(workdir_lib.absolute(workdir), STAGE_DIR.format(stage))
 
 
 def stage_config(config, workdir: str, stage: int):
@@ -77,7 +77,7 @@ def stage_config(config, workdir: str, stage: int):
     its own pair table for stages.num_steps (0: train.num_steps) from the stage before."""
     c = config.copy_and_resolve_references()
     if stage > 1:
-        c.data.pairs = os.path.join(stage_dir(workdir, stage), TRAIN_PAIRS_FILE)
+        c.data.pairs = workdir_lib.join(stage_dir(workdir, stage), TRAIN_PAIRS_FILE)
         if int(config.stages.num_steps):
             c.train.num_steps = int(config.stages.num_steps)
         c.train.init_from = stage_dir(workdir, stage - 1)
@@ -142,11 +142,11 @@ def check_workdir(config, workdir: str, *, allow: bool | tuple[str, ...] = False
     training step (`_saved_steps`: an earlier run refused or stopped before that) takes
     the new config instead, with a line on stderr: nothing made with the old one is kept
     there but the record."""
-    if os.path.exists(os.path.join(workdir, workdir_lib.FINETUNE_FILE)):
+    if workdir_lib.exists(workdir_lib.join(workdir, workdir_lib.FINETUNE_FILE)):
         raise StagesError(f"{workdir}: holds a `w2s-vqa finetune` run ({workdir_lib.FINETUNE_FILE}); give stages "
                           "another --workdir")
     allowed = SAFE_KEYS + (() if allow is True else tuple(allow or ()))
-    record = workdir_lib.RunRecord(os.path.join(workdir, RUN_FILE), differences=lambda saved, now: (
+    record = workdir_lib.RunRecord(workdir_lib.join(workdir, RUN_FILE), differences=lambda saved, now: (
         [] if allow is True else config_lib.config_differences(saved["config"], now["config"], allowed=allowed)))
     record.check({"config": config_lib.as_json(config)}, write=multihost.is_first(), error=StagesError,
                  finished=bool(_saved_steps(workdir)),
@@ -171,8 +171,8 @@ def _saved_steps(workdir: str) -> list[str]:
 def _finished(stage_workdir: str, num_steps: int) -> bool:
     from w2s_vqa.train.checkpoint import Checkpointer
 
-    directory = os.path.join(stage_workdir, workdir_lib.CHECKPOINT_DIR)
-    if not os.path.isdir(directory):
+    directory = workdir_lib.join(stage_workdir, workdir_lib.CHECKPOINT_DIR)
+    if not workdir_lib.isdir(directory):
         return False
     checkpointer = Checkpointer(directory, async_save=False, read_only=True)
     try:
@@ -186,7 +186,7 @@ def _last_validation(stage_workdir: str) -> dict:
     from w2s_vqa.train.logging import read_metrics
 
     last: dict = {}
-    if os.path.exists(os.path.join(stage_workdir, workdir_lib.METRICS_FILE)):
+    if workdir_lib.exists(workdir_lib.join(stage_workdir, workdir_lib.METRICS_FILE)):
         for row in read_metrics(stage_workdir):
             last.update({k: v for k, v in row.items()
                          if k.count("/") >= 1 and not k.startswith(("train/", "learning_rate/"))})
@@ -215,7 +215,10 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
 
     num_stages = int(config.stages.num_stages if num_stages is None else num_stages)
     check_config(config, num_stages)
-    workdir = os.path.abspath(workdir)
+    workdir = workdir_lib.absolute(workdir)
+    if evaluates(config) and not workdir_lib.is_local(workdir):  # eval writes its outputs through local paths
+        raise StagesError(f"--workdir {workdir}: stages.eval_sets / eval_tfds evaluate into the workdir through local "
+                          "paths only; give a local or mounted (gcsfuse) workdir, or evaluate with `w2s-vqa eval`")
     first = multihost.is_first()
     check_workdir(config, workdir, allow=allow_config_change)
     multihost.barrier("stages.workdir")
@@ -256,35 +259,36 @@ def run_stages(config, workdir: str, *, num_stages: int | None = None, progress:
 
         # Relabeling: the pairs of the next stage.
         if stage < num_stages:
-            next_pairs = os.path.join(stage_dir(workdir, stage + 1), TRAIN_PAIRS_FILE)
-            report_path = os.path.join(here, RELABEL_DIR, relabel_lib.REPORT_FILE)
-            if not (os.path.exists(next_pairs) and os.path.exists(report_path)):
+            next_pairs = workdir_lib.join(stage_dir(workdir, stage + 1), TRAIN_PAIRS_FILE)
+            report_path = workdir_lib.join(here, RELABEL_DIR, relabel_lib.REPORT_FILE)
+            if not (workdir_lib.exists(next_pairs) and workdir_lib.exists(report_path)):
                 anchors.check_student(student.cfg, loaded.settings)
                 scorer = scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=int(c.data.batch_size))
                 previous = pair_table.read_pairs(c.data.pairs)
                 with VideoStore(c.data.store) as store:
                     new, report = relabel_lib.relabel(scorer, store, config, stage=stage + 1, previous=previous,
-                                                      out_dir=os.path.join(here, RELABEL_DIR), student_key=key,
+                                                      out_dir=workdir_lib.join(here, RELABEL_DIR), student_key=key,
                                                       student=student, progress=progress)
                 if first:
                     combined = _combine(previous, new)
-                    os.makedirs(os.path.dirname(next_pairs), exist_ok=True)
-                    temporary = next_pairs.replace(".parquet", ".tmp.parquet")
-                    pair_table.write_pairs(combined, temporary)
-                    os.replace(temporary, next_pairs)
+                    if workdir_lib.is_local(next_pairs):
+                        os.makedirs(os.path.dirname(next_pairs), exist_ok=True)
+                        temporary = next_pairs.replace(".parquet", ".tmp.parquet")
+                        pair_table.write_pairs(combined, temporary)
+                        os.replace(temporary, next_pairs)
+                    else:  # an object store: the final object is written whole (w2s_vqa.workdir)
+                        pair_table.write_pairs(combined, next_pairs)
                 multihost.barrier(f"stages.pairs_{stage + 1}")
-            with open(report_path) as f:
-                result.relabel = json.load(f)
+            result.relabel = workdir_lib.read_json(report_path)
         results.append(result)
 
     summary = {"workdir": workdir, "stages": [dataclasses.asdict(r) for r in results],
                "stopped": stopped_at, "exit_status": exit_status, "notes": notes}
     if first:
-        summary["results"] = os.path.join(workdir, RESULTS_JSON)
-        summary["markdown"] = os.path.join(workdir, RESULTS_MD)
+        summary["results"] = workdir_lib.join(workdir, RESULTS_JSON)
+        summary["markdown"] = workdir_lib.join(workdir, RESULTS_MD)
         workdir_lib.write_json(summary["results"], summary)
-        with open(summary["markdown"], "w") as f:
-            f.write(markdown(summary))
+        workdir_lib.write_text(summary["markdown"], markdown(summary))
     return summary
 
 

@@ -210,6 +210,9 @@ class VideoStore(IdIndex):
         if not self.path.strip():  # os.path.join("", STORE_FILE) would look in the working directory
             raise StoreError("no video store given (the path is empty): name the directory `w2s-vqa prepare` "
                              "wrote (in a config: data.store, e.g. --set data.store=DIR)")
+        if "://" in self.path:  # never copied silently: a pool's store is hundreds of GB
+            raise StoreError(f"{self.path}: a video store is ArrayRecord files, read by seeking in files on a file "
+                             "system; give a local disk or a mounted bucket (gcsfuse, NFS), not a URL")
         settings_file = os.path.join(self.path, STORE_FILE)
         index_file = os.path.join(self.path, INDEX_FILE)
         if not os.path.exists(settings_file):

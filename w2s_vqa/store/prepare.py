@@ -128,7 +128,7 @@ def _check_slowfast_weights(data) -> tuple[str, str]:
         raise StoreError(f"data.motion_dim={data.motion_dim}, but SlowFast features (data.motion_features="
                          f"'slowfast') have {slowfast.FEATURE_DIM} dimensions")
     slowfast.check_weights(path)
-    return os.path.abspath(path), workdir.file_digest(path)
+    return workdir.absolute(path), workdir.file_digest(path)
 
 
 @dataclasses.dataclass(frozen=True)

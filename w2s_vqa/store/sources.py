@@ -19,6 +19,7 @@ import numpy as np
 
 from w2s_vqa.store.format import StoreError
 from w2s_vqa.tables import ProblemReport, read_csv, read_jsonl
+from w2s_vqa import workdir as workdir_lib
 
 # Extensions that name a video without a look inside. A folder's other files are tried too
 # (the decoder decides); these only break ties between files that share a name.
@@ -127,7 +128,7 @@ def read_manifest(path: str, *, require_motion: bool = False) -> list[Source]:
         raise StoreError(f"{path}: manifest needs a 'path' column (has {list(table.columns)})")
     if require_motion and "motion" not in table.columns:
         raise StoreError(f"{path}: data.motion_features='precomputed' needs a 'motion' column")
-    base = os.path.dirname(os.path.abspath(path))
+    base = os.path.dirname(workdir_lib.absolute(path))
     columns = [c for c in ("path", "id", "source_id", "motion") if c in table.columns]
     rows = list(range(1, len(table) + 1)) if rows is None else rows
     problems = ProblemReport(path, "manifest", max_examples=_MAX_EXAMPLES)

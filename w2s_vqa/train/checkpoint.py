@@ -73,7 +73,7 @@ class Checkpointer:
     def __init__(self, directory: str, *, keep_last: int = 2, keep_best: int = 1,
                  best_metric: str | None = None, best_mode: str = "max", async_save: bool = True,
                  read_only: bool = False):
-        self.directory = os.path.abspath(directory)
+        self.directory = workdir_lib.absolute(directory)  # Orbax writes gs:// through tensorstore
         self.best_metric = best_metric
         self.best_mode = best_mode
         self.read_only = read_only
@@ -174,7 +174,7 @@ class Checkpointer:
     def restore_stream(self, step: int) -> dict | None:
         """The data stream's position at `step`; None for a checkpoint that has none (one
         written before positions were saved: its position is its step)."""
-        if not os.path.isdir(os.path.join(self.directory, str(step), "stream")):
+        if not workdir_lib.isdir(workdir_lib.join(self.directory, str(step), "stream")):
             return None
         return self.manager.restore(step, args=ocp.args.Composite(stream=ocp.args.JsonRestore())).stream
 
@@ -212,8 +212,8 @@ def _place_like(value, struct):
 
 def checkpoint_directory(path: str) -> str:
     """A run's workdir or its checkpoints/ folder -> the checkpoints folder."""
-    nested = os.path.join(path, workdir_lib.CHECKPOINT_DIR)
-    return nested if os.path.isdir(nested) else path
+    nested = workdir_lib.join(path, workdir_lib.CHECKPOINT_DIR)
+    return nested if workdir_lib.isdir(nested) else os.fspath(path)
 
 
 def parse_step(text: str | int | None) -> int | str | None:
@@ -283,7 +283,7 @@ def load_checkpoint_student(path: str, step: int | str | None = None, *, mesh=No
     from w2s_vqa.train import step as step_lib
 
     directory = checkpoint_directory(path)
-    if not os.path.isdir(directory):
+    if not workdir_lib.isdir(directory):
         raise FileNotFoundError(f"{directory}: no such checkpoint folder")
     checkpointer = Checkpointer(directory, async_save=False, read_only=True)
     try:

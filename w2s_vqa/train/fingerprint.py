@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+from w2s_vqa import workdir as workdir_lib
+
 
 def data_fingerprints(config) -> dict[str, str]:
     """SHA-256 of the pair table file (data.pairs) and of the store's index.parquet and
@@ -19,9 +21,9 @@ def data_fingerprints(config) -> dict[str, str]:
     def digest(paths):
         h = hashlib.sha256()
         for path in paths:
-            if not os.path.isfile(path):
+            if not workdir_lib.path(path).is_file():  # a local file or an object (a stage's gs:// table)
                 return ""
-            with open(path, "rb") as f:
+            with workdir_lib.path(path).open("rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
         return h.hexdigest()

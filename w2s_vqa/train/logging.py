@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import time
 
 from tqdm import tqdm
 
@@ -13,29 +13,57 @@ from w2s_vqa import workdir as workdir_lib
 
 
 class MetricWriter:
-    """Appends {"step": s, ...} lines to metrics.jsonl and scalars to TensorBoard (tensorboardX)."""
+    """Appends {"step": s, ...} lines to metrics.jsonl and scalars to TensorBoard (tensorboardX).
+
+    In a bucket workdir (gs://...) an object cannot be appended to: the lines are kept and
+    the whole object rewritten (workdir.write_text: the object is replaced whole) at most
+    every UPLOAD_SECONDS and at close; a killed run loses at most those seconds' lines,
+    which the resumed run logs again. tensorboardX writes gs:// event files itself
+    (google-cloud-storage)."""
+
+    UPLOAD_SECONDS = 30.0
 
     def __init__(self, workdir: str, *, enabled: bool = True):
         self.enabled = enabled
-        self.path = os.path.join(workdir, workdir_lib.METRICS_FILE)
-        self._file = open(self.path, "a") if enabled else None
+        self.path = workdir_lib.join(workdir, workdir_lib.METRICS_FILE)
+        self._local = workdir_lib.is_local(self.path)
+        self._file = self._lines = None
+        self._uploaded = time.monotonic()
         self._tb = None
         if enabled:
+            if self._local:
+                self._file = open(self.path, "a")
+            else:
+                self._lines = workdir_lib.path(self.path).read_text().splitlines(keepends=True) \
+                    if workdir_lib.exists(self.path) else []
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(workdir_lib.join(workdir, "tensorboard"))
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
-        self._file.write(json.dumps({"step": int(step), **{k: float(v) for k, v in metrics.items()}}) + "\n")
-        self._file.flush()
+        line = json.dumps({"step": int(step), **{k: float(v) for k, v in metrics.items()}}) + "\n"
+        if self._local:
+            self._file.write(line)
+            self._file.flush()
+        else:
+            self._lines.append(line)
+            if time.monotonic() - self._uploaded >= self.UPLOAD_SECONDS:
+                self._upload()
         for k, v in metrics.items():
             self._tb.add_scalar(k, float(v), int(step))
 
+    def _upload(self) -> None:
+        workdir_lib.write_text(self.path, "".join(self._lines))
+        self._uploaded = time.monotonic()
+
     def close(self) -> None:
         if self.enabled:
-            self._file.close()
+            if self._local:
+                self._file.close()
+            else:
+                self._upload()
             self._tb.close()
 
 
@@ -44,18 +72,17 @@ def progress(total: int, initial: int, *, enabled: bool = True) -> tqdm:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, workdir_lib.METRICS_FILE)) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    text = workdir_lib.path(workdir_lib.join(workdir, workdir_lib.METRICS_FILE)).read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def trim_metrics(workdir: str, step: int) -> None:
     """Drop metrics.jsonl rows past `step` (the checkpoint a run resumes from): a killed run
-    logged steps it will redo. Rewritten beside and swapped in, so a kill keeps one whole file."""
-    path = os.path.join(workdir, workdir_lib.METRICS_FILE)
-    if not os.path.exists(path):
+    logged steps it will redo. Rewritten whole (workdir.write_text), so a kill keeps one whole file."""
+    path = workdir_lib.join(workdir, workdir_lib.METRICS_FILE)
+    if not workdir_lib.exists(path):
         return
-    with open(path) as f:
-        lines = f.readlines()
+    lines = workdir_lib.path(path).read_text().splitlines(keepends=True)
     kept = []
     for line in lines:
         try:
@@ -66,7 +93,4 @@ def trim_metrics(workdir: str, step: int) -> None:
             kept.append(line if line.endswith("\n") else line + "\n")
     if len(kept) == len(lines) and all(a == b for a, b in zip(kept, lines)):
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
+    workdir_lib.write_text(path, "".join(kept))

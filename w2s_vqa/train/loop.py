@@ -34,6 +34,7 @@ import numpy as np
 
 from w2s_vqa import config as config_lib
 from w2s_vqa import sharding as sharding_lib
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.convert import hf
 from w2s_vqa.models import config as model_config_lib
 from w2s_vqa.models import student as student_lib
@@ -87,8 +88,8 @@ class Trainer:
         (fnmatch patterns) adds them to config.RESUME_SAFE_KEYS."""
         self.config = config
         self.allow_config_change = allow_config_change
-        self.workdir = os.path.abspath(workdir)
-        os.makedirs(self.workdir, exist_ok=True)
+        self.workdir = workdir_lib.absolute(workdir)  # a local folder or a bucket URL (gs://...)
+        workdir_lib.makedirs(self.workdir)
         self.mesh = sharding_lib.mesh_from_config(config)
         self.rules = sharding_lib.rules_from_config(config)
         self.evals = evals_from_config(config)
@@ -107,7 +108,7 @@ class Trainer:
         self.batch_sharding = self.train_step.batch_sharding
         self.local_batch = self._local_batch_size()
         self.checkpointer = Checkpointer(
-            os.path.join(self.workdir, "checkpoints"), keep_last=config.train.keep_last,
+            workdir_lib.join(self.workdir, workdir_lib.CHECKPOINT_DIR), keep_last=config.train.keep_last,
             keep_best=config.train.keep_best,
             best_metric=(config.train.best_metric or None) if self.evals else None,  # metrics come from evaluations
             async_save=config.train.async_checkpoint)
