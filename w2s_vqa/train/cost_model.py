@@ -192,7 +192,8 @@ def activation_bytes(model_cfg, trainable_keys: Sequence[str], all_keys: Sequenc
                                   outputs, Q/K/V, attention output, gate/up/product; the
                                   attention probabilities of the P (query, key) pairs
                                   computed, `causal_pairs`; none with cuDNN's kernel)
-      SigLIP layer, per frame:    N x (7 D + 2 I) + heads x N^2
+      SigLIP layer, per frame:    N x (7 D + 2 I) + heads x N^2  (no probabilities with
+                                  cuDNN's kernel either)
     Per model.remat policy (models.stack.REMAT_POLICIES), what each layer keeps, plus one
     layer's whole set, rebuilt during its backward, for any policy but "none":
       none               the whole set above
@@ -222,8 +223,9 @@ def activation_bytes(model_cfg, trainable_keys: Sequence[str], all_keys: Sequenc
     remat = str(model_cfg.remat)
     i_v, i_t = v.intermediate_size, t.intermediate_size
     cudnn = model_cfg.attention == "cudnn"
-    vision_scores = v.num_attention_heads * n * n
-    # cuDNN's fused kernel keeps no probabilities (it recomputes them from the row statistics).
+    # cuDNN's fused kernel (both towers run it) keeps no probabilities: it recomputes them
+    # from the row statistics.
+    vision_scores = 0 if cudnn else v.num_attention_heads * n * n
     text_scores = 0 if cudnn else t.num_attention_heads * causal_pairs(L, "xla")
     vision_full = frames * (n * (7 * d + 2 * i_v) + vision_scores)
     text_full = local_pairs * (L * (6 * h + 2 * kv + 3 * i_t) + text_scores)
@@ -233,7 +235,7 @@ def activation_bytes(model_cfg, trainable_keys: Sequence[str], all_keys: Sequenc
         "none": (vision_full, text_full),
         "full": (frames * n * d, local_pairs * L * h),
         "minimal": (vision_minimal, text_minimal),
-        "save_dots": (vision_minimal + frames * (n * d + vision_scores),
+        "save_dots": (vision_minimal + (0 if cudnn else frames * (n * d + vision_scores)),
                       text_minimal + (0 if cudnn else local_pairs * (L * h + text_scores))),
     }
     kept["minimal_offloaded"] = kept["full"]
