@@ -50,3 +50,35 @@ def test_a_continuation_after_a_cached_prefix_is_counted_by_hand():
                  + 2 * 2 * tokens * (prefix + tokens) * h)  # one query block: every prefix key and its own
     assert cost_model.decoder_flops(cfg, sequences, tokens, prefix=prefix) == pytest.approx(
         sequences * t.num_hidden_layers * per_layer, rel=1e-12)
+
+
+def test_each_remat_policy_keeps_what_it_saves_per_layer():
+    # Differences between policies, counted by hand from the layer shapes: "minimal" keeps
+    # every projection's output on top of "full"'s layer input (SigLIP: Q, K, V, out, fc1,
+    # fc2; Qwen2: Q, K, V, O, gate, up, down); "save_dots" adds the attention scores and the
+    # attention output; "minimal_offloaded" keeps on the device what "full" keeps.
+    base = model_config.preset("small", attention="xla")
+    pairs, length = 2, 300
+    keys = ["vision_tower.layers.0.mlp.fc1.kernel", "language_model.layers.0.mlp.down_proj.kernel"]
+    kept = {policy: cost_model.activation_bytes(base.replace(remat=policy), keys, keys, pairs, length)
+            for policy in ("none", "full", "minimal", "save_dots", "minimal_offloaded")}
+    v, t = base.vision, base.text
+    frames, n, d = pairs * 2 * base.num_frames, v.grid_size ** 2, v.hidden_size
+    h, kv = t.hidden_size, t.num_key_value_heads * t.head_dim
+    itemsize = 4  # float32 compute
+    projections = (v.num_hidden_layers * frames * n * (5 * d + v.intermediate_size)
+                   + t.num_hidden_layers * pairs * length * (3 * h + 2 * kv + 2 * t.intermediate_size))
+    dots = (v.num_hidden_layers * frames * (n * d + v.num_attention_heads * n * n)
+            + t.num_hidden_layers * pairs * (length * h + t.num_attention_heads * cost_model.causal_pairs(length, "xla")))
+    # Integer element counts times 4 in float64: exact.
+    assert kept["minimal"] - kept["full"] == pytest.approx(itemsize * projections, rel=1e-12)
+    assert kept["save_dots"] - kept["minimal"] == pytest.approx(itemsize * dots, rel=1e-12)
+    assert kept["minimal_offloaded"] == kept["full"] < kept["minimal"] < kept["save_dots"]
+    # Any policy adds the one layer whose whole set its backward rebuilds: with the small
+    # preset's few layers "save_dots" (which drops only the MLP product and the norms) can
+    # exceed "none"; "minimal" does not.
+    assert kept["minimal"] < kept["none"]
+    # With cuDNN's fused attention there are no separate score matmuls to keep.
+    cudnn = base.replace(attention="cudnn", dtype="bfloat16")
+    assert (cost_model.activation_bytes(cudnn.replace(remat="save_dots"), keys, keys, pairs, length)
+            == cost_model.activation_bytes(cudnn.replace(remat="minimal"), keys, keys, pairs, length))

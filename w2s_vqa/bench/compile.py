@@ -2,18 +2,25 @@
 
     python -m w2s_vqa.bench.compile                          # small preset on this CPU
     python -m w2s_vqa.bench.compile --points configs/w2s_llava_ov_7b.py@v5p-64 \\
-        "configs/llava_ov_0_5b.py:cpu@v5e-8" --set "mesh.shape=(16,1,2)"   # libtpu, compile-only
+        --set "mesh.shape=(16,1,2)" --repeats 0                      # libtpu, compile-only
+    python -m w2s_vqa.bench.compile --points configs/w2s_llava_ov_7b.py@v5p-64 \\
+        --set "mesh.shape=(16,1,2)" --repeats 0 --variants \\
+        "unrolled:model.scan_layers=False" \\
+        "unrolled-frozen-f32:model.scan_layers=False;model.frozen_in_compute_dtype=False"
 
-Two parts, each scanned (model.scan_layers=True) against unrolled in the same run:
+Two parts, each variant (default: scanned, model.scan_layers=True, against unrolled) in
+the same run:
 
   compile  each (config, target) point planned (`w2s_vqa.train.plan`: the train step
            lowered and compiled for the target, nothing run) in a fresh process per
-           layout, so each compile starts cold and its peak resident memory is its own
+           variant, so each compile starts cold and its peak resident memory is its own
            (ru_maxrss of the child); reports compile seconds, host peak, the compiler's
-           per-device memory and bytes accessed, and the roofline estimate's step time.
+           per-device memory and bytes accessed, and the roofline estimate's step time,
+           and each variant's ratios to the first variant. XLA's cost analysis counts a
+           loop body once, so compare bytes accessed between unrolled variants only.
   step     the `small` preset's jitted train step on this CPU (training loop's own
-           step, synthetic batch), the two layouts' steps interleaved, `--repeats`
-           rounds; min / median / max seconds per step each.
+           step, synthetic batch), scanned and unrolled steps interleaved, `--repeats`
+           rounds; min / median / max seconds per step each. `--repeats 0` skips it.
 
 The last printed line is one JSON object.
 """
@@ -41,13 +48,14 @@ def compile_point(config_path: str, target: str, overrides: list[str]) -> dict:
     from w2s_vqa.train import plan as plan_lib
 
     config = load_config(config_path or None, overrides)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = plan_lib.plan(config, target)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     flops = result.get("flops") or {}
     estimate = result.get("estimate") or {}
     return {"compiled": result.get("compiled"), "fits": result.get("fits"), "status": result.get("status"),
-            "compile_s": result.get("compile_s"), "plan_wall_s": wall,
+            # CPU seconds (all threads) move less than wall seconds with a shared machine's load.
+            "compile_s": result.get("compile_s"), "plan_wall_s": wall, "plan_cpu_s": cpu,
             # ru_maxrss is in KiB on Linux; a plan that runs in its own child counts there.
             "host_peak_gib": max(resource.getrusage(who).ru_maxrss for who in (
                 resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) * 1024 / 2**30,
@@ -67,15 +75,45 @@ def compile_in_child(config_path: str, target: str, overrides: list[str], timeou
     return json.loads(lines[-1])
 
 
-def compile_rows(points: list[str], overrides: list[str], timeout: float) -> list[dict]:
+DEFAULT_VARIANTS = tuple(f"{name}:model.scan_layers={scan}" for name, scan in LAYOUTS)
+
+
+def parse_variants(specs: list[str]) -> list[tuple[str, list[str]]]:
+    """`NAME:KEY=VALUE;KEY=VALUE` specs -> [(name, overrides)]; ValueError names the bad spec."""
+    variants = []
+    for spec in specs:
+        name, sep, rest = spec.partition(":")
+        overrides = [item.strip() for item in rest.split(";") if item.strip()]
+        if not sep or not name or not all("=" in item for item in overrides):
+            raise ValueError(f"--variants: {spec!r} is not NAME:KEY=VALUE[;KEY=VALUE...]")
+        if name in {n for n, _ in variants}:
+            raise ValueError(f"--variants: the name {name!r} is given twice")
+        variants.append((name, overrides))
+    return variants
+
+
+def ratios(row: dict, names: list[str]) -> dict:
+    """Each later variant's compile seconds, host peak and bytes accessed over the first variant's."""
+    keys = ("compile_s", "plan_cpu_s", "host_peak_gib", "bytes_accessed_per_device")
+    base = row[names[0]]
+    out = {}
+    for name in names[1:]:
+        out[name] = {key: row[name][key] / base[key] for key in keys if row[name].get(key) and base.get(key)}
+    return out
+
+
+def compile_rows(points: list[str], overrides: list[str], timeout: float,
+                 variants: list[tuple[str, list[str]]]) -> list[dict]:
     rows = []
     for point in points:
         config_path, _, target = point.rpartition("@")
         row = {"point": point}
-        for name, scan in LAYOUTS:
-            row[name] = compile_in_child(config_path, target, [*overrides, f"model.scan_layers={scan}"], timeout)
+        for name, extra in variants:
+            row[name] = compile_in_child(config_path, target, [*overrides, *extra], timeout)
+            row[name]["overrides"] = extra
             print(f"{point} {name}: {json.dumps(row[name])}", flush=True)
-        unrolled, scanned = row["unrolled"].get("compile_s"), row["scanned"].get("compile_s")
+        row["over_" + variants[0][0]] = ratios(row, [name for name, _ in variants])
+        unrolled, scanned = row.get("unrolled", {}).get("compile_s"), row.get("scanned", {}).get("compile_s")
         if unrolled and scanned:
             row["compile_speedup"] = unrolled / scanned
         rows.append(row)
@@ -161,11 +199,19 @@ def main(argv=None) -> dict:
                         help="config overrides of every compile point (default: the small preset's shapes)")
     parser.add_argument("--preset", default="small", help="the CPU step's model preset")
     parser.add_argument("--pairs", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="CPU step rounds; 0 skips the CPU step")
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
+                        help="compile variants, each NAME:KEY=VALUE[;KEY=VALUE...] (config overrides on top of "
+                             "--set), compiled in this order, ratios against the first; default: "
+                             + " ".join(DEFAULT_VARIANTS))
     parser.add_argument("--attention", default="blocked", help="the CPU step's attention kernel")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per compile point")
     parser.add_argument("--child", nargs=2, metavar=("CONFIG", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        variants = parse_variants(args.variants)
+    except ValueError as err:
+        parser.error(str(err))
     if args.child:
         print(json.dumps(compile_point(args.child[0], args.child[1], args.overrides or [])), flush=True)
         return {}
@@ -179,8 +225,9 @@ def main(argv=None) -> dict:
     overrides = args.overrides if args.overrides is not None else [
         "model.preset='small'", "data.image_size=384", "data.batch_size=1", "model.attention='blocked'"]
     figures = {"benchmark": "compile", "machine": common.machine(), "device": jax.devices()[0].device_kind,
-               "compile": compile_rows(args.points, overrides, args.timeout)}
-    figures["step"] = step_rows(args.preset, args.pairs, args.repeats, args.attention)
+               "compile": compile_rows(args.points, overrides, args.timeout, variants)}
+    if args.repeats > 0:
+        figures["step"] = step_rows(args.preset, args.pairs, args.repeats, args.attention)
     common.emit(figures)
     return figures
 

@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--topology", required=True, help="as `w2s-vqa plan --topology`: v5p-64, cpu:8, local, ...")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
                         help="values of one config key, e.g. --grid mesh.shape=(-1,8,1),(-1,16,1) "
-                             "--grid model.remat=True,False (repeatable: the cross product is planned)")
+                             "--grid model.remat=none,minimal,full (repeatable: the cross product is planned)")
     parser.add_argument("--out", required=True, help="directory for sweep.md, sweep.csv, sweep.json, sweep.png "
                                                      "and points.jsonl (a rerun reuses finished points)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds one point may compile (default: no limit)")

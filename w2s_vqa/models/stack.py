@@ -45,11 +45,18 @@ REMAT_POLICIES: dict[str, Any] = {
         offload_dst="pinned_host"),
 }
 assert tuple(REMAT_POLICIES) == REMAT_NAMES
-def checkpointed(fn: Callable, remat: str) -> Callable:
-    """`fn` under `jax.checkpoint` with the policy `remat` names ("none": `fn` itself)."""
+def checkpointed(fn: Callable, remat: str, *, in_scan: bool) -> Callable:
+    """`fn` under `jax.checkpoint` with the policy `remat` names ("none": `fn` itself).
+
+    `in_scan`: `fn` is a scan's body. Only there may common-subexpression elimination be
+    left unprevented (jax.checkpoint's `prevent_cse`, whose documentation says so): a loop
+    body's recomputation cannot be merged with the forward pass's. An unrolled layer needs
+    it prevented, or XLA merges the recomputation into the forward pass and keeps every
+    layer's activations, as if there were no remat at all (the 7B step's temporaries on a
+    v5p-64, docs/2026-12-scan-layers.md)."""
     if remat == "none":
         return fn
-    return jax.checkpoint(fn, policy=REMAT_POLICIES[remat], prevent_cse=False)
+    return jax.checkpoint(fn, policy=REMAT_POLICIES[remat], prevent_cse=not in_scan)
 
 
 # ----------------------------------------------------------------------------- modules
@@ -73,7 +80,7 @@ def stacked(make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs:
 def scan(layers: nnx.Module, fn: Callable, carry, xs=None, *, remat: str = "none", start: int = 0,
          stop: int | None = None):
     """`lax.scan` of `fn(layer, carry, x) -> (carry, y)` over the stacked `layers` [start:stop]
-    (and `xs`, leading axis the same length), each step under `checkpointed(.., remat)`.
+    (and `xs`, leading axis the same length), each step under `checkpointed(.., remat, in_scan=True)`.
     Returns (carry, ys stacked)."""
     graphdef, state = nnx.split(layers)
     if start or stop is not None:
@@ -83,16 +90,16 @@ def scan(layers: nnx.Module, fn: Callable, carry, xs=None, *, remat: str = "none
         layer_state, x = inputs
         return fn(nnx.merge(graphdef, layer_state), carry, x)
 
-    return jax.lax.scan(checkpointed(body, remat), carry, (state, xs))
+    return jax.lax.scan(checkpointed(body, remat, in_scan=True), carry, (state, xs))
 
 
 def call(layer: nnx.Module, fn: Callable, x, *, remat: str = "none"):
-    """`fn(layer, x)` for one unrolled layer under `checkpointed(.., remat)`; the layer's
+    """`fn(layer, x)` for one unrolled layer under `checkpointed(.., remat, in_scan=False)`; the layer's
     parameters enter as arguments, so the recomputation reads them rather than constants."""
     if remat == "none":
         return fn(layer, x)
     graphdef, state = nnx.split(layer)
-    return checkpointed(lambda s, h: fn(nnx.merge(graphdef, s), h), remat)(state, x)
+    return checkpointed(lambda s, h: fn(nnx.merge(graphdef, s), h), remat, in_scan=False)(state, x)
 
 
 def num_layers(layers) -> int:

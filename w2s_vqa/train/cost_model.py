@@ -132,6 +132,16 @@ def _block_flags(keys: Sequence[str], trainable: set[str]) -> Callable[[str], bo
     return any_trainable
 
 
+def recomputed_flops(remat: str, block: Block) -> float:
+    """Matmul FLOPs of a layer's forward that its backward runs again under the remat
+    policy `remat` (a models.config.REMAT_NAMES name; `step_flops` says which)."""
+    if remat == "full":
+        return block.linear + block.attention - block.last_matmul
+    if remat in ("minimal", "minimal_offloaded"):
+        return block.attention
+    return 0.0  # "none", "save_dots"
+
+
 def step_flops(model_cfg, trainable_keys: Sequence[str] | None, all_keys: Sequence[str], pairs: int,
                seq_len: int) -> dict[str, float]:
     """Matmul FLOPs of one train step over `pairs` pairs (2 videos each) of `seq_len` tokens.
@@ -144,9 +154,12 @@ def step_flops(model_cfg, trainable_keys: Sequence[str] | None, all_keys: Sequen
                 parameter lies upstream, and the weight gradient where its weight is
                 trainable; the attention matmuls' two input gradients where any gradient
                 flows (frozen parameters are not differentiated: train.optim)
-      recompute with model.remat, each layer's forward again where its backward runs,
-                but for its last matmul (MLP down projection), whose output the backward
-                pass does not need
+      recompute what model.remat's policy does not keep, where a layer's backward runs
+                (models.stack.REMAT_POLICIES): "full", each layer's forward again but
+                for its last matmul (MLP down projection), whose output the backward
+                pass does not need; "minimal" and "minimal_offloaded" keep every
+                projection's output, so only the attention matmuls run again;
+                "save_dots" keeps every matmul's output, nothing; "none", nothing
     """
     flag = (lambda prefix: True) if trainable_keys is None else _block_flags(all_keys, set(trainable_keys))
     forward = backward = recompute = 0.0
@@ -158,8 +171,8 @@ def step_flops(model_cfg, trainable_keys: Sequence[str] | None, all_keys: Sequen
         grads_flow = weights_trainable or into_input
         backward += (block.linear * (int(weights_trainable) + int(into_input))
                      + (2 * block.attention if grads_flow else 0.0))
-        if model_cfg.remat and block.last_matmul is not None and grads_flow:
-            recompute += block.linear + block.attention - block.last_matmul
+        if block.last_matmul is not None and grads_flow:
+            recompute += recomputed_flops(str(model_cfg.remat), block)
         upstream = upstream or weights_trainable or any(flag(p) for p in block.joins)
     return {"forward": forward, "backward": backward, "recompute": recompute, "model": forward + backward,
             "total": forward + backward + recompute}
@@ -179,11 +192,24 @@ def activation_bytes(model_cfg, trainable_keys: Sequence[str], all_keys: Sequenc
                                   outputs, Q/K/V, attention output, gate/up/product; the
                                   attention probabilities of the P (query, key) pairs
                                   computed, `causal_pairs`; none with cuDNN's kernel)
-      SigLIP layer, per frame:    N x (7 D + 2 I) + heads x N^2
-    With model.remat only each layer's input is kept (L x H, N x D) plus one layer's set,
-    rebuilt during its backward. `local_pairs` is the batch one device holds; tensor
-    parallelism, which splits heads and MLP width, is not divided out: an upper bound.
-    The compiler's temporary bytes are the measured counterpart.
+      SigLIP layer, per frame:    N x (7 D + 2 I) + heads x N^2  (no probabilities with
+                                  cuDNN's kernel either)
+    Per model.remat policy (models.stack.REMAT_POLICIES), what each layer keeps, plus one
+    layer's whole set, rebuilt during its backward, for any policy but "none":
+      none               the whole set above
+      full               the layer's input alone (L x H, N x D)
+      minimal_offloaded  on the device, what "full" keeps ("minimal"'s projections go to
+                         host memory)
+      minimal            the input and every projection's output (checkpoint name
+                         layers.PROJ): L x (4 H + 2 KV + 2 I) (Q, K, V, O, gate, up,
+                         down), N x (6 D + I) (Q, K, V, out, fc1, fc2)
+      save_dots          "minimal" plus every other matmul's output: the attention
+                         scores (heads x P, heads x N^2) and the attention output (L x H,
+                         N x D); with cuDNN's fused kernel, whose matmuls are not
+                         separate dots, as "minimal"
+    `local_pairs` is the batch one device holds; tensor parallelism, which splits heads
+    and MLP width, is not divided out: an upper bound. The compiler's temporary bytes are
+    the measured counterpart.
     """
     import numpy as np
 
@@ -194,26 +220,39 @@ def activation_bytes(model_cfg, trainable_keys: Sequence[str], all_keys: Sequenc
     frames = local_pairs * 2 * model_cfg.num_frames
     n, d = v.grid_size ** 2, v.hidden_size
     h, kv, L = t.hidden_size, t.num_key_value_heads * t.head_dim, seq_len
-    vision_full = frames * (n * (7 * d + 2 * v.intermediate_size) + v.num_attention_heads * n * n)
-    vision_input = frames * n * d
-    # cuDNN's fused kernel keeps no probabilities (it recomputes them from the row statistics).
-    probabilities = 0 if model_cfg.attention == "cudnn" else t.num_attention_heads * causal_pairs(L, "xla")
-    text_full = local_pairs * (L * (6 * h + 2 * kv + 3 * t.intermediate_size) + probabilities)
-    text_input = local_pairs * L * h
+    remat = str(model_cfg.remat)
+    i_v, i_t = v.intermediate_size, t.intermediate_size
+    cudnn = model_cfg.attention == "cudnn"
+    # cuDNN's fused kernel (both towers run it) keeps no probabilities: it recomputes them
+    # from the row statistics.
+    vision_scores = 0 if cudnn else v.num_attention_heads * n * n
+    text_scores = 0 if cudnn else t.num_attention_heads * causal_pairs(L, "xla")
+    vision_full = frames * (n * (7 * d + 2 * i_v) + vision_scores)
+    text_full = local_pairs * (L * (6 * h + 2 * kv + 3 * i_t) + text_scores)
+    vision_minimal = frames * n * (6 * d + i_v)
+    text_minimal = local_pairs * L * (4 * h + 2 * kv + 2 * i_t)
+    kept = {  # policy -> (one vision layer's kept elements, one decoder layer's)
+        "none": (vision_full, text_full),
+        "full": (frames * n * d, local_pairs * L * h),
+        "minimal": (vision_minimal, text_minimal),
+        "save_dots": (vision_minimal + (0 if cudnn else frames * (n * d + vision_scores)),
+                      text_minimal + (0 if cudnn else local_pairs * (L * h + text_scores))),
+    }
+    kept["minimal_offloaded"] = kept["full"]
+    vision_kept, text_kept = kept[remat]
     vision_runs = flag("vision_tower.")
     text_runs = vision_runs or flag("multi_modal_projector") or flag("motion_projector") or flag("image_newline") \
         or flag("language_model.")
     layers = []
     if vision_runs:
-        layers += [(vision_full, vision_input)] * v.num_hidden_layers
+        layers += [(vision_full, vision_kept)] * v.num_hidden_layers
     if text_runs:
-        layers += [(text_full, text_input)] * t.num_hidden_layers
+        layers += [(text_full, text_kept)] * t.num_hidden_layers
     if not layers:
         return 0.0
-    if model_cfg.remat:
-        elements = sum(inp for _, inp in layers) + max(full for full, _ in layers)
-    else:
-        elements = sum(full for full, _ in layers)
+    elements = sum(kept for _, kept in layers)
+    if remat != "none":
+        elements += max(full for full, _ in layers)
     return float(elements * itemsize)
 
 

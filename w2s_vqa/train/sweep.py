@@ -1,6 +1,6 @@
 """Sweeps of ahead-of-time plans: a grid of config overrides, one plan per point.
 
-    points = grid_points([parse_grid("mesh.shape=(-1,8,1),(-1,16,1)"), parse_grid("model.remat=True,False")])
+    points = grid_points([parse_grid("mesh.shape=(-1,8,1),(-1,16,1)"), parse_grid("model.remat=none,minimal,full")])
     rows = run_sweep(config_file, base_overrides, "v5p-64", points, out_dir)
 
 Each point is compiled in a fresh Python process (plan.plan_in_subprocess), so its
@@ -61,7 +61,7 @@ def parse_grid(text: str) -> tuple[str, list[str]]:
     key = key.strip()
     items = split_values(values) if sep else []
     if not key or not items or any(not v for v in items):
-        raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2,... (e.g. model.remat=True,False)")
+        raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2,... (e.g. model.remat=none,minimal,full)")
     return key, items
 
 
