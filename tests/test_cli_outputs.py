@@ -12,7 +12,7 @@ from w2s_vqa import cli
 
 @pytest.mark.parametrize("argv", [
     ["curate-metrics", "--inputs", "videos", "--out", "gs://bucket/metrics"],
-    ["anchors", "--store", "store", "--mos", "mos.csv", "--out", "gs://bucket/anchors"],
+    ["pairs", "--store", "store", "--out", "gs://bucket/pairs"],
     ["finetune", "--workdir", "gs://bucket/ft", "--checkpoint", "run", "--videos", "v", "--mos", "m.csv", "--name", "n"],
     ["eval", "--out", "gs://bucket/eval"],
 ])

@@ -168,10 +168,53 @@ def test_a_url_without_an_installed_file_system_names_the_package(tmp_path):
 
 
 def test_verbs_that_write_locally_refuse_a_url_in_one_line(empty_cwd):
-    done = cli(empty_cwd, "anchors", "--store", "/nonexistent", "--mos", "/nonexistent.csv", "--out", "gs://b/anchors")
+    done = cli(empty_cwd, "curate-metrics", "--inputs", "/nonexistent", "--out", "gs://b/metrics")
     assert done.returncode == 2
-    assert done.stderr.strip() == ("w2s-vqa anchors: error: --out gs://b/anchors: `w2s-vqa anchors` writes to local "
-                                   "paths only; give a local folder or a mounted bucket (e.g. gcsfuse)")
+    assert done.stderr.strip() == ("w2s-vqa curate-metrics: error: --out gs://b/metrics: `w2s-vqa curate-metrics` "
+                                   "writes to local paths only; give a local folder or a mounted bucket (e.g. gcsfuse)")
+
+
+def test_anchors_and_scores_in_a_bucket_then_a_rerun_resumes_from_it(bucket_run, gcs, pool, empty_cwd,  # noqa: F811
+                                                                     tmp_path):
+    """`anchors --out gs://`, then `score --anchors gs:// --out gs://.../scores.csv` of a folder of
+    videos: the table, skipped list, scored parts and the anchors' matrix land in the bucket, the
+    decoded store in the host's scratch folder; the same command again scores nothing anew."""
+    from w2s_vqa.demo.run import standin_mos
+    from w2s_vqa.store.format import VideoStore
+
+    with VideoStore(pool / "store") as store:
+        store.index.assign(mos=standin_mos(store.index))[["id", "mos"]].to_csv(tmp_path / "mos.csv", index=False)
+    anchors = f"{gcs}/anchor_sets/a"
+    made = last_json(cli(empty_cwd, "anchors", "--store", str(pool / "store"), "--mos", str(tmp_path / "mos.csv"),
+                         "--k", "2", "--out", anchors))
+    assert made["anchors"] == anchors and made["k"] == 2
+    assert {p.name for p in epath.Path(anchors).iterdir()} == {"anchors.json", "videos.npz"}
+
+    out = f"{gcs}/scored/scores.csv"
+    env = {"W2S_VQA_REMOTE_CACHE": str(tmp_path / "remote_cache"), "W2S_VQA_SCRATCH": str(tmp_path / "scratch")}
+    argv = ["score", "--checkpoint", bucket_run, "--step", "2", "--anchors", anchors, "--inputs", str(pool / "clips"),
+            "--out", out, "--set", "mesh.shape=(1,1,1)", "--set", "mesh.num_devices=1"]
+    first = last_json(cli(empty_cwd, *argv, env=env))
+    assert (first["videos"], first["scored_now"], first["decoded_now"]) == (2, 2, 2)
+    assert first["work"] == f"{gcs}/scored/scores.work" and first["skipped_list"] == f"{gcs}/scored/scores.skipped.csv"
+    import pandas as pd
+
+    with epath.Path(out).open("r") as f:
+        table = pd.read_csv(f)
+    assert len(table) == 2 and table["score"].notna().all()
+    assert (epath.Path(gcs) / "scored" / "scores.skipped.csv").exists()
+    parts = sorted(p.name for p in (epath.Path(first["work"]) / "parts").iterdir())
+    assert parts[0] == "run.json" and len(parts) > 1 and all(p.startswith("shard-") for p in parts[1:]), parts
+    import fsspec
+
+    # The anchors' matrix for this student. A fresh gcsfs: this process's cached listing of the
+    # anchor folder predates the score run.
+    assert len(fsspec.filesystem("gs", skip_instance_cache=True).ls(f"{anchors}/matrices")) == 1
+    # The decoded store is on this host's disk, under the scratch folder named.
+    (scratch,) = os.listdir(tmp_path / "scratch" / "score")
+    assert os.path.exists(tmp_path / "scratch" / "score" / scratch / "store" / "store.json")
+    again = last_json(cli(empty_cwd, *argv, env=env))
+    assert (again["videos"], again["scored_now"], again["decoded_earlier"]) == (2, 0, 2)  # the bucket's parts read
 
 
 # os.path.abspath on a value that may be a URL makes gs://b/x the local folder "gs:/b/x". Where the
