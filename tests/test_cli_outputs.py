@@ -14,7 +14,6 @@ from w2s_vqa import cli
     ["curate-metrics", "--inputs", "videos", "--out", "gs://bucket/metrics"],
     ["pairs", "--store", "store", "--out", "gs://bucket/pairs"],
     ["finetune", "--workdir", "gs://bucket/ft", "--checkpoint", "run", "--videos", "v", "--mos", "m.csv", "--name", "n"],
-    ["eval", "--out", "gs://bucket/eval"],
 ])
 def test_a_url_output_is_refused_in_one_line(argv, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

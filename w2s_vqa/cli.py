@@ -45,7 +45,7 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # The verbs whose --out / --workdir may be a URL (gs://..., through w2s_vqa.workdir / etils.epath
 # and Orbax): docs/2026-12-cloud-storage.md. `prepare --runner` writes through Beam's FileSystems.
 URL_OUTPUTS = {"train": ("workdir",), "export": ("out",), "stages": ("workdir",), "score": ("out",),
-               "anchors": ("out",)}
+               "anchors": ("out",), "eval": ("out",)}
 
 
 def _refuse_url_outputs(args: argparse.Namespace) -> None:

@@ -277,3 +277,28 @@ def test_two_stages_in_a_bucket_workdir_then_a_rerun_finds_them_done(gcs, pool, 
     assert again["stopped"] is None
     results = json.loads((root / "results.json").read_text())
     assert [s["trained_now"] for s in results["stages"]] == [False, False]  # both found finished in the bucket
+
+
+def test_eval_into_a_bucket(bucket_run, gcs, pool, anchors, empty_cwd, tmp_path):  # noqa: F811
+    """`eval --out gs://...`: tables, predictions, skipped list and plot in the bucket (results.json
+    written last), the scored parts in its work/ folder, the decoded store in this host's scratch."""
+    import pandas as pd
+
+    pd.DataFrame({"file": ["bikes.mp4", "carphone_pristine.mp4"], "mos": [2.0, 4.0]}).to_csv(
+        tmp_path / "mos.csv", index=False)
+    out = f"{gcs}/eval_run"
+    env = {"W2S_VQA_SCRATCH": str(tmp_path / "scratch")}
+    summary = last_json(cli(empty_cwd, "eval", "--checkpoint", bucket_run, "--step", "2", "--anchors", str(anchors),
+                            "--eval-set", "clips", str(pool / "clips"), str(tmp_path / "mos.csv"), "--out", out,
+                            "--bootstrap", "0", "--set", "mesh.shape=(1,1,1)", "--set", "mesh.num_devices=1", env=env))
+    assert summary["out"] == out and summary["results"] == f"{out}/results.json"
+    assert summary["sets"]["clips"]["student"]["scored"] == 2
+    root = epath.Path(out)
+    for name in ("results.json", "results.md", "predictions.csv", "skipped.csv", "plots/clips.png"):
+        assert (root / name).exists(), name
+    assert (root / "plots" / "clips.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with (root / "predictions.csv").open("r") as f:
+        assert sorted(pd.read_csv(f)["file"]) == ["bikes.mp4", "carphone_pristine.mp4"]
+    assert any(p.name.startswith("shard-") for p in (root / "work" / "clips" / "parts").iterdir())
+    (scratch,) = os.listdir(tmp_path / "scratch" / "score")
+    assert os.path.exists(tmp_path / "scratch" / "score" / scratch / "store" / "store.json")
