@@ -302,3 +302,50 @@ def test_eval_into_a_bucket(bucket_run, gcs, pool, anchors, empty_cwd, tmp_path)
     assert any(p.name.startswith("shard-") for p in (root / "work" / "clips" / "parts").iterdir())
     (scratch,) = os.listdir(tmp_path / "scratch" / "score")
     assert os.path.exists(tmp_path / "scratch" / "score" / scratch / "store" / "store.json")
+
+
+def test_two_processes_train_into_one_bucket_workdir_then_resume(gcs, pool, empty_cwd):  # noqa: F811
+    """Two processes (gloo, jax.distributed on 127.0.0.1) train into one gs:// workdir: one
+    checkpoint per step (Orbax coordinates the processes' writes, process 0 commits), one
+    metrics line per step (process 0 writes the records), and both resume from it."""
+    import signal
+    import socket
+
+    run = f"{gcs}/two_processes"
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "PYTHONFAULTHANDLER": "1",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+
+    def launch(steps):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "w2s_vqa.cli", "train", "--workdir", run, *with_sets(
+                *train_sets(pool, steps), "mesh.shape=(1,-1,1)", "mesh.num_devices=0", "distributed.num_processes=2",
+                "distributed.cpu_collectives='gloo'", f"distributed.coordinator_address='127.0.0.1:{port}'",
+                f"distributed.process_id={rank}")],
+            cwd=empty_cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+        outs = []
+        for p in procs:
+            try:
+                outs.append(p.communicate(timeout=400))
+            except subprocess.TimeoutExpired:
+                for q in procs:
+                    q.send_signal(signal.SIGABRT)
+                pytest.fail(f"two-process train ran past 400 s:\n{p.communicate()[1][-6000:]}")
+        assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outs]
+        return json.loads(outs[0][0].strip().splitlines()[-1])
+
+    first = launch(2)
+    assert (first["steps"], first["resumed_from"]) == (2, None)
+    root = epath.Path(run)
+    assert sorted(p.name for p in (root / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+    second = launch(4)
+    assert (second["steps"], second["resumed_from"]) == (4, 2)
+    import fsspec
+
+    fs = fsspec.filesystem("gs", skip_instance_cache=True)  # this process listed the folder before the resume
+    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(f"{run}/checkpoints")]
+    assert sorted(n for n in names if n.isdigit()) == ["2", "4"]
+    with fs.open(f"{run}/metrics.jsonl", "r") as f:
+        assert [json.loads(line)["step"] for line in f if line.strip()] == [1, 2, 3, 4]  # written once, by process 0
