@@ -5,7 +5,10 @@ Thurstone score (w2s_vqa.score.thurstone; `--mode map` on the anchors' MOS scale
 95% interval, or `--mode paper`, the authors' 0-100). Inputs are a folder of videos or a
 manifest, decoded as `prepare` decodes them with the anchors' settings, or a store.
 Intermediate results go to `--work` (default: beside --out); rerun the same command to
-resume a killed run: finished store shards are kept and not scored again.
+resume a killed run: finished store shards are kept and not scored again. --out, --work and
+--anchors may be URLs (gs://...; docs/2026-12-cloud-storage.md): the table, the skipped list
+and the scored parts go to the bucket through w2s_vqa.workdir, and a folder's decoded store,
+which must sit on a file system, to this host's scratch folder (score.batch.decode_dir).
 
 Still images among the inputs (a JPEG or PNG, any one-frame stream) are told apart from
 videos: by default (`--images skip`) they are left out, listed in the .skipped.csv with
