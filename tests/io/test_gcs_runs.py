@@ -123,6 +123,7 @@ def test_export_to_a_bucket_then_score_from_it(bucket_run, gcs, pool, anchors, e
     names = sorted(p.name for p in epath.Path(out).iterdir())
     assert {"config.json", "w2s_vqa.json", "tokenizer.json"} <= set(names), names
     assert json.loads((epath.Path(out) / "w2s_vqa.json").read_text())["checkpoint"] == bucket_run
+    assert json.loads(done.stdout.strip().splitlines()[-1])["out"] == out
     # A second export into the same bucket folder is refused without --overwrite, as a local one is.
     again = cli(empty_cwd, "export", "--checkpoint", bucket_run, "--out", out, env=env)
     assert again.returncode == 2 and f"{out}: not empty; pass --overwrite" in again.stderr

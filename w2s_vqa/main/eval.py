@@ -41,7 +41,6 @@ the paper's own overall figures beside them (score.evaluate.PAPER_OVERALL).
 
 from __future__ import annotations
 
-import os
 import sys
 
 from w2s_vqa.main.common import add_config_arguments, finite, json_line, load_config, non_negative_int
