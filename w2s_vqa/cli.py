@@ -44,7 +44,10 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 # The verbs whose --out / --workdir may be a URL (gs://..., through w2s_vqa.workdir / etils.epath
 # and Orbax): docs/2026-12-cloud-storage.md. `prepare --runner` writes through Beam's FileSystems.
-URL_OUTPUTS = {"train": ("workdir",), "export": ("out",), "stages": ("workdir",)}
+URL_OUTPUTS = {"train": ("workdir",), "export": ("out",), "stages": ("workdir",), "score": ("out",),
+               "anchors": ("out",), "eval": ("out",)}
+# Why a verb's output stays on a file system, where a reason other than "not routed yet" holds.
+LOCAL_BECAUSE = {"finetune": "its workdir holds the set's decoded video store, ArrayRecord files read by seeking"}
 
 
 def _refuse_url_outputs(args: argparse.Namespace) -> None:
@@ -62,8 +65,9 @@ def _refuse_url_outputs(args: argparse.Namespace) -> None:
                 workdir.check_url(value)  # a scheme without its file system: one line naming the package
             continue
         if isinstance(value, str) and _URL.match(value):
-            raise ValueError(f"--{option} {value}: `w2s-vqa {args.verb}` writes to local paths only; give a local "
-                             "folder or a mounted bucket (e.g. gcsfuse)")
+            why = f" ({LOCAL_BECAUSE[args.verb]})" if args.verb in LOCAL_BECAUSE else ""
+            raise ValueError(f"--{option} {value}: `w2s-vqa {args.verb}` writes to local paths only{why}; give a "
+                             "local folder or a mounted bucket (e.g. gcsfuse)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,6 +112,36 @@ def join(base: PathLike, *parts: str) -> str:
     return "/".join([text.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+def parent(value: PathLike) -> str:
+    """The directory holding `value`: os.path.dirname for a local path, the URL up to its
+    last "/" for a URL (gs://b/x/y.csv -> gs://b/x)."""
+    text = os.fspath(value)
+    if is_local(text):
+        return os.path.dirname(text)
+    head, _, _ = text.rstrip("/").rpartition("/")
+    return head if not head.endswith(":/") else head + "/"
+
+
+def scratch_dir(url: PathLike, kind: str) -> str:
+    """A local folder for the part of a URL's run that must sit on a file system (a video
+    store decoded for a score work folder in a bucket: ArrayRecord files are read by
+    seeking): $W2S_VQA_SCRATCH/<kind>/<digest of url>, else under $XDG_CACHE_HOME/w2s-vqa
+    (~/.cache/w2s-vqa). The same URL gives the same folder, so a rerun on the same host
+    finds what an earlier run left there. Created; returns its path."""
+    base = os.environ.get("W2S_VQA_SCRATCH") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "w2s-vqa")
+    folder = os.path.join(base, kind, hashlib.sha256(absolute(url).encode()).hexdigest()[:16])
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def remove(value: PathLike) -> None:
+    """Delete the file `value` (nothing when it does not exist)."""
+    p = path(value)
+    if p.exists():
+        p.unlink()
+
+
 def isdir(value: PathLike) -> bool:
     """Whether `value` is a directory (on an object store: a prefix holding objects)."""
     return path(value).is_dir()

@@ -123,6 +123,7 @@ def test_export_to_a_bucket_then_score_from_it(bucket_run, gcs, pool, anchors, e
     names = sorted(p.name for p in epath.Path(out).iterdir())
     assert {"config.json", "w2s_vqa.json", "tokenizer.json"} <= set(names), names
     assert json.loads((epath.Path(out) / "w2s_vqa.json").read_text())["checkpoint"] == bucket_run
+    assert json.loads(done.stdout.strip().splitlines()[-1])["out"] == out
     # A second export into the same bucket folder is refused without --overwrite, as a local one is.
     again = cli(empty_cwd, "export", "--checkpoint", bucket_run, "--out", out, env=env)
     assert again.returncode == 2 and f"{out}: not empty; pass --overwrite" in again.stderr
@@ -168,10 +169,53 @@ def test_a_url_without_an_installed_file_system_names_the_package(tmp_path):
 
 
 def test_verbs_that_write_locally_refuse_a_url_in_one_line(empty_cwd):
-    done = cli(empty_cwd, "anchors", "--store", "/nonexistent", "--mos", "/nonexistent.csv", "--out", "gs://b/anchors")
+    done = cli(empty_cwd, "curate-metrics", "--inputs", "/nonexistent", "--out", "gs://b/metrics")
     assert done.returncode == 2
-    assert done.stderr.strip() == ("w2s-vqa anchors: error: --out gs://b/anchors: `w2s-vqa anchors` writes to local "
-                                   "paths only; give a local folder or a mounted bucket (e.g. gcsfuse)")
+    assert done.stderr.strip() == ("w2s-vqa curate-metrics: error: --out gs://b/metrics: `w2s-vqa curate-metrics` "
+                                   "writes to local paths only; give a local folder or a mounted bucket (e.g. gcsfuse)")
+
+
+def test_anchors_and_scores_in_a_bucket_then_a_rerun_resumes_from_it(bucket_run, gcs, pool, empty_cwd,  # noqa: F811
+                                                                     tmp_path):
+    """`anchors --out gs://`, then `score --anchors gs:// --out gs://.../scores.csv` of a folder of
+    videos: the table, skipped list, scored parts and the anchors' matrix land in the bucket, the
+    decoded store in the host's scratch folder; the same command again scores nothing anew."""
+    from w2s_vqa.demo.run import standin_mos
+    from w2s_vqa.store.format import VideoStore
+
+    with VideoStore(pool / "store") as store:
+        store.index.assign(mos=standin_mos(store.index))[["id", "mos"]].to_csv(tmp_path / "mos.csv", index=False)
+    anchors = f"{gcs}/anchor_sets/a"
+    made = last_json(cli(empty_cwd, "anchors", "--store", str(pool / "store"), "--mos", str(tmp_path / "mos.csv"),
+                         "--k", "2", "--out", anchors))
+    assert made["anchors"] == anchors and made["k"] == 2
+    assert {p.name for p in epath.Path(anchors).iterdir()} == {"anchors.json", "videos.npz"}
+
+    out = f"{gcs}/scored/scores.csv"
+    env = {"W2S_VQA_REMOTE_CACHE": str(tmp_path / "remote_cache"), "W2S_VQA_SCRATCH": str(tmp_path / "scratch")}
+    argv = ["score", "--checkpoint", bucket_run, "--step", "2", "--anchors", anchors, "--inputs", str(pool / "clips"),
+            "--out", out, "--set", "mesh.shape=(1,1,1)", "--set", "mesh.num_devices=1"]
+    first = last_json(cli(empty_cwd, *argv, env=env))
+    assert (first["videos"], first["scored_now"], first["decoded_now"]) == (2, 2, 2)
+    assert first["work"] == f"{gcs}/scored/scores.work" and first["skipped_list"] == f"{gcs}/scored/scores.skipped.csv"
+    import pandas as pd
+
+    with epath.Path(out).open("r") as f:
+        table = pd.read_csv(f)
+    assert len(table) == 2 and table["score"].notna().all()
+    assert (epath.Path(gcs) / "scored" / "scores.skipped.csv").exists()
+    parts = sorted(p.name for p in (epath.Path(first["work"]) / "parts").iterdir())
+    assert parts[0] == "run.json" and len(parts) > 1 and all(p.startswith("shard-") for p in parts[1:]), parts
+    import fsspec
+
+    # The anchors' matrix for this student. A fresh gcsfs: this process's cached listing of the
+    # anchor folder predates the score run.
+    assert len(fsspec.filesystem("gs", skip_instance_cache=True).ls(f"{anchors}/matrices")) == 1
+    # The decoded store is on this host's disk, under the scratch folder named.
+    (scratch,) = os.listdir(tmp_path / "scratch" / "score")
+    assert os.path.exists(tmp_path / "scratch" / "score" / scratch / "store" / "store.json")
+    again = last_json(cli(empty_cwd, *argv, env=env))
+    assert (again["videos"], again["scored_now"], again["decoded_earlier"]) == (2, 0, 2)  # the bucket's parts read
 
 
 # os.path.abspath on a value that may be a URL makes gs://b/x the local folder "gs:/b/x". Where the
@@ -234,3 +278,75 @@ def test_two_stages_in_a_bucket_workdir_then_a_rerun_finds_them_done(gcs, pool, 
     assert again["stopped"] is None
     results = json.loads((root / "results.json").read_text())
     assert [s["trained_now"] for s in results["stages"]] == [False, False]  # both found finished in the bucket
+
+
+def test_eval_into_a_bucket(bucket_run, gcs, pool, anchors, empty_cwd, tmp_path):  # noqa: F811
+    """`eval --out gs://...`: tables, predictions, skipped list and plot in the bucket (results.json
+    written last), the scored parts in its work/ folder, the decoded store in this host's scratch."""
+    import pandas as pd
+
+    pd.DataFrame({"file": ["bikes.mp4", "carphone_pristine.mp4"], "mos": [2.0, 4.0]}).to_csv(
+        tmp_path / "mos.csv", index=False)
+    out = f"{gcs}/eval_run"
+    env = {"W2S_VQA_SCRATCH": str(tmp_path / "scratch")}
+    summary = last_json(cli(empty_cwd, "eval", "--checkpoint", bucket_run, "--step", "2", "--anchors", str(anchors),
+                            "--eval-set", "clips", str(pool / "clips"), str(tmp_path / "mos.csv"), "--out", out,
+                            "--bootstrap", "0", "--set", "mesh.shape=(1,1,1)", "--set", "mesh.num_devices=1", env=env))
+    assert summary["out"] == out and summary["results"] == f"{out}/results.json"
+    assert summary["sets"]["clips"]["student"]["scored"] == 2
+    root = epath.Path(out)
+    for name in ("results.json", "results.md", "predictions.csv", "skipped.csv", "plots/clips.png"):
+        assert (root / name).exists(), name
+    assert (root / "plots" / "clips.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with (root / "predictions.csv").open("r") as f:
+        assert sorted(pd.read_csv(f)["file"]) == ["bikes.mp4", "carphone_pristine.mp4"]
+    assert any(p.name.startswith("shard-") for p in (root / "work" / "clips" / "parts").iterdir())
+    (scratch,) = os.listdir(tmp_path / "scratch" / "score")
+    assert os.path.exists(tmp_path / "scratch" / "score" / scratch / "store" / "store.json")
+
+
+def test_two_processes_train_into_one_bucket_workdir_then_resume(gcs, pool, empty_cwd):  # noqa: F811
+    """Two processes (gloo, jax.distributed on 127.0.0.1) train into one gs:// workdir: one
+    checkpoint per step (Orbax coordinates the processes' writes, process 0 commits), one
+    metrics line per step (process 0 writes the records), and both resume from it."""
+    import signal
+    import socket
+
+    run = f"{gcs}/two_processes"
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "PYTHONFAULTHANDLER": "1",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+
+    def launch(steps):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "w2s_vqa.cli", "train", "--workdir", run, *with_sets(
+                *train_sets(pool, steps), "mesh.shape=(1,-1,1)", "mesh.num_devices=0", "distributed.num_processes=2",
+                "distributed.cpu_collectives='gloo'", f"distributed.coordinator_address='127.0.0.1:{port}'",
+                f"distributed.process_id={rank}")],
+            cwd=empty_cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+        outs = []
+        for p in procs:
+            try:
+                outs.append(p.communicate(timeout=400))
+            except subprocess.TimeoutExpired:
+                for q in procs:
+                    q.send_signal(signal.SIGABRT)
+                pytest.fail(f"two-process train ran past 400 s:\n{p.communicate()[1][-6000:]}")
+        assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outs]
+        return json.loads(outs[0][0].strip().splitlines()[-1])
+
+    first = launch(2)
+    assert (first["steps"], first["resumed_from"]) == (2, None)
+    root = epath.Path(run)
+    assert sorted(p.name for p in (root / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+    second = launch(4)
+    assert (second["steps"], second["resumed_from"]) == (4, 2)
+    import fsspec
+
+    fs = fsspec.filesystem("gs", skip_instance_cache=True)  # this process listed the folder before the resume
+    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(f"{run}/checkpoints")]
+    assert sorted(n for n in names if n.isdigit()) == ["2", "4"]
+    with fs.open(f"{run}/metrics.jsonl", "r") as f:
+        assert [json.loads(line)["step"] for line in f if line.strip()] == [1, 2, 3, 4]  # written once, by process 0

@@ -8,7 +8,6 @@ why); their ids, MOS and student inputs go into DIR (anchors.json, videos.npz), 
 
 from __future__ import annotations
 
-import os
 from w2s_vqa.main.common import json_line
 from w2s_vqa import workdir as workdir_lib
 

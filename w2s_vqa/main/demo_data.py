@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.main.common import add_config_arguments, json_line, load_config
 
 
@@ -30,5 +31,5 @@ def run(args) -> int:
     print(pool.format_summary(summary))
     for name, path in summary["paths"].items():
         print(f"{name + ':':<13}{path}")
-    print(json_line({"out": os.path.abspath(args.out), **summary["paths"], "counts": summary["counts"]}))
+    print(json_line({"out": workdir_lib.absolute(args.out), **summary["paths"], "counts": summary["counts"]}))
     return 0

@@ -41,7 +41,6 @@ the paper's own overall figures beside them (score.evaluate.PAPER_OVERALL).
 
 from __future__ import annotations
 
-import os
 import sys
 
 from w2s_vqa.main.common import add_config_arguments, finite, json_line, load_config, non_negative_int
@@ -136,7 +135,7 @@ def _score_set_function(args, config):
     anchors.check_student(loaded.student.cfg, loaded.settings)
     # One Scorer for every set: the anchors' tokens and matrix, and the compiled step, once.
     scorer = Scorer(loaded.student, loaded.prompt, anchors, mesh, batch_size=args.batch_size or None)
-    work_root = os.path.join(workdir_lib.absolute(args.out), "work")
+    work_root = workdir_lib.join(workdir_lib.absolute(args.out), "work")
     # Folder sets are decoded into work/<set>/store; TFDS sets (--sets) are scored from their records.
     score_set = evaluate.student_score_set(scorer, work_root, loaded.run_config or config, mode=args.mode,
                                            student_key=loaded.key, workers=args.workers, progress=True,
@@ -206,7 +205,7 @@ def run(args) -> int:
     if len(failed) > 10:
         print(f"... {len(failed) - 10} more in {paths['skipped']}")
     print(f"tables:  {paths['markdown']}\nresults: {paths['json']}\n"
-          f"plots:   {os.path.dirname(paths['plots'][sets[0].name])}")
+          f"plots:   {workdir_lib.parent(paths['plots'][sets[0].name])}")
     summary = {"out": workdir_lib.absolute(args.out), "results": paths["json"], **(student or {}),
                "sets": {s: {m: {k: f.get(k) for k in ("videos", "scored", "srcc", "plcc", "plcc_fitted", "krcc")}
                             for m, f in e["models"].items()} for s, e in results["sets"].items()},

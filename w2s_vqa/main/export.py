@@ -10,7 +10,6 @@ JSON object: the directory, the files written and the source.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 
@@ -87,8 +86,8 @@ def run(args) -> int:
     missing = hf.missing_tokenizer_files(source_tokenizer)
     if missing:
         print(f"not in {source_tokenizer}, so not exported: {', '.join(missing)}")
-    source = {"checkpoint": os.path.abspath(args.checkpoint)} if args.checkpoint else \
+    source = {"checkpoint": workdir_lib.absolute(args.checkpoint)} if args.checkpoint else \
         {"hf": args.hf} if args.hf else {"preset": args.preset}
-    print(json_line({"out": os.path.abspath(args.out), "files": list(written), **source, **extra,
+    print(json_line({"out": workdir_lib.absolute(args.out), "files": list(written), **source, **extra,
                      "tokenizer_missing": list(missing)}))
     return 0

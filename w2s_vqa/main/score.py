@@ -5,7 +5,10 @@ Thurstone score (w2s_vqa.score.thurstone; `--mode map` on the anchors' MOS scale
 95% interval, or `--mode paper`, the authors' 0-100). Inputs are a folder of videos or a
 manifest, decoded as `prepare` decodes them with the anchors' settings, or a store.
 Intermediate results go to `--work` (default: beside --out); rerun the same command to
-resume a killed run: finished store shards are kept and not scored again.
+resume a killed run: finished store shards are kept and not scored again. --out, --work and
+--anchors may be URLs (gs://...; docs/2026-12-cloud-storage.md): the table, the skipped list
+and the scored parts go to the bucket through w2s_vqa.workdir, and a folder's decoded store,
+which must sit on a file system, to this host's scratch folder (score.batch.decode_dir).
 
 Still images among the inputs (a JPEG or PNG, any one-frame stream) are told apart from
 videos: by default (`--images skip`) they are left out, listed in the .skipped.csv with
@@ -65,7 +68,7 @@ def run(args) -> int:
     anchors = AnchorSet.load(args.anchors)  # before any model work: a bad anchor set fails fast
     if not os.path.exists(args.inputs):
         raise FileNotFoundError(f"{args.inputs}: no such folder, manifest or store")
-    if os.path.isdir(args.out):  # found now, not after the scoring
+    if workdir_lib.isdir(args.out):  # found now, not after the scoring
         raise IsADirectoryError(f"--out {args.out}: is a folder; name the CSV file to write, "
                                 f"e.g. {args.out}/scores.csv")
     out = workdir_lib.absolute(args.out)
@@ -86,12 +89,12 @@ def run(args) -> int:
     table, skipped = result.table, result.skipped
     skipped_path = (out[:-4] if out.lower().endswith(".csv") else out) + ".skipped.csv"
     if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with workdir_lib.atomic_open(out) as f:
+        workdir_lib.makedirs(workdir_lib.parent(out))
+        with workdir_lib.atomic_open(out) as f:  # a local file, or the object itself in a bucket
             table.to_csv(f, index=False)
-        result.skipped_table().to_csv(skipped_path, index=False)
-        if os.access(anchors.path, os.W_OK):  # the anchors' matrix for this student, for the record and PyTorch
-            anchors.save_matrix(loaded.key, result.anchor_logits)
+        with workdir_lib.atomic_open(skipped_path) as f:
+            result.skipped_table().to_csv(f, index=False)
+        _save_matrix(anchors, loaded.key, result.anchor_logits)
         seconds, now = result.seconds, result.scored_now
         rate = now / seconds if seconds > 0 and now else 0.0
         decoded = (f"; decoded {result.decoded_now} now, {result.decoded_earlier} by an earlier run"
@@ -122,3 +125,17 @@ def run(args) -> int:
         print(f"w2s-vqa score: no video could be scored; see {skipped_path}", file=sys.stderr)
         return 1
     return 0
+
+
+def _save_matrix(anchors, student_key: str, logits) -> None:
+    """Keep the anchors' matrix for this student in the anchor set, for the record and for
+    PyTorch scoring: a local folder when it is writable; a bucket's folder is tried (no
+    permission test exists short of writing), and a refusal there only warns."""
+    if workdir_lib.is_local(anchors.path):
+        if os.access(anchors.path, os.W_OK):
+            anchors.save_matrix(student_key, logits)
+        return
+    try:
+        anchors.save_matrix(student_key, logits)
+    except OSError as e:
+        print(f"w2s-vqa score: warning: the anchors' matrix not kept in {anchors.path} ({e})", file=sys.stderr)

@@ -116,15 +116,19 @@ class AnchorSet:
         (which also drops the cached matrices, made for other anchors).
         """
         directory = os.fspath(directory)
-        if os.path.exists(os.path.join(directory, ANCHORS_FILE)) and not overwrite:
+        meta_path = workdir.join(directory, ANCHORS_FILE)
+        if workdir.exists(meta_path) and not overwrite:
             raise FileExistsError(f"{directory}: already holds an anchor set ({ANCHORS_FILE}); choose another "
                                   "--out or pass --overwrite")
-        os.makedirs(directory, exist_ok=True)
+        workdir.makedirs(directory)
         if overwrite:
-            matrices = os.path.join(directory, MATRIX_DIR)
-            for name in (os.listdir(matrices) if os.path.isdir(matrices) else []):
-                os.remove(os.path.join(matrices, name))
-        with workdir.atomic_open(os.path.join(directory, VIDEOS_FILE), "wb") as f:
+            # anchors.json is what makes the folder an anchor set, and it is written last: removed
+            # first, a reader never pairs the old record with the new videos (in a bucket too).
+            workdir.remove(meta_path)
+            matrices = workdir.join(directory, MATRIX_DIR)
+            for name in workdir.listdir(matrices):
+                workdir.remove(workdir.join(matrices, name))
+        with workdir.atomic_open(workdir.join(directory, VIDEOS_FILE), "wb") as f:
             np.savez(f, **self.videos)
         record = {
             "version": VERSION,
@@ -135,7 +139,7 @@ class AnchorSet:
             "store": self.store,
             "rule": self.rule,
         }
-        workdir.write_text(os.path.join(directory, ANCHORS_FILE), json.dumps(record, indent=1) + "\n")
+        workdir.write_text(meta_path, json.dumps(record, indent=1) + "\n")
         return [ANCHORS_FILE, VIDEOS_FILE]
 
     def _or_blank(self, values) -> tuple[str, ...]:
@@ -150,15 +154,16 @@ class AnchorSet:
         without its video in videos.npz).
         """
         directory = os.fspath(directory)
-        meta_path = os.path.join(directory, ANCHORS_FILE)
-        if not os.path.isdir(directory):
+        if not workdir.is_local(directory):
+            directory = workdir.absolute(directory)  # one line naming the package when no file system serves it
+        meta_path = workdir.join(directory, ANCHORS_FILE)
+        if not workdir.isdir(directory):
             raise AnchorError(f"{directory}: no such anchor directory (make one with `w2s-vqa anchors`)")
-        if not os.path.exists(meta_path):
+        if not workdir.exists(meta_path):
             raise AnchorError(f"{directory}: not an anchor directory (no {ANCHORS_FILE}); make one with "
                               "`w2s-vqa anchors`")
         try:
-            with open(meta_path, encoding="utf-8") as f:
-                meta = json.load(f)
+            meta = workdir.read_json(meta_path)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise AnchorError(f"{meta_path}: not readable as JSON ({e})") from None
         if not isinstance(meta, dict) or not isinstance(meta.get("anchors"), list):
@@ -180,12 +185,12 @@ class AnchorSet:
             mos.append(value)
         if problems:
             raise AnchorError(f"{meta_path}: " + "; ".join(problems))
-        videos_path = os.path.join(directory, VIDEOS_FILE)
-        if not os.path.exists(videos_path):
+        videos_path = workdir.join(directory, VIDEOS_FILE)
+        if not workdir.exists(videos_path):
             raise AnchorError(f"{directory}: the anchors' videos are missing (no {VIDEOS_FILE}); rebuild the "
                               "directory with `w2s-vqa anchors`")
         try:
-            with np.load(videos_path, allow_pickle=False) as data:
+            with workdir.path(videos_path).open("rb") as f, np.load(f, allow_pickle=False) as data:
                 videos = {name: data[name] for name in data.files}
         except (OSError, ValueError, EOFError) as e:
             raise AnchorError(f"{videos_path}: not readable ({e})") from None
@@ -231,15 +236,15 @@ class AnchorSet:
         if not self.path:
             raise AnchorError("an anchor set not loaded from a directory has no matrix cache")
         name = hashlib.sha256(student_key.encode()).hexdigest()[:20]
-        return os.path.join(self.path, MATRIX_DIR, f"{name}.npz")
+        return workdir.join(self.path, MATRIX_DIR, f"{name}.npz")
 
     def load_matrix(self, student_key: str) -> np.ndarray | None:
         """The cached level logits [K, K, 5] of `student_key` (a string naming the student's
         weights, e.g. 'checkpoint:/runs/tiny:step 9000'), or None when not cached."""
         path = self.matrix_path(student_key)
-        if not os.path.exists(path):
+        if not workdir.exists(path):
             return None
-        with np.load(path, allow_pickle=False) as data:
+        with workdir.path(path).open("rb") as f, np.load(f, allow_pickle=False) as data:
             if str(data["key"]) != student_key or str(data["anchors"]) != self.digest():
                 return None
             logits = np.asarray(data["logits"], np.float32)
@@ -251,7 +256,7 @@ class AnchorSet:
         if logits.shape != (len(self), len(self), 5):
             raise AnchorError(f"anchor logits must be [{len(self)}, {len(self)}, 5], got {logits.shape}")
         path = self.matrix_path(student_key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        workdir.makedirs(workdir.parent(path))
         with workdir.atomic_open(path, "wb") as f:
             np.savez(f, logits=logits, key=np.asarray(student_key), anchors=np.asarray(self.digest()))
         return path

@@ -108,6 +108,14 @@ class ScoreResult:
         return sum(1 for e in self.skipped if is_image_reason(e.get("reason", "")))
 
 
+def decode_dir(work_dir: str) -> str:
+    """Where a work folder's decoded store lives: inside a local work folder; for one in a
+    bucket (gs://...), a local folder of the host named by the URL (workdir.scratch_dir),
+    because a store is ArrayRecord files read by seeking. The scored parts stay in the
+    bucket: a rerun on another host decodes again but scores only the shards not done."""
+    return work_dir if workdir_lib.is_local(work_dir) else workdir_lib.scratch_dir(work_dir, "score")
+
+
 def is_store(path: str) -> bool:
     """Whether `path` is a video store directory (it holds store.json)."""
     return os.path.isdir(path) and os.path.exists(os.path.join(path, STORE_FILE))
@@ -334,9 +342,10 @@ def score_videos(student: student_lib.Student, prompt: prompt_lib.PairPrompt, an
     check_images(images)
     if work_dir and not isinstance(videos, Mapping):  # another run's work directory fails before any compiling
         store_path = (videos.path if isinstance(videos, VideoStore) else os.fspath(videos)) if (
-            isinstance(videos, VideoStore) or is_store(os.fspath(videos))) else os.path.join(work_dir, "store")
-        parts = os.path.join(work_dir, "parts")
-        if os.path.exists(os.path.join(parts, RUN_FILE)):
+            isinstance(videos, VideoStore) or is_store(os.fspath(videos))) else os.path.join(
+            decode_dir(work_dir), "store")
+        parts = workdir_lib.join(work_dir, "parts")
+        if workdir_lib.exists(workdir_lib.join(parts, RUN_FILE)):
             _check_run(parts, _identity(student_key, anchors, store_path, prompt))
     scorer = Scorer(student, prompt, anchors, mesh, batch_size=batch_size)
     if isinstance(videos, Mapping):
@@ -346,16 +355,16 @@ def score_videos(student: student_lib.Student, prompt: prompt_lib.PairPrompt, an
                             kinds=list(videos["media"]) if "media" in videos else None)
         return ScoreResult(table, [], scorer.anchor_logits, time.perf_counter() - start, len(table))
     if isinstance(videos, VideoStore) or is_store(os.fspath(videos)):
-        parts = os.path.join(work_dir, "parts") if work_dir else None
+        parts = workdir_lib.join(work_dir, "parts") if work_dir else None
         return score_store(scorer, videos, mode=mode, parts_dir=parts, student_key=student_key, progress=progress,
                            images=images)
     if work_dir:
-        os.makedirs(work_dir, exist_ok=True)
+        workdir_lib.makedirs(work_dir)
     with (tempfile.TemporaryDirectory(prefix="w2s-vqa-score-") if not work_dir
-          else contextlib.nullcontext(work_dir)) as where:
+          else contextlib.nullcontext(decode_dir(work_dir))) as where:
         store, skipped, (decoded_now, decoded_earlier) = _prepare_counted(
             os.fspath(videos), where, anchors, config, workers=workers, progress=progress)
-        parts = os.path.join(where, "parts") if work_dir else None
+        parts = workdir_lib.join(work_dir, "parts") if work_dir else None
         result = score_store(scorer, store, mode=mode, parts_dir=parts, student_key=student_key, progress=progress,
                              images=images)
         store.close()

@@ -360,8 +360,9 @@ def plot_set(set_name: str, table: pd.DataFrame, predictions: Mapping[str, pd.Da
         axis.set_ylabel(mos_label)
         axis.legend(loc="lower right", fontsize=8)
     figure.suptitle(title or f"{set_name} ({len(table)} videos)")
-    os.makedirs(os.path.dirname(workdir_lib.absolute(path)), exist_ok=True)
-    figure.savefig(path, dpi=100)
+    workdir_lib.makedirs(workdir_lib.parent(workdir_lib.absolute(path)))
+    with workdir_lib.atomic_open(path, "wb") as f:  # a local file, or the object itself in a bucket
+        figure.savefig(f, format="png", dpi=100)
     return path
 
 
@@ -379,13 +380,14 @@ def write_report(results: Mapping, predictions: Mapping[str, Mapping[str, pd.Dat
     """Write results.json, results.md, predictions.csv (set, model, file, prediction, mos,
     compared: whether the row is among the videos the model's figures rest on),
     skipped.csv (set, file, path, reason) and plots/<set>.png into `out_dir`; returns
-    {"json", "markdown", "predictions", "skipped", "plots": {set: path}}."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {"json": os.path.join(out_dir, RESULTS_JSON), "markdown": os.path.join(out_dir, RESULTS_MD),
-             "predictions": os.path.join(out_dir, PREDICTIONS_FILE), "skipped": os.path.join(out_dir, SKIPPED_FILE)}
-    workdir_lib.write_json(paths["json"], results)
-    with open(paths["markdown"], "w") as f:
-        f.write(markdown(results))
+    {"json", "markdown", "predictions", "skipped", "plots": {set: path}}. `out_dir` may be
+    a URL (gs://...): each file is written through w2s_vqa.workdir, results.json last, so
+    that a reader who finds it finds the rest."""
+    workdir_lib.makedirs(out_dir)
+    paths = {"json": workdir_lib.join(out_dir, RESULTS_JSON), "markdown": workdir_lib.join(out_dir, RESULTS_MD),
+             "predictions": workdir_lib.join(out_dir, PREDICTIONS_FILE),
+             "skipped": workdir_lib.join(out_dir, SKIPPED_FILE)}
+    workdir_lib.write_text(paths["markdown"], markdown(results))
     rows = []
     for s in tables:
         present = {m: by_set[s] for m, by_set in predictions.items() if s in by_set}
@@ -395,11 +397,13 @@ def write_report(results: Mapping, predictions: Mapping[str, Mapping[str, pd.Dat
             rows.append(predicted.merge(tables[s][["file", "mos"]], on="file", how="left").assign(
                 set=s, model=m, compared=lambda d: d["file"].isin(used if compared is None else used & compared)))
     columns = ["set", "model", "file", "prediction", "mos", "compared"]
-    (pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)).to_csv(
-        paths["predictions"], index=False)
-    pd.DataFrame(list(skipped), columns=["set", "file", "path", "reason"]).to_csv(paths["skipped"], index=False)
+    with workdir_lib.atomic_open(paths["predictions"]) as f:
+        (pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)).to_csv(f, index=False)
+    with workdir_lib.atomic_open(paths["skipped"]) as f:
+        pd.DataFrame(list(skipped), columns=["set", "file", "path", "reason"]).to_csv(f, index=False)
     paths["plots"] = {s: plot_set(s, tables[s], {m: p[s] for m, p in predictions.items() if s in p}, results,
-                                  os.path.join(out_dir, PLOTS_DIR, f"{s}.png")) for s in tables}
+                                  workdir_lib.join(out_dir, PLOTS_DIR, f"{s}.png")) for s in tables}
+    workdir_lib.write_json(paths["json"], results)
     return paths
 
 
@@ -511,14 +515,15 @@ def student_score_set(scorer, work_root: str, config=None, *, mode: str = "map",
     from w2s_vqa.score import batch as batch_lib
 
     def score_set(eval_set: EvalSet, table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
-        work = os.path.join(work_root, eval_set.name)
+        work = workdir_lib.join(work_root, eval_set.name)
         if eval_set.source is not None:  # a built TFDS set: its records are scored as they are, no decoding
             store, lost = eval_set.source, list(getattr(eval_set.source, "skipped", []))
-        else:
-            manifest = write_manifest(table, os.path.join(work, workdir_lib.MANIFEST_FILE))
-            store, lost = batch_lib.prepare_inputs(manifest, work, scorer.anchors, config, workers=workers,
+        else:  # the manifest and store on a file system (this host's scratch folder for a work root in a bucket)
+            local = batch_lib.decode_dir(work)
+            manifest = write_manifest(table, os.path.join(local, workdir_lib.MANIFEST_FILE))
+            store, lost = batch_lib.prepare_inputs(manifest, local, scorer.anchors, config, workers=workers,
                                                    progress=progress)
-        result = batch_lib.score_store(scorer, store, mode=mode, parts_dir=os.path.join(work, "parts"),
+        result = batch_lib.score_store(scorer, store, mode=mode, parts_dir=workdir_lib.join(work, "parts"),
                                        student_key=student_key, progress=progress, images=images)
         if eval_set.source is None:
             store.close()
