@@ -24,6 +24,7 @@ MODULES = [
     "w2s_vqa.models.config",
     "w2s_vqa.models.tiny_tokenizer",
     "w2s_vqa.models.llava_qwen_config",
+    "w2s_vqa.store.listing",  # a folder of videos, listed as the CLI lists it
     "w2s_vqa.store.settings",
     "w2s_vqa.video.decode",
     "w2s_vqa.video.encode",

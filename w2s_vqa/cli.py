@@ -3,8 +3,9 @@
 A verb module exposes `add_arguments(parser)` and `run(args) -> int`. Modules are
 imported only when their verb runs, so `w2s-vqa --help` stays fast. Errors in the
 user's input (OSError, ValueError and its subclasses such as ConfigError,
-StoreError, PairTableError; KeyError) end the verb here, in one place, with a
-one-line message and exit status 2 (set W2S_VQA_DEBUG=1 for the traceback).
+StoreError, PairTableError; KeyError), and PyTorch or transformers missing for a verb
+that needs them (`missing_torch`), end the verb here, in one place, with a one-line
+message and exit status 2 (set W2S_VQA_DEBUG=1 for the traceback).
 """
 
 from __future__ import annotations
@@ -70,6 +71,21 @@ def _refuse_url_outputs(args: argparse.Namespace) -> None:
                              "local folder or a mounted bucket (e.g. gcsfuse)")
 
 
+# The modules of the `torch` extra, which verbs on the PyTorch side (check-parity, convert-slowfast)
+# import when they run, never at `--help`: missing, they end the verb in one line.
+TORCH_MODULES = ("torch", "transformers")
+TORCH_INSTALL = "pip install -c requirements.lock torch==2.13.0 '.[torch]'"
+
+
+def missing_torch(error: ModuleNotFoundError) -> str | None:
+    """The one-line message for a verb that needs PyTorch and transformers where `error`
+    says one of them (or a module of theirs, e.g. torch.nn) is not installed; None for
+    any other missing module, which is not the user's to install."""
+    if (error.name or "").split(".")[0] not in TORCH_MODULES:
+        return None
+    return f"needs PyTorch and transformers ({TORCH_INSTALL})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="w2s-vqa", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -99,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"w2s-vqa {args.verb}: interrupted; what is finished is kept: run the same command again to resume",
               file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        message = missing_torch(e)
+        if message is None or os.environ.get("W2S_VQA_DEBUG"):
+            raise
+        print(f"w2s-vqa {args.verb}: error: {message}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, KeyError) as e:
         # Bad input (a file, a key, a value) is the user's to fix: say what, not where in our code.
         if os.environ.get("W2S_VQA_DEBUG"):

@@ -162,6 +162,24 @@ def listdir(value: PathLike) -> list[str]:
     return sorted(child.name for child in p.iterdir()) if p.is_dir() else []
 
 
+def stage_folders(value: PathLike) -> list[str]:
+    """The stage folders (stage_1, stage_2, ...) of a `w2s-vqa stages` workdir, by stage
+    number; [] for any other folder."""
+    prefix = STAGE_DIR.format("")
+    names = [n for n in listdir(value) if n.startswith(prefix) and n[len(prefix):].isdigit()]
+    return sorted(names, key=lambda n: int(n[len(prefix):]))
+
+
+def refuse_stages_run(value: PathLike) -> None:
+    """Raise FileNotFoundError when `value`, given where one training run's checkpoints are
+    read (--checkpoint), is a `w2s-vqa stages` workdir: it holds one run per stage, and the
+    message names the stages present so that the user can name one."""
+    stages = stage_folders(value) if not isdir(join(value, CHECKPOINT_DIR)) else []
+    if stages:
+        raise FileNotFoundError(f"{os.fspath(value)}: is a stages run ({', '.join(stages)}), not one training run: "
+                                f"give one stage, e.g. {join(value, stages[-1])}")
+
+
 def stamp(value: PathLike) -> int:
     """What changes when `value` is written again: a local file's or folder's modification
     time (ns); for an object store URL, the checksum fsspec gives of the object, or of a

@@ -181,13 +181,23 @@ def test_the_numpy_thurstone_solution_is_the_jax_one():
 TORCH_SCRIPT = """
 import json, sys, warnings
 from w2s_vqa.convert.torch_scorer import TorchScorer
-export, anchors, anchor_file, out, *paths = sys.argv[1:]
+export, anchors, anchor_file, out, folder, duplicate, *paths = sys.argv[1:]
 scorer = TorchScorer(export)
 with warnings.catch_warnings(record=True) as said:
     warnings.simplefilter("always")
     result = scorer.score(paths, anchors)
     with_images = scorer.score(paths, anchors, images="score")
+    of_folder = scorer.score(folder, anchors, images="score")  # a folder, as `w2s-vqa score --inputs` lists it
+    one_file = scorer.score(paths[0], anchors)  # one file: one row, not one per letter
+refused = []
+for given in ([paths[0], duplicate], 42, [paths[0], 42]):
+    try:
+        scorer.score(given, anchors)
+    except (TypeError, ValueError) as e:
+        refused.append(f"{type(e).__name__}: {e}")
 json.dump({"table": result.table.to_dict("list"), "skipped": result.skipped.to_dict("records"),
+           "of_folder": of_folder.table.to_dict("list"), "folder_skipped": of_folder.skipped.to_dict("records"),
+           "one_file": one_file.table.to_dict("list"), "refused": refused,
            "images_skipped": result.images_skipped, "said": [str(w.message) for w in said],
            "with_images": with_images.table.to_dict("list"), "images_scored": with_images.images_scored,
            "skipped_with_images": with_images.skipped.to_dict("records"),
@@ -220,8 +230,12 @@ def test_jax_and_pytorch_scores_of_an_export_agree(tmp_path, tiny_student):
     out = tmp_path / "torch.json"
     env = {**os.environ, "PYTHONPATH": REPO}
     broken = str(tmp_path / "videos" / "broken.mp4")
+    duplicate = tmp_path / "elsewhere" / "v0.mp4"  # a second file whose name gives the id v0
+    duplicate.parent.mkdir()
+    duplicate.write_bytes(open(paths[0], "rb").read())
     subprocess.run([sys.executable, "-c", TORCH_SCRIPT, str(tmp_path / "export"), str(tmp_path / "anchors"),
-                    str(tmp_path / "anchor_clips" / "v2.mp4"), str(out), *paths, *pictures, broken],
+                    str(tmp_path / "anchor_clips" / "v2.mp4"), str(out), str(tmp_path / "videos"), str(duplicate),
+                    *paths, *pictures, broken],
                    check=True, env=env, cwd=REPO, timeout=600)
     torch_side = json.loads(out.read_text())
     assert not torch_side["jax_imported"]
@@ -229,11 +243,21 @@ def test_jax_and_pytorch_scores_of_an_export_agree(tmp_path, tiny_student):
     # By default the pictures are left out beside the broken file, each listed with its reason, in one line.
     assert [(s["id"], s["path"]) for s in torch_side["skipped"]] == [
         ("thumb", pictures[0]), ("still", pictures[1]), ("broken", broken)]
-    assert "VideoError" in torch_side["skipped"][2]["reason"]
+    # The reason as `w2s-vqa score`'s skipped table words it: the path is in its own column, not repeated.
+    assert torch_side["skipped"][2]["reason"].startswith("VideoError: ")
+    assert broken not in torch_side["skipped"][2]["reason"]
+    # One file given as a string is one row; a second file with its id, or no paths, is refused in one line.
+    assert torch_side["one_file"]["id"] == ["v0"] and torch_side["one_file"]["path"] == [paths[0]]
+    assert torch_side["refused"] == [
+        f"ValueError: TorchScorer.score: 1 id(s) name more than one video: 'v0': {paths[0]}, {duplicate}; give "
+        "ids=[...], or their folder (ids are then paths relative to it, as `w2s-vqa score` names them)",
+        "TypeError: paths: give a video file, a folder or a list of video files (str or os.PathLike), not int",
+        "TypeError: paths: every item must be a video file's path (str or os.PathLike); found int 42"]
     assert [s["reason"] for s in torch_side["skipped"][:2]] == [video.IMAGE_REASON] * 2
     assert torch_side["images_skipped"] == 2 and set(theirs["kind"]) == {"video"}
     said = [m for m in torch_side["said"] if m.startswith("TorchScorer.score: skipped")]
-    assert said == [f"TorchScorer.score: skipped 3 of 7 files: 1 that could not be decoded (first: {broken}: "
+    assert len(said) == 3 and said[2].startswith("TorchScorer.score: skipped 1 of 7 files")  # the folder's
+    assert said[:2] == [f"TorchScorer.score: skipped 3 of 7 files: 1 that could not be decoded (first: {broken}: "
                     f"{torch_side['skipped'][2]['reason']}); 2 still image(s) (images='score' scores them: one "
                     "frame, zero motion); the result's .skipped lists each with its reason",
                     f"TorchScorer.score: skipped 1 of 7 files: 1 that could not be decoded (first: {broken}: "
@@ -251,6 +275,11 @@ def test_jax_and_pytorch_scores_of_an_export_agree(tmp_path, tiny_student):
                                 str(tmp_path / "videos"), sharding.make_mesh((1, -1, 1)), batch_size=8,
                                 images="score")
     assert [s["id"] for s in result.skipped] == ["broken"]
+    # The folder, given to TorchScorer as a string: the files, ids and skipped entries the CLI's listing gives.
+    assert torch_side["folder_skipped"] == result.skipped
+    assert sorted(torch_side["of_folder"]["id"]) == sorted(result.table["id"])
+    of_folder = pd.DataFrame(torch_side["of_folder"]).set_index("id")
+    np.testing.assert_allclose(of_folder.loc[result.table["id"], "score"], result.table["score"], atol=1e-3)
     ours = result.table.set_index("id")
     assert sorted(ours.index) == sorted(with_images.index) == ["still", "thumb", "v0", "v1", "v2", "v3"]
     assert ours["kind"].to_dict() == with_images["kind"].to_dict()

@@ -48,8 +48,8 @@ def test_metrics_then_curate(pool, tmp_path):
     assert last["skipped"] == 2
     # One line says how many were skipped, names each file and the file listing each with its reason.
     listed = os.path.join(os.path.dirname(last["table"]), "skipped.csv")
-    assert (f"2 skipped (1 a still image (one frame), not a video: {pool / 'thumbnail.jpg'}; 1 cannot open: "
-            f"{pool / 'notes.txt'}; each with its reason in {listed})") in done.stdout, done.stdout
+    assert (f"2 skipped (1 x cannot open: {pool / 'notes.txt'}; 1 x still image (one frame), not a video: "
+            f"{pool / 'thumbnail.jpg'}; each with its reason in {listed})") in done.stdout, done.stdout
 
     # A rerun resumes every part; other settings in the same folder are refused.
     again = w2s("curate-metrics", "--inputs", str(pool), "--out", str(tmp_path / "m"), *FAST, cwd=tmp_path)

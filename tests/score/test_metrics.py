@@ -239,7 +239,8 @@ def test_a_logistic_fit_that_is_a_step_is_named_and_its_figures_left_out():
     m = metrics.mos_metrics(x, mos, bootstrap=0)
     assert np.isnan(m["plcc_fitted"]) and np.isnan(m["rmse_fitted"]) and m["fit"]["step"]
     assert m["notes"] == ["the logistic fit is a step (one jump between neighbouring videos makes most of its "
-                          "range): PLCC and RMSE after the fit are left out (NaN)"]
+                          "range): PLCC and RMSE after the fit are left out (no figure: - in the tables, null or "
+                          "NaN in the JSON)"]
     assert m["plcc"] == pytest.approx(scipy_pearson(x, mos))  # the raw figure stands
     # A known logistic over spread scores is no step; nor is a predictor on its lower tail.
     x = np.linspace(0, 100, 60)
@@ -263,7 +264,8 @@ def test_small_sets_report_their_count_and_leave_out_fitted_figures_and_interval
     assert np.isnan(m["plcc_fitted"]) and np.isnan(m["rmse_fitted"])
     assert all(np.isnan(m[f"{name}_ci"]).all() for name in metrics.STATISTICS)
     assert m["notes"][0].startswith(f"{n} videos, fewer than 20: PLCC and RMSE after the logistic fit and the "
-                                    f"bootstrap intervals are left out (NaN)")
+                                    "bootstrap intervals are left out (no figure: - in the tables, null or NaN in "
+                                    "the JSON)")
     # Said in the figures (NaN) and the notes; a warning is kept for the libraries' troubles.
     assert not [w for w in recwarn if issubclass(w.category, metric_warnings.MetricsWarning)]
     # At MIN_VIDEOS_BOOTSTRAP videos of related scores: every figure and interval is there, no note.

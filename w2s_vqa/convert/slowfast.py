@@ -131,14 +131,15 @@ def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False) -> M
     optimizer_state, epoch, the config as YAML text) and runs no code. A file
     that pickles other Python objects needs `trust_pickle` (weights_only=False),
     which can run code the file holds: only for a file from a source you trust.
-    Raises FileNotFoundError, or WeightsError naming the file for one torch
-    cannot read or without a state dict.
+    Raises FileNotFoundError (checked before torch is imported), ModuleNotFoundError
+    without torch, or WeightsError naming the file for one torch cannot read or without
+    a state dict.
     """
+    path = os.fspath(path)
+    if not os.path.isfile(path):  # before torch is imported: a wrong path is named even without it
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
     import torch
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:

@@ -36,6 +36,7 @@ from w2s_vqa.convert.export_files import MOTION_FILE, SETTINGS_FILE, prompt_ques
 from w2s_vqa.convert.video_inputs import ARRAYS, video_inputs
 from w2s_vqa.models.config import HF_CONFIG_FILE, PIXEL_MEAN, PIXEL_STD, StudentConfig
 from w2s_vqa.models.llava_qwen_config import is_llava_qwen
+from w2s_vqa.store.listing import duplicate_ids, folder_files
 from w2s_vqa.store.settings import Settings
 
 # An anchor directory (w2s_vqa.score.anchors, read here without it): its files and version.
@@ -221,7 +222,8 @@ class TorchScorer:
             out[i, j] = row
         return out
 
-    def score(self, paths: Sequence[str], anchors: "str | Anchors", *, mode: str = "map",
+    def score(self, paths: "str | os.PathLike | Sequence[str | os.PathLike]", anchors: "str | Anchors", *,
+              mode: str = "map",
               ids: Sequence[str] | None = None, features: Sequence[np.ndarray] | None = None,
               batch_size: int = 8, images: str = "skip") -> TorchScores:
         """Scores of video files against an anchor directory, as `w2s-vqa score` gives them.
@@ -229,8 +231,11 @@ class TorchScorer:
         The anchors must have been made as the student reads videos (every setting both
         record: `Anchors.check_fits`); each video is decoded so, compared with every anchor (anchor first, the video
         second) and scored by convert.anchor_scores (mode "map": the MOS scale with a
-        standard error and 95% interval; "paper": the authors' 0-100). ids default to the
-        file names without extension.
+        standard error and 95% interval; "paper": the authors' 0-100).
+        `paths`: a list of video files, one video file, or a folder, every file under which
+        is tried (as `w2s-vqa score --inputs FOLDER` lists it: store.listing.folder_files).
+        ids default to the file names without extension, for a folder to paths relative to
+        it without extension (sub/a for sub/a.mp4), as the CLI names them.
         Still images (a JPEG, PNG, any one-frame stream: w2s_vqa.video.is_still_image):
         `images="skip"` (default, as `w2s-vqa score`) leaves them out, listed with
         IMAGE_REASON; "score" scores them by the paper's rule for images, one frame and
@@ -240,18 +245,25 @@ class TorchScorer:
         left out, one SkippedVideosWarning line says how many of each and where the list is.
         `features`: per video its own per-second motion features [seconds, D], needed when
         the anchors were made with motion_features "precomputed" (e.g. SlowFast).
-        Raises ValueError for an anchor directory that does not fit the student,
+        Raises TypeError for `paths` neither a path nor a list of paths, FileNotFoundError
+        for a path that is neither a file nor a folder, ValueError for two videos with one id
+        (give `ids`, or a folder), an anchor directory that does not fit the student,
         precomputed motion without `features`, or `images` not "skip" or "score".
         """
         if images not in IMAGES_CHOICES:
             raise ValueError(f"images={images!r}: expected one of {', '.join(IMAGES_CHOICES)}")
-        anchors = anchors if isinstance(anchors, Anchors) else Anchors.load(anchors)
-        anchors.check_fits(self)
-        settings = self.input_settings.merged(anchors.settings)
-        ids = list(ids) if ids is not None else [os.path.splitext(os.path.basename(p))[0] for p in paths]
+        paths, listed_ids = _listed(paths)
+        ids = [str(i) for i in ids] if ids is not None else listed_ids
         if len(ids) != len(paths) or (features is not None and len(features) != len(paths)):
             raise ValueError(f"{len(ids)} ids and {'no' if features is None else len(features)} feature arrays "
                              f"for {len(paths)} videos")
+        duplicates = duplicate_ids(zip(ids, paths))
+        if duplicates:  # one id, two rows: a table joined by id would mix them up
+            raise ValueError(f"TorchScorer.score: {duplicates}; give ids=[...], or their folder (ids are then paths "
+                             "relative to it, as `w2s-vqa score` names them)")
+        anchors = anchors if isinstance(anchors, Anchors) else Anchors.load(anchors)
+        anchors.check_fits(self)
+        settings = self.input_settings.merged(anchors.settings)
         anchor_logits = self.anchor_logits(anchors, batch_size=batch_size)
         anchor_videos = anchors.video_list()
         rows, skipped = [], []
@@ -259,14 +271,15 @@ class TorchScorer:
             try:
                 inputs = video_inputs(path, settings, features=None if features is None else features[n])
             except (video_lib.VideoError, OSError) as e:  # a broken video costs itself only
-                skipped.append({"id": video_id, "path": os.fspath(path), "reason": f"{type(e).__name__}: {e}"})
+                # The path has its own column: the reason is worded as `w2s-vqa score`'s skipped table words it.
+                skipped.append({"id": video_id, "path": path, "reason": video_lib.skip_reason(e)})
                 continue
             if inputs["media"] == video_lib.IMAGE and images == "skip":
-                skipped.append({"id": video_id, "path": os.fspath(path), "reason": video_lib.IMAGE_REASON})
+                skipped.append({"id": video_id, "path": path, "reason": video_lib.IMAGE_REASON})
                 continue
             test_logits = self._pair_logits(anchor_videos, [inputs] * len(anchor_videos), batch_size)
             result = anchor_scores.score(anchor_logits, test_logits, anchors.mos, mode=mode)
-            rows.append({"id": video_id, "path": os.fspath(path), "kind": inputs["media"],
+            rows.append({"id": video_id, "path": path, "kind": inputs["media"],
                          **{k: result[k] for k in ("score", "stderr", "low", "high", "latent")},
                          **{f"p_vs_{a}": float(p) for a, p in zip(anchors.ids, result["p"])}})
         out = TorchScores(pd.DataFrame(rows, columns=[*TABLE_COLUMNS, *(f"p_vs_{a}" for a in anchors.ids)]),
@@ -274,6 +287,33 @@ class TorchScorer:
         if skipped:
             warnings.warn(_skipped_line(out, len(paths)), SkippedVideosWarning, stacklevel=2)
         return out
+
+
+def _listed(paths) -> tuple[list[str], list[str]]:
+    """(paths, default ids) of what `TorchScorer.score` is given: one path (a video file, or
+    a folder listed as the CLI lists it) or a list of paths (ids: file names without
+    extension). Raises TypeError for anything else, naming what to give, and
+    FileNotFoundError for a single path that does not exist."""
+    if isinstance(paths, (str, os.PathLike)):
+        path = os.fspath(paths)
+        if isinstance(path, bytes):
+            raise TypeError(f"paths={paths!r}: give a str path, not bytes")
+        if os.path.isdir(path):
+            listed = folder_files(path)
+            return [p for _, p in listed], [i for i, _ in listed]
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such video file or folder")
+        return [path], [os.path.splitext(os.path.basename(path))[0]]
+    if isinstance(paths, (bytes, bytearray, dict)) or not hasattr(paths, "__iter__"):
+        raise TypeError(f"paths: give a video file, a folder or a list of video files (str or os.PathLike), not "
+                        f"{type(paths).__name__}")
+    paths = list(paths)
+    wrong = next((p for p in paths if not isinstance(p, (str, os.PathLike))), None)
+    if wrong is not None:
+        raise TypeError(f"paths: every item must be a video file's path (str or os.PathLike); found "
+                        f"{type(wrong).__name__} {wrong!r}")
+    paths = [os.fspath(p) for p in paths]
+    return paths, [os.path.splitext(os.path.basename(p))[0] for p in paths]
 
 
 def _skipped_line(scores: TorchScores, total: int) -> str:

@@ -57,7 +57,8 @@ class MetricsReport:
         reasons: dict[str, list[str]] = {}
         for row in self.skipped:
             reasons.setdefault(row["reason"].split(":")[0], []).append(row.get("path") or row.get("id", ""))
-        by_reason = "; ".join(f"{len(p)} {r}: {named_files(p)}" for r, p in sorted(reasons.items())) or "none"
+        # "COUNT x REASON: files", as prepare's summary (store.prepare.PrepareReport.summary) counts them.
+        by_reason = "; ".join(f"{len(p)} x {r}: {named_files(p)}" for r, p in sorted(reasons.items())) or "none"
         where = f"; each with its reason in {os.path.join(os.path.dirname(self.table), SKIPPED_FILE)}" \
             if self.skipped else ""
         return (f"metrics: {self.measured} of {self.videos} videos measured, {len(self.skipped)} skipped "

@@ -157,7 +157,7 @@ def video_metrics(path: str | os.PathLike, settings: MetricSettings = MetricSett
     path = os.fspath(path)
     info = video.probe(path)
     if video.is_still_image(info):  # a JPEG or PNG decodes as a one-frame stream: no motion, no frame rate
-        raise video.VideoError(path, "a still image (one frame), not a video")
+        raise video.VideoError(path, "still image (one frame), not a video")
     frames, times, _ = video.decode_frames(path, max_seconds=settings.max_seconds,
                                            size=_work_size(info, settings.work_height))
     # The first frame of each second, and its successor in the stream for TI.

@@ -30,6 +30,17 @@ def load_config(args: argparse.Namespace):
     return config
 
 
+def check_checkpoint(args: argparse.Namespace) -> None:
+    """Refuse, before other inputs are read, a --checkpoint that names a `w2s-vqa stages`
+    workdir rather than one of its stages (w2s_vqa.workdir.refuse_stages_run, which
+    train.checkpoint.checkpoint_directory applies too): FileNotFoundError, one line."""
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint:
+        from w2s_vqa import workdir  # etils.epath, no JAX
+
+        workdir.refuse_stages_run(checkpoint)
+
+
 def resolve_model_dirs(config) -> None:
     """model.hf_dir and model.tokenizer given as Hugging Face hub ids (org/name[@revision])
     become their local snapshot directories, downloaded or found in the cache (w2s_vqa.hub);

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import sys
 
-from w2s_vqa.main.common import add_config_arguments, finite, json_line, load_config, non_negative_int
+from w2s_vqa.main.common import add_config_arguments, check_checkpoint, finite, json_line, load_config, non_negative_int
 from w2s_vqa import workdir as workdir_lib
 
 
@@ -149,6 +149,7 @@ def run(args) -> int:
     from w2s_vqa.video import is_image_reason
 
     config = load_config(args)
+    check_checkpoint(args)  # a stages workdir: one line naming its stages, before other inputs
     names = [n.strip() for n in args.sets.split(",") if n.strip()]
     if not names and not args.eval_sets:
         raise ValueError("nothing to evaluate on: give --eval-set NAME FOLDER TABLE or --sets NAME,... "

@@ -17,7 +17,7 @@ from w2s_vqa import prompt
 from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.models import config as config_lib
 from w2s_vqa.convert import hf, llava_next
-from w2s_vqa.main.common import json_line
+from w2s_vqa.main.common import check_checkpoint, json_line
 from w2s_vqa.models.tiny_tokenizer import ASSET_DIR as TINY_TOKENIZER
 
 
@@ -43,6 +43,7 @@ def run(args) -> int:
     from w2s_vqa import hub
     from w2s_vqa.models import student
 
+    check_checkpoint(args)  # a stages workdir: one line naming its stages, before other inputs
     # Hugging Face hub ids (org/name[@revision]) become their local snapshot directories.
     if args.hf:
         args.hf = hub.resolve(args.hf, what="--hf")

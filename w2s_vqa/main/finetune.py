@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 import os
 
-from w2s_vqa.main.common import add_config_arguments, json_line, load_config, non_negative_int, resolve_model_dirs
+from w2s_vqa.main.common import (add_config_arguments, check_checkpoint, json_line, load_config, non_negative_int,
+                                 resolve_model_dirs)
 from w2s_vqa import workdir as workdir_lib
 
 
@@ -68,6 +69,7 @@ def run(args) -> int:
     from w2s_vqa import runtime
 
     config = load_config(args)
+    check_checkpoint(args)  # a stages workdir: one line naming its stages, before other inputs
     resolve_model_dirs(config)  # hub ids -> local snapshots, before anything reads them
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     import jax

@@ -23,7 +23,7 @@ import os
 import sys
 
 from w2s_vqa import workdir as workdir_lib
-from w2s_vqa.main.common import add_config_arguments, json_line, load_config, refuse_outputs_inside
+from w2s_vqa.main.common import add_config_arguments, check_checkpoint, json_line, load_config, refuse_outputs_inside
 
 
 def add_arguments(parser) -> None:
@@ -56,6 +56,7 @@ def run(args) -> int:
     from w2s_vqa import runtime
 
     config = load_config(args)
+    check_checkpoint(args)  # a stages workdir: one line naming its stages, before other inputs
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
     import jax
 

@@ -349,14 +349,19 @@ def fit_logistic(predicted, mos) -> MosFit:
     return MosFit("linear", (float(slope), float(intercept)))
 
 
+# How a note says where a left-out figure shows: NaN in mos_metrics' dict, which `eval`'s tables
+# print as "-", its closing JSON line writes as null (main.common.finite) and results.json as NaN.
+LEFT_OUT = " (no figure: - in the tables, null or NaN in the JSON)"
+
+
 def _fitted_problem(x: np.ndarray, fit: MosFit) -> str:
     """Why the figures after `fit` are left out on the scores x ("" when they stand)."""
     if len(x) < MIN_VIDEOS_FITTED:
         return (f"{len(x)} videos, fewer than {MIN_VIDEOS_FITTED}: PLCC and RMSE after the logistic fit are left "
-                f"out (NaN), since 4 parameters fitted to so few videos raise PLCC above what the scores earn")
+                f"out{LEFT_OUT}, since 4 parameters fitted to so few videos raise PLCC above what the scores earn")
     if fit.is_step(x):
         return ("the logistic fit is a step (one jump between neighbouring videos makes most of its range): "
-                "PLCC and RMSE after the fit are left out (NaN)")
+                f"PLCC and RMSE after the fit are left out{LEFT_OUT}")
     return ""
 
 
@@ -456,12 +461,12 @@ def mos_metrics(predicted, mos, *, bootstrap: int = 1000, confidence: float = 0.
         small = bool(bootstrap) and len(x) < MIN_VIDEOS_BOOTSTRAP
         if small and len(x) < MIN_VIDEOS_FITTED:  # one sentence for both
             problem = (f"{len(x)} videos, fewer than {max(MIN_VIDEOS_FITTED, MIN_VIDEOS_BOOTSTRAP)}: PLCC and "
-                       f"RMSE after the logistic fit and the bootstrap intervals are left out (NaN), since on so "
+                       f"RMSE after the logistic fit and the bootstrap intervals are left out{LEFT_OUT}, since on so "
                        f"few videos a 4-parameter fit raises PLCC above what the scores earn and an interval "
                        f"claims more certainty than the videos hold")
         elif small:
             problem = "; ".join(filter(None, [problem, (
-                f"{len(x)} videos, fewer than {MIN_VIDEOS_BOOTSTRAP}: the bootstrap intervals are left out (NaN), "
+                f"{len(x)} videos, fewer than {MIN_VIDEOS_BOOTSTRAP}: the bootstrap intervals are left out{LEFT_OUT}, "
                 f"since on so few videos an interval claims more certainty than the videos hold")]))
         notes = problem.split("; ") if problem else []
         if bootstrap:

@@ -225,8 +225,7 @@ def _check_record_ids(inputs: str, sources: Sequence[Source], distortions) -> No
 
 
 def _error(source: Source, video_id: str, exc: BaseException) -> dict[str, str]:
-    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-    return {"path": source.path, "id": video_id, "reason": f"{type(exc).__name__}: {reason}"}
+    return {"path": source.path, "id": video_id, "reason": video.skip_reason(exc)}
 
 
 def _decode_for_distortion(path: str, settings: Settings):

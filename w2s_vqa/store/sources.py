@@ -18,13 +18,10 @@ import os
 import numpy as np
 
 from w2s_vqa.store.format import StoreError
+from w2s_vqa.store.listing import VIDEO_EXTENSIONS, duplicate_ids, folder_files
 from w2s_vqa.tables import ProblemReport, read_csv, read_jsonl
 from w2s_vqa import workdir as workdir_lib
 
-# Extensions that name a video without a look inside. A folder's other files are tried too
-# (the decoder decides); these only break ties between files that share a name.
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp",
-                    ".y4m", ".m2ts", ".mts", ".mxf", ".ogv", ".gif", ".vob", ".f4v", ".dv", ".nut", ".ivf", ".m2v")
 # A manifest's columns, found in any case ("Path", "ID").
 MANIFEST_COLUMNS = ("path", "id", "source_id", "motion")
 # Problems named in one error before the rest are only counted.
@@ -70,27 +67,16 @@ def find_sources(inputs: str, *, require_motion: bool = False) -> list[Source]:
         raise StoreError(f"{inputs}: no such folder or manifest")
     if not sources:
         raise StoreError(f"{inputs}: no files found")
-    paths_of = collections.defaultdict(list)
-    for source in sources:
-        paths_of[source.id].append(source.path)
-    duplicates = sorted((i, paths) for i, paths in paths_of.items() if len(paths) > 1)
+    duplicates = duplicate_ids((source.id, source.path) for source in sources)
     if duplicates:
-        shown = "; ".join(f"'{i}': {', '.join(paths)}" for i, paths in duplicates[:_MAX_EXAMPLES])
-        raise StoreError(f"{inputs}: {len(duplicates)} id(s) name more than one video: {shown}; rename the "
-                         "files, or list them in a manifest with an 'id' column")
+        raise StoreError(f"{inputs}: {duplicates}; rename the files, or list them in a manifest with an 'id' column")
     return sorted(sources, key=lambda s: s.id)
 
 
 def _folder_sources(folder: str) -> list[Source]:
-    """One Source per regular file under `folder` (hidden ones included), ids as `find_sources` says."""
-    paths = sorted(os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
-                   if os.path.isfile(os.path.join(root, name)))
-    relative = [os.path.relpath(p, folder).replace(os.sep, "/") for p in paths]
-    stems = [os.path.splitext(r)[0] for r in relative]
-    video_stems = {s for s, r in zip(stems, relative) if r.lower().endswith(VIDEO_EXTENSIONS)}
-    ids = [r if s in video_stems and not r.lower().endswith(VIDEO_EXTENSIONS) else s
-           for s, r in zip(stems, relative)]
-    return [Source(id=i, source_id=i, path=p) for i, p in zip(ids, paths)]
+    """One Source per regular file under `folder` (hidden ones included), ids as `find_sources` says
+    (store.listing.folder_files, which TorchScorer lists folders with too)."""
+    return [Source(id=i, source_id=i, path=p) for i, p in folder_files(folder)]
 
 
 def read_manifest(path: str, *, require_motion: bool = False) -> list[Source]:

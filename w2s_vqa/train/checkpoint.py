@@ -211,9 +211,17 @@ def _place_like(value, struct):
 
 
 def checkpoint_directory(path: str) -> str:
-    """A run's workdir or its checkpoints/ folder -> the checkpoints folder."""
+    """A run's workdir or its checkpoints/ folder -> the checkpoints folder.
+
+    Raises FileNotFoundError for a `w2s-vqa stages` workdir, which holds one run per
+    stage (stage_k/) rather than checkpoints of its own: the message names the stages
+    present, so that --checkpoint can name one (every verb that reads a checkpoint
+    resolves it here)."""
     nested = workdir_lib.join(path, workdir_lib.CHECKPOINT_DIR)
-    return nested if workdir_lib.isdir(nested) else os.fspath(path)
+    if workdir_lib.isdir(nested):
+        return nested
+    workdir_lib.refuse_stages_run(path)
+    return os.fspath(path)
 
 
 def parse_step(text: str | int | None) -> int | str | None:

@@ -104,6 +104,15 @@ class VideoError(Exception):
         return (type(self), (self.path, self.reason))
 
 
+def skip_reason(exc: BaseException) -> str:
+    """The reason a skipped-files list gives for a file that failed with `exc`: its type and
+    what went wrong, without the path the list names in its own column ("VideoError: cannot
+    open ..."; a VideoError's `reason`, else the message). `prepare`'s errors.jsonl (hence
+    `w2s-vqa score`'s skipped table) and TorchScorer's `skipped` word reasons alike."""
+    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {reason}"
+
+
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
     """The first video stream, as a player shows it.
