@@ -85,7 +85,7 @@ BEAM_RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", 
 
 def add_beam_arguments(parser: argparse.ArgumentParser, runner_help: str) -> None:
     """--workers, --runner and --beam-option, which the verbs that can run on Apache Beam take."""
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+    parser.add_argument("--workers", type=non_negative_int, default=os.cpu_count() or 1, metavar="N",
                         help="worker processes (default: all CPUs; 0 or 1: this process); with --runner "
                              "DirectRunner, its direct_num_workers")
     parser.add_argument("--runner", default=None, metavar="RUNNER", choices=BEAM_RUNNERS,

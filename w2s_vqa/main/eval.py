@@ -82,8 +82,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bootstrap", type=non_negative_int, default=1000, metavar="N",
                         help="resamples for the 95%% intervals (0: no intervals)")
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
-    parser.add_argument("--batch-size", type=int, default=0, help="test videos per global batch (as `score`)")
-    parser.add_argument("--workers", type=int, default=0, metavar="N", help="processes decoding videos")
+    parser.add_argument("--batch-size", type=non_negative_int, default=0, metavar="N",
+                        help="test videos per global batch, a multiple of the devices the batch is split over "
+                             "(0, the default: 8 rounded up to one, as `score`)")
+    parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
+                        help="processes decoding videos (default 0; 0 or 1: this process)")
     parser.add_argument("--images", choices=("skip", "score"), default="skip",
                         help="still images in a set (JPEG, PNG, any one-frame stream): skip (default) leaves them "
                              "out and lists them in skipped.csv; score scores them as images (one frame, zero motion)")
