@@ -294,6 +294,11 @@ def test_finetune_end_to_end(finetuned, tmp_path, capsys):
     assert summary["srcc"] == results["median"]["finetuned"]["srcc"]
     assert summary["w2s_plcc"] == results["median"]["w2s"]["plcc"]
     assert "| fine-tuned (after) |" in (workdir / "results.md").read_text()
+    # 4 test videos a split: the fitted PLCC (20 needed) is null, and each split says so with its count.
+    assert all(s[model]["plcc_fitted"] is None for s in results["splits"] for model in ("w2s", "finetuned"))
+    assert summary["notes"] == results["notes"] and [n[:34] for n in results["notes"]] == [
+        "split 0: 4 test videos scored, few", "split 1: 4 test videos scored, few"]
+    assert "- split 1: 4 test videos scored, fewer than 20" in (workdir / "results.md").read_text()
 
     everything = {f"v{i:02d}.mp4" for i in range(N_VIDEOS)}
     for split in results["splits"]:
