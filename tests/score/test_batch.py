@@ -135,7 +135,7 @@ def test_an_out_folder_is_refused_before_any_scoring(anchors, pool, tmp_path, ca
 def test_a_data_setting_the_anchors_replace_is_named_and_bad_counts_are_refused(anchors, pool, tmp_path,  # noqa: F811
                                                                                   capsys):
     from w2s_vqa.config import load_config
-    from w2s_vqa.main.score import replaced_data_keys
+    from w2s_vqa.main.common import replaced_data_keys
 
     frames = anchors.settings["num_frames"]
     overrides = [f"data.num_frames={frames + 3}", f"data.sources_per_shard=3", "train.num_steps=5"]

@@ -44,7 +44,8 @@ from __future__ import annotations
 import os
 import sys
 
-from w2s_vqa.main.common import add_config_arguments, finite, json_line, load_config, non_negative_int
+from w2s_vqa.main.common import (add_config_arguments, finite, json_line, load_config, non_negative_int,
+                                 note_replaced_data_keys)
 from w2s_vqa import workdir as workdir_lib
 
 
@@ -140,6 +141,11 @@ def _score_set_function(args, config):
     # One Scorer for every set: the anchors' tokens and matrix, and the compiled step, once.
     scorer = Scorer(loaded.student, loaded.prompt, anchors, mesh, batch_size=args.batch_size or None)
     work_root = os.path.join(workdir_lib.absolute(args.out), "work")
+    if multihost.is_first():
+        from w2s_vqa.score.batch import input_config
+
+        note_replaced_data_keys(args.overrides, config, input_config(anchors, loaded.run_config or config),
+                                anchors.settings)
     # Folder sets are decoded into work/<set>/store; TFDS sets (--sets) are scored from their records.
     score_set = evaluate.student_score_set(scorer, work_root, loaded.run_config or config, mode=args.mode,
                                            student_key=loaded.key, workers=args.workers, progress=True,

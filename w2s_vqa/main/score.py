@@ -24,7 +24,7 @@ import time
 
 from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.main.common import (add_config_arguments, json_line, load_config, non_negative_int,
-                                 refuse_outputs_inside)
+                                 note_replaced_data_keys, refuse_outputs_inside)
 
 
 def add_arguments(parser) -> None:
@@ -51,31 +51,6 @@ def add_arguments(parser) -> None:
                              "images, one frame and zero motion, with kind 'image' in the table")
     parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
                         help="processes decoding a folder or manifest (default 0; 0 or 1: this process)")
-
-
-def _plain(value):
-    """A setting as compared: tuples as lists (an anchor set's JSON keeps a tuple as a list)."""
-    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
-def replaced_data_keys(overrides, asked, used, anchors_settings) -> list[str]:
-    """'KEY=ASKED (VALUE, the anchors')' for each data.* key given with --set (`overrides`,
-    KEY=VALUE strings) whose value in `asked` (the config --set made) is not the one the
-    inputs are decoded with (`used`: score.batch.input_config): the anchors' input
-    settings (`anchors_settings`) or the checkpoint's run config decide those."""
-    out = []
-    for override in overrides:
-        key = override.split("=", 1)[0].strip()
-        if not key.startswith("data.") or key.count(".") != 1:
-            continue
-        name = key.split(".", 1)[1]
-        if name not in asked.data or name not in used.data or _plain(asked.data[name]) == _plain(used.data[name]):
-            continue
-        whose = "the anchors'" if anchors_settings.get(name) is not None else "the checkpoint's run config"
-        entry = f"{key}={asked.data[name]!r} ({used.data[name]!r}, {whose})"
-        if entry not in out:
-            out.append(entry)
-    return out
 
 
 def run(args) -> int:
@@ -111,11 +86,8 @@ def run(args) -> int:
     anchors.check_student(loaded.student.cfg, loaded.settings)
     decode_config = loaded.run_config or config
     if not batch_lib.is_store(args.inputs) and jax.process_index() == 0:
-        replaced = replaced_data_keys(args.overrides, config, batch_lib.input_config(anchors, decode_config),
-                                      anchors.settings)
-        if replaced:  # the inputs must be decoded as the anchors were: say which --set had no effect
-            print(f"note: {len(replaced)} --set data.* value(s) replaced, the inputs being decoded as the anchors "
-                  f"were: {'; '.join(replaced)}")
+        note_replaced_data_keys(args.overrides, config, batch_lib.input_config(anchors, decode_config),
+                                anchors.settings)
     result = batch_lib.score_videos(loaded.student, loaded.prompt, anchors, args.inputs, mesh,
                                     batch_size=args.batch_size or None, mode=args.mode,
                                     work_dir=work, config=decode_config, student_key=loaded.key,
