@@ -135,7 +135,7 @@ def test_an_out_folder_is_refused_before_any_scoring(anchors, pool, tmp_path, ca
 def test_a_data_setting_the_anchors_replace_is_named_and_bad_counts_are_refused(anchors, pool, tmp_path,  # noqa: F811
                                                                                   capsys):
     from w2s_vqa.config import load_config
-    from w2s_vqa.main.common import replaced_data_keys
+    from w2s_vqa.main.common import note_replaced_data_keys, replaced_data_keys
 
     frames = anchors.settings["num_frames"]
     overrides = [f"data.num_frames={frames + 3}", f"data.sources_per_shard=3", "train.num_steps=5"]
@@ -148,6 +148,9 @@ def test_a_data_setting_the_anchors_replace_is_named_and_bad_counts_are_refused(
         f"data.num_frames={frames + 3} ({frames}, the anchors')"]
     assert replaced_data_keys([f"data.num_frames={frames}"], load_config(None, [f"data.num_frames={frames}"]), used,
                               anchors.settings) == []  # the same value: nothing replaced
+    note_replaced_data_keys(overrides, asked, used, anchors.settings)
+    assert capsys.readouterr().out == (f"note: 1 --set data.* value(s) replaced, the inputs being decoded as the "
+                                       f"anchors were: data.num_frames={frames + 3} ({frames}, the anchors')\n")
     # Negative counts are refused by the options themselves, naming the option, before anything is read.
     base = ["score", "--hf", str(tmp_path / "never_read"), "--anchors", anchors.path, "--inputs", str(pool / "clips"),
             "--out", str(tmp_path / "s.csv")]
