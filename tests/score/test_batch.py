@@ -138,7 +138,7 @@ def test_a_data_setting_the_anchors_replace_is_named_and_bad_counts_are_refused(
     from w2s_vqa.main.common import note_replaced_data_keys, replaced_data_keys
 
     frames = anchors.settings["num_frames"]
-    overrides = [f"data.num_frames={frames + 3}", f"data.sources_per_shard=3", "train.num_steps=5"]
+    overrides = [f"data.num_frames={frames + 3}", "data.sources_per_shard=3", "train.num_steps=5"]
     asked = load_config(None, overrides)
     used = batch.input_config(anchors, asked)
     # num_frames is the anchors' (the inputs must be decoded as they were); sources_per_shard is not
