@@ -177,6 +177,34 @@ def test_the_median_over_splits_is_numpys_median_not_the_mean():
     assert np.isnan(finetune_lib.median_figures([])["w2s"]["srcc"])
 
 
+def test_figures_on_too_few_test_videos_are_null_with_a_note_naming_the_count():
+    # Over 2 videos any correlation is +1 or -1: split 0's figures are left out (null), not
+    # reported as a perfect before and a perfect-opposite after; split 1 has 4 test videos.
+    from w2s_vqa.score import metrics
+
+    def split(index, n, before, after):
+        figures = lambda v: {"videos": n, **{k: v for k in finetune_lib.FIGURES}}
+        return {"split": index, "train_videos": 6, "test_videos": n, "train_pairs": 12, "steps": 2,
+                "w2s": figures(before), "finetuned": figures(after)}
+
+    x = np.array([1.0, 2.0])
+    m = metrics.mos_metrics(x, np.array([3.0, 1.0]), bootstrap=0)
+    assert m["videos"] == 2 and all(np.isnan(m[k]) for k in ("srcc", "plcc", "krcc"))
+    assert m["notes"][0].startswith("2 videos, fewer than 3: SRCC, PLCC and KRCC are left out (NaN)")
+    per_split = [split(0, 2, None, None), split(1, 4, 0.4, 0.8)]
+    median = finetune_lib.median_figures(per_split)
+    assert median["finetuned"]["srcc"] == pytest.approx(0.8) and median["gain"]["srcc"] == pytest.approx(0.4)
+    notes = finetune_lib.results.small_split_notes(per_split)
+    assert notes[0].startswith("split 0: 2 test videos scored, fewer than 3: SRCC, PLCC, KRCC and PLCC (logistic) "
+                               "are left out (null)")
+    assert notes[1].startswith("split 1: 4 test videos scored, fewer than 20: PLCC (logistic) is left out")
+    results = {"set": "kvq", "checkpoint": "w2s", "step": 2, "splits_done": 2, "splits_requested": 2, "videos": 8,
+               "videos_used": 8, "splits": per_split, "median": median, "notes": notes}
+    md = finetune_lib.markdown(results)
+    assert "| 0 | 6 | 2 | 12 | 2 | - | - | - | - |" in md and "- split 0: 2 test videos scored" in md
+    assert finetune_lib.results.finite_or_none(float("nan")) is None
+
+
 # ----------------------------------------------------------------------------- end to end
 N_VIDEOS = 12
 ONE_DEVICE = ["mesh.shape=(1,1,1)", "mesh.num_devices=1", "data.batch_size=4", "train.log_every=1",
@@ -266,6 +294,11 @@ def test_finetune_end_to_end(finetuned, tmp_path, capsys):
     assert summary["srcc"] == results["median"]["finetuned"]["srcc"]
     assert summary["w2s_plcc"] == results["median"]["w2s"]["plcc"]
     assert "| fine-tuned (after) |" in (workdir / "results.md").read_text()
+    # 4 test videos a split: the fitted PLCC (20 needed) is null, and each split says so with its count.
+    assert all(s[model]["plcc_fitted"] is None for s in results["splits"] for model in ("w2s", "finetuned"))
+    assert summary["notes"] == results["notes"] and [n[:34] for n in results["notes"]] == [
+        "split 0: 4 test videos scored, few", "split 1: 4 test videos scored, few"]
+    assert "- split 1: 4 test videos scored, fewer than 20" in (workdir / "results.md").read_text()
 
     everything = {f"v{i:02d}.mp4" for i in range(N_VIDEOS)}
     for split in results["splits"]:
@@ -356,13 +389,20 @@ def test_bad_inputs_fail_naming_the_file_or_row(tmp_path, capsys):
                 str(tmp_path / "set.csv"), "--name", "kvq", "--workdir", str(tmp_path / "w"), *extra]
 
     err = _error(capsys, args([("v0.mp4", 3.0), ("v7.mp4", 2.0)]))
-    assert "'v7.mp4' (row 2)" in err and "not in" in err
+    assert "lacks (1), e.g. row 2: 'v7.mp4'" in err
+    # Names twice, files the folder lacks and bad spreads of one table: one error, not one per run.
+    err = _error(capsys, args([("v0.mp4", 3.0, 0.2), ("v0.mp4", 2.0, 0.1), ("v7.mp4", 1.0, -1.0)],
+                              columns=("file", "mos", "mos_std")))
+    first = err.splitlines()[0]
+    assert "3 problem(s)" in first and "named twice (1)" in first and "lacks (1), e.g. row 3: 'v7.mp4'" in first
+    assert "mos_std (the video's MOS standard deviation) that is not a number >= 0 (1), e.g. row 3: '-1.0'" in first
     err = _error(capsys, args([("v0.mp4", 3.0), ("v1.mp4", "good")]))
     assert "row 2: 'good'" in err
     err = _error(capsys, args([("v0.mp4", 3.0, 0.2), ("v1.mp4", 2.0, -0.5)], columns=("file", "mos", "mos_std")))
     assert "row 2: '-0.5'" in err and "mos_std" in err
     err = _error(capsys, args([("v0.mp4", 3.0), ("v1.mp4", 2.0), ("v2.mp4", 1.0)]))
     assert "3 video(s)" in err and "at least 5 training videos" in err
+    assert "lower --anchors (now 5; at least 2) to at most 2" in err  # the option that fixes it is named
     err = _error(capsys, args([("v0.mp4", 3.0), ("v1.mp4", 2.0), ("v2.mp4", 1.0), ("v3.mp4", 0.5)], "--anchors",
                               "2", "--set", "finetune.train_fraction=0.5", "--set", "data.batch_size=1"))
     assert "no_run" in err  # the table is fine; the checkpoint is not
@@ -380,6 +420,15 @@ def test_bad_inputs_fail_naming_the_file_or_row(tmp_path, capsys):
     err = _error(capsys, args(eight, "--anchors", "2", "--set", "finetune.train_fraction=0.75", "--set",
                               "finetune.pairs_per_video=10.0", "--set", "data.batch_size=16"))
     assert "6 training videos and 15 MOS pairs" in err
+    # Every distinct pair is drawn (15 = 6 x 5 / 2): more pairs per video cannot help, so it is not suggested.
+    assert "pairs_per_video cannot add any" in err and "or add videos" in err and "raise finetune.pairs" not in err
+    # Short of the cap it is: 6 pairs of 6 videos, 12 asked for needs 2 pairs per video.
+    err = _error(capsys, args(eight, "--anchors", "2", "--set", "finetune.train_fraction=0.75", "--set",
+                              "finetune.pairs_per_video=1.0", "--set", "data.batch_size=12"))
+    assert "raise finetune.pairs_per_video (to at least 2 for 12 pairs)" in err
+    # Too few test videos: the fraction is what to lower.
+    err = _error(capsys, args(eight[:4], "--anchors", "2", "--set", "finetune.train_fraction=0.9"))
+    assert "give 3 training and 1 test video(s)" in err and "lower finetune.train_fraction (now 0.9)" in err
     err = _error(capsys, args(eight, "--anchors", "2", "--set", "finetune.train_fraction=0.75", "--set",
                               "finetune.pairs_per_video=1.0", "--set", "data.batch_size=4"))
     assert "no_run" in err  # 6 pairs feed a batch of 4: the checkpoint is what is wrong
@@ -432,8 +481,14 @@ def test_a_table_may_name_videos_without_their_extension(tmp_path):
         "clip01.mp4", os.path.join("sub", "clip02.mkv"), "clip03.mp4", "clip03.mp4", "clip04", "clip05.webm"]
     with pytest.raises(finetune_lib.FinetuneError, match=r"row 2: 'twin' -> twin.avi, twin.mp4"):
         read(["clip01", "twin"])
-    with pytest.raises(ValueError, match=r"1 of its 2 videos are not in .*'clip09' \(row 2\)"):
+    with pytest.raises(finetune_lib.FinetuneError, match=r"lacks \(1\), e.g. row 2: 'clip09'"):
         read(["clip01", "clip09"])
+    # Every kind of problem in one error: a name twice, a file the folder lacks, a name that fits two files.
+    with pytest.raises(finetune_lib.FinetuneError) as caught:
+        read(["clip01", "clip01", "clip09", "twin"])
+    first = str(caught.value).splitlines()[0]
+    assert "3 problem(s)" in first and "video named twice (1), e.g. 'clip01' in rows 1 and 2" in first
+    assert "lacks (1), e.g. row 3: 'clip09'" in first and "fits more than one file (1), e.g. row 4: 'twin'" in first
 
 
 def test_a_rerun_may_change_only_the_safe_keys_and_the_number_of_splits():

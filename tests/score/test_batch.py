@@ -88,7 +88,11 @@ def test_the_score_verb_skips_broken_videos_and_resumes(model, anchors, pool, on
     first = capsys.readouterr().out
     summary = json.loads(first.strip().splitlines()[-1])
     assert summary["videos"] == 2 and summary["skipped"] == 1 and summary["scored_now"] == 2
-    assert (summary["decoded_now"], summary["decoded_earlier"]) == (3, 0)  # the broken file was tried too
+    # Decoded: the two videos; the broken file was tried but is counted in `skipped` only.
+    assert (summary["decoded_now"], summary["decoded_earlier"]) == (2, 0)
+    # The whole command takes at least its decoding and its scoring (the JSON line names what each time measures).
+    assert summary["wall_seconds"] >= summary["scoring_seconds"] + summary["decoding_seconds"] > 0
+    assert "seconds" not in summary and "videos_per_second" not in summary
     table = pd.read_csv(tmp_path / "scores.csv", keep_default_na=False)
     assert table["id"].tolist() == ["bikes", "carphone_pristine"]
     skipped = pd.read_csv(tmp_path / "scores.skipped.csv")
@@ -102,7 +106,7 @@ def test_the_score_verb_skips_broken_videos_and_resumes(model, anchors, pool, on
     assert cli.main(command) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["scored_now"] == 0 and again["videos"] == 2
-    assert (again["decoded_now"], again["decoded_earlier"]) == (0, 3)
+    assert (again["decoded_now"], again["decoded_earlier"]) == (0, 2)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "scores.csv", keep_default_na=False), table)
     # A run killed after decoding, before its scores were kept: the rerun scores again and says
     # the videos were decoded by the earlier run (not "0 from an earlier run" alone).
@@ -111,8 +115,8 @@ def test_the_score_verb_skips_broken_videos_and_resumes(model, anchors, pool, on
     assert cli.main(command) == 0
     printed = capsys.readouterr().out
     resumed = json.loads(printed.strip().splitlines()[-1])
-    assert (resumed["scored_now"], resumed["decoded_now"], resumed["decoded_earlier"]) == (2, 0, 3)
-    assert "scored 2 videos and 0 still images (2 now, 0 from an earlier run; decoded 0 now, 3 by an earlier run)" in printed
+    assert (resumed["scored_now"], resumed["decoded_now"], resumed["decoded_earlier"]) == (2, 0, 2)
+    assert "scored 2 videos and 0 still images (2 now, 0 from an earlier run; decoded 0 now, 2 by an earlier run)" in printed
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "scores.csv", keep_default_na=False), table)
     # Another student cannot resume this work directory.
     other = student_lib.create(student.cfg, seed=9)
@@ -126,6 +130,39 @@ def test_an_out_folder_is_refused_before_any_scoring(anchors, pool, tmp_path, ca
                "--inputs", str(pool / "clips"), "--out", str(tmp_path)]
     assert cli.main(command) == 2
     assert "is a folder; name the CSV file" in capsys.readouterr().err
+
+
+def test_a_data_setting_the_anchors_replace_is_named_and_bad_counts_are_refused(anchors, pool, tmp_path,  # noqa: F811
+                                                                                  capsys):
+    from w2s_vqa.config import load_config
+    from w2s_vqa.main.common import note_replaced_data_keys, replaced_data_keys
+
+    frames = anchors.settings["num_frames"]
+    overrides = [f"data.num_frames={frames + 3}", "data.sources_per_shard=3", "train.num_steps=5"]
+    asked = load_config(None, overrides)
+    used = batch.input_config(anchors, asked)
+    # num_frames is the anchors' (the inputs must be decoded as they were); sources_per_shard is not
+    # an input setting and stays as asked; train.* is not data.*.
+    assert used.data.num_frames == frames and used.data.sources_per_shard == 3
+    assert replaced_data_keys(overrides, asked, used, anchors.settings) == [
+        f"data.num_frames={frames + 3} ({frames}, the anchors')"]
+    assert replaced_data_keys([f"data.num_frames={frames}"], load_config(None, [f"data.num_frames={frames}"]), used,
+                              anchors.settings) == []  # the same value: nothing replaced
+    note_replaced_data_keys(overrides, asked, used, anchors.settings)
+    assert capsys.readouterr().out == (f"note: 1 --set data.* value(s) replaced, the inputs being decoded as the "
+                                       f"anchors were: data.num_frames={frames + 3} ({frames}, the anchors')\n")
+    # Negative counts are refused by the options themselves, naming the option, before anything is read.
+    base = ["score", "--hf", str(tmp_path / "never_read"), "--anchors", anchors.path, "--inputs", str(pool / "clips"),
+            "--out", str(tmp_path / "s.csv")]
+    for option, value in (("--batch-size", "-5"), ("--workers", "-3")):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(base + [option, value])
+        assert exit_.value.code == 2
+        assert f"argument {option}: {value} is below 0" in capsys.readouterr().err
+    for verb in ("eval", "finetune", "prepare", "curate"):
+        with pytest.raises(SystemExit):
+            cli.main([verb, "--workers", "-3"])
+        assert "argument --workers: -3 is below 0" in capsys.readouterr().err
 
 
 class _DamagedStore(VideoStore):

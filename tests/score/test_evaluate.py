@@ -138,16 +138,17 @@ def test_eval_writes_tables_json_and_plots_with_scipys_figures(labeled, tmp_path
 def test_the_weighted_overall_and_teacher_only_runs(tmp_path):
     # Two in-domain sets of 4 and 2 videos; the folders are never read without a student.
     a = _table(tmp_path / "a.csv", [("x1.mp4", 1.0), ("x2.mp4", 2.0), ("x3.mp4", 3.0), ("x4.mp4", 4.0)])
-    b = _table(tmp_path / "b.csv", [("sub/y1.mp4", 1.0), ("sub/y2.mp4", 2.0)])
-    scores = pd.DataFrame({"video_id": ["x1", "x2", "x3", "x4", "y1", "y2"], "teacher": "t",
-                           "score": [1.0, 3.0, 2.0, 4.0, 2.0, 1.0]})
+    # 3 videos: the fewest a correlation is reported on (metrics.MIN_VIDEOS_CORRELATION).
+    b = _table(tmp_path / "b.csv", [("sub/y1.mp4", 1.0), ("sub/y2.mp4", 2.0), ("sub/y3.mp4", 3.0)])
+    scores = pd.DataFrame({"video_id": ["x1", "x2", "x3", "x4", "y1", "y2", "y3"], "teacher": "t",
+                           "score": [1.0, 3.0, 2.0, 4.0, 2.0, 1.0, 0.5]})
     sets = [evaluate.EvalSet("live_vqc", "nowhere", a), evaluate.EvalSet("konvid_1k", "nowhere", b)]
     out = evaluate.run_eval(sets, str(tmp_path / "out"), teacher_scores=scores, bootstrap=0)
     figures = out["results"]["sets"]
     assert figures["live_vqc"]["models"]["t"]["srcc"] == pytest.approx(0.8)
     assert figures["konvid_1k"]["models"]["t"]["srcc"] == pytest.approx(-1.0)
-    assert out["results"]["overall"]["t"]["in_domain"]["srcc"] == pytest.approx((0.8 * 4 - 1.0 * 2) / 6)
-    assert out["results"]["overall"]["t"]["in_domain"]["videos"] == 6
+    assert out["results"]["overall"]["t"]["in_domain"]["srcc"] == pytest.approx((0.8 * 4 - 1.0 * 3) / 7)
+    assert out["results"]["overall"]["t"]["in_domain"]["videos"] == 7
     assert "out_of_distribution" not in out["results"]["overall"]["t"]
     assert os.path.exists(out["paths"]["plots"]["live_vqc"])
 
@@ -157,8 +158,8 @@ def test_a_mos_table_naming_missing_files_is_one_clear_error_before_any_scoring(
     _clips(str(folder), 1)
     table = _table(tmp_path / "set.csv", [("v0.mp4", 3.0), ("gone.mp4", 2.0), ("also/gone.mkv", 1.0)])
     calls = []
-    with pytest.raises(evaluate.EvalError, match=r"2 of its 3 videos are not in .*'gone.mp4' \(row 2\), "
-                                                 r"'also/gone.mkv' \(row 3\)"):
+    with pytest.raises(evaluate.EvalError, match=r"video the folder .* lacks \(2\): row 2: 'gone.mp4'; "
+                                                 r"row 3: 'also/gone.mkv'"):
         evaluate.run_eval([evaluate.EvalSet("s", str(folder), table)], str(tmp_path / "out"),
                           score_set=lambda *a: calls.append(a))
     assert not calls
@@ -167,10 +168,21 @@ def test_a_mos_table_naming_missing_files_is_one_clear_error_before_any_scoring(
                      "--eval-set", "s", str(folder), table, "--out", str(tmp_path / "out")])
     assert code == 2
     error = capsys.readouterr().err
-    assert error.startswith("w2s-vqa eval: error: ") and "'gone.mp4' (row 2)" in error and len(error.splitlines()) == 1
-    bad = _table(tmp_path / "bad.csv", [("v0.mp4", "n/a"), ("v0.mp4", 2.0)])
-    with pytest.raises(ValueError, match="(?s)not a finite number.*row 1.*named twice"):
+    # The first line stands alone (tables.ProblemReport): the table, the count and each kind.
+    first = error.splitlines()[0]
+    assert first.startswith("w2s-vqa eval: error: ") and "lacks (2), e.g. row 2: 'gone.mp4'" in first
+    # Every kind of problem of the table in one error, not one per run: a MOS that is not a
+    # number, a video named twice and a video the folder lacks.
+    bad = _table(tmp_path / "bad.csv", [("v0.mp4", "n/a"), ("v0.mp4", 2.0), ("gone.mp4", 1.0)])
+    with pytest.raises(evaluate.EvalError) as caught:
         evaluate.read_eval_set(evaluate.EvalSet("s", str(folder), bad))
+    first = str(caught.value).splitlines()[0]
+    assert "3 problem(s)" in first and "not a finite number (1), e.g. row 1: 'n/a'" in first
+    assert "video named twice (1), e.g. 'v0.mp4' in rows 1 and 2" in first
+    assert "lacks (1), e.g. row 3: 'gone.mp4'" in first
+    # Without the folder check (eval of score tables alone) the table's own problems still come at once.
+    with pytest.raises(ValueError, match="(?s)not a finite number.*row 1.*named twice"):
+        evaluate.read_eval_set(evaluate.EvalSet("s", str(folder), bad), check_files=False)
     with pytest.raises(evaluate.EvalError, match="nothing to evaluate"):
         evaluate.run_eval([evaluate.EvalSet("s", str(folder), table)], str(tmp_path / "out"))
 

@@ -218,6 +218,6 @@ def test_max_batches_leaves_the_pairs_not_reached_nan_and_a_short_table_works(tr
     np.testing.assert_allclose(short["p"], full["p"].iloc[[3, 0, 5]], rtol=1e-6)
     empty = predict_pairs(student, table.iloc[:0], store, trained.prompt, mesh, batch_size=8)
     assert len(empty) == 0 and "p" in empty.columns
-    with pytest.raises(ValueError, match=r"batch_size=6 must be a positive multiple of the 4 parts the batch is split into"):
+    with pytest.raises(ValueError, match=r"batch_size=6 must be a positive multiple of 4, the devices the batch is split over \(mesh axes data=4\)"):
         predict_pairs(student, table, store, trained.prompt, sharding_lib.make_mesh((4, 1, 1), jax.devices()[:4]),
                       batch_size=6)

@@ -100,5 +100,12 @@ def test_the_scorer_takes_the_default_batch_size_and_refuses_one_the_mesh_cannot
     student, prompt = model
     mesh = sharding.make_mesh((1, 3, 1), jax.devices()[:3])
     assert scorer_lib.Scorer(student, prompt, anchors, mesh).batch_size == 9
-    with pytest.raises(scorer_lib.ScoreError, match=r"batch_size=8 must be a positive multiple of the 3 parts"):
+    with pytest.raises(scorer_lib.ScoreError, match=r"batch_size=8 must be a positive multiple of 3, the devices the "
+                                                    r"batch is split over \(mesh axes fsdp=3\), and of the 1 "
+                                                    r"process\(es\); e.g. 9"):
         scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=8)
+    # A negative size in the same plain words, without the sharding's internal spelling (PartitionSpec).
+    with pytest.raises(scorer_lib.ScoreError) as caught:
+        scorer_lib.Scorer(student, prompt, anchors, mesh, batch_size=-5)
+    assert str(caught.value).startswith("batch_size=-5 must be a positive multiple of 3, the devices")
+    assert "P(" not in str(caught.value) and "PartitionSpec" not in str(caught.value)

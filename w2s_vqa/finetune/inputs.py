@@ -16,9 +16,9 @@ import pandas as pd
 from w2s_vqa import config as config_lib
 from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.labels import mos_pairs as mos_pairs_lib
-from w2s_vqa.score import evaluate as evaluate_lib
+from w2s_vqa.score.anchors import read_mos_table
 from w2s_vqa.store.settings import Settings
-from w2s_vqa.tables import read_csv
+from w2s_vqa.tables import ProblemReport, read_csv
 
 MANIFEST_FILE = workdir_lib.MANIFEST_FILE
 STORE_DIR = workdir_lib.STORE_DIR
@@ -28,7 +28,9 @@ TEST_PAIRS = "test_pairs.parquet"
 # The student's architecture a fine-tuning run takes from the weak-to-strong run, which the
 # checkpoint's parameters must fit; its input settings come with it (base_config).
 MODEL_KEYS = ("model.preset", "model.hf_dir", "model.tokenizer")
-# Smallest test side: a correlation needs 2 videos.
+# Smallest test side a split is run with: 2 videos can be scored and evaluated, but their
+# SRCC, PLCC and KRCC need score.metrics.MIN_VIDEOS_CORRELATION videos and are left out
+# (null, with a note: finetune.results.small_split_notes) below it.
 MIN_TEST_VIDEOS = 2
 
 
@@ -105,68 +107,39 @@ def read_set(videos: str, mos_table: str, name: str) -> pd.DataFrame:
 
     A row's `file` names a video relative to `videos`, with or without its extension (as
     `w2s-vqa anchors` reads a MOS table): a name no file has is the one file of that
-    folder whose name without extension it is (_locate).
+    folder whose name without extension it is (score.anchors.locate_files).
 
-    Raises FinetuneError for a set name that cannot name files, EvalError (score.evaluate)
-    naming the table's videos the folder lacks, FinetuneError naming the rows whose name
-    without extension fits several files (and the files), AnchorError for rows whose MOS
-    is not a number or files named twice (score.anchors.read_mos_table), and FinetuneError
-    naming the rows whose standard deviation is not a number >= 0.
+    Raises FinetuneError for a set name that cannot name files, a missing table or
+    folder, and then one FinetuneError listing every problem of the table at once
+    (score.anchors.read_mos_table): rows whose MOS is not a number, files named twice,
+    videos the folder lacks, names without extension that fit several files (with the
+    files), and standard deviations that are not a number >= 0.
     """
     if not name or not name.strip() or "/" in name or name != name.strip():
         raise FinetuneError(f"--name {name!r}: a set name is a non-empty word without '/' (it names files)")
-    table = evaluate_lib.read_eval_set(evaluate_lib.EvalSet(name, videos, mos_table), check_files=False)
-    table["path"] = _locate(table, videos, mos_table)
-    table.insert(0, "id", table["file"])
+    if not os.path.isfile(mos_table):
+        raise FinetuneError(f"{mos_table}: no such MOS table (set {name})")
+    if not os.path.isdir(videos):
+        raise FinetuneError(f"{videos}: no such folder of videos (set {name})")
     # "SD", "Std" as well as "sd": a header in capitals is the same column, not a missing one.
     raw = read_csv(mos_table, what="MOS table", error=FinetuneError, columns=mos_pairs_lib.MOS_STD_COLUMNS)
     column = mos_pairs_lib.std_column(list(raw.columns))
+    problems = ProblemReport(mos_table, "MOS table")
+    std = None
     if column is not None:
         values = raw[column].astype(object).where(raw[column].notna(), "")
         std = pd.to_numeric(raw[column], errors="coerce").to_numpy(np.float64)
         bad = np.flatnonzero(~(np.isfinite(std) & (std >= 0)))
-        if len(bad):
-            shown = "; ".join(f"row {i + 1}: {values.iloc[i]!r}" for i in bad[:10])
-            raise FinetuneError(f"{mos_table}: {len(bad)} row(s) have a {column} (the video's MOS standard "
-                                f"deviation) that is not a number >= 0 ({shown}); fix them or drop the column to "
-                                "use the constant spread (finetune.mos_std_fraction)")
+        problems.add(f"{column} (the video's MOS standard deviation) that is not a number >= 0", len(bad),
+                     [f"row {i + 1}: {values.iloc[i]!r}" for i in bad],
+                     "fix them or drop the column to use the constant spread (finetune.mos_std_fraction)")
+    # Every problem of the table in one error: MOS, names twice, files the folder lacks, spreads.
+    table = read_mos_table(mos_table, folder=videos, stems=True, problems=problems,
+                           error=FinetuneError).rename(columns={"id": "file"})
+    table.insert(0, "id", table["file"])
+    if std is not None:
         table[column] = std[table["row"].to_numpy() - 1]
     return table
-
-
-def _locate(table: pd.DataFrame, videos: str, mos_table: str) -> list[str]:
-    """Each row's video file (absolute path): table["path"] where that file exists, else the
-    one file in its folder whose name without extension is the row's name (a `file` of
-    `clip01` is `clip01.mp4`). Raises EvalError naming the rows no file fits, and
-    FinetuneError naming the rows several files fit, with those files."""
-    if not os.path.isdir(videos):
-        raise evaluate_lib.EvalError(f"{videos}: no such folder of videos")
-    listed: dict[str, list[str]] = {}
-    paths, missing, ambiguous = [], [], []
-    for file, row, path in zip(table["file"], table["row"], table["path"]):
-        if os.path.isfile(path):
-            paths.append(path)
-            continue
-        folder, stem = os.path.split(path)
-        if folder not in listed:  # a folder is listed once, and only when a row's name misses
-            listed[folder] = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-        fits = [f for f in listed[folder] if os.path.splitext(f)[0] == stem and os.path.isfile(os.path.join(folder, f))]
-        if len(fits) == 1:
-            paths.append(os.path.join(folder, fits[0]))
-            continue
-        (ambiguous if fits else missing).append((file, row, fits))
-        paths.append(path)
-    if missing:
-        named = ", ".join(f"'{f}' (row {r})" for f, r, _ in missing[:evaluate_lib.MAX_NAMED])
-        more = f" and {len(missing) - evaluate_lib.MAX_NAMED} more" if len(missing) > evaluate_lib.MAX_NAMED else ""
-        raise evaluate_lib.EvalError(
-            f"{mos_table}: {len(missing)} of its {len(table)} videos are not in {videos}: {named}{more}; the `file` "
-            "column names videos relative to the folder, with or without their extension")
-    if ambiguous:
-        named = "; ".join(f"row {r}: '{f}' -> {', '.join(fits)}" for f, r, fits in ambiguous[:evaluate_lib.MAX_NAMED])
-        raise FinetuneError(f"{mos_table}: {len(ambiguous)} video name(s) without extension fit more than one file "
-                            f"in {videos} ({named}); name the file with its extension")
-    return paths
 
 
 def resolve_checkpoint(path: str, step: int | str | None) -> tuple[int, ml_collections.ConfigDict]:
@@ -275,16 +248,32 @@ def check_counts(n: int, train_fraction: float, anchors_k: int, where: str, *, p
     n_train = min(max(int(round(train_fraction * n)), 1), max(n - 1, 1))
     n_test = n - n_train
     if n_train < max(2, anchors_k) or n_test < MIN_TEST_VIDEOS:
+        fixes = []
+        if n_train < max(2, anchors_k):
+            if anchors_k > 2:
+                fixes.append(f"lower --anchors (now {anchors_k}; at least 2) to at most {max(n_train, 2)}")
+            if n_test > MIN_TEST_VIDEOS:
+                fixes.append(f"raise finetune.train_fraction (now {train_fraction:g})")
+        if n_test < MIN_TEST_VIDEOS and n_train > max(2, anchors_k):
+            fixes.append(f"lower finetune.train_fraction (now {train_fraction:g})")
+        fixes.append("add videos to the table")
         raise FinetuneError(
             f"{where}: {n} video(s) split by finetune.train_fraction={train_fraction:g} give {n_train} training and "
             f"{n_test} test video(s); a split needs at least {max(2, anchors_k)} training videos ({anchors_k} "
-            f"anchors) and {MIN_TEST_VIDEOS} test videos")
+            f"anchors, --anchors) and {MIN_TEST_VIDEOS} test videos: {', or '.join(fixes)}")
     if pairs_per_video is None or batch_size is None:
         return
     pairs = train_pairs_per_split(n_train, pairs_per_video)
     if pairs < batch_size:
+        every = n_train * (n_train - 1) // 2
+        if pairs < every:  # more pairs per video can still reach a batch
+            more = (f"raise finetune.pairs_per_video (to at least {batch_size / n_train:g} for {batch_size} pairs)"
+                    if every >= batch_size else
+                    f"raise finetune.pairs_per_video (up to every distinct pair, {every}) and add videos")
+        else:  # every distinct pair is drawn already: only more videos give more pairs
+            more = (f"add videos (every distinct pair of {n_train} training videos, n(n-1)/2 = {every}, is drawn "
+                    "already, so finetune.pairs_per_video cannot add any)")
         raise FinetuneError(
             f"{where}: {n} video(s) give each split {n_train} training videos and {pairs} MOS pairs "
             f"(finetune.pairs_per_video={pairs_per_video:g}), fewer than one global batch of data.batch_size="
-            f"{batch_size}; lower data.batch_size to at most {pairs} (a multiple of the mesh's batch parts) or raise "
-            "finetune.pairs_per_video")
+            f"{batch_size}; lower data.batch_size to at most {pairs} (a multiple of the mesh's batch parts) or {more}")

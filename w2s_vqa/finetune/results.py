@@ -1,5 +1,10 @@
 """A fine-tuning run's figures: per split before and after (FIGURES of MODELS), their
 medians over the splits (the headline) and results.md.
+
+A split's figure resting on too few test videos is null (score.metrics' small-set rules:
+SRCC, PLCC and KRCC below metrics.MIN_VIDEOS_CORRELATION videos, the fitted PLCC below
+metrics.MIN_VIDEOS_FITTED), left out of the medians, and named with its count in the
+run's notes (`small_split_notes`), which results.md and the verb's JSON line carry.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from w2s_vqa import workdir as workdir_lib
+from w2s_vqa.score import metrics
 
 RESULTS_JSON = workdir_lib.RESULTS_JSON
 RESULTS_MD = workdir_lib.RESULTS_MD
@@ -19,14 +25,40 @@ MODELS = (BEFORE, AFTER)
 FIGURES = ("srcc", "plcc", "krcc", "plcc_fitted")
 
 
+def finite_or_none(value) -> float | None:
+    """A figure as JSON keeps it: a finite float, or None for a figure left out (NaN, None)."""
+    return None if value is None or not np.isfinite(float(value)) else float(value)
+
+
+def _value(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def small_split_notes(per_split: Sequence[dict]) -> list[str]:
+    """One sentence per split whose test videos are too few for a figure: the count and
+    the figures left out (null), by score.metrics' minimums."""
+    notes = []
+    for s in per_split:
+        n = min(int(s[model].get("videos", s["test_videos"])) for model in MODELS)
+        if n < metrics.MIN_VIDEOS_CORRELATION:
+            notes.append(f"split {s['split']}: {n} test videos scored, fewer than {metrics.MIN_VIDEOS_CORRELATION}: "
+                         f"SRCC, PLCC, KRCC and PLCC (logistic) are left out (null), since over {n} videos a "
+                         "correlation is always +1 or -1; use more videos or a lower finetune.train_fraction")
+        elif n < metrics.MIN_VIDEOS_FITTED:
+            notes.append(f"split {s['split']}: {n} test videos scored, fewer than {metrics.MIN_VIDEOS_FITTED}: PLCC "
+                         "(logistic) is left out (null); SRCC, PLCC and KRCC on so few videos vary widely between "
+                         "splits")
+    return notes
+
+
 def median_figures(per_split: Sequence[dict]) -> dict:
     """{BEFORE: {figure: median}, AFTER: {...}, "gain": {figure: median of AFTER - BEFORE}}
-    over the splits' figures (numpy's median over the splits where the figure is a number;
-    NaN when none is), and "splits": how many splits entered."""
+    over the splits' figures (numpy's median over the splits where the figure is a number,
+    not null or NaN; NaN when none is), and "splits": how many splits entered."""
     out: dict = {"splits": len(per_split)}
     for model in MODELS:
-        out[model] = {k: _median([s[model][k] for s in per_split]) for k in FIGURES}
-    out["gain"] = {k: _median([s[AFTER][k] - s[BEFORE][k] for s in per_split]) for k in FIGURES}
+        out[model] = {k: _median([_value(s[model][k]) for s in per_split]) for k in FIGURES}
+    out["gain"] = {k: _median([_value(s[AFTER][k]) - _value(s[BEFORE][k]) for s in per_split]) for k in FIGURES}
     return out
 
 
@@ -65,4 +97,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {s['split']} | {s['train_videos']} | {s['test_videos']} | {s['train_pairs']} | {s['steps']} | "
                      f"{text(s[BEFORE]['srcc'])} | {text(s[AFTER]['srcc'])} | {text(s[BEFORE]['plcc'])} | "
                      f"{text(s[AFTER]['plcc'])} |")
+    notes = results.get("notes") or []
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"

@@ -25,7 +25,8 @@ from w2s_vqa.finetune.inputs import (MANIFEST_FILE, SPLIT_RESULT, STORE_DIR, TES
                                      base_config, check_counts, check_inputs, hf_base_config, read_set,
                                      resolve_checkpoint, split_config, split_dir)
 from w2s_vqa.finetune.record import check_run
-from w2s_vqa.finetune.results import (AFTER, BEFORE, FIGURES, MODELS, RESULTS_JSON, RESULTS_MD, markdown,
+from w2s_vqa.finetune.results import (AFTER, BEFORE, FIGURES, MODELS, RESULTS_JSON, RESULTS_MD, finite_or_none,
+                                      markdown, small_split_notes,
                                       median_figures, text)
 from w2s_vqa.labels import mos_pairs as mos_pairs_lib
 from w2s_vqa.labels import origins
@@ -325,7 +326,8 @@ def _evaluate_split(run: _Split, table: pd.DataFrame, set_name: str, *, bootstra
     figures = {}
     for model in MODELS:
         entry = results["sets"][set_name]["models"][model]
-        figures[model] = {"videos": int(entry["videos"]), **{k: float(entry.get(k, float("nan"))) for k in FIGURES}}
+        # A figure left out (too few test videos: score.metrics' small-set rules) is null, not NaN.
+        figures[model] = {"videos": int(entry["videos"]), **{k: finite_or_none(entry.get(k)) for k in FIGURES}}
     with open(os.path.join(run.directory, "anchors", "anchors.json")) as f:
         anchors = json.load(f)["anchors"]
     workdir_lib.write_json(os.path.join(run.directory, SPLIT_RESULT), {
@@ -350,7 +352,8 @@ def _results(runs, workdir, set_name, source, splits, table, skipped, identity) 
                "videos": int(len(table) + len(skipped)), "videos_used": int(len(table)), "skipped": list(skipped),
                "settings": {k: v for k, v in identity.items() if k != "config"}, "splits_requested": int(splits),
                "splits_done": len(per_split),
-               "splits": per_split, "median": median_figures(per_split), "workdir": workdir}
+               "splits": per_split, "median": median_figures(per_split), "notes": small_split_notes(per_split),
+               "workdir": workdir}
     if multihost.is_first():
         workdir_lib.write_json(os.path.join(workdir, RESULTS_JSON), results)
         workdir_lib.write_text(os.path.join(workdir, RESULTS_MD), markdown(results))

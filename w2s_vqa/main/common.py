@@ -54,6 +54,41 @@ def resolve_model_dirs(config) -> None:
             config.model[key] = resolved
 
 
+def _plain(value):
+    """A setting as compared: tuples as lists (an anchor set's JSON keeps a tuple as a list)."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def replaced_data_keys(overrides, asked, used, anchors_settings) -> list[str]:
+    """'KEY=ASKED (VALUE, the anchors')' for each data.* key given with --set (`overrides`,
+    KEY=VALUE strings) whose value in `asked` (the config --set made) is not the one the
+    inputs are decoded with (`used`: score.batch.input_config): the anchors' input
+    settings (`anchors_settings`) or the checkpoint's run config decide those."""
+    out = []
+    for override in overrides:
+        key = override.split("=", 1)[0].strip()
+        if not key.startswith("data.") or key.count(".") != 1:
+            continue
+        name = key.split(".", 1)[1]
+        if name not in asked.data or name not in used.data or _plain(asked.data[name]) == _plain(used.data[name]):
+            continue
+        whose = "the anchors'" if anchors_settings.get(name) is not None else "the checkpoint's run config"
+        entry = f"{key}={asked.data[name]!r} ({used.data[name]!r}, {whose})"
+        if entry not in out:
+            out.append(entry)
+    return out
+
+
+def note_replaced_data_keys(overrides, asked, used, anchors_settings) -> list[str]:
+    """Print one `note:` line naming each `replaced_data_keys` entry (none: nothing printed);
+    returns them. The inputs must be decoded as the anchors were, so such a --set has no effect."""
+    replaced = replaced_data_keys(overrides, asked, used, anchors_settings)
+    if replaced:
+        print(f"note: {len(replaced)} --set data.* value(s) replaced, the inputs being decoded as the anchors were: "
+              f"{'; '.join(replaced)}")
+    return replaced
+
+
 def json_line(summary, *, allow_nan: bool = True) -> str:
     """A verb's closing JSON line: paths and ids as they are (UTF-8), not as \\u escapes,
     so that a path with non-ASCII letters can be found by the text a user knows.
@@ -96,7 +131,7 @@ BEAM_RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", 
 
 def add_beam_arguments(parser: argparse.ArgumentParser, runner_help: str) -> None:
     """--workers, --runner and --beam-option, which the verbs that can run on Apache Beam take."""
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+    parser.add_argument("--workers", type=non_negative_int, default=os.cpu_count() or 1, metavar="N",
                         help="worker processes (default: all CPUs; 0 or 1: this process); with --runner "
                              "DirectRunner, its direct_num_workers")
     parser.add_argument("--runner", default=None, metavar="RUNNER", choices=BEAM_RUNNERS,

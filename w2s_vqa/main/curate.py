@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 
-from w2s_vqa.main.common import add_config_arguments, is_store, json_line, load_config, refuse_outputs_inside
+from w2s_vqa.main.common import (add_config_arguments, is_store, json_line, load_config, non_negative_int,
+                                 refuse_outputs_inside)
 
 
 def add_arguments(parser) -> None:
@@ -30,7 +31,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cap", type=int, default=None, metavar="N", help="at most N videos per --cap-column value")
     parser.add_argument("--keep", default=None, metavar="FILE", help="ids that must be chosen (one per line)")
     parser.add_argument("--drop", default=None, metavar="FILE", help="ids that must not be chosen (one per line)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+    parser.add_argument("--workers", type=non_negative_int, default=os.cpu_count() or 1, metavar="N",
                         help="processes for measuring videos (default: all CPUs)")
 
 

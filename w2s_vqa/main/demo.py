@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from w2s_vqa.main.common import add_config_arguments, json_line, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config, non_negative_int
 
 
 def add_arguments(parser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--out", default="demo_out", help="where the pool, the run and the export go")
-    parser.add_argument("--workers", type=int, default=2, help="processes that prepare the video store")
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="processes that prepare the video store")
     parser.add_argument("--sources", type=int, default=None, help="use this many demo sources (default: all 103)")
     parser.add_argument("--stages", type=int, default=None, metavar="N",
                         help="weak-to-strong stages (default: stages.num_stages, 2 on the tiny default)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from w2s_vqa import workdir as workdir_lib
-from w2s_vqa.main.common import add_config_arguments, json_line, load_config
+from w2s_vqa.main.common import add_config_arguments, json_line, load_config, non_negative_int
 
 
 def add_arguments(parser) -> None:
@@ -13,7 +13,7 @@ def add_arguments(parser) -> None:
 
     add_config_arguments(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder; rerun to reuse finished parts")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+    parser.add_argument("--workers", type=non_negative_int, default=os.cpu_count() or 1, metavar="N",
                         help="prepare's worker processes (default: all CPUs; 0 or 1: this process)")
     parser.add_argument("--sources", type=int, default=None, metavar="N",
                         help=f"use N of the {pool.num_planned_sources()} planned sources, drawn with the "

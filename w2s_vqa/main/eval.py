@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import sys
 
-from w2s_vqa.main.common import add_config_arguments, check_checkpoint, finite, json_line, load_config, non_negative_int
+from w2s_vqa.main.common import (add_config_arguments, check_checkpoint, finite, json_line, load_config,
+                                 non_negative_int, note_replaced_data_keys)
 from w2s_vqa import workdir as workdir_lib
 
 
@@ -81,8 +82,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bootstrap", type=non_negative_int, default=1000, metavar="N",
                         help="resamples for the 95%% intervals (0: no intervals)")
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
-    parser.add_argument("--batch-size", type=int, default=0, help="test videos per global batch (as `score`)")
-    parser.add_argument("--workers", type=int, default=0, metavar="N", help="processes decoding videos")
+    parser.add_argument("--batch-size", type=non_negative_int, default=0, metavar="N",
+                        help="test videos per global batch, a multiple of the devices the batch is split over "
+                             "(0, the default: 8 rounded up to one, as `score`)")
+    parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
+                        help="processes decoding videos (default 0; 0 or 1: this process)")
     parser.add_argument("--images", choices=("skip", "score"), default="skip",
                         help="still images in a set (JPEG, PNG, any one-frame stream): skip (default) leaves them "
                              "out and lists them in skipped.csv; score scores them as images (one frame, zero motion)")
@@ -136,6 +140,11 @@ def _score_set_function(args, config):
     # One Scorer for every set: the anchors' tokens and matrix, and the compiled step, once.
     scorer = Scorer(loaded.student, loaded.prompt, anchors, mesh, batch_size=args.batch_size or None)
     work_root = workdir_lib.join(workdir_lib.absolute(args.out), "work")
+    if multihost.is_first():
+        from w2s_vqa.score.batch import input_config
+
+        note_replaced_data_keys(args.overrides, config, input_config(anchors, loaded.run_config or config),
+                                anchors.settings)
     # Folder sets are decoded into work/<set>/store; TFDS sets (--sets) are scored from their records.
     score_set = evaluate.student_score_set(scorer, work_root, loaded.run_config or config, mode=args.mode,
                                            student_key=loaded.key, workers=args.workers, progress=True,

@@ -112,7 +112,7 @@ def run(args) -> int:
             "splits_requested": results["splits_requested"], "stopped": stopped,
             "srcc": median[finetune.AFTER]["srcc"], "plcc": median[finetune.AFTER]["plcc"],
             "w2s_srcc": median[finetune.BEFORE]["srcc"], "w2s_plcc": median[finetune.BEFORE]["plcc"],
-            "skipped": len(results["skipped"])}
+            "skipped": len(results["skipped"]), "notes": results.get("notes", [])}
         # Strict JSON: a figure no split has yet (stopped before the first) is null, not NaN.
         print(json_line({k: None if isinstance(v, float) and not math.isfinite(v) else v
                           for k, v in summary.items()}, allow_nan=False))

@@ -3,7 +3,9 @@
 Every input video is compared with every anchor of A (`w2s-vqa anchors`) and given a
 Thurstone score (w2s_vqa.score.thurstone; `--mode map` on the anchors' MOS scale with a
 95% interval, or `--mode paper`, the authors' 0-100). Inputs are a folder of videos or a
-manifest, decoded as `prepare` decodes them with the anchors' settings, or a store.
+manifest, decoded as `prepare` decodes them with the anchors' settings, or a store: a
+`--set data.KEY=...` the anchors' settings (or the checkpoint's run config) replace is named
+in one note line before decoding, since it has no effect.
 Intermediate results go to `--work` (default: beside --out); rerun the same command to
 resume a killed run: finished store shards are kept and not scored again. --out, --work and
 --anchors may be URLs (gs://...; docs/2026-12-cloud-storage.md): the table, the skipped list
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from w2s_vqa import workdir as workdir_lib
-from w2s_vqa.main.common import add_config_arguments, check_checkpoint, json_line, load_config, refuse_outputs_inside
+from w2s_vqa.main.common import (add_config_arguments, check_checkpoint, json_line, load_config,
+                                 non_negative_int, note_replaced_data_keys, refuse_outputs_inside)
 
 
 def add_arguments(parser) -> None:
@@ -41,20 +45,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mode", choices=("map", "paper"), default="map",
                         help="map: probit MAP on the anchors' MOS scale with an interval (default); paper: the "
                              "authors' procedure, 0-100")
-    parser.add_argument("--batch-size", type=int, default=0,
-                        help="test videos per global batch (default: 8 rounded up to a multiple of the mesh's "
-                             "batch parts and of the process count)")
+    parser.add_argument("--batch-size", type=non_negative_int, default=0, metavar="N",
+                        help="test videos per global batch, a multiple of the devices the batch is split over and "
+                             "of the process count (0, the default: 8 rounded up to such a multiple)")
     parser.add_argument("--images", choices=("skip", "score"), default="skip",
                         help="still images among the inputs (JPEG, PNG, any one-frame stream): skip (default) leaves "
                              "them out and lists them in the .skipped.csv; score scores them as the paper does "
                              "images, one frame and zero motion, with kind 'image' in the table")
-    parser.add_argument("--workers", type=int, default=0, metavar="N",
-                        help="processes decoding a folder or manifest (default 0: this process)")
+    parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
+                        help="processes decoding a folder or manifest (default 0; 0 or 1: this process)")
 
 
 def run(args) -> int:
     from w2s_vqa import runtime
 
+    started = time.perf_counter()
     config = load_config(args)
     check_checkpoint(args)  # a stages workdir: one line naming its stages, before other inputs
     runtime.tune_cpu_host()  # first: before anything starts JAX's backend
@@ -83,9 +88,13 @@ def run(args) -> int:
 
     loaded = load_for_scoring(checkpoint=args.checkpoint, hf_dir=args.hf and hub.resolve(args.hf, what="--hf"), step=args.step, mesh=mesh, config=config)
     anchors.check_student(loaded.student.cfg, loaded.settings)
+    decode_config = loaded.run_config or config
+    if not batch_lib.is_store(args.inputs) and jax.process_index() == 0:
+        note_replaced_data_keys(args.overrides, config, batch_lib.input_config(anchors, decode_config),
+                                anchors.settings)
     result = batch_lib.score_videos(loaded.student, loaded.prompt, anchors, args.inputs, mesh,
                                     batch_size=args.batch_size or None, mode=args.mode,
-                                    work_dir=work, config=loaded.run_config or config, student_key=loaded.key,
+                                    work_dir=work, config=decode_config, student_key=loaded.key,
                                     workers=args.workers, progress=True, images=args.images)
     table, skipped = result.table, result.skipped
     skipped_path = (out[:-4] if out.lower().endswith(".csv") else out) + ".skipped.csv"
@@ -97,14 +106,16 @@ def run(args) -> int:
             result.skipped_table().to_csv(f, index=False)
         _save_matrix(anchors, loaded.key, result.anchor_logits)
         seconds, now = result.seconds, result.scored_now
-        rate = now / seconds if seconds > 0 and now else 0.0
+        rate = now / seconds if seconds > 0 and now else 0.0  # scoring alone: decoding is in decoding_seconds
+        wall = time.perf_counter() - started
         decoded = (f"; decoded {result.decoded_now} now, {result.decoded_earlier} by an earlier run"
                    if result.decoded_now or result.decoded_earlier else "")  # a store is not decoded
         images, images_skipped = result.images_scored, result.images_skipped
         failed = [e for e in skipped if not batch_lib.is_image_reason(e["reason"])]
         print(f"scored {len(table) - images} videos and {images} still images ({now} now, {len(table) - now} from "
               f"an earlier run{decoded}) against {len(anchors)} anchors, mode {args.mode}; skipped {len(skipped)} "
-              f"({len(failed)} unreadable, {images_skipped} still images); {rate:.2f} videos/s")
+              f"({len(failed)} unreadable, {images_skipped} still images); scoring {rate:.2f} videos/s, decoding "
+              f"{result.prepare_seconds:.1f} s, {wall:.1f} s in all")
         if skipped:
             print(f"skipped {len(skipped)}, each with its reason, in {skipped_path}")
         if images_skipped:
@@ -120,8 +131,9 @@ def run(args) -> int:
                           "images_skipped": images_skipped, "images_mode": args.images,
                           "skipped": len(skipped), "scored_now": now,
                           "decoded_now": result.decoded_now, "decoded_earlier": result.decoded_earlier,
-                          "mode": args.mode, "anchors": workdir_lib.absolute(anchors.path), "seconds": round(seconds, 3),
-                          "videos_per_second": round(rate, 4), "skipped_list": skipped_path, "work": work}))
+                          "mode": args.mode, "anchors": workdir_lib.absolute(anchors.path), "scoring_seconds": round(seconds, 3),
+                          "decoding_seconds": round(result.prepare_seconds, 3), "wall_seconds": round(wall, 3),
+                          "scoring_videos_per_second": round(rate, 4), "skipped_list": skipped_path, "work": work}))
     if not len(table):
         print(f"w2s-vqa score: no video could be scored; see {skipped_path}", file=sys.stderr)
         return 1

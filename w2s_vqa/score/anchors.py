@@ -299,50 +299,104 @@ def validate(ids, mos, videos, *, where: str = "anchor set") -> None:
 
 
 # ---------------------------------------------------------------------------- MOS tables
-def read_mos_table(path: str, store: VideoStore | None = None) -> pd.DataFrame:
+def read_mos_table(path: str, store: VideoStore | None = None, *, folder: str | None = None,
+                   stems: bool = False, problems: ProblemReport | None = None,
+                   error: type[Exception] = AnchorError) -> pd.DataFrame:
     """A MOS table (CSV: a video column `file`, `id` or `video_id`, and `mos`; the format of
     w2s_vqa/datasets/lists/*.csv) as a DataFrame with columns id (str), mos (float64), row (int,
-    data rows from 1), in file order.
+    data rows from 1), in file order, and path (the video's absolute path) with `folder`.
 
     With `store`, each video is matched to a store id: the id itself, or the name
     without its extension (a folder store's ids), or the file name of the video the
-    store was made from (index column `path`). Raises AnchorError listing, at once, every
-    row whose MOS is not a finite number, every video named twice, and (with `store`)
-    every video the store does not hold or matches twice.
+    store was made from (index column `path`). With `folder` (an existing folder of
+    videos), each video must be a file there, named relative to it; with `stems` also
+    the one file of its folder whose name without extension is the row's name (a
+    `clip01` row is `clip01.mp4`). `problems`: problems of the same table found by the
+    caller (another column), reported with these.
+
+    Raises `error` (AnchorError by default) listing, at once, every row whose MOS is not
+    a finite number, every empty name, every video named twice, (with `store`) every
+    video the store does not hold or matches twice, (with `folder`) every video the
+    folder lacks and (with `stems`) every name that fits several files, and the
+    caller's `problems`: one table, one error, every kind of problem in it.
     """
-    table = read_csv(path, what="MOS table", error=AnchorError, columns=VIDEO_COLUMNS + (MOS_COLUMN,))
+    table = read_csv(path, what="MOS table", error=error, columns=VIDEO_COLUMNS + (MOS_COLUMN,))
     column = next((c for c in VIDEO_COLUMNS if c in table.columns), None)
     if column is None or MOS_COLUMN not in table.columns:
-        raise AnchorError(f"{path}: a MOS table needs a video column ({' or '.join(VIDEO_COLUMNS)}) and "
-                          f"'{MOS_COLUMN}'; it has {list(table.columns)}")
+        raise error(f"{path}: a MOS table needs a video column ({' or '.join(VIDEO_COLUMNS)}) and "
+                    f"'{MOS_COLUMN}'; it has {list(table.columns)}")
     names = table[column].fillna("").astype(str).str.strip().tolist()
     mos = pd.to_numeric(table[MOS_COLUMN], errors="coerce").to_numpy(np.float64)
     rows = np.arange(1, len(table) + 1)
-    problems = ProblemReport(path, "MOS table")
+    report = ProblemReport(path, "MOS table")
     cells = table[MOS_COLUMN]
     bad = [f"row {r}: " + ("empty" if pd.isna(cells.iloc[r - 1]) or not str(cells.iloc[r - 1]).strip()
                            else f"'{cells.iloc[r - 1]}'") for r, m in zip(rows, mos) if not np.isfinite(m)]
-    problems.add("MOS that is not a finite number", len(bad), bad)
+    report.add("MOS that is not a finite number", len(bad), bad)
     empty = [f"row {r}" for r, n in zip(rows, names) if not n]
-    problems.add(f"empty {column}", len(empty), empty)
+    report.add(f"empty {column}", len(empty), empty)
     seen: dict[str, int] = {}
     twice = []
     for r, n in zip(rows, names):
         if n and n in seen:
             twice.append(f"'{n}' in rows {seen[n]} and {r}")
         seen.setdefault(n, r)
-    problems.add("video named twice", len(twice), twice)
+    report.add("video named twice", len(twice), twice)
     ids = names
     if store is not None:
         ids, unknown, ambiguous = _match_store(names, store)
-        problems.add(f"video the store {store.path} does not hold", len(unknown),
-                     [f"row {r}: '{names[r - 1]}'" for r in unknown],
-                     "a MOS table row names a video by its store id, its file name, or its file name without "
-                     "extension")
-        problems.add("video that matches more than one store video", len(ambiguous),
-                     [f"row {r}: '{names[r - 1]}' -> {m}" for r, m in ambiguous])
-    problems.raise_if_any(AnchorError)
-    return pd.DataFrame({"id": ids, "mos": mos, "row": rows})
+        report.add(f"video the store {store.path} does not hold", len(unknown),
+                   [f"row {r}: '{names[r - 1]}'" for r in unknown],
+                   "a MOS table row names a video by its store id, its file name, or its file name without "
+                   "extension")
+        report.add("video that matches more than one store video", len(ambiguous),
+                   [f"row {r}: '{names[r - 1]}' -> {m}" for r, m in ambiguous])
+    paths = None
+    if folder is not None:
+        paths, missing, several = locate_files(names, folder, stems=stems)
+        report.add(f"video the folder {folder} lacks", len(missing), [f"row {r}: '{names[r - 1]}'" for r in missing],
+                   "the `file` column names videos relative to the folder" + (
+                       ", with or without their extension" if stems else "") +
+                   " (download the missing ones, or use a table without them)")
+        report.add("name without extension that fits more than one file", len(several),
+                   [f"row {r}: '{names[r - 1]}' -> {', '.join(fits)}" for r, fits in several],
+                   "name the file with its extension")
+    if problems is not None:
+        report.extend(problems)
+    report.raise_if_any(error)
+    out = pd.DataFrame({"id": ids, "mos": mos, "row": rows})
+    if paths is not None:
+        out["path"] = paths
+    return out
+
+
+def locate_files(names: list[str], folder: str, *, stems: bool = False
+                 ) -> tuple[list[str], list[int], list[tuple[int, list[str]]]]:
+    """(paths, missing rows, [(row, fitting files)]) of a MOS table's video names in
+    `folder`: each name's absolute path, the file folder/name where it exists, else (with
+    `stems`) the one file of its folder whose name without extension is the name's last
+    part. Rows count from 1; an empty name is neither found nor missing (read_mos_table
+    names it)."""
+    root = workdir.absolute(folder)
+    listed: dict[str, list[str]] = {}
+    paths, missing, several = [], [], []
+    for row, name in enumerate(names, 1):
+        path = os.path.join(root, *name.split("/")) if name else root
+        paths.append(path)
+        if not name or os.path.isfile(path):
+            continue
+        fits: list[str] = []
+        if stems:
+            parent, stem = os.path.split(path)
+            if parent not in listed:  # a folder is listed once, and only when a row's name misses
+                listed[parent] = sorted(os.listdir(parent)) if os.path.isdir(parent) else []
+            fits = [f for f in listed[parent]
+                    if os.path.splitext(f)[0] == stem and os.path.isfile(os.path.join(parent, f))]
+            if len(fits) == 1:
+                paths[-1] = os.path.join(parent, fits[0])
+                continue
+        (several.append((row, fits)) if fits else missing.append(row))
+    return paths, missing, several
 
 
 def _match_store(names: list[str], store: VideoStore) -> tuple[list[str], list[int], list[tuple[int, list[str]]]]:

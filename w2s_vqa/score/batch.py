@@ -77,12 +77,18 @@ class ScoreResult:
     image and images="skip" (reason IMAGE_REASON).
     anchor_logits: float32 [K, K, 5], the anchors' level logits ([i, j]: anchor i first,
     anchor j second), as `Scorer.anchor_logits`.
-    seconds: wall time of the scoring in seconds, loading included.
+    seconds: wall time of the scoring in seconds, reading the store included, decoding the
+    inputs not (`prepare_seconds`).
     scored_now: videos scored in this call; the rest of the table came from the parts
     of an earlier run.
-    decoded_now, decoded_earlier: of a folder or manifest, the input files decoded in this
-    call and those whose store shard an earlier run had finished (kept, not decoded again;
-    broken files included in both); 0 and 0 for a store or arrays, which are not decoded.
+    decoded_now, decoded_earlier: of a folder or manifest, the videos (and still images)
+    decoded in this call and those an earlier run had decoded into a finished store shard
+    (kept, not decoded again); files that failed to decode and manifest rows without a
+    file are not counted in either (they are in `skipped`); 0 and 0 for a store or arrays,
+    which are not decoded.
+    prepare_seconds: of a folder or manifest, the wall time of decoding them (`prepare`,
+    kept shards included); 0 for a store or arrays. `seconds` + `prepare_seconds` is the
+    whole call.
     """
 
     table: pd.DataFrame
@@ -92,6 +98,7 @@ class ScoreResult:
     scored_now: int
     decoded_now: int = 0
     decoded_earlier: int = 0
+    prepare_seconds: float = 0.0
 
     def skipped_table(self) -> pd.DataFrame:
         """`skipped` as a table with SKIPPED_COLUMNS (no rows when nothing was skipped)."""
@@ -136,23 +143,34 @@ def prepare_inputs(inputs: str, work_dir: str, anchors: AnchorSet, config=None, 
     return store, skipped
 
 
-def _prepare_counted(inputs: str, work_dir: str, anchors: AnchorSet, config=None, *, workers: int = 0,
-                     progress: bool = False) -> tuple[VideoStore, list[dict[str, str]], tuple[int, int]]:
-    """`prepare_inputs`, and (files decoded now, files an earlier run decoded) on every process."""
+def input_config(anchors: AnchorSet, config=None):
+    """The config a folder or manifest is decoded with (`prepare_inputs`): `config`
+    (default config.defaults()) with the anchors' input settings in place of its data.*
+    keys of the same names, and no variants (data.distortions ""): test videos are decoded
+    as the anchors were, whatever `config` says of those keys."""
     from w2s_vqa.config import defaults
-    from w2s_vqa.store.prepare import prepare
 
     config = (config if config is not None else defaults()).copy_and_resolve_references()
     for key, value in anchors.settings.items():
         if value is not None and key in config.data:
             config.data[key] = value
     config.data.distortions = ""
+    return config
+
+
+def _prepare_counted(inputs: str, work_dir: str, anchors: AnchorSet, config=None, *, workers: int = 0,
+                     progress: bool = False) -> tuple[VideoStore, list[dict[str, str]], tuple[int, int]]:
+    """`prepare_inputs`, and (files decoded now, files an earlier run decoded) on every process."""
+    from w2s_vqa.store.prepare import prepare
+
+    config = input_config(anchors, config)
     store_dir = os.path.join(work_dir, "store")
     counts = np.zeros(2, np.int64)
     if jax.process_index() == 0:
         report = prepare(config, inputs, store_dir, workers=workers, progress=progress)
         skipped = report.errors
-        counts[:] = (report.sources - report.sources_resumed, report.sources_resumed)
+        # Videos actually decoded: files that failed and manifest rows without a file are in `skipped`.
+        counts[:] = (report.videos_written - report.videos_resumed, report.videos_resumed)
     multihost.barrier("score.prepare")
     counts = multihost.broadcast(counts)
     if jax.process_index() != 0:
@@ -362,13 +380,15 @@ def score_videos(student: student_lib.Student, prompt: prompt_lib.PairPrompt, an
         workdir_lib.makedirs(work_dir)
     with (tempfile.TemporaryDirectory(prefix="w2s-vqa-score-") if not work_dir
           else contextlib.nullcontext(decode_dir(work_dir))) as where:
+        start = time.perf_counter()
         store, skipped, (decoded_now, decoded_earlier) = _prepare_counted(
             os.fspath(videos), where, anchors, config, workers=workers, progress=progress)
+        prepare_seconds = time.perf_counter() - start
         parts = workdir_lib.join(work_dir, "parts") if work_dir else None
         result = score_store(scorer, store, mode=mode, parts_dir=parts, student_key=student_key, progress=progress,
                              images=images)
         store.close()
     undecoded = [{k: str(e.get(k) or "") for k in SKIPPED_COLUMNS} for e in skipped]
     return dataclasses.replace(result, skipped=undecoded + result.skipped, decoded_now=decoded_now,
-                               decoded_earlier=decoded_earlier)
+                               decoded_earlier=decoded_earlier, prepare_seconds=prepare_seconds)
 

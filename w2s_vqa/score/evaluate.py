@@ -39,7 +39,7 @@ from w2s_vqa import multihost
 from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.score import metrics
 from w2s_vqa.score import overall as overall_lib
-from w2s_vqa.score.anchors import read_mos_table
+from w2s_vqa.score.anchors import AnchorError, read_mos_table
 from w2s_vqa.score.metric_warnings import MetricsWarning
 from w2s_vqa.store.settings import Settings
 from w2s_vqa.tables import TableWarning
@@ -79,29 +79,24 @@ def read_eval_set(eval_set: EvalSet, *, check_files: bool = True) -> pd.DataFram
     """The set's MOS table: columns file (str, as the table names it), mos (float64), row
     (data rows from 1), path (the video's absolute path).
 
-    Raises AnchorError (a ValueError) listing every row whose MOS is not a number and
-    every file named twice (score.anchors.read_mos_table), and, with `check_files`, one
-    EvalError naming the files the folder lacks (the first MAX_NAMED, with their rows,
-    and the count): scoring a set with holes would report figures on another subset
-    than the table's. A set with a `source` gives its own table, checked when it was built.
+    Raises EvalError for a missing table or (with `check_files`) folder, then one error
+    listing every problem of the table at once (score.anchors.read_mos_table): rows whose
+    MOS is not a number, files named twice, and, with `check_files`, the files the folder
+    lacks (scoring a set with holes would report figures on another subset than the
+    table's); EvalError with `check_files`, AnchorError (a ValueError) without. A set with a `source` gives its own table, checked when it was built.
     """
     if eval_set.source is not None:
         return eval_set.source.mos_table()
     if not os.path.isfile(eval_set.table):
         raise EvalError(f"{eval_set.table}: no such MOS table (set {eval_set.name})")
-    table = read_mos_table(eval_set.table).rename(columns={"id": "file"})
     folder = workdir_lib.absolute(eval_set.folder)
-    table["path"] = [os.path.join(folder, *f.split("/")) for f in table["file"]]
-    if check_files:
-        if not os.path.isdir(folder):
-            raise EvalError(f"{eval_set.folder}: no such folder of videos (set {eval_set.name})")
-        missing = [(f, r) for f, r, p in zip(table["file"], table["row"], table["path"]) if not os.path.isfile(p)]
-        if missing:
-            named = ", ".join(f"'{f}' (row {r})" for f, r in missing[:MAX_NAMED])
-            more = f" and {len(missing) - MAX_NAMED} more" if len(missing) > MAX_NAMED else ""
-            raise EvalError(f"{eval_set.table}: {len(missing)} of its {len(table)} videos are not in "
-                            f"{eval_set.folder}: {named}{more}; the `file` column names videos relative to the "
-                            "folder (download the missing ones, or evaluate on a table without them)")
+    if check_files and not os.path.isdir(folder):
+        raise EvalError(f"{eval_set.folder}: no such folder of videos (set {eval_set.name})")
+    # One pass reports every kind of problem: bad MOS, names twice and files the folder lacks.
+    table = read_mos_table(eval_set.table, folder=folder if check_files else None,
+                           error=EvalError if check_files else AnchorError).rename(columns={"id": "file"})
+    if not check_files:
+        table["path"] = [os.path.join(folder, *f.split("/")) for f in table["file"]]
     return table
 
 

@@ -27,7 +27,8 @@ paper's in-domain and out-of-distribution "overall" (means weighted by video cou
 
 Small sets. Every report carries the count it rests on (`mos_metrics`' "videos",
 `by_origin`'s "<name>/pairs" and "<name>/direction_pairs", `teacher_direction_summary`'s
-"pairs"). Below MIN_VIDEOS_FITTED videos the logistic-fitted figures (PLCC and RMSE
+"pairs"). Below MIN_VIDEOS_CORRELATION videos `mos_metrics`' SRCC, PLCC and KRCC are NaN
+(over 2 videos a correlation is always +1 or -1). Below MIN_VIDEOS_FITTED videos the logistic-fitted figures (PLCC and RMSE
 after the fit) are NaN, and below MIN_VIDEOS_BOOTSTRAP the bootstrap intervals are
 [NaN, NaN]; so is a fitted figure whose logistic is a step (`MosFit.is_step`), whatever
 the count. `mos_metrics` says why in its "notes". Warnings of numpy and scipy (a nearly
@@ -66,6 +67,9 @@ MIN_VIDEOS_FITTED = 20
 # resamples repeat so few distinct videos that the interval's coverage falls well short of
 # its nominal 95% (Efron and Tibshirani 1993, ch. 13; the percentile method's known bias on small n).
 MIN_VIDEOS_BOOTSTRAP = 20
+# The fewest videos for SRCC, PLCC and KRCC: over 2 videos any correlation is +1 or -1 (or
+# undefined), whatever the scores, so a figure on fewer than 3 says nothing of the model.
+MIN_VIDEOS_CORRELATION = 3
 
 
 def _labels(labels) -> np.ndarray:
@@ -439,7 +443,7 @@ def mos_metrics(predicted, mos, *, bootstrap: int = 1000, confidence: float = 0.
     """Every figure of predicted scores against MOS, for one evaluation set.
 
     predicted, mos: [N] finite floats, N >= 2. Returns {"videos": N, "srcc", "krcc",
-    "plcc" (raw, as the paper reports it), "plcc_fitted", "rmse_fitted" (after
+    "plcc" (raw, as the paper reports it; the three NaN below MIN_VIDEOS_CORRELATION videos), "plcc_fitted", "rmse_fitted" (after
     `fit_logistic`; RMSE in MOS units; NaN below MIN_VIDEOS_FITTED videos or for a step
     fit), "fit": {"kind", "params", "step"}, "notes": [sentences: what was left out and
     why, and library warnings in our words]} and, unless `bootstrap` is 0,
@@ -469,6 +473,10 @@ def mos_metrics(predicted, mos, *, bootstrap: int = 1000, confidence: float = 0.
                 f"{len(x)} videos, fewer than {MIN_VIDEOS_BOOTSTRAP}: the bootstrap intervals are left out{LEFT_OUT}, "
                 f"since on so few videos an interval claims more certainty than the videos hold")]))
         notes = problem.split("; ") if problem else []
+        if len(x) < MIN_VIDEOS_CORRELATION:
+            out.update(srcc=float("nan"), plcc=float("nan"), krcc=float("nan"))
+            notes.insert(0, f"{len(x)} videos, fewer than {MIN_VIDEOS_CORRELATION}: SRCC, PLCC and KRCC are left "
+                            f"out (NaN), since over {len(x)} videos a correlation is always +1 or -1")
         if bootstrap:
             for name in STATISTICS:
                 out[f"{name}_ci"] = [float("nan")] * 2 if small else list(bootstrap_interval(

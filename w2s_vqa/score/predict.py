@@ -100,6 +100,22 @@ def batch_parts(sharding: NamedSharding) -> int:
     return int(np.prod([sharding.mesh.shape[a] for a in axes]))
 
 
+def batch_size_problem(batch_size: int, sharding: NamedSharding) -> str:
+    """'' when a global batch of `batch_size` can be split under `sharding` and over the
+    processes, else one plain sentence saying what it must be (for the caller's error):
+    a positive multiple of the devices the batch is split over, with those mesh axes, and
+    of the process count."""
+    parts, processes = batch_parts(sharding), jax.process_count()
+    if batch_size >= 1 and not batch_size % parts and not batch_size % processes:
+        return ""
+    entry = sharding.spec[0] if len(sharding.spec) else None
+    axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+    over = (f"mesh axes {' x '.join(f'{a}={sharding.mesh.shape[a]}' for a in axes)}" if axes
+            else "no mesh axis: every device takes the whole batch")
+    return (f"batch_size={batch_size} must be a positive multiple of {parts}, the devices the batch is split over "
+            f"({over}), and of the {processes} process(es)")
+
+
 def predict_pairs(params, pairs: pd.DataFrame | str, store, prompt: prompt_lib.PairPrompt,
                   mesh: jax.sharding.Mesh, *, batch_size: int, forward: Forward | None = None,
                   batch_sharding: NamedSharding | None = None, max_batches: int = 0, worker_count: int = 0,
@@ -131,10 +147,9 @@ def predict_pairs(params, pairs: pd.DataFrame | str, store, prompt: prompt_lib.P
     table = pipeline.load_pair_table(pairs)
     processes = jax.process_count()
     batch_sharding = batch_sharding if batch_sharding is not None else default_batch_sharding(mesh)
-    parts = batch_parts(batch_sharding)
-    if batch_size < 1 or batch_size % parts or batch_size % processes:
-        raise ValueError(f"batch_size={batch_size} must be a positive multiple of the {parts} parts the batch is "
-                         f"split into ({batch_sharding.spec}) and of the {processes} processes")
+    problem = batch_size_problem(batch_size, batch_sharding)
+    if problem:
+        raise ValueError(problem)
     if forward is None:
         forward, params = student_forward(params, prompt, mesh)
 

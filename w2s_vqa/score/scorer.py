@@ -44,7 +44,7 @@ from w2s_vqa import prompt as prompt_lib
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.score import thurstone
 from w2s_vqa.score.anchors import VIDEO_ARRAYS, AnchorSet
-from w2s_vqa.score.predict import batch_parts, default_batch_sharding
+from w2s_vqa.score.predict import batch_parts, batch_size_problem, default_batch_sharding
 
 # Columns of a score table, in order: id, [path,] kind, SCORE_COLUMNS, then one P column per anchor.
 SCORE_COLUMNS = ("score", "stderr", "low", "high", "latent")
@@ -136,10 +136,9 @@ class Scorer:
         self.batch_sharding = batch_sharding if batch_sharding is not None else default_batch_sharding(mesh)
         if batch_size is None:
             batch_size = default_batch_size(mesh, self.batch_sharding)
-        parts, processes = batch_parts(self.batch_sharding), jax.process_count()
-        if batch_size < 1 or batch_size % parts or batch_size % processes:
-            raise ScoreError(f"batch_size={batch_size} must be a positive multiple of the {parts} parts the batch is "
-                             f"split into ({self.batch_sharding.spec}) and of the {processes} processes")
+        problem = batch_size_problem(batch_size, self.batch_sharding)
+        if problem:
+            raise ScoreError(f"{problem}; e.g. {default_batch_size(mesh, self.batch_sharding)}")
         self.batch_size = batch_size
         split = student_lib.split_pair_prompt(prompt.input_ids, prompt.video_token_id, prompt.tokens_per_video)
         prefix_ids, suffix_ids = np.asarray(prompt.input_ids[:split]), np.asarray(prompt.input_ids[split:])

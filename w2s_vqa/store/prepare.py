@@ -166,6 +166,7 @@ class PrepareReport:
     shards: int = 0
     shards_resumed: int = 0  # finished by an earlier run and kept
     sources_resumed: int = 0  # sources of those shards: decoded by an earlier run, not again
+    videos_resumed: int = 0  # of those sources, the ones whose pristine record landed (not the broken)
     errors: list[dict[str, str]] = dataclasses.field(default_factory=list)
     motion: MotionThroughput = dataclasses.field(default_factory=MotionThroughput)  # this run's SlowFast chunks
 
@@ -471,7 +472,9 @@ def prepare(config, inputs: str, out_dir: str, *, workers: int = 1, distortions=
 
     report = _finish(out_dir, [results[t.shard] for t in tasks], num_sources=len(sources))
     report.shards_resumed = len(tasks) - len(todo)
-    report.sources_resumed = sum(len(t.sources) for t in tasks if t.shard not in {d.shard for d in todo})
+    resumed = [t.shard for t in tasks if t.shard not in {d.shard for d in todo}]
+    report.sources_resumed = sum(len(t.sources) for t in tasks if t.shard in resumed)
+    report.videos_resumed = sum(1 for shard in resumed for row in results[shard]["rows"] if row["distortion"] == "")
     return report
 
 
