@@ -74,6 +74,7 @@ def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
     count, size = settings.num_frames, settings.image_size
     chunks, dim = settings.num_motion_chunks, settings.motion_dim
     kind = settings.motion_features
+    frame_times = settings.frame_times or "centered"  # which frames (video.sample)
     motion, motion_mask = np.zeros((chunks, dim), np.float32), np.zeros((chunks,), bool)
     if kind == "frame_stats":
         max_side = int(_cap(settings.distort_max_side, "distort_max_side"))
@@ -87,11 +88,12 @@ def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
         limit = max_seconds if max_seconds > 0 else None
         decoded, times, info = video.decode_frames(path, max_seconds=limit, size=shape)
         seconds = info.duration if limit is None else min(info.duration, limit)
-        frames, frame_mask = video.sample_array(decoded, times, seconds, count, size)
+        frames, frame_mask = video.sample_array(decoded, times, seconds, count, size, frame_times=frame_times,
+                                                video_fps=float(info.fps))
         if not video.is_still_image(info):  # a still image's motion is set below
             motion, motion_mask = motion_lib.frame_statistics(decoded, times, seconds, chunks, dim)
     elif kind in ("none", "precomputed"):
-        frames, frame_mask, info = video.sample_frames(path, count, size)
+        frames, frame_mask, info = video.sample_frames(path, count, size, frame_times=frame_times)
         if kind == "precomputed":
             if features is None:
                 raise ValueError(f"{path}: motion_features='precomputed' needs the video's own features [seconds, "

@@ -266,6 +266,7 @@ def _source_records(source: Source, settings: Settings, distortions=(), distort_
     variant only.
     """
     size, count = settings.image_size, settings.num_frames
+    frame_times = settings.frame_times or "centered"  # which frames (video.sample)
     own_motion = settings.motion_features in ("frame_stats", "slowfast")  # computed from each video's frames
     still = False  # a still image (video.is_still_image): known once the source is opened
 
@@ -292,11 +293,12 @@ def _source_records(source: Source, settings: Settings, distortions=(), distort_
         if distortions or own_motion:
             frames, times, seconds, info = _decode_for_distortion(source.path, settings)
             still = video.is_still_image(info)
-            pristine = video.sample_array(frames, times, seconds, count, size)
+            pick = {"frame_times": frame_times, "video_fps": float(info.fps)}
+            pristine = video.sample_array(frames, times, seconds, count, size, **pick)
             source_motion = record_motion.choose_chunks(precomputed, seconds, settings)
             pristine_motion = video_motion(frames)
         else:  # nothing to distort: sample while decoding, never holding the clip
-            *pristine, info = video.sample_frames(source.path, count, size)
+            *pristine, info = video.sample_frames(source.path, count, size, frame_times=frame_times)
             still = video.is_still_image(info)
             source_motion = pristine_motion = image_motion(
                 lambda: record_motion.choose_chunks(precomputed, info.duration, settings))
@@ -313,7 +315,7 @@ def _source_records(source: Source, settings: Settings, distortions=(), distort_
             if name:
                 distorted = distort.get(name).apply(frames, level, fps=float(info.fps),
                                                     seed=variant_seed(video_id, distort_seed))
-                sampled, mask = video.sample_array(distorted, times, seconds, count, size)
+                sampled, mask = video.sample_array(distorted, times, seconds, count, size, **pick)
                 features, features_mask = video_motion(distorted)
                 del distorted
             else:
