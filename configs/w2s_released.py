@@ -39,9 +39,10 @@ Where our store cannot give their inputs exactly (measured on real clips by
 `python -m w2s_vqa.bench.released_inputs`, table in docs/2026-12-released-model.md): the authors take every video's own frame count (frame
 k * round(fps) for every k, no cap) and 8 to 10 motion chunks; a store holds a fixed
 `num_frames` and `num_motion_chunks` per video: a clip longer than 10 s gets 10 of their
-frames chosen uniformly, a shorter one masked slots (a masked slot still takes its rotary
-position), and motion chunks past the clip's seconds are masked where theirs repeat the last
-up to 8. Frames of clips up to 10 s are theirs, frame for frame (data.frame_times).
+frames and chunks chosen uniformly, a shorter one masked frame slots (a masked slot still
+takes its rotary position). Frames of clips up to 10 s are theirs, frame for frame
+(data.frame_times), and motion chunks too: at least 8, the last repeated
+(data.motion_min_chunks).
 """
 
 from w2s_vqa.config import defaults
@@ -60,6 +61,7 @@ def get_config(arg: str = ""):
     c.data.image_size = 384
     c.data.frame_format = "raw"  # their frames are decoded once, never re-encoded
     c.data.num_motion_chunks = 10
+    c.data.motion_min_chunks = 8  # their data_loader.py pads a clip to 8 chunks, the last repeated
     c.data.motion_features = "slowfast"
     c.data.slowfast_weights = ""  # required: --set data.slowfast_weights=FILE (convert-slowfast)
     c.data.distortions = ""  # scoring: the videos as they are

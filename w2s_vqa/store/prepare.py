@@ -275,7 +275,7 @@ def _source_records(source: Source, settings: Settings, distortions=(), distort_
         # without motion ("none") gives images what it gives videos, no motion token.
         if still and settings.motion_features != "none":
             return motion_lib.still_image_motion(settings.num_motion_chunks, settings.motion_dim)
-        return computed()
+        return motion_lib.repeat_last_chunk(*computed(), settings.motion_min_chunks or 0)
 
     def video_motion(frames):  # each video's own features, or the source's precomputed ones
         return image_motion(lambda: motion_of(frames))

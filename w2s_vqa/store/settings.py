@@ -17,6 +17,8 @@ Fields, as config.data.* names them:
     frame_times           "centered" (frames at (k + 0.5) s) or "released" (frame index
                           k * round(fps) from 0, the authors' released inference):
                           w2s_vqa.video.sample
+    motion_min_chunks     motion slots used at least (0: one per whole second only), the
+                          last chunk repeated, as the authors' released motion (8)
     frame_format          "jpeg" or "raw": how the store kept frames
     jpeg_quality          1..100, for frame_format "jpeg"
     distort_max_side      decoding cap for computed motion and variants: longer side in
@@ -29,8 +31,8 @@ Fields, as config.data.* names them:
 A field is None where a record does not say it ("not recorded": an anchor set or an
 export written before the field was recorded, a student known by its shapes alone);
 `check_fits` compares the fields both sides record. A full record (one holding
-num_frames) written before frame_times was recorded reads it as "centered", the only
-rule there was then. Nothing here imports JAX, pandas
+num_frames) written before frame_times or motion_min_chunks was recorded reads them as
+"centered" and 0, the only rules there were then. Nothing here imports JAX, pandas
 or the store's reader: PyTorch-side code reads settings too.
 """
 
@@ -72,6 +74,7 @@ class Settings(collections.abc.Mapping):
     motion_dim: int | None = None
     motion_features: str | None = None
     frame_times: str | None = None
+    motion_min_chunks: int | None = None
     frame_format: str | None = None
     jpeg_quality: int | None = None
     distort_max_side: int | None = None
@@ -92,6 +95,7 @@ class Settings(collections.abc.Mapping):
         settings = cls(num_frames=int(data["num_frames"]), image_size=int(data["image_size"]),
                        num_motion_chunks=int(data["num_motion_chunks"]), motion_dim=int(data["motion_dim"]),
                        motion_features=motion, frame_times=str(data.get("frame_times", FRAME_TIMES[0])),
+                       motion_min_chunks=int(data.get("motion_min_chunks", 0)),
                        frame_format=str(data["frame_format"]),
                        jpeg_quality=int(data["jpeg_quality"]), distort_max_side=int(data["distort_max_side"]),
                        distort_max_seconds=float(data["distort_max_seconds"]), slowfast_weights=weights or None)
@@ -114,6 +118,8 @@ class Settings(collections.abc.Mapping):
         record = dict(record or {})
         if record.get("num_frames") is not None and record.get("frame_times") is None:
             record["frame_times"] = FRAME_TIMES[0]  # written before the field: the only rule then
+        if record.get("num_frames") is not None and record.get("motion_min_chunks") is None:
+            record["motion_min_chunks"] = 0
         for old, new in _OLD_NAMES.items():
             if old in record and new not in record:
                 record[new] = record[old]
@@ -141,6 +147,8 @@ class Settings(collections.abc.Mapping):
         if self.motion_features is not None and self.motion_features not in MOTION_FEATURES:
             problems.append(f"data.motion_features must be one of {', '.join(MOTION_FEATURES)}, "
                             f"not '{self.motion_features}'")
+        if self.motion_min_chunks is not None and self.motion_min_chunks < 0:
+            problems.append(f"data.motion_min_chunks={self.motion_min_chunks}: must be 0 or more")
         sizes = ("num_frames", "image_size", "num_motion_chunks", "motion_dim")
         small = [f"data.{k}={getattr(self, k)}" for k in sizes if getattr(self, k) is not None and getattr(self, k) < 1]
         if small:
@@ -205,7 +213,7 @@ class Settings(collections.abc.Mapping):
 
 
 _KINDS = {"num_frames": int, "image_size": int, "num_motion_chunks": int, "motion_dim": int, "motion_features": str,
-          "frame_times": str, "frame_format": str, "jpeg_quality": int, "distort_max_side": int, "distort_max_seconds": float,
+          "frame_times": str, "motion_min_chunks": int, "frame_format": str, "jpeg_quality": int, "distort_max_side": int, "distort_max_seconds": float,
           "slowfast_digest": str}
 # The fields a run config sets (data.*), in order: all but the digest.
 CONFIG_FIELDS = tuple(k for k in _KINDS if k != "slowfast_digest")
