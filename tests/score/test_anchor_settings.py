@@ -116,3 +116,21 @@ def test_an_older_anchor_set_compares_what_it_recorded(setup, tmp_path):
     old.check_student(student.cfg, other_caps)  # caps unrecorded: not compared; motion kind equal
     with pytest.raises(AnchorError, match="motion_features"):
         old.check_student(student.cfg, student_settings)
+
+
+def test_anchors_taken_at_other_frame_times_are_refused_naming_the_key(setup, tmp_path):
+    """Anchors made with data.frame_times 'released' (the authors' frames) against a student
+    that reads (k + 0.5) s frames: same shapes, same motion, other frames; and anchors
+    written before the key was recorded read as 'centered'."""
+    _, anchors, student = setup
+    student_settings = Settings.from_config(config_lib.defaults())
+    anchors.save(tmp_path / "released")
+    record = json.loads((tmp_path / "released" / "anchors.json").read_text())
+    record["settings"].update(motion_features="frame_stats", frame_times="released")
+    (tmp_path / "released" / "anchors.json").write_text(json.dumps(record))
+    released = AnchorSet.load(str(tmp_path / "released"))
+    with pytest.raises(AnchorError, match=r"frame_times: 'centered' \(the student\) vs 'released' \(the anchors' "):
+        released.check_student(student.cfg, student_settings)
+    del record["settings"]["frame_times"]
+    (tmp_path / "released" / "anchors.json").write_text(json.dumps(record))
+    AnchorSet.load(str(tmp_path / "released")).check_student(student.cfg, student_settings)  # old: centered

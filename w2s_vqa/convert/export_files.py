@@ -71,8 +71,9 @@ def chat_template(image_token: str = "<image>", video_token: str = "<video>") ->
 BICUBIC = 3
 SAMPLE_FPS = 1.0
 FRAME_SAMPLING = (
-    "w2s_vqa.video.sample_frames: frames upright (display rotation applied) at sample_fps, at "
-    "(k + 0.5) / sample_fps seconds from the first frame; a clip longer than num_frames / sample_fps "
+    "w2s_vqa.video.sample_frames: frames upright (display rotation applied) at sample_fps; with "
+    "frame_times 'centered', at (k + 0.5) / sample_fps seconds from the first frame (with 'released', "
+    "frame index k * round(fps / sample_fps) from frame 0, thinned uniformly past num_frames); a clip longer than num_frames / sample_fps "
     "seconds has its num_frames times spread uniformly over its duration, (k + 0.5) * duration / "
     "num_frames; a shorter one fills the first slots and masks the rest; the frame on screen at each "
     "time is taken; PIL bicubic resize to image_size x image_size, aspect not kept")

@@ -64,7 +64,9 @@ def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
     REQUIRED ones; frame_format defaults to "raw", jpeg_quality to 95, the decoding caps
     to config.defaults()'s. features: the video's
     per-second motion features float32 [seconds, D], required when motion_features is
-    "precomputed". Raises video.VideoError for a file that cannot be decoded, ValueError
+    "precomputed". frame_times picks the frames (video.sample_frames; "centered" when not
+    recorded) and motion_min_chunks pads motion (video.motion.repeat_last_chunk; 0 when not
+    recorded), as store.prepare does. Raises video.VideoError for a file that cannot be decoded, ValueError
     for missing settings, an unknown motion kind, or missing or mis-shaped features.
     """
     settings = settings if isinstance(settings, Settings) else Settings.from_json(settings)
@@ -74,6 +76,7 @@ def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
     count, size = settings.num_frames, settings.image_size
     chunks, dim = settings.num_motion_chunks, settings.motion_dim
     kind = settings.motion_features
+    frame_times = settings.frame_times or "centered"  # which frames (video.sample)
     motion, motion_mask = np.zeros((chunks, dim), np.float32), np.zeros((chunks,), bool)
     if kind == "frame_stats":
         max_side = int(_cap(settings.distort_max_side, "distort_max_side"))
@@ -87,11 +90,12 @@ def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
         limit = max_seconds if max_seconds > 0 else None
         decoded, times, info = video.decode_frames(path, max_seconds=limit, size=shape)
         seconds = info.duration if limit is None else min(info.duration, limit)
-        frames, frame_mask = video.sample_array(decoded, times, seconds, count, size)
+        frames, frame_mask = video.sample_array(decoded, times, seconds, count, size, frame_times=frame_times,
+                                                video_fps=float(info.fps))
         if not video.is_still_image(info):  # a still image's motion is set below
             motion, motion_mask = motion_lib.frame_statistics(decoded, times, seconds, chunks, dim)
     elif kind in ("none", "precomputed"):
-        frames, frame_mask, info = video.sample_frames(path, count, size)
+        frames, frame_mask, info = video.sample_frames(path, count, size, frame_times=frame_times)
         if kind == "precomputed":
             if features is None:
                 raise ValueError(f"{path}: motion_features='precomputed' needs the video's own features [seconds, "
@@ -103,6 +107,7 @@ def video_inputs(path: str | os.PathLike, settings: Mapping[str, Any], *,
             motion[: len(chosen)], motion_mask[: len(chosen)] = chosen, True
     else:
         raise ValueError(f"motion_features={kind!r}: expected frame_stats, none or precomputed")
+    motion, motion_mask = motion_lib.repeat_last_chunk(motion, motion_mask, settings.motion_min_chunks or 0)
     if video.is_still_image(info) and kind != "none":  # as store.prepare makes a still image's record
         motion, motion_mask = motion_lib.still_image_motion(chunks, dim)
     if (settings.frame_format or "raw") == "jpeg":

@@ -93,6 +93,8 @@ class VqaConfig(tfds.core.BuilderConfig):
     num_motion_chunks: int = 0
     motion_dim: int = 0
     motion_features: str = ""
+    frame_times: str = ""
+    motion_min_chunks: int = 0
     frame_format: str = ""
     jpeg_quality: int = 0
     distort_max_side: int = 0
@@ -150,7 +152,9 @@ def config_for(settings: dict[str, Any], subset: str = "paper") -> VqaConfig:
     quality = values["jpeg_quality"] if values["frame_format"] == "jpeg" else ""
     name = (f"{subset}_f{values['num_frames']}_s{values['image_size']}_m{values['num_motion_chunks']}_"
             f"d{values['motion_dim']}_{values['motion_features']}_{values['frame_format']}{quality}_"
-            f"max{values['distort_max_side']}x{values['distort_max_seconds']:g}").replace(".", "p")
+            f"max{values['distort_max_side']}x{values['distort_max_seconds']:g}"
+            f"{'' if values['frame_times'] == 'centered' else '_' + values['frame_times']}"
+            f"{'_min' + str(values['motion_min_chunks']) if values['motion_min_chunks'] else ''}").replace(".", "p")
     return VqaConfig(name=name, version=VERSION, description="store settings " + str(values), subset=subset,
                      **values)
 

@@ -267,6 +267,7 @@ def _source_records(source: Source, settings: Settings, distortions=(), distort_
     variant only.
     """
     size, count = settings.image_size, settings.num_frames
+    frame_times = settings.frame_times or "centered"  # which frames (video.sample)
     own_motion = settings.motion_features in ("frame_stats", "slowfast")  # computed from each video's frames
     still = False  # a still image (video.is_still_image): known once the source is opened
 
@@ -275,7 +276,7 @@ def _source_records(source: Source, settings: Settings, distortions=(), distort_
         # without motion ("none") gives images what it gives videos, no motion token.
         if still and settings.motion_features != "none":
             return motion_lib.still_image_motion(settings.num_motion_chunks, settings.motion_dim)
-        return computed()
+        return motion_lib.repeat_last_chunk(*computed(), settings.motion_min_chunks or 0)
 
     def video_motion(frames):  # each video's own features, or the source's precomputed ones
         return image_motion(lambda: motion_of(frames))
@@ -293,11 +294,12 @@ def _source_records(source: Source, settings: Settings, distortions=(), distort_
         if distortions or own_motion:
             frames, times, seconds, info = _decode_for_distortion(source.path, settings)
             still = video.is_still_image(info)
-            pristine = video.sample_array(frames, times, seconds, count, size)
+            pick = {"frame_times": frame_times, "video_fps": float(info.fps)}
+            pristine = video.sample_array(frames, times, seconds, count, size, **pick)
             source_motion = record_motion.choose_chunks(precomputed, seconds, settings)
             pristine_motion = video_motion(frames)
         else:  # nothing to distort: sample while decoding, never holding the clip
-            *pristine, info = video.sample_frames(source.path, count, size)
+            *pristine, info = video.sample_frames(source.path, count, size, frame_times=frame_times)
             still = video.is_still_image(info)
             source_motion = pristine_motion = image_motion(
                 lambda: record_motion.choose_chunks(precomputed, info.duration, settings))
@@ -314,7 +316,7 @@ def _source_records(source: Source, settings: Settings, distortions=(), distort_
             if name:
                 distorted = distort.get(name).apply(frames, level, fps=float(info.fps),
                                                     seed=variant_seed(video_id, distort_seed))
-                sampled, mask = video.sample_array(distorted, times, seconds, count, size)
+                sampled, mask = video.sample_array(distorted, times, seconds, count, size, **pick)
                 features, features_mask = video_motion(distorted)
                 del distorted
             else:

@@ -14,6 +14,11 @@ Fields, as config.data.* names them:
     num_motion_chunks     motion chunks per video (M)
     motion_dim            motion feature width (D)
     motion_features       "none", "precomputed", "frame_stats" or "slowfast"
+    frame_times           "centered" (frames at (k + 0.5) s) or "released" (frame index
+                          k * round(fps) from 0, the authors' released inference):
+                          w2s_vqa.video.sample
+    motion_min_chunks     motion slots used at least (0: one per whole second only), the
+                          last chunk repeated, as the authors' released motion (8)
     frame_format          "jpeg" or "raw": how the store kept frames
     jpeg_quality          1..100, for frame_format "jpeg"
     distort_max_side      decoding cap for computed motion and variants: longer side in
@@ -25,7 +30,9 @@ Fields, as config.data.* names them:
 
 A field is None where a record does not say it ("not recorded": an anchor set or an
 export written before the field was recorded, a student known by its shapes alone);
-`check_fits` compares the fields both sides record. Nothing here imports JAX, pandas
+`check_fits` compares the fields both sides record. A full record (one holding
+num_frames) written before frame_times or motion_min_chunks was recorded reads them as
+"centered" and 0, the only rules there were then. Nothing here imports JAX, pandas
 or the store's reader: PyTorch-side code reads settings too.
 """
 
@@ -40,6 +47,9 @@ from typing import Any, Mapping
 # or SlowFast-R50 fast-pathway features (w2s_vqa.models.slowfast).
 MOTION_FEATURES = ("none", "precomputed", "frame_stats", "slowfast")
 FRAME_FORMATS = ("jpeg", "raw")
+# data.frame_times: w2s_vqa.video.sample.FRAME_TIMES (not imported: this module stays free of
+# the decoder); the first is the default, and what a record without the field was made with.
+FRAME_TIMES = ("centered", "released")
 # Names the same fields had in an export's w2s_vqa.json before it recorded Settings' own
 # names; read as aliases so older exports stay readable.
 _OLD_NAMES = {"decode_max_side": "distort_max_side", "decode_max_seconds": "distort_max_seconds"}
@@ -63,6 +73,8 @@ class Settings(collections.abc.Mapping):
     num_motion_chunks: int | None = None
     motion_dim: int | None = None
     motion_features: str | None = None
+    frame_times: str | None = None
+    motion_min_chunks: int | None = None
     frame_format: str | None = None
     jpeg_quality: int | None = None
     distort_max_side: int | None = None
@@ -82,7 +94,9 @@ class Settings(collections.abc.Mapping):
         weights = str(data.get("slowfast_weights", "") or "") if motion == "slowfast" else ""
         settings = cls(num_frames=int(data["num_frames"]), image_size=int(data["image_size"]),
                        num_motion_chunks=int(data["num_motion_chunks"]), motion_dim=int(data["motion_dim"]),
-                       motion_features=motion, frame_format=str(data["frame_format"]),
+                       motion_features=motion, frame_times=str(data.get("frame_times", FRAME_TIMES[0])),
+                       motion_min_chunks=int(data.get("motion_min_chunks", 0)),
+                       frame_format=str(data["frame_format"]),
                        jpeg_quality=int(data["jpeg_quality"]), distort_max_side=int(data["distort_max_side"]),
                        distort_max_seconds=float(data["distort_max_seconds"]), slowfast_weights=weights or None)
         settings.validate()
@@ -102,6 +116,10 @@ class Settings(collections.abc.Mapping):
         null fields are not recorded). An export's older decode_max_side and
         decode_max_seconds are read as distort_max_side and distort_max_seconds."""
         record = dict(record or {})
+        if record.get("num_frames") is not None and record.get("frame_times") is None:
+            record["frame_times"] = FRAME_TIMES[0]  # written before the field: the only rule then
+        if record.get("num_frames") is not None and record.get("motion_min_chunks") is None:
+            record["motion_min_chunks"] = 0
         for old, new in _OLD_NAMES.items():
             if old in record and new not in record:
                 record[new] = record[old]
@@ -122,11 +140,15 @@ class Settings(collections.abc.Mapping):
     def validate(self) -> None:
         """Raise SettingsError naming each recorded data.* value out of range."""
         problems = []
+        if self.frame_times is not None and self.frame_times not in FRAME_TIMES:
+            problems.append(f"data.frame_times must be one of {', '.join(FRAME_TIMES)}, not '{self.frame_times}'")
         if self.frame_format is not None and self.frame_format not in FRAME_FORMATS:
             problems.append(f"data.frame_format must be one of {FRAME_FORMATS}, not '{self.frame_format}'")
         if self.motion_features is not None and self.motion_features not in MOTION_FEATURES:
             problems.append(f"data.motion_features must be one of {', '.join(MOTION_FEATURES)}, "
                             f"not '{self.motion_features}'")
+        if self.motion_min_chunks is not None and self.motion_min_chunks < 0:
+            problems.append(f"data.motion_min_chunks={self.motion_min_chunks}: must be 0 or more")
         sizes = ("num_frames", "image_size", "num_motion_chunks", "motion_dim")
         small = [f"data.{k}={getattr(self, k)}" for k in sizes if getattr(self, k) is not None and getattr(self, k) < 1]
         if small:
@@ -191,7 +213,7 @@ class Settings(collections.abc.Mapping):
 
 
 _KINDS = {"num_frames": int, "image_size": int, "num_motion_chunks": int, "motion_dim": int, "motion_features": str,
-          "frame_format": str, "jpeg_quality": int, "distort_max_side": int, "distort_max_seconds": float,
+          "frame_times": str, "motion_min_chunks": int, "frame_format": str, "jpeg_quality": int, "distort_max_side": int, "distort_max_seconds": float,
           "slowfast_digest": str}
 # The fields a run config sets (data.*), in order: all but the digest.
 CONFIG_FIELDS = tuple(k for k in _KINDS if k != "slowfast_digest")

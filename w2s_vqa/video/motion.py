@@ -146,6 +146,25 @@ def frame_statistics(
     return features, mask
 
 
+def repeat_last_chunk(features: np.ndarray, mask: np.ndarray, min_chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Motion features [M, D] and mask bool [M] with at least min(min_chunks, M) slots used,
+    the slots past the used ones holding a copy of the last used one.
+
+    The authors' released motion (clh124/W2S-VQA 2c7ca75, extract_motion_feature/data_loader.py;
+    docs/2026-12-released-model.md): a clip shorter than 8 s gets 8 chunks, its last
+    repeated. The used slots come first, as every motion function here fills them;
+    `min_chunks` 0 (or a clip with none used) returns them unchanged.
+    """
+    used = int(np.asarray(mask).sum())
+    target = min(int(min_chunks), len(mask))
+    if used == 0 or used >= target:
+        return features, mask
+    features, mask = np.array(features), np.array(mask, bool)
+    features[used:target] = features[used - 1]
+    mask[used:target] = True
+    return features, mask
+
+
 # The chunks of the authors' SlowFast features (docs/method.md, "Motion branch").
 SLOWFAST_FRAMES = 32
 SLOWFAST_SIZE = 224

@@ -16,6 +16,17 @@ Sampling rule (:func:`sample_frames`, :func:`sample_array`)
     timestamps (:func:`sample_array`), so a clip sampled either way gives the
     same frames.
 
+With ``frame_times="released"`` (``data.frame_times``, store.settings) frames are
+chosen by index instead, as the authors' released inference does
+(clh124/W2S-VQA 2c7ca75, ``infer_pair.py`` ``load_video``;
+docs/2026-12-released-model.md): frame ``k * round(video_fps / sample_fps)``
+for ``k = 0 .. n - 1``, ``n = max(1, T // stride)`` for a clip of ``T``
+frames. They take every such frame; a store has ``num_frames`` slots, so a
+clip with ``n > num_frames`` gets ``num_frames`` of them chosen uniformly
+(position ``floor((k + 0.5) * n / num_frames)``, the rule of
+:func:`chunk_choice`), and a clip with fewer masks the rest. Frames are
+counted in decoding order. The default, ``"centered"``, is the rule above.
+
 Times are those of :mod:`w2s_vqa.video.decode` ("Timing"), and frames are
 upright ("Orientation") before they are resized (:mod:`w2s_vqa.video.frames`).
 A file is streamed: only the frames its sample times need are kept, already
@@ -34,24 +45,29 @@ from w2s_vqa.video.decode import TIME_EPS, VideoInfo, open_frames, upright_rgb
 from w2s_vqa.video.frames import check_frames, check_times, resize_frame
 
 
+FRAME_TIMES = ("centered", "released")
+
+
 def sample_frames(
-    path: str | os.PathLike, num_frames: int, size: int, *, fps: float = 1.0
+    path: str | os.PathLike, num_frames: int, size: int, *, fps: float = 1.0, frame_times: str = "centered"
 ) -> tuple[np.ndarray, np.ndarray, VideoInfo]:
     """``num_frames`` frames at ``fps`` by the module's sampling rule, resized to ``size`` x ``size``.
 
-    Frames are upright (:mod:`w2s_vqa.video.decode`, "Orientation") before they are
+    ``frame_times``: "centered" (at ``(k + 0.5) / fps`` seconds) or "released" (frame
+    ``k * round(video_fps / fps)``, the authors' rule: module docstring). Frames are
+    upright (:mod:`w2s_vqa.video.decode`, "Orientation") before they are
     resized. Returns uint8 ``[num_frames, size, size, 3]``, bool ``mask
     [num_frames]`` and the stream's :class:`VideoInfo`. Raises
-    :class:`VideoError`.
+    :class:`VideoError`, ValueError for an unknown ``frame_times``.
     """
-    _check_sampling(num_frames, size, fps)
+    _check_sampling(num_frames, size, fps, frame_times)
     with open_frames(path) as (info, timed):
-        picked = _pick_at_times(
-            timed,
-            _sample_times(info.duration, num_frames, fps),
-            info.duration,
-            lambda frame: resize_frame(upright_rgb(frame, info), (size, size)),
-        )
+        convert = lambda frame: resize_frame(upright_rgb(frame, info), (size, size))  # noqa: E731
+        if frame_times == "released":
+            indices = released_indices(info.num_frames, info.fps / fps, num_frames)
+            picked = _pick_at_indices((frame for _, frame in timed), indices, convert)
+        else:
+            picked = _pick_at_times(timed, _sample_times(info.duration, num_frames, fps), info.duration, convert)
     frames, mask = _fill_slots(picked, num_frames, size)
     return frames, mask, info
 
@@ -64,20 +80,32 @@ def sample_array(
     size: int,
     *,
     sample_fps: float = 1.0,
+    frame_times: str = "centered",
+    video_fps: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`sample_frames` for frames already in memory (e.g. after a distortion).
 
     Frame ``i`` of ``frames`` (uint8 ``[T, H, W, 3]``) is shown from
     ``times[i]`` (seconds, ``[T]``, non-decreasing, as :func:`decode_frames`
     returns them) until the next frame's time; the clip lasts ``duration``
-    seconds. Returns uint8 ``[num_frames, size, size, 3]`` and bool ``mask
-    [num_frames]``. Raises ValueError for frames and times that do not match.
+    seconds. ``frame_times`` "released" picks frame ``k * round(video_fps /
+    sample_fps)`` (module docstring) and needs ``video_fps``, the stream's
+    nominal rate (``VideoInfo.fps``). Returns uint8 ``[num_frames, size, size,
+    3]`` and bool ``mask [num_frames]``. Raises ValueError for frames and times
+    that do not match, an unknown ``frame_times``, or "released" without
+    ``video_fps``.
     """
     check_frames(frames)
     times = check_times(times, len(frames))
-    _check_sampling(num_frames, size, sample_fps)
+    _check_sampling(num_frames, size, sample_fps, frame_times)
     if not duration > 0:
         raise ValueError(f"duration must be positive, got {duration}")
+    if frame_times == "released":
+        if not video_fps or video_fps <= 0:
+            raise ValueError(f"frame_times='released' needs the video's frame rate (video_fps), got {video_fps}")
+        indices = released_indices(len(frames), video_fps / sample_fps, num_frames)
+        return _fill_slots(_pick_at_indices(frames, indices, lambda frame: resize_frame(frame, (size, size))),
+                           num_frames, size)
     picked = _pick_at_times(
         zip(times.tolist(), frames),
         _sample_times(duration, num_frames, sample_fps),
@@ -146,7 +174,39 @@ def motion_chunks(
         chunks[k, filled[k] :] = chunks[k, filled[k] - 1]
     return chunks, filled > 0
 
-def _check_sampling(num_frames: int, size: int, fps: float) -> None:
+def released_indices(total_frames: int, frames_per_sample: float, num_frames: int) -> np.ndarray:
+    """The frame indices the "released" rule picks (module docstring), int64 ``[<= num_frames]``.
+
+    ``total_frames``: the clip's frame count T; ``frames_per_sample``: the video's
+    frames per sample (its fps at 1 sample a second), rounded to the stride as the
+    authors' ``round(fps)``. Indices ``k * stride`` for ``k < max(1, T // stride)``;
+    more than ``num_frames`` of them are thinned uniformly.
+    """
+    stride = max(1, round(frames_per_sample))
+    count = max(1, int(total_frames) // stride)
+    positions = np.arange(count, dtype=np.int64)
+    if count > num_frames:
+        positions = np.floor((np.arange(num_frames) + 0.5) * count / num_frames).astype(np.int64)
+    return positions * stride
+
+
+def _pick_at_indices(frames: Iterable[object], indices: np.ndarray, convert: Callable[[object], np.ndarray]
+                     ) -> list[np.ndarray]:
+    """Converted frames at each of ``indices`` (ascending, distinct) in ``frames``' order;
+    shorter when the frames end first. Stops reading after the last index."""
+    wanted = {int(i): k for k, i in enumerate(indices)}
+    picked: list[np.ndarray] = []
+    for index, frame in enumerate(frames):
+        if index in wanted:
+            picked.append(convert(frame))
+            if len(picked) == len(wanted):
+                break
+    return picked
+
+
+def _check_sampling(num_frames: int, size: int, fps: float, frame_times: str = "centered") -> None:
+    if frame_times not in FRAME_TIMES:
+        raise ValueError(f"frame_times must be one of {FRAME_TIMES}, not {frame_times!r}")
     if num_frames < 1 or size < 1:
         raise ValueError(f"num_frames and size must be at least 1, got {num_frames} and {size}")
     if fps <= 0:
