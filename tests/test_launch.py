@@ -123,3 +123,25 @@ def test_slurm_runs_any_verb_one_log_per_node():
     assert sbatch.startswith("sbatch --nodes 4 --ntasks-per-node 1 --gpus-per-node 8")
     assert "srun --output logs/slurm-%j-node%n.log w2s-vqa score --hf org/model --anchors /shared/anchors " \
            "--set distributed.auto=True" in sbatch
+
+
+def test_readme_s_pod_command_runs_as_written_in_a_dry_run():
+    """README's "On a TPU pod" command, taken from README itself, with --dry-run added: every
+    worker runs the verb with README's arguments (its gs:// work directory included) and
+    distributed.auto=True."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    section = readme.split("## On a TPU pod", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    words = shlex.split(block.replace("\\\n", " "))
+    assert words[0] == "launch/tpu_pod.sh"
+    lines = dry_run_tpu(*words[1:])
+    verb_at = words.index("stages")
+    ssh = [line for line in lines if " ssh " in line]
+    assert len(ssh) == 8  # a v5p-64: 8 hosts
+    for line in ssh:
+        remote = shlex.split(line)
+        remote = remote[remote.index("--command") + 1]
+        run_words = shlex.split(remote.rsplit(" && cd ", 1)[1].split(" && ", 1)[1])
+        assert run_words[run_words.index("stages"):] == [*words[verb_at:], "--set", "distributed.auto=True"]
+        assert "gs://BUCKET/runs/w2s-7b" in run_words
