@@ -29,6 +29,7 @@ MODULES = [
     "w2s_vqa.video.decode",
     "w2s_vqa.video.encode",
     "w2s_vqa.video.frames",
+    "w2s_vqa.video.media",
     "w2s_vqa.video.motion",
     "w2s_vqa.video.sample",
     "w2s_vqa.convert.anchor_scores",
