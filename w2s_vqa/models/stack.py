@@ -13,10 +13,19 @@ between the two (checkpoints of either layout, the Hugging Face key table).
 
 `model.remat` names what each layer keeps for its backward pass (`REMAT_POLICIES`),
 applied per layer with `jax.checkpoint`, inside the scan when layers are scanned.
+
+`batch_sharded(fn, sharding)` traces `fn` with each scan step's carry held to the
+batch's sharding: inside a loop body XLA's sharding propagation does not carry the
+batch split over from the loop's inputs, and left alone it split the activations along
+the embedding axis as the FSDP parameters are, computing every pair's attention on
+every device (docs/2026-12-scan-layers.md, the 0.5B on a v5e-8).
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import math
 import re
 from typing import Any, Callable, Mapping
 
@@ -31,6 +40,9 @@ LAYER_AXIS = "layers"
 # The module paths whose children are layers, unrolled ("...layers.<i>.") or stacked.
 STACKS = ("vision_tower.layers", "language_model.layers")
 _UNROLLED = re.compile(r"^(vision_tower\.layers|language_model\.layers)\.(\d+)\.(.+)\Z")
+
+# The batch's sharding while a function wrapped by `batch_sharded` is traced (None: no constraint).
+_BATCH_SHARDING: contextvars.ContextVar = contextvars.ContextVar("w2s_vqa_batch_sharding", default=None)
 
 _cp = jax.checkpoint_policies
 # name -> jax.checkpoint policy (None: no checkpoint at all). MaxText's names where it has one.
@@ -59,6 +71,38 @@ def checkpointed(fn: Callable, remat: str, *, in_scan: bool) -> Callable:
     return jax.checkpoint(fn, policy=REMAT_POLICIES[remat], prevent_cse=not in_scan)
 
 
+def batch_sharded(fn: Callable, sharding: jax.sharding.NamedSharding | None) -> Callable:
+    """`fn` whose every `scan` holds each step's carry to `sharding` (a NamedSharding whose
+    spec splits the leading, batch axis: the train step's batch sharding), so a scanned
+    layer computes on its devices' pairs (or frames) alone. Leaves whose leading size the
+    split does not divide are left as they are. The constraint applies while `fn` is
+    traced: wrap the function that `jax.jit` takes. `sharding` None returns `fn`."""
+    if sharding is None:
+        return fn
+
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        token = _BATCH_SHARDING.set(sharding)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _BATCH_SHARDING.reset(token)
+
+    return traced
+
+
+def _hold_to_batch(carry):
+    """`carry` with each leaf's leading axis constrained to the batch sharding in effect."""
+    sharding = _BATCH_SHARDING.get()
+    if sharding is None:
+        return carry
+    entry = sharding.spec[0] if len(sharding.spec) else None
+    axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+    parts = math.prod(sharding.mesh.shape[a] for a in axes)
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding)
+                        if a.ndim and a.shape[0] % parts == 0 else a, carry)
+
+
 # ----------------------------------------------------------------------------- modules
 def stacked(make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs: nnx.Rngs) -> nnx.Module:
     """One module holding `num_layers` layers' parameters on a leading axis: `make_layer`
@@ -80,15 +124,16 @@ def stacked(make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs:
 def scan(layers: nnx.Module, fn: Callable, carry, xs=None, *, remat: str = "none", start: int = 0,
          stop: int | None = None):
     """`lax.scan` of `fn(layer, carry, x) -> (carry, y)` over the stacked `layers` [start:stop]
-    (and `xs`, leading axis the same length), each step under `checkpointed(.., remat, in_scan=True)`.
-    Returns (carry, ys stacked)."""
+    (and `xs`, leading axis the same length), each step under `checkpointed(.., remat, in_scan=True)`
+    and its carry held to the batch sharding of `batch_sharded`, if any. Returns (carry, ys stacked)."""
     graphdef, state = nnx.split(layers)
     if start or stop is not None:
         state = jax.tree.map(lambda a: a[start:stop], state)
 
     def body(carry, inputs):
         layer_state, x = inputs
-        return fn(nnx.merge(graphdef, layer_state), carry, x)
+        carry, y = fn(nnx.merge(graphdef, layer_state), _hold_to_batch(carry), x)
+        return _hold_to_batch(carry), y
 
     return jax.lax.scan(checkpointed(body, remat, in_scan=True), carry, (state, xs))
 

@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from w2s_vqa import pipeline
 from w2s_vqa import prompt as prompt_lib
 from w2s_vqa import sharding as sharding_lib
+from w2s_vqa.models import stack as stack_lib
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.score.metrics import LOGIT_COLUMNS, P_COLUMN
 
@@ -69,7 +70,8 @@ def student_forward(student: nnx.Module, prompt: prompt_lib.PairPrompt,
             return leaf
         return jax.device_put(leaf, replicated)
 
-    forward = jax.jit(make_forward(functools.partial(nnx.merge, graphdef), prompt.level_token_ids),
+    forward = jax.jit(stack_lib.batch_sharded(make_forward(functools.partial(nnx.merge, graphdef),
+                                                           prompt.level_token_ids), default_batch_sharding(mesh)),
                       out_shardings=replicated)
     return forward, jax.tree.map(place, state)
 

@@ -41,6 +41,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from w2s_vqa import prompt as prompt_lib
+from w2s_vqa.models import stack as stack_lib
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.score import thurstone
 from w2s_vqa.score.anchors import VIDEO_ARRAYS, AnchorSet
@@ -162,7 +163,8 @@ class Scorer:
             test_tokens, valid = tokens(model, videos)
             return model.level_logits_after_prefix(level_ids, cache, suffix_ids, test_tokens, valid)
 
-        self._test_step = jax.jit(test_step, out_shardings=self.replicated)
+        self._test_step = jax.jit(stack_lib.batch_sharded(test_step, self.batch_sharding),
+                                  out_shardings=self.replicated)
         anchor_videos = _place({k: np.asarray(anchors.videos[k]) for k in VIDEO_ARRAYS}, self.replicated)
         self.cache, logits = jax.jit(anchor_step, out_shardings=self.replicated)(self.params, anchor_videos)
         self.anchor_logits = _host(logits).astype(np.float32)

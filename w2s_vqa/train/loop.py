@@ -37,6 +37,7 @@ from w2s_vqa import sharding as sharding_lib
 from w2s_vqa import workdir as workdir_lib
 from w2s_vqa.convert import hf
 from w2s_vqa.models import config as model_config_lib
+from w2s_vqa.models import stack as stack_lib
 from w2s_vqa.models import student as student_lib
 from w2s_vqa.score import predict as predict_lib
 from w2s_vqa.train import objective as objective_lib
@@ -113,7 +114,8 @@ class Trainer:
             best_metric=(config.train.best_metric or None) if self.evals else None,  # metrics come from evaluations
             async_save=config.train.async_checkpoint)
         self._eval_tables: dict[str, Any] = {}  # evaluation name -> its (subset of the) pair table
-        self.eval_step = jax.jit(make_eval_step(self.codec, self.prompt.level_token_ids),
+        self.eval_step = jax.jit(stack_lib.batch_sharded(make_eval_step(self.codec, self.prompt.level_token_ids),
+                                                         self.batch_sharding),
                                  out_shardings=self.replicated)
 
     # ------------------------------------------------------------------ set-up

@@ -354,6 +354,8 @@ def build_train_step(config, mesh, level_ids: Sequence[int],
     batch = batch_sharding(config, mesh)
     fn = make_train_step(layout.codec, layout.tx, obj_cfg, layout.total_steps, tuple(int(i) for i in level_ids),
                          sentence)
+    # Scanned layers compute on their own pairs only with the batch split held in the loop.
+    fn = stack_lib.batch_sharded(fn, batch)
     step = jax.jit(fn, in_shardings=(layout.shardings, batch), out_shardings=(layout.shardings, layout.replicated),
                    donate_argnums=(0,))
     return TrainStep(step=step, layout=layout, obj_cfg=obj_cfg, batch_sharding=batch)
