@@ -156,6 +156,17 @@ def test_the_tiny_step_compiles_for_a_v5p_8_and_reports_per_chip_figures():
     estimate = result["estimate"]
     assert estimate["step_s"] == pytest.approx(estimate["compute_s"] + estimate["collective_s"])
     assert 0 < estimate["mfu"] < 1
+    assert "lower_bound" not in estimate
+
+
+@needs_libtpu
+def test_a_scanned_steps_estimate_is_marked_a_lower_bound():
+    # XLA's cost analysis and the collectives read from the HLO count a loop body once.
+    config = load_config(None, ["mesh.shape=(1,-1,1)", "data.batch_size=8", "model.scan_layers=True"])
+    result = plan_lib.plan(config, "v5p-8")
+    assert result["model"]["scan_layers"] and result["estimate"]["lower_bound"] is True
+    from w2s_vqa.main.plan import format_plan
+    assert "a lower bound: with scanned layers" in format_plan(result)
 
 
 @needs_libtpu
@@ -211,3 +222,8 @@ def test_the_sweep_does_not_rank_points_its_estimate_cannot_tell_apart():
     assert sweep_lib.mark_fastest(rows) == [1, 0]
     assert [r["fastest_fitting"] for r in rows] == [True, True, False, False, False]
     assert sweep_lib.mark_fastest([{"fits": False, "est_step_ms": 1.0}]) == []
+    # A scanned point's estimate is a lower bound: not ranked against whole-step estimates,
+    # ranked among its own kind when there are no others.
+    rows = [{"fits": True, "est_step_ms": 100.0}, {"fits": True, "est_step_ms": 20.0, "est_lower_bound": True}]
+    assert sweep_lib.mark_fastest(rows) == [0] and not rows[1]["fastest_fitting"]
+    assert sweep_lib.mark_fastest(rows[1:]) == [0]

@@ -101,6 +101,9 @@ def format_plan(result: dict) -> str:
         lines.append(f"estimated step (roofline, not a measurement): {_ms(estimate['step_s'])} = compute "
                      f"{_ms(estimate['compute_s'])} + collectives {_ms(estimate['collective_s'])}; "
                      f"MFU {estimate['mfu']:.1%}")
+        if estimate.get("lower_bound"):
+            lines.append("  a lower bound: with scanned layers the compiler counts each loop body's bytes and "
+                         "collectives once; plan with --set model.scan_layers=False for the whole step's")
     elif result.get("compiled"):
         lines.append("estimated step: none (no published peak for this device)")
     return "\n".join(lines)

@@ -15,7 +15,8 @@ read), compiles it for a target, and reads back per device:
     collectives  bytes each kind of collective moves, read from the compiled HLO
                  (hlo_text.collective_bytes)
     estimate     a roofline step time and MFU (cost_model.roofline): an estimate, not a
-                 measurement
+                 measurement; with scanned layers "lower_bound" true, as the compiler
+                 counts each loop body's bytes and collectives once
 
 Targets (hardware.parse_target):
     v5p-64, v6e-8, v4-16, v5e-4, v5p:2x4x4 ...  a TPU slice (hardware.TOPOLOGIES), compiled for
@@ -274,6 +275,9 @@ def plan(config, target: Target | str, *, prompt_length: int | None = None, comp
               else f"does not fit: needs {format_bytes(memory['total'])} of {format_bytes(capacity)}")
     estimate = cost_model.roofline(chip, max(compiler_flops, result["flops"]["analytic_per_device"]), bytes_accessed,
                         collectives["total"]["moved"], result["flops"]["analytic_model_per_device"])
+    if estimate and layout.model_cfg.scan_layers:
+        # The bytes and collectives of a layer body are counted once, not once per layer.
+        estimate["lower_bound"] = True
     return {**result, "compiled": True, "fits": fits, "status": status, "memory": memory,
             "collectives": collectives, "compile_s": compile_s, "host_peak_bytes": _host_peak_bytes(),
             "estimate": estimate}

@@ -164,6 +164,7 @@ def row_of(record: dict[str, Any]) -> dict[str, Any]:
         "collectives_gib": _gib(collectives.get("total", {}).get("moved")),
         "est_step_ms": estimate["step_s"] * 1e3 if estimate else None,
         "est_mfu": estimate["mfu"] if estimate else None,
+        "est_lower_bound": bool(estimate.get("lower_bound")),
         "compile_s": plan.get("compile_s"), "host_peak_gib": _gib(plan.get("host_peak_bytes")),
     })
     return row
@@ -174,9 +175,19 @@ def row_of(record: dict[str, Any]) -> dict[str, Any]:
 ESTIMATE_TIES = 0.10
 
 
+def _comparable(rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Indices of the rows whose estimates can be ranked together: those that fit with an
+    estimate, and where some are whole-step estimates, only those (a scanned point's is a
+    lower bound, `est_lower_bound`, and would always look fastest)."""
+    fitting = [i for i, r in enumerate(rows) if r.get("fits") and r.get("est_step_ms")]
+    whole = [i for i in fitting if not rows[i].get("est_lower_bound")]
+    return whole or fitting
+
+
 def fastest_fitting(rows: Sequence[dict[str, Any]]) -> int | None:
-    """Index of the row that fits with the lowest estimated step time (None if no row has both)."""
-    candidates = [(r["est_step_ms"], i) for i, r in enumerate(rows) if r.get("fits") and r.get("est_step_ms")]
+    """Index of the row that fits with the lowest estimated step time among `_comparable`
+    rows (None if no row has both)."""
+    candidates = [(rows[i]["est_step_ms"], i) for i in _comparable(rows)]
     return min(candidates)[1] if candidates else None
 
 
@@ -186,8 +197,8 @@ def mark_fastest(rows: Sequence[dict[str, Any]]) -> list[int]:
     False. Returns their indices, fastest first."""
     best = fastest_fitting(rows)
     limit = None if best is None else rows[best]["est_step_ms"] * (1 + ESTIMATE_TIES)
-    tied = sorted((r["est_step_ms"], i) for i, r in enumerate(rows)
-                  if limit is not None and r.get("fits") and r.get("est_step_ms") and r["est_step_ms"] <= limit)
+    tied = sorted((rows[i]["est_step_ms"], i) for i in _comparable(rows)
+                  if limit is not None and rows[i]["est_step_ms"] <= limit)
     for i, row in enumerate(rows):
         row["fastest_fitting"] = any(i == j for _, j in tied)
     return [i for _, i in tied]
