@@ -1,7 +1,7 @@
 """The videos a store is made from: a folder of videos or a CSV/JSONL manifest.
 
 Every input video is a pristine source: prepare writes its record under its `id`
-and one record per variant it makes of it (w2s_vqa.store.prepare.variant_id), all
+and one record per variant it makes of it (w2s_vqa.store.variants.variant_id), all
 with the source's `source_id`. So a `source_id` groups one pristine video with its
 variants; the synthetic pair rule (w2s_vqa.labels.sampling.synthetic_pairs) pairs
 the variants of a source with its one pristine video, and refuses a source_id
