@@ -51,6 +51,13 @@ def test_overrides_are_typed_and_bad_ones_all_reported():
     with pytest.raises(ConfigError) as error:
         load_config(None, ["train.nope=1", "model", "data.num_frames=1"])
     assert "'train.nope': no such config key" in str(error.value) and "'model': expected key=value" in str(error.value)
+    # A value of the wrong type says what to write, in the config's own terms.
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["model.scan_layers=true", "mesh.shape=banana", "data.num_frames=x"])
+    message = str(error.value)
+    assert "'model.scan_layers=true': expects True or False (the default is False)" in message
+    assert "'mesh.shape=banana': expects a tuple such as (1, 8, 1)" in message
+    assert "'data.num_frames=x': expects an integer" in message
 
 
 def test_a_mistyped_key_gets_the_closest_keys():

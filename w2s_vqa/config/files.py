@@ -192,7 +192,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
         try:
             node[leaf] = value
         except (TypeError, ValueError) as e:
-            problems.append(f"'{key}': {e}")
+            # ml_collections names the types; say what to write instead.
+            want = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
+                    tuple: "a tuple such as (1, 8, 1)", list: "a list"}.get(type(old))
+            problems.append(f"'{key}={text}': expects {want} (the default is {old!r})" if want
+                            else f"'{key}': {e}")
     if problems:
         raise ConfigError("bad --set overrides: " + "; ".join(problems))
 

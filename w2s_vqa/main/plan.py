@@ -62,7 +62,8 @@ def format_plan(result: dict) -> str:
     lines = [
         f"target      {result['target']}: {result['devices']} x {result['device_kind']}{hosts}; mesh {mesh}",
         f"model       {result['model']['preset'] or result['model']['hf_dir']}, {result['model']['dtype']}, "
-        f"remat {result['model']['remat']}; {_count(result['model']['parameters'])} parameters "
+        f"remat {result['model']['remat']}, layers {'scanned' if result['model'].get('scan_layers') else 'unrolled'}; "
+        f"{_count(result['model']['parameters'])} parameters "
         f"({_count(result['model']['trainable_parameters'])} trainable)",
         f"batch       {result['batch_size']} pairs ({result['pairs_per_device']} per device), "
         f"{result['prompt_length']} tokens per pair ({result['prompt_length_source']})",
@@ -86,12 +87,14 @@ def format_plan(result: dict) -> str:
     lines += [f"  memory of a device           {_size(mem.get('capacity'))}"
               + (f"   (margin {_size(mem['margin'])})" if mem.get("margin") is not None else "")]
     lines += ["", f"FLOPs per device per step: analytic {flops['analytic_per_device']:.4g}"
-              + (f", compiler {flops['compiler_per_device']:.4g} (counts a loop body once)"
+              + (f", compiler {flops['compiler_per_device']:.4g}"
+                 + (" (counts each loop body once)" if result["model"].get("scan_layers") else "")
                  if "compiler_per_device" in flops else "")]
     if result.get("collectives"):
         parts = [f"{kind} {v['count']} ops, {_size(v['moved'])}" for kind, v in result["collectives"].items()
                  if kind != "total" and v["count"]]
-        lines.append("collectives per device (sent, ring algorithms): " + ("; ".join(parts) or "none"))
+        once = " (each loop body once)" if result["model"].get("scan_layers") else ""
+        lines.append(f"collectives per device (sent, ring algorithms){once}: " + ("; ".join(parts) or "none"))
     if result.get("compiled"):
         peak = result.get("host_peak_bytes")
         lines.append(f"compile time {result['compile_s']:.1f} s" + (f"; this process's peak host memory {_size(peak)}"
@@ -102,8 +105,9 @@ def format_plan(result: dict) -> str:
                      f"{_ms(estimate['compute_s'])} + collectives {_ms(estimate['collective_s'])}; "
                      f"MFU {estimate['mfu']:.1%}")
         if estimate.get("lower_bound"):
-            lines.append("  a lower bound: with scanned layers the compiler counts each loop body's bytes and "
-                         "collectives once; plan with --set model.scan_layers=False for the whole step's")
+            lines.append("  a lower bound (and the MFU an upper one): with scanned layers the compiler counts each "
+                         "loop body's bytes and collectives once; plan with --set model.scan_layers=False for the "
+                         "whole step's")
     elif result.get("compiled"):
         lines.append("estimated step: none (no published peak for this device)")
     return "\n".join(lines)

@@ -122,9 +122,10 @@ class Trainer:
     def _local_batch_size(self) -> int:
         global_batch = int(self.config.data.batch_size)
         shards = step_lib.batch_shards(self.batch_sharding)
-        if global_batch % shards or global_batch % jax.process_count():
-            raise ValueError(f"data.batch_size={global_batch} must divide over the batch's mesh axes "
-                             f"({self.batch_sharding.spec}: {shards} parts) and the {jax.process_count()} processes")
+        if global_batch < 1 or global_batch % shards or global_batch % jax.process_count():
+            raise ValueError(f"data.batch_size={global_batch} must be a positive multiple of the batch's mesh axes "
+                             f"({self.batch_sharding.spec}: {shards} parts) and of the {jax.process_count()} "
+                             f"processes")
         return global_batch // jax.process_count()
 
     def initial_params(self) -> dict[str, jax.Array]:

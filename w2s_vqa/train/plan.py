@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -135,6 +136,9 @@ def _check_mesh(config, mesh, batch_sharding) -> None:
 
     shards = step_lib.batch_shards(batch_sharding)
     pairs = int(config.data.batch_size)
+    if pairs < 1:
+        raise PlanError(f"data.batch_size={pairs}: the global batch must be at least 1 pair (a multiple of the "
+                        f"{shards} batch shards of mesh {dict(mesh.shape)})")
     if pairs % shards:
         raise PlanError(f"data.batch_size={pairs} does not split over the {shards} batch shards of mesh "
                         f"{dict(mesh.shape)} (the rules table's batch axes): choose a batch size divisible by "
@@ -185,8 +189,8 @@ def plan(config, target: Target | str, *, prompt_length: int | None = None, comp
             from None
     chip, capacity = device_chip(target, devices)
 
+    _check_mesh(config, mesh, step_lib.batch_sharding(config, mesh))
     ts = step_lib.build_train_step(config, mesh, level_ids, sentence)
-    _check_mesh(config, mesh, ts.batch_sharding)
     batch = step_lib.abstract_batch(config, length, ts.batch_sharding)
     state = cost_model.state_bytes(ts.abstract_state)
     batch_bytes = sum(cost_model.shard_bytes(a) for a in batch.values())
@@ -296,6 +300,18 @@ def _host_peak_bytes() -> int | None:
 # ----------------------------------------------------------------------------- in a fresh process
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\w*: ")
+
+
+def error_line(stderr: str) -> str:
+    """The line of a failed child's stderr that says what failed: its last "error: ..."
+    line or exception line ("ZeroDivisionError: ..."), not JAX's note on the filtered
+    traceback that follows an exception; else its last line ("" when empty)."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    raised = [line for line in lines if line.startswith("error: ") or _EXCEPTION_LINE.match(line)]
+    return (raised or lines or [""])[-1]
+
+
 def plan_in_subprocess(config, target: Target | str, *, prompt_length: int | None = None, compile: bool = True,
                        timeout: float | None = None) -> dict[str, Any]:
     """`plan` in a fresh Python process (its memory is freed when it exits; cpu:N gets its
@@ -314,8 +330,7 @@ def plan_in_subprocess(config, target: Target | str, *, prompt_length: int | Non
             if proc.returncode == -9 else ""
         raise PlanError(f"planning for {target.name} was killed by signal {-proc.returncode}{hint}")
     if proc.returncode != 0 or not lines:
-        errors = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        last = errors[-1] if errors else f"exit status {proc.returncode}"
+        last = error_line(proc.stderr) or f"exit status {proc.returncode}"
         raise PlanError(last[len("error: "):] if last.startswith("error: ") else
                         f"planning for {target.name} failed: {last}")
     return json.loads(lines[-1])

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from w2s_vqa import progress
 from w2s_vqa.config import ConfigError, load_config
+from w2s_vqa.models import config as model_config_lib
 from w2s_vqa.train import hardware
 from w2s_vqa.train import plan as plan_lib
 from w2s_vqa.train.hardware import GIB
@@ -101,13 +102,15 @@ def run_sweep(config_file: str | None, base_overrides: Sequence[str], target: st
     point: {"point", "plan" (plan.plan's dict, or None), "error" (None or why the point
     could not be planned)}.
 
-    Every point's config is read before anything compiles, so a bad key fails the whole
-    sweep at once (ConfigError); a point whose plan fails (a mesh the target cannot form,
+    Every point's config and model settings are read before anything compiles, so a bad key
+    or model value (model.remat=...) fails the whole sweep at once (ConfigError); a point whose plan fails (a mesh the target cannot form,
     a batch the mesh cannot split, a timeout) becomes a row with its error.
     """
     parsed = hardware.parse_target(target)
     configs = [load_config(config_file, [*base_overrides, *(f"{k}={v}" for k, v in point.items())])
                for point in points]
+    for config in configs:  # the model settings' values too (model.remat, ...): ConfigError naming the key
+        model_config_lib.student_config(config)
     os.makedirs(out_dir, exist_ok=True)
     done_path = os.path.join(out_dir, POINTS_FILE)
     done = _read_done(done_path)
@@ -176,12 +179,11 @@ ESTIMATE_TIES = 0.10
 
 
 def _comparable(rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Indices of the rows whose estimates can be ranked together: those that fit with an
-    estimate, and where some are whole-step estimates, only those (a scanned point's is a
-    lower bound, `est_lower_bound`, and would always look fastest)."""
-    fitting = [i for i, r in enumerate(rows) if r.get("fits") and r.get("est_step_ms")]
-    whole = [i for i in fitting if not rows[i].get("est_lower_bound")]
-    return whole or fitting
+    """Indices of the rows whose estimates can be ranked: those that fit with a whole-step
+    estimate. A scanned point's estimate is a lower bound (`est_lower_bound`: each loop
+    body's bytes and collectives counted once), by an amount that differs between points
+    (remat changes what the body holds), so it is ranked against no other, scanned or not."""
+    return [i for i, r in enumerate(rows) if r.get("fits") and r.get("est_step_ms") and not r.get("est_lower_bound")]
 
 
 def fastest_fitting(rows: Sequence[dict[str, Any]]) -> int | None:
@@ -227,13 +229,15 @@ def write_outputs(records: Sequence[dict[str, Any]], out_dir: str, *, target: st
     grid_keys = list(records[0]["point"]) if records else []
     columns = grid_keys + [c for c in ("fits", "memory_gib", "capacity_gib", "margin_gib", "parameters_gib",
                                        "optimizer_gib", "activations_estimate_gib", "temp_gib", "tflops_per_device",
-                                       "collectives_gib", "est_step_ms", "est_mfu", "compile_s", "host_peak_gib",
-                                       "fastest_fitting", "status") if any(c in r for r in rows)]
+                                       "collectives_gib", "est_step_ms", "est_mfu", "est_lower_bound", "compile_s",
+                                       "host_peak_gib", "fastest_fitting", "status") if any(c in r for r in rows)]
     paths = {name: os.path.join(out_dir, name) for name in OUTPUTS}
     header = (f"Sweep of `w2s-vqa plan` on {target}, config {config_file or 'default'}"
               f"{' with ' + ' '.join(f'--set {o}' for o in base_overrides) if base_overrides else ''}. "
               "Sizes in GiB per device; est_step_ms and est_mfu are a roofline estimate, not a measurement: "
-              f"fastest_fitting marks every point that fits within {ESTIMATE_TIES:.0%} of the fastest estimate.")
+              f"fastest_fitting marks every point that fits within {ESTIMATE_TIES:.0%} of the fastest estimate. "
+              "A point with est_lower_bound (scanned layers: the compiler counts each loop body once) is never "
+              "marked; plan it with model.scan_layers=False for a whole-step estimate.")
     with open(paths["sweep.md"], "w") as f:
         f.write(header + "\n\n" + markdown(rows, columns) + "\n")
     with open(paths["sweep.csv"], "w", newline="") as f:
